@@ -1,0 +1,300 @@
+"""The virtual battery: configuration, state and the physics of one step. Pure and deterministic.
+
+The model, in one place (the README repeats it):
+
+* ``efficiency`` is the round-trip efficiency η. It is split evenly between the two sides: charging stores
+  ``√η`` of the energy bought from the grid, discharging delivers ``√η`` of the energy drawn from the cells.
+  A full cycle therefore returns η of what was bought.
+* ``power_mw`` is always measured on the site side of the inverter: for a charge it is the power bought from
+  the grid, for a discharge the power delivered to the site. Rate limits apply to that power.
+* A step lasts from the previous tick to this one. The first tick, and any gap longer than
+  ``max_step_hours``, use ``default_step_hours`` instead; such a gap is reported in the step.
+* Power is clamped to the rate limit and to the room (or energy) left within the state-of-charge bounds, so
+  the battery can reach exactly full and exactly empty.
+* Money is the tick's energy price times energy on the site side: buying costs ``bought × price``,
+  delivering avoids ``delivered × price``. Negative prices are valid: charging then earns money.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from battery_worker.errors import InvalidConfig, InvalidInput, TimestampNotIncreasing
+
+
+class Action(StrEnum):
+    CHARGE = "charge"
+    DISCHARGE = "discharge"
+    HOLD = "hold"
+
+
+def _require_finite(field: str, value: float, error: type[InvalidConfig] | type[InvalidInput]) -> None:
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise error(field, value, "must be a finite number")
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryConfig:
+    """What the battery is. Every field is validated on construction, so a config that exists is sound."""
+
+    capacity_mwh: float = 100.0
+    max_charge_rate_mw: float = 20.0
+    max_discharge_rate_mw: float = 20.0
+    efficiency: float = 0.9
+    initial_charge_percent: float = 50.0
+    min_charge_percent: float = 0.0
+    max_charge_percent: float = 100.0
+    default_step_hours: float = 1.0
+    max_step_hours: float = 2.0
+
+    def __post_init__(self) -> None:
+        for name in (
+            "capacity_mwh",
+            "max_charge_rate_mw",
+            "max_discharge_rate_mw",
+            "efficiency",
+            "initial_charge_percent",
+            "min_charge_percent",
+            "max_charge_percent",
+            "default_step_hours",
+            "max_step_hours",
+        ):
+            _require_finite(name, getattr(self, name), InvalidConfig)
+        for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
+            if getattr(self, name) <= 0:
+                raise InvalidConfig(name, getattr(self, name), "must be > 0")
+        for name in ("max_charge_rate_mw", "max_discharge_rate_mw"):
+            if getattr(self, name) < 0:
+                raise InvalidConfig(name, getattr(self, name), "must be >= 0")
+        if not 0 < self.efficiency <= 1:
+            raise InvalidConfig("efficiency", self.efficiency, "must be in (0, 1]")
+        for name in ("initial_charge_percent", "min_charge_percent", "max_charge_percent"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise InvalidConfig(name, getattr(self, name), "must be within 0-100")
+        if self.min_charge_percent > self.max_charge_percent:
+            raise InvalidConfig(
+                "min_charge_percent", self.min_charge_percent, "must not exceed max_charge_percent"
+            )
+        if not self.min_charge_percent <= self.initial_charge_percent <= self.max_charge_percent:
+            raise InvalidConfig(
+                "initial_charge_percent",
+                self.initial_charge_percent,
+                f"must be within min/max charge ({self.min_charge_percent}-{self.max_charge_percent})",
+            )
+
+    @property
+    def one_way_efficiency(self) -> float:
+        """√η: the share kept on each side of a round trip."""
+        return math.sqrt(self.efficiency)
+
+    @property
+    def min_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.min_charge_percent / 100.0
+
+    @property
+    def max_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.max_charge_percent / 100.0
+
+    @property
+    def initial_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.initial_charge_percent / 100.0
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryState:
+    """The battery as it stands after some steps. Running totals are in MWh and in price units × MWh."""
+
+    state_of_charge_mwh: float
+    last_tick_at: datetime | None = None
+    ticks_applied: int = 0
+    energy_bought_mwh: float = 0.0
+    energy_stored_mwh: float = 0.0
+    energy_drawn_mwh: float = 0.0
+    energy_delivered_mwh: float = 0.0
+    charging_cost: float = 0.0
+    avoided_cost: float = 0.0
+
+    @property
+    def energy_lost_mwh(self) -> float:
+        return (self.energy_bought_mwh - self.energy_stored_mwh) + (
+            self.energy_drawn_mwh - self.energy_delivered_mwh
+        )
+
+    @property
+    def net_value(self) -> float:
+        """Avoided cost minus charging cost: what the battery earned, energy left in it not counted."""
+        return self.avoided_cost - self.charging_cost
+
+    def full_equivalent_cycles(self, config: BatteryConfig) -> float:
+        """Energy drawn from the cells over the capacity: one full discharge is one cycle."""
+        return self.energy_drawn_mwh / config.capacity_mwh
+
+    def charge_percent(self, config: BatteryConfig) -> float:
+        return 100.0 * self.state_of_charge_mwh / config.capacity_mwh
+
+
+def initial_state(config: BatteryConfig) -> BatteryState:
+    return BatteryState(state_of_charge_mwh=config.initial_energy_mwh)
+
+
+@dataclass(frozen=True, slots=True)
+class Step:
+    """What one application of an action did. ``power_mw`` and ``energy_mwh`` are site-side figures."""
+
+    action: Action
+    requested_power_mw: float
+    power_mw: float
+    duration_hours: float
+    energy_mwh: float
+    state_of_charge_before_mwh: float
+    state_of_charge_after_mwh: float
+    limited_by: str | None
+    gap_hours: float | None
+    state: BatteryState
+
+
+def as_utc(at: datetime) -> datetime:
+    """Zone-less timestamps are UTC by contract (the price monitor sends them so)."""
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def step_hours(
+    config: BatteryConfig, previous_at: datetime | None, at: datetime
+) -> tuple[float, float | None]:
+    """Length of the step ending at ``at`` and, when the default replaced a too-long gap, that gap.
+
+    Raises :class:`TimestampNotIncreasing` if ``at`` is not after ``previous_at``.
+    """
+    if previous_at is None:
+        return config.default_step_hours, None
+    elapsed = (at - previous_at).total_seconds() / 3600.0
+    if elapsed <= 0:
+        raise TimestampNotIncreasing(
+            "timestamp", at.isoformat(), f"not after the previous tick {previous_at.isoformat()}"
+        )
+    if elapsed > config.max_step_hours:
+        return config.default_step_hours, elapsed
+    return elapsed, None
+
+
+def apply_tick(
+    config: BatteryConfig,
+    state: BatteryState,
+    action: Action,
+    power_mw: float,
+    energy_price: float,
+    at: datetime,
+) -> Step:
+    """Apply ``action`` for the time since the previous tick, at the tick's ``energy_price``."""
+    at = as_utc(at)
+    _check_request(action, power_mw, energy_price)
+    duration, gap = step_hours(config, state.last_tick_at, at)
+    step = apply_for(config, state, action, power_mw, duration, energy_price)
+    new_state = replace(step.state, last_tick_at=at, ticks_applied=state.ticks_applied + 1)
+    return replace(step, gap_hours=gap, state=new_state)
+
+
+def _check_request(action: Action, power_mw: float, energy_price: float | None) -> None:
+    if not isinstance(action, Action):
+        raise InvalidInput("action", action, "must be charge, discharge or hold")
+    _require_finite("power_mw", power_mw, InvalidInput)
+    if power_mw < 0:
+        raise InvalidInput("power_mw", power_mw, "must be >= 0")
+    if energy_price is not None:
+        _require_finite("energy_price", energy_price, InvalidInput)
+
+
+def apply_for(
+    config: BatteryConfig,
+    state: BatteryState,
+    action: Action,
+    power_mw: float,
+    duration_hours: float,
+    energy_price: float | None = None,
+) -> Step:
+    """Apply ``action`` at ``power_mw`` for ``duration_hours``; without a price, money totals stay put.
+
+    Everything is checked before anything is computed, so an error leaves no half-applied state (the
+    state is immutable anyway: the caller keeps the old one).
+    """
+    _check_request(action, power_mw, energy_price)
+    _require_finite("duration_hours", duration_hours, InvalidInput)
+    if duration_hours < 0:
+        raise InvalidInput("duration_hours", duration_hours, "must be >= 0")
+    soc = state.state_of_charge_mwh
+    price = 0.0 if energy_price is None else energy_price
+    if action is Action.CHARGE and duration_hours > 0:
+        return _charge(config, state, power_mw, duration_hours, price)
+    if action is Action.DISCHARGE and duration_hours > 0:
+        return _discharge(config, state, power_mw, duration_hours, price)
+    return Step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, None, state)
+
+
+def _charge(config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float) -> Step:
+    soc = state.state_of_charge_mwh
+    keep = config.one_way_efficiency
+    room = max(0.0, config.max_energy_mwh - soc)
+    power, limited_by = power_mw, None
+    if power > config.max_charge_rate_mw:
+        power, limited_by = config.max_charge_rate_mw, "rate"
+    if power * hours * keep >= room:
+        stored, soc_after, limited_by = room, config.max_energy_mwh if room > 0 else soc, "full"
+        bought = stored / keep
+        power = bought / hours
+    else:
+        bought = power * hours
+        stored = bought * keep
+        soc_after = min(soc + stored, config.max_energy_mwh)
+    new_state = replace(
+        state,
+        state_of_charge_mwh=soc_after,
+        energy_bought_mwh=state.energy_bought_mwh + bought,
+        energy_stored_mwh=state.energy_stored_mwh + stored,
+        charging_cost=state.charging_cost + bought * price,
+    )
+    return Step(Action.CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, None, new_state)
+
+
+def _discharge(
+    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float
+) -> Step:
+    soc = state.state_of_charge_mwh
+    keep = config.one_way_efficiency
+    available = max(0.0, soc - config.min_energy_mwh)
+    power, limited_by = power_mw, None
+    if power > config.max_discharge_rate_mw:
+        power, limited_by = config.max_discharge_rate_mw, "rate"
+    if power * hours / keep >= available:
+        drawn, soc_after, limited_by = (
+            available,
+            config.min_energy_mwh if available > 0 else soc,
+            "empty",
+        )
+        delivered = drawn * keep
+        power = delivered / hours
+    else:
+        delivered = power * hours
+        drawn = delivered / keep
+        soc_after = max(soc - drawn, config.min_energy_mwh)
+    new_state = replace(
+        state,
+        state_of_charge_mwh=soc_after,
+        energy_drawn_mwh=state.energy_drawn_mwh + drawn,
+        energy_delivered_mwh=state.energy_delivered_mwh + delivered,
+        avoided_cost=state.avoided_cost + delivered * price,
+    )
+    return Step(
+        Action.DISCHARGE,
+        power_mw,
+        power,
+        hours,
+        delivered,
+        soc,
+        soc_after,
+        limited_by,
+        None,
+        new_state,
+    )

@@ -1,0 +1,61 @@
+"""The price tick: exactly what the price monitor publishes, validated once at the edge.
+
+The MARA price API sends ``{"energy_price", "hash_price", "token_price", "timestamp"}``; timestamps come with
+or without a zone and zone-less ones are UTC. ``site_id`` is optional: the Kafka key usually names the site.
+Prices may be zero or negative (real markets go there); they may not be NaN or infinite.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+
+from battery_worker.battery import as_utc
+from battery_worker.errors import InvalidTick
+
+DEFAULT_SITE_ID = "default"
+
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+class PriceTick(BaseModel):
+    """One price observation. Unknown fields are ignored so the monitor can add fields without breaking us."""
+
+    model_config = ConfigDict(frozen=True, allow_inf_nan=False, extra="ignore")
+
+    energy_price: float
+    hash_price: float
+    token_price: float
+    timestamp: UtcDatetime
+    site_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+def tick_error(error: ValidationError) -> InvalidTick:
+    """The first problem of a pydantic error as a typed :class:`InvalidTick` naming the field and value."""
+    first = error.errors(include_url=False)[0]
+    field = ".".join(str(part) for part in first["loc"]) or "message"
+    return InvalidTick(field, first.get("input"), first["msg"])
+
+
+def make_tick(
+    energy_price: float,
+    hash_price: float,
+    token_price: float,
+    timestamp: datetime | str,
+    site_id: str | None = None,
+) -> PriceTick:
+    """Build a tick from Python values; :class:`InvalidTick` (a ``ValueError``) when it is malformed."""
+    try:
+        return PriceTick.model_validate(
+            {
+                "energy_price": energy_price,
+                "hash_price": hash_price,
+                "token_price": token_price,
+                "timestamp": timestamp,
+                "site_id": site_id,
+            }
+        )
+    except ValidationError as error:
+        raise tick_error(error) from None

@@ -1,0 +1,169 @@
+"""The battery's physics: step length from timestamps, clamping, efficiency, totals and input errors."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from battery_worker.battery import (
+    Action,
+    BatteryConfig,
+    BatteryState,
+    apply_for,
+    apply_tick,
+    initial_state,
+)
+from battery_worker.errors import InvalidConfig, InvalidInput, TimestampNotIncreasing
+
+T0 = datetime(2023, 1, 1, tzinfo=UTC)
+CONFIG = BatteryConfig()
+KEEP = math.sqrt(0.9)
+
+
+def test_defaults_match_the_seed() -> None:
+    config = BatteryConfig()
+    assert (config.capacity_mwh, config.max_charge_rate_mw, config.max_discharge_rate_mw) == (100, 20, 20)
+    assert config.efficiency == 0.9
+    assert initial_state(config).state_of_charge_mwh == 50.0
+
+
+def test_step_length_comes_from_tick_spacing() -> None:
+    first = apply_tick(CONFIG, initial_state(CONFIG), Action.CHARGE, 12.0, 30.0, T0)
+    assert first.duration_hours == CONFIG.default_step_hours
+    second = apply_tick(CONFIG, first.state, Action.CHARGE, 12.0, 30.0, T0 + timedelta(minutes=5))
+    assert second.duration_hours == pytest.approx(5 / 60)
+    assert second.energy_mwh == pytest.approx(12.0 * 5 / 60)
+    assert second.gap_hours is None
+
+
+def test_a_gap_longer_than_the_maximum_uses_the_default_step_and_is_reported() -> None:
+    first = apply_tick(CONFIG, initial_state(CONFIG), Action.HOLD, 0.0, 30.0, T0)
+    late = apply_tick(CONFIG, first.state, Action.CHARGE, 10.0, 30.0, T0 + timedelta(hours=7))
+    assert late.duration_hours == CONFIG.default_step_hours
+    assert late.gap_hours == pytest.approx(7.0)
+    assert late.energy_mwh == pytest.approx(10.0)
+
+
+def test_efficiency_is_split_evenly_so_a_round_trip_returns_eta() -> None:
+    config = BatteryConfig(initial_charge_percent=0.0)
+    charged = apply_for(config, initial_state(config), Action.CHARGE, 10.0, 1.0, 1.0)
+    assert charged.state.energy_stored_mwh == pytest.approx(10.0 * KEEP)
+    drained = apply_for(config, charged.state, Action.DISCHARGE, 20.0, 5.0, 1.0)
+    assert drained.state.state_of_charge_mwh == 0.0
+    assert drained.state.energy_delivered_mwh == pytest.approx(10.0 * 0.9)
+    assert drained.state.energy_lost_mwh == pytest.approx(1.0)
+
+
+def test_charges_to_exactly_full_even_when_a_full_hour_at_max_rate_does_not_fit() -> None:
+    config = BatteryConfig(initial_charge_percent=95.0)
+    step = apply_for(config, initial_state(config), Action.CHARGE, 20.0, 1.0, 10.0)
+    assert step.state.state_of_charge_mwh == 100.0
+    assert step.limited_by == "full"
+    assert step.energy_mwh == pytest.approx(5.0 / KEEP)
+    assert step.power_mw == pytest.approx(5.0 / KEEP)
+
+
+def test_discharges_to_exactly_empty() -> None:
+    config = BatteryConfig(initial_charge_percent=3.0)
+    step = apply_for(config, initial_state(config), Action.DISCHARGE, 20.0, 1.0, 10.0)
+    assert step.state.state_of_charge_mwh == 0.0
+    assert step.limited_by == "empty"
+    assert step.energy_mwh == pytest.approx(3.0 * KEEP)
+
+
+def test_power_is_clamped_to_the_rate_limits() -> None:
+    step = apply_for(CONFIG, initial_state(CONFIG), Action.CHARGE, 25.0, 0.5, 10.0)
+    assert step.power_mw == 20.0
+    assert step.limited_by == "rate"
+    out = apply_for(CONFIG, initial_state(CONFIG), Action.DISCHARGE, 25.0, 0.5, 10.0)
+    assert out.power_mw == 20.0
+
+
+def test_min_and_max_charge_bounds_are_respected() -> None:
+    config = BatteryConfig(min_charge_percent=10.0, max_charge_percent=90.0)
+    full = apply_for(config, initial_state(config), Action.CHARGE, 20.0, 10.0, 1.0)
+    assert full.state.state_of_charge_mwh == 90.0
+    empty = apply_for(config, full.state, Action.DISCHARGE, 20.0, 10.0, 1.0)
+    assert empty.state.state_of_charge_mwh == 10.0
+
+
+def test_money_totals_use_the_tick_price_including_negative_prices() -> None:
+    first = apply_tick(CONFIG, initial_state(CONFIG), Action.CHARGE, 10.0, -5.0, T0)
+    assert first.state.charging_cost == pytest.approx(-50.0)
+    second = apply_tick(CONFIG, first.state, Action.DISCHARGE, 10.0, 100.0, T0 + timedelta(hours=1))
+    assert second.state.avoided_cost == pytest.approx(1000.0)
+    assert second.state.net_value == pytest.approx(1050.0)
+    assert second.state.full_equivalent_cycles(CONFIG) == pytest.approx(10.0 / KEEP / 100.0)
+    assert second.state.ticks_applied == 2
+
+
+def test_hold_changes_nothing_but_the_clock() -> None:
+    step = apply_tick(CONFIG, initial_state(CONFIG), Action.HOLD, 0.0, 40.0, T0)
+    assert step.state.state_of_charge_mwh == 50.0
+    assert step.state.last_tick_at == T0
+    assert step.energy_mwh == 0.0
+
+
+def test_zone_less_timestamps_are_utc() -> None:
+    step = apply_tick(CONFIG, initial_state(CONFIG), Action.HOLD, 0.0, 40.0, datetime(2023, 1, 1))
+    assert step.state.last_tick_at == T0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("efficiency", 0.0),
+        ("efficiency", 1.2),
+        ("efficiency", math.nan),
+        ("capacity_mwh", -1.0),
+        ("capacity_mwh", math.inf),
+        ("initial_charge_percent", 101.0),
+        ("initial_charge_percent", -1.0),
+        ("max_charge_rate_mw", -5.0),
+        ("default_step_hours", 0.0),
+    ],
+)
+def test_invalid_config_names_the_field_and_value(field: str, value: float) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        BatteryConfig(**{field: value})  # type: ignore[arg-type]
+    assert caught.value.field == field
+    assert isinstance(caught.value, ValueError)
+    assert field in str(caught.value)
+
+
+def test_initial_charge_must_sit_inside_the_min_max_bounds() -> None:
+    with pytest.raises(InvalidConfig, match="initial_charge_percent"):
+        BatteryConfig(initial_charge_percent=5.0, min_charge_percent=10.0)
+
+
+@pytest.mark.parametrize(
+    ("power", "hours", "price", "field"),
+    [
+        (-1.0, 1.0, 1.0, "power_mw"),
+        (math.nan, 1.0, 1.0, "power_mw"),
+        (math.inf, 1.0, 1.0, "power_mw"),
+        (1.0, -1.0, 1.0, "duration_hours"),
+        (1.0, math.nan, 1.0, "duration_hours"),
+        (1.0, 1.0, math.nan, "energy_price"),
+    ],
+)
+def test_bad_inputs_raise_and_leave_the_state_untouched(
+    power: float, hours: float, price: float, field: str
+) -> None:
+    state = initial_state(CONFIG)
+    before = BatteryState(**{name: getattr(state, name) for name in BatteryState.__slots__})  # type: ignore[attr-defined]
+    with pytest.raises(InvalidInput) as caught:
+        apply_for(CONFIG, state, Action.CHARGE, power, hours, price)
+    assert caught.value.field == field
+    assert state == before
+
+
+def test_timestamps_going_backwards_are_refused() -> None:
+    step = apply_tick(CONFIG, initial_state(CONFIG), Action.CHARGE, 10.0, 1.0, T0)
+    with pytest.raises(TimestampNotIncreasing) as caught:
+        apply_tick(CONFIG, step.state, Action.CHARGE, 10.0, 1.0, T0 - timedelta(minutes=1))
+    assert caught.value.field == "timestamp"
+    with pytest.raises(TimestampNotIncreasing):
+        apply_tick(CONFIG, step.state, Action.CHARGE, 10.0, 1.0, T0)

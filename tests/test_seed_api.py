@@ -1,0 +1,150 @@
+"""The seed README's Python API, run as the README writes it (``battery.battery_system`` → ``battery_worker``)."""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from battery_worker import BatterySystem, InvalidConfig, InvalidInput, InvalidTick
+
+T0 = datetime(2025, 6, 21, 12, 0, tzinfo=UTC)
+
+
+def test_basic_usage_example_runs_as_written(capsys: pytest.CaptureFixture[str]) -> None:
+    battery = BatterySystem(
+        capacity_mwh=100.0,
+        max_charge_rate_mw=20.0,
+        max_discharge_rate_mw=20.0,
+        efficiency=0.9,
+        initial_charge=50.0,
+    )
+    status = battery.get_status()
+    print(f"Charge Level: {status['charge_level_percent']}%")
+    decision = battery.make_decision(energy_price=1.8, hash_price=1.7, token_price=1.0)
+    print(f"Action: {decision['action']}")
+    assert capsys.readouterr().out == "Charge Level: 50.0%\nAction: hold\n"
+
+
+def test_make_decision_returns_the_documented_shape() -> None:
+    decision = BatterySystem().make_decision(1.8, 1.7, 1.0)
+    assert decision["action"] == "hold"
+    assert decision["reason"] == "Energy price (1.80) within normal range"
+    assert decision["result"]["success"] is True
+
+
+def test_get_status_has_every_field_the_seed_lists() -> None:
+    status = BatterySystem(initial_charge=75.5).get_status()
+    assert status["charge_level_percent"] == 75.5
+    assert status["available_energy_mwh"] == 75.5
+    assert status["capacity_mwh"] == 100.0
+    assert status["can_charge"] is True
+    assert status["can_discharge"] is True
+    for field in (
+        "max_charge_rate_mw",
+        "max_discharge_rate_mw",
+        "efficiency",
+        "last_updated",
+        "total_energy_stored_mwh",
+        "total_energy_used_mwh",
+    ):
+        assert field in status
+
+
+def test_charge_and_discharge_examples() -> None:
+    battery = BatterySystem(initial_charge=0.0)
+    charged = battery.charge(10.0, 2.0)
+    assert charged["success"] is True
+    assert charged["energy_mwh"] == pytest.approx(20.0)
+    assert battery.get_status()["total_energy_stored_mwh"] == pytest.approx(20.0 * 0.9**0.5)
+    used = battery.discharge(15.0, 1.0)
+    assert used["success"] is True
+    assert battery.get_status()["total_energy_used_mwh"] == pytest.approx(15.0)
+
+
+def test_the_battery_charges_to_exactly_full() -> None:
+    battery = BatterySystem(initial_charge=99.0)
+    result = battery.charge(20.0, 1.0)
+    assert result["success"] is True
+    assert battery.get_status()["charge_level_percent"] == 100.0
+    assert battery.get_status()["can_charge"] is False
+    assert battery.charge(5.0, 1.0)["success"] is False
+
+
+def test_decisions_step_by_the_time_between_ticks_not_a_fixed_hour() -> None:
+    battery = BatterySystem(initial_charge=0.0)
+    battery.make_decision(1.0, 1.0, 1.0, timestamp=T0)
+    after_first = battery.get_status()["total_energy_stored_mwh"]
+    battery.make_decision(1.0, 1.0, 1.0, timestamp=T0 + timedelta(minutes=5))
+    step = battery.get_status()["total_energy_stored_mwh"] - after_first
+    assert step == pytest.approx(20.0 * 5 / 60 * 0.9**0.5)
+
+
+def test_without_a_timestamp_the_clock_measures_the_step() -> None:
+    now = [T0]
+    battery = BatterySystem(initial_charge=0.0, clock=lambda: now[0])
+    battery.make_decision(1.0, 1.0, 1.0)
+    now[0] = T0 + timedelta(minutes=30)
+    result = battery.make_decision(1.0, 1.0, 1.0)
+    assert result["result"]["duration_hours"] == pytest.approx(0.5)
+
+
+def test_update_thresholds_changes_decisions_and_refuses_disagreement() -> None:
+    battery = BatterySystem()
+    battery.update_thresholds(charge_threshold=1.9)
+    assert battery.make_decision(1.8, 1.0, 1.0, timestamp=T0)["action"] == "charge"
+    with pytest.raises(InvalidConfig):
+        battery.update_thresholds(charge_threshold=2.5)
+    assert battery.get_status()["charge_threshold"] == 1.9
+
+
+def test_display_status_prints_the_seed_block(capsys: pytest.CaptureFixture[str]) -> None:
+    BatterySystem(initial_charge=75.5).display_status()
+    out = capsys.readouterr().out
+    assert out.startswith("🔋 Battery System Status:\n   Charge Level: 75.5%\n   Available Energy: 75.50 MWh\n")
+
+
+def test_save_history_writes_json_atomically(tmp_path: Path) -> None:
+    battery = BatterySystem()
+    battery.make_decision(1.5, 1.0, 1.0, timestamp=T0)
+    battery.make_decision(2.5, 1.0, 1.0, timestamp=T0 + timedelta(hours=1))
+    target = battery.save_history(tmp_path / "battery_history.json")
+    history = json.loads(target.read_text())
+    assert [entry["action"] for entry in history] == ["charge", "discharge"]
+    assert history[0]["energy_price"] == 1.5
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_bad_input_is_a_value_error_and_changes_nothing() -> None:
+    battery = BatterySystem()
+    before = battery.get_status()
+    with pytest.raises(InvalidTick):
+        battery.make_decision(float("nan"), 1.0, 1.0, timestamp=T0)
+    with pytest.raises(InvalidInput):
+        battery.charge(-1.0, 1.0)
+    with pytest.raises(ValueError, match="efficiency"):
+        BatterySystem(efficiency=1.5)
+    assert battery.get_status() == before
+    assert battery.history == []
+
+
+def test_concurrent_use_from_threads_keeps_the_books_balanced() -> None:
+    battery = BatterySystem(initial_charge=50.0)
+
+    def work() -> None:
+        for _ in range(200):
+            battery.charge(1.0, 0.01)
+            battery.discharge(1.0, 0.01)
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    status = battery.get_status()
+    assert len(battery.history) == 8 * 200 * 2
+    expected = 50.0 + status["total_energy_stored_mwh"] - status["total_energy_used_mwh"] / 0.9**0.5
+    assert status["available_energy_mwh"] == pytest.approx(expected, abs=1e-6)
