@@ -1,0 +1,124 @@
+"""Read price files into ticks: the market CSVs of the shared data, MARA-format CSV and JSON, or any CSV.
+
+Formats recognised without flags:
+
+* market CSV (``Datetime (UTC)``, ``Price (USD/MWh)``): one energy price an hour. These files carry no hash or
+  token price; the ticks get the constants ``hash_price`` and ``token_price`` passed here (0.0 by default).
+* MARA CSV (``energy_price``, ``hash_price``, ``token_price``, ``timestamp``): the price API's own fields.
+* MARA JSON: the API's ``GET /prices`` answer (an array of objects), a single object, or one object a line.
+
+Any other CSV works by naming its columns. Rows are sorted by timestamp (the MARA dumps are newest first).
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from battery_worker.errors import InvalidTick
+from battery_worker.ticks import PriceTick, tick_error
+
+MARKET_TIMESTAMP = "Datetime (UTC)"
+MARKET_PRICE = "Price (USD/MWh)"
+MARA_FIELDS = ("energy_price", "hash_price", "token_price", "timestamp")
+
+
+class PriceFileError(InvalidTick):
+    """A price file cannot be read: the message names the file, the row and the problem."""
+
+
+def load_ticks(
+    path: str | Path,
+    *,
+    timestamp_column: str | None = None,
+    price_column: str | None = None,
+    hash_price: float = 0.0,
+    token_price: float = 0.0,
+    site_id: str | None = None,
+) -> list[PriceTick]:
+    """All ticks of a price file, oldest first."""
+    source = Path(path)
+    if not source.is_file():
+        raise PriceFileError("file", str(source), "no such file")
+    if source.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
+        rows = _json_rows(source)
+    else:
+        rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
+    ticks = [_tick(source, number, row, site_id) for number, row in enumerate(rows, start=1)]
+    ticks.sort(key=lambda tick: tick.timestamp)
+    return ticks
+
+
+def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None) -> PriceTick:
+    data = dict(row)
+    if site_id is not None:
+        data["site_id"] = site_id
+    try:
+        return PriceTick.model_validate(data)
+    except ValidationError as error:
+        problem = tick_error(error)
+        raise PriceFileError(
+            problem.field, problem.value, f"{source.name} row {number}: {problem.problem}"
+        ) from None
+
+
+def _json_rows(source: Path) -> list[Mapping[str, Any]]:
+    raw = source.read_bytes()
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        try:
+            data = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
+        except orjson.JSONDecodeError as error:
+            raise PriceFileError("file", source.name, f"not JSON: {error}") from None
+    if isinstance(data, dict):
+        data = data.get("prices", [data]) if "energy_price" not in data else [data]
+    if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
+        raise PriceFileError("file", source.name, "expected a JSON object or an array of objects")
+    return data
+
+
+def _csv_rows(
+    source: Path,
+    timestamp_column: str | None,
+    price_column: str | None,
+    hash_price: float,
+    token_price: float,
+) -> Iterable[Mapping[str, Any]]:
+    with source.open(newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
+        header = reader.fieldnames or []
+        if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
+            return [{name: row[name] for name in MARA_FIELDS} for row in reader]
+        ts_col = timestamp_column or (MARKET_TIMESTAMP if MARKET_TIMESTAMP in header else None)
+        price_col = price_column or (MARKET_PRICE if MARKET_PRICE in header else None)
+        if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
+            raise PriceFileError(
+                "columns",
+                header,
+                f"{source.name}: cannot tell the timestamp and price columns; "
+                "name them with --timestamp-column and --price-column",
+            )
+        return [
+            {
+                "energy_price": row[price_col],
+                "hash_price": hash_price,
+                "token_price": token_price,
+                "timestamp": _parse_time(row[ts_col]),
+            }
+            for row in reader
+        ]
+
+
+def _parse_time(text: str) -> datetime | str:
+    """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it."""
+    try:
+        return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text
