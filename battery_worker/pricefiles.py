@@ -13,7 +13,7 @@ Any other CSV works by naming its columns. Rows are sorted by timestamp (the MAR
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -90,7 +90,7 @@ def _csv_rows(
     price_column: str | None,
     hash_price: float,
     token_price: float,
-) -> Iterable[Mapping[str, Any]]:
+) -> list[Mapping[str, Any]]:
     with source.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
