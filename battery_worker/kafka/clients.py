@@ -1,0 +1,81 @@
+"""aiokafka clients built from the settings: one place that knows connection, security and tuning."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.helpers import create_ssl_context
+
+from battery_worker.settings import KafkaSettings, WorkerSettings
+
+
+def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
+    """Options every client shares: servers, client id, timeouts, TLS and SASL."""
+    options: dict[str, Any] = {
+        "bootstrap_servers": kafka.bootstrap_servers,
+        "client_id": kafka.client_id,
+        "request_timeout_ms": kafka.request_timeout_ms,
+        "security_protocol": kafka.security_protocol,
+    }
+    if kafka.security_protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = create_ssl_context(
+            cafile=None if kafka.ssl_cafile is None else str(kafka.ssl_cafile),
+            certfile=None if kafka.ssl_certfile is None else str(kafka.ssl_certfile),
+            keyfile=None if kafka.ssl_keyfile is None else str(kafka.ssl_keyfile),
+            password=None if kafka.ssl_password is None else kafka.ssl_password.get_secret_value(),
+        )
+    if kafka.security_protocol.startswith("SASL"):
+        assert kafka.sasl_password is not None, "settings validation requires it"
+        options["sasl_mechanism"] = kafka.sasl_mechanism
+        options["sasl_plain_username"] = kafka.sasl_username
+        options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
+    return options
+
+
+def make_producer(kafka: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
+    """acks=all so an acknowledged event survives a broker failover; no idempotence (not all brokers have it).
+
+    Duplicates from producer retries are harmless: every event has a deterministic ``event_id``.
+    """
+    return AIOKafkaProducer(
+        **connection_options(kafka),
+        acks="all",
+        enable_idempotence=False,
+        linger_ms=linger_ms,
+        max_batch_size=1_048_576,
+        max_request_size=4_194_304,
+    )
+
+
+def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafkaConsumer:
+    """The ``prices`` consumer: manual commits only, from the earliest record for a new group."""
+    return AIOKafkaConsumer(
+        **connection_options(kafka),
+        group_id=worker.group_id,
+        group_instance_id=worker.group_instance_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=worker.session_timeout_ms,
+        heartbeat_interval_ms=worker.heartbeat_interval_ms,
+        max_poll_interval_ms=worker.max_poll_interval_ms,
+        max_partition_fetch_bytes=4_194_304,
+        fetch_max_bytes=16_777_216,
+    )
+
+
+def make_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
+    """A group-less consumer for reading topics end to end (restore, status, history export, replay)."""
+    return AIOKafkaConsumer(
+        **connection_options(kafka),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_partition_fetch_bytes=8_388_608,
+        fetch_max_bytes=33_554_432,
+    )
+
+
+def make_admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
+    return AIOKafkaAdminClient(**connection_options(kafka))

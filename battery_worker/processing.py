@@ -1,0 +1,351 @@
+"""From input record to output records: the data path between the Kafka loop and the domain.
+
+``record → PriceTick (validate) → site → dispatch (policy, battery) → events``. No I/O happens here: the
+Kafka worker hands records in and sends what comes out, and the audit replay runs the very same code.
+Every input record ends in exactly one of four outcomes, counted in :class:`Counters`:
+
+* ``applied``: the tick went through the policy and the battery; action, status and history are emitted.
+* ``stale``: its timestamp is at or before the site's last applied tick (a duplicate or out of order).
+  Nothing is emitted; the site's ``ticks_stale`` counts it.
+* ``already_applied``: the site's restored state already reflects this record (a re-read after a crash or
+  rebalance). Nothing is emitted: its events were acknowledged before that state was written.
+* ``rejected``: not a valid tick; the original bytes go to the dead-letter topic with the reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import ValidationError
+
+from battery_worker.battery import BatteryConfig, BatteryState
+from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
+from battery_worker.errors import InvalidTick, InvalidValue
+from battery_worker.events import (
+    BatteryAction,
+    BatteryStateRecord,
+    BatteryStatus,
+    HistoryRecord,
+    SourceRef,
+    encode,
+    event_id,
+)
+from battery_worker.sites import SiteDirectory
+from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
+
+OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    prices: str = "prices"
+    actions: str = "battery.actions"
+    status: str = "battery.status"
+    state: str = "battery.state"
+    history: str = "battery.history"
+    dlq: str = "prices.dlq"
+
+
+@dataclass(frozen=True, slots=True)
+class InputRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    timestamp_ms: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRecord:
+    topic: str
+    key: bytes | None
+    value: bytes
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class Counters:
+    applied: int = 0
+    stale: int = 0
+    already_applied: int = 0
+    rejected: int = 0
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    actions: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return self.applied + self.stale + self.already_applied + self.rejected
+
+
+@dataclass(slots=True)
+class _Site:
+    state: SiteState
+    source: SourceRef | None
+    ticks_stale: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Handled:
+    kind: OutcomeKind
+    site_id: str | None
+    outputs: tuple[OutputRecord, ...]
+    outcome: Outcome | None = None
+    error: InvalidValue | None = None
+
+
+class TickProcessor:
+    """Holds the state of the sites of the assigned partitions and turns records into output records."""
+
+    def __init__(self, sites: SiteDirectory, topics: TopicNames, max_message_bytes: int = 65536) -> None:
+        self._directory = sites
+        self._topics = topics
+        self._max_bytes = max_message_bytes
+        self._sites: dict[str, _Site] = {}
+        self._dirty: set[str] = set()
+        self.counters = Counters()
+
+    @property
+    def site_count(self) -> int:
+        return len(self._sites)
+
+    def site_state(self, site_id: str) -> SiteState | None:
+        site = self._sites.get(site_id)
+        return None if site is None else site.state
+
+    def sites(self) -> dict[str, SiteState]:
+        return {site_id: site.state for site_id, site in self._sites.items()}
+
+    # --- state: restore, drop, snapshot -------------------------------------------------------------
+
+    def restore(self, records: Iterable[BatteryStateRecord]) -> int:
+        """Load stored site states (the latest per site wins); returns how many sites were loaded."""
+        loaded = 0
+        for record in records:
+            setup = self._directory.setup(record.site_id)
+            battery = BatteryState(
+                state_of_charge_mwh=record.state_of_charge_mwh,
+                last_tick_at=record.last_tick_at,
+                ticks_applied=record.ticks_applied,
+                energy_bought_mwh=record.energy_bought_mwh,
+                energy_stored_mwh=record.energy_stored_mwh,
+                energy_drawn_mwh=record.energy_drawn_mwh,
+                energy_delivered_mwh=record.energy_delivered_mwh,
+                charging_cost=record.charging_cost,
+                avoided_cost=record.avoided_cost,
+            )
+            memory = (
+                setup.policy.load_memory(record.policy_memory)
+                if record.policy == setup.policy.name
+                else setup.policy.initial_memory()
+            )
+            self._sites[record.site_id] = _Site(SiteState(battery, memory), record.source, record.ticks_stale)
+            self._dirty.discard(record.site_id)
+            loaded += 1
+        return loaded
+
+    def drop_partitions(self, partitions: Iterable[int]) -> int:
+        """Forget the sites of partitions this worker no longer owns; returns how many were dropped."""
+        gone = set(partitions)
+        doomed = [
+            site_id
+            for site_id, site in self._sites.items()
+            if site.source is not None and site.source.partition in gone
+        ]
+        for site_id in doomed:
+            del self._sites[site_id]
+            self._dirty.discard(site_id)
+        return len(doomed)
+
+    def drop_all(self) -> None:
+        self._sites.clear()
+        self._dirty.clear()
+
+    def take_state_records(self) -> list[OutputRecord]:
+        """State records of every site changed since the last call, to write after the events are acked."""
+        records = [self._state_record(site_id) for site_id in sorted(self._dirty)]
+        self._dirty.clear()
+        return records
+
+    # --- the data path ----------------------------------------------------------------------------------
+
+    def handle(self, record: InputRecord, now_ms: int = 0) -> Handled:
+        try:
+            tick, site_id = self._parse(record)
+        except InvalidValue as error:
+            return self._reject(record, error, now_ms)
+        site = self._sites.get(site_id)
+        if site is None:
+            setup = self._directory.setup(site_id)
+            site = _Site(new_site_state(setup.config, setup.policy), None)
+            self._sites[site_id] = site
+        elif site.source is not None and site.source.partition != record.partition:
+            problem = (
+                f"site is owned by partition {site.source.partition}; "
+                "key price messages by site id so each site stays on one partition"
+            )
+            return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
+        source = SourceRef(topic=record.topic, partition=record.partition, offset=record.offset)
+        if site.source is not None and record.offset <= site.source.offset:
+            self.counters.already_applied += 1
+            return Handled("already_applied", site_id, ())
+        if site.state.is_stale(tick):
+            site.ticks_stale += 1
+            site.source = source
+            self._dirty.add(site_id)
+            self.counters.stale += 1
+            return Handled("stale", site_id, ())
+        setup = self._directory.setup(site_id)
+        outcome = dispatch(tick, site.state, setup.config, setup.policy)
+        site.state, site.source = outcome.state, source
+        self._dirty.add(site_id)
+        self.counters.applied += 1
+        action = outcome.step.action.value
+        self.counters.actions[action] = self.counters.actions.get(action, 0) + 1
+        return Handled("applied", site_id, self._events(site_id, site, tick, outcome, source), outcome)
+
+    def _parse(self, record: InputRecord) -> tuple[PriceTick, str]:
+        if record.value is None:
+            raise InvalidTick("value", None, "empty message (tombstone) is not a price tick")
+        if len(record.value) > self._max_bytes:
+            raise InvalidTick("value", f"{len(record.value)} bytes", f"larger than {self._max_bytes} bytes")
+        try:
+            tick = PriceTick.model_validate_json(record.value)
+        except ValidationError as error:
+            raise tick_error(error) from None
+        key_site = None
+        if record.key is not None:
+            try:
+                key_site = record.key.decode("utf-8")
+            except UnicodeDecodeError:
+                raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
+            if not key_site:
+                key_site = None
+        if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
+            raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
+        return tick, key_site or tick.site_id or DEFAULT_SITE_ID
+
+    def _reject(self, record: InputRecord, error: InvalidValue, now_ms: int) -> Handled:
+        self.counters.rejected += 1
+        reason = error.field
+        self.counters.rejected_by_reason[reason] = self.counters.rejected_by_reason.get(reason, 0) + 1
+        headers = (
+            ("error", str(error).encode("utf-8", "replace")[:1000]),
+            ("error.field", error.field.encode("utf-8", "replace")),
+            ("source.topic", record.topic.encode()),
+            ("source.partition", str(record.partition).encode()),
+            ("source.offset", str(record.offset).encode()),
+            ("source.timestamp_ms", str(record.timestamp_ms).encode()),
+            ("dlq.timestamp_ms", str(now_ms).encode()),
+        )
+        dlq = OutputRecord(self._topics.dlq, record.key, record.value or b"", None, headers)
+        return Handled("rejected", None, (dlq,), error=error)
+
+    def _events(
+        self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: SourceRef
+    ) -> tuple[OutputRecord, ...]:
+        step, decision = outcome.step, outcome.decision
+        setup = self._directory.setup(site_id)
+        coords = (source.topic, source.partition, source.offset)
+        key = site_id.encode()
+        action = BatteryAction(
+            event_id=event_id("action", *coords),
+            site_id=site_id,
+            tick_timestamp=tick.timestamp,
+            action=step.action,
+            power_mw=step.power_mw,
+            requested_power_mw=step.requested_power_mw,
+            energy_mwh=step.energy_mwh,
+            duration_hours=step.duration_hours,
+            reason=decision.reason,
+            energy_price=tick.energy_price,
+            hash_price=tick.hash_price,
+            token_price=tick.token_price,
+            state_of_charge_before_mwh=step.state_of_charge_before_mwh,
+            state_of_charge_after_mwh=step.state_of_charge_after_mwh,
+            limited_by=step.limited_by,
+            gap_hours=step.gap_hours,
+            policy=setup.policy.name,
+            source=source,
+        )
+        history = HistoryRecord(
+            event_id=event_id("history", *coords),
+            site_id=site_id,
+            timestamp=tick.timestamp,
+            action=step.action,
+            reason=decision.reason,
+            requested_power_mw=step.requested_power_mw,
+            power_mw=step.power_mw,
+            duration_hours=step.duration_hours,
+            energy_mwh=step.energy_mwh,
+            charge_before_mwh=step.state_of_charge_before_mwh,
+            charge_after_mwh=step.state_of_charge_after_mwh,
+            energy_price=tick.energy_price,
+            hash_price=tick.hash_price,
+            token_price=tick.token_price,
+            source=source,
+        )
+        status = status_event(event_id("status", *coords), site_id, site, setup.config, setup.policy.name)
+        history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
+        return (
+            OutputRecord(self._topics.actions, key, encode(action)),
+            OutputRecord(self._topics.status, key, encode(status)),
+            OutputRecord(self._topics.history, history_key, encode(history)),
+        )
+
+    def _state_record(self, site_id: str) -> OutputRecord:
+        site = self._sites[site_id]
+        assert site.source is not None, "a dirty site has handled a record"
+        setup = self._directory.setup(site_id)
+        battery = site.state.battery
+        record = BatteryStateRecord(
+            site_id=site_id,
+            source=site.source,
+            state_of_charge_mwh=battery.state_of_charge_mwh,
+            last_tick_at=battery.last_tick_at,
+            ticks_applied=battery.ticks_applied,
+            ticks_stale=site.ticks_stale,
+            energy_bought_mwh=battery.energy_bought_mwh,
+            energy_stored_mwh=battery.energy_stored_mwh,
+            energy_drawn_mwh=battery.energy_drawn_mwh,
+            energy_delivered_mwh=battery.energy_delivered_mwh,
+            charging_cost=battery.charging_cost,
+            avoided_cost=battery.avoided_cost,
+            policy=setup.policy.name,
+            policy_memory=setup.policy.dump_memory(site.state.policy_memory),
+        )
+        return OutputRecord(self._topics.state, site_id.encode(), encode(record), site.source.partition)
+
+
+def status_event(event: str, site_id: str, site: _Site, config: BatteryConfig, policy: str) -> BatteryStatus:
+    """The seed's ``get_status`` for one site, stamped with the tick time instead of the wall clock."""
+    battery = site.state.battery
+    soc = battery.state_of_charge_mwh
+    return BatteryStatus(
+        event_id=event,
+        site_id=site_id,
+        last_tick_at=battery.last_tick_at,
+        charge_level_percent=battery.charge_percent(config),
+        available_energy_mwh=soc,
+        capacity_mwh=config.capacity_mwh,
+        max_charge_rate_mw=config.max_charge_rate_mw,
+        max_discharge_rate_mw=config.max_discharge_rate_mw,
+        efficiency=config.efficiency,
+        last_updated=battery.last_tick_at,
+        total_energy_stored_mwh=battery.energy_stored_mwh,
+        total_energy_used_mwh=battery.energy_delivered_mwh,
+        total_energy_bought_mwh=battery.energy_bought_mwh,
+        total_energy_lost_mwh=battery.energy_lost_mwh,
+        full_equivalent_cycles=battery.full_equivalent_cycles(config),
+        charging_cost=battery.charging_cost,
+        avoided_cost=battery.avoided_cost,
+        net_value=battery.net_value,
+        can_charge=soc < config.max_energy_mwh and config.max_charge_rate_mw > 0,
+        can_discharge=soc > config.min_energy_mwh and config.max_discharge_rate_mw > 0,
+        ticks_applied=battery.ticks_applied,
+        ticks_stale=site.ticks_stale,
+        policy=policy,
+    )

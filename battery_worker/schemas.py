@@ -1,0 +1,63 @@
+"""Generate or check ``schemas/``: one JSON Schema per event model.
+
+``python -m battery_worker.schemas`` writes them; ``--check`` exits 1 when a checked-in schema differs from
+the models (the test suite runs the same comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from battery_worker.events import EVENT_MODELS
+
+DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def render() -> dict[str, bytes]:
+    """File name → schema bytes, pretty-printed with sorted keys so diffs stay readable."""
+    return {
+        f"{name}.schema.json": orjson.dumps(
+            model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
+        )
+        + b"\n"
+        for name, model in EVENT_MODELS.items()
+    }
+
+
+def out_of_sync(directory: Path) -> list[str]:
+    """Names of schema files missing, stale or unexpected in ``directory``."""
+    expected = render()
+    wrong = [name for name, body in expected.items() if _read(directory / name) != body]
+    extra = [p.name for p in directory.glob("*.schema.json") if p.name not in expected]
+    return sorted(wrong + extra)
+
+
+def _read(path: Path) -> bytes | None:
+    return path.read_bytes() if path.is_file() else None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m battery_worker.schemas", description=__doc__)
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--check", action="store_true", help="only compare; exit 1 when out of sync")
+    args = parser.parse_args(argv)
+    if args.check:
+        wrong = out_of_sync(args.dir)
+        for name in wrong:
+            print(f"out of sync: {args.dir / name}", file=sys.stderr)
+        return 1 if wrong else 0
+    args.dir.mkdir(parents=True, exist_ok=True)
+    for stale in args.dir.glob("*.schema.json"):
+        stale.unlink()
+    for name, body in render().items():
+        (args.dir / name).write_bytes(body)
+    print(f"wrote {len(EVENT_MODELS)} schemas to {args.dir}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
