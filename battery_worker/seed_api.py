@@ -188,20 +188,7 @@ class BatterySystem:
 
     def save_history(self, filename: str | os.PathLike[str]) -> Path:
         """Write the operation log as JSON atomically: readers see the old file or the new one, never half."""
-        target = Path(filename)
-        payload = json.dumps(self.history, indent=2)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as out:
-                out.write(payload)
-                out.flush()
-                os.fsync(out.fileno())
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return target
+        return write_json_atomically(Path(filename), json.dumps(self.history, indent=2))
 
     def _manual(self, action: Action, power_mw: float, duration_hours: float) -> dict[str, Any]:
         with self._lock:
@@ -253,3 +240,19 @@ class BatterySystem:
                 "token_price": token_price,
             }
         )
+
+
+def write_json_atomically(target: Path, payload: str) -> Path:
+    """Write via a temporary file and a rename: readers see the old file or the new one, never half."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(payload)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

@@ -153,9 +153,9 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         raise InvalidConfig("config", str(toml_path), "no such file")
     init: dict[str, Any] = dict(overrides or {})
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if bootstrap and "bootstrap_servers" not in init.get("kafka", {}):
-        if "BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
-            init["kafka"] = {**init.get("kafka", {}), "bootstrap_servers": bootstrap}
+    explicit = "bootstrap_servers" in init.get("kafka", {})
+    if bootstrap and not explicit and "BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
+        init["kafka"] = {**init.get("kafka", {}), "bootstrap_servers": bootstrap}
 
     class _Loaded(Settings):
         @classmethod

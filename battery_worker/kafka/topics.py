@@ -15,7 +15,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
-from battery_worker.settings import TopicSettings
+from battery_worker.settings import Settings, TopicSettings
 
 log = logging.getLogger(__name__)
 
@@ -123,3 +123,15 @@ def _topic_errors(response: Any) -> list[tuple[str, int, Any]]:
         (entry.get("topic", entry.get("name")), entry.get("error_code", 0), entry.get("error_message"))
         for entry in obj.get("topic_errors", obj.get("topics", []))
     ]
+
+
+async def prepare_topics(settings: Settings) -> dict[str, int]:
+    """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly."""
+    from battery_worker.kafka.clients import make_admin
+
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        return await ensure_topics(admin, settings.topics)
+    finally:
+        await admin.close()

@@ -1,0 +1,185 @@
+"""``battery-worker demo``: the whole system on one machine with no Kafka of your own.
+
+Starts the embedded broker (unless a cluster is given), runs the worker, feeds the bundled fortnight of real
+ERCOT prices (USD/MWh) to ``prices`` and shows the actions as they arrive on ``battery.actions``, then a
+summary. The demo's policy is the seed's threshold policy with thresholds for USD/MWh: charge below 25,
+discharge above 100 (the fortnight's median is 28, its top decile 378).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import uuid
+from collections import Counter, deque
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from aiokafka import TopicPartition
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from battery_worker.events import BatteryAction
+from battery_worker.kafka.clients import make_producer, make_reader
+from battery_worker.kafka.feed import publish_ticks
+from battery_worker.kafka.topics import prepare_topics
+from battery_worker.kafka.worker import Worker
+from battery_worker.pricefiles import load_ticks
+from battery_worker.settings import Settings, load_settings
+
+DEMO_SITE = "demo-site"
+DEMO_POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
+SAMPLE = "ercot_2023-08-01_14.csv"
+
+
+def sample_path() -> Path:
+    return Path(str(resources.files("battery_worker") / "data" / SAMPLE))
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    console = Console()
+    if external:
+        return asyncio.run(_demo(args, external, console, fresh_topics=True))
+    from battery_worker.kafka.embedded import EmbeddedBroker
+
+    console.print("starting the embedded Kafka-compatible broker (Tansu)...")
+    with EmbeddedBroker() as broker:
+        console.print(f"broker ready at {broker.bootstrap_servers}")
+        return asyncio.run(_demo(args, broker.bootstrap_servers, console, fresh_topics=False))
+
+
+def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool) -> Settings:
+    overrides: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "policy": DEMO_POLICY,
+        "worker": {"group_id": "battery-worker-demo"},
+    }
+    if fresh_topics:
+        run = uuid.uuid4().hex[:8]
+        names = ("prices", "actions", "status", "state", "history", "dlq")
+        overrides["topics"] = {name: f"demo.{run}.{name}" for name in names}
+        overrides["worker"]["group_id"] = f"battery-worker-demo-{run}"
+    return load_settings(getattr(args, "config", None), overrides)
+
+
+async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, fresh_topics: bool) -> int:
+    settings = _demo_settings(args, bootstrap, fresh_topics)
+    ticks = load_ticks(args.file or sample_path())
+    await prepare_topics(settings)
+    worker = Worker(settings)
+    worker_task = asyncio.create_task(worker.run())
+    seen: deque[BatteryAction] = deque(maxlen=14)
+    actions: list[BatteryAction] = []
+    try:
+        producer = make_producer(settings.kafka)
+        await producer.start()
+        try:
+            console.print(
+                f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at {args.rate:g}/s; "
+                f"policy: charge < 25, discharge > 100 USD/MWh"
+            )
+            feeding = asyncio.create_task(
+                publish_ticks(
+                    producer, settings.topics.prices, ticks, site_id=DEMO_SITE, rate_per_s=args.rate
+                )
+            )
+            await _watch(settings, len(ticks), actions, seen, console, worker_task)
+            await feeding
+        finally:
+            await producer.stop()
+        _summary(console, actions, worker)
+        if args.follow:
+            console.print("following: feed more prices with `battery-worker feed FILE`; Ctrl+C stops")
+            await worker_task
+    finally:
+        worker.stop()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker_task
+    return 0
+
+
+async def _watch(
+    settings: Settings,
+    expected: int,
+    actions: list[BatteryAction],
+    seen: deque[BatteryAction],
+    console: Console,
+    worker_task: asyncio.Task[int],
+) -> None:
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        partitions = await _partitions(reader, settings.topics.actions)
+        reader.assign([TopicPartition(settings.topics.actions, p) for p in partitions])
+        live = Live(_table(seen), console=console, refresh_per_second=8) if console.is_terminal else None
+        with live or contextlib.nullcontext():
+            while len(actions) < expected:
+                if worker_task.done():
+                    worker_task.result()
+                    break
+                batch = await reader.getmany(timeout_ms=200)
+                for records in batch.values():
+                    for record in records:
+                        action = BatteryAction.model_validate_json(record.value or b"{}")
+                        actions.append(action)
+                        seen.append(action)
+                        if live is None:
+                            console.print(_line(action), highlight=False)
+                if live is not None:
+                    live.update(_table(seen))
+    finally:
+        await reader.stop()
+
+
+async def _partitions(reader: Any, topic: str) -> list[int]:
+    for _ in range(50):
+        await reader.topics()
+        partitions = reader.partitions_for_topic(topic)
+        if partitions:
+            return sorted(partitions)
+        await asyncio.sleep(0.1)
+    return [0]
+
+
+def _line(action: BatteryAction) -> str:
+    soc = action.state_of_charge_after_mwh
+    return (
+        f"{action.tick_timestamp:%Y-%m-%d %H:%M}  {action.energy_price:9.2f} USD/MWh  "
+        f"{action.action.value:<9} {action.power_mw:5.1f} MW  battery {soc:6.2f} MWh"
+    )
+
+
+def _table(seen: deque[BatteryAction]) -> Table:
+    table = Table(title="battery.actions (latest)")
+    for column in ("tick (UTC)", "price USD/MWh", "action", "MW", "battery MWh", "reason"):
+        table.add_column(column)
+    colours = {"charge": "green", "discharge": "red", "hold": "dim"}
+    for action in seen:
+        table.add_row(
+            f"{action.tick_timestamp:%m-%d %H:%M}",
+            f"{action.energy_price:,.2f}",
+            f"[{colours[action.action.value]}]{action.action.value}[/]",
+            f"{action.power_mw:.1f}",
+            f"{action.state_of_charge_after_mwh:.2f}",
+            action.reason,
+        )
+    return table
+
+
+def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> None:
+    counts = Counter(action.action.value for action in actions)
+    bought = sum(a.energy_mwh * a.energy_price for a in actions if a.action.value == "charge")
+    avoided = sum(a.energy_mwh * a.energy_price for a in actions if a.action.value == "discharge")
+    final = actions[-1].state_of_charge_after_mwh if actions else float("nan")
+    counters = worker.processor.counters
+    console.print(
+        f"summary: {len(actions)} actions ({counts['charge']} charge, {counts['discharge']} discharge, "
+        f"{counts['hold']} hold); charging cost {bought:,.0f} USD, avoided cost {avoided:,.0f} USD, "
+        f"net {avoided - bought:,.0f} USD; battery ends at {final:.2f} MWh; "
+        f"{counters.rejected} to DLQ, {counters.stale} stale"
+    )

@@ -1,0 +1,67 @@
+"""Read what the worker published: the latest status per site and a site's history, for the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TypeVar
+
+from aiokafka import TopicPartition
+from pydantic import BaseModel, ValidationError
+
+from battery_worker.events import BatteryStatus, HistoryRecord
+from battery_worker.kafka.clients import make_admin, make_reader
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.topics import partition_counts
+from battery_worker.settings import Settings
+
+M = TypeVar("M", bound=BaseModel)
+
+
+async def read_topic(
+    settings: Settings, topic: str, model: type[M], keep: Callable[[bytes | None], bool] | None = None
+) -> list[M]:
+    """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``."""
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        partitions = (await partition_counts(admin, [topic])).get(topic, 0)
+    finally:
+        await admin.close()
+    if not partitions:
+        return []
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    events: list[M] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        async for batch in read_to_end(reader, tps, timeout_s=settings.worker.restore_timeout_s):
+            for record in batch:
+                if record.value is None or (keep is not None and not keep(record.key)):
+                    continue
+                try:
+                    events.append(model.model_validate_json(record.value))
+                except ValidationError:
+                    continue
+    finally:
+        await reader.stop()
+    return events
+
+
+async def latest_status(settings: Settings) -> dict[str, BatteryStatus]:
+    """The last status of every site: keyed by site, a site's statuses share a partition and its order."""
+    return {
+        status.site_id: status for status in await read_topic(settings, settings.topics.status, BatteryStatus)
+    }
+
+
+async def site_history(settings: Settings, site_id: str) -> list[HistoryRecord]:
+    """The site's applied ticks, oldest first, each once (re-emitted duplicates share an event id)."""
+    prefix = f"{site_id}|".encode()
+    records = await read_topic(
+        settings,
+        settings.topics.history,
+        HistoryRecord,
+        keep=lambda key: key is not None and key.startswith(prefix),
+    )
+    unique = {record.event_id: record for record in records if record.site_id == site_id}
+    return sorted(unique.values(), key=lambda record: record.timestamp)
