@@ -1,0 +1,186 @@
+"""The worker on a real broker: real prices in, the domain's decisions out, bad input to the DLQ."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from battery_worker.kafka.exceptions import TopicMisconfigured
+from battery_worker.kafka.inspect import latest_status, site_history
+from battery_worker.kafka.worker import Worker
+from battery_worker.processing import InputRecord
+from tests.workerkit import (
+    ercot_week,
+    feed,
+    make_settings,
+    read_published,
+    reference,
+    send_raw,
+    trace_of,
+)
+
+pytestmark = pytest.mark.broker
+
+
+async def test_real_prices_give_the_domain_cores_decisions(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()
+    for site in ("site-a", "site-b"):
+        await feed(settings, ticks, site)
+    worker = Worker(settings)
+    handled = await worker.run(max_messages=2 * len(ticks), idle_timeout_s=20)
+    assert handled == 2 * len(ticks)
+
+    expected, final = reference(settings, ticks)
+    published = await read_published(settings)
+    for site in ("site-a", "site-b"):
+        assert trace_of(published.actions, site) == expected
+        history = sorted((h for h in published.history if h.site_id == site), key=lambda h: h.timestamp)
+        assert [h.timestamp for h in history] == [row[0] for row in expected]
+    assert len(published.actions) == len(published.statuses) == 2 * len(ticks)
+    assert {a.action.value for a in published.actions} == {"charge", "discharge", "hold"}
+
+    status = (await latest_status(settings))["site-a"]
+    assert status.available_energy_mwh == final.battery.state_of_charge_mwh
+    assert status.ticks_applied == len(ticks)
+    assert status.net_value == pytest.approx(final.battery.net_value)
+    exported = await site_history(settings, "site-b")
+    assert len(exported) == len(ticks)
+
+
+async def test_events_carry_schema_version_and_input_derived_ids(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await feed(settings, ercot_week()[:10], "s1")
+    await Worker(settings).run(max_messages=10, idle_timeout_s=20)
+    published = await read_published(settings)
+    first = published.actions[0]
+    assert first.schema_version == 1
+    assert first.source.topic == settings.topics.prices
+    assert first.source.offset == 0
+    assert len({a.event_id for a in published.actions}) == 10
+    assert not {a.event_id for a in published.actions} & {s.event_id for s in published.statuses}
+
+
+async def test_bad_input_goes_to_the_dlq_with_headers_and_valid_ticks_around_it_are_processed(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    good = ercot_week()[:4]
+
+    def tick(i: int) -> bytes:
+        t = good[i]
+        return orjson.dumps(
+            {"energy_price": t.energy_price, "hash_price": 0, "token_price": 0, "timestamp": t.timestamp}
+        )
+
+    bad: list[tuple[bytes | None, bytes | None]] = [
+        (b"s", b"not json at all"),
+        (b"s", b'{"energy_price": 1.0, "hash_price": 1.0}'),
+        (
+            b"s",
+            b'{"energy_price": "cheap", "hash_price": 1, "token_price": 1, "timestamp": "2023-08-01T00:00"}',
+        ),
+        (b"s", b'{"energy_price": NaN, "hash_price": 1, "token_price": 1, "timestamp": "2023-08-01T00:00"}'),
+        (
+            b"s",
+            b'{"energy_price": 1e999, "hash_price": 1, "token_price": 1, "timestamp": "2023-08-01T00:00"}',
+        ),
+        (b"s", b"{" + b" " * 70_000 + b"}"),
+        (b"s", None),
+    ]
+    messages = [(b"s", tick(0)), *bad[:4], (b"s", tick(1)), *bad[4:], (b"s", tick(2)), (b"s", tick(1))]
+    await send_raw(settings, messages)
+    seen: list[tuple[InputRecord, str]] = []
+    worker = Worker(settings, on_handled=lambda record, handled: seen.append((record, handled.kind)))
+    await worker.run(max_messages=len(messages), idle_timeout_s=20)
+
+    kinds = [kind for _, kind in seen]
+    assert kinds.count("applied") == 3
+    assert kinds.count("rejected") == len(bad)
+    assert kinds.count("stale") == 1
+    published = await read_published(settings)
+    assert [a.tick_timestamp for a in published.actions] == [t.timestamp for t in good[:3]]
+
+    from aiokafka import TopicPartition
+
+    from battery_worker.kafka.clients import make_reader
+    from battery_worker.kafka.reading import read_to_end
+
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    dead = []
+    try:
+        async for batch in read_to_end(
+            reader, [TopicPartition(settings.topics.dlq, p) for p in range(1)], timeout_s=20
+        ):
+            dead.extend(batch)
+    finally:
+        await reader.stop()
+    assert len(dead) == len(bad)
+    headers = dict(dead[0].headers)
+    assert headers["source.topic"] == settings.topics.prices.encode()
+    assert headers["source.partition"] == b"0"
+    assert headers["source.offset"] == b"1"
+    assert b"JSON" in headers["error"] or b"json" in headers["error"]
+    assert int(headers["dlq.timestamp_ms"]) > 0
+    assert dead[0].value == b"not json at all"
+    fields = [dict(record.headers)["error.field"] for record in dead]
+    assert b"energy_price" in fields
+    assert dead[-1].value == b""  # the tombstone, accounted for
+
+
+async def test_a_state_topic_that_is_not_compacted_is_a_startup_error(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    from aiokafka.admin import NewTopic
+
+    from battery_worker.kafka.clients import make_admin
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.topics.state, 3, 1)])
+    finally:
+        await admin.close()
+    with pytest.raises(TopicMisconfigured, match="cleanup.policy"):
+        await Worker(settings).run(idle_timeout_s=1)
+
+
+async def test_a_state_topic_with_other_partitions_than_prices_is_a_startup_error(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    from aiokafka.admin import NewTopic
+
+    from battery_worker.kafka.clients import make_admin
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.topics.prices, 2, 1)])
+    finally:
+        await admin.close()
+    # created by the worker with the prices count: fine
+    worker = Worker(settings)
+    await worker.run(idle_timeout_s=0.5)
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    other = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(other.topics.prices, 2, 1),
+                NewTopic(other.topics.state, 3, 1, topic_configs={"cleanup.policy": "compact"}),
+            ]
+        )
+    finally:
+        await admin.close()
+    with pytest.raises(TopicMisconfigured, match="partitions"):
+        await Worker(other).run(idle_timeout_s=1)

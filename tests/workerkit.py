@@ -1,0 +1,131 @@
+"""Helpers for worker tests: per-test settings and topics, feeding, reading back, and the reference run."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.events import BatteryAction, BatteryStatus, HistoryRecord
+from battery_worker.kafka.clients import make_producer
+from battery_worker.kafka.feed import publish_ticks
+from battery_worker.kafka.inspect import read_topic
+from battery_worker.kafka.topics import prepare_topics
+from battery_worker.pricefiles import load_ticks
+from battery_worker.settings import Settings, load_settings
+from battery_worker.ticks import PriceTick
+
+DATA = Path(__file__).parent / "data"
+POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
+
+
+def ercot_week() -> list[PriceTick]:
+    return load_ticks(DATA / "ercot_2023-08-01_07.csv")
+
+
+def topic_overrides(prefix: str, partitions: int = 3) -> dict[str, Any]:
+    names = ("prices", "actions", "status", "state", "history", "dlq")
+    return {**{name: f"{prefix}.{name}" for name in names}, "partitions": partitions}
+
+
+def make_settings(bootstrap: str, prefix: str, group: str, partitions: int = 3, **extra: Any) -> Settings:
+    overrides: dict[str, Any] = {
+        "kafka": {"bootstrap_servers": bootstrap},
+        "topics": topic_overrides(prefix, partitions),
+        "worker": {"group_id": group, "session_timeout_ms": 6000, **extra.pop("worker", {})},
+        "policy": POLICY,
+        **extra,
+    }
+    return load_settings(None, overrides)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The same settings as environment variables, for a worker run as a separate process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATTERY_WORKER_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
+    for name, value in settings.topics.model_dump().items():
+        env[f"BATTERY_WORKER_TOPICS__{name.upper()}"] = str(value)
+    env["BATTERY_WORKER_WORKER__GROUP_ID"] = settings.worker.group_id
+    env["BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS"] = str(settings.worker.session_timeout_ms)
+    env["BATTERY_WORKER_WORKER__MAX_BATCH_RECORDS"] = str(settings.worker.max_batch_records)
+    env["BATTERY_WORKER_POLICY__NAME"] = settings.policy.name
+    for key, value in settings.policy.params.items():
+        env[f"BATTERY_WORKER_POLICY__PARAMS__{key.upper()}"] = str(value)
+    return env
+
+
+def start_worker_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "battery_worker.cli", "run", *args],
+        env=settings_env(settings),
+        stdout=subprocess.DEVNULL,
+        stderr=log.open("ab"),
+    )
+
+
+async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str) -> None:
+    await prepare_topics(settings)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await publish_ticks(producer, settings.topics.prices, ticks, site_id=site)
+    finally:
+        await producer.stop()
+
+
+async def send_raw(settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+    await prepare_topics(settings)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        pending = [await producer.send(settings.topics.prices, value, key=key) for key, value in messages]
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+@dataclass
+class Published:
+    actions: list[BatteryAction]
+    statuses: list[BatteryStatus]
+    history: list[HistoryRecord]
+
+
+async def read_published(settings: Settings) -> Published:
+    return Published(
+        await read_topic(settings, settings.topics.actions, BatteryAction),
+        await read_topic(settings, settings.topics.status, BatteryStatus),
+        await read_topic(settings, settings.topics.history, HistoryRecord),
+    )
+
+
+def reference(settings: Settings, ticks: Sequence[PriceTick]) -> tuple[list[tuple[Any, ...]], SiteState]:
+    """What the domain core computes directly: (timestamp, action, power, soc after) per tick, final state."""
+    setup = settings.site_directory().default
+    site = new_site_state(setup.config, setup.policy)
+    trace = []
+    for tick in ticks:
+        outcome = dispatch(tick, site, setup.config, setup.policy)
+        site = outcome.state
+        trace.append(
+            (
+                tick.timestamp,
+                outcome.step.action.value,
+                outcome.step.power_mw,
+                outcome.step.state_of_charge_after_mwh,
+            )
+        )
+    return trace, site
+
+
+def trace_of(actions: Sequence[BatteryAction], site: str) -> list[tuple[Any, ...]]:
+    unique = {a.event_id: a for a in actions if a.site_id == site}
+    ordered = sorted(unique.values(), key=lambda a: a.tick_timestamp)
+    return [(a.tick_timestamp, a.action.value, a.power_mw, a.state_of_charge_after_mwh) for a in ordered]
