@@ -149,7 +149,7 @@ async def test_a_state_topic_that_is_not_compacted_is_a_startup_error(
         await admin.create_topics([NewTopic(settings.topics.state, 3, 1)])
     finally:
         await admin.close()
-    with pytest.raises(TopicMisconfigured, match="cleanup.policy"):
+    with pytest.raises(TopicMisconfigured, match=r"cleanup\.policy"):
         await Worker(settings).run(idle_timeout_s=1)
 
 
