@@ -62,12 +62,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 def start_worker_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "battery_worker.cli", "run", *args],
-        env=settings_env(settings),
-        stdout=subprocess.DEVNULL,
-        stderr=log.open("ab"),
-    )
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-m", "battery_worker.cli", "run", *args],
+            env=settings_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
 
 
 async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.base import Decision, Policy
 from battery_worker.policies.threshold import ThresholdPolicy
@@ -19,10 +21,16 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     factory = POLICIES.get(name)
     if factory is None:
         raise InvalidConfig("policy", name, f"unknown policy; choose one of {', '.join(sorted(POLICIES))}")
+    unknown = sorted(set(params or {}) - set(getattr(factory, "__dataclass_fields__", params or {})))
+    if unknown:
+        raise InvalidConfig("policy.params", unknown, f"unknown parameters for policy {name!r}")
     try:
-        return factory(**dict(params or {}))
-    except TypeError as error:
-        raise InvalidConfig("policy_params", dict(params or {}), str(error)) from None
+        policy: Policy = TypeAdapter(factory).validate_python(dict(params or {}))
+    except ValidationError as error:
+        first = error.errors(include_url=False)[0]
+        field = ".".join(["policy.params", *(str(part) for part in first["loc"])])
+        raise InvalidConfig(field, first.get("input"), first["msg"]) from None
+    return policy
 
 
 __all__ = ["POLICIES", "Decision", "Policy", "ThresholdPolicy", "make_policy"]
