@@ -1,0 +1,88 @@
+"""The command line: help for every command, one-line errors, and the commands against a real broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from battery_worker.cli import main
+from tests.workerkit import DATA, make_settings, settings_env
+
+COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"]]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "battery_worker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=" ".join)
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([*command, "--help"])
+    assert done.value.code == 0
+    assert "usage: battery-worker" in capsys.readouterr().out
+
+
+def test_bad_settings_are_one_clear_line() -> None:
+    env = {**os.environ, "BATTERY_WORKER_BATTERY__EFFICIENCY": "1.5"}
+    result = cli("run", "--bootstrap-servers", "127.0.0.1:1", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [result.stderr.strip()]
+    assert "efficiency" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_missing_price_file_is_one_clear_line() -> None:
+    result = cli("feed", "no-such-file.csv", "--bootstrap-servers", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert "no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.broker
+def test_demo_completes_on_the_embedded_broker(kafka_bootstrap: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    result = cli("--log-level", "WARNING", "demo", "--rate", "500", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "summary: 336 actions" in result.stdout
+    assert "discharge" in result.stdout
+
+
+@pytest.mark.broker
+def test_feed_run_status_and_history_export(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    env = settings_env(settings)
+    fed = cli("feed", str(DATA / "ercot_2023-08-01_07.csv"), "--site", "alpha", "--limit", "48", env=env)
+    assert fed.returncode == 0, fed.stderr
+    assert "published 48 ticks" in fed.stdout
+    ran = cli("run", "--max-messages", "48", "--idle-timeout", "20", env=env)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    status = cli("status", "--json", env=env)
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["alpha"]["ticks_applied"] == 48
+    table = cli("status", env=env)
+    assert "alpha" in table.stdout
+    out = tmp_path / "alpha.json"
+    exported = cli("history", "export", "--site", "alpha", "--out", str(out), env=env)
+    assert exported.returncode == 0, exported.stderr
+    history = json.loads(out.read_text())
+    assert len(history) == 48
+    assert history[0]["timestamp"] < history[-1]["timestamp"]
+    assert {"action", "reason", "energy_price", "charge_after_mwh"} <= set(history[0])

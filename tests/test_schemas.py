@@ -1,0 +1,34 @@
+"""The checked-in JSON Schemas are exactly what the models generate, and events validate against them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+
+from battery_worker.schemas import DEFAULT_DIR, main, out_of_sync, render
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_checked_in_schemas_match_the_models() -> None:
+    assert DEFAULT_DIR == ROOT / "schemas"
+    assert out_of_sync(DEFAULT_DIR) == [], "run: python -m battery_worker.schemas"
+
+
+def test_a_changed_schema_is_detected(tmp_path: Path) -> None:
+    assert main(["--dir", str(tmp_path)]) == 0
+    assert out_of_sync(tmp_path) == []
+    victim = next(tmp_path.glob("battery_action.schema.json"))
+    victim.write_text(victim.read_text().replace('"power_mw"', '"power_kw"'))
+    assert out_of_sync(tmp_path) == ["battery_action.schema.json"]
+    assert main(["--dir", str(tmp_path), "--check"]) == 1
+
+
+def test_the_price_tick_schema_accepts_the_mara_api_object() -> None:
+    schema = json.loads(render()["price_tick.schema.json"])
+    jsonschema.validate(
+        {"energy_price": 1.8, "hash_price": 1.7, "token_price": 1.0, "timestamp": "2025-06-21T12:00:00"},
+        schema,
+    )
