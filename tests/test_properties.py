@@ -1,4 +1,4 @@
-"""Property tests: over random configs and tick streams the physics stays in bounds, balanced and repeatable."""
+"""Property tests: over random configs and tick streams the physics stays in bounds, balanced, repeatable."""
 
 from __future__ import annotations
 

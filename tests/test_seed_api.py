@@ -1,4 +1,4 @@
-"""The seed README's Python API, run as the README writes it (``battery.battery_system`` → ``battery_worker``)."""
+"""The seed README's Python API, run as its README writes it (battery.battery_system → battery_worker)."""
 
 from __future__ import annotations
 
@@ -104,7 +104,9 @@ def test_update_thresholds_changes_decisions_and_refuses_disagreement() -> None:
 def test_display_status_prints_the_seed_block(capsys: pytest.CaptureFixture[str]) -> None:
     BatterySystem(initial_charge=75.5).display_status()
     out = capsys.readouterr().out
-    assert out.startswith("🔋 Battery System Status:\n   Charge Level: 75.5%\n   Available Energy: 75.50 MWh\n")
+    assert out.startswith(
+        "🔋 Battery System Status:\n   Charge Level: 75.5%\n   Available Energy: 75.50 MWh\n"
+    )
 
 
 def test_save_history_writes_json_atomically(tmp_path: Path) -> None:

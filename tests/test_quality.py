@@ -1,0 +1,44 @@
+"""ruff and mypy --strict are part of the suite, so CI refuses code that drifts from the style."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def tool(name: str) -> str:
+    found = BIN / name
+    return str(found) if found.exists() else (shutil.which(name) or name)
+
+
+def test_ruff_is_clean() -> None:
+    result = subprocess.run(
+        [tool("ruff"), "check", "battery_worker", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_mypy_strict_is_clean() -> None:
+    result = subprocess.run(
+        [tool("mypy"), "battery_worker"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_the_domain_imports_nothing_from_kafka_or_asyncio() -> None:
+    pure = ["battery.py", "dispatch.py", "ticks.py", "events.py", "seed_api.py", "processing.py"]
+    files = [ROOT / "battery_worker" / name for name in pure]
+    files += sorted((ROOT / "battery_worker" / "policies").glob("*.py"))
+    for path in files:
+        text = path.read_text()
+        for banned in ("aiokafka", "battery_worker.kafka", "import asyncio"):
+            assert banned not in text, f"{path.name} imports {banned}"
