@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, cast
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -25,7 +25,7 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     if unknown:
         raise InvalidConfig("policy.params", unknown, f"unknown parameters for policy {name!r}")
     try:
-        policy: Policy = TypeAdapter(factory).validate_python(dict(params or {}))
+        policy: Policy = TypeAdapter(cast(Any, factory)).validate_python(dict(params or {}))
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(["policy.params", *(str(part) for part in first["loc"])])
