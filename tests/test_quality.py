@@ -18,7 +18,7 @@ def tool(name: str) -> str:
 
 def test_ruff_is_clean() -> None:
     result = subprocess.run(
-        [tool("ruff"), "check", "battery_worker", "tests", "bench"],
+        [tool("ruff"), "check", "."],
         cwd=ROOT,
         capture_output=True,
         text=True,
