@@ -18,6 +18,10 @@ from battery_worker.errors import InvalidTick
 DEFAULT_SITE_ID = "default"
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+PRICE_LIMIT = 1e6
+"""Prices beyond ±1e6 (200× ERCOT's cap, in any unit) are rejected: finite but absurd values would
+overflow the money totals to infinity and poison a site's state for good."""
+Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT)]
 
 
 class PriceTick(BaseModel):
@@ -25,9 +29,9 @@ class PriceTick(BaseModel):
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False, extra="ignore")
 
-    energy_price: float
-    hash_price: float
-    token_price: float
+    energy_price: Price
+    hash_price: Price
+    token_price: Price
     timestamp: UtcDatetime
     site_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
