@@ -1,0 +1,143 @@
+"""Compare recomputed decisions with recorded ones: what an auditor's replay reports. Pure.
+
+Both sides are keyed by ``event_id`` (derived from the input record), so a recorded event and its
+recomputation meet whatever order they were read in, and re-emitted duplicates collapse. Two events agree
+when their bytes are equal: the worker writes nothing that depends on the clock, so same input and same
+config give the same bytes. Events that differ are split in two: a *divergence* changes the decision
+(action, power, energy, state of charge); a *rewording* changes only the text (e.g. a threshold named in the
+reason). The first divergence per site is reported, or the first rewording when nothing diverged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import orjson
+
+
+@dataclass(frozen=True, slots=True)
+class Divergence:
+    site_id: str
+    tick_timestamp: str
+    source: str
+    recorded: dict[str, Any] | None
+    recomputed: dict[str, Any] | None
+
+    def describe(self) -> str:
+        return (
+            f"site {self.site_id}: first divergence at tick {self.tick_timestamp} ({self.source}): "
+            f"recorded {_brief(self.recorded)} vs recomputed {_brief(self.recomputed)}"
+        )
+
+
+@dataclass(slots=True)
+class SiteReport:
+    ticks: int = 0
+    matched: int = 0
+    diverged: int = 0
+    reworded: int = 0
+    missing: int = 0
+    extra: int = 0
+    first: Divergence | None = None
+
+    @property
+    def identical(self) -> bool:
+        return self.diverged == 0 and self.reworded == 0 and self.missing == 0 and self.extra == 0
+
+
+@dataclass(slots=True)
+class AuditReport:
+    sites: dict[str, SiteReport] = field(default_factory=dict)
+
+    @property
+    def identical(self) -> bool:
+        return all(site.identical for site in self.sites.values())
+
+    def totals(self) -> SiteReport:
+        total = SiteReport()
+        for site in self.sites.values():
+            total.ticks += site.ticks
+            total.matched += site.matched
+            total.diverged += site.diverged
+            total.reworded += site.reworded
+            total.missing += site.missing
+            total.extra += site.extra
+        return total
+
+
+DECISION_FIELDS = (
+    "action",
+    "power_mw",
+    "requested_power_mw",
+    "energy_mwh",
+    "duration_hours",
+    "state_of_charge_before_mwh",
+    "state_of_charge_after_mwh",
+)
+
+
+def _same_decision(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    return all(old.get(name) == new.get(name) for name in DECISION_FIELDS)
+
+
+def _brief(event: dict[str, Any] | None) -> str:
+    if event is None:
+        return "nothing"
+    keys = ("action", "power_mw", "state_of_charge_after_mwh", "reason")
+    return "{" + ", ".join(f"{k}={event[k]!r}" for k in keys if k in event) + "}"
+
+
+def compare(
+    recorded: dict[str, bytes],
+    recomputed: dict[str, bytes],
+    *,
+    site_filter: str | None = None,
+    from_time: datetime | None = None,
+) -> AuditReport:
+    """Compare action events by id; the first divergence per site is the earliest by tick time."""
+    report = AuditReport()
+    firsts: dict[str, Divergence] = {}
+    rewordings: dict[str, Divergence] = {}
+    for event_id in recorded.keys() | recomputed.keys():
+        old, new = recorded.get(event_id), recomputed.get(event_id)
+        old_event = None if old is None else orjson.loads(old)
+        new_event = None if new is None else orjson.loads(new)
+        sample = new_event or old_event
+        assert sample is not None
+        site_id = sample["site_id"]
+        if site_filter is not None and site_id != site_filter:
+            continue
+        if from_time is not None and datetime.fromisoformat(sample["tick_timestamp"]) < from_time:
+            continue
+        site = report.sites.setdefault(site_id, SiteReport())
+        site.ticks += 1
+        if old == new:
+            site.matched += 1
+            continue
+        reworded = False
+        if old_event is None:
+            site.extra += 1
+        elif new_event is None:
+            site.missing += 1
+        elif _same_decision(old_event, new_event):
+            site.reworded += 1
+            reworded = True
+        else:
+            site.diverged += 1
+        source = sample["source"]
+        divergence = Divergence(
+            site_id,
+            sample["tick_timestamp"],
+            f"{source['topic']}[{source['partition']}]@{source['offset']}",
+            old_event,
+            new_event,
+        )
+        earliest = rewordings if reworded else firsts
+        current = earliest.get(site_id)
+        if current is None or divergence.tick_timestamp < current.tick_timestamp:
+            earliest[site_id] = divergence
+    for site_id, site in report.sites.items():
+        site.first = firsts.get(site_id) or rewordings.get(site_id)
+    return report

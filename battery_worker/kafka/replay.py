@@ -1,0 +1,166 @@
+"""The audit replay: re-read ``prices`` with a fresh state, recompute every decision, compare with the record.
+
+It runs the worker's own data path (:class:`TickProcessor`) over the input log, so with the same settings it
+must reproduce the recorded ``battery.actions`` byte for byte. It never writes to the live topics: the
+recomputed stream goes to a file or to topics under another prefix, for what-if analysis.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from battery_worker.audit import AuditReport, compare
+from battery_worker.errors import InvalidConfig
+from battery_worker.kafka.clients import make_admin, make_producer, make_reader
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.topics import partition_counts
+from battery_worker.processing import Counters, InputRecord, OutputRecord, TickProcessor
+from battery_worker.settings import Settings
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayOptions:
+    site: str | None = None
+    from_offset: int | None = None
+    from_time: datetime | None = None
+    out_file: Path | None = None
+    output_prefix: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReplayResult:
+    report: AuditReport
+    records_read: int
+    seconds: float
+    counters: Counters
+
+    @property
+    def records_per_second(self) -> float:
+        return self.records_read / self.seconds if self.seconds > 0 else float("inf")
+
+
+async def replay(
+    settings: Settings, options: ReplayOptions, progress: Progress | None = None
+) -> ReplayResult:
+    names = settings.topics.names()
+    if options.output_prefix is not None:
+        live = {names.actions, names.status, names.history, names.state, names.dlq, names.prices}
+        if any(f"{options.output_prefix}.{t}" in live for t in ("battery.actions", "battery.status")):
+            raise InvalidConfig("--output-prefix", options.output_prefix, "would write to the live topics")
+    started = time.perf_counter()
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        counts = await partition_counts(admin, [names.prices, names.actions])
+    finally:
+        await admin.close()
+    if names.prices not in counts:
+        raise InvalidConfig("topics.prices", names.prices, "topic not found")
+    prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
+
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    processor = TickProcessor(settings.site_directory(), names, settings.worker.max_message_bytes)
+    recomputed: dict[str, bytes] = {}
+    outputs: list[OutputRecord] = []
+    first_offsets: dict[int, int] = {}
+    read = 0
+    try:
+        starts = await _start_offsets(reader, prices, options)
+        async for batch in read_to_end(
+            reader, [tp for tp in prices if tp in starts], timeout_s=3600, start_offsets=_known(starts)
+        ):
+            for message in batch:
+                first_offsets.setdefault(message.partition, message.offset)
+                record = InputRecord(
+                    message.topic,
+                    message.partition,
+                    message.offset,
+                    message.key,
+                    message.value,
+                    message.timestamp,
+                )
+                handled = processor.handle(record, message.timestamp)
+                for output in handled.outputs:
+                    if output.topic == names.actions:
+                        recomputed[orjson.loads(output.value)["event_id"]] = output.value
+                if options.output_prefix is not None or options.out_file is not None:
+                    outputs.extend(handled.outputs)
+            read += len(batch)
+            if progress is not None:
+                progress(read)
+        recorded = await _recorded_actions(reader, names.actions, counts.get(names.actions, 0), first_offsets)
+    finally:
+        await reader.stop()
+    report = compare(recorded, recomputed, site_filter=options.site)
+    if options.out_file is not None:
+        _write_actions(options.out_file, [o.value for o in outputs if o.topic == names.actions])
+    if options.output_prefix is not None:
+        await _publish(settings, options.output_prefix, outputs)
+    return ReplayResult(report, read, time.perf_counter() - started, processor.counters)
+
+
+def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
+    return {tp: offset for tp, offset in starts.items() if offset is not None}
+
+
+async def _start_offsets(
+    reader: AIOKafkaConsumer, prices: list[TopicPartition], options: ReplayOptions
+) -> dict[TopicPartition, int | None]:
+    """Where each partition starts: the beginning (None), an offset, or the first record at a time."""
+    if options.from_offset is not None:
+        return {tp: options.from_offset for tp in prices}
+    if options.from_time is not None:
+        found = await reader.offsets_for_times(
+            {tp: int(options.from_time.timestamp() * 1000) for tp in prices}
+        )
+        return {tp: hit.offset for tp, hit in found.items() if hit is not None}
+    return dict.fromkeys(prices)
+
+
+async def _recorded_actions(
+    reader: AIOKafkaConsumer, topic: str, partitions: int, first_offsets: dict[int, int]
+) -> dict[str, bytes]:
+    """Recorded action events whose input lies in the replayed range, by event id (duplicates collapse)."""
+    recorded: dict[str, bytes] = {}
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    async for batch in read_to_end(reader, tps, timeout_s=3600):
+        for message in batch:
+            if message.value is None:
+                continue
+            event = orjson.loads(message.value)
+            source = event["source"]
+            start = first_offsets.get(source["partition"])
+            if start is not None and source["offset"] >= start:
+                recorded[event["event_id"]] = message.value
+    return recorded
+
+
+def _write_actions(path: Path, actions: list[bytes]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(b"".join(value + b"\n" for value in actions))
+    tmp.replace(path)
+
+
+async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        pending = [
+            await producer.send(f"{prefix}.{o.topic}", o.value, key=o.key, headers=list(o.headers) or None)
+            for o in (replace(o, partition=None) for o in outputs)
+        ]
+        for future in pending:
+            await future
+    finally:
+        await producer.stop()
