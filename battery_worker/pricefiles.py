@@ -95,7 +95,10 @@ def _csv_rows(
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
-            return [{name: row[name] for name in MARA_FIELDS} for row in reader]
+            return [
+                {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]}
+                for row in reader
+            ]
         ts_col = timestamp_column or (MARKET_TIMESTAMP if MARKET_TIMESTAMP in header else None)
         price_col = price_column or (MARKET_PRICE if MARKET_PRICE in header else None)
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
@@ -107,7 +110,7 @@ def _csv_rows(
             )
         return [
             {
-                "energy_price": row[price_col],
+                "energy_price": _number(row[price_col]),
                 "hash_price": hash_price,
                 "token_price": token_price,
                 "timestamp": _parse_time(row[ts_col]),
@@ -120,5 +123,15 @@ def _parse_time(text: str) -> datetime | str:
     """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it."""
     try:
         return datetime.fromisoformat(text.strip())
+    except ValueError:
+        return text
+
+
+def _number(text: str | None) -> float | str | None:
+    """CSV cells are text; a price that does not parse stays text, so validation names the row and field."""
+    if text is None:
+        return None
+    try:
+        return float(text)
     except ValueError:
         return text

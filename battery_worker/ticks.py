@@ -21,7 +21,8 @@ UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 PRICE_LIMIT = 1e6
 """Prices beyond ±1e6 (200× ERCOT's cap, in any unit) are rejected: finite but absurd values would
 overflow the money totals to infinity and poison a site's state for good."""
-Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT)]
+Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT, strict=True)]
+"""Strict: a price is a JSON number; true, "1.5" or null are not prices."""
 
 
 class PriceTick(BaseModel):

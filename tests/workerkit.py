@@ -81,15 +81,19 @@ async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str) -> Non
         await producer.stop()
 
 
-async def send_raw(settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+async def send_raw(
+    settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]]
+) -> list[tuple[int, int]]:
+    """Publish raw key/value pairs in order; returns the (partition, offset) each landed at."""
     await prepare_topics(settings)
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
         pending = [await producer.send(settings.topics.prices, value, key=key) for key, value in messages]
-        await asyncio.gather(*pending)
+        landed = await asyncio.gather(*pending)
     finally:
         await producer.stop()
+    return [(meta.partition, meta.offset) for meta in landed]
 
 
 @dataclass

@@ -1,0 +1,150 @@
+"""Helpers for the fault tests: a 20-site stream, a paced feeder, worker processes, and the final checks."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import subprocess
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+from aiokafka import AIOKafkaProducer, TopicPartition
+
+from battery_worker.kafka.clients import connection_options, make_reader
+from battery_worker.kafka.feed import tick_payload
+from battery_worker.kafka.inspect import latest_status
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.topics import prepare_topics
+from battery_worker.pricefiles import load_ticks
+from battery_worker.settings import Settings
+from battery_worker.ticks import PriceTick
+from tests.workerkit import DATA, read_published, reference, trace_of
+
+SITES = tuple(f"site-{i:02d}" for i in range(20))
+TICKS_PER_SITE = 500
+
+
+def fault_session_ms() -> int:
+    """2 s on the embedded broker (fast fault detection); 6 s, Kafka's minimum by default, elsewhere."""
+    return 6000 if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else 2000
+
+
+def site_streams(sites: Sequence[str] = SITES, per_site: int = TICKS_PER_SITE) -> dict[str, list[PriceTick]]:
+    """Each site gets its own window of the 2400 hours, so the sites decide differently."""
+    hours = load_ticks(DATA / "ercot_2023_first_2400h.csv")
+    return {site: hours[i * 95 : i * 95 + per_site] for i, site in enumerate(sites)}
+
+
+def interleaved(streams: dict[str, list[PriceTick]]) -> list[tuple[str, PriceTick]]:
+    length = max(len(ticks) for ticks in streams.values())
+    return [(site, ticks[i]) for i in range(length) for site, ticks in streams.items() if i < len(ticks)]
+
+
+async def paced_feed(settings: Settings, items: Sequence[tuple[str, PriceTick]], rate_per_s: float) -> None:
+    """Publish keyed ticks at a steady rate; a failed send is retried (a duplicate is merely stale)."""
+    await prepare_topics(settings)
+    producer = AIOKafkaProducer(**connection_options(settings.kafka), acks="all", request_timeout_ms=120_000)
+    await producer.start()
+    try:
+        started = time.monotonic()
+        for index, (site, tick) in enumerate(items):
+            for _attempt in range(10):
+                try:
+                    await (await producer.send(settings.topics.prices, tick_payload(tick), key=site.encode()))
+                    break
+                except Exception:  # any send failure: retry; a duplicate is merely a stale tick
+                    await asyncio.sleep(1)
+            else:
+                raise AssertionError(f"could not publish tick {index}")
+            delay = started + (index + 1) / rate_per_s - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+    finally:
+        await producer.stop()
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def all_applied(settings: Settings, streams: dict[str, list[PriceTick]]) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        statuses = await latest_status(settings)
+        return all(
+            site in statuses and statuses[site].last_tick_at == ticks[-1].timestamp
+            for site, ticks in streams.items()
+        )
+
+    return check
+
+
+def stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> int:
+    process.send_signal(sig)
+    return process.wait(timeout_s)
+
+
+def rng(seed: int) -> random.Random:
+    return random.Random(seed)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    events: int
+    reemitted: int
+
+
+async def raw_values(settings: Settings, topic: str) -> list[bytes]:
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    values: list[bytes] = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+        async for batch in read_to_end(reader, tps, timeout_s=60):
+            values.extend(record.value for record in batch if record.value is not None)
+    finally:
+        await reader.stop()
+    return values
+
+
+async def verify_against_uninterrupted(settings: Settings, streams: dict[str, list[PriceTick]]) -> Verdict:
+    """Per-site results equal a straight run of the domain; each event id has exactly one payload."""
+    published = await read_published(settings)
+    statuses = await latest_status(settings)
+    for site, ticks in streams.items():
+        expected, final = reference(settings, ticks)
+        assert trace_of(published.actions, site) == expected, f"{site}: actions differ"
+        history = {h.event_id: h for h in published.history if h.site_id == site}
+        assert sorted(h.timestamp for h in history.values()) == [t.timestamp for t in ticks], site
+        status = statuses[site]
+        assert status.available_energy_mwh == final.battery.state_of_charge_mwh, site
+        assert status.ticks_applied == len(ticks), site
+        assert status.net_value == final.battery.net_value, site
+    events = reemitted = 0
+    for topic in (settings.topics.actions, settings.topics.status, settings.topics.history):
+        payloads: dict[str, set[bytes]] = defaultdict(set)
+        raw = await raw_values(settings, topic)
+        for value in raw:
+            payloads[orjson.loads(value)["event_id"]].add(value)
+        different = [event for event, bodies in payloads.items() if len(bodies) > 1]
+        assert not different, f"{topic}: re-emitted events differ from the first: {different[:3]}"
+        assert len(payloads) == sum(len(t) for t in streams.values()), topic
+        events += len(payloads)
+        reemitted += len(raw) - len(payloads)
+    result = await replay(settings, ReplayOptions())
+    assert result.report.identical, [s.first for s in result.report.sites.values() if s.first][:3]
+    return Verdict(events, reemitted)
+
+
+def log_tail(path: Path) -> str:
+    return path.read_text(errors="replace")[-3000:] if path.exists() else ""
