@@ -1,0 +1,139 @@
+"""A bounded hourly price history and the forecasts built from it. Pure; only past and current ticks.
+
+Why hourly: ticks may come every 5 minutes (the MARA API) or every hour (market files). Folding them into
+hourly means gives the predictive policies one resolution to reason in, and bounds the memory to
+``max_hours`` floats per site whatever the tick rate: the worker may hold 10,000 sites.
+
+The history is a frozen value; :meth:`HourlyHistory.add` returns a new one. It dumps to plain JSON (ints,
+floats, lists) and loads back to an equal value, so a restarted worker sees exactly the same history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+import numpy as np
+from numpy.typing import NDArray
+
+from battery_worker.battery import as_utc
+from battery_worker.errors import InvalidConfig
+from battery_worker.policies.base import JsonValue
+
+HOURS_PER_DAY = 24
+FloatArray = NDArray[np.float64]
+
+
+def whole_number(name: str, value: object, low: int) -> int:
+    """``value`` as an int >= ``low``; whole floats are accepted because CLI and TOML params may be floats."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise InvalidConfig(name, value, f"must be a whole number >= {low}")
+    return value
+
+
+def hour_index(at: datetime) -> int:
+    """Whole hours since the Unix epoch (UTC): the bucket a tick falls in."""
+    return int(as_utc(at).timestamp() // 3600)
+
+
+@dataclass(frozen=True, slots=True)
+class HourlyHistory:
+    """Means of completed hours (oldest first, the last one is ``open_hour - 1``) plus the open hour's sum.
+
+    Hours without ticks repeat the previous hour's mean, so the series stays contiguous and hour-of-day
+    positions stay aligned.
+    """
+
+    max_hours: int
+    means: tuple[float, ...] = ()
+    open_hour: int | None = None
+    open_sum: float = 0.0
+    open_count: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.max_hours, int) or self.max_hours < 1:
+            raise InvalidConfig("history_hours", self.max_hours, "must be an integer >= 1")
+
+    def add(self, at: datetime, price: float) -> HourlyHistory:
+        hour = hour_index(at)
+        if self.open_hour is None or hour < self.open_hour:
+            # Earlier hours cannot reach a policy (dispatch refuses stale ticks): restart the open hour.
+            return replace(self, open_hour=hour, open_sum=price, open_count=1)
+        if hour == self.open_hour:
+            return replace(self, open_sum=self.open_sum + price, open_count=self.open_count + 1)
+        closed = self.open_sum / self.open_count
+        filled = min(hour - self.open_hour, self.max_hours)
+        means = (*self.means, *([closed] * filled))[-self.max_hours :]
+        return replace(self, means=means, open_hour=hour, open_sum=price, open_count=1)
+
+    def known(self) -> FloatArray:
+        """Completed hourly means then the open hour's mean so far: everything known up to now."""
+        values = list(self.means)
+        if self.open_count:
+            values.append(self.open_sum / self.open_count)
+        return np.asarray(values, dtype=np.float64)
+
+    def dump(self) -> JsonValue:
+        return {
+            "max_hours": self.max_hours,
+            "means": list(self.means),
+            "open_hour": self.open_hour,
+            "open_sum": self.open_sum,
+            "open_count": self.open_count,
+        }
+
+    @staticmethod
+    def load(data: JsonValue) -> HourlyHistory:
+        if not isinstance(data, dict):
+            raise InvalidConfig("policy_memory", type(data).__name__, "expected an object")
+        try:
+            return HourlyHistory(
+                max_hours=int(data["max_hours"]),
+                means=tuple(float(v) for v in data["means"]),
+                open_hour=None if data["open_hour"] is None else int(data["open_hour"]),
+                open_sum=float(data["open_sum"]),
+                open_count=int(data["open_count"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidConfig("policy_memory", str(error), "not a price history") from None
+
+
+def profile_forecast(
+    history: FloatArray,
+    horizon_hours: int,
+    *,
+    days: int,
+    recent_weight: float,
+    spike_quantile: float,
+    level_decay: float,
+) -> FloatArray:
+    """Prices for the next ``horizon_hours`` hours from an hourly history ending with the current hour.
+
+    Each future hour gets the mean of the same hour of day over the last ``days`` days, blended with the same
+    hour yesterday (weight ``recent_weight``): the daily shape, tracking the recent level. Past prices are
+    first capped at their ``spike_quantile`` so that one spike does not become a forecast spike every day.
+    Prices persist from hour to hour, so today's departure from that shape (the current hour's price minus
+    its own profile value) is added too, fading by ``level_decay`` per hour ahead.
+    """
+    n = history.size
+    if n == 0:
+        return np.zeros(horizon_hours)
+    cap = float(np.quantile(history, spike_quantile))
+    capped = np.minimum(history, cap)
+    last = n - 1
+    profile = np.empty(horizon_hours + 1)
+    for k in range(horizon_hours + 1):
+        # Same hour of day, whole days back from the target hour last + k (k = 0: the current hour).
+        back = last + k - HOURS_PER_DAY * np.arange(1, days + 2)
+        back = back[(back >= 0) & (back <= last)][:days]
+        if back.size == 0:
+            profile[k] = capped[last]
+            continue
+        daily = float(capped[back].mean())
+        profile[k] = recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
+    departure = float(history[last]) - profile[0]
+    fade: FloatArray = level_decay ** np.arange(1, horizon_hours + 1, dtype=np.float64)
+    result: FloatArray = profile[1:] + departure * fade
+    return result
