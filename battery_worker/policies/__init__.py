@@ -8,11 +8,15 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.errors import InvalidConfig
+from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Decision, Policy
+from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.policies.threshold import ThresholdPolicy
 
 POLICIES: dict[str, Callable[..., Policy]] = {
     "threshold": ThresholdPolicy,
+    "adaptive": AdaptivePolicy,
+    "mpc": MpcPolicy,
 }
 
 
