@@ -49,7 +49,8 @@ def interleaved(streams: dict[str, list[PriceTick]]) -> list[tuple[str, PriceTic
 async def paced_feed(settings: Settings, items: Sequence[tuple[str, PriceTick]], rate_per_s: float) -> None:
     """Publish keyed ticks at a steady rate; a failed send is retried (a duplicate is merely stale)."""
     await prepare_topics(settings)
-    producer = AIOKafkaProducer(**connection_options(settings.kafka), acks="all", request_timeout_ms=120_000)
+    options = {**connection_options(settings.kafka), "request_timeout_ms": 120_000}
+    producer = AIOKafkaProducer(**options, acks="all")
     await producer.start()
     try:
         started = time.monotonic()

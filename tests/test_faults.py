@@ -272,5 +272,6 @@ async def test_ten_thousand_fuzzed_messages_are_each_accounted_for_once(
     assert verdict.reemitted == 0
     assert all(math.isfinite(s.battery.net_value) for s in worker.processor.sites().values())
     print(
-        f"\nfuzz: {len(messages)} messages: {applied} applied, {expected_stale} stale, {expected_rejected} DLQ"
+        f"\nfuzz: {len(messages)} messages: {applied} applied, "
+        f"{expected_stale} stale, {expected_rejected} DLQ"
     )
