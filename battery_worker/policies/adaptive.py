@@ -24,11 +24,11 @@ from battery_worker.ticks import PriceTick
 
 @dataclass(frozen=True, slots=True)
 class AdaptivePolicy:
-    window_hours: int = 72
+    window_hours: int = 24
     warmup_hours: int = 24
-    charge_quantile: float = 0.25
-    discharge_quantile: float = 0.75
-    soc_tilt: float = 0.2
+    charge_quantile: float = 0.3
+    discharge_quantile: float = 0.7
+    soc_tilt: float = 0.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window_hours", whole_number("window_hours", self.window_hours, 2))

@@ -48,7 +48,7 @@ class MpcPolicy:
     profile_days: int = 7
     recent_weight: float = 0.5
     spike_quantile: float = 0.98
-    level_decay: float = 0.0
+    level_decay: float = 0.97
     terminal_quantile: float = 0.5
     max_iterations: int = 2000
     fallback: AdaptivePolicy = field(default_factory=AdaptivePolicy)
