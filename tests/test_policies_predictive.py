@@ -1,0 +1,149 @@
+"""Adaptive and MPC policies: determinism, restart through dump/load, bounded memory, fallback, forecasts."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import orjson
+import pytest
+
+from battery_worker.backtest import backtest, run_policy
+from battery_worker.battery import Action, BatteryConfig
+from battery_worker.dispatch import SiteState
+from battery_worker.errors import InvalidConfig
+from battery_worker.policies import POLICIES, make_policy
+from battery_worker.policies.adaptive import AdaptivePolicy
+from battery_worker.policies.base import Policy
+from battery_worker.policies.forecast import HourlyHistory, profile_forecast
+from battery_worker.policies.mpc import MpcPolicy
+from battery_worker.pricefiles import load_ticks
+from battery_worker.ticks import PriceTick, make_tick
+
+DATA = Path(__file__).parent / "data"
+CONFIG = BatteryConfig()
+T0 = datetime(2023, 3, 1, tzinfo=UTC)
+
+
+@pytest.fixture(scope="module")
+def ercot_week() -> list[PriceTick]:
+    return load_ticks(DATA / "ercot_2023-08-01_07.csv")
+
+
+@pytest.fixture(scope="module")
+def mara_5min() -> list[PriceTick]:
+    return load_ticks(DATA / "mara_api_5min_2025-05-22_48h.json")
+
+
+def daily_cycle(days: int) -> list[PriceTick]:
+    """Cheap nights, dear evenings: a shape a predictive policy should learn within a day."""
+    return [
+        make_tick(50.0 + 40.0 * math.sin(2 * math.pi * (h % 24) / 24.0), 0.0, 0.0, T0 + timedelta(hours=h))
+        for h in range(24 * days)
+    ]
+
+
+PREDICTIVE: list[Policy] = [AdaptivePolicy(), MpcPolicy()]
+
+
+def test_registered_and_selectable_by_name() -> None:
+    assert {"threshold", "adaptive", "mpc"} <= set(POLICIES)
+    assert isinstance(make_policy("mpc", {"horizon_hours": 24.0}), MpcPolicy)
+    with pytest.raises(InvalidConfig):
+        make_policy("adaptive", {"charge_quantile": 0.9, "discharge_quantile": 0.1})
+
+
+@pytest.mark.parametrize("policy", PREDICTIVE, ids=lambda p: p.name)
+@pytest.mark.parametrize("source", ["ercot_week", "mara_5min"])
+def test_same_ticks_same_decisions(policy: Policy, source: str, request: pytest.FixtureRequest) -> None:
+    ticks = request.getfixturevalue(source)
+    first = run_policy(ticks, CONFIG, policy)
+    second = run_policy(ticks, CONFIG, policy)
+    assert first.decisions == second.decisions
+    assert first.final == second.final
+
+
+@pytest.mark.parametrize("policy", PREDICTIVE, ids=lambda p: p.name)
+@pytest.mark.parametrize("source", ["ercot_week", "mara_5min"])
+def test_restart_half_way_through_dump_and_load(
+    policy: Policy, source: str, request: pytest.FixtureRequest
+) -> None:
+    ticks = request.getfixturevalue(source)
+    whole = run_policy(ticks, CONFIG, policy)
+    half = len(ticks) // 2
+    first = run_policy(ticks[:half], CONFIG, policy)
+    stored = orjson.dumps(policy.dump_memory(first.final.policy_memory))
+    restored = SiteState(first.final.battery, policy.load_memory(orjson.loads(stored)))
+    assert restored.policy_memory == first.final.policy_memory
+    second = run_policy(ticks[half:], CONFIG, policy, site=restored)
+    assert first.decisions + second.decisions == whole.decisions
+    assert second.final == whole.final
+
+
+@pytest.mark.parametrize("policy", PREDICTIVE, ids=lambda p: p.name)
+def test_memory_is_bounded_and_never_mutated(policy: Policy, mara_5min: list[PriceTick]) -> None:
+    memory = policy.initial_memory()
+    battery = run_policy(mara_5min[:1], CONFIG, policy).final.battery
+    for tick in mara_5min[1:]:
+        before = orjson.dumps(policy.dump_memory(memory))
+        _decision, new_memory = policy.decide(tick, battery, CONFIG, memory)
+        assert orjson.dumps(policy.dump_memory(memory)) == before
+        memory = new_memory
+    assert isinstance(memory, HourlyHistory)
+    assert len(memory.means) <= memory.max_hours
+    long_run = HourlyHistory(24)
+    for hour in range(1000):
+        long_run = long_run.add(T0 + timedelta(hours=hour), float(hour))
+    assert len(long_run.means) == 24
+
+
+@pytest.mark.parametrize("policy", PREDICTIVE, ids=lambda p: p.name)
+def test_learns_a_daily_cycle(policy: Policy) -> None:
+    _run, summary = backtest(daily_cycle(6), CONFIG, policy)
+    # One warm-up day is lost; the five days after it should be traded well.
+    assert summary.capture_ratio is not None
+    assert summary.capture_ratio > 0.6
+
+
+def test_warm_up_holds() -> None:
+    run = run_policy(daily_cycle(1)[:10], CONFIG, MpcPolicy())
+    assert all(d.action is Action.HOLD and d.reason.startswith("warming up") for d in run.decisions)
+
+
+def test_mpc_falls_back_to_adaptive_when_the_solver_gives_up(ercot_week: list[PriceTick]) -> None:
+    # One simplex iteration is never enough: every decision after warm-up must come from the fallback.
+    capped = MpcPolicy(max_iterations=1)
+    run = run_policy(ercot_week, CONFIG, capped)
+    after_warmup = run.decisions[24:]
+    assert all(d.reason.startswith("mpc fallback") for d in after_warmup)
+    adaptive = run_policy(ercot_week, CONFIG, capped.fallback)
+    assert [d.action for d in after_warmup] == [d.action for d in adaptive.decisions[24:]]
+
+
+def test_hourly_history_folds_ticks_into_hours_and_fills_gaps() -> None:
+    history = HourlyHistory(10)
+    for minute, price in ((0, 1.0), (30, 3.0), (60, 5.0)):
+        history = history.add(T0 + timedelta(minutes=minute), price)
+    assert history.means == (2.0,)
+    assert list(history.known()) == [2.0, 5.0]
+    history = history.add(T0 + timedelta(hours=4), 7.0)  # hours 2 and 3 had no tick
+    assert list(history.known()) == [2.0, 5.0, 5.0, 5.0, 7.0]
+    assert HourlyHistory.load(orjson.loads(orjson.dumps(history.dump()))) == history
+
+
+def test_profile_forecast_repeats_a_periodic_day() -> None:
+    day = np.array([10.0 + h for h in range(24)])
+    history = np.tile(day, 3)[:-5]  # ends at hour 18 of the third day
+    forecast = profile_forecast(history, 24, days=2, recent_weight=0.5, spike_quantile=1.0, level_decay=0.9)
+    assert list(forecast) == pytest.approx(list(np.roll(day, -19)))
+
+
+def test_invalid_params_are_refused() -> None:
+    with pytest.raises(InvalidConfig, match="horizon_hours"):
+        MpcPolicy(horizon_hours=0)
+    with pytest.raises(InvalidConfig, match="history_hours"):
+        MpcPolicy(history_hours=12)
+    with pytest.raises(InvalidConfig, match="window_hours"):
+        AdaptivePolicy(window_hours=1)
