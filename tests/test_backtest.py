@@ -1,0 +1,133 @@
+"""Backtest: the worker's decisions, fair values, per-month figures, and the ``backtest`` command."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from battery_worker.backtest import backtest, optimum_for, run_policy, terminal_price
+from battery_worker.battery import BatteryConfig
+from battery_worker.cli_backtest import main, parse_params
+from battery_worker.dispatch import dispatch, new_site_state
+from battery_worker.errors import InvalidConfig
+from battery_worker.optimum import terminal_value
+from battery_worker.policies import POLICIES, make_policy
+from battery_worker.pricefiles import load_ticks
+from battery_worker.ticks import PriceTick
+
+DATA = Path(__file__).parent / "data"
+CONFIG = BatteryConfig()
+MARA_JSON = DATA / "mara_api_5min_2025-05-22_48h.json"
+
+
+@pytest.fixture(scope="module")
+def ercot_week() -> list[PriceTick]:
+    return load_ticks(DATA / "ercot_2023-08-01_07.csv")
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_backtest_makes_exactly_the_dispatch_decisions(name: str, ercot_week: list[PriceTick]) -> None:
+    policy = make_policy(name)
+    run = run_policy(ercot_week, CONFIG, policy)
+    site = new_site_state(CONFIG, policy)
+    decisions = []
+    for tick in ercot_week:
+        outcome = dispatch(tick, site, CONFIG, policy)
+        decisions.append(outcome.decision)
+        site = outcome.state
+    assert list(run.decisions) == decisions
+    assert run.final == site
+
+
+@pytest.mark.parametrize("name", sorted(POLICIES))
+def test_value_is_cash_plus_fairly_valued_end_and_never_beats_the_optimum(
+    name: str, ercot_week: list[PriceTick]
+) -> None:
+    run, summary = backtest(ercot_week, CONFIG, make_policy(name))
+    battery = run.final.battery
+    assert summary.cash_value == pytest.approx(battery.net_value)
+    delta = battery.state_of_charge_mwh - CONFIG.initial_energy_mwh
+    price = terminal_price([t.energy_price for t in ercot_week])
+    assert summary.terminal_value == pytest.approx(terminal_value(CONFIG, delta, price))
+    assert summary.value == pytest.approx(summary.cash_value + summary.terminal_value)
+    assert summary.capture_ratio == pytest.approx(summary.value / summary.optimum_value)
+    assert summary.value <= summary.optimum_value * (1 + 1e-6)
+    assert summary.cycles == pytest.approx(battery.full_equivalent_cycles(CONFIG))
+    assert summary.energy_lost_mwh == pytest.approx(battery.energy_lost_mwh)
+
+
+def test_month_figures_add_up() -> None:
+    # The last 300 hours of the slice span late March and early April.
+    ticks = load_ticks(DATA / "ercot_2023_first_2400h.csv")[-300:]
+    _run, summary = backtest(ticks, CONFIG, make_policy("adaptive"))
+    optimum = optimum_for(ticks, CONFIG)
+    assert [m.month for m in summary.months] == ["2023-03", "2023-04"]
+    assert sum(m.ticks for m in summary.months) == len(ticks)
+    assert sum(m.value for m in summary.months) == pytest.approx(summary.cash_value)
+    assert sum(m.optimum_value for m in summary.months) == pytest.approx(optimum.cash_value)
+    assert sum(m.cycles for m in summary.months) == pytest.approx(summary.cycles)
+
+
+def test_stale_ticks_are_skipped_like_the_worker(ercot_week: list[PriceTick]) -> None:
+    ticks = [*ercot_week[:10], ercot_week[5], *ercot_week[10:20]]
+    run, summary = backtest(ticks, CONFIG, make_policy("mpc"))
+    assert summary.skipped_ticks == 1
+    assert summary.ticks == 20
+    assert run.prices.size == optimum_for(ticks, CONFIG).cash_flows.size
+
+
+def test_policy_params_parse_as_json_values() -> None:
+    assert parse_params(["horizon_hours=24", "mpc.level_decay=0.9", "adaptive.name=x"]) == {
+        "": {"horizon_hours": 24},
+        "mpc": {"level_decay": 0.9},
+        "adaptive": {"name": "x"},
+    }
+    with pytest.raises(InvalidConfig):
+        parse_params(["no-equals-sign"])
+
+
+def test_cli_backtest_on_mara_json_writes_summary_and_png(tmp_path: Path) -> None:
+    summary_path, png = tmp_path / "summary.json", tmp_path / "run.png"
+    code = main(
+        [
+            str(MARA_JSON),
+            "--policy",
+            "adaptive",
+            "--policy-param",
+            "window_hours=24",
+            "--summary",
+            str(summary_path),
+            "--png",
+            str(png),
+        ]
+    )
+    assert code == 0
+    summary = orjson.loads(summary_path.read_bytes())
+    assert {"policy", "value", "optimum_value", "capture_ratio"} <= set(summary)
+    assert summary["policy"] == "adaptive"
+    assert 0 < summary["capture_ratio"] <= 1
+    assert summary["months"][0]["month"] == "2025-05"
+    assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_cli_compare_lists_every_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary_path = tmp_path / "summary.json"
+    code = main([str(MARA_JSON), "--compare", "threshold,mpc", "--no-png", "--summary", str(summary_path)])
+    assert code == 0
+    summary = orjson.loads(summary_path.read_bytes())
+    assert summary["policy"] == "threshold"
+    assert [p["policy"] for p in summary["policies"]] == ["threshold", "mpc"]
+    out = capsys.readouterr().out
+    assert "| mpc |" in out
+    assert "| threshold |" in out
+
+
+def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(MARA_JSON), "--policy", "nope", "--no-png"]) == 2
+    assert main([str(tmp_path / "missing.csv"), "--no-png"]) == 2
+    assert main([str(MARA_JSON), "--policy", "mpc", "--policy-param", "horizon_hours=0", "--no-png"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 3
+    assert all(line.startswith("error: ") for line in err)
