@@ -11,7 +11,6 @@ reason). The first divergence per site is reported, or the first rewording when 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 import orjson
@@ -67,25 +66,44 @@ class AuditReport:
         return total
 
 
-DECISION_FIELDS = (
-    "action",
-    "power_mw",
-    "requested_power_mw",
-    "energy_mwh",
-    "duration_hours",
-    "state_of_charge_before_mwh",
-    "state_of_charge_after_mwh",
+@dataclass(frozen=True, slots=True)
+class EventShape:
+    """Where an event kind keeps its tick time, and which of its fields make the decision."""
+
+    time_field: str
+    decision_fields: tuple[str, ...]
+
+
+ACTIONS = EventShape(
+    "tick_timestamp",
+    (
+        "action",
+        "power_mw",
+        "requested_power_mw",
+        "energy_mwh",
+        "duration_hours",
+        "state_of_charge_before_mwh",
+        "state_of_charge_after_mwh",
+    ),
 )
-
-
-def _same_decision(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    return all(old.get(name) == new.get(name) for name in DECISION_FIELDS)
+HISTORY = EventShape(
+    "timestamp",
+    (
+        "action",
+        "power_mw",
+        "requested_power_mw",
+        "energy_mwh",
+        "duration_hours",
+        "charge_before_mwh",
+        "charge_after_mwh",
+    ),
+)
 
 
 def _brief(event: dict[str, Any] | None) -> str:
     if event is None:
         return "nothing"
-    keys = ("action", "power_mw", "state_of_charge_after_mwh", "reason")
+    keys = ("action", "power_mw", "state_of_charge_after_mwh", "charge_after_mwh", "reason")
     return "{" + ", ".join(f"{k}={event[k]!r}" for k in keys if k in event) + "}"
 
 
@@ -93,10 +111,10 @@ def compare(
     recorded: dict[str, bytes],
     recomputed: dict[str, bytes],
     *,
+    shape: EventShape = ACTIONS,
     site_filter: str | None = None,
-    from_time: datetime | None = None,
 ) -> AuditReport:
-    """Compare action events by id; the first divergence per site is the earliest by tick time."""
+    """Compare events by id; the first divergence per site is the earliest by tick time."""
     report = AuditReport()
     firsts: dict[str, Divergence] = {}
     rewordings: dict[str, Divergence] = {}
@@ -109,8 +127,6 @@ def compare(
         site_id = sample["site_id"]
         if site_filter is not None and site_id != site_filter:
             continue
-        if from_time is not None and datetime.fromisoformat(sample["tick_timestamp"]) < from_time:
-            continue
         site = report.sites.setdefault(site_id, SiteReport())
         site.ticks += 1
         if old == new:
@@ -121,7 +137,7 @@ def compare(
             site.extra += 1
         elif new_event is None:
             site.missing += 1
-        elif _same_decision(old_event, new_event):
+        elif all(old_event.get(name) == new_event.get(name) for name in shape.decision_fields):
             site.reworded += 1
             reworded = True
         else:
@@ -129,7 +145,7 @@ def compare(
         source = sample["source"]
         divergence = Divergence(
             site_id,
-            sample["tick_timestamp"],
+            sample[shape.time_field],
             f"{source['topic']}[{source['partition']}]@{source['offset']}",
             old_event,
             new_event,

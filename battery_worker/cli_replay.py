@@ -75,10 +75,16 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    history = result.history.totals()
+    out.print(
+        f"history: {history.ticks:,} records compared, {history.matched:,} identical, "
+        f"{history.diverged + history.reworded + history.missing + history.extra:,} different",
+        highlight=False,
+    )
     for _, site in sorted(report.sites.items()):
         if site.first is not None:
             out.print(site.first.describe(), highlight=False)
-    if report.identical:
+    if result.identical:
         out.print("replay identical: every recorded decision was reproduced", highlight=False)
         return 0
     print("replay diverged", file=sys.stderr)

@@ -143,7 +143,8 @@ async def verify_against_uninterrupted(settings: Settings, streams: dict[str, li
         events += len(payloads)
         reemitted += len(raw) - len(payloads)
     result = await replay(settings, ReplayOptions())
-    assert result.report.identical, [s.first for s in result.report.sites.values() if s.first][:3]
+    assert result.identical, [s.first for s in result.report.sites.values() if s.first][:3]
+    assert result.history.totals().matched == sum(len(t) for t in streams.values())
     return Verdict(events, reemitted)
 
 

@@ -29,7 +29,8 @@ async def test_replay_reproduces_every_decision_and_finds_the_first_divergence(
     assert await Worker(settings).run(max_messages=total, idle_timeout_s=20) == total
 
     same = await replay(settings, ReplayOptions(out_file=tmp_path / "actions.jsonl"))
-    assert same.report.identical
+    assert same.identical
+    assert same.history.totals().matched == 2 * len(ticks)
     assert same.records_read == total
     assert same.report.totals().matched == 2 * len(ticks)
     assert same.counters.rejected == 1
@@ -44,7 +45,8 @@ async def test_replay_reproduces_every_decision_and_finds_the_first_divergence(
         },
     )
     diverged = await replay(what_if, ReplayOptions(site="west"))
-    assert not diverged.report.identical
+    assert not diverged.identical
+    assert diverged.history.totals().diverged == diverged.report.totals().diverged
     assert set(diverged.report.sites) == {"west"}
     recorded_trace, _ = reference(settings, ticks)
     changed_trace, _ = reference(what_if, ticks)

@@ -16,7 +16,7 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from battery_worker.audit import AuditReport, compare
+from battery_worker.audit import HISTORY, AuditReport, compare
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
@@ -39,9 +39,14 @@ class ReplayOptions:
 @dataclass(frozen=True, slots=True)
 class ReplayResult:
     report: AuditReport
+    history: AuditReport
     records_read: int
     seconds: float
     counters: Counters
+
+    @property
+    def identical(self) -> bool:
+        return self.report.identical and self.history.identical
 
     @property
     def records_per_second(self) -> float:
@@ -60,7 +65,7 @@ async def replay(
     admin = make_admin(settings.kafka)
     await admin.start()
     try:
-        counts = await partition_counts(admin, [names.prices, names.actions])
+        counts = await partition_counts(admin, [names.prices, names.actions, names.history])
     finally:
         await admin.close()
     if names.prices not in counts:
@@ -70,7 +75,7 @@ async def replay(
     reader = make_reader(settings.kafka)
     await reader.start()
     processor = TickProcessor(settings.site_directory(), names, settings.worker.max_message_bytes)
-    recomputed: dict[str, bytes] = {}
+    recomputed: dict[str, dict[str, bytes]] = {names.actions: {}, names.history: {}}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
     read = 0
@@ -91,22 +96,28 @@ async def replay(
                 )
                 handled = processor.handle(record, message.timestamp)
                 for output in handled.outputs:
-                    if output.topic == names.actions:
-                        recomputed[orjson.loads(output.value)["event_id"]] = output.value
+                    if output.topic in recomputed:
+                        recomputed[output.topic][orjson.loads(output.value)["event_id"]] = output.value
                 if options.output_prefix is not None or options.out_file is not None:
                     outputs.extend(handled.outputs)
             read += len(batch)
             if progress is not None:
                 progress(read)
-        recorded = await _recorded_actions(reader, names.actions, counts.get(names.actions, 0), first_offsets)
+        recorded = {
+            topic: await _recorded(reader, topic, counts.get(topic, 0), first_offsets)
+            for topic in (names.actions, names.history)
+        }
     finally:
         await reader.stop()
-    report = compare(recorded, recomputed, site_filter=options.site)
+    report = compare(recorded[names.actions], recomputed[names.actions], site_filter=options.site)
+    history = compare(
+        recorded[names.history], recomputed[names.history], shape=HISTORY, site_filter=options.site
+    )
     if options.out_file is not None:
         _write_actions(options.out_file, [o.value for o in outputs if o.topic == names.actions])
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
-    return ReplayResult(report, read, time.perf_counter() - started, processor.counters)
+    return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters)
 
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
@@ -127,10 +138,10 @@ async def _start_offsets(
     return dict.fromkeys(prices)
 
 
-async def _recorded_actions(
+async def _recorded(
     reader: AIOKafkaConsumer, topic: str, partitions: int, first_offsets: dict[int, int]
 ) -> dict[str, bytes]:
-    """Recorded action events whose input lies in the replayed range, by event id (duplicates collapse)."""
+    """Recorded events whose input lies in the replayed range, by event id (duplicates collapse)."""
     recorded: dict[str, bytes] = {}
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     async for batch in read_to_end(reader, tps, timeout_s=3600):
