@@ -1,0 +1,142 @@
+"""One measured process: the worker, or the raw-client ceiling. Started by ``run.py``; prints one JSON line.
+
+A process of its own, so the peak RSS is the worker's alone and no orchestration shares its event loop.
+
+    python bench/child.py worker  BOOTSTRAP PRICES PREFIX GROUP COUNT [--serve] [--profile FILE]
+    python bench/child.py ceiling BOOTSTRAP PRICES OUTPUT GROUP COUNT
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import settings_for
+
+from battery_worker.kafka.clients import make_group_consumer, make_producer
+from battery_worker.kafka.worker import Worker
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+class TimedWorker(Worker):
+    """The worker, timed from the first batch consumed to the end of the last batch (acked, committed)."""
+
+    first_consumed: float | None = None
+    last_acked: float | None = None
+
+    async def _process(self, batch: Any) -> int:
+        if self.first_consumed is None:
+            self.first_consumed = time.perf_counter()
+        handled = await super()._process(batch)
+        self.last_acked = time.perf_counter()
+        return handled
+
+
+async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
+    settings = settings_for(args.bootstrap, args.prices, args.prefix, args.group)
+    worker = TimedWorker(settings)
+
+    async def announce_ready() -> None:
+        while not worker.stats.ready:  # noqa: ASYNC110 (a flag set by the worker, no event to wait on)
+            await asyncio.sleep(0.01)
+        print("READY", flush=True)
+
+    announcer = asyncio.create_task(announce_ready())
+    handled = await worker.run(max_messages=args.count, idle_timeout_s=120)
+    announcer.cancel()
+    assert worker.first_consumed is not None
+    assert worker.last_acked is not None
+    seconds = worker.last_acked - worker.first_consumed
+    counters = worker.processor.counters
+    return {
+        "handled": handled,
+        "applied": counters.applied,
+        "rejected": counters.rejected,
+        "seconds": seconds,
+        "ticks_per_s": handled / seconds,
+        "batches": worker.stats.batches,
+        "sites": worker.processor.site_count,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+async def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
+    """Plain aiokafka passthrough with the worker's client settings: getmany, send, acks, commit."""
+    settings = settings_for(args.bootstrap, args.prices, "ceiling", args.group)
+    consumer = make_group_consumer(settings.kafka, settings.worker)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    await consumer.start()
+    consumer.subscribe([args.prices])
+    moved, batches = 0, 0
+    first: float | None = None
+    deadline = time.monotonic() + 300
+    try:
+        while moved < args.count and time.monotonic() < deadline:
+            batch = await consumer.getmany(
+                timeout_ms=settings.worker.poll_timeout_ms,
+                max_records=min(settings.worker.max_batch_records, args.count - moved),
+            )
+            if not batch:
+                continue
+            if first is None:
+                first = time.perf_counter()
+            pending = [
+                await producer.send(args.output, message.value, key=message.key)
+                for records in batch.values()
+                for message in records
+            ]
+            await asyncio.gather(*pending)
+            await consumer.commit({tp: records[-1].offset + 1 for tp, records in batch.items() if records})
+            moved += len(pending)
+            batches += 1
+        last = time.perf_counter()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    assert first is not None
+    return {
+        "handled": moved,
+        "seconds": last - first,
+        "ticks_per_s": moved / (last - first),
+        "batches": batches,
+        "peak_rss_mb": peak_rss_mb(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("mode", choices=["worker", "ceiling"])
+    parser.add_argument("bootstrap")
+    parser.add_argument("prices")
+    parser.add_argument("target", help="output topic prefix (worker) or output topic (ceiling)")
+    parser.add_argument("group")
+    parser.add_argument("count", type=int)
+    parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
+    args = parser.parse_args()
+    args.prefix = args.output = args.target
+    runner = run_worker if args.mode == "worker" else run_ceiling
+    if args.profile is None:
+        result = asyncio.run(runner(args))
+    else:
+        from pyinstrument import Profiler
+
+        with Profiler(async_mode="disabled", interval=0.0005) as profiler:
+            result = asyncio.run(runner(args))
+        args.profile.write_text(profiler.output_text(unicode=True, show_all=False, short_mode=False))
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()

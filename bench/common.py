@@ -1,0 +1,116 @@
+"""Shared by the benchmark orchestrator (``run.py``) and its child processes (``child.py``).
+
+Settings for a run, topic creation, the pre-filled ``prices`` load, and the statistics of repeated runs.
+Every run gets fresh output topics and a fresh consumer group, so no run sees another's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from importlib import resources
+from typing import Any
+
+from aiokafka.admin import NewTopic
+
+from battery_worker.kafka.clients import make_admin, make_producer
+from battery_worker.kafka.feed import tick_payload
+from battery_worker.pricefiles import load_ticks
+from battery_worker.settings import Settings, load_settings
+from battery_worker.ticks import PriceTick
+
+PARTITIONS = 3
+POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
+T0 = datetime(2023, 8, 1, tzinfo=UTC)
+
+
+def settings_for(bootstrap: str, prices: str, prefix: str, group: str) -> Settings:
+    """The worker's settings for one run: shared input topic, fresh outputs and group."""
+    topics: dict[str, Any] = {
+        name: f"{prefix}.{name}" for name in ("actions", "status", "state", "history", "dlq")
+    }
+    return load_settings(
+        None,
+        {
+            "kafka": {"bootstrap_servers": bootstrap},
+            "topics": {"prices": prices, "partitions": PARTITIONS, **topics},
+            "worker": {"group_id": group, "session_timeout_ms": 6000},
+            "policy": POLICY,
+        },
+    )
+
+
+def sample_prices() -> list[float]:
+    """The bundled ERCOT fortnight's prices (USD/MWh): a realistic mix of charge, hold and discharge."""
+    source = resources.files("battery_worker") / "data" / "ercot_2023-08-01_14.csv"
+    with resources.as_file(source) as path:
+        ticks: list[PriceTick] = load_ticks(path)
+    return [tick.energy_price for tick in ticks]
+
+
+def tick_messages(count: int, sites: int) -> list[tuple[bytes, bytes]]:
+    """``count`` ticks round-robin over ``sites`` sites, hourly per site, keyed by site id."""
+    prices = sample_prices()
+    messages = []
+    for index in range(count):
+        hour, site = divmod(index, sites)
+        tick = PriceTick(
+            energy_price=prices[(index * 7 + site) % len(prices)],
+            hash_price=1.5,
+            token_price=1.0,
+            timestamp=T0 + timedelta(hours=hour),
+        )
+        messages.append((f"site-{site:05d}".encode(), tick_payload(tick)))
+    return messages
+
+
+async def create_topics(bootstrap: str, names: Sequence[str], *, compact: Sequence[str] = ()) -> None:
+    settings = load_settings(None, {"kafka": {"bootstrap_servers": bootstrap}})
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [
+                NewTopic(
+                    name,
+                    PARTITIONS,
+                    1,
+                    topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                )
+                for name in names
+            ]
+        )
+    finally:
+        await admin.close()
+
+
+async def produce(
+    bootstrap: str,
+    topic: str,
+    messages: Sequence[tuple[bytes, bytes]],
+    partitions: Sequence[int] | None = None,
+) -> None:
+    """Write ``messages`` (acks=all, the worker's producer settings) and wait for every acknowledgement."""
+    settings = load_settings(None, {"kafka": {"bootstrap_servers": bootstrap}})
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        pending = []
+        for index, (key, value) in enumerate(messages):
+            partition = None if partitions is None else partitions[index]
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+
+
+def summary(values: Sequence[float]) -> dict[str, Any]:
+    """Median, min and max of repeated runs, with the runs themselves."""
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": list(values),
+    }

