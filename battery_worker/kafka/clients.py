@@ -50,7 +50,12 @@ def make_producer(kafka: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProduc
 
 
 def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafkaConsumer:
-    """The ``prices`` consumer: manual commits only, from the earliest record for a new group."""
+    """The ``prices`` consumer: manual commits only, from the earliest record for a new group.
+
+    ``fetch_max_wait_ms`` is short because some brokers (Tansu) hold an empty fetch for the whole wait
+    even when records arrive meanwhile: with the default 500 ms, a tick waited ~150 ms before the worker
+    saw it (``docs/benchmarks.md``). On Kafka it only makes idle fetches more frequent.
+    """
     return AIOKafkaConsumer(
         **connection_options(kafka),
         group_id=worker.group_id,
@@ -62,6 +67,7 @@ def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafk
         max_poll_interval_ms=worker.max_poll_interval_ms,
         max_partition_fetch_bytes=4_194_304,
         fetch_max_bytes=16_777_216,
+        fetch_max_wait_ms=10,
     )
 
 

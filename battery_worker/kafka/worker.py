@@ -29,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from battery_worker.errors import BatteryWorkerError
+from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.exceptions import BrokerUnavailable
 from battery_worker.kafka.store import load_states
@@ -257,16 +258,12 @@ class Worker:
         return count
 
     async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
-        """Send everything, then wait for every acknowledgement: no per-message wait on the hot path."""
+        """Send everything, then wait for every acknowledgement: no per-message wait on the hot path.
+
+        One closed batch per partition (``batching.send_and_wait``), not one ``send`` per record.
+        """
         assert self._producer is not None
-        pending = [
-            await self._producer.send(
-                o.topic, o.value, key=o.key, partition=o.partition, headers=list(o.headers) or None
-            )
-            for o in outputs
-        ]
-        if pending:
-            await asyncio.gather(*pending)
+        await send_and_wait(self._producer, outputs)
 
     async def _recover(self, error: Exception) -> None:
         """A send or restore failed: back off, then rebuild memory from what is stored on the broker."""

@@ -1,0 +1,84 @@
+"""Send many records as one closed batch per partition: the producer half of the hot path.
+
+``AIOKafkaProducer.send`` costs tens of microseconds per record in Python (a coroutine, a future, a
+partitioner call, an accumulator lookup) and its batches wait ``linger_ms`` before they leave. The worker
+always has a whole batch of records in hand and waits for all their acknowledgements anyway, so it appends
+them to one ``BatchBuilder`` per partition (the record encoding runs in aiokafka's C extension), closes the
+builders so nothing lingers, and submits them together with ``send_batch``.
+
+Each record lands where ``send`` would have put it: its explicit partition, else the default partitioner's
+choice (murmur2 of the key over the topic's partitions; a random partition when there is no key), and in
+the order given within each partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Iterable
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import murmur2
+
+from battery_worker.processing import OutputRecord
+
+_MAX_CACHED_KEYS = 200_000
+_key_partition: dict[tuple[bytes, int], int] = {}
+
+
+def key_partition(key: bytes, partitions: int) -> int:
+    """The default partitioner's choice for ``key`` (as Kafka's Java client), cached for repeated keys."""
+    cached = _key_partition.get((key, partitions))
+    if cached is not None:
+        return cached
+    partition: int = (murmur2(key) & 0x7FFFFFFF) % partitions
+    if len(_key_partition) >= _MAX_CACHED_KEYS:
+        _key_partition.clear()
+    _key_partition[(key, partitions)] = partition
+    return partition
+
+
+async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> list[Any]:
+    """Queue every record, closed batch by closed batch; returns the futures of their acknowledgements.
+
+    Site keys repeat and their partitions are cached; history keys (``site|timestamp``) are unique and
+    are hashed each time rather than filling the cache.
+    """
+    counts: dict[str, int] = {}
+    open_batches: dict[tuple[str, int], Any] = {}
+    pending: list[Any] = []
+    for record in outputs:
+        partition = record.partition
+        if partition is None:
+            count = counts.get(record.topic)
+            if count is None:
+                count = counts[record.topic] = len(await producer.partitions_for(record.topic))
+            if record.key is None:
+                partition = random.randrange(count)
+            elif b"|" in record.key:
+                partition = (murmur2(record.key) & 0x7FFFFFFF) % count
+            else:
+                partition = key_partition(record.key, count)
+        tp = (record.topic, partition)
+        batch = open_batches.get(tp)
+        if batch is None:
+            batch = open_batches[tp] = producer.create_batch()
+        headers = list(record.headers)
+        if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
+            batch.close()
+            pending.append(await producer.send_batch(batch, record.topic, partition=partition))
+            batch = open_batches[tp] = producer.create_batch()
+            if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
+                raise ValueError(f"a record for {record.topic} is larger than the producer's batch size")
+    for (topic, partition), batch in open_batches.items():
+        batch.close()
+        pending.append(await producer.send_batch(batch, topic, partition=partition))
+    return pending
+
+
+async def send_and_wait(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> None:
+    """Send every record and wait until each is acknowledged; the first failure is raised."""
+    pending = await send_batched(producer, outputs)
+    if pending:
+        await asyncio.gather(*pending)
