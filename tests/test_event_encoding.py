@@ -1,0 +1,92 @@
+"""The hot path serialises events from plain dicts; every byte must still be what the models would write.
+
+Each output of :class:`TickProcessor` is parsed with its model and encoded again with ``events.encode``:
+the bytes must not change (same field order, floats as floats, the same datetime form). ``event_id`` must
+equal ``str(uuid.uuid5(...))``.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+from pydantic import BaseModel
+
+from battery_worker.battery import BatteryConfig
+from battery_worker.events import (
+    _EVENT_NAMESPACE,
+    BatteryAction,
+    BatteryStateRecord,
+    BatteryStatus,
+    HistoryRecord,
+    encode,
+    event_id,
+)
+from battery_worker.processing import InputRecord, TickProcessor, TopicNames
+from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
+
+TOPICS = TopicNames()
+MODELS: dict[str, type[BaseModel]] = {
+    TOPICS.actions: BatteryAction,
+    TOPICS.status: BatteryStatus,
+    TOPICS.history: HistoryRecord,
+    TOPICS.state: BatteryStateRecord,
+}
+
+
+def ticks(rng: random.Random, count: int, sites: int) -> list[InputRecord]:
+    prices = [-50.0, 0.0, 1.5, 1.7, 2.0, 24.99, 25, 100, 100.01, 5000.0, 1e6, -1e6, 1e-9, 3]
+    at = {site: datetime(2023, 8, 1, tzinfo=UTC) for site in range(sites)}
+    records = []
+    for offset in range(count):
+        site = rng.randrange(sites)
+        at[site] += timedelta(minutes=rng.choice([5, 15, 60, 61, 180, 0, -30]))  # gaps, stale ticks
+        value = {
+            "energy_price": rng.choice(prices) if rng.random() < 0.5 else rng.uniform(-100, 300),
+            "hash_price": rng.choice([1.5, 0, 2]),
+            "token_price": 1.0,
+            # with a zone, or zone-less (UTC by contract)
+            "timestamp": at[site].isoformat()
+            if rng.random() < 0.8
+            else at[site].replace(tzinfo=None).isoformat(),
+        }
+        records.append(InputRecord("prices", site % 3, offset, f"site-{site}".encode(), orjson.dumps(value)))
+    return records
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None:
+    rng = random.Random(seed)
+    directory = SiteDirectory(
+        BatteryConfig(),
+        PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0}),
+        # integer settings (a library user's BatteryConfig(capacity_mwh=200)) must still be written as floats
+        {"site-1": SiteOverride(battery={"capacity_mwh": 200, "max_charge_rate_mw": 40, "efficiency": 1})},
+    )
+    processor = TickProcessor(directory, TOPICS)
+    outputs = []
+    for index, record in enumerate(ticks(rng, 3000, 7)):
+        outputs.extend(processor.handle(record).outputs)
+        if index % 100 == 99:
+            outputs.extend(processor.take_state_records())
+    checked = 0
+    for output in outputs:
+        model = MODELS.get(output.topic)
+        if model is None:
+            continue
+        assert encode(model.model_validate_json(output.value)) == output.value
+        checked += 1
+    assert checked > 3000
+
+
+def test_event_id_is_the_uuid5_of_the_coordinates() -> None:
+    rng = random.Random(7)
+    for _ in range(5000):
+        kind = rng.choice(["action", "status", "history", "state"])
+        topic = rng.choice(["prices", "a.prices", "prix-é"])
+        partition, offset = rng.randrange(1000), rng.randrange(10**15)
+        expected = str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}:{topic}:{partition}:{offset}"))
+        assert event_id(kind, topic, partition, offset) == expected  # type: ignore[arg-type]
