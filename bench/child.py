@@ -26,7 +26,13 @@ from battery_worker.kafka.worker import Worker
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak RSS: VmHWM, not ``ru_maxrss``, which Linux carries over from the parent on exec."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 class TimedWorker(Worker):
@@ -125,6 +131,7 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
     args = parser.parse_args()
+    rss_after_imports = peak_rss_mb()
     args.prefix = args.output = args.target
     runner = run_worker if args.mode == "worker" else run_ceiling
     if args.profile is None:
@@ -134,8 +141,19 @@ def main() -> None:
 
         with Profiler(async_mode="disabled", interval=0.0005) as profiler:
             result = asyncio.run(runner(args))
-        args.profile.write_text(profiler.output_text(unicode=True, show_all=False, short_mode=False))
-    print(json.dumps(result), flush=True)
+        args.profile.write_text(
+            "\n".join(
+                [
+                    "# functions by own time",
+                    profiler.output_text(unicode=True, flat=True, time="percent_of_total"),
+                    "# functions by total time (self and callees)",
+                    profiler.output_text(unicode=True, flat=True, flat_time="total", time="percent_of_total"),
+                    "# call tree",
+                    profiler.output_text(unicode=True, time="percent_of_total"),
+                ]
+            )
+        )
+    print(json.dumps({**result, "rss_after_imports_mb": rss_after_imports}), flush=True)
 
 
 if __name__ == "__main__":

