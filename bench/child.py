@@ -40,12 +40,14 @@ class TimedWorker(Worker):
 
     first_consumed: float | None = None
     last_acked: float | None = None
+    cpu_first: float = 0.0
+    cpu_last: float = 0.0
 
     async def _process(self, batch: Any) -> int:
         if self.first_consumed is None:
-            self.first_consumed = time.perf_counter()
+            self.first_consumed, self.cpu_first = time.perf_counter(), time.process_time()
         handled = await super()._process(batch)
-        self.last_acked = time.perf_counter()
+        self.last_acked, self.cpu_last = time.perf_counter(), time.process_time()
         return handled
 
 
@@ -72,6 +74,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "seconds": seconds,
         "ticks_per_s": handled / seconds,
         "batches": worker.stats.batches,
+        "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
         "sites": worker.processor.site_count,
         "peak_rss_mb": peak_rss_mb(),
     }

@@ -38,6 +38,8 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
             _row(f"ceiling: aiokafka passthrough, ticks/s ({sites})", entry["ceiling_ticks_per_s"], ",.0f")
         )
         out.append(_row(f"worker, ticks/s ({sites})", entry["worker_ticks_per_s"], ",.0f"))
+        if "worker_cpu_share" in entry:
+            out.append(_row("  worker process CPU, share of one core", entry["worker_cpu_share"], ".2f"))
         ratio = entry["ratio"]
         out.append(_row(f"worker / ceiling ({sites})", ratio, ".2f", "≥ 0.5", _met("ratio", ratio["median"])))
     lat = doc["latency"]

@@ -80,7 +80,7 @@ class Bench:
         prices = f"bench-{self.token}.s{sites}.prices"
         await create_topics(self.bootstrap, [prices])
         await produce(self.bootstrap, prices, tick_messages(count, sites))
-        ceiling, worker, ratio, rss, imports = [], [], [], [], []
+        ceiling, worker, ratio, rss, imports, cpu = [], [], [], [], [], []
         for run in range(self.runs):
             output = f"bench-{self.token}.s{sites}.r{run}.passthrough"
             await create_topics(self.bootstrap, [output])
@@ -97,9 +97,11 @@ class Bench:
             ratio.append(got["ticks_per_s"] / raw["ticks_per_s"])
             rss.append(got["peak_rss_mb"])
             imports.append(got["rss_after_imports_mb"])
+            cpu.append(got["cpu_share"])
             print(
                 f"  {sites:>6} sites run {run + 1}: ceiling {raw['ticks_per_s']:,.0f}/s, "
-                f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches), {got['peak_rss_mb']:.0f} MB",
+                f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches, {got['cpu_share']:.0%} CPU), "
+                f"{got['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
         return {
@@ -110,6 +112,7 @@ class Bench:
             "ratio": summary(ratio),
             "peak_rss_mb": summary(rss),
             "rss_after_imports_mb": summary(imports),
+            "worker_cpu_share": summary(cpu),
         }
 
     # --- 3: latency -------------------------------------------------------------------------------------
