@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import os
 import uuid
 from collections import Counter, deque
@@ -43,6 +44,9 @@ def sample_path() -> Path:
 def run_demo(args: argparse.Namespace) -> int:
     external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     console = Console()
+    if args.log_level.upper() == "INFO" and "BATTERY_WORKER_LOG_LEVEL" not in os.environ:
+        # The live table is the demo's output; the worker's INFO lines would scroll it away.
+        logging.getLogger("battery_worker").setLevel(logging.WARNING)
     if external:
         return asyncio.run(_demo(args, external, console, fresh_topics=True))
     from battery_worker.kafka.embedded import EmbeddedBroker

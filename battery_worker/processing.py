@@ -36,6 +36,13 @@ from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
 
 OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
 
+MAX_SITE_ID_BYTES = 200
+DLQ_MAX_VALUE_BYTES = 900_000
+"""Dead letters keep the original bytes up to this size (under the producer's 1 MiB batch); a larger
+input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
+message can never stop the worker."""
+DLQ_MAX_KEY_BYTES = 1_000
+
 
 @dataclass(frozen=True, slots=True)
 class TopicNames:
@@ -226,6 +233,10 @@ class TickProcessor:
                 raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
             if not key_site:
                 key_site = None
+            elif len(record.key) > MAX_SITE_ID_BYTES:
+                raise InvalidTick(
+                    "key", f"{len(record.key)} bytes", f"a site id has at most {MAX_SITE_ID_BYTES}"
+                )
         if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
             raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
         return tick, key_site or tick.site_id or DEFAULT_SITE_ID
@@ -234,7 +245,7 @@ class TickProcessor:
         self.counters.rejected += 1
         reason = error.field
         self.counters.rejected_by_reason[reason] = self.counters.rejected_by_reason.get(reason, 0) + 1
-        headers = (
+        headers: tuple[tuple[str, bytes], ...] = (
             ("error", str(error).encode("utf-8", "replace")[:1000]),
             ("error.field", error.field.encode("utf-8", "replace")),
             ("source.topic", record.topic.encode()),
@@ -243,7 +254,14 @@ class TickProcessor:
             ("source.timestamp_ms", str(record.timestamp_ms).encode()),
             ("dlq.timestamp_ms", str(now_ms).encode()),
         )
-        dlq = OutputRecord(self._topics.dlq, record.key, record.value or b"", None, headers)
+        key, value = record.key, record.value or b""
+        if len(value) > DLQ_MAX_VALUE_BYTES:
+            headers += (("dlq.truncated_from_bytes", str(len(value)).encode()),)
+            value = value[:DLQ_MAX_VALUE_BYTES]
+        if key is not None and len(key) > DLQ_MAX_KEY_BYTES:
+            headers += (("dlq.key_truncated_from_bytes", str(len(key)).encode()),)
+            key = key[:DLQ_MAX_KEY_BYTES]
+        dlq = OutputRecord(self._topics.dlq, key, value, None, headers)
         return Handled("rejected", None, (dlq,), error=error)
 
     def _events(

@@ -184,3 +184,37 @@ async def test_a_state_topic_with_other_partitions_than_prices_is_a_startup_erro
         await admin.close()
     with pytest.raises(TopicMisconfigured, match="partitions"):
         await Worker(other).run(idle_timeout_s=1)
+
+
+async def test_a_3_mb_message_is_dead_lettered_truncated_and_the_worker_goes_on(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    from aiokafka import TopicPartition
+
+    from battery_worker.kafka.clients import make_reader
+    from battery_worker.kafka.reading import read_to_end
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    good = ercot_week()[:2]
+    body = orjson.dumps(
+        {"energy_price": 1.0, "hash_price": 0, "token_price": 0, "timestamp": good[1].timestamp}
+    )
+    await feed(settings, good[:1], "s")
+    await send_raw(settings, [(b"s", b"{" + b" " * 3_000_000 + b"}"), (b"s" * 300, body), (b"s", body)])
+    worker = Worker(settings)
+    assert await worker.run(max_messages=4, idle_timeout_s=20) == 4
+    assert worker.processor.counters.applied == 2
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        dead = [
+            r
+            async for batch in read_to_end(reader, [TopicPartition(settings.topics.dlq, 0)], timeout_s=20)
+            for r in batch
+        ]
+    finally:
+        await reader.stop()
+    assert len(dead) == 2
+    assert dict(dead[0].headers)["dlq.truncated_from_bytes"] == b"3000002"
+    assert len(dead[0].value) == 900_000
+    assert dict(dead[1].headers)["error.field"] == b"key"
