@@ -12,6 +12,7 @@ from battery_worker.kafka.inspect import latest_status, site_history
 from battery_worker.kafka.worker import Worker
 from battery_worker.processing import InputRecord
 from tests.workerkit import (
+    create_topics,
     ercot_week,
     feed,
     make_settings,
@@ -138,17 +139,8 @@ async def test_bad_input_goes_to_the_dlq_with_headers_and_valid_ticks_around_it_
 async def test_a_state_topic_that_is_not_compacted_is_a_startup_error(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
 ) -> None:
-    from aiokafka.admin import NewTopic
-
-    from battery_worker.kafka.clients import make_admin
-
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    admin = make_admin(settings.kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(settings.topics.state, 3, 1)])
-    finally:
-        await admin.close()
+    await create_topics(settings, [(settings.topics.state, 3, {})])
     with pytest.raises(TopicMisconfigured, match=r"cleanup\.policy"):
         await Worker(settings).run(idle_timeout_s=1)
 
@@ -156,32 +148,13 @@ async def test_a_state_topic_that_is_not_compacted_is_a_startup_error(
 async def test_a_state_topic_with_other_partitions_than_prices_is_a_startup_error(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
 ) -> None:
-    from aiokafka.admin import NewTopic
-
-    from battery_worker.kafka.clients import make_admin
-
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    admin = make_admin(settings.kafka)
-    await admin.start()
-    try:
-        await admin.create_topics([NewTopic(settings.topics.prices, 2, 1)])
-    finally:
-        await admin.close()
-    # created by the worker with the prices count: fine
-    worker = Worker(settings)
-    await worker.run(idle_timeout_s=0.5)
-    admin = make_admin(settings.kafka)
-    await admin.start()
+    await create_topics(settings, [(settings.topics.prices, 2, {})])
+    await Worker(settings).run(idle_timeout_s=0.5)  # state created with the prices count: fine
     other = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    try:
-        await admin.create_topics(
-            [
-                NewTopic(other.topics.prices, 2, 1),
-                NewTopic(other.topics.state, 3, 1, topic_configs={"cleanup.policy": "compact"}),
-            ]
-        )
-    finally:
-        await admin.close()
+    await create_topics(
+        other, [(other.topics.prices, 2, {}), (other.topics.state, 3, {"cleanup.policy": "compact"})]
+    )
     with pytest.raises(TopicMisconfigured, match="partitions"):
         await Worker(other).run(idle_timeout_s=1)
 

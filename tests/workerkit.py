@@ -96,6 +96,22 @@ async def send_raw(
     return [(meta.partition, meta.offset) for meta in landed]
 
 
+async def create_topics(settings: Settings, specs: Sequence[tuple[str, int, dict[str, str]]]) -> None:
+    """Create topics by hand (name, partitions, configs), as an operator might have, before the worker."""
+    from aiokafka.admin import NewTopic
+
+    from battery_worker.kafka.clients import make_admin
+
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        await admin.create_topics(
+            [NewTopic(name, count, 1, topic_configs=configs) for name, count, configs in specs]
+        )
+    finally:
+        await admin.close()
+
+
 @dataclass
 class Published:
     actions: list[BatteryAction]
