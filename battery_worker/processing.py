@@ -16,21 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 from pydantic import ValidationError
 
-from battery_worker.battery import BatteryConfig, BatteryState
+from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
-from battery_worker.events import (
-    SCHEMA_VERSION,
-    BatteryStateRecord,
-    BatteryStatus,
-    SourceRef,
-    event_id,
-)
+from battery_worker.event_payloads import action_payload, history_payload, state_payload, status_payload
+from battery_worker.events import BatteryStateRecord, SourceRef, event_id
 from battery_worker.sites import SiteDirectory
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
 
@@ -267,66 +262,15 @@ class TickProcessor:
     def _events(
         self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: SourceRef
     ) -> tuple[OutputRecord, ...]:
-        """The action, status and history events, serialised straight from plain dicts.
-
-        The dicts hold exactly what ``encode(Model(...))`` would (the models' field order, floats as
-        floats), without building and dumping three pydantic models per tick: same bytes, a fraction of the
-        cost. ``tests/test_event_encoding.py`` holds every event to its model, byte for byte.
-        """
-        step, decision = outcome.step, outcome.decision
         setup = self._directory.setup(site_id)
         coords = (source.topic, source.partition, source.offset)
-        key = site_id.encode()
         policy = setup.policy.name
-        source_fields = {"topic": source.topic, "partition": source.partition, "offset": source.offset}
-        power_mw, requested_mw = float(step.power_mw), float(step.requested_power_mw)
-        energy_mwh, duration_hours = float(step.energy_mwh), float(step.duration_hours)
-        soc_before, soc_after = float(step.state_of_charge_before_mwh), float(step.state_of_charge_after_mwh)
-        energy_price, hash_price, token_price = (
-            float(tick.energy_price),
-            float(tick.hash_price),
-            float(tick.token_price),
+        key = site_id.encode()
+        action = action_payload(event_id("action", *coords), site_id, tick, outcome, policy, source)
+        history = history_payload(event_id("history", *coords), site_id, tick, outcome, source)
+        status = status_payload(
+            event_id("status", *coords), site_id, site.state.battery, site.ticks_stale, setup.config, policy
         )
-        action = {
-            "schema_version": SCHEMA_VERSION,
-            "event_id": event_id("action", *coords),
-            "site_id": site_id,
-            "tick_timestamp": tick.timestamp,
-            "action": step.action,
-            "power_mw": power_mw,
-            "requested_power_mw": requested_mw,
-            "energy_mwh": energy_mwh,
-            "duration_hours": duration_hours,
-            "reason": decision.reason,
-            "energy_price": energy_price,
-            "hash_price": hash_price,
-            "token_price": token_price,
-            "state_of_charge_before_mwh": soc_before,
-            "state_of_charge_after_mwh": soc_after,
-            "limited_by": step.limited_by,
-            "gap_hours": None if step.gap_hours is None else float(step.gap_hours),
-            "policy": policy,
-            "source": source_fields,
-        }
-        history = {
-            "schema_version": SCHEMA_VERSION,
-            "event_id": event_id("history", *coords),
-            "site_id": site_id,
-            "timestamp": tick.timestamp,
-            "action": step.action,
-            "reason": decision.reason,
-            "requested_power_mw": requested_mw,
-            "power_mw": power_mw,
-            "duration_hours": duration_hours,
-            "energy_mwh": energy_mwh,
-            "charge_before_mwh": soc_before,
-            "charge_after_mwh": soc_after,
-            "energy_price": energy_price,
-            "hash_price": hash_price,
-            "token_price": token_price,
-            "source": source_fields,
-        }
-        status = status_fields(event_id("status", *coords), site_id, site, setup.config, policy)
         history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
         return (
             OutputRecord(self._topics.actions, key, orjson.dumps(action)),
@@ -335,66 +279,15 @@ class TickProcessor:
         )
 
     def _state_record(self, site_id: str) -> OutputRecord:
-        """The site's ``BatteryStateRecord``, serialised from a plain dict (as ``_events`` does)."""
         site = self._sites[site_id]
         assert site.source is not None, "a dirty site has handled a record"
-        setup = self._directory.setup(site_id)
-        battery = site.state.battery
-        source = site.source
-        record = {
-            "schema_version": SCHEMA_VERSION,
-            "site_id": site_id,
-            "source": {"topic": source.topic, "partition": source.partition, "offset": source.offset},
-            "state_of_charge_mwh": float(battery.state_of_charge_mwh),
-            "last_tick_at": battery.last_tick_at,
-            "ticks_applied": battery.ticks_applied,
-            "ticks_stale": site.ticks_stale,
-            "energy_bought_mwh": float(battery.energy_bought_mwh),
-            "energy_stored_mwh": float(battery.energy_stored_mwh),
-            "energy_drawn_mwh": float(battery.energy_drawn_mwh),
-            "energy_delivered_mwh": float(battery.energy_delivered_mwh),
-            "charging_cost": float(battery.charging_cost),
-            "avoided_cost": float(battery.avoided_cost),
-            "policy": setup.policy.name,
-            "policy_memory": setup.policy.dump_memory(site.state.policy_memory),
-        }
-        return OutputRecord(self._topics.state, site_id.encode(), orjson.dumps(record), source.partition)
-
-
-def status_fields(
-    event: str, site_id: str, site: _Site, config: BatteryConfig, policy: str
-) -> dict[str, Any]:
-    """The ``BatteryStatus`` event as a plain dict in the model's field order (what ``model_dump`` gives)."""
-    battery = site.state.battery
-    soc = float(battery.state_of_charge_mwh)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "event_id": event,
-        "site_id": site_id,
-        "last_tick_at": battery.last_tick_at,
-        "charge_level_percent": float(battery.charge_percent(config)),
-        "available_energy_mwh": soc,
-        "capacity_mwh": float(config.capacity_mwh),
-        "max_charge_rate_mw": float(config.max_charge_rate_mw),
-        "max_discharge_rate_mw": float(config.max_discharge_rate_mw),
-        "efficiency": float(config.efficiency),
-        "last_updated": battery.last_tick_at,
-        "total_energy_stored_mwh": float(battery.energy_stored_mwh),
-        "total_energy_used_mwh": float(battery.energy_delivered_mwh),
-        "total_energy_bought_mwh": float(battery.energy_bought_mwh),
-        "total_energy_lost_mwh": float(battery.energy_lost_mwh),
-        "full_equivalent_cycles": float(battery.full_equivalent_cycles(config)),
-        "charging_cost": float(battery.charging_cost),
-        "avoided_cost": float(battery.avoided_cost),
-        "net_value": float(battery.net_value),
-        "can_charge": bool(soc < config.max_energy_mwh and config.max_charge_rate_mw > 0),
-        "can_discharge": bool(soc > config.min_energy_mwh and config.max_discharge_rate_mw > 0),
-        "ticks_applied": battery.ticks_applied,
-        "ticks_stale": site.ticks_stale,
-        "policy": policy,
-    }
-
-
-def status_event(event: str, site_id: str, site: _Site, config: BatteryConfig, policy: str) -> BatteryStatus:
-    """The seed's ``get_status`` for one site, stamped with the tick time instead of the wall clock."""
-    return BatteryStatus(**status_fields(event, site_id, site, config, policy))
+        policy = self._directory.setup(site_id).policy
+        record = state_payload(
+            site_id,
+            site.source,
+            site.state.battery,
+            site.ticks_stale,
+            policy.name,
+            policy.dump_memory(site.state.policy_memory),
+        )
+        return OutputRecord(self._topics.state, site_id.encode(), orjson.dumps(record), site.source.partition)

@@ -1,0 +1,139 @@
+"""The output events as plain dicts, in their models' field order: what ``Model(...).model_dump()`` gives.
+
+Building and dumping three pydantic models per tick cost more than the decision itself, so the hot path
+serialises these dicts with orjson instead. ``tests/test_event_encoding.py`` holds every payload to its model
+in ``events.py``, byte for byte, so the models stay the contract and the schemas stay true.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from battery_worker.battery import BatteryConfig, BatteryState
+from battery_worker.dispatch import Outcome
+from battery_worker.events import SCHEMA_VERSION, BatteryStatus, SourceRef
+from battery_worker.ticks import PriceTick
+
+
+def _source(source: SourceRef) -> dict[str, Any]:
+    return {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+
+
+def action_payload(
+    event: str, site_id: str, tick: PriceTick, outcome: Outcome, policy: str, source: SourceRef
+) -> dict[str, Any]:
+    """A ``BatteryAction``."""
+    step, decision = outcome.step, outcome.decision
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event,
+        "site_id": site_id,
+        "tick_timestamp": tick.timestamp,
+        "action": step.action,
+        "power_mw": float(step.power_mw),
+        "requested_power_mw": float(step.requested_power_mw),
+        "energy_mwh": float(step.energy_mwh),
+        "duration_hours": float(step.duration_hours),
+        "reason": decision.reason,
+        "energy_price": float(tick.energy_price),
+        "hash_price": float(tick.hash_price),
+        "token_price": float(tick.token_price),
+        "state_of_charge_before_mwh": float(step.state_of_charge_before_mwh),
+        "state_of_charge_after_mwh": float(step.state_of_charge_after_mwh),
+        "limited_by": step.limited_by,
+        "gap_hours": None if step.gap_hours is None else float(step.gap_hours),
+        "policy": policy,
+        "source": _source(source),
+    }
+
+
+def history_payload(
+    event: str, site_id: str, tick: PriceTick, outcome: Outcome, source: SourceRef
+) -> dict[str, Any]:
+    """A ``HistoryRecord``: the seed's ``save_history`` entry of one applied tick."""
+    step, decision = outcome.step, outcome.decision
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event,
+        "site_id": site_id,
+        "timestamp": tick.timestamp,
+        "action": step.action,
+        "reason": decision.reason,
+        "requested_power_mw": float(step.requested_power_mw),
+        "power_mw": float(step.power_mw),
+        "duration_hours": float(step.duration_hours),
+        "energy_mwh": float(step.energy_mwh),
+        "charge_before_mwh": float(step.state_of_charge_before_mwh),
+        "charge_after_mwh": float(step.state_of_charge_after_mwh),
+        "energy_price": float(tick.energy_price),
+        "hash_price": float(tick.hash_price),
+        "token_price": float(tick.token_price),
+        "source": _source(source),
+    }
+
+
+def status_payload(
+    event: str, site_id: str, battery: BatteryState, ticks_stale: int, config: BatteryConfig, policy: str
+) -> dict[str, Any]:
+    """A ``BatteryStatus``: the seed's ``get_status`` for one site, stamped with the tick time."""
+    soc = float(battery.state_of_charge_mwh)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "event_id": event,
+        "site_id": site_id,
+        "last_tick_at": battery.last_tick_at,
+        "charge_level_percent": float(battery.charge_percent(config)),
+        "available_energy_mwh": soc,
+        "capacity_mwh": float(config.capacity_mwh),
+        "max_charge_rate_mw": float(config.max_charge_rate_mw),
+        "max_discharge_rate_mw": float(config.max_discharge_rate_mw),
+        "efficiency": float(config.efficiency),
+        "last_updated": battery.last_tick_at,
+        "total_energy_stored_mwh": float(battery.energy_stored_mwh),
+        "total_energy_used_mwh": float(battery.energy_delivered_mwh),
+        "total_energy_bought_mwh": float(battery.energy_bought_mwh),
+        "total_energy_lost_mwh": float(battery.energy_lost_mwh),
+        "full_equivalent_cycles": float(battery.full_equivalent_cycles(config)),
+        "charging_cost": float(battery.charging_cost),
+        "avoided_cost": float(battery.avoided_cost),
+        "net_value": float(battery.net_value),
+        "can_charge": bool(soc < config.max_energy_mwh and config.max_charge_rate_mw > 0),
+        "can_discharge": bool(soc > config.min_energy_mwh and config.max_discharge_rate_mw > 0),
+        "ticks_applied": battery.ticks_applied,
+        "ticks_stale": ticks_stale,
+        "policy": policy,
+    }
+
+
+def status_event(
+    event: str, site_id: str, battery: BatteryState, ticks_stale: int, config: BatteryConfig, policy: str
+) -> BatteryStatus:
+    return BatteryStatus(**status_payload(event, site_id, battery, ticks_stale, config, policy))
+
+
+def state_payload(
+    site_id: str,
+    source: SourceRef,
+    battery: BatteryState,
+    ticks_stale: int,
+    policy: str,
+    policy_memory: Any,
+) -> dict[str, Any]:
+    """A ``BatteryStateRecord``: everything restore needs, with the input offset it reflects."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "site_id": site_id,
+        "source": _source(source),
+        "state_of_charge_mwh": float(battery.state_of_charge_mwh),
+        "last_tick_at": battery.last_tick_at,
+        "ticks_applied": battery.ticks_applied,
+        "ticks_stale": ticks_stale,
+        "energy_bought_mwh": float(battery.energy_bought_mwh),
+        "energy_stored_mwh": float(battery.energy_stored_mwh),
+        "energy_drawn_mwh": float(battery.energy_drawn_mwh),
+        "energy_delivered_mwh": float(battery.energy_delivered_mwh),
+        "charging_cost": float(battery.charging_cost),
+        "avoided_cost": float(battery.avoided_cost),
+        "policy": policy,
+        "policy_memory": policy_memory,
+    }
