@@ -248,7 +248,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _stop_before_start(signum: int, frame: object) -> None:
+    """SIGTERM while still starting: nothing is in flight yet, so leaving at once is the graceful stop."""
+    raise SystemExit(0)
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _stop_before_start)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

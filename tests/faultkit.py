@@ -106,11 +106,13 @@ class Verdict:
 
 
 async def raw_values(settings: Settings, topic: str) -> list[bytes]:
+    """Every value in ``topic``, all of its partitions (asked of the broker, not assumed)."""
+    partitions = (await prepare_topics(settings)).get(topic, 0)
     reader = make_reader(settings.kafka)
     await reader.start()
     values: list[bytes] = []
     try:
-        tps = [TopicPartition(topic, p) for p in range(settings.topics.partitions)]
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
         async for batch in read_to_end(reader, tps, timeout_s=60):
             values.extend(record.value for record in batch if record.value is not None)
     finally:
@@ -139,7 +141,8 @@ async def verify_against_uninterrupted(settings: Settings, streams: dict[str, li
             payloads[orjson.loads(value)["event_id"]].add(value)
         different = [event for event, bodies in payloads.items() if len(bodies) > 1]
         assert not different, f"{topic}: re-emitted events differ from the first: {different[:3]}"
-        assert len(payloads) == sum(len(t) for t in streams.values()), topic
+        expected_events = sum(len(t) for t in streams.values())
+        assert len(payloads) == expected_events, (topic, len(payloads), expected_events)
         events += len(payloads)
         reemitted += len(raw) - len(payloads)
     result = await replay(settings, ReplayOptions())

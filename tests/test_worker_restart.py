@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
@@ -11,6 +12,8 @@ import pytest
 from battery_worker.kafka.worker import Worker
 from tests.faultkit import (
     all_applied,
+    interleaved,
+    paced_feed,
     raw_values,
     stop,
     verify_against_uninterrupted,
@@ -52,22 +55,24 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_results(
         kafka_bootstrap, new_topic_name(), new_group_id(), worker={"max_batch_records": 7}
     )
     streams = {site: ercot_week() for site in SITES}
-    for site, ticks in streams.items():
-        await feed(settings, ticks, site)
     log = tmp_path / "worker.log"
 
     async def some_actions() -> bool:
         return len(await raw_values(settings, settings.topics.actions)) >= 60
 
     victim = start_worker_process(settings, log)
+    feeder = asyncio.create_task(paced_feed(settings, interleaved(streams), rate_per_s=50))
     survivor = None
     try:
         await wait_until(some_actions, 60, "the first worker to emit actions")
+        assert not feeder.done(), "the kill must land mid-stream"
         assert stop(victim, signal.SIGKILL) == -signal.SIGKILL
         survivor = start_worker_process(settings, log)
+        await feeder
         await wait_until(all_applied(settings, streams), 90, "the restarted worker to finish")
         assert stop(survivor, signal.SIGTERM) == 0, log.read_text()[-2000:]
     finally:
+        feeder.cancel()
         for process in (victim, survivor):
             if process is not None and process.poll() is None:
                 process.kill()
