@@ -98,6 +98,12 @@ class WorkerSettings(BaseModel):
     shutdown_timeout_s: float = Field(20.0, gt=0)
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /metrics, /health and /ready on this port (none: off)"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address of that server; the container image sets 0.0.0.0"
+    )
 
 
 class PolicySettings(BaseModel):
@@ -178,5 +184,18 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise InvalidConfig(field, first.get("input"), first["msg"]) from None
+        raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), first["msg"]) from None
     return settings
+
+
+_SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+
+
+def _masked_input(loc: tuple[int | str, ...], value: Any) -> Any:
+    """The offending input for an error message, with secrets masked: a model-level error (an incomplete
+    SASL setting) carries the whole ``kafka`` section as its input, password included."""
+    if loc and loc[-1] in _SECRET_FIELDS:
+        return "**********"
+    if isinstance(value, dict):
+        return {key: _masked_input((key,), item) for key, item in value.items()}
+    return value

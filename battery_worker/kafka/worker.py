@@ -32,6 +32,7 @@ from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.exceptions import BrokerUnavailable
+from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.store import load_states
 from battery_worker.kafka.topics import ensure_topics
 from battery_worker.processing import Handled, InputRecord, OutputRecord, TickProcessor
@@ -86,6 +87,7 @@ class Worker:
             settings.site_directory(), self.topics, settings.worker.max_message_bytes
         )
         self.stats = WorkerStats()
+        self.latency = BatchLatency()
         self._on_handled = on_handled
         self._stop = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -216,10 +218,13 @@ class Worker:
         )
         if not batch:
             return 0
+        started = time.monotonic()
         async with self._lock:
             if self._needs_rewind:
                 return 0
-            return await self._process(batch)
+            count = await self._process(batch)
+        self.latency.observe_batch(batch, started)
+        return count
 
     async def _process(self, batch: dict[TopicPartition, list[object]]) -> int:
         assert self._consumer is not None
@@ -288,6 +293,7 @@ class Worker:
                 else:
                     self._consumer.seek(tp, committed)
             self._needs_rewind = False
+            self.stats.ready = True
 
     async def _restore(self, partitions: set[TopicPartition]) -> None:
         assert self._reader is not None
@@ -307,7 +313,47 @@ class Worker:
             sorted(numbers),
             restored.records_read,
             restored.seconds,
+            extra={"topic": self.topics.state, "partitions": sorted(numbers)},
         )
+
+    # --- operations: read by the metrics and health server, never on the hot path ----------------------
+
+    @property
+    def ready(self) -> bool:
+        """State restored for every assigned partition and consuming (not stopping, no rewind pending)."""
+        return self.stats.ready and not self._needs_rewind and not self._stop.is_set()
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Records not yet fetched per assigned partition: fetch high watermark minus position.
+
+        Never ``end_offsets()`` alone: on Tansu ListOffsets under-reports a batch-written partition's end.
+        A partition not fetched yet has no high watermark and is left out.
+        """
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        lags: dict[TopicPartition, int] = {}
+        for tp in sorted(self.stats.assigned):
+            highwater = consumer.highwater(tp)
+            if highwater is None:
+                continue
+            try:
+                position = await asyncio.wait_for(consumer.position(tp), 2.0)
+            except (KafkaError, TimeoutError):
+                continue
+            lags[tp] = max(0, highwater - position)
+        return lags
+
+    async def broker_reachable(self, timeout_s: float = 3.0) -> bool:
+        """True when a metadata request over the producer's connections answers within ``timeout_s``."""
+        producer = self._producer
+        if producer is None:
+            return False
+        try:
+            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
+        except (KafkaError, TimeoutError, OSError):
+            return False
+        return True
 
     # --- rebalance callbacks (called by aiokafka's coordinator) ---------------------------------------
 
@@ -318,7 +364,9 @@ class Worker:
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
             self.stats.assigned -= set(revoked)
             if revoked:
-                log.info("revoked %s (%d sites dropped)", sorted(tp.partition for tp in revoked), dropped)
+                partitions = sorted(tp.partition for tp in revoked)
+                extra = {"partitions": partitions}
+                log.info("revoked %s (%d sites dropped)", partitions, dropped, extra=extra)
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
@@ -329,7 +377,8 @@ class Worker:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
             self.stats.ready = not self._needs_rewind
-            log.info("assigned %s", sorted(tp.partition for tp in assigned))
+            partitions = sorted(tp.partition for tp in assigned)
+            log.info("assigned %s", partitions, extra={"partitions": partitions})
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
