@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from battery_worker.errors import BatteryWorkerError, InvalidValue
+from battery_worker.logs import setup_logging
 from battery_worker.settings import Settings, load_settings
 
 log = logging.getLogger("battery_worker")
@@ -28,6 +29,10 @@ def _settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> 
         overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
     if getattr(args, "group_id", None):
         overrides.setdefault("worker", {})["group_id"] = args.group_id
+    if getattr(args, "metrics_port", None) is not None:
+        overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
+    if getattr(args, "metrics_host", None):
+        overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
     if getattr(args, "policy", None):
         overrides["policy"] = {"name": args.policy, "params": _params(args.policy_param or [])}
     return load_settings(getattr(args, "config", None), overrides)
@@ -76,10 +81,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     from battery_worker.kafka.worker import Worker
 
     settings = _settings(args)
-    worker = Worker(settings)
+    port = settings.worker.metrics_port
+    activity = None
+    if port is not None:
+        from battery_worker.metrics import SiteActivity
+
+        activity = SiteActivity()
+    worker = Worker(settings, on_handled=activity)
 
     async def main() -> int:
-        await worker.run(max_messages=args.max_messages, idle_timeout_s=args.idle_timeout)
+        server = None
+        if port is not None:
+            from battery_worker.ops_server import OpsServer
+
+            server = await OpsServer(worker, settings.worker.metrics_host, port, activity).start()
+        try:
+            await worker.run(max_messages=args.max_messages, idle_timeout_s=args.idle_timeout)
+        finally:
+            if server is not None:
+                await server.close()
         return 0
 
     return _serve(main, worker.stop)
@@ -193,6 +213,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--log-level", default=os.environ.get("BATTERY_WORKER_LOG_LEVEL", "INFO"), help="default: INFO"
     )
+    parser.add_argument(
+        "--log-format",
+        choices=("json", "text", "auto"),
+        default=os.environ.get("BATTERY_WORKER_LOG_FORMAT", "auto"),
+        help="json lines, text, or auto: text on a terminal, else json (env BATTERY_WORKER_LOG_FORMAT)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker: prices in, actions and status out")
@@ -202,6 +228,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
     run.add_argument("--max-messages", type=int, help="stop after this many input records")
     run.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long idle")
+    run.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
+    )
+    run.add_argument("--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)")
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser(
@@ -257,13 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _stop_before_start)
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(
-        level=args.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, logging.getLogger().level))
     try:
+        setup_logging(args.log_level, args.log_format)
         code: int = args.func(args)
     except InvalidValue as error:
         print(f"battery-worker: error: {error}", file=sys.stderr)

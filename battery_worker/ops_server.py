@@ -1,0 +1,143 @@
+"""One small HTTP/1.1 server on the worker's event loop: ``/metrics``, ``/health``, ``/ready``, ``/live``.
+
+* ``/metrics``: Prometheus text format (:mod:`battery_worker.metrics`); lag is measured right before.
+* ``/health``: 200 when the process runs and the broker answers a metadata request, else 503.
+* ``/ready``: 200 when the state of every assigned partition is restored and the worker is consuming (not
+  stopping, no rewind pending), else 503. For a Kubernetes readiness probe.
+* ``/live``: 200 whenever the event loop answers. For a Kubernetes liveness probe: a broker outage is not
+  cured by restarting the worker (it backs off and carries on), so liveness does not depend on the broker.
+
+Every answer closes the connection; a scraper or probe opens one per request anyway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from battery_worker.metrics import SiteActivity, WorkerCollector, build_registry
+
+if TYPE_CHECKING:
+    from battery_worker.kafka.worker import Worker
+
+log = logging.getLogger(__name__)
+
+_BROKER_CHECK_CACHE_S = 2.0
+_REQUEST_TIMEOUT_S = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+
+
+class OpsServer:
+    """Serves a :class:`Worker`'s metrics and probes. ``await start()``, then ``await close()``."""
+
+    def __init__(self, worker: Worker, host: str, port: int, activity: SiteActivity | None = None) -> None:
+        self._worker = worker
+        self._host, self._requested_port = host, port
+        self._collector = WorkerCollector(worker, activity)
+        self._registry = build_registry(self._collector)
+        self._server: asyncio.Server | None = None
+        self._broker_checked_at = -1e9
+        self._broker_ok = False
+        self._started = time.monotonic()
+
+    @property
+    def port(self) -> int:
+        """The bound port (the requested one, or the kernel's choice for port 0)."""
+        assert self._server is not None, "not started"
+        bound: int = self._server.sockets[0].getsockname()[1]
+        return bound
+
+    async def start(self) -> OpsServer:
+        self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
+        log.info("metrics and probes on http://%s:%d (/metrics /health /ready /live)", self._host, self.port)
+        return self
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 2.0)
+            self._server = None
+
+    # --- routes -------------------------------------------------------------------------------------
+
+    async def respond(self, path: str) -> Response:
+        route = path.split("?", 1)[0]
+        if route == "/metrics":
+            self._collector.lag = await self._worker.lag()
+            return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
+        if route == "/health":
+            reachable = await self._broker_reachable()
+            body = {
+                "status": "ok" if reachable else "broker unreachable",
+                "broker_reachable": reachable,
+                "uptime_s": round(time.monotonic() - self._started, 1),
+            }
+            return Response(200 if reachable else 503, orjson.dumps(body))
+        if route == "/ready":
+            worker = self._worker
+            ready = worker.ready
+            state: dict[str, object] = {
+                "ready": ready,
+                "stopping": worker.stopping,
+                "assigned_partitions": sorted(tp.partition for tp in worker.stats.assigned),
+                "sites": worker.processor.site_count,
+            }
+            return Response(200 if ready else 503, orjson.dumps(state))
+        if route == "/live":
+            return Response(200, b'{"alive":true}')
+        return Response(404, b'{"error":"not found: try /metrics, /health, /ready or /live"}')
+
+    async def _broker_reachable(self) -> bool:
+        """Cached for a moment, so a burst of probes costs one metadata request."""
+        now = time.monotonic()
+        if now - self._broker_checked_at > _BROKER_CHECK_CACHE_S:
+            self._broker_ok = await self._worker.broker_reachable()
+            self._broker_checked_at = time.monotonic()
+        return self._broker_ok
+
+    # --- HTTP/1.1, minimal -------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(parts) != 3:
+                return
+            method, path, _ = parts
+            if method not in ("GET", "HEAD"):
+                response = Response(405, b'{"error":"GET only"}')
+            else:
+                response = await self.respond(path)
+            header = (
+                f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
+                f"Content-Type: {response.content_type}\r\n"
+                f"Content-Length: {len(response.body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+            writer.write(header if method == "HEAD" else header + response.body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("metrics/probe request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)

@@ -1,0 +1,204 @@
+"""Operating the worker: /metrics, /health, /ready scraped over HTTP from a real worker process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from battery_worker.kafka.worker import Worker
+from battery_worker.ops_server import OpsServer
+from battery_worker.settings import Settings
+from battery_worker.ticks import PriceTick
+from tests.workerkit import ercot_week, feed, make_settings, reference, send_raw, settings_env
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as answer:
+            return int(answer.status), bytes(answer.read())
+    except urllib.error.HTTPError as error:
+        return int(error.code), bytes(error.read())
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """Every sample of a Prometheus text page: (name, sorted labels) → value."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return found
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+async def _feed_all(settings: Settings, ticks: list[PriceTick]) -> None:
+    await feed(settings, ticks, "alpha")
+    await feed(settings, ticks[:2], "alpha")  # two duplicates: stale
+    bad = [(b"alpha", b"{not json"), (b"alpha", b'{"energy_price": "NaN"}'), (b"beta", None)]
+    await send_raw(settings, bad)
+
+
+@pytest.mark.broker
+def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    asyncio.run(_feed_all(settings, ticks))
+    expected, final = reference(settings, ticks)
+
+    port = _free_port()
+    stderr = tmp_path / "worker.log"
+    with stderr.open("wb") as log:
+        worker = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "battery_worker.cli",
+                "--log-format",
+                "json",
+                "run",
+                "--metrics-port",
+                str(port),
+            ],
+            env=settings_env(settings),
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        wait_until(lambda: _answers(port, "/ready") == 200, 45, "/ready to answer 200")
+
+        def scraped() -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+            status, body = get(port, "/metrics")
+            assert status == 200
+            return samples(body.decode())
+
+        wait_until(lambda: sum(_outcomes(scraped()).values()) == 53, 30, "all 53 records handled")
+        metrics = scraped()
+        assert _outcomes(metrics) == {"applied": 48, "stale": 2, "already_applied": 0, "rejected": 3}
+        dlq = {
+            dict(labels)["reason"]: value
+            for (name, labels), value in metrics.items()
+            if name == "battery_worker_dlq_total"
+        }
+        assert sum(dlq.values()) == 3
+        decisions = {
+            dict(labels)["action"]: value
+            for (name, labels), value in metrics.items()
+            if name == "battery_worker_decisions_total"
+        }
+        want = Counter(row[1] for row in expected)
+        assert decisions == {action: float(want.get(action, 0)) for action in ("charge", "discharge", "hold")}
+        site = (("site_id", "alpha"),)
+        assert metrics[("battery_worker_state_of_charge_mwh", site)] == pytest.approx(
+            final.battery.state_of_charge_mwh
+        )
+        last_action, last_power = expected[-1][1], expected[-1][2]
+        assert metrics[("battery_worker_power_mw", site)] == pytest.approx(
+            -last_power if last_action == "discharge" else last_power
+        )
+        assert (
+            metrics[("battery_worker_last_tick_timestamp_seconds", site)] == ticks[-1].timestamp.timestamp()
+        )
+        lags = {
+            dict(labels)["partition"]: v
+            for (name, labels), v in metrics.items()
+            if name == "battery_worker_consumer_lag"
+        }
+        assert lags
+        assert set(lags.values()) == {0.0}
+        assert metrics[("battery_worker_assigned_partitions", ())] == 3
+        assert metrics[("battery_worker_ready", ())] == 1
+        assert metrics[("battery_worker_batches_total", ())] >= 1
+        assert (
+            metrics[("battery_worker_processing_seconds_count", ())]
+            == metrics[("battery_worker_batches_total", ())]
+        )
+        assert metrics[("battery_worker_tick_age_seconds_count", ())] >= 1
+        assert metrics[("battery_worker_restores_total", ())] >= 1
+        assert metrics[("battery_worker_produce_errors_total", ())] == 0
+        assert ("process_resident_memory_bytes", ()) in metrics
+
+        status, body = get(port, "/health")
+        assert status == 200
+        assert orjson.loads(body)["broker_reachable"] is True
+        status, body = get(port, "/ready")
+        assert (status, orjson.loads(body)["assigned_partitions"]) == (200, [0, 1, 2])
+        assert get(port, "/live")[0] == 200
+        assert get(port, "/nope")[0] == 404
+
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=settings.worker.shutdown_timeout_s) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    lines = stderr.read_text().splitlines()
+    events = [json.loads(line) for line in lines]  # every line is one JSON object
+    assigned = [e for e in events if e["message"].startswith("assigned")]
+    assert assigned
+    assert assigned[0]["partitions"] == [0, 1, 2]
+    assert any("metrics and probes on" in e["message"] for e in events)
+
+
+def _answers(port: int, path: str) -> int:
+    try:
+        return get(port, path)[0]
+    except OSError:
+        return 0
+
+
+def _outcomes(metrics: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> dict[str, float]:
+    return {
+        dict(labels)["outcome"]: value
+        for (name, labels), value in metrics.items()
+        if name == "battery_worker_ticks_total"
+    }
+
+
+async def test_not_ready_and_not_healthy_before_the_worker_has_connected() -> None:
+    settings = make_settings("127.0.0.1:1", "never", "never")
+    server = await OpsServer(Worker(settings), "127.0.0.1", 0).start()
+    try:
+        loop = asyncio.get_running_loop()
+        ready = await loop.run_in_executor(None, get, server.port, "/ready")
+        health = await loop.run_in_executor(None, get, server.port, "/health")
+        live = await loop.run_in_executor(None, get, server.port, "/live")
+        metrics = await loop.run_in_executor(None, get, server.port, "/metrics")
+    finally:
+        await server.close()
+    assert ready[0] == 503
+    assert orjson.loads(ready[1])["ready"] is False
+    assert health[0] == 503
+    assert orjson.loads(health[1])["broker_reachable"] is False
+    assert live[0] == 200
+    parsed = samples(metrics[1].decode())
+    assert parsed[("battery_worker_ready", ())] == 0
+    assert parsed[("battery_worker_ticks_total", (("outcome", "applied"),))] == 0
