@@ -161,21 +161,46 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         sys.stdout.write("\n")
         return 0
-    table = Table(title=f"battery status ({settings.topics.status})")
-    for column in ("site", "charge %", "energy MWh", "last tick", "ticks", "stale", "net value", "policy"):
+    from datetime import UTC, datetime
+
+    from battery_worker.kafka.overview import age_text, group_lag, last_actions
+
+    async def overview() -> tuple[dict[str, Any], dict[int, Any]]:
+        actions = await last_actions(settings, args.actions_tail)
+        lags = await group_lag(settings, settings.worker.group_id)
+        return actions, {lag.partition: lag for lag in lags}
+
+    actions, lags = asyncio.run(overview())
+    now = datetime.now(UTC)
+    table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
+    columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
+    for column in (*columns, "partition", "lag", "ticks", "stale", "net value", "policy"):
         table.add_column(column)
     for site, status in sorted(statuses.items()):
+        action = actions.get(site)
+        lag = None if action is None else lags.get(action.source.partition)
         table.add_row(
             site,
             f"{status.charge_level_percent:.1f}",
             f"{status.available_energy_mwh:.2f}",
+            "-" if action is None else action.action.value,
+            "-" if action is None else f"{action.power_mw:.2f}",
             "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),
+            "-" if status.last_tick_at is None else age_text((now - status.last_tick_at).total_seconds()),
+            "-" if action is None else str(action.source.partition),
+            "-" if lag is None else str(lag.lag),
             str(status.ticks_applied),
             str(status.ticks_stale),
             f"{status.net_value:,.2f}",
             status.policy,
         )
-    Console().print(table if statuses else "no status published yet")
+    console = Console(width=max(160, Console().width))
+    console.print(table if statuses else "no status published yet")
+    if lags:
+        total = sum(lag.lag for lag in lags.values())
+        parts = ", ".join(f"{p}: {lag.lag}" for p, lag in sorted(lags.items()))
+        group = settings.worker.group_id
+        console.print(f"lag of group {group} on {settings.topics.prices}: {total} ({parts})", soft_wrap=True)
     return 0
 
 
@@ -259,6 +284,14 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="latest battery status per site, read from the broker")
     _connection(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    status.add_argument("--group-id", help="consumer group whose lag is shown (default battery-worker)")
+    status.add_argument(
+        "--actions-tail",
+        type=int,
+        default=10_000,
+        metavar="N",
+        help="records per partition of battery.actions searched for each site's last action (default 10000)",
+    )
     status.set_defaults(func=cmd_status)
 
     history = commands.add_parser("history", help="a site's operation history")

@@ -202,3 +202,34 @@ async def test_not_ready_and_not_healthy_before_the_worker_has_connected() -> No
     parsed = samples(metrics[1].decode())
     assert parsed[("battery_worker_ready", ())] == 0
     assert parsed[("battery_worker_ticks_total", (("outcome", "applied"),))] == 0
+
+
+@pytest.mark.broker
+async def test_status_shows_last_action_tick_age_and_the_groups_lag(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    await feed(settings, ticks, "alpha")
+    assert await Worker(settings).run(max_messages=40, idle_timeout_s=20) == 40
+    expected, _ = reference(settings, ticks[:40])
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "battery_worker.cli",
+        "status",
+        env=settings_env(settings),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    row = next(line for line in text.splitlines() if "alpha" in line)
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    action, power = expected[-1][1], expected[-1][2]
+    assert cells[0] == "alpha"
+    assert cells[3:5] == [action, f"{power:.2f}"]
+    assert cells[6].endswith(" d")  # August 2023 ticks: days old
+    assert cells[8] == "8"  # 48 fed, 40 committed
+    assert f"on {settings.topics.prices}: 8 (" in text
