@@ -233,3 +233,18 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     assert cells[6].endswith(" d")  # August 2023 ticks: days old
     assert cells[8] == "8"  # 48 fed, 40 committed
     assert f"on {settings.topics.prices}: 8 (" in text
+
+
+def test_the_container_runs_non_root_on_a_slim_base_and_stops_within_the_grace_period() -> None:
+    root = Path(__file__).resolve().parent.parent
+    dockerfile = (root / "Dockerfile").read_text()
+    compose = (root / "docker-compose.kafka.yml").read_text()
+    assert "FROM python:3.11-slim" in dockerfile
+    assert "USER 10001" in dockerfile
+    assert "STOPSIGNAL SIGTERM" in dockerfile
+    assert "EXPOSE 9400" in dockerfile
+    assert "BATTERY_WORKER_WORKER__METRICS_PORT=9400" in dockerfile
+    assert "/health" in dockerfile
+    shutdown_s = make_settings("x:1", "t", "g").worker.shutdown_timeout_s
+    assert "stop_grace_period: 30s" in compose
+    assert shutdown_s < 30  # Kubernetes' default terminationGracePeriodSeconds, and compose's above
