@@ -166,6 +166,20 @@ def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
     assert assigned
     assert assigned[0]["partitions"] == [0, 1, 2]
     assert any("metrics and probes on" in e["message"] for e in events)
+    # One line per stale or dead-lettered record, with the coordinates to find it again.
+    stale = [e for e in events if e["message"].startswith("stale tick")]
+    assert [(e["site_id"], e["offset"]) for e in stale] == [("alpha", 48), ("alpha", 49)]
+    assert stale[0]["level"] == "INFO"
+    rejected = [e for e in events if e["message"].startswith("rejected to the dead-letter topic")]
+    assert sorted((e["site_id"], e["level"]) for e in rejected) == [
+        ("alpha", "WARNING"),
+        ("alpha", "WARNING"),
+        ("beta", "WARNING"),
+    ]
+    alpha_partition = stale[0]["partition"]
+    assert sorted(e["offset"] for e in rejected if e["site_id"] == "alpha") == [50, 51]
+    assert {e["partition"] for e in rejected if e["site_id"] == "alpha"} == {alpha_partition}
+    assert all(e["topic"] == settings.topics.prices for e in stale + rejected)
 
 
 def _answers(port: int, path: str) -> int:

@@ -33,6 +33,7 @@ from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.exceptions import BrokerUnavailable
 from battery_worker.kafka.latency import BatchLatency
+from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.store import load_states
 from battery_worker.kafka.topics import ensure_topics
 from battery_worker.processing import Handled, InputRecord, OutputRecord, TickProcessor
@@ -232,6 +233,7 @@ class Worker:
         outputs: list[OutputRecord] = []
         commits: dict[TopicPartition, int] = {}
         now_ms = int(time.time() * 1000)
+        debug = log_handled_debug()
         count = 0
         for tp, records in batch.items():
             if tp not in self.stats.assigned or not records:
@@ -247,6 +249,8 @@ class Worker:
                 )
                 handled = self.processor.handle(record, now_ms)
                 outputs.extend(handled.outputs)
+                if handled.kind != "applied" or debug:
+                    log_handled(record, handled)
                 if self._on_handled is not None:
                     self._on_handled(record, handled)
                 count += 1
