@@ -95,7 +95,9 @@ class WorkerSettings(BaseModel):
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
     restore_timeout_s: float = Field(120.0, gt=0)
-    shutdown_timeout_s: float = Field(20.0, gt=0)
+    shutdown_timeout_s: float = Field(
+        20.0, gt=0, description="bounds the whole stop (in-flight batch and closing); below the grace period"
+    )
     backoff_initial_s: float = Field(0.5, gt=0)
     backoff_max_s: float = Field(30.0, gt=0)
     metrics_port: int | None = Field(

@@ -11,7 +11,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import orjson
@@ -37,7 +37,7 @@ from tests.faultkit import (
     verify_against_uninterrupted,
     wait_until,
 )
-from tests.workerkit import make_settings, reference, send_raw, start_worker_process
+from tests.workerkit import feed, make_settings, reference, send_raw, start_worker_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -239,6 +239,62 @@ def fuzzed_stream(
             else:
                 add((key, orjson.dumps({**sample, "timestamp": "2022-06-01T00:00:00"})), "stale")
     return sent, expected, streams
+
+
+async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_and_loses_nothing(
+    new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    """Kubernetes sends SIGKILL after its grace period: the worker must be gone before, broker or not."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.xfail("needs the embedded broker to SIGSTOP it; not runnable against an external cluster")
+    budget_s = 6.0
+    with EmbeddedBroker() as broker:
+        settings = fault_settings(
+            broker.bootstrap_servers,
+            new_topic_name(),
+            new_group_id(),
+            max_batch_records=50,
+            shutdown_timeout_s=budget_s,
+        )
+        streams = site_streams(SITES[:10], per_site=3000)
+        log = tmp_path / "worker.log"
+        for site, ticks in streams.items():  # a backlog, so the worker is busy when the broker freezes
+            await feed(settings, ticks, site)
+        first = start_worker_process(settings, log)
+        second = None
+        try:
+            await wait_until(_log_says(log, "assigned"), 60, "the worker to be assigned")
+            await asyncio.sleep(1)  # mid-backlog
+            assert broker.pid is not None
+            os.kill(broker.pid, signal.SIGSTOP)
+            await asyncio.sleep(1)
+            asked = time.monotonic()
+            first.send_signal(signal.SIGTERM)
+            code = await asyncio.to_thread(first.wait, 60)
+            took = time.monotonic() - asked
+            os.kill(broker.pid, signal.SIGCONT)
+            abandoned = "abandoning it uncommitted" in log.read_text()
+            print(f"\nfrozen broker: SIGTERM to exit {took:.1f} s (budget {budget_s} s), exit {code}")
+            print(f"frozen broker: in-flight batch abandoned: {abandoned}")
+            assert code == 0, log_tail(log)
+            assert took < budget_s + 3, log_tail(log)
+            assert not await all_applied(settings, streams)(), "frozen after the backlog was done"
+            second = start_worker_process(settings, log)
+            await wait_until(all_applied(settings, streams), 180, "a new worker to finish the stream")
+            assert stop(second, signal.SIGTERM) == 0, log_tail(log)
+        finally:
+            for process in (first, second):
+                if process is not None and process.poll() is None:
+                    process.kill()
+        verdict = await verify_against_uninterrupted(settings, streams)
+        print(f"frozen broker: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
+
+
+def _log_says(path: Path, text: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return text in await asyncio.to_thread(path.read_text)
+
+    return check
 
 
 async def test_ten_thousand_fuzzed_messages_are_each_accounted_for_once(

@@ -52,9 +52,9 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"] = settings.kafka.bootstrap_servers
     for name, value in settings.topics.model_dump().items():
         env[f"BATTERY_WORKER_TOPICS__{name.upper()}"] = str(value)
-    env["BATTERY_WORKER_WORKER__GROUP_ID"] = settings.worker.group_id
-    env["BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS"] = str(settings.worker.session_timeout_ms)
-    env["BATTERY_WORKER_WORKER__MAX_BATCH_RECORDS"] = str(settings.worker.max_batch_records)
+    for name, value in settings.worker.model_dump().items():
+        if value is not None:
+            env[f"BATTERY_WORKER_WORKER__{name.upper()}"] = str(value)
     env["BATTERY_WORKER_POLICY__NAME"] = settings.policy.name
     for key, value in settings.policy.params.items():
         env[f"BATTERY_WORKER_POLICY__PARAMS__{key.upper()}"] = str(value)

@@ -59,6 +59,10 @@ class WorkerStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
+BATCH_SHARE_OF_SHUTDOWN = 0.6
+"""Share of ``shutdown_timeout_s`` the in-flight batch gets after a stop request; the rest is for closing."""
+
+
 class Backoff:
     """Exponential back-off between retries, so a down broker never causes a busy spin."""
 
@@ -97,10 +101,40 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
+        self._run_task: asyncio.Task[int] | None = None
+        self._stop_deadline: float | None = None
+        self._abandon_timer: asyncio.TimerHandle | None = None
+        self._abandoned = False
+        self._closing = False
 
     def stop(self) -> None:
-        """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed."""
+        """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
+
+        The whole stop is bounded by ``worker.shutdown_timeout_s`` (so it ends inside Kubernetes'
+        termination grace period even with a frozen broker): a batch still in flight after
+        ``BATCH_SHARE_OF_SHUTDOWN`` of it is abandoned uncommitted (its records are re-read by the next
+        owner, whose events are byte-identical: nothing is lost), and the clients get the rest to close.
+        """
+        if self._stop.is_set():
+            return
         self._stop.set()
+        budget = self.settings.worker.shutdown_timeout_s
+        self._stop_deadline = time.monotonic() + budget
+        task = self._run_task
+        if task is not None and not task.done():
+            loop = task.get_loop()
+            self._abandon_timer = loop.call_later(budget * BATCH_SHARE_OF_SHUTDOWN, self._abandon_batch, task)
+
+    def _abandon_batch(self, task: asyncio.Task[int]) -> None:
+        if task.done() or self._closing:
+            return
+        self._abandoned = True
+        log.warning(
+            "the in-flight batch did not finish within %.1f s of the stop request; abandoning it uncommitted "
+            "(its records are re-read on restart, nothing is lost)",
+            self.settings.worker.shutdown_timeout_s * BATCH_SHARE_OF_SHUTDOWN,
+        )
+        task.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -112,30 +146,19 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
-        handled = 0
+        self._run_task = asyncio.current_task()
         try:
-            await self._connect()
-            idle_since = time.monotonic()
-            while not self._stop.is_set():
-                if max_messages is not None and handled >= max_messages:
-                    break
-                try:
-                    if self._needs_rewind:
-                        await self._rewind()
-                    count = await self._poll_once(None if max_messages is None else max_messages - handled)
-                except (KafkaError, BatteryWorkerError) as error:
-                    if isinstance(error, BatteryWorkerError) and not error.retriable:
-                        raise
-                    await self._recover(error)
-                    continue
-                handled += count
-                now = time.monotonic()
-                if count:
-                    idle_since = now
-                elif idle_timeout_s is not None and self.stats.assigned and now - idle_since > idle_timeout_s:
-                    break
-            return handled
+            try:
+                return await self._loop(max_messages, idle_timeout_s)
+            except asyncio.CancelledError:
+                if not self._abandoned or self._run_task is None:
+                    raise
+                self._run_task.uncancel()
+                return self.processor.counters.total
         finally:
+            self._closing = True
+            if self._abandon_timer is not None:
+                self._abandon_timer.cancel()
             await self._close()
             counters = self.processor.counters
             log.info(
@@ -151,6 +174,30 @@ class Worker:
                 self.stats.rewinds,
                 self.processor.site_count,
             )
+
+    async def _loop(self, max_messages: int | None, idle_timeout_s: float | None) -> int:
+        handled = 0
+        await self._connect()
+        idle_since = time.monotonic()
+        while not self._stop.is_set():
+            if max_messages is not None and handled >= max_messages:
+                break
+            try:
+                if self._needs_rewind:
+                    await self._rewind()
+                count = await self._poll_once(None if max_messages is None else max_messages - handled)
+            except (KafkaError, BatteryWorkerError) as error:
+                if isinstance(error, BatteryWorkerError) and not error.retriable:
+                    raise
+                await self._recover(error)
+                continue
+            handled += count
+            now = time.monotonic()
+            if count:
+                idle_since = now
+            elif idle_timeout_s is not None and self.stats.assigned and now - idle_since > idle_timeout_s:
+                break
+        return handled
 
     # --- connecting and closing ------------------------------------------------------------------------
 
@@ -194,14 +241,32 @@ class Worker:
         await self._sleep(delay)
 
     async def _close(self) -> None:
-        timeout = self.settings.worker.shutdown_timeout_s
+        """Stop the clients one by one (the group consumer first, to leave the group at once), each within
+        what is left of the shutdown budget but at least a second."""
         for client in (self._consumer, self._producer, self._reader):
             if client is None:
                 continue
+            budget = self.settings.worker.shutdown_timeout_s
+            if self._stop_deadline is not None:
+                budget = self._stop_deadline - time.monotonic()
             try:
-                await asyncio.wait_for(client.stop(), timeout)
-            except (TimeoutError, KafkaError) as error:
+                await self._close_one(client, max(1.0, budget))
+            except KafkaError as error:
                 log.warning("closing %s failed: %s", type(client).__name__, error)
+
+    @staticmethod
+    async def _close_one(client: AIOKafkaConsumer | AIOKafkaProducer, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(client.stop(), timeout_s)
+        except TimeoutError:
+            raise KafkaError(f"not closed within {timeout_s:.1f} s (the broker does not answer)") from None
+        except asyncio.CancelledError:
+            # aiokafka's fetcher re-raises the cancellation of its own fetch tasks from stop(); only a
+            # cancellation of the worker itself must go on.
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            raise KafkaError("stop() was interrupted by the client's own cancelled tasks") from None
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
