@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from battery_worker.errors import InvalidConfig
 from battery_worker.metrics import SiteActivity, WorkerCollector, build_registry
 
 if TYPE_CHECKING:
@@ -64,7 +65,16 @@ class OpsServer:
         return bound
 
     async def start(self) -> OpsServer:
-        self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
+        try:
+            self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
+        except OSError as error:
+            # A port in use or a wrong address is a setting to fix, not a crash with a traceback.
+            where = f"{self._host}:{self._requested_port}"
+            raise InvalidConfig(
+                "worker.metrics_port",
+                self._requested_port,
+                f"cannot listen on {where}: {error.strerror or error}",
+            ) from None
         log.info("metrics and probes on http://%s:%d (/metrics /health /ready /live)", self._host, self.port)
         return self
 

@@ -262,3 +262,41 @@ def test_the_container_runs_non_root_on_a_slim_base_and_stops_within_the_grace_p
     shutdown_s = make_settings("x:1", "t", "g").worker.shutdown_timeout_s
     assert "stop_grace_period: 30s" in compose
     assert shutdown_s < 30  # Kubernetes' default terminationGracePeriodSeconds, and compose's above
+
+
+def test_metrics_port_comes_from_toml_then_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from battery_worker.settings import load_settings
+
+    config = tmp_path / "worker.toml"
+    config.write_text('[worker]\nmetrics_port = 9400\nmetrics_host = "0.0.0.0"\n')
+    monkeypatch.delenv("BATTERY_WORKER_WORKER__METRICS_PORT", raising=False)
+    assert load_settings(config).worker.metrics_port == 9400
+    assert load_settings(config).worker.metrics_host == "0.0.0.0"
+    monkeypatch.setenv("BATTERY_WORKER_WORKER__METRICS_PORT", "9500")
+    assert load_settings(config).worker.metrics_port == 9500
+    assert load_settings(config, {"worker": {"metrics_port": 9600}}).worker.metrics_port == 9600
+
+
+def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = settings_env(make_settings("127.0.0.1:1", "never", "never"))
+        result = subprocess.run(
+            [sys.executable, "-m", "battery_worker.cli", "run", "--metrics-port", str(port)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith(
+        f"battery-worker: error: worker.metrics_port={port}: cannot listen on 127.0.0.1:"
+    )
+    assert "address already in use" in lines[-1]
+    assert "Traceback" not in result.stderr
