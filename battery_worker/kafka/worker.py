@@ -29,11 +29,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import CommitFailedError, KafkaError
 
 from battery_worker.errors import BatteryWorkerError
+from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.exceptions import BrokerUnavailable
 from battery_worker.kafka.latency import BatchLatency
+from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
+from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import load_states
 from battery_worker.kafka.topics import ensure_topics
 from battery_worker.processing import Handled, InputRecord, OutputRecord, TickProcessor
@@ -59,24 +62,6 @@ class WorkerStats:
     started_at: float = field(default_factory=time.monotonic)
 
 
-BATCH_SHARE_OF_SHUTDOWN = 0.6
-"""Share of ``shutdown_timeout_s`` the in-flight batch gets after a stop request; the rest is for closing."""
-
-
-class Backoff:
-    """Exponential back-off between retries, so a down broker never causes a busy spin."""
-
-    def __init__(self, initial_s: float, max_s: float) -> None:
-        self._initial, self._max, self._next = initial_s, max_s, initial_s
-
-    def next_delay(self) -> float:
-        delay, self._next = self._next, min(self._next * 2, self._max)
-        return delay
-
-    def reset(self) -> None:
-        self._next = self._initial
-
-
 class Worker:
     """Owns the lifecycle: connect (with back-off), run the loop, stop gracefully, always close."""
 
@@ -94,51 +79,24 @@ class Worker:
         self.stats = WorkerStats()
         self.latency = BatchLatency()
         self._on_handled = on_handled
-        self._stop = asyncio.Event()
+        self._stop = BoundedStop(settings.worker.shutdown_timeout_s)
         self._lock = asyncio.Lock()
         self._needs_rewind = False
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
-        self._run_task: asyncio.Task[int] | None = None
-        self._stop_deadline: float | None = None
-        self._abandon_timer: asyncio.TimerHandle | None = None
-        self._abandoned = False
-        self._closing = False
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
 
-        The whole stop is bounded by ``worker.shutdown_timeout_s`` (so it ends inside Kubernetes'
-        termination grace period even with a frozen broker): a batch still in flight after
-        ``BATCH_SHARE_OF_SHUTDOWN`` of it is abandoned uncommitted (its records are re-read by the next
-        owner, whose events are byte-identical: nothing is lost), and the clients get the rest to close.
+        Bounded by ``worker.shutdown_timeout_s`` even with a frozen broker (see :mod:`.shutdown`).
         """
-        if self._stop.is_set():
-            return
-        self._stop.set()
-        budget = self.settings.worker.shutdown_timeout_s
-        self._stop_deadline = time.monotonic() + budget
-        task = self._run_task
-        if task is not None and not task.done():
-            loop = task.get_loop()
-            self._abandon_timer = loop.call_later(budget * BATCH_SHARE_OF_SHUTDOWN, self._abandon_batch, task)
-
-    def _abandon_batch(self, task: asyncio.Task[int]) -> None:
-        if task.done() or self._closing:
-            return
-        self._abandoned = True
-        log.warning(
-            "the in-flight batch did not finish within %.1f s of the stop request; abandoning it uncommitted "
-            "(its records are re-read on restart, nothing is lost)",
-            self.settings.worker.shutdown_timeout_s * BATCH_SHARE_OF_SHUTDOWN,
-        )
-        task.cancel()
+        self._stop.request()
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self._stop.requested.is_set()
 
     async def run(self, *, max_messages: int | None = None, idle_timeout_s: float | None = None) -> int:
         """Run until stopped, ``max_messages`` records handled, or ``idle_timeout_s`` without records.
@@ -146,20 +104,17 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
-        self._run_task = asyncio.current_task()
+        self._stop.guard(asyncio.current_task())
         try:
             try:
                 return await self._loop(max_messages, idle_timeout_s)
             except asyncio.CancelledError:
-                if not self._abandoned or self._run_task is None:
+                if not self._stop.absorb():
                     raise
-                self._run_task.uncancel()
                 return self.processor.counters.total
         finally:
-            self._closing = True
-            if self._abandon_timer is not None:
-                self._abandon_timer.cancel()
-            await self._close()
+            self._stop.closing()
+            await close_clients((self._consumer, self._producer, self._reader), self._stop)
             counters = self.processor.counters
             log.info(
                 "battery-worker stopped: %d records (%d applied, %d stale, %d already applied, "
@@ -179,7 +134,7 @@ class Worker:
         handled = 0
         await self._connect()
         idle_since = time.monotonic()
-        while not self._stop.is_set():
+        while not self._stop.requested.is_set():
             if max_messages is not None and handled >= max_messages:
                 break
             try:
@@ -228,7 +183,7 @@ class Worker:
         self._backoff.reset()
 
     async def _wait_for_broker(self, error: Exception) -> None:
-        if self._stop.is_set():
+        if self._stop.requested.is_set():
             raise BrokerUnavailable(f"stopped while waiting for {self.settings.kafka.bootstrap_servers}")
         delay = self._backoff.next_delay()
         log.warning(
@@ -240,37 +195,9 @@ class Worker:
         )
         await self._sleep(delay)
 
-    async def _close(self) -> None:
-        """Stop the clients one by one (the group consumer first, to leave the group at once), each within
-        what is left of the shutdown budget but at least a second."""
-        for client in (self._consumer, self._producer, self._reader):
-            if client is None:
-                continue
-            budget = self.settings.worker.shutdown_timeout_s
-            if self._stop_deadline is not None:
-                budget = self._stop_deadline - time.monotonic()
-            try:
-                await self._close_one(client, max(1.0, budget))
-            except KafkaError as error:
-                log.warning("closing %s failed: %s", type(client).__name__, error)
-
-    @staticmethod
-    async def _close_one(client: AIOKafkaConsumer | AIOKafkaProducer, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(client.stop(), timeout_s)
-        except TimeoutError:
-            raise KafkaError(f"not closed within {timeout_s:.1f} s (the broker does not answer)") from None
-        except asyncio.CancelledError:
-            # aiokafka's fetcher re-raises the cancellation of its own fetch tasks from stop(); only a
-            # cancellation of the worker itself must go on.
-            task = asyncio.current_task()
-            if task is not None and task.cancelling():
-                raise
-            raise KafkaError("stop() was interrupted by the client's own cancelled tasks") from None
-
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+            await asyncio.wait_for(self._stop.requested.wait(), seconds)
 
     # --- the loop ----------------------------------------------------------------------------------------
 
@@ -390,39 +317,13 @@ class Worker:
     @property
     def ready(self) -> bool:
         """State restored for every assigned partition and consuming (not stopping, no rewind pending)."""
-        return self.stats.ready and not self._needs_rewind and not self._stop.is_set()
+        return self.stats.ready and not self._needs_rewind and not self._stop.requested.is_set()
 
     async def lag(self) -> dict[TopicPartition, int]:
-        """Records not yet fetched per assigned partition: fetch high watermark minus position.
-
-        Never ``end_offsets()`` alone: on Tansu ListOffsets under-reports a batch-written partition's end.
-        A partition not fetched yet has no high watermark and is left out.
-        """
-        consumer = self._consumer
-        if consumer is None:
-            return {}
-        lags: dict[TopicPartition, int] = {}
-        for tp in sorted(self.stats.assigned):
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            try:
-                position = await asyncio.wait_for(consumer.position(tp), 2.0)
-            except (KafkaError, TimeoutError):
-                continue
-            lags[tp] = max(0, highwater - position)
-        return lags
+        return await consumer_lag(self._consumer, self.stats.assigned)
 
     async def broker_reachable(self, timeout_s: float = 3.0) -> bool:
-        """True when a metadata request over the producer's connections answers within ``timeout_s``."""
-        producer = self._producer
-        if producer is None:
-            return False
-        try:
-            await asyncio.wait_for(producer.client.fetch_all_metadata(), timeout_s)
-        except (KafkaError, TimeoutError, OSError):
-            return False
-        return True
+        return await broker_answers(self._producer, timeout_s)
 
     # --- rebalance callbacks (called by aiokafka's coordinator) ---------------------------------------
 
