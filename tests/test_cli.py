@@ -4,30 +4,15 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from battery_worker.cli import main
-from tests.workerkit import DATA, make_settings, settings_env
+from tests.workerkit import DATA, cli, make_settings, settings_env
 
 COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"]]
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env or dict(os.environ),
-        check=False,
-    )
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from battery_worker.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
+from tests.workerkit import cli
 
 
 class _Terminal(io.StringIO):
@@ -95,14 +96,7 @@ def test_log_format_comes_from_the_environment(tmp_path: Path) -> None:
     env = {**os.environ, "BATTERY_WORKER_LOG_FORMAT": "json", "BATTERY_WORKER_BATTERY__EFFICIENCY": "1.5"}
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     # Settings are refused before any log line, so force one through the text/JSON switch with a bad level.
-    result = subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli", "--log-level", "LOUD", "run"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = cli("--log-level", "LOUD", "run", env=env, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "battery-worker: error: log_level='LOUD': expected DEBUG, INFO, WARNING, ERROR or CRITICAL"

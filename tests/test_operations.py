@@ -23,7 +23,7 @@ from battery_worker.kafka.worker import Worker
 from battery_worker.ops_server import OpsServer
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.workerkit import ercot_week, feed, make_settings, reference, send_raw, settings_env
+from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
 
 def _free_port() -> int:
@@ -285,14 +285,7 @@ def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2() -> None:
         taken.listen()
         port = taken.getsockname()[1]
         env = settings_env(make_settings("127.0.0.1:1", "never", "never"))
-        result = subprocess.run(
-            [sys.executable, "-m", "battery_worker.cli", "run", "--metrics-port", str(port)],
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        result = cli("run", "--metrics-port", str(port), env=env, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith(

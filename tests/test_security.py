@@ -13,8 +13,6 @@ import datetime as dt
 import ipaddress
 import os
 import ssl
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +24,7 @@ from cryptography.x509.oid import NameOID
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.clients import connection_options, make_group_consumer, make_producer
 from battery_worker.settings import load_settings
+from tests.workerkit import cli
 
 SECRET = "s3cr3t-do-not-log"
 
@@ -197,14 +196,7 @@ def test_incomplete_security_settings_are_one_clear_line_without_the_secret(
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BATTERY_WORKER_", "KAFKA_"))}
     for key, value in kafka.items():
         env[f"BATTERY_WORKER_KAFKA__{key.upper()}"] = str(cert) if value == "__CERT__" else value
-    result = subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli", "run", "--bootstrap-servers", "127.0.0.1:1"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        check=False,
-    )
+    result = cli("run", "--bootstrap-servers", "127.0.0.1:1", env=env, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr

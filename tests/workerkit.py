@@ -150,3 +150,16 @@ def trace_of(actions: Sequence[BatteryAction], site: str) -> list[tuple[Any, ...
     unique = {a.event_id: a for a in actions if a.site_id == site}
     ordered = sorted(unique.values(), key=lambda a: a.tick_timestamp)
     return [(a.tick_timestamp, a.action.value, a.power_mw, a.state_of_charge_after_mwh) for a in ordered]
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "battery_worker.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or dict(os.environ),
+        check=False,
+    )
