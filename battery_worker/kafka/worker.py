@@ -8,6 +8,11 @@ One batch, in this order (the order is the delivery guarantee):
    wait until acknowledged.
 4. Commit the input offsets.
 
+Steps 3 and 4 (the batch's *tail*) run in a task of their own while the next batch is fetched and
+processed: they are off the tick-to-action path. Tails never overlap: the next batch's tail starts only
+after this one has finished, and a rebalance, a rewind or a stop waits for it first. The state records are
+taken from memory when the tail starts, so a later batch cannot change what this tail writes.
+
 A crash after 2 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash after
 3 re-reads it too, but the restored state already reflects those records, so they are skipped. Either way
 no tick is applied twice to the battery and none is skipped.
@@ -86,6 +91,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
+        self._tail: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
@@ -114,6 +120,7 @@ class Worker:
                 return self.processor.counters.total
         finally:
             self._stop.closing()
+            await self._settle_tail_on_exit()
             await close_clients((self._consumer, self._producer, self._reader), self._stop)
             counters = self.processor.counters
             log.info(
@@ -138,6 +145,8 @@ class Worker:
             if max_messages is not None and handled >= max_messages:
                 break
             try:
+                if self._tail is not None and self._tail.done():
+                    await self._settle_tail()  # a failed tail while idle: rewind now, not at the next batch
                 if self._needs_rewind:
                     await self._rewind()
                 count = await self._poll_once(None if max_messages is None else max_messages - handled)
@@ -248,15 +257,48 @@ class Worker:
                 count += 1
             commits[tp] = records[-1].offset + 1  # type: ignore[attr-defined]
         await self._send_all(outputs)
-        await self._send_all(self.processor.take_state_records())
+        await self._settle_tail()
+        self._tail = asyncio.create_task(self._store_and_commit(self.processor.take_state_records(), commits))
+        self.stats.batches += 1
+        self._backoff.reset()
+        return count
+
+    async def _store_and_commit(self, states: list[OutputRecord], commits: dict[TopicPartition, int]) -> None:
+        """A batch's tail: its state records acknowledged, then its input offsets committed."""
+        assert self._consumer is not None
+        await self._send_all(states)
         try:
             await self._consumer.commit(commits)
         except CommitFailedError as error:
             self.stats.commit_failures += 1
             log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
-        self.stats.batches += 1
-        self._backoff.reset()
-        return count
+
+    async def _settle_tail(self) -> None:
+        """Wait for the previous batch's tail; its error, if any, is raised here (and leads to a rewind)."""
+        tail, self._tail = self._tail, None
+        if tail is not None:
+            await tail
+
+    async def _settle_tail_quietly(self) -> None:
+        try:
+            await self._settle_tail()
+        except (KafkaError, BatteryWorkerError) as error:
+            log.warning("storing the last batch's state failed (%s); its records will be re-read", error)
+            self._needs_rewind = True
+
+    async def _settle_tail_on_exit(self) -> None:
+        """On the way out, within the stop budget: a tail still waiting on a frozen broker is cancelled."""
+        tail = self._tail
+        if tail is None:
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(tail), max(0.0, self._stop.remaining_s() / 2))
+        except TimeoutError:
+            tail.cancel()
+            log.warning("the last batch's state was not stored in time; its records will be re-read")
+        except Exception as error:  # on the way out: report it, never mask the exit
+            log.warning("storing the last batch's state failed (%s); its records will be re-read", error)
+        self._tail = None
 
     async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
         """Send everything, then wait for every acknowledgement: no per-message wait on the hot path.
@@ -278,6 +320,8 @@ class Worker:
         """Forget in-memory state and re-read it; seek inputs back to the committed offsets."""
         assert self._consumer is not None
         async with self._lock:
+            with contextlib.suppress(KafkaError, BatteryWorkerError):
+                await self._settle_tail()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
             self.processor.drop_all()
             assigned = set(self.stats.assigned)
@@ -329,6 +373,7 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            await self._settle_tail_quietly()  # the revoked partitions' state and offsets, stored first
             self.stats.rebalances += 1
             self.stats.ready = False
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
