@@ -2,7 +2,8 @@
 
 Two figures, both cumulative histograms in seconds (Prometheus ``le`` buckets):
 
-* ``processing``: from ``getmany`` returning a batch to its offsets committed (events and state acked).
+* ``processing``: from ``getmany`` returning a batch to its events acknowledged (its state records and
+  commit follow while the next batch is processed).
 * ``tick_age``: for each partition of a batch, its oldest record's Kafka timestamp to that same moment:
   how long the slowest tick of the batch waited between the price monitor and an acknowledged action.
   One observation per partition and batch, an upper bound for every record of that batch.
