@@ -95,7 +95,9 @@ class WorkerCollector(Collector):
         yield lag
 
         yield _histogram(
-            f"{PREFIX}_processing_seconds", "Per batch: fetched to events acknowledged", worker.latency.processing
+            f"{PREFIX}_processing_seconds",
+            "Per batch: fetched to events acknowledged",
+            worker.latency.processing,
         )
         yield _histogram(
             f"{PREFIX}_tick_age_seconds",
