@@ -18,7 +18,7 @@ The model, in one place (the README repeats it):
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -192,9 +192,10 @@ def apply_tick(
     at = as_utc(at)
     _check_request(action, power_mw, energy_price)
     duration, gap = step_hours(config, state.last_tick_at, at)
-    step = apply_for(config, state, action, power_mw, duration, energy_price)
-    new_state = replace(step.state, last_tick_at=at, ticks_applied=state.ticks_applied + 1)
-    return replace(step, gap_hours=gap, state=new_state)
+    # The hot path of the worker: one Step and one BatteryState built directly, no copies to amend.
+    return _apply(
+        config, state, action, power_mw, duration, energy_price, _Stamp(at, state.ticks_applied + 1, gap)
+    )
 
 
 def _check_request(action: Action, power_mw: float, energy_price: float | None) -> None:
@@ -224,16 +225,53 @@ def apply_for(
     _require_finite("duration_hours", duration_hours, InvalidInput)
     if duration_hours < 0:
         raise InvalidInput("duration_hours", duration_hours, "must be >= 0")
-    soc = state.state_of_charge_mwh
+    stamp = _Stamp(state.last_tick_at, state.ticks_applied, None)
+    return _apply(config, state, action, power_mw, duration_hours, energy_price, stamp)
+
+
+@dataclass(frozen=True, slots=True)
+class _Stamp:
+    """What a step sets besides the physics: the tick time, the tick count and the gap it reports."""
+
+    at: datetime | None
+    ticks_applied: int
+    gap_hours: float | None
+
+
+def _apply(
+    config: BatteryConfig,
+    state: BatteryState,
+    action: Action,
+    power_mw: float,
+    duration_hours: float,
+    energy_price: float | None,
+    stamp: _Stamp,
+) -> Step:
     price = 0.0 if energy_price is None else energy_price
     if action is Action.CHARGE and duration_hours > 0:
-        return _charge(config, state, power_mw, duration_hours, price)
+        return _charge(config, state, power_mw, duration_hours, price, stamp)
     if action is Action.DISCHARGE and duration_hours > 0:
-        return _discharge(config, state, power_mw, duration_hours, price)
-    return Step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, None, state)
+        return _discharge(config, state, power_mw, duration_hours, price, stamp)
+    soc = state.state_of_charge_mwh
+    held = state
+    if stamp.at is not state.last_tick_at or stamp.ticks_applied != state.ticks_applied:
+        held = BatteryState(
+            soc,
+            stamp.at,
+            stamp.ticks_applied,
+            state.energy_bought_mwh,
+            state.energy_stored_mwh,
+            state.energy_drawn_mwh,
+            state.energy_delivered_mwh,
+            state.charging_cost,
+            state.avoided_cost,
+        )
+    return Step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, stamp.gap_hours, held)
 
 
-def _charge(config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float) -> Step:
+def _charge(
+    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float, stamp: _Stamp
+) -> Step:
     soc = state.state_of_charge_mwh
     keep = config.one_way_efficiency
     room = max(0.0, config.max_energy_mwh - soc)
@@ -248,18 +286,24 @@ def _charge(config: BatteryConfig, state: BatteryState, power_mw: float, hours: 
         bought = power * hours
         stored = bought * keep
         soc_after = min(soc + stored, config.max_energy_mwh)
-    new_state = replace(
-        state,
-        state_of_charge_mwh=soc_after,
-        energy_bought_mwh=state.energy_bought_mwh + bought,
-        energy_stored_mwh=state.energy_stored_mwh + stored,
-        charging_cost=state.charging_cost + bought * price,
+    new_state = BatteryState(
+        soc_after,
+        stamp.at,
+        stamp.ticks_applied,
+        state.energy_bought_mwh + bought,
+        state.energy_stored_mwh + stored,
+        state.energy_drawn_mwh,
+        state.energy_delivered_mwh,
+        state.charging_cost + bought * price,
+        state.avoided_cost,
     )
-    return Step(Action.CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, None, new_state)
+    return Step(
+        Action.CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, stamp.gap_hours, new_state
+    )
 
 
 def _discharge(
-    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float
+    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float, stamp: _Stamp
 ) -> Step:
     soc = state.state_of_charge_mwh
     keep = config.one_way_efficiency
@@ -279,12 +323,16 @@ def _discharge(
         delivered = power * hours
         drawn = delivered / keep
         soc_after = max(soc - drawn, config.min_energy_mwh)
-    new_state = replace(
-        state,
-        state_of_charge_mwh=soc_after,
-        energy_drawn_mwh=state.energy_drawn_mwh + drawn,
-        energy_delivered_mwh=state.energy_delivered_mwh + delivered,
-        avoided_cost=state.avoided_cost + delivered * price,
+    new_state = BatteryState(
+        soc_after,
+        stamp.at,
+        stamp.ticks_applied,
+        state.energy_bought_mwh,
+        state.energy_stored_mwh,
+        state.energy_drawn_mwh + drawn,
+        state.energy_delivered_mwh + delivered,
+        state.charging_cost,
+        state.avoided_cost + delivered * price,
     )
     return Step(
         Action.DISCHARGE,
@@ -295,6 +343,6 @@ def _discharge(
         soc,
         soc_after,
         limited_by,
-        None,
+        stamp.gap_hours,
         new_state,
     )
