@@ -253,19 +253,17 @@ def _apply(
     if action is Action.DISCHARGE and duration_hours > 0:
         return _discharge(config, state, power_mw, duration_hours, price, stamp)
     soc = state.state_of_charge_mwh
-    held = state
-    if stamp.at is not state.last_tick_at or stamp.ticks_applied != state.ticks_applied:
-        held = BatteryState(
-            soc,
-            stamp.at,
-            stamp.ticks_applied,
-            state.energy_bought_mwh,
-            state.energy_stored_mwh,
-            state.energy_drawn_mwh,
-            state.energy_delivered_mwh,
-            state.charging_cost,
-            state.avoided_cost,
-        )
+    held = BatteryState(
+        soc,
+        stamp.at,
+        stamp.ticks_applied,
+        state.energy_bought_mwh,
+        state.energy_stored_mwh,
+        state.energy_drawn_mwh,
+        state.energy_delivered_mwh,
+        state.charging_cost,
+        state.avoided_cost,
+    )
     return Step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, stamp.gap_hours, held)
 
 

@@ -6,7 +6,6 @@ import asyncio
 import json
 import signal
 import socket
-import subprocess
 import sys
 import time
 import urllib.error
@@ -23,7 +22,16 @@ from battery_worker.kafka.worker import Worker
 from battery_worker.ops_server import OpsServer
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
+from tests.workerkit import (
+    cli,
+    ercot_week,
+    feed,
+    make_settings,
+    reference,
+    send_raw,
+    settings_env,
+    start_worker_process,
+)
 
 
 def _free_port() -> int:
@@ -76,22 +84,9 @@ def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
 
     port = _free_port()
     stderr = tmp_path / "worker.log"
-    with stderr.open("wb") as log:
-        worker = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "battery_worker.cli",
-                "--log-format",
-                "json",
-                "run",
-                "--metrics-port",
-                str(port),
-            ],
-            env=settings_env(settings),
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+    worker = start_worker_process(
+        settings, stderr, "--metrics-port", str(port), global_args=("--log-format", "json")
+    )
     try:
         wait_until(lambda: _answers(port, "/ready") == 200, 45, "/ready to answer 200")
 

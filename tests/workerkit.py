@@ -61,10 +61,13 @@ def settings_env(settings: Settings) -> dict[str, str]:
     return env
 
 
-def start_worker_process(settings: Settings, log: Path, *args: str) -> subprocess.Popen[bytes]:
+def start_worker_process(
+    settings: Settings, log: Path, *args: str, global_args: Sequence[str] = ()
+) -> subprocess.Popen[bytes]:
+    """``battery-worker [global_args] run [args]`` with ``settings`` in its environment, stderr to ``log``."""
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli", "run", *args],
+            [sys.executable, "-m", "battery_worker.cli", *global_args, "run", *args],
             env=settings_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=stderr,

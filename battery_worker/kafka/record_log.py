@@ -25,8 +25,8 @@ def log_handled_debug() -> bool:
 
 def log_handled(record: InputRecord, handled: Handled) -> None:
     kind = handled.kind
-    if kind == "applied":
-        if not log.isEnabledFor(logging.DEBUG) or handled.outcome is None:
+    if kind == "applied":  # only called for these when DEBUG is on (log_handled_debug, once per batch)
+        if handled.outcome is None:
             return
         step = handled.outcome.step
         log.debug(

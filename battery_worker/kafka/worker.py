@@ -49,6 +49,8 @@ from battery_worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
+_TAIL_FAILED = "storing the last batch's state failed (%s); its records will be re-read"
+
 
 @dataclass(slots=True)
 class WorkerStats:
@@ -283,7 +285,7 @@ class Worker:
         try:
             await self._settle_tail()
         except (KafkaError, BatteryWorkerError) as error:
-            log.warning("storing the last batch's state failed (%s); its records will be re-read", error)
+            log.warning(_TAIL_FAILED, error)
             self._needs_rewind = True
 
     async def _settle_tail_on_exit(self) -> None:
@@ -297,7 +299,7 @@ class Worker:
             tail.cancel()
             log.warning("the last batch's state was not stored in time; its records will be re-read")
         except Exception as error:  # on the way out: report it, never mask the exit
-            log.warning("storing the last batch's state failed (%s); its records will be re-read", error)
+            log.warning(_TAIL_FAILED, error)
         self._tail = None
 
     async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
