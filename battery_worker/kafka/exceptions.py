@@ -31,6 +31,24 @@ class EmbeddedBrokerUnavailable(EmbeddedBrokerError):
         super().__init__(message)
 
 
+class ApacheKafkaError(BatteryWorkerError):
+    """The local Apache Kafka broker (``apache_kafka.py``) could not be started, did not answer in
+    time, or died."""
+
+
+class ApacheKafkaUnavailable(ApacheKafkaError):
+    """The local Apache Kafka broker cannot run here: no Java 17+, no ``mvn`` for the first fetch of
+    its jars, or that fetch failed.
+
+    Not retriable: the user has to install something or get Maven Central reachable once.
+    """
+
+    retriable = False
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"local Apache Kafka unavailable: {detail}")
+
+
 class BrokerUnavailable(BatteryWorkerError):
     """The Kafka cluster did not answer. The worker backs off and tries again."""
 
