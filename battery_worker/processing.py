@@ -9,7 +9,11 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
   Nothing is emitted; the site's ``ticks_stale`` counts it.
 * ``already_applied``: the site's restored state already reflects this record (a re-read after a crash or
   rebalance). Nothing is emitted: its events were acknowledged before that state was written.
-* ``rejected``: not a valid tick; the original bytes go to the dead-letter topic with the reason.
+* ``rejected``: not a valid tick; the original bytes go to the dead-letter topic with the reason. Besides a
+  malformed message, two valid-looking ticks are rejected so that one bad record cannot spoil a site: a tick
+  on another partition than its site's home partition (:mod:`battery_worker.partitioning`), and a tick
+  stamped more than ``max_tick_ahead_s`` after its record's Kafka timestamp (applied, it would make every
+  later real tick of the site stale). Both rules read only the record, so the audit replay decides alike.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.event_payloads import action_payload, history_payload, state_payload, status_payload
 from battery_worker.events import BatteryStateRecord, SourceRef, event_id
+from battery_worker.partitioning import home_partition
 from battery_worker.sites import SiteDirectory
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
 
@@ -37,6 +42,9 @@ DLQ_MAX_VALUE_BYTES = 900_000
 input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
 message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
+NO_TIMESTAMP = -1
+"""Kafka's "no timestamp" (records of the pre-0.10 format); such a record's tick time is not bounded."""
+DEFAULT_MAX_TICK_AHEAD_S = 3600.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +64,7 @@ class InputRecord:
     offset: int
     key: bytes | None
     value: bytes | None
-    timestamp_ms: int = 0
+    timestamp_ms: int = NO_TIMESTAMP
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +94,7 @@ class Counters:
 class _Site:
     state: SiteState
     source: SourceRef | None
+    home: int
     ticks_stale: int = 0
 
 
@@ -99,15 +108,41 @@ class Handled:
 
 
 class TickProcessor:
-    """Holds the state of the sites of the assigned partitions and turns records into output records."""
+    """Holds the state of the sites of the assigned partitions and turns records into output records.
 
-    def __init__(self, sites: SiteDirectory, topics: TopicNames, max_message_bytes: int = 65536) -> None:
+    ``prices_partitions`` is the partition count of the input topic: it decides each site's home partition.
+    ``max_tick_ahead_s`` bounds how far a tick's own time may lie after its record's Kafka timestamp.
+    """
+
+    def __init__(
+        self,
+        sites: SiteDirectory,
+        topics: TopicNames,
+        *,
+        prices_partitions: int,
+        max_message_bytes: int = 65536,
+        max_tick_ahead_s: float = DEFAULT_MAX_TICK_AHEAD_S,
+    ) -> None:
         self._directory = sites
         self._topics = topics
         self._max_bytes = max_message_bytes
+        self._max_ahead_s = max_tick_ahead_s
+        self._partitions = prices_partitions
         self._sites: dict[str, _Site] = {}
         self._dirty: set[str] = set()
         self.counters = Counters()
+
+    @property
+    def prices_partitions(self) -> int:
+        return self._partitions
+
+    @prices_partitions.setter
+    def prices_partitions(self, partitions: int) -> None:
+        """The worker learns the real count from the broker at start; sites in memory are re-homed."""
+        if partitions != self._partitions:
+            self._partitions = partitions
+            for site_id, site in self._sites.items():
+                site.home = home_partition(site_id, partitions)
 
     @property
     def site_count(self) -> int:
@@ -143,7 +178,12 @@ class TickProcessor:
                 if record.policy == setup.policy.name
                 else setup.policy.initial_memory()
             )
-            self._sites[record.site_id] = _Site(SiteState(battery, memory), record.source, record.ticks_stale)
+            self._sites[record.site_id] = _Site(
+                SiteState(battery, memory),
+                record.source,
+                home_partition(record.site_id, self._partitions),
+                record.ticks_stale,
+            )
             self._dirty.discard(record.site_id)
             loaded += 1
         return loaded
@@ -151,11 +191,7 @@ class TickProcessor:
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the sites of partitions this worker no longer owns; returns how many were dropped."""
         gone = set(partitions)
-        doomed = [
-            site_id
-            for site_id, site in self._sites.items()
-            if site.source is not None and site.source.partition in gone
-        ]
+        doomed = [site_id for site_id, site in self._sites.items() if site.home in gone]
         for site_id in doomed:
             del self._sites[site_id]
             self._dirty.discard(site_id)
@@ -179,16 +215,27 @@ class TickProcessor:
         except InvalidValue as error:
             return self._reject(record, error, now_ms)
         site = self._sites.get(site_id)
-        if site is None:
-            setup = self._directory.setup(site_id)
-            site = _Site(new_site_state(setup.config, setup.policy), None)
-            self._sites[site_id] = site
-        elif site.source is not None and site.source.partition != record.partition:
+        home = home_partition(site_id, self._partitions) if site is None else site.home
+        if record.partition != home:
             problem = (
-                f"site is owned by partition {site.source.partition}; "
-                "key price messages by site id so each site stays on one partition"
+                f"ticks of this site belong on partition {home} of {self._partitions} (its key's partition); "
+                "key price messages by site id"
             )
             return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
+        if record.timestamp_ms >= 0:
+            ahead_s = tick.timestamp.timestamp() - record.timestamp_ms / 1000
+            if ahead_s > self._max_ahead_s:
+                problem = (
+                    f"{ahead_s:.0f} s after the record's Kafka timestamp "
+                    f"(at most worker.max_tick_ahead_s={self._max_ahead_s:g})"
+                )
+                return self._reject(
+                    record, InvalidTick("timestamp", tick.timestamp.isoformat(), problem), now_ms
+                )
+        if site is None:
+            setup = self._directory.setup(site_id)
+            site = _Site(new_site_state(setup.config, setup.policy), None, home)
+            self._sites[site_id] = site
         # model_construct: the coordinates come from the client (str, int, int), nothing to validate.
         source = SourceRef.model_construct(
             topic=record.topic, partition=record.partition, offset=record.offset

@@ -43,6 +43,7 @@ from battery_worker.kafka.clients import connection_options, make_producer, make
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
 from battery_worker.kafka.replay import ReplayOptions, replay  # noqa: E402
 from battery_worker.kafka.store import load_states  # noqa: E402
+from battery_worker.partitioning import home_partition  # noqa: E402
 from battery_worker.processing import InputRecord, TickProcessor  # noqa: E402
 
 CHILD_TIMEOUT_S = 300
@@ -206,9 +207,10 @@ class Bench:
         prefix = f"bench-{self.token}.restore"
         settings = settings_for(self.bootstrap, f"{prefix}.prices", prefix, "unused")
         names = settings.topics.names()
-        processor = TickProcessor(settings.site_directory(), names)
+        processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
         for index, (key, value) in enumerate(tick_messages(sites * 2, sites)):
-            processor.handle(InputRecord(names.prices, index % sites % PARTITIONS, index, key, value))
+            home = home_partition(key.decode(), PARTITIONS)
+            processor.handle(InputRecord(names.prices, home, index, key, value))
         records = processor.take_state_records()
         await create_topics(self.bootstrap, [names.state], compact=[names.state])
         await produce(
@@ -224,7 +226,9 @@ class Bench:
             try:
                 started = time.perf_counter()
                 restored = await load_states(reader, names.state, range(PARTITIONS), timeout_s=60)
-                loaded = TickProcessor(settings.site_directory(), names).restore(restored.records)
+                loaded = TickProcessor(
+                    settings.site_directory(), names, prices_partitions=PARTITIONS
+                ).restore(restored.records)
                 seconds.append(time.perf_counter() - started)
             finally:
                 await reader.stop()
@@ -252,7 +256,7 @@ class Bench:
             await reader.stop()
         core, audit = [], []
         for run in range(self.runs):
-            processor = TickProcessor(settings.site_directory(), names)
+            processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
             started = time.perf_counter()
             for record in records:
                 processor.handle(record, record.timestamp_ms)

@@ -25,6 +25,7 @@ from battery_worker.events import (
     encode,
     event_id,
 )
+from battery_worker.partitioning import home_partition
 from battery_worker.processing import InputRecord, TickProcessor, TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
@@ -53,7 +54,8 @@ def ticks(rng: random.Random, count: int, sites: int) -> list[InputRecord]:
             if rng.random() < 0.8
             else at[site].replace(tzinfo=None).isoformat(),
         }
-        records.append(InputRecord("prices", site % 3, offset, f"site-{site}".encode(), orjson.dumps(value)))
+        partition = home_partition(f"site-{site}", 3)
+        records.append(InputRecord("prices", partition, offset, f"site-{site}".encode(), orjson.dumps(value)))
     return records
 
 
@@ -66,7 +68,7 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
         # integer settings (a library user's BatteryConfig(capacity_mwh=200)) must still be written as floats
         {"site-1": SiteOverride(battery={"capacity_mwh": 200, "max_charge_rate_mw": 40, "efficiency": 1})},
     )
-    processor = TickProcessor(directory, TOPICS)
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
     outputs = []
     for index, record in enumerate(ticks(rng, 3000, 7)):
         outputs.extend(processor.handle(record).outputs)

@@ -1,0 +1,51 @@
+"""Which ``prices`` partition a site belongs to: the partition Kafka's default partitioner gives its key.
+
+Why a fixed rule and not "the first partition a site's ticks arrive on": a site's state lives in the state
+partition numbered like its ``prices`` partition, so the worker must know, for every tick on its own, whether
+it is on the site's partition. Deciding by arrival let one stray tick (a null key with a ``site_id`` field,
+sent to a random partition) claim the site for good, and made the audit replay's answer depend on the order
+in which it happened to read the partitions. The key hash depends on nothing but the site id and the
+partition count, so the live worker and every replay agree, whatever arrives where.
+
+The hash is murmur2 of the UTF-8 site id, made positive and taken modulo the partition count: what the Java
+client, librdkafka's ``murmur2_random`` and aiokafka's default partitioner do for a keyed record. A producer
+that keys ticks by site id with any of them lands each site on its home partition.
+"""
+
+from __future__ import annotations
+
+_SEED = 0x9747B28C
+_M = 0x5BD1E995
+_MASK = 0xFFFFFFFF
+
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 (``org.apache.kafka.common.utils.Utils.murmur2``) as an unsigned 32-bit number."""
+    length = len(data)
+    h = (_SEED ^ length) & _MASK
+    whole = length - length % 4
+    for i in range(0, whole, 4):
+        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+        k = (k * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = ((h * _M) & _MASK) ^ k
+    rest = length % 4
+    if rest >= 3:
+        h ^= data[whole + 2] << 16
+    if rest >= 2:
+        h ^= data[whole + 1] << 8
+    if rest >= 1:
+        h ^= data[whole]
+        h = (h * _M) & _MASK
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    return h
+
+
+def home_partition(site_id: str, partitions: int) -> int:
+    """The ``prices`` partition of ``site_id``'s ticks (and of its state record) among ``partitions``."""
+    if partitions < 1:
+        raise ValueError(f"partitions={partitions!r}: a topic has at least one partition")
+    return (murmur2(site_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
