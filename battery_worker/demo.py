@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 
 from battery_worker.events import BatteryAction
-from battery_worker.kafka.clients import make_producer, make_reader
+from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.feed import publish_ticks
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
@@ -81,7 +81,7 @@ async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, f
     actions: list[BatteryAction] = []
     try:
         producer = make_producer(settings.kafka)
-        await producer.start()
+        await start_client(producer, settings.kafka)
         try:
             console.print(
                 f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at {args.rate:g}/s; "
@@ -116,7 +116,7 @@ async def _watch(
     worker_task: asyncio.Task[int],
 ) -> None:
     reader = make_reader(settings.kafka)
-    await reader.start()
+    await start_client(reader, settings.kafka)
     try:
         partitions = await _partitions(reader, settings.topics.actions)
         reader.assign([TopicPartition(settings.topics.actions, p) for p in partitions])

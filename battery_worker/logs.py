@@ -84,4 +84,13 @@ def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str]
         from battery_worker.errors import InvalidConfig
 
         raise InvalidConfig("log_level", level, "expected DEBUG, INFO, WARNING, ERROR or CRITICAL") from None
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    aiokafka = logging.getLogger("aiokafka")
+    aiokafka.setLevel(max(logging.WARNING, root.level))
+    if root.level > logging.DEBUG:
+        aiokafka.addFilter(_drop_bootstrap_failures)
+
+
+def _drop_bootstrap_failures(record: logging.LogRecord) -> bool:
+    """aiokafka logs each failed bootstrap connection at ERROR; the worker and the commands report the same
+    failure themselves, with its cause (``kafka/diagnose.py``), so the line would only be noise."""
+    return not str(record.msg).startswith(("Unable connect to", "Unable to request metadata from"))

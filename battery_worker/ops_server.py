@@ -94,8 +94,9 @@ class OpsServer:
             return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if route == "/health":
             reachable = await self._broker_reachable()
+            failure = self._worker.stats.connect_failure
             body = {
-                "status": "ok" if reachable else "broker unreachable",
+                "status": "ok" if reachable else (failure or "broker unreachable"),
                 "broker_reachable": reachable,
                 "uptime_s": round(time.monotonic() - self._started, 1),
             }

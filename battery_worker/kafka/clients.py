@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from battery_worker.kafka.diagnose import explain
 from battery_worker.settings import KafkaSettings, WorkerSettings
 
 
@@ -85,3 +88,19 @@ def make_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
 
 def make_admin(kafka: KafkaSettings) -> AIOKafkaAdminClient:
     return AIOKafkaAdminClient(**connection_options(kafka))
+
+
+async def start_client(
+    client: AIOKafkaConsumer | AIOKafkaProducer | AIOKafkaAdminClient, kafka: KafkaSettings
+) -> None:
+    """Start a client of a one-shot command; a failure is closed and raised as one typed error.
+
+    The error names the cause (:func:`battery_worker.kafka.diagnose.explain`): broker unreachable,
+    authentication, authorization or TLS, instead of aiokafka's "Unable to bootstrap".
+    """
+    try:
+        await client.start()
+    except KafkaError as error:
+        with contextlib.suppress(Exception):
+            await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
+        raise await explain(error, kafka, connection_options(kafka)) from None

@@ -63,3 +63,18 @@ class RestoreFailed(BatteryWorkerError):
     """Site state could not be read back from the state topic in time; the worker backs off and retries."""
 
     retriable = True
+
+
+class AuthenticationFailed(BatteryWorkerError):
+    """The broker refused the credentials or the SASL mechanism. Not an outage: retrying cannot fix a
+    password, so the worker stops with this line (exit 1) instead of backing off forever."""
+
+
+class NotAuthorized(BatteryWorkerError):
+    """Authenticated, but an ACL refuses an operation the worker needs (write a topic, join the group).
+
+    Nothing whose outputs were refused is committed; grant the ACL and start again."""
+
+
+class TlsHandshakeFailed(BatteryWorkerError):
+    """The broker's certificate does not verify against ``kafka.ssl_cafile`` or does not match the address."""

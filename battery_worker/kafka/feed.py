@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 import orjson
 from aiokafka import AIOKafkaProducer
 
-from battery_worker.ticks import PriceTick
+from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick
 
 
 def tick_payload(tick: PriceTick, *, include_site: bool = False) -> bytes:
@@ -34,16 +34,16 @@ async def publish_ticks(
     rate_per_s: float | None = None,
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
-    """Send ``ticks`` keyed by ``site_id`` (or each tick's own site); optionally paced to ``rate_per_s``.
+    """Send ``ticks`` keyed by ``site_id`` (or each tick's own site, else the default site); optionally
+    paced to ``rate_per_s``. Always keyed: an unkeyed tick lands on a random partition, mostly not its site's.
 
     Returns the number sent once every send is acknowledged.
     """
     pending = []
     started = time.monotonic()
     for index, tick in enumerate(ticks):
-        site = site_id or tick.site_id
-        key = None if site is None else site.encode()
-        pending.append(await producer.send(topic, tick_payload(tick), key=key))
+        site = site_id or tick.site_id or DEFAULT_SITE_ID
+        pending.append(await producer.send(topic, tick_payload(tick), key=site.encode()))
         if rate_per_s:
             due = started + (index + 1) / rate_per_s
             delay = due - time.monotonic()

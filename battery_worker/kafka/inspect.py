@@ -9,7 +9,7 @@ from aiokafka import TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from battery_worker.events import BatteryStatus, HistoryRecord
-from battery_worker.kafka.clients import make_admin, make_reader
+from battery_worker.kafka.clients import make_admin, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.settings import Settings
@@ -22,7 +22,7 @@ async def read_topic(
 ) -> list[M]:
     """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``."""
     admin = make_admin(settings.kafka)
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         partitions = (await partition_counts(admin, [topic])).get(topic, 0)
     finally:
@@ -30,7 +30,7 @@ async def read_topic(
     if not partitions:
         return []
     reader = make_reader(settings.kafka)
-    await reader.start()
+    await start_client(reader, settings.kafka)
     events: list[M] = []
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from battery_worker.events import BatteryAction
-from battery_worker.kafka.clients import connection_options, make_admin, make_reader
+from battery_worker.kafka.clients import connection_options, make_admin, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.settings import Settings
@@ -37,7 +37,7 @@ async def last_actions(settings: Settings, tail_per_partition: int = 10_000) -> 
     if not count:
         return {}
     reader = make_reader(settings.kafka)
-    await reader.start()
+    await start_client(reader, settings.kafka)
     latest: dict[str, BatteryAction] = {}
     try:
         tps = [TopicPartition(topic, p) for p in range(count)]
@@ -76,7 +76,7 @@ async def group_lag(settings: Settings, group_id: str, timeout_s: float = 10.0) 
     reader = AIOKafkaConsumer(
         **connection_options(settings.kafka), group_id=group_id, enable_auto_commit=False
     )
-    await reader.start()
+    await start_client(reader, settings.kafka)
     try:
         reader.assign(tps)
         committed = {tp: await reader.committed(tp) for tp in tps}
@@ -113,7 +113,7 @@ async def _high_watermarks(
 async def _partition_count(settings: Settings, topic: str) -> int:
     """0 when the topic does not exist (nothing published yet)."""
     admin = make_admin(settings.kafka)
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         return (await partition_counts(admin, [topic])).get(topic, 0)
     finally:

@@ -18,11 +18,11 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.audit import HISTORY, AuditReport, compare
 from battery_worker.errors import InvalidConfig
-from battery_worker.kafka.clients import make_admin, make_producer, make_reader
+from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.processing import Counters, InputRecord, OutputRecord, TickProcessor
-from battery_worker.settings import Settings
+from battery_worker.settings import Settings, topic_name_problem
 
 Progress = Callable[[int], None]
 
@@ -61,9 +61,12 @@ async def replay(
         live = {names.actions, names.status, names.history, names.state, names.dlq, names.prices}
         if any(f"{options.output_prefix}.{t}" in live for t in ("battery.actions", "battery.status")):
             raise InvalidConfig("--output-prefix", options.output_prefix, "would write to the live topics")
+        problem = topic_name_problem(f"{options.output_prefix}.{names.actions}")
+        if problem is not None:
+            raise InvalidConfig("--output-prefix", options.output_prefix, problem)
     started = time.perf_counter()
     admin = make_admin(settings.kafka)
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         counts = await partition_counts(admin, [names.prices, names.actions, names.history])
     finally:
@@ -73,8 +76,14 @@ async def replay(
     prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
 
     reader = make_reader(settings.kafka)
-    await reader.start()
-    processor = TickProcessor(settings.site_directory(), names, settings.worker.max_message_bytes)
+    await start_client(reader, settings.kafka)
+    processor = TickProcessor(
+        settings.site_directory(),
+        names,
+        prices_partitions=len(prices),
+        max_message_bytes=settings.worker.max_message_bytes,
+        max_tick_ahead_s=settings.worker.max_tick_ahead_s,
+    )
     recomputed: dict[str, dict[str, bytes]] = {names.actions: {}, names.history: {}}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
@@ -165,7 +174,7 @@ def _write_actions(path: Path, actions: list[bytes]) -> None:
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
     producer = make_producer(settings.kafka)
-    await producer.start()
+    await start_client(producer, settings.kafka)
     try:
         pending = [
             await producer.send(f"{prefix}.{o.topic}", o.value, key=o.key, headers=list(o.headers) or None)

@@ -127,10 +127,10 @@ def _topic_errors(response: Any) -> list[tuple[str, int, Any]]:
 
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly."""
-    from battery_worker.kafka.clients import make_admin
+    from battery_worker.kafka.clients import make_admin, start_client
 
     admin = make_admin(settings.kafka)
-    await admin.start()
+    await start_client(admin, settings.kafka)
     try:
         return await ensure_topics(admin, settings.topics)
     finally:

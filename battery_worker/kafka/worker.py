@@ -36,8 +36,14 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.batching import send_and_wait
-from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer, make_reader
-from battery_worker.kafka.exceptions import BrokerUnavailable
+from battery_worker.kafka.clients import (
+    connection_options,
+    make_admin,
+    make_group_consumer,
+    make_producer,
+    make_reader,
+)
+from battery_worker.kafka.diagnose import explain, typed
 from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
@@ -66,6 +72,7 @@ class WorkerStats:
     rewinds: int = 0
     assigned: set[TopicPartition] = field(default_factory=set)
     ready: bool = False
+    connect_failure: str | None = None
     started_at: float = field(default_factory=time.monotonic)
 
 
@@ -81,7 +88,11 @@ class Worker:
         self.settings = settings
         self.topics = settings.topics.names()
         self.processor = TickProcessor(
-            settings.site_directory(), self.topics, settings.worker.max_message_bytes
+            settings.site_directory(),
+            self.topics,
+            prices_partitions=settings.topics.partitions,
+            max_message_bytes=settings.worker.max_message_bytes,
+            max_tick_ahead_s=settings.worker.max_tick_ahead_s,
         )
         self.stats = WorkerStats()
         self.latency = BatchLatency()
@@ -116,6 +127,9 @@ class Worker:
         try:
             try:
                 return await self._loop(max_messages, idle_timeout_s)
+            except _StopRequested:
+                log.info("stop requested before the broker answered: nothing was in flight")
+                return self.processor.counters.total
             except asyncio.CancelledError:
                 if not self._stop.absorb():
                     raise
@@ -153,8 +167,9 @@ class Worker:
                     await self._rewind()
                 count = await self._poll_once(None if max_messages is None else max_messages - handled)
             except (KafkaError, BatteryWorkerError) as error:
-                if isinstance(error, BatteryWorkerError) and not error.retriable:
-                    raise
+                fatal = typed(error, self.settings.kafka) if isinstance(error, KafkaError) else error
+                if fatal is not None and not fatal.retriable:
+                    raise fatal from None
                 await self._recover(error)
                 continue
             handled += count
@@ -174,12 +189,13 @@ class Worker:
                 admin = make_admin(settings.kafka)
                 try:
                     await admin.start()
-                    await ensure_topics(admin, settings.topics)
+                    partitions = await ensure_topics(admin, settings.topics)
                 finally:
                     await admin.close()
                 break
             except KafkaError as error:
                 await self._wait_for_broker(error)
+        self.processor.prices_partitions = partitions[self.topics.prices]
         self._producer = make_producer(settings.kafka)
         self._reader = make_reader(settings.kafka)
         self._consumer = make_group_consumer(settings.kafka, settings.worker)
@@ -192,19 +208,25 @@ class Worker:
                     await self._wait_for_broker(error)
         self._consumer.subscribe([self.topics.prices], listener=_Rebalance(self))
         self._backoff.reset()
+        self.stats.connect_failure = None
 
-    async def _wait_for_broker(self, error: Exception) -> None:
+    async def _wait_for_broker(self, error: KafkaError) -> None:
+        """Back off after a failed connection, unless its cause is one that waiting cannot cure.
+
+        Authentication, authorization and TLS failures stop the worker with one line naming the cause
+        (:mod:`.diagnose`); a stop requested meanwhile ends the wait quietly (exit 0, nothing in flight).
+        """
         if self._stop.requested.is_set():
-            raise BrokerUnavailable(f"stopped while waiting for {self.settings.kafka.bootstrap_servers}")
+            raise _StopRequested
+        cause = await explain(error, self.settings.kafka, connection_options(self.settings.kafka))
+        if not cause.retriable:
+            raise cause
         delay = self._backoff.next_delay()
-        log.warning(
-            "broker %s unavailable (%s: %s); retrying in %.1f s",
-            self.settings.kafka.bootstrap_servers,
-            type(error).__name__,
-            error,
-            delay,
-        )
+        log.warning("%s; retrying in %.1f s", cause, delay)
+        self.stats.connect_failure = str(cause)
         await self._sleep(delay)
+        if self._stop.requested.is_set():
+            raise _StopRequested
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
@@ -396,6 +418,10 @@ class Worker:
             self.stats.ready = not self._needs_rewind
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
+
+
+class _StopRequested(Exception):
+    """A stop was asked for while the worker still waited for the broker: leave quietly (exit 0)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

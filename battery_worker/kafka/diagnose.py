@@ -1,0 +1,123 @@
+"""Why a Kafka client could not do its job, as one typed error the worker and the CLI can act on.
+
+aiokafka reports a failed start as ``KafkaConnectionError("Unable to bootstrap from ...")`` whatever the
+cause: the real one (a refused SASL mechanism, a wrong password, a certificate that does not verify) is
+only in aiokafka's own log line. But the cases call for opposite actions: a broker that is down comes
+back, so the worker backs off and retries; credentials or a CA file never fix themselves, so retrying
+forever only hides the cause. :func:`explain` opens one connection per bootstrap address with the same
+settings to find the cause, and maps it onto :mod:`battery_worker.kafka.exceptions`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from typing import Any
+
+from aiokafka.conn import create_conn, get_ip_port_afi
+from aiokafka.errors import (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    IllegalSaslStateError,
+    KafkaError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+    UnsupportedSaslMechanismError,
+)
+
+from battery_worker.errors import BatteryWorkerError
+from battery_worker.kafka.exceptions import (
+    AuthenticationFailed,
+    BrokerUnavailable,
+    NotAuthorized,
+    TlsHandshakeFailed,
+)
+from battery_worker.settings import KafkaSettings
+
+AUTHENTICATION_ERRORS = (
+    AuthenticationFailedError,
+    AuthenticationMethodNotSupported,
+    IllegalSaslStateError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
+)
+AUTHORIZATION_ERRORS = (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    TopicAuthorizationFailedError,
+    TransactionalIdAuthorizationFailed,
+)
+_PROBE_TIMEOUT_S = 10.0
+
+
+def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | None:
+    """The project's error for an aiokafka error whose cause is already known, else None."""
+    servers = kafka.bootstrap_servers
+    if isinstance(error, AUTHENTICATION_ERRORS):
+        return AuthenticationFailed(
+            f"authentication to Kafka at {servers} failed ({kafka.security_protocol}, "
+            f"{kafka.sasl_mechanism or 'no SASL mechanism'}, user {kafka.sasl_username!r}): "
+            f"{_describe(error)}"
+        )
+    if isinstance(error, AUTHORIZATION_ERRORS):
+        principal = kafka.sasl_username or "the client's principal"
+        return NotAuthorized(
+            f"Kafka at {servers} refused {principal}: {_describe(error)} "
+            "(grant the ACLs listed under Security in the README)"
+        )
+    if isinstance(error, ssl.SSLError):
+        return TlsHandshakeFailed(
+            f"TLS handshake with Kafka at {servers} failed: {_describe(error)} "
+            "(check kafka.ssl_cafile and that the address matches the broker's certificate)"
+        )
+    return None
+
+
+async def explain(error: BaseException, kafka: KafkaSettings, options: dict[str, Any]) -> BatteryWorkerError:
+    """The cause of a failed connection: probe each bootstrap address once with the same ``options``."""
+    known = typed(error, kafka)
+    if known is not None:
+        return known
+    causes: list[str] = []
+    for address in kafka.bootstrap_servers.split(","):
+        host, port, _family = get_ip_port_afi(address)
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    port,
+                    client_id=options["client_id"],
+                    request_timeout_ms=options["request_timeout_ms"],
+                    ssl_context=options.get("ssl_context"),
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism", "PLAIN"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                ),
+                _PROBE_TIMEOUT_S,
+            )
+        except (OSError, KafkaError, TimeoutError) as cause:
+            found = typed(cause, kafka)
+            if found is not None:
+                return found
+            causes.append(f"{address}: {_describe(cause)}")
+            continue
+        with contextlib.suppress(Exception):
+            conn.close()
+        causes.append(f"{address}: connects, but {_describe(error)}")
+    return BrokerUnavailable(f"Kafka at {kafka.bootstrap_servers} unavailable ({'; '.join(causes)})")
+
+
+def _describe(error: BaseException) -> str:
+    text = str(error).strip()
+    name = type(error).__name__
+    if isinstance(error, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(error, TimeoutError):
+        return "no answer in time"
+    text = text.split(": <AIOKafkaConnection", 1)[0]  # aiokafka appends the connection's repr
+    return text if name in text else (f"{name}: {text}" if text else name)
