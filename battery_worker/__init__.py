@@ -1,9 +1,31 @@
-"""battery-worker: dispatch a virtual battery against live energy prices, from Python or over Kafka."""
+"""battery-worker: dispatch a virtual battery against live energy prices, from Python or over Kafka.
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState
-from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidInput, InvalidTick
-from battery_worker.seed_api import BatterySystem
-from battery_worker.ticks import PriceTick
+The public names are loaded on first use (PEP 562), so ``import battery_worker.cli`` stays cheap: the
+command line installs its signal handlers before pydantic and aiokafka load.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from battery_worker.battery import Action, BatteryConfig, BatteryState
+    from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidInput, InvalidTick
+    from battery_worker.seed_api import BatterySystem
+    from battery_worker.ticks import PriceTick
+
+_HOMES = {
+    "Action": "battery_worker.battery",
+    "BatteryConfig": "battery_worker.battery",
+    "BatteryState": "battery_worker.battery",
+    "BatterySystem": "battery_worker.seed_api",
+    "BatteryWorkerError": "battery_worker.errors",
+    "InvalidConfig": "battery_worker.errors",
+    "InvalidInput": "battery_worker.errors",
+    "InvalidTick": "battery_worker.errors",
+    "PriceTick": "battery_worker.ticks",
+}
 
 __all__ = [
     "Action",
@@ -16,3 +38,12 @@ __all__ = [
     "InvalidTick",
     "PriceTick",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module 'battery_worker' has no attribute {name!r}")
+    value = getattr(importlib.import_module(home), name)
+    globals()[name] = value
+    return value

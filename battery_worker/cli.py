@@ -1,58 +1,105 @@
 """``battery-worker``: run the worker, try it on the embedded broker, feed prices, inspect what it did.
 
-Every command has ``--help``. Errors are one line on stderr (exit 2 for bad settings or input, 1 for
-anything else the worker raises on purpose), never a traceback.
+Every command has ``--help``. A failure is one line on stderr, never a traceback. Exit codes: 0 done (or
+stopped by SIGTERM, SIGINT or SIGHUP), 1 the job could not be done (broker unreachable, authentication or
+authorization refused, a topic misconfigured, a replay that diverged), 2 bad settings, flags or input,
+130 a second Ctrl+C.
+
+Only the standard library is imported before :func:`main` has installed its signal handlers: a SIGTERM
+that arrives while pydantic and aiokafka are still loading must be a clean stop, not a kill.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
+import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
-from battery_worker.errors import BatteryWorkerError, InvalidValue
-from battery_worker.logs import setup_logging
-from battery_worker.settings import Settings, load_settings
+from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
+
+if TYPE_CHECKING:
+    from battery_worker.settings import Settings
 
 log = logging.getLogger("battery_worker")
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+T = TypeVar("T")
 
 
 def _settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
+    """Settings with this command's flags applied on top of the file and the environment.
+
+    ``--policy-param`` without ``--policy`` changes the configured policy's parameters (the flags win
+    over the file's, key by key); with ``--policy NAME`` of another policy, only the flags' parameters.
+    """
+    from battery_worker.settings import PolicySettings, load_settings
+
     overrides: dict[str, Any] = dict(extra or {})
-    if getattr(args, "bootstrap_servers", None):
+    if getattr(args, "bootstrap_servers", None) is not None:
         overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
-    if getattr(args, "group_id", None):
+    if getattr(args, "group_id", None) is not None:
         overrides.setdefault("worker", {})["group_id"] = args.group_id
     if getattr(args, "metrics_port", None) is not None:
         overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
-    if getattr(args, "metrics_host", None):
+    if getattr(args, "metrics_host", None) is not None:
         overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
-    if getattr(args, "policy", None):
-        overrides["policy"] = {"name": args.policy, "params": _params(args.policy_param or [])}
-    return load_settings(getattr(args, "config", None), overrides)
+    config = getattr(args, "config", None)
+    settings = load_settings(config, overrides)
+    name, pairs = getattr(args, "policy", None), getattr(args, "policy_param", None) or []
+    if not (name or pairs):
+        return settings
+    configured = settings.policy
+    params = {**configured.params} if name in (None, configured.name) else {}
+    params.update(policy_params(pairs))
+    # Not through load_settings: it deep-merges the file's parameters into these, of another policy too.
+    chosen = settings.model_copy(
+        update={"policy": PolicySettings(name=name or configured.name, params=params)}
+    )
+    chosen.site_directory()  # builds the policy: unknown or bad parameters are one InvalidConfig
+    return chosen
 
 
-def _params(pairs: list[str]) -> dict[str, Any]:
+def policy_params(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` flags into policy parameters: numbers as numbers, ``true``/``false`` as booleans.
+
+    Non-finite numbers are refused here; names and types are checked by the policy itself.
+    """
     params: dict[str, Any] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep:
-            raise InvalidValue("--policy-param", pair, "expected key=value")
-        try:
-            params[key] = float(value)
-        except ValueError:
-            params[key] = value
+        key, sep, text = pair.partition("=")
+        params[_param_name(pair, key, sep)] = policy_value(pair, text)
     return params
 
 
+def _param_name(pair: str, key: str, sep: str) -> str:
+    if not sep or not key.strip():
+        raise InvalidConfig("--policy-param", pair, "expected KEY=VALUE, e.g. charge_below=25")
+    return key.strip()
+
+
+def policy_value(pair: str, text: str) -> Any:
+    """One parameter value: a finite number, a boolean, or else the text (the policy decides)."""
+    stripped = text.strip()
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    try:
+        number = float(stripped)
+    except ValueError:
+        return stripped
+    if not math.isfinite(number):
+        raise InvalidConfig("--policy-param", pair, "must be a finite number")
+    return int(number) if stripped.lstrip("+-").isdigit() else number
+
+
 def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], None]) -> int:
-    """Run ``main`` on a fresh loop; the first SIGINT/SIGTERM asks for a graceful stop, the second exits."""
+    """Run ``main`` on a fresh loop; the first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, the second
+    exits at once."""
+    import asyncio
 
     async def runner() -> int:
         loop = asyncio.get_running_loop()
@@ -67,7 +114,7 @@ def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], N
             log.info("%s received: finishing the in-flight batch, then stopping", signame)
             on_stop()
 
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, handle, sig.name)
         return await main()
 
@@ -105,6 +152,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(main, worker.stop)
 
 
+def _run_once(main: Coroutine[Any, Any, T]) -> T:
+    """A one-shot command's coroutine; SIGTERM, SIGINT or SIGHUP cancels it (its clients close in their
+    ``finally``) and the command exits 0."""
+    import asyncio
+
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise _StoppedBySignal from None
+
+    return asyncio.run(runner())
+
+
+class _StoppedBySignal(Exception):
+    """A one-shot command was stopped by a signal: a clean stop, exit 0."""
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from battery_worker.demo import run_demo
 
@@ -125,6 +194,8 @@ def cmd_feed(args: argparse.Namespace) -> int:
         hash_price=args.hash_price,
         token_price=args.token_price,
     )
+    if not ticks:
+        raise InvalidConfig("file", str(args.file), "holds no price rows")
     if args.limit is not None:
         ticks = ticks[: args.limit]
 
@@ -142,7 +213,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         print(f"published {sent} ticks from {args.file} to {args.topic or settings.topics.prices}")
         return 0
 
-    return _serve(main, lambda: None)
+    return _run_once(main())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -152,7 +223,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from battery_worker.kafka.inspect import latest_status
 
     settings = _settings(args)
-    statuses = asyncio.run(latest_status(settings))
+    statuses = _run_once(latest_status(settings))
     if args.json:
         import orjson
 
@@ -170,7 +241,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         lags = await group_lag(settings, settings.worker.group_id)
         return actions, {lag.partition: lag for lag in lags}
 
-    actions, lags = asyncio.run(overview())
+    actions, lags = _run_once(overview())
     now = datetime.now(UTC)
     table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
@@ -211,7 +282,11 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     from battery_worker.seed_api import write_json_atomically
 
     settings = _settings(args)
-    records = asyncio.run(site_history(settings, args.site))
+    if args.out.is_dir():
+        raise InvalidConfig("--out", str(args.out), "is a directory; give a file name")
+    if not args.out.absolute().parent.is_dir():
+        raise InvalidConfig("--out", str(args.out), "its folder does not exist")
+    records = _run_once(site_history(settings, args.site))
     entries = [record.model_dump(mode="json") for record in records]
     write_json_atomically(Path(args.out), json.dumps(entries, indent=2))
     print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
@@ -219,6 +294,85 @@ def cmd_history_export(args: argparse.Namespace) -> int:
 
 
 # --- parser ------------------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its error as one line (``battery-worker run: error: …``), exit 2, no usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _number(*, positive: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be above 0")
+        return value
+
+    parse.__name__ = "positive number" if positive else "number"
+    return parse
+
+
+def _site_id(text: str) -> str:
+    from battery_worker.processing import MAX_SITE_ID_BYTES
+
+    size = len(text.encode("utf-8"))
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a site id is not empty")
+    if size > MAX_SITE_ID_BYTES:
+        raise argparse.ArgumentTypeError(f"a site id has at most {MAX_SITE_ID_BYTES} bytes, not {size}")
+    return text
+
+
+def _iso_time(text: str) -> Any:
+    from datetime import datetime
+
+    from battery_worker.battery import as_utc
+
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2023-08-01T12:00") from None
+
+
+POSITIVE_INT = _whole(1)
+NON_NEGATIVE_INT = _whole(0)
+PORT = _whole(0)
+POSITIVE_NUMBER = _number(positive=True)
+NUMBER = _number()
+SITE_ID = _site_id
+
+
+def TOPIC(text: str) -> str:
+    from battery_worker.settings import topic_name_problem
+
+    problem = topic_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+ISO_TIME = _iso_time
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
@@ -232,7 +386,7 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="battery-worker", description="Dispatch a virtual battery against live energy prices over Kafka."
     )
     parser.add_argument(
@@ -251,10 +405,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--group-id", help="consumer group (default battery-worker)")
     run.add_argument("--policy", help="policy name (threshold, ...)")
     run.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
-    run.add_argument("--max-messages", type=int, help="stop after this many input records")
-    run.add_argument("--idle-timeout", type=float, metavar="SECONDS", help="stop after this long idle")
+    run.add_argument("--max-messages", type=POSITIVE_INT, help="stop after this many input records")
     run.add_argument(
-        "--metrics-port", type=int, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
+        "--idle-timeout", type=POSITIVE_NUMBER, metavar="SECONDS", help="stop after this long idle"
+    )
+    run.add_argument(
+        "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
     )
     run.add_argument("--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)")
     run.set_defaults(func=cmd_run)
@@ -264,21 +420,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _connection(demo)
     demo.add_argument("--follow", action="store_true", help="keep running after the sample (Ctrl+C stops)")
-    demo.add_argument("--rate", type=float, default=60.0, help="ticks per second fed (default 60)")
+    demo.add_argument("--rate", type=POSITIVE_NUMBER, default=60.0, help="ticks per second fed (default 60)")
     demo.add_argument("--file", type=Path, help="price file to feed instead of the bundled sample")
     demo.set_defaults(func=cmd_demo)
 
     feed = commands.add_parser("feed", help="publish a price file (CSV or MARA JSON) to the prices topic")
     _connection(feed)
     feed.add_argument("file", type=Path)
-    feed.add_argument("--site", help="site id used as the message key")
-    feed.add_argument("--rate", type=float, help="ticks per second (default: as fast as possible)")
-    feed.add_argument("--topic", help="topic (default: the prices topic of the settings)")
-    feed.add_argument("--limit", type=int, help="publish only the first N ticks")
+    feed.add_argument("--site", type=SITE_ID, help="site id used as the message key (default: default)")
+    feed.add_argument("--rate", type=POSITIVE_NUMBER, help="ticks per second (default: as fast as possible)")
+    feed.add_argument("--topic", type=TOPIC, help="topic (default: the prices topic of the settings)")
+    feed.add_argument("--limit", type=POSITIVE_INT, help="publish only the first N ticks")
     feed.add_argument("--timestamp-column", help="CSV column of the timestamp")
     feed.add_argument("--price-column", help="CSV column of the energy price")
-    feed.add_argument("--hash-price", type=float, default=0.0, help="hash price for files without one")
-    feed.add_argument("--token-price", type=float, default=0.0, help="token price for files without one")
+    feed.add_argument("--hash-price", type=NUMBER, default=0.0, help="hash price for files without one")
+    feed.add_argument("--token-price", type=NUMBER, default=0.0, help="token price for files without one")
     feed.set_defaults(func=cmd_feed)
 
     status = commands.add_parser("status", help="latest battery status per site, read from the broker")
@@ -287,7 +443,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--group-id", help="consumer group whose lag is shown (default battery-worker)")
     status.add_argument(
         "--actions-tail",
-        type=int,
+        type=POSITIVE_INT,
         default=10_000,
         metavar="N",
         help="records per partition of battery.actions searched for each site's last action (default 10000)",
@@ -298,7 +454,7 @@ def build_parser() -> argparse.ArgumentParser:
     history_commands = history.add_subparsers(dest="history_command", required=True, metavar="COMMAND")
     export = history_commands.add_parser("export", help="write a site's history as JSON (save_history)")
     _connection(export)
-    export.add_argument("--site", required=True)
+    export.add_argument("--site", required=True, type=SITE_ID)
     export.add_argument("--out", required=True, type=Path)
     export.set_defaults(func=cmd_history_export)
 
@@ -312,25 +468,47 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _stop_before_start(signum: int, frame: object) -> None:
-    """SIGTERM while still starting: nothing is in flight yet, so leaving at once is the graceful stop."""
-    raise SystemExit(0)
+    """A stop signal while still starting: nothing is in flight, so leaving at once is the graceful stop.
+
+    ``os._exit``, not ``SystemExit``: raised inside whatever code was running (an import, the event loop
+    being set up), an exception can be caught and the stop lost; the commands' own handlers, installed
+    with their event loop, replace this one before anything is sent or committed."""
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
-    signal.signal(signal.SIGTERM, _stop_before_start)
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _stop_before_start)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from battery_worker.logs import setup_logging
+
         setup_logging(args.log_level, args.log_format)
         code: int = args.func(args)
     except InvalidValue as error:
-        print(f"battery-worker: error: {error}", file=sys.stderr)
-        return 2
+        return _fail(2, str(error))
     except BatteryWorkerError as error:
-        print(f"battery-worker: error: {error}", file=sys.stderr)
-        return 1
+        return _fail(1, str(error))
+    except _StoppedBySignal:
+        return 0
     except KeyboardInterrupt:
         return 130
+    except OSError as error:  # a file that cannot be written, a port in use: the OS's reason, one line
+        return _fail(1, f"{error.strerror or error} ({error.filename or type(error).__name__})")
+    except Exception as error:
+        from aiokafka.errors import KafkaError
+
+        if isinstance(error, KafkaError):
+            return _fail(1, f"Kafka: {type(error).__name__}: {error}")
+        log.debug("unexpected error", exc_info=True)
+        return _fail(1, f"unexpected {type(error).__name__}: {error} (a bug; --log-level DEBUG shows where)")
+    return code
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"battery-worker: error: {message}", file=sys.stderr)
     return code
 
 

@@ -19,6 +19,7 @@ import orjson
 from battery_worker.backtest import BacktestRun, BacktestSummary, backtest, optimum_for
 from battery_worker.backtest_report import month_table, summary_table, write_png
 from battery_worker.battery import BatteryConfig
+from battery_worker.cli import NUMBER
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
@@ -52,10 +53,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run several policies side by side: comma-separated names (all when given without names)",
     )
     battery = BatteryConfig()
-    parser.add_argument("--capacity-mwh", type=float, default=battery.capacity_mwh)
-    parser.add_argument("--max-rate-mw", type=float, default=battery.max_charge_rate_mw, help="both ways")
-    parser.add_argument("--efficiency", type=float, default=battery.efficiency, help="round trip, 0-1")
-    parser.add_argument("--initial-charge-percent", type=float, default=battery.initial_charge_percent)
+    parser.add_argument("--capacity-mwh", type=NUMBER, default=battery.capacity_mwh)
+    parser.add_argument("--max-rate-mw", type=NUMBER, default=battery.max_charge_rate_mw, help="both ways")
+    parser.add_argument("--efficiency", type=NUMBER, default=battery.efficiency, help="round trip, 0-1")
+    parser.add_argument("--initial-charge-percent", type=NUMBER, default=battery.initial_charge_percent)
     parser.add_argument("--png", type=Path, default=Path("backtest.png"), help="chart (default backtest.png)")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
     parser.add_argument("--summary", type=Path, metavar="OUT.json", help="write a JSON summary here")
@@ -65,22 +66,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
-    """``KEY=VALUE`` pairs into params per policy (``""`` for unqualified keys); values parsed as JSON."""
+    """``KEY=VALUE`` pairs into params per policy (``""`` for unqualified keys); values as for ``run``."""
+    from battery_worker.cli import policy_value
+
     params: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
-        if not sep or not key:
+        if not sep or not key.strip():
             raise InvalidConfig("--policy-param", pair, "expected KEY=VALUE")
-        owner, _dot, name = key.rpartition(".")
-        try:
-            value: Any = orjson.loads(text)
-        except orjson.JSONDecodeError:
-            value = text
-        params.setdefault(owner, {})[name] = value
+        owner, _dot, name = key.strip().rpartition(".")
+        params.setdefault(owner, {})[name] = policy_value(pair, text)
     return params
 
 
 def run(args: argparse.Namespace) -> int:
+    for flag, path in (("--png", None if args.no_png else args.png), ("--summary", args.summary)):
+        if path is not None and path.is_dir():
+            raise InvalidConfig(flag, str(path), "is a directory; give a file name")
     names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
     params = parse_params(args.policy_param)
     for owner in params:

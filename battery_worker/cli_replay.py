@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from battery_worker.battery import as_utc
+from battery_worker.cli import ISO_TIME, NON_NEGATIVE_INT, SITE_ID
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.replay import ReplayOptions, replay
 
 
@@ -26,11 +25,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", type=Path, help="TOML settings (the policy config to replay with)")
     parser.add_argument("--policy", help="policy name to replay with (what-if)")
     parser.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
-    parser.add_argument("--site", help="compare only this site")
+    parser.add_argument("--site", type=SITE_ID, help="compare only this site")
     start = parser.add_mutually_exclusive_group()
-    start.add_argument("--from-offset", type=int, help="start every partition at this offset")
+    start.add_argument("--from-offset", type=NON_NEGATIVE_INT, help="start every partition at this offset")
     start.add_argument(
-        "--from-time", help="start at the first record at/after this ISO time (UTC if no zone)"
+        "--from-time", type=ISO_TIME, help="start at the first record at/after this ISO time (UTC if no zone)"
     )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
     parser.add_argument("--output-prefix", help="publish the recomputed events to PREFIX.<topic> topics")
@@ -39,13 +38,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from battery_worker.cli import _settings
+    from battery_worker.cli import _run_once, _settings
 
     settings = _settings(args)
+    if args.out is not None and args.out.is_dir():
+        raise InvalidConfig("--out", str(args.out), "is a directory; give a file name")
     options = ReplayOptions(
         site=args.site,
         from_offset=args.from_offset,
-        from_time=None if args.from_time is None else as_utc(datetime.fromisoformat(args.from_time)),
+        from_time=args.from_time,
         out_file=args.out,
         output_prefix=args.output_prefix,
     )
@@ -59,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         def advance(done: int) -> None:
             bar.update(task, description=f"replayed {done:,} records")
 
-        result = asyncio.run(replay(settings, options, advance))
+        result = _run_once(replay(settings, options, advance))
     report, out = result.report, Console()
     totals = report.totals()
     out.print(

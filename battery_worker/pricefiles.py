@@ -44,12 +44,21 @@ def load_ticks(
 ) -> list[PriceTick]:
     """All ticks of a price file, oldest first."""
     source = Path(path)
+    if source.is_dir():
+        raise PriceFileError("file", str(source), "is a directory, not a price file")
     if not source.is_file():
         raise PriceFileError("file", str(source), "no such file")
-    if source.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
-        rows = _json_rows(source)
-    else:
-        rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
+    try:
+        if source.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
+            rows = _json_rows(source)
+        else:
+            rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
+    except UnicodeDecodeError:
+        raise PriceFileError("file", str(source), "is not UTF-8 text (a binary file?)") from None
+    except csv.Error as error:
+        raise PriceFileError("file", str(source), f"is not a readable CSV file ({error})") from None
+    except OSError as error:
+        raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
     ticks = [_tick(source, number, row, site_id) for number, row in enumerate(rows, start=1)]
     ticks.sort(key=lambda tick: tick.timestamp)
     return ticks

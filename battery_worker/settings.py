@@ -7,11 +7,22 @@ Environment variables use the prefix ``BATTERY_WORKER_`` and ``__`` between leve
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -21,17 +32,56 @@ from pydantic_settings import (
 
 from battery_worker.battery import BatteryConfig
 from battery_worker.errors import InvalidConfig
-from battery_worker.processing import TopicNames
+from battery_worker.processing import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
-_FROZEN = ConfigDict(frozen=True, extra="forbid")
+_FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
+_HOST = re.compile(r"[A-Za-z0-9_.-]+")
+_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def topic_name_problem(name: str) -> str | None:
+    """Why ``name`` is not a legal Kafka topic name (the broker's own rule), or None."""
+    if not _TOPIC.fullmatch(name) or name in (".", ".."):
+        return f"{name[:60]!r} is not a topic name: 1-249 characters of A-Z a-z 0-9 . _ -"
+    return None
+
+
+def bootstrap_address_problem(address: str) -> str | None:
+    """Why ``address`` (one ``host[:port]`` of a bootstrap list) is not usable, or None when it is.
+
+    Checked here because aiokafka reports a malformed address as a bare ``ValueError`` from deep inside
+    the client, long after start-up, and accepts ports such as 0 or 99999 it can never connect to.
+    """
+    text = address.strip()
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        try:
+            ipaddress.IPv6Address(host)
+        except ValueError:
+            return f"{host!r} in brackets is not an IPv6 address"
+        if rest and not rest.startswith(":"):
+            return "expected [IPv6]:PORT"
+        port = rest[1:] if rest else None
+    else:
+        host, sep, port_text = text.rpartition(":")
+        if not sep:
+            host, port_text = text, ""
+        if ":" in host:
+            return "write an IPv6 address in brackets, e.g. [::1]:9092"
+        if not _HOST.fullmatch(host):
+            return "expected HOST:PORT (a host name or address, then a port)"
+        port = port_text if sep else None
+    if port is not None and not (port.isdigit() and 1 <= int(port) <= 65535):
+        return f"port {port!r} is not a number from 1 to 65535"
+    return None
 
 
 class KafkaSettings(BaseModel):
     model_config = _FROZEN
 
     bootstrap_servers: str = "localhost:9092"
-    client_id: str = "battery-worker"
+    client_id: str = Field("battery-worker", min_length=1)
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
     sasl_username: str | None = None
@@ -41,6 +91,16 @@ class KafkaSettings(BaseModel):
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
     request_timeout_ms: int = Field(30_000, gt=0)
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _addresses_are_usable(cls, value: str) -> str:
+        addresses = value.split(",")
+        for address in addresses:
+            problem = bootstrap_address_problem(address)
+            if problem is not None:
+                raise ValueError(f"{address.strip()!r}: {problem}")
+        return ",".join(address.strip() for address in addresses)
 
     @model_validator(mode="after")
     def _security_is_complete(self) -> Self:
@@ -77,6 +137,14 @@ class TopicSettings(BaseModel):
     replication_factor: int = Field(1, ge=1)
     create: bool = Field(True, description="create missing topics at start")
 
+    @field_validator("prices", "actions", "status", "state", "history", "dlq")
+    @classmethod
+    def _legal_topic_name(cls, value: str) -> str:
+        problem = topic_name_problem(value)
+        if problem is not None:
+            raise ValueError(problem)
+        return value
+
     def names(self) -> TopicNames:
         return TopicNames(self.prices, self.actions, self.status, self.state, self.history, self.dlq)
 
@@ -84,13 +152,18 @@ class TopicSettings(BaseModel):
 class WorkerSettings(BaseModel):
     model_config = _FROZEN
 
-    group_id: str = "battery-worker"
+    group_id: str = Field("battery-worker", min_length=1, max_length=249)
     group_instance_id: str | None = Field(
         None, description="static membership: a stable id per process avoids rebalances on quick restarts"
     )
     max_batch_records: int = Field(2000, ge=1)
     poll_timeout_ms: int = Field(100, ge=1)
     max_message_bytes: int = Field(65_536, ge=64)
+    max_tick_ahead_s: float = Field(
+        DEFAULT_MAX_TICK_AHEAD_S,
+        gt=0,
+        description="a tick stamped later than its record's Kafka timestamp plus this goes to the DLQ",
+    )
     session_timeout_ms: int = Field(10_000, ge=1000)
     heartbeat_interval_ms: int = Field(1_000, ge=100)
     max_poll_interval_ms: int = Field(300_000, ge=1000)
@@ -157,8 +230,8 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     Raises :class:`InvalidConfig` naming the first bad field.
     """
     toml_path = None if config_file is None else Path(config_file)
-    if toml_path is not None and not toml_path.is_file():
-        raise InvalidConfig("config", str(toml_path), "no such file")
+    if toml_path is not None:
+        _check_toml(toml_path)
     init: dict[str, Any] = dict(overrides or {})
     bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
     explicit = "bootstrap_servers" in init.get("kafka", {})
@@ -188,6 +261,22 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), first["msg"]) from None
     return settings
+
+
+def _check_toml(path: Path) -> None:
+    """A missing, unreadable or malformed settings file is one :class:`InvalidConfig`, not a traceback."""
+    if path.is_dir():
+        raise InvalidConfig("config", str(path), "is a directory, not a TOML file")
+    try:
+        tomllib.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise InvalidConfig("config", str(path), "no such file") from None
+    except OSError as error:
+        raise InvalidConfig("config", str(path), f"cannot be read ({error.strerror})") from None
+    except UnicodeDecodeError:
+        raise InvalidConfig("config", str(path), "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as error:
+        raise InvalidConfig("config", str(path), f"is not valid TOML: {error}") from None
 
 
 _SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
