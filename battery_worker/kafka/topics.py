@@ -7,12 +7,15 @@ partition its ticks arrive on.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaError, for_code
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.settings import Settings, TopicSettings
@@ -20,6 +23,9 @@ from battery_worker.settings import Settings, TopicSettings
 log = logging.getLogger(__name__)
 
 COMPACT = {"cleanup.policy": "compact"}
+_AUTHORIZATION_CODES = (29, 31)  # TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
+VISIBLE_TIMEOUT_S = 10.0
+"""How long a created topic may take to appear in the broker's metadata (KRaft applies it asynchronously)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,32 +61,62 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> dict[str, int]:
-    """Create what is missing (when allowed), then verify; returns each topic's partition count."""
+    """Create what is missing (when allowed), then verify; returns each topic's partition count.
+
+    The state topic is created last, with the partition count ``prices`` really has: a ``prices`` topic
+    created a moment ago (by an operator, another worker) may not be in the metadata yet, and its count is
+    only known once it is.
+
+    :raises aiokafka.errors.TopicAuthorizationFailedError: the principal may not create or describe a topic
+        (:func:`battery_worker.kafka.diagnose.typed` makes it ``NotAuthorized``).
+    """
     specs = topic_specs(topics)
-    existing = await partition_counts(admin, [spec.name for spec in specs])
+    names = [spec.name for spec in specs]
+    existing = await partition_counts(admin, names)
     missing = [spec for spec in specs if spec.name not in existing]
     if missing and not topics.create:
-        names = ", ".join(spec.name for spec in missing)
-        raise TopicMisconfigured(f"topics missing and topics.create is off: {names}")
+        raise TopicMisconfigured(
+            f"topics missing and topics.create is off: {', '.join(s.name for s in missing)}"
+        )
+    first = [spec for spec in missing if spec.name != topics.state]
+    if first:
+        await _create(admin, first, topics, topics.partitions)
+        existing = await _visible(admin, names if len(first) == len(missing) else [topics.prices])
+    if len(first) < len(missing):
+        state = next(spec for spec in missing if spec.name == topics.state)
+        await _create(admin, [state], topics, existing.get(topics.prices, topics.partitions))
+        existing = await _visible(admin, names)
     if missing:
-        prices_partitions = existing.get(topics.prices, topics.partitions)
-        new = [
-            NewTopic(
-                spec.name,
-                prices_partitions if spec.name == topics.state else topics.partitions,
-                topics.replication_factor,
-                topic_configs=spec.configs,
-            )
-            for spec in missing
-        ]
-        response = await admin.create_topics(new)
-        for name, code, *rest in _topic_errors(response):
-            if code not in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
-                raise TopicMisconfigured(f"cannot create topic {name}: error {code} {rest}")
         log.info("created topics %s", ", ".join(spec.name for spec in missing))
-        existing = await partition_counts(admin, [spec.name for spec in specs])
     await verify_state_topic(admin, topics, existing)
     return existing
+
+
+async def _create(
+    admin: AIOKafkaAdminClient, specs: list[TopicSpec], topics: TopicSettings, partitions: int
+) -> None:
+    new = [NewTopic(s.name, partitions, topics.replication_factor, topic_configs=s.configs) for s in specs]
+    response = await admin.create_topics(new)
+    for name, code, message in _topic_errors(response):
+        if code in (0, 36):  # 36: TOPIC_ALREADY_EXISTS (another worker won the race)
+            continue
+        if code in _AUTHORIZATION_CODES:
+            raise for_code(code)(f"cannot create topic {name}: {message} (needs CREATE on it or the cluster)")
+        raise TopicMisconfigured(f"cannot create topic {name}: error {code} {message}")
+
+
+async def _visible(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+    """Partition counts once every one of ``names`` is in the metadata, or what is there after the timeout.
+
+    Apache Kafka (KRaft) answers CreateTopics when the controller has committed the topic; the broker's
+    metadata shows it a moment later (measured: a Metadata request right after it may still miss it).
+    """
+    deadline = time.monotonic() + VISIBLE_TIMEOUT_S
+    while True:
+        existing = await partition_counts(admin, names)
+        if set(names) <= existing.keys() or time.monotonic() > deadline:
+            return existing
+        await asyncio.sleep(0.05)
 
 
 async def verify_state_topic(
@@ -88,7 +124,8 @@ async def verify_state_topic(
 ) -> None:
     prices, state = partitions.get(topics.prices), partitions.get(topics.state)
     if prices is None or state is None:
-        raise TopicMisconfigured(f"topic {topics.prices if prices is None else topics.state} not found")
+        name = topics.prices if prices is None else topics.state
+        raise TopicMisconfigured(f"topic {name} not found (or this principal may not DESCRIBE it)")
     if prices != state:
         raise TopicMisconfigured(
             f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: "
@@ -109,6 +146,12 @@ async def topic_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]
     configs: dict[str, str] = {}
     for response in responses:
         for resource in response.to_object().get("resources", []):
+            code = resource.get("error_code", 0)
+            if code in _AUTHORIZATION_CODES:  # not "no configs": that would read as cleanup.policy=delete
+                message = resource.get("error_message")
+                raise for_code(code)(
+                    f"cannot describe the configs of topic {name}: {message} (needs DESCRIBE_CONFIGS on it)"
+                )
             for entry in resource.get("config_entries", []):
                 key = entry.get("config_names", entry.get("name"))
                 value = entry.get("config_value", entry.get("value"))
@@ -128,10 +171,13 @@ def _topic_errors(response: Any) -> list[tuple[str, int, Any]]:
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly."""
     from battery_worker.kafka.clients import make_admin, start_client
+    from battery_worker.kafka.diagnose import typed
 
     admin = make_admin(settings.kafka)
     await start_client(admin, settings.kafka)
     try:
         return await ensure_topics(admin, settings.topics)
+    except KafkaError as error:
+        raise (typed(error, settings.kafka) or error) from None
     finally:
         await admin.close()
