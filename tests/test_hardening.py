@@ -1,0 +1,406 @@
+"""What a hostile new user broke (issue 21), each point with the test that holds it.
+
+1. A site's home partition is its key's partition, not the first partition that shows it: a stray tick
+   cannot claim a site, and the audit replay gives the same answer on every run, whatever arrives where.
+2. A tick stamped far after its record's Kafka timestamp is dead-lettered instead of bricking its site.
+3. Unreachable brokers, malformed addresses, TOML and price files: one line, the right exit code.
+4. ``--policy-param`` applies to the configured policy or is refused; never ignored.
+5. ``feed`` refuses a negative limit or rate, an oversized site id and a directory.
+6. An authentication failure is not an outage: one line naming it, exit 1, no secret; SIGTERM while
+   waiting for a broker is exit 0.
+7. SIGHUP stops the worker like SIGTERM; a SIGTERM early in start-up is a clean exit too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from battery_worker.battery import BatteryConfig
+from battery_worker.cli import _settings, build_parser
+from battery_worker.kafka.clients import make_producer, make_reader
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.topics import prepare_topics
+from battery_worker.kafka.worker import Worker
+from battery_worker.partitioning import home_partition
+from battery_worker.processing import InputRecord, TickProcessor, TopicNames
+from battery_worker.settings import Settings
+from battery_worker.sites import PolicyChoice, SiteDirectory
+from tests.workerkit import DATA, cli, ercot_week, make_settings, settings_env, start_worker_process
+
+T0 = datetime(2023, 8, 1, tzinfo=UTC)
+NOW_MS = int(datetime(2023, 8, 10, tzinfo=UTC).timestamp() * 1000)
+SECRET = "hunter2-not-logged"
+
+
+def tick_bytes(hour: int, price: float = 30.0, **extra: object) -> bytes:
+    body = {"energy_price": price, "hash_price": 1.0, "token_price": 1.0}
+    body["timestamp"] = (T0 + timedelta(hours=hour)).isoformat()  # type: ignore[assignment]
+    return orjson.dumps({**body, **extra})
+
+
+def processor(partitions: int = 3) -> TickProcessor:
+    choice = PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0})
+    directory = SiteDirectory(BatteryConfig(), choice)
+    return TickProcessor(directory, TopicNames(), prices_partitions=partitions)
+
+
+def off_home(site: str, partitions: int = 3) -> int:
+    return (home_partition(site, partitions) + 1) % partitions
+
+
+# --- 1. the home partition --------------------------------------------------------------------------------
+
+
+def test_a_stray_tick_on_another_partition_cannot_claim_a_site() -> None:
+    proc = processor()
+    stray = InputRecord("prices", off_home("beta"), 0, None, tick_bytes(0, site_id="beta"), NOW_MS)
+    first = proc.handle(stray)
+    assert first.kind == "rejected"
+    assert first.error is not None
+    assert first.error.field == "site_id"
+    assert f"partition {home_partition('beta', 3)}" in str(first.error)
+    home = home_partition("beta", 3)
+    kinds = [
+        proc.handle(InputRecord("prices", home, n, b"beta", tick_bytes(n), NOW_MS)).kind for n in range(1, 25)
+    ]
+    assert kinds == ["applied"] * 24
+
+
+def test_outcomes_do_not_depend_on_the_order_partitions_are_read_in() -> None:
+    """Replay reads partitions in any order; each record's outcome must come out the same."""
+    sites = [f"site-{n}" for n in range(12)]
+    per_partition: dict[int, list[InputRecord]] = {0: [], 1: [], 2: []}
+    for index in range(600):
+        site = sites[index % len(sites)]
+        partition = index % 3  # keyed or not, on any partition: the hostile mix
+        key = site.encode() if index % 4 else None
+        offset = len(per_partition[partition])
+        value = tick_bytes(index // 3, price=float(index % 60), site_id=site)
+        per_partition[partition].append(InputRecord("prices", partition, offset, key, value, NOW_MS))
+
+    def outcomes(order: list[int]) -> dict[tuple[int, int], tuple[str, tuple[bytes, ...]]]:
+        proc, seen = processor(), {}
+        for partition in order:
+            for record in per_partition[partition]:
+                handled = proc.handle(record)
+                seen[(partition, record.offset)] = (handled.kind, tuple(o.value for o in handled.outputs))
+        return seen
+
+    first = outcomes([0, 1, 2])
+    assert first == outcomes([2, 1, 0]) == outcomes([1, 2, 0])
+    kinds = [kind for kind, _ in first.values()]
+    assert kinds.count("applied") > 100
+    assert kinds.count("rejected") > 100
+
+
+# --- 2. far-future ticks ----------------------------------------------------------------------------------
+
+
+def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:
+    proc, home = processor(), home_partition("alpha", 3)
+    ahead = orjson.dumps(
+        {"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": "9999-12-31T23:00:00Z"}
+    )
+    assert proc.handle(InputRecord("prices", home, 0, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
+    refused = proc.handle(InputRecord("prices", home, 1, b"alpha", ahead, NOW_MS))
+    assert refused.kind == "rejected"
+    assert refused.error is not None
+    assert refused.error.field == "timestamp"
+    assert "max_tick_ahead_s=3600" in str(refused.error)
+    assert refused.outputs[0].value == ahead
+    later = [
+        proc.handle(InputRecord("prices", home, n, b"alpha", tick_bytes(n), NOW_MS)).kind
+        for n in range(2, 10)
+    ]
+    assert later == ["applied"] * 8
+
+
+def test_the_bound_is_the_records_kafka_timestamp_plus_the_setting() -> None:
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice())
+    proc = TickProcessor(directory, TopicNames(), prices_partitions=1, max_tick_ahead_s=60)
+    stamp = int((T0 + timedelta(hours=1)).timestamp() * 1000)
+    assert proc.handle(InputRecord("prices", 0, 0, b"s", tick_bytes(1), stamp - 60_000)).kind == "applied"
+    assert proc.handle(InputRecord("prices", 0, 1, b"s", tick_bytes(2), stamp + 3600_000 - 61_000)).kind == (
+        "rejected"
+    )
+    assert proc.handle(InputRecord("prices", 0, 2, b"s", tick_bytes(3), -1)).kind == "applied", (
+        "a record without a timestamp cannot be bounded"
+    )
+
+
+async def _dead_letters(settings: Settings) -> list[dict[str, bytes]]:
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        tps = [TopicPartition(settings.topics.dlq, p) for p in range(3)]
+        return [dict(r.headers) async for batch in read_to_end(reader, tps, timeout_s=20) for r in batch]
+    finally:
+        await reader.stop()
+
+
+@pytest.mark.broker
+async def test_stray_and_future_ticks_on_a_real_broker_and_replay_agrees_every_time(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await prepare_topics(settings)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        # A null-key tick naming beta, on a partition that is not beta's, handled before any beta tick.
+        await producer.send_and_wait(
+            settings.topics.prices, tick_bytes(0, site_id="beta"), partition=off_home("beta")
+        )
+        assert await Worker(settings).run(max_messages=1, idle_timeout_s=20) == 1
+        week = ercot_week()[:48]
+        for n, tick in enumerate(week):
+            value = orjson.dumps(
+                {
+                    "energy_price": tick.energy_price,
+                    "hash_price": 1,
+                    "token_price": 1,
+                    "timestamp": tick.timestamp,
+                }
+            )
+            await producer.send(settings.topics.prices, value, key=b"beta")
+            if n == 10:
+                future = tick_bytes(0, energy_price=500.0).replace(
+                    b"2023-08-01T00:00:00", b"9999-12-31T23:00:00"
+                )
+                await producer.send(settings.topics.prices, future, key=b"beta")
+        await producer.flush()
+    finally:
+        await producer.stop()
+    worker = Worker(settings)
+    assert await worker.run(max_messages=49, idle_timeout_s=20) == 49
+    assert worker.processor.counters.applied == 48
+    assert worker.processor.counters.rejected == 1
+    reasons = sorted(headers["error.field"] for headers in await _dead_letters(settings))
+    assert reasons == [b"site_id", b"timestamp"]
+
+    results = [await replay(settings, ReplayOptions()) for _ in range(3)]
+    for result in results:
+        assert result.identical
+        assert (result.counters.applied, result.counters.rejected) == (48, 2)
+        assert result.report.totals().matched == 48
+
+
+# --- 3. one line, the right exit code ---------------------------------------------------------------------
+
+NOBODY = "127.0.0.1:1"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["status"],
+        ["status", "--json"],
+        ["history", "export", "--site", "a", "--out", "OUT"],
+        ["replay"],
+        ["feed", str(DATA / "ercot_2023-08-01_07.csv")],
+    ],
+    ids=" ".join,
+)
+def test_an_unreachable_broker_is_one_line_and_exit_1(command: list[str], tmp_path: Path) -> None:
+    args = [str(tmp_path / "out.json") if part == "OUT" else part for part in command]
+    result = cli(*args, "--bootstrap-servers", NOBODY, timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().count("\n") == 0, result.stderr
+    assert f"Kafka at {NOBODY} unavailable" in result.stderr
+    assert "connection refused" in result.stderr
+
+
+def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Path) -> None:
+    bad_toml = tmp_path / "worker.toml"
+    bad_toml.write_text("[kafka\nbootstrap_servers = ")
+    binary = tmp_path / "prices.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    cases = {
+        "is not valid TOML": ["run", "--config", str(bad_toml)],
+        "is a directory": ["run", "--config", str(tmp_path)],
+        "IPv6 address in brackets": ["status", "--bootstrap-servers", "::::"],
+        "port 'x'": ["status", "--bootstrap-servers", "kafka:x"],
+        "not UTF-8": ["feed", str(binary)],
+        "is a directory, not a price file": ["feed", str(tmp_path)],
+        "not a topic name": ["feed", str(DATA / "ercot_2023-08-01_07.csv"), "--topic", "a b"],
+        "not an ISO time": ["replay", "--from-time", "yesterday"],
+    }
+    for expected, args in cases.items():
+        result = cli(*args, timeout=60)
+        assert result.returncode == 2, (args, result.stderr)
+        assert expected in result.stderr, (args, result.stderr)
+        assert result.stderr.strip().count("\n") == 0, (args, result.stderr)
+
+
+# --- 4. --policy-param ------------------------------------------------------------------------------------
+
+
+def test_policy_params_without_policy_apply_to_the_configured_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[policy]\nname = "threshold"\nparams = { charge_below = 20.0, discharge_above = 90.0 }\n'
+    )
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    args = build_parser().parse_args(
+        ["run", "--config", str(config), "--policy-param", "discharge_above=120"]
+    )
+    policy = _settings(args).policy
+    assert policy.name == "threshold"
+    assert dict(policy.params) == {"charge_below": 20.0, "discharge_above": 120}
+    other = build_parser().parse_args(
+        ["run", "--config", str(config), "--policy", "adaptive", "--policy-param", "window_hours=48"]
+    )
+    assert dict(_settings(other).policy.params) == {"window_hours": 48}, "another policy: the flags' only"
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (["charge_below=5", "discharge_above=1"], "must not exceed discharge_above"),
+        (["garbage"], "expected KEY=VALUE"),
+        (["="], "expected KEY=VALUE"),
+        (["nan"], "expected KEY=VALUE"),
+        (["charge_below=nan"], "finite number"),
+        (["charge_below=abc"], "valid number"),
+        (["no_such_param=1"], "unknown parameters"),
+    ],
+)
+@pytest.mark.parametrize("command", ["run", "replay"])
+def test_bad_policy_params_are_refused_not_ignored(command: str, params: list[str], expected: str) -> None:
+    flags = [part for param in params for part in ("--policy-param", param)]
+    result = cli(command, *flags, "--bootstrap-servers", NOBODY, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+# --- 5. feed ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected"),
+    [
+        (["--limit", "-1"], "--limit: -1 is below 1"),
+        (["--limit", "0"], "--limit: 0 is below 1"),
+        (["--rate", "-5"], "--rate: -5 must be above 0"),
+        (["--rate", "inf"], "not a finite number"),
+        (["--site", "s" * 300], "at most 200 bytes"),
+        (["--site", ""], "not empty"),
+        (["--hash-price", "nan"], "not a finite number"),
+    ],
+)
+def test_feed_refuses_what_the_worker_would_refuse(flags: list[str], expected: str) -> None:
+    result = cli("feed", str(DATA / "ercot_2023-08-01_07.csv"), *flags, "--bootstrap-servers", NOBODY)
+    assert result.returncode == 2, result.stderr
+    assert expected in result.stderr
+    assert result.stderr.strip().count("\n") == 0
+
+
+# --- 6. authentication is not an outage; SIGTERM while waiting ----------------------------------------------
+
+
+def _sasl_env(bootstrap: str, mechanism: str = "SCRAM-SHA-512") -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATTERY_WORKER_", "KAFKA_"))}
+    env.update(
+        BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS=bootstrap,
+        BATTERY_WORKER_KAFKA__SECURITY_PROTOCOL="SASL_PLAINTEXT",
+        BATTERY_WORKER_KAFKA__SASL_MECHANISM=mechanism,
+        BATTERY_WORKER_KAFKA__SASL_USERNAME="bob",
+        BATTERY_WORKER_KAFKA__SASL_PASSWORD=SECRET,
+    )
+    return env
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("command", [["run"], ["status"], ["replay"]], ids=" ".join)
+def test_a_refused_sasl_mechanism_is_one_line_naming_authentication(
+    command: list[str], embedded_broker: object
+) -> None:
+    """On the embedded broker, which offers no SASL mechanism (Apache Kafka: a wrong password, in
+    ``test_apache_kafka_security.py``)."""
+    bootstrap = embedded_broker.bootstrap_servers  # type: ignore[attr-defined]
+    started = time.monotonic()
+    result = cli(*command, env=_sasl_env(bootstrap), timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("battery-worker: error")]
+    assert len(errors) == 1, result.stderr
+    assert "authentication to Kafka" in errors[0]
+    assert "UnsupportedSaslMechanism" in errors[0]
+    assert "retrying" not in result.stderr
+    assert SECRET not in result.stderr + result.stdout
+
+
+def test_sigterm_while_waiting_for_a_broker_is_exit_0(tmp_path: Path) -> None:
+    settings = make_settings(NOBODY, "never", "never", worker={"backoff_initial_s": 0.2})
+    log = tmp_path / "worker.log"
+    process = start_worker_process(settings, log)
+    deadline = time.monotonic() + 30
+    while "retrying in" not in log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "unavailable" in log.read_text()
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    assert "nothing was in flight" in log.read_text()
+
+
+# --- 7. SIGHUP and an early SIGTERM -------------------------------------------------------------------------
+
+
+@pytest.mark.broker
+async def test_sighup_stops_the_worker_gracefully_and_commits(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    from tests.workerkit import feed
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await feed(settings, ercot_week()[:24], "hup")
+    log = tmp_path / "worker.log"
+    process = start_worker_process(settings, log)
+    deadline = time.monotonic() + 60
+    while _ticks_applied(settings, "hup") < 24:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        await asyncio.sleep(0.5)
+    process.send_signal(signal.SIGHUP)
+    assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
+    text = log.read_text()
+    assert "SIGHUP received" in text
+    assert "battery-worker stopped: 24 records" in text
+    again = start_worker_process(settings, tmp_path / "again.log", "--idle-timeout", "2")
+    assert again.wait(timeout=60) == 0
+    assert "stopped: 0 records" in (tmp_path / "again.log").read_text(), "offsets were committed"
+
+
+def _ticks_applied(settings: Settings, site: str) -> int:
+    status = cli("status", "--json", env=settings_env(settings))
+    if status.returncode != 0 or not status.stdout.strip():
+        return 0
+    return int(orjson.loads(status.stdout).get(site, {}).get("ticks_applied", 0))
+
+
+def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
+    """The handlers are installed before pydantic and aiokafka load (about 0.05 s after exec)."""
+    for delay in (0.2, 0.3):
+        process = subprocess.Popen(
+            [sys.executable, "-m", "battery_worker.cli", "run", "--bootstrap-servers", NOBODY],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0, f"SIGTERM {delay} s after start"
