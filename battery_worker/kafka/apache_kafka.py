@@ -739,6 +739,8 @@ class ApacheKafkaBroker:
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
             "group.initial.rebalance.delay.ms": "0",
+            # Fault tests detect a dead worker with 2 s sessions (as on Tansu); Kafka's floor is 6 s.
+            "group.min.session.timeout.ms": "1000",
             # Compaction tests must see cleaning happen: a small buffer and a short pause between passes.
             "log.cleaner.dedupe.buffer.size": str(4 * 1024 * 1024),
             "log.cleaner.backoff.ms": "500",
