@@ -52,6 +52,11 @@ AUTHORIZATION_ERRORS = (
     TransactionalIdAuthorizationFailed,
 )
 _PROBE_TIMEOUT_S = 10.0
+#: What the worker needs, as run on Apache Kafka 4.1 by tests/test_apache_kafka_security.py.
+WORKER_ACLS = (
+    "the worker needs READ, WRITE, DESCRIBE and DESCRIBE_CONFIGS on its topics, CREATE on them unless they "
+    "exist, and READ on its consumer group"
+)
 
 
 def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | None:
@@ -65,10 +70,7 @@ def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | No
         )
     if isinstance(error, AUTHORIZATION_ERRORS):
         principal = kafka.sasl_username or "the client's principal"
-        return NotAuthorized(
-            f"Kafka at {servers} refused {principal}: {_describe(error)} "
-            "(grant the ACLs listed under Security in the README)"
-        )
+        return NotAuthorized(f"Kafka at {servers} refused {principal}: {_describe(error)} ({WORKER_ACLS})")
     if isinstance(error, ssl.SSLError):
         return TlsHandshakeFailed(
             f"TLS handshake with Kafka at {servers} failed: {_describe(error)} "
