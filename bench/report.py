@@ -100,15 +100,29 @@ def render_table(doc: dict[str, Any]) -> str:
 
 
 def render_markdown_table(doc: dict[str, Any]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|---|--:|--:|--:|---|---|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows(doc)]
+    """One row per figure, a column per broker (median, then min–max), the target, and whether it is met."""
+    brokers = doc["brokers"]
+    tables = [rows(run) for run in brokers]
+    names = [run["broker"] for run in brokers]
+    header = [
+        "figure",
+        *(f"{name}: median (min–max)" for name in names),
+        "target",
+        *(f"met: {n}" for n in names),
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * len(names) + "---|" + "---|" * len(names)]
+    for index, first in enumerate(tables[0]):
+        cells = [f"{t[index][1]} ({t[index][2]}–{t[index][3]})" for t in tables]
+        lines.append("| " + " | ".join([first[0], *cells, first[4], *(t[index][5] for t in tables)]) + " |")
     return "\n".join(lines)
 
 
 def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
     m = doc["machine"]
-    counts = ", ".join(f"{e['ticks']:,} ticks over {e['sites']:,} sites" for e in doc["throughput"])
-    lat = doc["latency"]
+    first = doc["brokers"][0]
+    counts = ", ".join(f"{e['ticks']:,} ticks over {e['sites']:,} sites" for e in first["throughput"])
+    lat = first["latency"]
+    brokers = "; ".join(f"{run['broker']} ({run['wall_seconds'] / 60:.0f} min)" for run in doc["brokers"])
     parts = [
         "# Benchmarks",
         "",
@@ -116,7 +130,7 @@ def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
         "",
         f"- **Command**: `{doc['command']}` (≈ {doc['wall_seconds'] / 60:.0f} min; `--quick`: short run)",
         f"- **Machine**: {m['cores']} cores, {m['cpu']}, Python {m['python']}, {m['platform']}",
-        f"- **Broker**: {doc['broker']}, {3} partitions per topic",
+        f"- **Brokers**, one after the other on this machine, 3 partitions per topic: {brokers}",
         f"- **Date**: {doc['date']}",
         f"- **Runs**: each figure is the median of {doc['runs']} runs, with min and max",
         "",
@@ -159,4 +173,6 @@ if __name__ == "__main__":
     here = Path(__file__).resolve().parent
     results = json.loads((here / "results" / "latest.json").read_text())
     (here.parent / "docs" / "benchmarks.md").write_text(render_doc(results, here / "PROFILE.md"))
-    print(render_table(results))
+    for run in results["brokers"]:
+        print(run["broker"])
+        print(render_table(run))

