@@ -741,6 +741,9 @@ class ApacheKafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             # Fault tests detect a dead worker with 2 s sessions (as on Tansu); Kafka's floor is 6 s.
             "group.min.session.timeout.ms": "1000",
+            # The worker's clients send and fetch records up to 4 MiB (clients.py); Kafka's default cap is
+            # 1 MiB, which would refuse the oversized-input tests' 3 MB record on the prices topic.
+            "message.max.bytes": str(4 * 1024 * 1024),
             # Compaction tests must see cleaning happen: a small buffer and a short pause between passes.
             "log.cleaner.dedupe.buffer.size": str(4 * 1024 * 1024),
             "log.cleaner.backoff.ms": "500",
