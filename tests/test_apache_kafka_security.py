@@ -438,21 +438,32 @@ async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
         assert trace_of(published.actions, site) == expected
 
 
-async def test_no_read_on_the_consumer_group_stops_the_worker_and_commits_nothing(
+@pytest.mark.parametrize("refused", ["group", "state topic"])
+async def test_no_read_on_the_group_or_the_state_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
+    refused: str,
 ) -> None:
+    """No READ on the group: the first poll fails; on the state topic: the restore on assignment does."""
     settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
+    await prepare_topics(settings)
     await feed_sites(settings)
-    await grant_worker(apache_kafka, "bob", settings, group_operations=())
+    names = settings.topics.names()
+    if refused == "group":
+        await grant_worker(apache_kafka, "bob", settings, group_operations=())
+        needles: tuple[str, ...] = ("GroupAuthorizationFailedError", settings.worker.group_id)
+    else:
+        await grant_worker(apache_kafka, "bob", settings, ("WRITE", "DESCRIBE", "DESCRIBE_CONFIGS"))
+        for topic in (names.prices, names.actions, names.status, names.history, names.dlq):
+            await apache_kafka.grant("bob", "topic", topic, ["READ"])
+        needles = ("TopicAuthorizationFailedError", names.state)
     env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "bob")
     result, took = await timed_cli(env, "run")
-    line = assert_refused_cleanly(result, took, "refused bob", "GroupAuthorizationFailedError")
-    assert settings.worker.group_id in line, line
+    line = assert_refused_cleanly(result, took, "refused bob", *needles)
     assert "READ on its consumer group" in line, line
     assert await committed_offsets(settings) == {}
-    assert sum((await end_offsets(settings, settings.topics.actions)).values()) == 0
+    assert sum((await end_offsets(settings, names.actions)).values()) == 0
 
 
 @pytest.mark.parametrize("withheld", ["CREATE", "DESCRIBE_CONFIGS"])
