@@ -404,3 +404,21 @@ def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, f"SIGTERM {delay} s after start"
+
+
+def test_a_session_timeout_the_broker_refuses_is_a_settings_error(apache_kafka: object) -> None:
+    """Kafka refuses a join whose session timeout lies outside its group.min/max.session.timeout.ms
+    (error 26); retrying cannot help, so it is exit 2 naming the setting, not a rewind every 30 s."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATTERY_WORKER_", "KAFKA_"))}
+    env.update(
+        BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS="2000000",  # over the broker's 30 min maximum
+        BATTERY_WORKER_WORKER__MAX_POLL_INTERVAL_MS="3000000",
+        BATTERY_WORKER_WORKER__GROUP_ID="session-timeout-refused",
+    )
+    bootstrap = apache_kafka.bootstrap_servers  # type: ignore[attr-defined]
+    result = cli("run", "--bootstrap-servers", bootstrap, env=env, timeout=90)
+    assert result.returncode == 2, result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("battery-worker: error")]
+    assert len(errors) == 1
+    assert "worker.session_timeout_ms" in errors[0]
+    assert "rewinding" not in result.stderr

@@ -22,6 +22,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     IllegalSaslStateError,
+    InvalidSessionTimeoutError,
     KafkaError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
@@ -29,7 +30,7 @@ from aiokafka.errors import (
     UnsupportedSaslMechanismError,
 )
 
-from battery_worker.errors import BatteryWorkerError
+from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.kafka.exceptions import (
     AuthenticationFailed,
     BrokerUnavailable,
@@ -71,6 +72,13 @@ def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | No
     if isinstance(error, AUTHORIZATION_ERRORS):
         principal = kafka.sasl_username or "the client's principal"
         return NotAuthorized(f"Kafka at {servers} refused {principal}: {_describe(error)} ({WORKER_ACLS})")
+    if isinstance(error, InvalidSessionTimeoutError):
+        return InvalidConfig(
+            "worker.session_timeout_ms",
+            "(as set)",
+            f"Kafka at {servers} refuses it: it must lie within the broker's group.min.session.timeout.ms "
+            "and group.max.session.timeout.ms (6 s and 30 min by default)",
+        )
     if isinstance(error, ssl.SSLError):
         return TlsHandshakeFailed(
             f"TLS handshake with Kafka at {servers} failed: {_describe(error)} "
