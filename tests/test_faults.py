@@ -6,6 +6,7 @@ Marked ``slow``; CI runs them too. Each ends with the audit replay reporting no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -17,12 +18,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from battery_worker.kafka.embedded import EmbeddedBroker
 from battery_worker.kafka.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.processing import Handled, InputRecord
 from battery_worker.settings import Settings, load_settings
 from battery_worker.ticks import PriceTick
+from tests.conftest import PrivateBroker
 from tests.faultkit import (
     SITES,
     all_applied,
@@ -122,11 +123,15 @@ async def test_three_workers_joining_leaving_and_dying_give_the_single_worker_re
 
 
 async def test_a_broker_stalled_for_30_s_is_survived_without_a_restart(
-    new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    tmp_path: Path,
+    private_broker: PrivateBroker,
 ) -> None:
+    """The broker process (Tansu, or the Apache Kafka JVM) SIGSTOPped for 30 s mid-stream."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.xfail("needs the embedded broker to SIGSTOP it; not runnable against an external cluster")
-    with EmbeddedBroker() as broker:
+        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
+    with contextlib.nullcontext(private_broker) as broker:
         settings = fault_settings(
             broker.bootstrap_servers, new_topic_name(), new_group_id(), max_batch_records=20
         )
@@ -242,13 +247,16 @@ def fuzzed_stream(
 
 
 async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_and_loses_nothing(
-    new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    tmp_path: Path,
+    private_broker: PrivateBroker,
 ) -> None:
     """Kubernetes sends SIGKILL after its grace period: the worker must be gone before, broker or not."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.xfail("needs the embedded broker to SIGSTOP it; not runnable against an external cluster")
+        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
     budget_s = 6.0
-    with EmbeddedBroker() as broker:
+    with contextlib.nullcontext(private_broker) as broker:
         settings = fault_settings(
             broker.bootstrap_servers,
             new_topic_name(),
