@@ -23,7 +23,9 @@ from battery_worker.ticks import PriceTick
 
 PARTITIONS = 3
 POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
-T0 = datetime(2023, 8, 1, tzinfo=UTC)
+T0 = datetime(2020, 1, 1, tzinfo=UTC)
+"""Far enough back that 30,000 hourly ticks stay in the past: a tick more than worker.max_tick_ahead_s
+after its record's Kafka timestamp (the time of the run) goes to the DLQ."""
 
 
 def settings_for(bootstrap: str, prices: str, prefix: str, group: str) -> Settings:
