@@ -1,6 +1,6 @@
 """battery-worker: dispatch a virtual battery against live energy prices, from Python or over Kafka.
 
-The public names are loaded on first use (PEP 562), so ``import battery_worker.cli`` stays cheap: the
+The public names are loaded on first use (PEP 562), so ``import battery_worker.cli.main`` stays cheap: the
 command line installs its signal handlers before pydantic and aiokafka load.
 """
 

@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -32,9 +33,25 @@ from pydantic_settings import (
 
 from battery_worker.battery import BatteryConfig
 from battery_worker.errors import InvalidConfig
-from battery_worker.processing import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
+DEFAULT_MAX_TICK_AHEAD_S = 3600.0
+"""How far a tick may be stamped past its record's Kafka timestamp before it is a dead letter."""
+
+
+@dataclass(frozen=True, slots=True)
+class TopicNames:
+    """The six topics the worker reads and writes; the defaults here are the only place they are named."""
+
+    prices: str = "prices"
+    actions: str = "battery.actions"
+    status: str = "battery.status"
+    state: str = "battery.state"
+    history: str = "battery.history"
+    dlq: str = "prices.dlq"
+
+
+_DEFAULT_TOPICS = TopicNames()
 _FROZEN = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False)
 _HOST = re.compile(r"[A-Za-z0-9_.-]+")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
@@ -127,12 +144,12 @@ class KafkaSettings(BaseModel):
 class TopicSettings(BaseModel):
     model_config = _FROZEN
 
-    prices: str = "prices"
-    actions: str = "battery.actions"
-    status: str = "battery.status"
-    state: str = "battery.state"
-    history: str = "battery.history"
-    dlq: str = "prices.dlq"
+    prices: str = _DEFAULT_TOPICS.prices
+    actions: str = _DEFAULT_TOPICS.actions
+    status: str = _DEFAULT_TOPICS.status
+    state: str = _DEFAULT_TOPICS.state
+    history: str = _DEFAULT_TOPICS.history
+    dlq: str = _DEFAULT_TOPICS.dlq
     partitions: int = Field(3, ge=1, description="partitions of topics created by the worker")
     replication_factor: int = Field(1, ge=1)
     create: bool = Field(True, description="create missing topics at start")

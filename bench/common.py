@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka.admin import NewTopic
 
 from battery_worker.kafka.clients import make_admin, make_producer
-from battery_worker.kafka.feed import tick_payload
+from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings, load_settings
 from battery_worker.ticks import PriceTick

@@ -11,10 +11,10 @@ import argparse
 import time
 from pathlib import Path
 
-from battery_worker.backtest import BacktestRun, applicable_ticks, backtest, optimum_for
-from battery_worker.backtest_report import write_png
+from battery_worker.backtest.engine import BacktestRun, applicable_ticks, backtest, optimum_for
+from battery_worker.backtest.optimum import solve_optimum, step_durations
+from battery_worker.backtest.report import write_png
 from battery_worker.battery import BatteryConfig
-from battery_worker.optimum import solve_optimum, step_durations
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
 

@@ -157,8 +157,9 @@ def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
         "  the high watermark by `store.load_states` and loaded by `TickProcessor.restore`.",
         "- **Replay**: the 10,000-site `prices` topic recomputed with a fresh state. *TickProcessor*: the",
         "  records in memory through `TickProcessor.handle` (the audit replay's data path, no I/O). *Audit",
-        "  replay*: `battery_worker.kafka.replay.replay`, the public function, end to end: reading `prices`",
-        "  and the recorded actions from the broker and comparing them (every run must be identical).",
+        "  replay*: `battery_worker.kafka.tools.replay.replay`, the public function, end to end: reading",
+        "  `prices` and the recorded actions from the broker and comparing them (every run must be",
+        "  identical).",
         "",
     ]
     if profile_notes.exists():

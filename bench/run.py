@@ -45,10 +45,10 @@ from report import render_doc, render_table  # noqa: E402
 
 from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
-from battery_worker.kafka.replay import ReplayOptions, replay  # noqa: E402
 from battery_worker.kafka.store import load_states  # noqa: E402
-from battery_worker.partitioning import home_partition  # noqa: E402
-from battery_worker.processing import InputRecord, TickProcessor  # noqa: E402
+from battery_worker.kafka.tools.replay import ReplayOptions, replay  # noqa: E402
+from battery_worker.pipeline.partitioning import home_partition  # noqa: E402
+from battery_worker.pipeline.processing import InputRecord, TickProcessor  # noqa: E402
 
 CHILD_TIMEOUT_S = 300
 

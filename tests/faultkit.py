@@ -16,10 +16,10 @@ import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from battery_worker.kafka.clients import connection_options, make_reader
-from battery_worker.kafka.feed import tick_payload
-from battery_worker.kafka.inspect import latest_status
 from battery_worker.kafka.reading import read_to_end
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.feed import tick_payload
+from battery_worker.kafka.tools.inspect import latest_status
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings

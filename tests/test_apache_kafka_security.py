@@ -47,7 +47,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker, Listener
 from battery_worker.kafka.clients import make_reader
-from battery_worker.kafka.inspect import latest_status
+from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings
@@ -90,7 +90,7 @@ def broker_env(
 
 def cli_run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli", *args],
+        [sys.executable, "-m", "battery_worker.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,7 +107,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli", *args],
+            [sys.executable, "-m", "battery_worker.cli.main", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

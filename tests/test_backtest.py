@@ -7,12 +7,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from battery_worker.backtest import backtest, optimum_for, run_policy, terminal_price
+from battery_worker.backtest.engine import backtest, optimum_for, run_policy, terminal_price
+from battery_worker.backtest.optimum import terminal_value
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli_backtest import main, parse_params
+from battery_worker.cli.backtest import main, parse_params
 from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.errors import InvalidConfig
-from battery_worker.optimum import terminal_value
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from battery_worker.cli import main
+from battery_worker.cli.main import main
 from tests.workerkit import DATA, cli, make_settings, settings_env
 
 COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"]]

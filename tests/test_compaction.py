@@ -30,10 +30,10 @@ from aiokafka.admin import AIOKafkaAdminClient
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.batching import key_partition
 from battery_worker.kafka.clients import make_reader
-from battery_worker.kafka.inspect import latest_status
-from battery_worker.kafka.overview import group_lag
 from battery_worker.kafka.reading import read_to_end
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.inspect import latest_status
+from battery_worker.kafka.tools.overview import group_lag
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick

@@ -25,8 +25,9 @@ from battery_worker.events import (
     encode,
     event_id,
 )
-from battery_worker.partitioning import home_partition
-from battery_worker.processing import InputRecord, TickProcessor, TopicNames
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.settings import TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
 TOPICS = TopicNames()

@@ -18,9 +18,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
-from battery_worker.processing import Handled, InputRecord
+from battery_worker.pipeline.processing import Handled, InputRecord
 from battery_worker.settings import Settings, load_settings
 from battery_worker.ticks import PriceTick
 from tests.conftest import PrivateBroker

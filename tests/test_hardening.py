@@ -28,15 +28,15 @@ import pytest
 from aiokafka import TopicPartition
 
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli import _settings, build_parser
+from battery_worker.cli.main import _settings, build_parser
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
-from battery_worker.partitioning import home_partition
-from battery_worker.processing import InputRecord, TickProcessor, TopicNames
-from battery_worker.settings import Settings
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.settings import Settings, TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory
 from tests.workerkit import DATA, cli, ercot_week, make_settings, settings_env, start_worker_process
 
@@ -397,7 +397,7 @@ def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
     """The handlers are installed before pydantic and aiokafka load (about 0.05 s after exec)."""
     for delay in (0.2, 0.3):
         process = subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli", "run", "--bootstrap-servers", NOBODY],
+            [sys.executable, "-m", "battery_worker.cli.main", "run", "--bootstrap-servers", NOBODY],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from battery_worker.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
+from battery_worker.ops.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
 from tests.workerkit import cli
 
 
@@ -120,7 +120,7 @@ def test_a_sasl_password_from_the_environment_never_reaches_the_logs(tmp_path: P
             [
                 sys.executable,
                 "-m",
-                "battery_worker.cli",
+                "battery_worker.cli.main",
                 "--log-level",
                 "DEBUG",
                 "--log-format",

@@ -19,7 +19,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from battery_worker.kafka.worker import Worker
-from battery_worker.ops_server import OpsServer
+from battery_worker.ops.server import OpsServer
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
 from tests.workerkit import (
@@ -225,7 +225,7 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "battery_worker.cli",
+        "battery_worker.cli.main",
         "status",
         env=settings_env(settings),
         stdout=asyncio.subprocess.PIPE,

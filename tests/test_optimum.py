@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from battery_worker.backtest.optimum import OptimumError, solve_optimum, step_durations, terminal_value
 from battery_worker.battery import Action, BatteryConfig, apply_for, initial_state
-from battery_worker.optimum import OptimumError, solve_optimum, step_durations, terminal_value
 from battery_worker.pricefiles import load_ticks
 
 DATA = Path(__file__).parent / "data"

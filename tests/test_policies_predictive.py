@@ -10,7 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
-from battery_worker.backtest import backtest, run_policy
+from battery_worker.backtest.engine import backtest, run_policy
 from battery_worker.battery import Action, BatteryConfig
 from battery_worker.dispatch import SiteState
 from battery_worker.errors import InvalidConfig

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.settings import load_settings
 from tests.test_cli import cli

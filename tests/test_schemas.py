@@ -7,14 +7,14 @@ from pathlib import Path
 
 import jsonschema
 
-from battery_worker.schemas import DEFAULT_DIR, main, out_of_sync, render
+from battery_worker.cli.schemas import DEFAULT_DIR, main, out_of_sync, render
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_checked_in_schemas_match_the_models() -> None:
     assert DEFAULT_DIR == ROOT / "schemas"
-    assert out_of_sync(DEFAULT_DIR) == [], "run: python -m battery_worker.schemas"
+    assert out_of_sync(DEFAULT_DIR) == [], "run: python -m battery_worker.cli.schemas"
 
 
 def test_a_changed_schema_is_detected(tmp_path: Path) -> None:

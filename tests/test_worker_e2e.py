@@ -8,9 +8,9 @@ import orjson
 import pytest
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
-from battery_worker.kafka.inspect import latest_status, site_history
+from battery_worker.kafka.tools.inspect import latest_status, site_history
 from battery_worker.kafka.worker import Worker
-from battery_worker.processing import InputRecord
+from battery_worker.pipeline.processing import InputRecord
 from tests.workerkit import (
     create_topics,
     ercot_week,

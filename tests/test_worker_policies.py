@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
-from battery_worker.backtest import run_policy
+from battery_worker.backtest.engine import run_policy
 from battery_worker.kafka.worker import Worker
 from battery_worker.policies import make_policy
 from tests.workerkit import ercot_week, feed, make_settings, read_published, trace_of

@@ -14,8 +14,8 @@ from typing import Any
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.events import BatteryAction, BatteryStatus, HistoryRecord
 from battery_worker.kafka.clients import make_producer
-from battery_worker.kafka.feed import publish_ticks
-from battery_worker.kafka.inspect import read_topic
+from battery_worker.kafka.tools.feed import publish_ticks
+from battery_worker.kafka.tools.inspect import read_topic
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings, load_settings
@@ -67,7 +67,7 @@ def start_worker_process(
     """``battery-worker [global_args] run [args]`` with ``settings`` in its environment, stderr to ``log``."""
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli", *global_args, "run", *args],
+            [sys.executable, "-m", "battery_worker.cli.main", *global_args, "run", *args],
             env=settings_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -159,7 +159,7 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli", *args],
+        [sys.executable, "-m", "battery_worker.cli.main", *args],
         capture_output=True,
         text=True,
         timeout=timeout,

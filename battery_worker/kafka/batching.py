@@ -21,7 +21,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from battery_worker.processing import OutputRecord
+from battery_worker.pipeline.processing import OutputRecord
 
 _MAX_CACHED_KEYS = 200_000
 _key_partition: dict[tuple[bytes, int], int] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from battery_worker.processing import MAX_SITE_ID_BYTES, Handled, InputRecord
+from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES, Handled, InputRecord
 
 log = logging.getLogger("battery_worker.records")
 

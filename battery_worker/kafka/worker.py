@@ -50,7 +50,7 @@ from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import load_states
 from battery_worker.kafka.topics import ensure_topics
-from battery_worker.processing import Handled, InputRecord, OutputRecord, TickProcessor
+from battery_worker.pipeline.processing import Handled, InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings
 
 log = logging.getLogger(__name__)

@@ -1,6 +1,6 @@
 """One small HTTP/1.1 server on the worker's event loop: ``/metrics``, ``/health``, ``/ready``, ``/live``.
 
-* ``/metrics``: Prometheus text format (:mod:`battery_worker.metrics`); lag is measured right before.
+* ``/metrics``: Prometheus text format (:mod:`battery_worker.ops.metrics`); lag is measured right before.
 * ``/health``: 200 when the process runs and the broker answers a metadata request, else 503.
 * ``/ready``: 200 when the state of every assigned partition is restored and the worker is consuming (not
   stopping, no rewind pending), else 503. For a Kubernetes readiness probe.
@@ -23,7 +23,7 @@ import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from battery_worker.errors import InvalidConfig
-from battery_worker.metrics import SiteActivity, WorkerCollector, build_registry
+from battery_worker.ops.metrics import SiteActivity, WorkerCollector, build_registry
 
 if TYPE_CHECKING:
     from battery_worker.kafka.worker import Worker

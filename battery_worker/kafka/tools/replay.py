@@ -21,7 +21,7 @@ from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
-from battery_worker.processing import Counters, InputRecord, OutputRecord, TickProcessor
+from battery_worker.pipeline.processing import Counters, InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings, topic_name_problem
 
 Progress = Callable[[int], None]

@@ -18,10 +18,10 @@ from datetime import datetime
 
 import numpy as np
 
+from battery_worker.backtest.optimum import FloatArray, Optimum, solve_optimum, step_durations, terminal_value
 from battery_worker.battery import Action, BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidInput
-from battery_worker.optimum import FloatArray, Optimum, solve_optimum, step_durations, terminal_value
 from battery_worker.policies.base import Decision, JsonValue, Policy
 from battery_worker.ticks import PriceTick
 

@@ -131,7 +131,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     port = settings.worker.metrics_port
     activity = None
     if port is not None:
-        from battery_worker.metrics import SiteActivity
+        from battery_worker.ops.metrics import SiteActivity
 
         activity = SiteActivity()
     worker = Worker(settings, on_handled=activity)
@@ -139,7 +139,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     async def main() -> int:
         server = None
         if port is not None:
-            from battery_worker.ops_server import OpsServer
+            from battery_worker.ops.server import OpsServer
 
             server = await OpsServer(worker, settings.worker.metrics_host, port, activity).start()
         try:
@@ -175,14 +175,14 @@ class _StoppedBySignal(Exception):
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from battery_worker.demo import run_demo
+    from battery_worker.cli.demo import run_demo
 
     return run_demo(args)
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
     from battery_worker.kafka.clients import make_producer
-    from battery_worker.kafka.feed import publish_ticks
+    from battery_worker.kafka.tools.feed import publish_ticks
     from battery_worker.kafka.topics import prepare_topics
     from battery_worker.pricefiles import load_ticks
 
@@ -220,7 +220,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from battery_worker.kafka.inspect import latest_status
+    from battery_worker.kafka.tools.inspect import latest_status
 
     settings = _settings(args)
     statuses = _run_once(latest_status(settings))
@@ -234,7 +234,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     from datetime import UTC, datetime
 
-    from battery_worker.kafka.overview import age_text, group_lag, last_actions
+    from battery_worker.kafka.tools.overview import age_text, group_lag, last_actions
 
     async def overview() -> tuple[dict[str, Any], dict[int, Any]]:
         actions = await last_actions(settings, args.actions_tail)
@@ -278,7 +278,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_history_export(args: argparse.Namespace) -> int:
     import json
 
-    from battery_worker.kafka.inspect import site_history
+    from battery_worker.kafka.tools.inspect import site_history
     from battery_worker.seed_api import write_json_atomically
 
     settings = _settings(args)
@@ -334,7 +334,7 @@ def _number(*, positive: bool = False) -> Callable[[str], float]:
 
 
 def _site_id(text: str) -> str:
-    from battery_worker.processing import MAX_SITE_ID_BYTES
+    from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES
 
     size = len(text.encode("utf-8"))
     if not text.strip():
@@ -458,7 +458,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--out", required=True, type=Path)
     export.set_defaults(func=cmd_history_export)
 
-    for module in ("battery_worker.cli_backtest", "battery_worker.cli_replay"):
+    for module in ("battery_worker.cli.backtest", "battery_worker.cli.replay"):
         try:
             extension = __import__(module, fromlist=["add_parser"])
         except ImportError:
@@ -483,7 +483,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        from battery_worker.logs import setup_logging
+        from battery_worker.ops.logs import setup_logging
 
         setup_logging(args.log_level, args.log_format)
         code: int = args.func(args)

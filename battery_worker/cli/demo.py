@@ -26,7 +26,7 @@ from rich.table import Table
 
 from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
-from battery_worker.kafka.feed import publish_ticks
+from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pricefiles import load_ticks

@@ -16,10 +16,10 @@ from typing import Any
 
 import orjson
 
-from battery_worker.backtest import BacktestRun, BacktestSummary, backtest, optimum_for
-from battery_worker.backtest_report import month_table, summary_table, write_png
+from battery_worker.backtest.engine import BacktestRun, BacktestSummary, backtest, optimum_for
+from battery_worker.backtest.report import month_table, summary_table, write_png
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli import NUMBER
+from battery_worker.cli.main import NUMBER
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
@@ -67,7 +67,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """``KEY=VALUE`` pairs into params per policy (``""`` for unqualified keys); values as for ``run``."""
-    from battery_worker.cli import policy_value
+    from battery_worker.cli.main import policy_value
 
     params: dict[str, dict[str, Any]] = {}
     for pair in pairs:
@@ -152,7 +152,7 @@ class _progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Stand-alone entry point (``python -m battery_worker.cli_backtest``); errors are one line."""
+    """Stand-alone entry point (``python -m battery_worker.cli.backtest``); errors are one line."""
     parser = argparse.ArgumentParser(prog="battery-worker")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["backtest", *(sys.argv[1:] if argv is None else argv)])

@@ -17,7 +17,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 
 from battery_worker.kafka.latency import Histogram
-from battery_worker.processing import Handled, InputRecord
+from battery_worker.pipeline.processing import Handled, InputRecord
 
 if TYPE_CHECKING:
     from aiokafka import TopicPartition

@@ -9,9 +9,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from battery_worker.cli import ISO_TIME, NON_NEGATIVE_INT, SITE_ID
+from battery_worker.cli.main import ISO_TIME, NON_NEGATIVE_INT, SITE_ID
 from battery_worker.errors import InvalidConfig
-from battery_worker.kafka.replay import ReplayOptions, replay
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -38,7 +38,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from battery_worker.cli import _run_once, _settings
+    from battery_worker.cli.main import _run_once, _settings
 
     settings = _settings(args)
     if args.out is not None and args.out.is_dir():

@@ -11,9 +11,10 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
   rebalance). Nothing is emitted: its events were acknowledged before that state was written.
 * ``rejected``: not a valid tick; the original bytes go to the dead-letter topic with the reason. Besides a
   malformed message, two valid-looking ticks are rejected so that one bad record cannot spoil a site: a tick
-  on another partition than its site's home partition (:mod:`battery_worker.partitioning`), and a tick
-  stamped more than ``max_tick_ahead_s`` after its record's Kafka timestamp (applied, it would make every
-  later real tick of the site stale). Both rules read only the record, so the audit replay decides alike.
+  on another partition than its site's home partition (:mod:`battery_worker.pipeline.partitioning`),
+  and a tick stamped more than ``max_tick_ahead_s`` after its record's Kafka timestamp (applied, it would
+  make every later real tick of the site stale). Both rules read only the record, so the audit replay
+  decides alike.
 """
 
 from __future__ import annotations
@@ -28,9 +29,10 @@ from pydantic import ValidationError
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
-from battery_worker.event_payloads import action_payload, history_payload, state_payload, status_payload
 from battery_worker.events import BatteryStateRecord, SourceRef, event_id
-from battery_worker.partitioning import home_partition
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.payloads import action_payload, history_payload, state_payload, status_payload
+from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
 
@@ -44,17 +46,6 @@ message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
 NO_TIMESTAMP = -1
 """Kafka's "no timestamp" (records of the pre-0.10 format); such a record's tick time is not bounded."""
-DEFAULT_MAX_TICK_AHEAD_S = 3600.0
-
-
-@dataclass(frozen=True, slots=True)
-class TopicNames:
-    prices: str = "prices"
-    actions: str = "battery.actions"
-    status: str = "battery.status"
-    state: str = "battery.state"
-    history: str = "battery.history"
-    dlq: str = "prices.dlq"
 
 
 @dataclass(frozen=True, slots=True)

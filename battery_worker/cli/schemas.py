@@ -1,7 +1,7 @@
 """Generate or check ``schemas/``: one JSON Schema per event model.
 
-``python -m battery_worker.schemas`` writes them; ``--check`` exits 1 when a checked-in schema differs from
-the models (the test suite runs the same comparison).
+``python -m battery_worker.cli.schemas`` writes them; ``--check`` exits 1 when a checked-in schema
+differs from the models (the test suite runs the same comparison).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import orjson
 
 from battery_worker.events import EVENT_MODELS
 
-DEFAULT_DIR = Path(__file__).resolve().parent.parent / "schemas"
+DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
 
 
 def render() -> dict[str, bytes]:
@@ -41,7 +41,7 @@ def _read(path: Path) -> bytes | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m battery_worker.schemas", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m battery_worker.cli.schemas", description=__doc__)
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when out of sync")
     args = parser.parse_args(argv)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from battery_worker.backtest import BacktestRun, BacktestSummary
+from battery_worker.backtest.engine import BacktestRun, BacktestSummary
+from battery_worker.backtest.optimum import Optimum
 from battery_worker.battery import BatteryConfig
 from battery_worker.errors import InvalidConfig
-from battery_worker.optimum import Optimum
 
 
 def _ratio(value: float | None) -> str:

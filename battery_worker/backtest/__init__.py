@@ -1,0 +1,1 @@
+"""Offline evaluation: a policy run over a price file, the perfect-foresight optimum, and the report."""
