@@ -90,7 +90,7 @@ def broker_env(
 
 def cli_run(env: dict[str, str], *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli.main", *args],
+        [sys.executable, "-m", "battery_worker.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -107,7 +107,7 @@ async def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def spawn(env: dict[str, str], log: Path, *args: str) -> subprocess.Popen[bytes]:
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli.main", *args],
+            [sys.executable, "-m", "battery_worker.cli", *args],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=stderr,

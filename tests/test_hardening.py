@@ -397,7 +397,7 @@ def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
     """The handlers are installed before pydantic and aiokafka load (about 0.05 s after exec)."""
     for delay in (0.2, 0.3):
         process = subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli.main", "run", "--bootstrap-servers", NOBODY],
+            [sys.executable, "-m", "battery_worker.cli", "run", "--bootstrap-servers", NOBODY],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

@@ -120,7 +120,7 @@ def test_a_sasl_password_from_the_environment_never_reaches_the_logs(tmp_path: P
             [
                 sys.executable,
                 "-m",
-                "battery_worker.cli.main",
+                "battery_worker.cli",
                 "--log-level",
                 "DEBUG",
                 "--log-format",

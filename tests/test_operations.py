@@ -225,7 +225,7 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "battery_worker.cli.main",
+        "battery_worker.cli",
         "status",
         env=settings_env(settings),
         stdout=asyncio.subprocess.PIPE,

@@ -67,7 +67,7 @@ def start_worker_process(
     """``battery-worker [global_args] run [args]`` with ``settings`` in its environment, stderr to ``log``."""
     with log.open("ab") as stderr:
         return subprocess.Popen(
-            [sys.executable, "-m", "battery_worker.cli.main", *global_args, "run", *args],
+            [sys.executable, "-m", "battery_worker.cli", *global_args, "run", *args],
             env=settings_env(settings),
             stdout=subprocess.DEVNULL,
             stderr=stderr,
@@ -159,7 +159,7 @@ def cli(
     *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "battery_worker.cli.main", *args],
+        [sys.executable, "-m", "battery_worker.cli", *args],
         capture_output=True,
         text=True,
         timeout=timeout,
