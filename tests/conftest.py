@@ -31,7 +31,6 @@ from __future__ import annotations
 import gc
 import os
 import re
-import socket
 import uuid
 import warnings
 from collections.abc import Callable, Iterator
@@ -43,6 +42,7 @@ import pytest
 
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.embedded import EmbeddedBroker
+from battery_worker.kafka.launcher import free_port
 
 KAFKA_IMAGE = "apache/kafka:4.1.2"
 BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"
@@ -160,13 +160,6 @@ def _docker_available() -> bool:
             gc.collect()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="session")
 def broker_kind(pytestconfig: pytest.Config) -> BrokerKind:
     """Which broker the session runs on: "external", "apache", "docker" or "embedded" (Tansu).
@@ -196,7 +189,7 @@ def session_broker(
         from testcontainers.core.container import DockerContainer
         from testcontainers.core.wait_strategies import LogMessageWaitStrategy
 
-        port = _free_port()
+        port = free_port()
         container = (
             DockerContainer(KAFKA_IMAGE)
             .with_bind_ports(port, port)

@@ -70,15 +70,6 @@ async def paced_feed(settings: Settings, items: Sequence[tuple[str, PriceTick]],
         await producer.stop()
 
 
-async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if await predicate():
-            return
-        await asyncio.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
-
-
 def all_applied(settings: Settings, streams: dict[str, list[PriceTick]]) -> Callable[[], Awaitable[bool]]:
     async def check() -> bool:
         statuses = await latest_status(settings)

@@ -47,6 +47,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker, Listener
 from battery_worker.kafka.clients import make_reader
+from battery_worker.kafka.launcher import free_port
 from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.pricefiles import load_ticks
@@ -120,13 +121,6 @@ def the_error_line(stderr: str) -> str:
     lines = [line for line in stderr.splitlines() if line.startswith(ERROR)]
     assert len(lines) == 1, stderr[-3000:]
     return lines[0]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def http_get(port: int, path: str) -> tuple[int, str] | None:

@@ -36,8 +36,8 @@ from tests.faultkit import (
     site_streams,
     stop,
     verify_against_uninterrupted,
-    wait_until,
 )
+from tests.waiting import wait_until_async
 from tests.workerkit import feed, make_settings, reference, send_raw, start_worker_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
@@ -70,7 +70,7 @@ async def test_kill_9_at_20_random_points_gives_the_uninterrupted_results(
             kills += 1
         await feeder
         final = start_worker_process(settings, log)
-        await wait_until(all_applied(settings, streams), 180, "the last worker to apply every tick")
+        await wait_until_async(all_applied(settings, streams), 180, "the last worker to apply every tick")
         assert stop(final, signal.SIGTERM) == 0, log_tail(log)
     finally:
         feeder.cancel()
@@ -112,7 +112,9 @@ async def test_three_workers_joining_leaving_and_dying_give_the_single_worker_re
         await asyncio.sleep(3)
         assert stop(third, signal.SIGKILL) == -signal.SIGKILL
         await feeder
-        await wait_until(all_applied(settings, streams), 180, "the remaining worker to apply every tick")
+        await wait_until_async(
+            all_applied(settings, streams), 180, "the remaining worker to apply every tick"
+        )
         assert stop(first, signal.SIGTERM) == 0, log_tail(log)
     finally:
         feeder.cancel()
@@ -148,7 +150,9 @@ async def test_a_broker_stalled_for_30_s_is_survived_without_a_restart(
             os.kill(broker.pid, signal.SIGCONT)
             assert worker.poll() is None, "the worker must survive the stall"
             await feeder
-            await wait_until(all_applied(settings, streams), 180, "the worker to catch up after the stall")
+            await wait_until_async(
+                all_applied(settings, streams), 180, "the worker to catch up after the stall"
+            )
             assert worker.poll() is None, "and it was never restarted"
             assert stop(worker, signal.SIGTERM) == 0, log_tail(log)
         finally:
@@ -271,7 +275,7 @@ async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_a
         first = start_worker_process(settings, log)
         second = None
         try:
-            await wait_until(_log_says(log, "assigned"), 60, "the worker to be assigned")
+            await wait_until_async(_log_says(log, "assigned"), 60, "the worker to be assigned")
             await asyncio.sleep(1)  # mid-backlog
             assert broker.pid is not None
             os.kill(broker.pid, signal.SIGSTOP)
@@ -288,7 +292,7 @@ async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_a
             assert took < budget_s + 3, log_tail(log)
             assert not await all_applied(settings, streams)(), "frozen after the backlog was done"
             second = start_worker_process(settings, log)
-            await wait_until(all_applied(settings, streams), 180, "a new worker to finish the stream")
+            await wait_until_async(all_applied(settings, streams), 180, "a new worker to finish the stream")
             assert stop(second, signal.SIGTERM) == 0, log_tail(log)
         finally:
             for process in (first, second):

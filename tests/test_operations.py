@@ -7,7 +7,6 @@ import json
 import signal
 import socket
 import sys
-import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -18,10 +17,12 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from battery_worker.kafka.launcher import free_port
 from battery_worker.kafka.worker import Worker
 from battery_worker.ops.server import OpsServer
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
+from tests.waiting import wait_until
 from tests.workerkit import (
     cli,
     ercot_week,
@@ -32,13 +33,6 @@ from tests.workerkit import (
     settings_env,
     start_worker_process,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def get(port: int, path: str) -> tuple[int, bytes]:
@@ -58,14 +52,6 @@ def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     return found
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
-
-
 async def _feed_all(settings: Settings, ticks: list[PriceTick]) -> None:
     await feed(settings, ticks, "alpha")
     await feed(settings, ticks[:2], "alpha")  # two duplicates: stale
@@ -82,7 +68,7 @@ def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
     asyncio.run(_feed_all(settings, ticks))
     expected, final = reference(settings, ticks)
 
-    port = _free_port()
+    port = free_port()
     stderr = tmp_path / "worker.log"
     worker = start_worker_process(
         settings, stderr, "--metrics-port", str(port), global_args=("--log-format", "json")

@@ -4,23 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 from collections.abc import Callable
 
 import pytest
 
 from battery_worker.kafka.embedded import EmbeddedBroker
+from battery_worker.kafka.launcher import free_port
 from battery_worker.kafka.worker import Worker
 from tests.workerkit import ercot_week, feed, make_settings
 
 pytestmark = pytest.mark.broker
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 async def test_worker_waits_for_a_broker_that_starts_late(

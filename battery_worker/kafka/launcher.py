@@ -1,0 +1,175 @@
+"""What the two local broker launchers share: a free port, waiting until the broker answers, stopping it.
+
+``embedded.py`` (Tansu) and ``apache_kafka.py`` (Apache Kafka) both spawn a broker as a child process on
+loopback ports, wait until it accepts connections and then answers a Kafka Metadata request, and stop it
+with SIGTERM, then SIGKILL. Only the standard library and aiokafka are used, as in the launchers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiokafka import AIOKafkaClient
+from aiokafka.errors import KafkaError
+
+__all__ = ["LOOPBACK", "Readiness", "free_port", "log_tail", "port_accepts", "stop_process"]
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+#: Pause between two Metadata probes.
+_PROBE_RETRY_S = 0.1
+
+
+def free_port(host: str = LOOPBACK) -> int:
+    """Ask the kernel for a free TCP port on ``host``.
+
+    There is a small race (another process may take it before the caller binds it); the launchers retry
+    with new ports when their broker exits early, which covers it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def port_accepts(host: str, port: int) -> bool:
+    """True once something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+async def port_accepts_async(host: str, port: int) -> bool:
+    """Non-blocking twin of :func:`port_accepts`, for use on a running event loop."""
+    try:
+        _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 0.5)
+    except (OSError, TimeoutError):
+        return False
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+    return True
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """How to wait for one spawned broker: where it listens, how to tell it died, how to word a failure.
+
+    ``check_alive`` raises the launcher's own error when the process is gone; ``startup_error`` makes that
+    error (with the broker's log tail) from a reason. Every failure raised here is one of those, so callers
+    catch only their own error type.
+    """
+
+    host: str
+    port: int
+    error_type: type[Exception]
+    check_alive: Callable[[], None]
+    startup_error: Callable[[str], Exception]
+    client_id: str
+    poll_s: float
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def wait_listening(self, deadline: float, what: str = "port") -> None:
+        """Block until the port accepts connections, before any aiokafka probe: aiokafka logs an ERROR
+        for every refused connection."""
+        while not port_accepts(self.host, self.port):
+            self.check_alive()
+            if time.monotonic() >= deadline:
+                raise self.startup_error(f"{what} never accepted connections")
+            time.sleep(self.poll_s)
+
+    async def wait_listening_async(self, deadline: float, what: str = "port") -> None:
+        """:meth:`wait_listening` on the caller's event loop, without blocking it."""
+        while not await port_accepts_async(self.host, self.port):
+            self.check_alive()
+            if time.monotonic() >= deadline:
+                raise self.startup_error(f"{what} never accepted connections")
+            await asyncio.sleep(self.poll_s)
+
+    def probe_in_thread(self, deadline: float, thread_name: str) -> None:
+        """Run :meth:`probe` on a private loop in a thread, so it works inside a running loop too."""
+        errors: list[BaseException] = []
+
+        def runner() -> None:
+            try:
+                asyncio.run(self.probe(deadline))
+            except BaseException as exc:
+                errors.append(exc)
+
+        thread = threading.Thread(target=runner, name=thread_name, daemon=True)
+        thread.start()
+        thread.join(max(0.0, deadline - time.monotonic()) + 5.0)
+        if thread.is_alive():
+            raise self.startup_error("readiness probe hung")
+        if errors:
+            error = errors[0]
+            if isinstance(error, self.error_type):
+                raise error
+            raise self.startup_error(f"readiness probe failed: {error!r}") from error
+
+    async def probe(self, deadline: float) -> None:
+        """Retry a Metadata request through aiokafka until it lists a broker or time runs out."""
+        last: BaseException | None = None
+        while True:
+            self.check_alive()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise self.startup_error(f"Kafka API did not answer: {last!r}")
+            client = AIOKafkaClient(
+                bootstrap_servers=self.bootstrap_servers,
+                request_timeout_ms=max(500, int(min(remaining, 5.0) * 1000)),
+                client_id=self.client_id,
+            )
+            try:
+                await client.bootstrap()
+                if client.cluster.brokers():
+                    return
+                last = self.error_type("metadata listed no broker")
+            except (TimeoutError, KafkaError, OSError) as exc:
+                last = exc
+            finally:
+                await client.close()
+            await asyncio.sleep(_PROBE_RETRY_S)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:
+    """SIGTERM, then SIGKILL if ``proc`` has not exited after ``timeout_s``; nothing if it already exited."""
+    if proc.poll() is not None:
+        return
+    # A SIGSTOPped broker (fault tests) would ignore SIGTERM until continued.
+    if hasattr(signal, "SIGCONT"):  # POSIX only
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGCONT)
+    proc.terminate()
+    try:
+        proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        log.warning("%s pid=%s ignored SIGTERM for %.0f s; sending SIGKILL", name, proc.pid, timeout_s)
+        proc.kill()
+        proc.wait(timeout_s)
+
+
+def log_tail(path: Path | None, max_chars: int) -> str:
+    """The last ``max_chars`` of a broker's log on one line (``|`` between lines), for error messages."""
+    if path is None:
+        return ""
+    with contextlib.suppress(OSError):
+        data = path.read_bytes()[-max_chars:]
+        return data.decode("utf-8", "replace").strip().replace("\n", " | ")
+    return ""
