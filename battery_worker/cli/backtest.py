@@ -19,7 +19,7 @@ import orjson
 from battery_worker.backtest.engine import BacktestRun, BacktestSummary, backtest, optimum_for
 from battery_worker.backtest.report import month_table, summary_table, write_png
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli.main import NUMBER
+from battery_worker.cli.common import NUMBER, policy_value, refuse_directory
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
@@ -67,8 +67,6 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     """``KEY=VALUE`` pairs into params per policy (``""`` for unqualified keys); values as for ``run``."""
-    from battery_worker.cli.main import policy_value
-
     params: dict[str, dict[str, Any]] = {}
     for pair in pairs:
         key, sep, text = pair.partition("=")
@@ -80,9 +78,8 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def run(args: argparse.Namespace) -> int:
-    for flag, path in (("--png", None if args.no_png else args.png), ("--summary", args.summary)):
-        if path is not None and path.is_dir():
-            raise InvalidConfig(flag, str(path), "is a directory; give a file name")
+    refuse_directory("--png", None if args.no_png else args.png)
+    refuse_directory("--summary", args.summary)
     names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
     params = parse_params(args.policy_param)
     for owner in params:

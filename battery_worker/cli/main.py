@@ -13,87 +13,32 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
 import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
+from battery_worker.cli.common import (
+    NUMBER,
+    PORT,
+    POSITIVE_INT,
+    POSITIVE_NUMBER,
+    SITE_ID,
+    STOP_SIGNALS,
+    TOPIC,
+    StoppedBySignal,
+    add_connection,
+    command_settings,
+    refuse_directory,
+    run_once,
+)
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
 
-if TYPE_CHECKING:
-    from battery_worker.settings import Settings
-
 log = logging.getLogger("battery_worker")
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-T = TypeVar("T")
-
-
-def _settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
-    """Settings with this command's flags applied on top of the file and the environment.
-
-    ``--policy-param`` without ``--policy`` changes the configured policy's parameters (the flags win
-    over the file's, key by key); with ``--policy NAME`` of another policy, only the flags' parameters.
-    """
-    from battery_worker.settings import PolicySettings, load_settings
-
-    overrides: dict[str, Any] = dict(extra or {})
-    if getattr(args, "bootstrap_servers", None) is not None:
-        overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
-    if getattr(args, "group_id", None) is not None:
-        overrides.setdefault("worker", {})["group_id"] = args.group_id
-    if getattr(args, "metrics_port", None) is not None:
-        overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
-    if getattr(args, "metrics_host", None) is not None:
-        overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
-    config = getattr(args, "config", None)
-    settings = load_settings(config, overrides)
-    name, pairs = getattr(args, "policy", None), getattr(args, "policy_param", None) or []
-    if not (name or pairs):
-        return settings
-    configured = settings.policy
-    params = {**configured.params} if name in (None, configured.name) else {}
-    params.update(policy_params(pairs))
-    # Not through load_settings: it deep-merges the file's parameters into these, of another policy too.
-    chosen = settings.model_copy(
-        update={"policy": PolicySettings(name=name or configured.name, params=params)}
-    )
-    chosen.site_directory()  # builds the policy: unknown or bad parameters are one InvalidConfig
-    return chosen
-
-
-def policy_params(pairs: list[str]) -> dict[str, Any]:
-    """``KEY=VALUE`` flags into policy parameters: numbers as numbers, ``true``/``false`` as booleans.
-
-    Non-finite numbers are refused here; names and types are checked by the policy itself.
-    """
-    params: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, text = pair.partition("=")
-        params[_param_name(pair, key, sep)] = policy_value(pair, text)
-    return params
-
-
-def _param_name(pair: str, key: str, sep: str) -> str:
-    if not sep or not key.strip():
-        raise InvalidConfig("--policy-param", pair, "expected KEY=VALUE, e.g. charge_below=25")
-    return key.strip()
-
-
-def policy_value(pair: str, text: str) -> Any:
-    """One parameter value: a finite number, a boolean, or else the text (the policy decides)."""
-    stripped = text.strip()
-    if stripped.lower() in ("true", "false"):
-        return stripped.lower() == "true"
-    try:
-        number = float(stripped)
-    except ValueError:
-        return stripped
-    if not math.isfinite(number):
-        raise InvalidConfig("--policy-param", pair, "must be a finite number")
-    return int(number) if stripped.lstrip("+-").isdigit() else number
+# The name tests/test_hardening.py imports; the commands use common.command_settings.
+_settings = command_settings
 
 
 def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], None]) -> int:
@@ -127,7 +72,7 @@ def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], N
 def cmd_run(args: argparse.Namespace) -> int:
     from battery_worker.kafka.worker import Worker
 
-    settings = _settings(args)
+    settings = command_settings(args)
     port = settings.worker.metrics_port
     activity = None
     if port is not None:
@@ -152,28 +97,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(main, worker.stop)
 
 
-def _run_once(main: Coroutine[Any, Any, T]) -> T:
-    """A one-shot command's coroutine; SIGTERM, SIGINT or SIGHUP cancels it (its clients close in their
-    ``finally``) and the command exits 0."""
-    import asyncio
-
-    async def runner() -> T:
-        loop = asyncio.get_running_loop()
-        task = asyncio.ensure_future(main)
-        for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, task.cancel)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            raise _StoppedBySignal from None
-
-    return asyncio.run(runner())
-
-
-class _StoppedBySignal(Exception):
-    """A one-shot command was stopped by a signal: a clean stop, exit 0."""
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from battery_worker.cli.demo import run_demo
 
@@ -186,7 +109,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     from battery_worker.kafka.topics import prepare_topics
     from battery_worker.pricefiles import load_ticks
 
-    settings = _settings(args)
+    settings = command_settings(args)
     ticks = load_ticks(
         args.file,
         timestamp_column=args.timestamp_column,
@@ -213,7 +136,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         print(f"published {sent} ticks from {args.file} to {args.topic or settings.topics.prices}")
         return 0
 
-    return _run_once(main())
+    return run_once(main())
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -222,8 +145,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     from battery_worker.kafka.tools.inspect import latest_status
 
-    settings = _settings(args)
-    statuses = _run_once(latest_status(settings))
+    settings = command_settings(args)
+    statuses = run_once(latest_status(settings))
     if args.json:
         import orjson
 
@@ -241,7 +164,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         lags = await group_lag(settings, settings.worker.group_id)
         return actions, {lag.partition: lag for lag in lags}
 
-    actions, lags = _run_once(overview())
+    actions, lags = run_once(overview())
     now = datetime.now(UTC)
     table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
@@ -281,12 +204,11 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     from battery_worker.kafka.tools.inspect import site_history
     from battery_worker.seed_api import write_json_atomically
 
-    settings = _settings(args)
-    if args.out.is_dir():
-        raise InvalidConfig("--out", str(args.out), "is a directory; give a file name")
+    settings = command_settings(args)
+    refuse_directory("--out", args.out)
     if not args.out.absolute().parent.is_dir():
         raise InvalidConfig("--out", str(args.out), "its folder does not exist")
-    records = _run_once(site_history(settings, args.site))
+    records = run_once(site_history(settings, args.site))
     entries = [record.model_dump(mode="json") for record in records]
     write_json_atomically(Path(args.out), json.dumps(entries, indent=2))
     print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
@@ -301,88 +223,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-
-
-def _whole(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
-        return value
-
-    parse.__name__ = f"whole number >= {minimum}"
-    return parse
-
-
-def _number(*, positive: bool = False) -> Callable[[str], float]:
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
-        if positive and value <= 0:
-            raise argparse.ArgumentTypeError(f"{text} must be above 0")
-        return value
-
-    parse.__name__ = "positive number" if positive else "number"
-    return parse
-
-
-def _site_id(text: str) -> str:
-    from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES
-
-    size = len(text.encode("utf-8"))
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a site id is not empty")
-    if size > MAX_SITE_ID_BYTES:
-        raise argparse.ArgumentTypeError(f"a site id has at most {MAX_SITE_ID_BYTES} bytes, not {size}")
-    return text
-
-
-def _iso_time(text: str) -> Any:
-    from datetime import datetime
-
-    from battery_worker.battery import as_utc
-
-    try:
-        return as_utc(datetime.fromisoformat(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2023-08-01T12:00") from None
-
-
-POSITIVE_INT = _whole(1)
-NON_NEGATIVE_INT = _whole(0)
-PORT = _whole(0)
-POSITIVE_NUMBER = _number(positive=True)
-NUMBER = _number()
-SITE_ID = _site_id
-
-
-def TOPIC(text: str) -> str:
-    from battery_worker.settings import topic_name_problem
-
-    problem = topic_name_problem(text)
-    if problem is not None:
-        raise argparse.ArgumentTypeError(problem)
-    return text
-
-
-ISO_TIME = _iso_time
-
-
-def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--bootstrap-servers",
-        metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, then the config, then "
-        "localhost:9092)",
-    )
-    parser.add_argument("--config", type=Path, help="TOML settings file (see README: Configuration)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -401,7 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="run the worker: prices in, actions and status out")
-    _connection(run)
+    add_connection(run)
     run.add_argument("--group-id", help="consumer group (default battery-worker)")
     run.add_argument("--policy", help="policy name (threshold, ...)")
     run.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
@@ -418,14 +258,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="start the embedded broker, feed real ERCOT prices, show the worker's decisions"
     )
-    _connection(demo)
+    add_connection(demo)
     demo.add_argument("--follow", action="store_true", help="keep running after the sample (Ctrl+C stops)")
     demo.add_argument("--rate", type=POSITIVE_NUMBER, default=60.0, help="ticks per second fed (default 60)")
     demo.add_argument("--file", type=Path, help="price file to feed instead of the bundled sample")
     demo.set_defaults(func=cmd_demo)
 
     feed = commands.add_parser("feed", help="publish a price file (CSV or MARA JSON) to the prices topic")
-    _connection(feed)
+    add_connection(feed)
     feed.add_argument("file", type=Path)
     feed.add_argument("--site", type=SITE_ID, help="site id used as the message key (default: default)")
     feed.add_argument("--rate", type=POSITIVE_NUMBER, help="ticks per second (default: as fast as possible)")
@@ -438,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     feed.set_defaults(func=cmd_feed)
 
     status = commands.add_parser("status", help="latest battery status per site, read from the broker")
-    _connection(status)
+    add_connection(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
     status.add_argument("--group-id", help="consumer group whose lag is shown (default battery-worker)")
     status.add_argument(
@@ -453,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
     history = commands.add_parser("history", help="a site's operation history")
     history_commands = history.add_subparsers(dest="history_command", required=True, metavar="COMMAND")
     export = history_commands.add_parser("export", help="write a site's history as JSON (save_history)")
-    _connection(export)
+    add_connection(export)
     export.add_argument("--site", required=True, type=SITE_ID)
     export.add_argument("--out", required=True, type=Path)
     export.set_defaults(func=cmd_history_export)
@@ -491,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, str(error))
     except BatteryWorkerError as error:
         return _fail(1, str(error))
-    except _StoppedBySignal:
+    except StoppedBySignal:
         return 0
     except KeyboardInterrupt:
         return 130

@@ -9,8 +9,14 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TextColumn
 
-from battery_worker.cli.main import ISO_TIME, NON_NEGATIVE_INT, SITE_ID
-from battery_worker.errors import InvalidConfig
+from battery_worker.cli.common import (
+    ISO_TIME,
+    NON_NEGATIVE_INT,
+    SITE_ID,
+    command_settings,
+    refuse_directory,
+    run_once,
+)
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 
 
@@ -38,11 +44,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from battery_worker.cli.main import _run_once, _settings
-
-    settings = _settings(args)
-    if args.out is not None and args.out.is_dir():
-        raise InvalidConfig("--out", str(args.out), "is a directory; give a file name")
+    settings = command_settings(args)
+    refuse_directory("--out", args.out)
     options = ReplayOptions(
         site=args.site,
         from_offset=args.from_offset,
@@ -60,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         def advance(done: int) -> None:
             bar.update(task, description=f"replayed {done:,} records")
 
-        result = _run_once(replay(settings, options, advance))
+        result = run_once(replay(settings, options, advance))
     report, out = result.report, Console()
     totals = report.totals()
     out.print(

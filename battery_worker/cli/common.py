@@ -1,0 +1,200 @@
+"""What the commands share: settings from flags, argument types, running a one-shot command, checks.
+
+Only the standard library is imported at module level (as in :mod:`battery_worker.cli.main`): pydantic,
+aiokafka and the settings are imported by the functions that need them, after the signal handlers are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from battery_worker.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from battery_worker.settings import Settings
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+T = TypeVar("T")
+
+
+def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
+    """Settings with this command's flags applied on top of the file and the environment.
+
+    ``--policy-param`` without ``--policy`` changes the configured policy's parameters (the flags win
+    over the file's, key by key); with ``--policy NAME`` of another policy, only the flags' parameters.
+    """
+    from battery_worker.settings import PolicySettings, load_settings
+
+    overrides: dict[str, Any] = dict(extra or {})
+    if getattr(args, "bootstrap_servers", None) is not None:
+        overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
+    if getattr(args, "group_id", None) is not None:
+        overrides.setdefault("worker", {})["group_id"] = args.group_id
+    if getattr(args, "metrics_port", None) is not None:
+        overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
+    if getattr(args, "metrics_host", None) is not None:
+        overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
+    config = getattr(args, "config", None)
+    settings = load_settings(config, overrides)
+    name, pairs = getattr(args, "policy", None), getattr(args, "policy_param", None) or []
+    if not (name or pairs):
+        return settings
+    configured = settings.policy
+    params = {**configured.params} if name in (None, configured.name) else {}
+    params.update(policy_params(pairs))
+    # Not through load_settings: it deep-merges the file's parameters into these, of another policy too.
+    chosen = settings.model_copy(
+        update={"policy": PolicySettings(name=name or configured.name, params=params)}
+    )
+    chosen.site_directory()  # builds the policy: unknown or bad parameters are one InvalidConfig
+    return chosen
+
+
+def policy_params(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` flags into policy parameters: numbers as numbers, ``true``/``false`` as booleans.
+
+    Non-finite numbers are refused here; names and types are checked by the policy itself.
+    """
+    params: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        params[_param_name(pair, key, sep)] = policy_value(pair, text)
+    return params
+
+
+def _param_name(pair: str, key: str, sep: str) -> str:
+    if not sep or not key.strip():
+        raise InvalidConfig("--policy-param", pair, "expected KEY=VALUE, e.g. charge_below=25")
+    return key.strip()
+
+
+def policy_value(pair: str, text: str) -> Any:
+    """One parameter value: a finite number, a boolean, or else the text (the policy decides)."""
+    stripped = text.strip()
+    if stripped.lower() in ("true", "false"):
+        return stripped.lower() == "true"
+    try:
+        number = float(stripped)
+    except ValueError:
+        return stripped
+    if not math.isfinite(number):
+        raise InvalidConfig("--policy-param", pair, "must be a finite number")
+    return int(number) if stripped.lstrip("+-").isdigit() else number
+
+
+def run_once(main: Coroutine[Any, Any, T]) -> T:
+    """A one-shot command's coroutine; SIGTERM, SIGINT or SIGHUP cancels it (its clients close in their
+    ``finally``) and the command exits 0."""
+    import asyncio
+
+    async def runner() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.ensure_future(main)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, task.cancel)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            raise StoppedBySignal from None
+
+    return asyncio.run(runner())
+
+
+class StoppedBySignal(Exception):
+    """A one-shot command was stopped by a signal: a clean stop, exit 0."""
+
+
+def refuse_directory(flag: str, path: Path | None) -> None:
+    """An output file flag given a directory is a bad flag (exit 2), said before any work is done."""
+    if path is not None and path.is_dir():
+        raise InvalidConfig(flag, str(path), "is a directory; give a file name")
+
+
+# --- argument types ----------------------------------------------------------------------------------------
+
+
+def _whole(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is below {minimum}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+def _number(*, positive: bool = False) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if positive and value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} must be above 0")
+        return value
+
+    parse.__name__ = "positive number" if positive else "number"
+    return parse
+
+
+def _site_id(text: str) -> str:
+    from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES
+
+    size = len(text.encode("utf-8"))
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a site id is not empty")
+    if size > MAX_SITE_ID_BYTES:
+        raise argparse.ArgumentTypeError(f"a site id has at most {MAX_SITE_ID_BYTES} bytes, not {size}")
+    return text
+
+
+def _iso_time(text: str) -> Any:
+    from datetime import datetime
+
+    from battery_worker.battery import as_utc
+
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2023-08-01T12:00") from None
+
+
+POSITIVE_INT = _whole(1)
+NON_NEGATIVE_INT = _whole(0)
+PORT = _whole(0)
+POSITIVE_NUMBER = _number(positive=True)
+NUMBER = _number()
+SITE_ID = _site_id
+
+
+def TOPIC(text: str) -> str:
+    from battery_worker.settings import topic_name_problem
+
+    problem = topic_name_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
+ISO_TIME = _iso_time
+
+
+def add_connection(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--bootstrap-servers",
+        metavar="HOST:PORT",
+        help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, then the config, then "
+        "localhost:9092)",
+    )
+    parser.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")
