@@ -32,21 +32,3 @@ def test_mypy_strict_is_clean() -> None:
         [tool("mypy"), "battery_worker"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout[-4000:]
-
-
-def test_the_domain_imports_nothing_from_kafka_or_asyncio() -> None:
-    pure = [
-        "battery.py",
-        "dispatch.py",
-        "ticks.py",
-        "events.py",
-        "event_payloads.py",
-        "seed_api.py",
-        "processing.py",
-    ]
-    files = [ROOT / "battery_worker" / name for name in pure]
-    files += sorted((ROOT / "battery_worker" / "policies").glob("*.py"))
-    for path in files:
-        text = path.read_text()
-        for banned in ("aiokafka", "battery_worker.kafka", "import asyncio"):
-            assert banned not in text, f"{path.name} imports {banned}"
