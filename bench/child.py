@@ -56,7 +56,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     worker = TimedWorker(settings)
 
     async def announce_ready() -> None:
-        while not worker.stats.ready:  # noqa: ASYNC110 (a flag set by the worker, no event to wait on)
+        while not worker.assignment.restored:  # noqa: ASYNC110 (a flag set by the worker, no event to wait on)
             await asyncio.sleep(0.01)
         print("READY", flush=True)
 

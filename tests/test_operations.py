@@ -124,7 +124,8 @@ def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
         )
         assert metrics[("battery_worker_tick_age_seconds_count", ())] >= 1
         assert metrics[("battery_worker_restores_total", ())] >= 1
-        assert metrics[("battery_worker_produce_errors_total", ())] == 0
+        for kind in ("fetch", "produce", "commit", "restore"):
+            assert metrics[(f"battery_worker_{kind}_errors_total", ())] == 0
         assert ("process_resident_memory_bytes", ()) in metrics
 
         status, body = get(port, "/health")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 
 import pytest
@@ -27,14 +28,19 @@ async def _loop_until_stopped(stop: BoundedStop, ignore_stop: bool) -> int:
         stop.closing()
 
 
-async def test_an_overstaying_batch_is_abandoned_at_its_share_of_the_budget() -> None:
+async def test_an_overstaying_batch_is_abandoned_at_its_share_of_the_budget(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     stop = BoundedStop(budget_s=0.5)
     task = asyncio.create_task(_loop_until_stopped(stop, ignore_stop=True))
     await asyncio.sleep(0.05)
     asked = time.monotonic()
-    stop.request()
-    assert await asyncio.wait_for(task, 5) == 2  # returned normally: the cancellation was absorbed
+    with caplog.at_level(logging.WARNING, logger="battery_worker.kafka.shutdown"):
+        stop.request()
+        assert await asyncio.wait_for(task, 5) == 2  # returned normally: the cancellation was absorbed
     took = time.monotonic() - asked
+    abandoned = [r for r in caplog.records if "abandoning it uncommitted" in r.getMessage()]
+    assert [r.name for r in abandoned] == ["battery_worker.kafka.shutdown"]
     assert took >= 0.5 * BATCH_SHARE_OF_SHUTDOWN
     assert stop.abandoned
     assert not task.cancelled()

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-log = logging.getLogger("battery_worker.kafka.worker")
+log = logging.getLogger(__name__)
 
 BATCH_SHARE_OF_SHUTDOWN = 0.6
 """Share of ``shutdown_timeout_s`` the in-flight batch gets after a stop request; the rest is for closing."""

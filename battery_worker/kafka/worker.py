@@ -1,21 +1,28 @@
 """The consume → decide → produce loop. It moves bytes, batches, commits and asks the domain; no rules here.
 
-One batch, in this order (the order is the delivery guarantee):
+One batch, in this order (the order is the delivery guarantee; each step is marked ``# Step N`` where it
+happens):
 
-1. ``getmany`` a batch of ``prices`` records; hand each to :class:`TickProcessor` (validate, decide, apply).
-2. Send the batch's actions, status, history and dead letters; wait until all are acknowledged.
-3. Send one state record per site the batch touched (carrying the last input offset it reflects);
-   wait until acknowledged.
-4. Commit the input offsets.
+1. Fetch: ``getmany`` a batch of ``prices`` records.
+2. Process: hand each record of a partition this worker still owns to :class:`TickProcessor` (validate,
+   decide, apply), partition by partition in offset order.
+3. Send and await events: the batch's actions, status, history and dead letters, sent together and all
+   acknowledged. Then the previous batch's tail is awaited, and this batch's tail is started.
+4. State records (tail): one per site the batch touched, carrying the last input offset it reflects,
+   taken from memory when the tail starts; all acknowledged.
+5. Commit (tail): the batch's input offsets.
 
-Steps 3 and 4 (the batch's *tail*) run in a task of their own while the next batch is fetched and
-processed: they are off the tick-to-action path. Tails never overlap: the next batch's tail starts only
-after this one has finished, and a rebalance, a rewind or a stop waits for it first. The state records are
-taken from memory when the tail starts, so a later batch cannot change what this tail writes.
+The invariant: a state record is written only after the events it reflects are acknowledged, and input
+offsets are committed only after the state records of their batch are acknowledged.
 
-A crash after 2 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash after
-3 re-reads it too, but the restored state already reflects those records, so they are skipped. Either way
-no tick is applied twice to the battery and none is skipped.
+Steps 4 and 5 (the batch's *tail*) run in a task of their own while the next batch goes through steps 1
+to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its tail only after
+this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop waits for it first.
+A tail's failure is raised where it is awaited, and the worker rewinds to the stored state.
+
+A crash after step 3 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash
+after step 4 re-reads it too, but the restored state already reflects those records, so they are skipped.
+Either way no tick is applied twice to the battery and none is skipped.
 
 Partitions: on assignment the sites of those partitions are restored from the state topic before any of
 their ticks is handled; on revocation the in-flight batch finishes and commits first.
@@ -27,8 +34,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -47,6 +55,7 @@ from battery_worker.kafka.diagnose import explain, typed
 from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
+from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import load_states
 from battery_worker.kafka.topics import ensure_topics
@@ -57,23 +66,36 @@ log = logging.getLogger(__name__)
 
 _TAIL_FAILED = "storing the last batch's state failed (%s); its records will be re-read"
 
+FailureKind = Literal["fetch", "produce", "commit", "restore"]
+"""What failed: fetching input (step 1), sending events or state records (steps 3 and 4), committing
+offsets (step 5), or restoring state (on assignment or in a rewind). A retriable failure leads to a rewind."""
+
+FAILURE_KINDS: tuple[FailureKind, ...] = ("fetch", "produce", "commit", "restore")
+
 
 @dataclass(slots=True)
 class WorkerStats:
-    """Counters for the closing summary line, health and metrics."""
+    """Numbers for the closing summary line and the metrics; the loop never reads them to decide."""
 
     batches: int = 0
     rebalances: int = 0
     restores: int = 0
     sites_restored: int = 0
     last_restore_seconds: float = 0.0
-    produce_errors: int = 0
     commit_failures: int = 0
+    """Commits refused after a rebalance: logged, nothing lost, no rewind."""
     rewinds: int = 0
-    assigned: set[TopicPartition] = field(default_factory=set)
-    ready: bool = False
-    connect_failure: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
+    errors: dict[FailureKind, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
+    """Failed fetches, sends, commits and restores, counted where they failed."""
+
+
+@dataclass(slots=True)
+class Assignment:
+    """The ``prices`` partitions this worker owns, and whether their state is restored: what the loop
+    acts on (which records to handle, what to restore, when idle means done, readiness)."""
+
+    partitions: set[TopicPartition] = field(default_factory=set)
+    restored: bool = False
 
 
 class Worker:
@@ -95,6 +117,9 @@ class Worker:
             max_tick_ahead_s=settings.worker.max_tick_ahead_s,
         )
         self.stats = WorkerStats()
+        self.assignment = Assignment()
+        self.connect_failure: str | None = None
+        """Why the last connection attempt failed (for ``/health``); None once connected."""
         self.latency = BatchLatency()
         self._on_handled = on_handled
         self._stop = BoundedStop(settings.worker.shutdown_timeout_s)
@@ -176,7 +201,11 @@ class Worker:
             now = time.monotonic()
             if count:
                 idle_since = now
-            elif idle_timeout_s is not None and self.stats.assigned and now - idle_since > idle_timeout_s:
+            elif (
+                idle_timeout_s is not None
+                and self.assignment.partitions
+                and now - idle_since > idle_timeout_s
+            ):
                 break
         return handled
 
@@ -208,7 +237,7 @@ class Worker:
                     await self._wait_for_broker(error)
         self._consumer.subscribe([self.topics.prices], listener=_Rebalance(self))
         self._backoff.reset()
-        self.stats.connect_failure = None
+        self.connect_failure = None
 
     async def _wait_for_broker(self, error: KafkaError) -> None:
         """Back off after a failed connection, unless its cause is one that waiting cannot cure.
@@ -223,7 +252,7 @@ class Worker:
             raise cause
         delay = self._backoff.next_delay()
         log.warning("%s; retrying in %.1f s", cause, delay)
-        self.stats.connect_failure = str(cause)
+        self.connect_failure = str(cause)
         await self._sleep(delay)
         if self._stop.requested.is_set():
             raise _StopRequested
@@ -232,46 +261,41 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.requested.wait(), seconds)
 
-    # --- the loop ----------------------------------------------------------------------------------------
+    # --- the batch protocol: steps 1 to 3 here, the tail (steps 4 and 5) in the background ----------------
 
     async def _poll_once(self, limit: int | None) -> int:
         assert self._consumer is not None
         max_records = self.settings.worker.max_batch_records
         if limit is not None:
             max_records = max(1, min(max_records, limit))
-        batch = await self._consumer.getmany(
-            timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
-        )
+        # Step 1. fetch
+        with self._counting_failures("fetch"):
+            batch = await self._consumer.getmany(
+                timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
+            )
         if not batch:
             return 0
         started = time.monotonic()
         async with self._lock:
-            if self._needs_rewind:
+            if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
             count = await self._process(batch)
         self.latency.observe_batch(batch, started)
         return count
 
-    async def _process(self, batch: dict[TopicPartition, list[object]]) -> int:
-        assert self._consumer is not None
-        assert self._producer is not None
+    async def _process(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
+        """Steps 2 and 3 of a fetched batch, then its tail (steps 4 and 5) started in the background."""
+        # Step 2. process: each record of a partition still assigned, in offset order
         outputs: list[OutputRecord] = []
         commits: dict[TopicPartition, int] = {}
         now_ms = int(time.time() * 1000)
         debug = log_handled_debug()
         count = 0
         for tp, records in batch.items():
-            if tp not in self.stats.assigned or not records:
+            if tp not in self.assignment.partitions or not records:
                 continue
             for message in records:
-                record = InputRecord(
-                    tp.topic,
-                    tp.partition,
-                    message.offset,  # type: ignore[attr-defined]
-                    message.key,  # type: ignore[attr-defined]
-                    message.value,  # type: ignore[attr-defined]
-                    message.timestamp,  # type: ignore[attr-defined]
-                )
+                record = input_record(message)
                 handled = self.processor.handle(record, now_ms)
                 outputs.extend(handled.outputs)
                 if handled.kind != "applied" or debug:
@@ -279,23 +303,33 @@ class Worker:
                 if self._on_handled is not None:
                     self._on_handled(record, handled)
                 count += 1
-            commits[tp] = records[-1].offset + 1  # type: ignore[attr-defined]
-        await self._send_all(outputs)
+            commits[tp] = records[-1].offset + 1
+        # Step 3. send and await events (actions, status, history, dead letters)
+        with self._counting_failures("produce"):
+            await self._send_all(outputs)
+        # Tails never overlap: the previous batch's tail ends first (its failure is raised here), so offsets
+        # commit in order. This batch's tail starts in the background with the state records as they are
+        # now: a later batch cannot change what it writes.
         await self._settle_tail()
-        self._tail = asyncio.create_task(self._store_and_commit(self.processor.take_state_records(), commits))
+        states = self.processor.take_state_records()
+        self._tail = asyncio.create_task(self._store_and_commit(states, commits))
         self.stats.batches += 1
         self._backoff.reset()
         return count
 
     async def _store_and_commit(self, states: list[OutputRecord], commits: dict[TopicPartition, int]) -> None:
-        """A batch's tail: its state records acknowledged, then its input offsets committed."""
+        """A batch's tail, run while the next batch goes through steps 1 to 3."""
         assert self._consumer is not None
-        await self._send_all(states)
-        try:
-            await self._consumer.commit(commits)
-        except CommitFailedError as error:
-            self.stats.commit_failures += 1
-            log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
+        # Step 4. state records: one per site the batch touched, all acknowledged
+        with self._counting_failures("produce"):
+            await self._send_all(states)
+        # Step 5. commit the batch's input offsets, now that its state is stored
+        with self._counting_failures("commit"):
+            try:
+                await self._consumer.commit(commits)
+            except CommitFailedError as error:
+                self.stats.commit_failures += 1
+                log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
 
     async def _settle_tail(self) -> None:
         """Wait for the previous batch's tail; its error, if any, is raised here (and leads to a rewind)."""
@@ -332,9 +366,20 @@ class Worker:
         assert self._producer is not None
         await send_and_wait(self._producer, outputs)
 
+    @contextlib.contextmanager
+    def _counting_failures(self, kind: FailureKind) -> Iterator[None]:
+        """Count a Kafka or restore failure under ``kind`` where it happens; it goes on to the loop."""
+        try:
+            yield
+        except (KafkaError, BatteryWorkerError):
+            self.stats.errors[kind] += 1
+            raise
+
+    # --- failures: rewind to the stored state -----------------------------------------------------------
+
     async def _recover(self, error: Exception) -> None:
-        """A send or restore failed: back off, then rebuild memory from what is stored on the broker."""
-        self.stats.produce_errors += 1
+        """A fetch, send, commit or restore failed (counted where it failed): back off, then rebuild
+        memory from what is stored on the broker."""
         self._needs_rewind = True
         delay = self._backoff.next_delay()
         log.warning("%s: %s; rewinding to the stored state in %.1f s", type(error).__name__, error, delay)
@@ -348,26 +393,28 @@ class Worker:
                 await self._settle_tail()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
             self.processor.drop_all()
-            assigned = set(self.stats.assigned)
+            assigned = set(self.assignment.partitions)
             await self._restore(assigned)
-            for tp in assigned:
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    await self._consumer.seek_to_beginning(tp)
-                else:
-                    self._consumer.seek(tp, committed)
+            with self._counting_failures("restore"):
+                for tp in assigned:
+                    committed = await self._consumer.committed(tp)
+                    if committed is None:
+                        await self._consumer.seek_to_beginning(tp)
+                    else:
+                        self._consumer.seek(tp, committed)
             self._needs_rewind = False
-            self.stats.ready = True
+            self.assignment.restored = True
 
     async def _restore(self, partitions: set[TopicPartition]) -> None:
         assert self._reader is not None
         numbers = {tp.partition for tp in partitions if tp.topic == self.topics.prices}
         if not numbers:
             return
-        restored = await load_states(
-            self._reader, self.topics.state, numbers, timeout_s=self.settings.worker.restore_timeout_s
-        )
-        loaded = self.processor.restore(restored.records)
+        with self._counting_failures("restore"):
+            restored = await load_states(
+                self._reader, self.topics.state, numbers, timeout_s=self.settings.worker.restore_timeout_s
+            )
+            loaded = self.processor.restore(restored.records)
         self.stats.restores += 1
         self.stats.sites_restored = loaded
         self.stats.last_restore_seconds = restored.seconds
@@ -385,10 +432,10 @@ class Worker:
     @property
     def ready(self) -> bool:
         """State restored for every assigned partition and consuming (not stopping, no rewind pending)."""
-        return self.stats.ready and not self._needs_rewind and not self._stop.requested.is_set()
+        return self.assignment.restored and not self._needs_rewind and not self._stop.requested.is_set()
 
     async def lag(self) -> dict[TopicPartition, int]:
-        return await consumer_lag(self._consumer, self.stats.assigned)
+        return await consumer_lag(self._consumer, self.assignment.partitions)
 
     async def broker_reachable(self, timeout_s: float = 3.0) -> bool:
         return await broker_answers(self._producer, timeout_s)
@@ -399,9 +446,9 @@ class Worker:
         async with self._lock:
             await self._settle_tail_quietly()  # the revoked partitions' state and offsets, stored first
             self.stats.rebalances += 1
-            self.stats.ready = False
+            self.assignment.restored = False
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
-            self.stats.assigned -= set(revoked)
+            self.assignment.partitions -= set(revoked)
             if revoked:
                 partitions = sorted(tp.partition for tp in revoked)
                 extra = {"partitions": partitions}
@@ -409,13 +456,13 @@ class Worker:
 
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
-            self.stats.assigned |= set(assigned)
+            self.assignment.partitions |= set(assigned)
             try:
                 await self._restore(set(assigned))
             except (KafkaError, BatteryWorkerError) as error:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
-            self.stats.ready = not self._needs_rewind
+            self.assignment.restored = not self._needs_rewind
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
 

@@ -1,9 +1,10 @@
 """Prometheus metrics of a running worker, read when scraped: the hot path does no metric work.
 
-:class:`WorkerCollector` reads ``worker.stats`` (WorkerStats), ``worker.processor.counters`` (Counters),
-``worker.processor.sites()``, ``worker.latency`` (per-batch histograms) and the lag measured just before
-the scrape. Only the per-site power and last action need something per record: :class:`SiteActivity`
-keeps the last one per site, fed by the worker's ``on_handled`` hook when the metrics server is on.
+:class:`WorkerCollector` reads ``worker.stats`` (WorkerStats), ``worker.assignment``,
+``worker.processor.counters`` (Counters), ``worker.processor.sites()``, ``worker.latency`` (per-batch
+histograms) and the lag measured just before the scrape. Only the per-site power and last action need
+something per record: :class:`SiteActivity` keeps the last one per site, fed by the worker's
+``on_handled`` hook when the metrics server is on.
 """
 
 from __future__ import annotations
@@ -22,9 +23,17 @@ from battery_worker.pipeline.processing import Handled, InputRecord
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
 
-    from battery_worker.kafka.worker import Worker
+    from battery_worker.kafka.worker import FailureKind, Worker
 
 PREFIX = "battery_worker"
+
+_ERRORS: dict[FailureKind, str] = {
+    "fetch": "Failed fetches of input records",
+    "produce": "Failed sends of events or state records",
+    "commit": "Failed offset commits, other than refused after a rebalance",
+    "restore": "Failed state restores (on assignment or in a rewind)",
+}
+"""``battery_worker_<kind>_errors_total``: each failure counted once, where it happened."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,7 +70,7 @@ class WorkerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         worker = self._worker
-        stats = worker.stats
+        stats, assignment = worker.stats, worker.assignment
         counters = worker.processor.counters
 
         ticks = CounterMetricFamily(
@@ -108,16 +117,17 @@ class WorkerCollector(Collector):
             ("batches", "Batches committed", stats.batches),
             ("rebalances", "Partition revocations (rebalances)", stats.rebalances),
             ("restores", "State restores (assignments and rewinds)", stats.restores),
-            ("produce_errors", "Failed sends or restores that caused a rewind", stats.produce_errors),
             ("commit_failures", "Offset commits refused after a rebalance", stats.commit_failures),
             ("rewinds", "Rewinds to the stored state", stats.rewinds),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
+        for kind, help_text in _ERRORS.items():
+            yield CounterMetricFamily(f"{PREFIX}_{kind}_errors", help_text, value=stats.errors[kind])
         for name, help_text, gauge in (
             ("restore_seconds", "Duration of the last state restore", stats.last_restore_seconds),
             ("sites_restored", "Sites loaded by the last state restore", stats.sites_restored),
             ("sites", "Sites held in memory", worker.processor.site_count),
-            ("assigned_partitions", "Partitions of the prices topic assigned", len(stats.assigned)),
+            ("assigned_partitions", "Partitions of the prices topic assigned", len(assignment.partitions)),
             ("ready", "1 when state is restored for every assigned partition and consuming", worker.ready),
         ):
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=float(gauge))

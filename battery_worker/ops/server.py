@@ -94,7 +94,7 @@ class OpsServer:
             return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if route == "/health":
             reachable = await self._broker_reachable()
-            failure = self._worker.stats.connect_failure
+            failure = self._worker.connect_failure
             body = {
                 "status": "ok" if reachable else (failure or "broker unreachable"),
                 "broker_reachable": reachable,
@@ -107,7 +107,7 @@ class OpsServer:
             state: dict[str, object] = {
                 "ready": ready,
                 "stopping": worker.stopping,
-                "assigned_partitions": sorted(tp.partition for tp in worker.stats.assigned),
+                "assigned_partitions": sorted(tp.partition for tp in worker.assignment.partitions),
                 "sites": worker.processor.site_count,
             }
             return Response(200 if ready else 503, orjson.dumps(state))

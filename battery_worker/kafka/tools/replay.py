@@ -20,8 +20,9 @@ from battery_worker.audit import HISTORY, AuditReport, compare
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
-from battery_worker.pipeline.processing import Counters, InputRecord, OutputRecord, TickProcessor
+from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor
 from battery_worker.settings import Settings, topic_name_problem
 
 Progress = Callable[[int], None]
@@ -95,14 +96,7 @@ async def replay(
         ):
             for message in batch:
                 first_offsets.setdefault(message.partition, message.offset)
-                record = InputRecord(
-                    message.topic,
-                    message.partition,
-                    message.offset,
-                    message.key,
-                    message.value,
-                    message.timestamp,
-                )
+                record = input_record(message)
                 handled = processor.handle(record, message.timestamp)
                 for output in handled.outputs:
                     if output.topic in recomputed:
