@@ -5,10 +5,11 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import re
 import subprocess
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from tests.workerkit import DATA, read_published, reference, trace_of
 
 SITES = tuple(f"site-{i:02d}" for i in range(20))
 TICKS_PER_SITE = 500
+_ASSIGNED = re.compile(r"assigned \[(\d[\d, ]*)\]")
 
 
 def fault_session_ms() -> int:
@@ -79,6 +81,43 @@ def all_applied(settings: Settings, streams: dict[str, list[PriceTick]]) -> Call
         )
 
     return check
+
+
+def assignments(log: Path) -> list[set[int]]:
+    """The partitions one worker logged as assigned (``assigned [0, 2]``), a set per non-empty assignment."""
+    text = log.read_text(errors="replace") if log.exists() else ""
+    return [{int(p) for p in found.split(", ")} for found in _ASSIGNED.findall(text)]
+
+
+def shared_out(
+    logs: Sequence[Path], partitions: int, seen: Mapping[Path, int] | None = None
+) -> Callable[[], Awaitable[bool]]:
+    """True once the workers logging to ``logs`` hold every partition exactly once between them, each at
+    least one, each by an assignment newer than the ``seen[log]`` it had before (a rebalance happened)."""
+    before = seen or {}
+
+    async def check() -> bool:
+        held = [assignments(log) for log in logs]
+        if any(len(sets) <= before.get(log, 0) for log, sets in zip(logs, held, strict=True)):
+            return False
+        latest = [sets[-1] for sets in held]
+        return sorted(p for parts in latest for p in parts) == list(range(partitions))
+
+    return check
+
+
+def emitted_at_least(settings: Settings, count: int) -> Callable[[], Awaitable[bool]]:
+    """True once the actions topic holds ``count`` records (re-emitted ones included)."""
+
+    async def check() -> bool:
+        return len(await raw_values(settings, settings.topics.actions)) >= count
+
+    return check
+
+
+def assignment_report(logs: Sequence[Path]) -> Callable[[], str]:
+    """For a wait's failure message: each worker's assignments so far."""
+    return lambda: "; ".join(f"{log.name}: {assignments(log)}" for log in logs)
 
 
 def stop(process: subprocess.Popen[bytes], sig: int, timeout_s: float = 30) -> int:

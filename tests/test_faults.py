@@ -11,6 +11,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,12 +28,16 @@ from tests.conftest import PrivateBroker
 from tests.faultkit import (
     SITES,
     all_applied,
+    assignment_report,
+    assignments,
+    emitted_at_least,
     fault_session_ms,
     interleaved,
     log_tail,
     paced_feed,
     raw_values,
     rng,
+    shared_out,
     site_streams,
     stop,
     verify_against_uninterrupted,
@@ -101,24 +106,49 @@ async def test_three_workers_joining_leaving_and_dying_give_the_single_worker_re
 ) -> None:
     settings = fault_settings(kafka_bootstrap, new_topic_name(), new_group_id(), max_batch_records=40)
     streams = site_streams(per_site=300)
-    log = tmp_path / "workers.log"
+    partitions = settings.topics.partitions
+    logs = [tmp_path / f"worker-{name}.log" for name in ("first", "second", "third")]
+    report = assignment_report(logs)
     feeder = asyncio.create_task(paced_feed(settings, interleaved(streams), rate_per_s=200))
+    workers: list[subprocess.Popen[bytes]] = []
     try:
-        first = start_worker_process(settings, log)
-        await asyncio.sleep(6)
-        second, third = start_worker_process(settings, log), start_worker_process(settings, log)
-        await asyncio.sleep(10)
-        assert stop(second, signal.SIGTERM) == 0, log_tail(log)
-        await asyncio.sleep(3)
+        workers.append(start_worker_process(settings, logs[0]))
+        await wait_until_async(
+            shared_out(logs[:1], partitions), 60, "the first worker to hold every partition", detail=report
+        )
+        await wait_until_async(emitted_at_least(settings, 200), 60, "the first worker to emit 200 actions")
+        workers += [start_worker_process(settings, logs[1]), start_worker_process(settings, logs[2])]
+        await wait_until_async(
+            shared_out(logs, partitions, {logs[0]: 1}),
+            60,
+            "three workers to hold a partition each",
+            detail=report,
+        )
+        emitted = len(await raw_values(settings, settings.topics.actions))
+        await wait_until_async(
+            emitted_at_least(settings, emitted + 200), 60, "200 more actions from the three workers"
+        )
+        seen = {log: len(assignments(log)) for log in logs}
+        first, second, third = workers
+        assert stop(second, signal.SIGTERM) == 0, log_tail(logs[1])
+        await wait_until_async(
+            shared_out([logs[0], logs[2]], partitions, seen),
+            60,
+            "the two workers left to take over the leaver's partition",
+            detail=report,
+        )
         assert stop(third, signal.SIGKILL) == -signal.SIGKILL
         await feeder
         await wait_until_async(
             all_applied(settings, streams), 180, "the remaining worker to apply every tick"
         )
-        assert stop(first, signal.SIGTERM) == 0, log_tail(log)
+        assert stop(first, signal.SIGTERM) == 0, log_tail(logs[0])
     finally:
         feeder.cancel()
-    text = log.read_text()
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+    text = "".join(log.read_text() for log in logs)
     assert text.count("restored") >= 3, "each assignment restores before processing"
     verdict = await verify_against_uninterrupted(settings, streams)
     print(f"\nrebalances: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
