@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import orjson
-from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from battery_worker.kafka.clients import connection_options, make_reader
 from battery_worker.kafka.reading import read_to_end
@@ -135,19 +135,27 @@ class Verdict:
     reemitted: int
 
 
-async def raw_values(settings: Settings, topic: str) -> list[bytes]:
-    """Every value in ``topic``, all of its partitions (asked of the broker, not assumed)."""
-    partitions = (await prepare_topics(settings)).get(topic, 0)
+async def read_records(
+    settings: Settings, topic: str, partitions: int | None = None, timeout_s: float = 60
+) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record in ``topic`` from the beginning, all of its partitions (``None``: asked of the broker)."""
+    if partitions is None:
+        partitions = (await prepare_topics(settings)).get(topic, 0)
     reader = make_reader(settings.kafka)
     await reader.start()
-    values: list[bytes] = []
+    records: list[ConsumerRecord[bytes, bytes]] = []
     try:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        async for batch in read_to_end(reader, tps, timeout_s=60):
-            values.extend(record.value for record in batch if record.value is not None)
+        async for batch in read_to_end(reader, tps, timeout_s=timeout_s):
+            records.extend(batch)
     finally:
         await reader.stop()
-    return values
+    return records
+
+
+async def raw_values(settings: Settings, topic: str) -> list[bytes]:
+    """Every value in ``topic``, all of its partitions (asked of the broker, not assumed); no tombstones."""
+    return [record.value for record in await read_records(settings, topic) if record.value is not None]
 
 
 async def verify_against_uninterrupted(settings: Settings, streams: dict[str, list[PriceTick]]) -> Verdict:

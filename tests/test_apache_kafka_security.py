@@ -43,10 +43,9 @@ from pathlib import Path
 
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
+from battery_worker.dispatch import SiteState
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker, Listener
-from battery_worker.kafka.clients import make_reader
 from battery_worker.kafka.launcher import free_port
 from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.topics import prepare_topics
@@ -54,7 +53,17 @@ from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
 from tests.test_security import self_signed
-from tests.workerkit import DATA, feed, make_settings, read_published, reference, settings_env, trace_of
+from tests.workerkit import (
+    DATA,
+    committed_offsets,
+    feed,
+    list_offsets_end,
+    make_settings,
+    read_published,
+    reference,
+    settings_env,
+    trace_of,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -68,6 +77,14 @@ WORKER_GROUP_OPERATIONS = ("READ",)
 
 
 # ----------------------------------------------------------------------------------------------- helpers
+
+
+@pytest.fixture
+def settings(
+    apache_kafka: ApacheKafkaBroker, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> Settings:
+    """This test's own topics (one prefix) and group, on the session's Apache Kafka (PLAINTEXT listener)."""
+    return make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
 
 
 def ticks() -> list[PriceTick]:
@@ -148,25 +165,18 @@ async def grant_worker(
         await apache.grant(user, "group", settings.worker.group_id, group_operations)
 
 
-async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    """The group's committed offsets on ``prices``, asked as the super user (absent: never committed)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.worker.group_id)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+async def records_in(settings: Settings, topic: str) -> int:
+    """How many records ``topic`` (its three partitions) ever received: the sum of its end offsets."""
+    return sum((await list_offsets_end(settings, [TopicPartition(topic, p) for p in range(3)])).values())
 
 
-async def end_offsets(settings: Settings, topic: str, partitions: int = 3) -> dict[int, int]:
-    reader = make_reader(settings.kafka)
-    await reader.start()
-    try:
-        ends = await reader.end_offsets([TopicPartition(topic, p) for p in range(partitions)])
-    finally:
-        await reader.stop()
-    return {tp.partition: offset for tp, offset in ends.items()}
+async def assert_actions_are_the_domain_s(settings: Settings) -> SiteState:
+    """Every site's published actions equal a straight run of the domain; returns its final state."""
+    expected, final = reference(settings, ticks())
+    published = await read_published(settings)
+    for site in SITES:
+        assert trace_of(published.actions, site) == expected, site
+    return final
 
 
 async def feed_sites(settings: Settings) -> None:
@@ -197,13 +207,11 @@ async def timed_cli(env: dict[str, str], *args: str) -> tuple[subprocess.Complet
 
 async def test_every_command_works_over_sasl_scram_as_a_user_with_the_worker_acls(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     tmp_path: Path,
 ) -> None:
     """feed, run (with /metrics), status, history export and replay as alice, who has only the ACLs
     the worker needs: the results equal the domain's, and her password is in no output."""
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     await grant_worker(apache_kafka, "alice", settings)
     env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "alice")
     password = apache_kafka.users["alice"]
@@ -238,10 +246,7 @@ async def test_every_command_works_over_sasl_scram_as_a_user_with_the_worker_acl
     assert code == 0, log.read_text()[-3000:]
     outputs.append(log.read_text())
 
-    expected, final = reference(settings, ticks())
-    published = await read_published(settings)
-    for site in SITES:
-        assert trace_of(published.actions, site) == expected
+    final = await assert_actions_are_the_domain_s(settings)
 
     status = await cli(env, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
@@ -268,12 +273,10 @@ async def test_every_command_works_over_sasl_scram_as_a_user_with_the_worker_acl
 @pytest.mark.parametrize("who", ["wrong password", "unknown user"])
 async def test_refused_credentials_are_one_line_naming_authentication_and_the_secret_is_nowhere(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     tmp_path: Path,
     who: str,
 ) -> None:
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     secret = f"not-the-password-{secrets.token_hex(6)}"
     user = "alice" if who == "wrong password" else f"nobody-{secrets.token_hex(3)}"
     env = broker_env(
@@ -324,19 +327,14 @@ async def test_refused_credentials_are_one_line_naming_authentication_and_the_se
 
 async def test_the_worker_over_tls_with_the_ca_file_processes_ticks(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
 ) -> None:
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     await feed_sites(settings)
     env = broker_env(apache_kafka, settings, "SSL")
     assert env["BATTERY_WORKER_KAFKA__SSL_CAFILE"] == str(apache_kafka.ssl_cafile)
     run = await cli(env, "run", "--max-messages", str(len(SITES) * TICKS), "--idle-timeout", "20")
     assert run.returncode == 0, run.stderr[-3000:]
-    expected, _ = reference(settings, ticks())
-    published = await read_published(settings)
-    for site in SITES:
-        assert trace_of(published.actions, site) == expected
+    await assert_actions_are_the_domain_s(settings)
     status = await cli(env, "status", "--json")
     assert status.returncode == 0, status.stderr[-2000:]
     assert set(json.loads(status.stdout)) == set(SITES)
@@ -344,12 +342,10 @@ async def test_the_worker_over_tls_with_the_ca_file_processes_ticks(
 
 async def test_a_ca_that_did_not_sign_the_broker_s_certificate_is_one_tls_line(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     tmp_path: Path,
 ) -> None:
     other_ca, _key = self_signed(tmp_path, "another-ca")
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     env = broker_env(apache_kafka, settings, "SSL", ssl_cafile=str(other_ca))
     for args in (("run",), ("status",)):
         result, took = await timed_cli(env, *args)
@@ -378,10 +374,8 @@ def _names_not_in_the_certificate() -> list[str]:
 
 async def test_an_address_the_certificate_does_not_name_is_one_tls_line(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
 ) -> None:
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     port = apache_kafka.ssl_bootstrap_servers.rsplit(":", 1)[1]
     for name in _names_not_in_the_certificate():
         env = broker_env(apache_kafka, settings, "SSL", bootstrap_servers=f"{name}:{port}")
@@ -396,12 +390,10 @@ async def test_an_address_the_certificate_does_not_name_is_one_tls_line(
 @pytest.mark.parametrize("refused", ["actions", "state"])
 async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     refused: str,
 ) -> None:
     """``actions`` is refused in the batch's own send, ``state`` in its tail (under the next batch)."""
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     await prepare_topics(settings)
     await feed_sites(settings)
     names = settings.topics.names()
@@ -418,29 +410,24 @@ async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
     assert outputs[refused] in line, line
     assert "WRITE" in line, line
     assert await committed_offsets(settings) == {}
-    assert sum((await end_offsets(settings, names.state)).values()) == 0
+    assert await records_in(settings, names.state) == 0
     if refused == "actions":
-        assert sum((await end_offsets(settings, names.actions)).values()) == 0
+        assert await records_in(settings, names.actions) == 0
 
     # Granted the ACL, the same group goes on from the start and gets everything right.
     await apache_kafka.grant("alice", "topic", outputs[refused], ["WRITE"])
     run = await cli(env, "run", "--max-messages", str(len(SITES) * TICKS), "--idle-timeout", "20")
     assert run.returncode == 0, run.stderr[-3000:]
-    expected, _ = reference(settings, ticks())
-    published = await read_published(settings)
-    for site in SITES:
-        assert trace_of(published.actions, site) == expected
+    await assert_actions_are_the_domain_s(settings)
 
 
 @pytest.mark.parametrize("refused", ["group", "state topic"])
 async def test_no_read_on_the_group_or_the_state_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     refused: str,
 ) -> None:
     """No READ on the group: the first poll fails; on the state topic: the restore on assignment does."""
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     await prepare_topics(settings)
     await feed_sites(settings)
     names = settings.topics.names()
@@ -457,19 +444,17 @@ async def test_no_read_on_the_group_or_the_state_topic_stops_the_worker_and_comm
     line = assert_refused_cleanly(result, took, "refused bob", *needles)
     assert "READ on its consumer group" in line, line
     assert await committed_offsets(settings) == {}
-    assert sum((await end_offsets(settings, names.actions)).values()) == 0
+    assert await records_in(settings, names.actions) == 0
 
 
 @pytest.mark.parametrize("withheld", ["CREATE", "DESCRIBE_CONFIGS"])
 async def test_a_topic_operation_withheld_at_start_is_one_line(
     apache_kafka: ApacheKafkaBroker,
-    new_topic_name: Callable[[], str],
-    new_group_id: Callable[[], str],
+    settings: Settings,
     withheld: str,
 ) -> None:
     """Without CREATE (topics missing) ``run`` and ``feed`` stop with one line; without DESCRIBE_CONFIGS
     the worker cannot check the state topic's cleanup.policy, and says so (not "not compacted")."""
-    settings = make_settings(apache_kafka.bootstrap_servers, new_topic_name(), new_group_id())
     if withheld != "CREATE":
         await prepare_topics(settings)
     granted = [operation for operation in WORKER_TOPIC_OPERATIONS if operation != withheld]

@@ -25,23 +25,22 @@ from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
 
 from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.batching import key_partition
-from battery_worker.kafka.clients import make_reader
-from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.tools.overview import group_lag
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.faultkit import site_streams
+from tests.faultkit import read_records, site_streams
 from tests.workerkit import (
     cli,
+    committed_offsets,
     create_topics,
     feed,
+    list_offsets_end,
     make_settings,
     read_published,
     reference,
@@ -82,16 +81,8 @@ def sites_over(partitions: int, per_partition: int) -> list[str]:
 
 async def records_per_key(settings: Settings, topic: str, partitions: int) -> Counter[bytes]:
     """How many records of each key the topic holds now, read from the beginning (tombstones included)."""
-    reader = make_reader(settings.kafka)
-    await reader.start()
-    counts: Counter[bytes] = Counter()
-    try:
-        tps = [TopicPartition(topic, p) for p in range(partitions)]
-        async for batch in read_to_end(reader, tps, timeout_s=30):
-            counts.update(record.key for record in batch if record.key is not None)
-    finally:
-        await reader.stop()
-    return counts
+    records = await read_records(settings, topic, partitions, timeout_s=30)
+    return Counter(record.key for record in records if record.key is not None)
 
 
 async def roll_segments(settings: Settings, topics: Sequence[str], partitions: int) -> None:
@@ -125,26 +116,6 @@ async def wait_compacted(
             shown = {t: {k.decode(): counts[t][k] for k in keys} for t in topics}
             raise AssertionError(f"not compacted within {timeout_s:.0f} s: records per site {shown}")
         await asyncio.sleep(1.0)
-
-
-async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(settings.worker.group_id)
-    finally:
-        await admin.close()
-    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
-
-
-async def list_offsets_end(settings: Settings, tps: list[TopicPartition]) -> dict[TopicPartition, int]:
-    """ListOffsets(latest), the broker's own answer (on Kafka it is the high watermark)."""
-    reader = make_reader(settings.kafka)
-    await reader.start()
-    try:
-        return dict(await reader.end_offsets(tps))
-    finally:
-        await reader.stop()
 
 
 async def wait_exit(process: Callable[[float], int], timeout_s: float) -> int:

@@ -6,7 +6,6 @@ Marked ``slow``; CI runs them too. Each ends with the audit replay reporting no 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -55,6 +54,14 @@ def fault_settings(bootstrap: str, prefix: str, group: str, **worker: object) ->
         group,
         worker={"session_timeout_ms": fault_session_ms(), "heartbeat_interval_ms": 500, **worker},
     )
+
+
+@pytest.fixture
+def stoppable_broker(private_broker: PrivateBroker) -> PrivateBroker:
+    """A broker of the test's own, to SIGSTOP; an external cluster (``KAFKA_BOOTSTRAP_SERVERS``) has none."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
+    return private_broker
 
 
 async def test_kill_9_at_20_random_points_gives_the_uninterrupted_results(
@@ -158,40 +165,39 @@ async def test_a_broker_stalled_for_30_s_is_survived_without_a_restart(
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     tmp_path: Path,
-    private_broker: PrivateBroker,
+    stoppable_broker: PrivateBroker,
 ) -> None:
     """The broker process (Tansu, or the Apache Kafka JVM) SIGSTOPped for 30 s mid-stream."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
-    with contextlib.nullcontext(private_broker) as broker:
-        settings = fault_settings(
-            broker.bootstrap_servers, new_topic_name(), new_group_id(), max_batch_records=20
+    broker = stoppable_broker
+    settings = fault_settings(
+        broker.bootstrap_servers, new_topic_name(), new_group_id(), max_batch_records=20
+    )
+    streams = site_streams(SITES[:6], per_site=300)
+    log = tmp_path / "worker.log"
+    feeder = asyncio.create_task(paced_feed(settings, interleaved(streams), rate_per_s=60))
+    worker = start_worker_process(settings, log)
+    try:
+        await wait_until_async(
+            emitted_at_least(settings, 300), 60, "300 actions before the stall", detail=lambda: log_tail(log)
         )
-        streams = site_streams(SITES[:6], per_site=300)
-        log = tmp_path / "worker.log"
-        feeder = asyncio.create_task(paced_feed(settings, interleaved(streams), rate_per_s=60))
-        worker = start_worker_process(settings, log)
-        try:
-            await asyncio.sleep(12)
-            assert broker.pid is not None
-            os.kill(broker.pid, signal.SIGSTOP)
-            stalled_at = time.monotonic()
-            await asyncio.sleep(30)
-            os.kill(broker.pid, signal.SIGCONT)
-            assert worker.poll() is None, "the worker must survive the stall"
-            await feeder
-            await wait_until_async(
-                all_applied(settings, streams), 180, "the worker to catch up after the stall"
-            )
-            assert worker.poll() is None, "and it was never restarted"
-            assert stop(worker, signal.SIGTERM) == 0, log_tail(log)
-        finally:
-            feeder.cancel()
-            if worker.poll() is None:
-                worker.kill()
-        print(f"\nstall: {time.monotonic() - stalled_at:.0f} s from SIGSTOP to done")
-        verdict = await verify_against_uninterrupted(settings, streams)
-        print(f"stall: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
+        assert not feeder.done(), "the stall must land mid-stream"
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        stalled_at = time.monotonic()
+        await asyncio.sleep(30)
+        os.kill(broker.pid, signal.SIGCONT)
+        assert worker.poll() is None, "the worker must survive the stall"
+        await feeder
+        await wait_until_async(all_applied(settings, streams), 180, "the worker to catch up after the stall")
+        assert worker.poll() is None, "and it was never restarted"
+        assert stop(worker, signal.SIGTERM) == 0, log_tail(log)
+    finally:
+        feeder.cancel()
+        if worker.poll() is None:
+            worker.kill()
+    print(f"\nstall: {time.monotonic() - stalled_at:.0f} s from SIGSTOP to done")
+    verdict = await verify_against_uninterrupted(settings, streams)
+    print(f"stall: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
 
 
 Message = tuple[bytes | None, bytes | None]
@@ -284,52 +290,50 @@ async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_a
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     tmp_path: Path,
-    private_broker: PrivateBroker,
+    stoppable_broker: PrivateBroker,
 ) -> None:
     """Kubernetes sends SIGKILL after its grace period: the worker must be gone before, broker or not."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
     budget_s = 6.0
-    with contextlib.nullcontext(private_broker) as broker:
-        settings = fault_settings(
-            broker.bootstrap_servers,
-            new_topic_name(),
-            new_group_id(),
-            max_batch_records=50,
-            shutdown_timeout_s=budget_s,
-        )
-        streams = site_streams(SITES[:10], per_site=3000)
-        log = tmp_path / "worker.log"
-        for site, ticks in streams.items():  # a backlog, so the worker is busy when the broker freezes
-            await feed(settings, ticks, site)
-        first = start_worker_process(settings, log)
-        second = None
-        try:
-            await wait_until_async(_log_says(log, "assigned"), 60, "the worker to be assigned")
-            await asyncio.sleep(1)  # mid-backlog
-            assert broker.pid is not None
-            os.kill(broker.pid, signal.SIGSTOP)
-            await asyncio.sleep(1)
-            asked = time.monotonic()
-            first.send_signal(signal.SIGTERM)
-            code = await asyncio.to_thread(first.wait, 60)
-            took = time.monotonic() - asked
-            os.kill(broker.pid, signal.SIGCONT)
-            abandoned = "abandoning it uncommitted" in log.read_text()
-            print(f"\nfrozen broker: SIGTERM to exit {took:.1f} s (budget {budget_s} s), exit {code}")
-            print(f"frozen broker: in-flight batch abandoned: {abandoned}")
-            assert code == 0, log_tail(log)
-            assert took < budget_s + 3, log_tail(log)
-            assert not await all_applied(settings, streams)(), "frozen after the backlog was done"
-            second = start_worker_process(settings, log)
-            await wait_until_async(all_applied(settings, streams), 180, "a new worker to finish the stream")
-            assert stop(second, signal.SIGTERM) == 0, log_tail(log)
-        finally:
-            for process in (first, second):
-                if process is not None and process.poll() is None:
-                    process.kill()
-        verdict = await verify_against_uninterrupted(settings, streams)
-        print(f"frozen broker: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
+    broker = stoppable_broker
+    settings = fault_settings(
+        broker.bootstrap_servers,
+        new_topic_name(),
+        new_group_id(),
+        max_batch_records=50,
+        shutdown_timeout_s=budget_s,
+    )
+    streams = site_streams(SITES[:10], per_site=3000)
+    log = tmp_path / "worker.log"
+    for site, ticks in streams.items():  # a backlog, so the worker is busy when the broker freezes
+        await feed(settings, ticks, site)
+    first = start_worker_process(settings, log)
+    second = None
+    try:
+        await wait_until_async(_log_says(log, "assigned"), 60, "the worker to be assigned")
+        await asyncio.sleep(1)  # mid-backlog
+        assert broker.pid is not None
+        os.kill(broker.pid, signal.SIGSTOP)
+        await asyncio.sleep(1)
+        asked = time.monotonic()
+        first.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(first.wait, 60)
+        took = time.monotonic() - asked
+        os.kill(broker.pid, signal.SIGCONT)
+        abandoned = "abandoning it uncommitted" in log.read_text()
+        print(f"\nfrozen broker: SIGTERM to exit {took:.1f} s (budget {budget_s} s), exit {code}")
+        print(f"frozen broker: in-flight batch abandoned: {abandoned}")
+        assert code == 0, log_tail(log)
+        assert took < budget_s + 3, log_tail(log)
+        assert not await all_applied(settings, streams)(), "frozen after the backlog was done"
+        second = start_worker_process(settings, log)
+        await wait_until_async(all_applied(settings, streams), 180, "a new worker to finish the stream")
+        assert stop(second, signal.SIGTERM) == 0, log_tail(log)
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+    verdict = await verify_against_uninterrupted(settings, streams)
+    print(f"frozen broker: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
 
 
 def _log_says(path: Path, text: str) -> Callable[[], Awaitable[bool]]:

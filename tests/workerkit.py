@@ -11,9 +11,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.events import BatteryAction, BatteryStatus, HistoryRecord
-from battery_worker.kafka.clients import make_producer
+from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.tools.inspect import read_topic
 from battery_worker.kafka.topics import prepare_topics
@@ -113,6 +116,28 @@ async def create_topics(settings: Settings, specs: Sequence[tuple[str, int, dict
         )
     finally:
         await admin.close()
+
+
+async def committed_offsets(settings: Settings) -> dict[TopicPartition, int]:
+    """The group's committed offsets, asked of the broker (a partition never committed is absent)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(settings.worker.group_id)
+    finally:
+        await admin.close()
+    return {tp: meta.offset for tp, meta in offsets.items() if meta.offset >= 0}
+
+
+async def list_offsets_end(settings: Settings, tps: Sequence[TopicPartition]) -> dict[TopicPartition, int]:
+    """ListOffsets(latest), the broker's own answer: the high watermark on Kafka, not always on Tansu
+    (``kafka/reading.py``)."""
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        return dict(await reader.end_offsets(list(tps)))
+    finally:
+        await reader.stop()
 
 
 @dataclass
