@@ -5,7 +5,7 @@
     .venv/bin/python bench/run.py --quick           # smaller loads, same figures; bench/results/quick.json
 
 ``--broker both`` (the default) runs the embedded Tansu broker, then Apache Kafka from the launcher
-(``battery_worker.kafka.apache_kafka``: Java 17+, Maven for the first fetch), one after the other on the
+(``battery_worker.brokers.apache_kafka``: Java 17+, Maven for the first fetch), one after the other on the
 same machine, and writes one table with a column per broker. ``KAFKA_BOOTSTRAP_SERVERS`` replaces both with
 that broker. Each figure is the median of ``--runs`` runs (3 by default), with min and max. The worker and
 the ceiling run as child processes (``child.py``), alternately on the same pre-filled ``prices`` topic, so
@@ -334,11 +334,11 @@ BROKERS = {
 def run_on(name: str, args: argparse.Namespace, logs: Path) -> tuple[str, dict[str, Any]]:
     """One broker's whole run: (its description, its results)."""
     if name == "embedded":
-        from battery_worker.kafka.embedded import EmbeddedBroker
+        from battery_worker.brokers.embedded import EmbeddedBroker
 
         with EmbeddedBroker() as broker:
             return BROKERS["embedded"], asyncio.run(main_async(args, broker.bootstrap_servers, logs))
-    from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
+    from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
 
     with ApacheKafkaBroker() as kafka:
         described = BROKERS["apache"].format(version=kafka.version)

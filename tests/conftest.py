@@ -3,7 +3,7 @@
 The broker is chosen in this order, so the same tests run everywhere:
 
 1. ``KAFKA_BOOTSTRAP_SERVERS`` is set: use that broker (e.g. the compose stack).
-2. Apache Kafka from the launcher (``battery_worker/kafka/apache_kafka.py``: a local JVM, no Docker)
+2. Apache Kafka from the launcher (``battery_worker/brokers/apache_kafka.py``: a local JVM, no Docker)
    when asked for, by either of::
 
        BATTERY_WORKER_TEST_BROKER=apache pytest
@@ -40,9 +40,9 @@ from typing import Literal, Protocol
 
 import pytest
 
-from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
-from battery_worker.kafka.embedded import EmbeddedBroker
-from battery_worker.kafka.launcher import free_port
+from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
+from battery_worker.brokers.embedded import EmbeddedBroker
+from battery_worker.brokers.launcher import free_port
 
 KAFKA_IMAGE = "apache/kafka:4.1.2"
 BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"

@@ -1,4 +1,4 @@
-"""The Apache Kafka launcher (``battery_worker/kafka/apache_kafka.py``).
+"""The Apache Kafka launcher (``battery_worker/brokers/apache_kafka.py``).
 
 The first part needs no Java: missing or old tools, the one-time jar fetch and its reuse, all with fake
 ``java``/``keytool``/``mvn`` scripts. The second part runs against the session's broker when it is the
@@ -22,9 +22,9 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, TopicAuthorizationFailedError
 
-from battery_worker.kafka import apache_kafka
-from battery_worker.kafka.apache_kafka import ApacheKafkaBroker, ensure_jars, find_java, kafka_version
-from battery_worker.kafka.embedded import EmbeddedBroker
+from battery_worker.brokers import apache_kafka
+from battery_worker.brokers.apache_kafka import ApacheKafkaBroker, ensure_jars, find_java, kafka_version
+from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.kafka.exceptions import ApacheKafkaUnavailable
 from tests.conftest import PrivateBroker
 
@@ -71,7 +71,7 @@ pathlib.Path(out, {jar!r}).touch()
 def launcher_cli(path: str, home: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PATH": path, apache_kafka.HOME_ENV: str(home)}
     return subprocess.run(
-        [sys.executable, "-m", "battery_worker.kafka.apache_kafka"],
+        [sys.executable, "-m", "battery_worker.brokers.apache_kafka"],
         cwd=ROOT,
         env=env,
         capture_output=True,

@@ -44,9 +44,9 @@ from pathlib import Path
 import pytest
 from aiokafka import TopicPartition
 
+from battery_worker.brokers.apache_kafka import ApacheKafkaBroker, Listener
+from battery_worker.brokers.launcher import free_port
 from battery_worker.dispatch import SiteState
-from battery_worker.kafka.apache_kafka import ApacheKafkaBroker, Listener
-from battery_worker.kafka.launcher import free_port
 from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.pricefiles import load_ticks

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from battery_worker.kafka.apache_kafka import ApacheKafkaBroker
+from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
 from battery_worker.kafka.batching import key_partition
 from battery_worker.kafka.tools.inspect import latest_status
 from battery_worker.kafka.tools.overview import group_lag

@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from battery_worker.kafka.embedded import EmbeddedBroker
+from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.kafka.exceptions import EmbeddedBrokerError
 
 pytestmark = pytest.mark.broker

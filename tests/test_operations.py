@@ -17,7 +17,7 @@ import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from battery_worker.kafka.launcher import free_port
+from battery_worker.brokers.launcher import free_port
 from battery_worker.kafka.worker import Worker
 from battery_worker.ops.server import OpsServer
 from battery_worker.settings import Settings

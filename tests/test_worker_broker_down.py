@@ -9,8 +9,8 @@ from collections.abc import Callable
 
 import pytest
 
-from battery_worker.kafka.embedded import EmbeddedBroker
-from battery_worker.kafka.launcher import free_port
+from battery_worker.brokers.embedded import EmbeddedBroker
+from battery_worker.brokers.launcher import free_port
 from battery_worker.kafka.worker import Worker
 from tests.waiting import wait_until_async
 from tests.workerkit import ercot_week, feed, make_settings

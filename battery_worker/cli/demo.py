@@ -49,7 +49,7 @@ def run_demo(args: argparse.Namespace) -> int:
         logging.getLogger("battery_worker").setLevel(logging.WARNING)
     if external:
         return asyncio.run(_demo(args, external, console, fresh_topics=True))
-    from battery_worker.kafka.embedded import EmbeddedBroker
+    from battery_worker.brokers.embedded import EmbeddedBroker
 
     console.print("starting the embedded Kafka-compatible broker (Tansu)...")
     with EmbeddedBroker() as broker:

@@ -25,7 +25,7 @@ broker from its Maven Central jars with nothing but Java 17+, plus Maven for the
   (:meth:`ApacheKafkaBroker.grant`);
 * :meth:`ApacheKafkaBroker.stop` sends SIGTERM (SIGKILL after a timeout) and deletes the directory.
 
-``python -m battery_worker.kafka.apache_kafka`` starts one and prints how to connect to it.
+``python -m battery_worker.brokers.apache_kafka`` starts one and prints how to connect to it.
 
 Only the standard library and aiokafka are used: a ``pip install -e .`` and a JDK are enough.
 """
@@ -61,8 +61,8 @@ from aiokafka import AIOKafkaClient
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.admin import CreateAclsRequest, DescribeAclsRequest
 
+from battery_worker.brokers.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 from battery_worker.kafka.exceptions import ApacheKafkaError, ApacheKafkaUnavailable
-from battery_worker.kafka.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 
 __all__ = [
     "ADMIN_USER",
@@ -835,9 +835,9 @@ def _describe(broker: ApacheKafkaBroker) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m battery_worker.kafka.apache_kafka``: run a broker until Ctrl+C or SIGTERM."""
+    """``python -m battery_worker.brokers.apache_kafka``: run a broker until Ctrl+C or SIGTERM."""
     parser = argparse.ArgumentParser(
-        prog="python -m battery_worker.kafka.apache_kafka",
+        prog="python -m battery_worker.brokers.apache_kafka",
         description="Run a local Apache Kafka (PLAINTEXT, SASL/SCRAM, SSL) until Ctrl+C or SIGTERM.",
     )
     parser.add_argument("--port", type=int, help="PLAINTEXT port (default: a free one)")

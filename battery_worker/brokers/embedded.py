@@ -28,8 +28,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
 
+from battery_worker.brokers.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 from battery_worker.kafka.exceptions import EmbeddedBrokerError, EmbeddedBrokerUnavailable
-from battery_worker.kafka.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
 
 __all__ = ["EmbeddedBroker", "resolve_tansu_binary"]
 
