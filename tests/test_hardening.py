@@ -28,7 +28,8 @@ import pytest
 from aiokafka import TopicPartition
 
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli.main import _settings, build_parser
+from battery_worker.cli.common import command_settings
+from battery_worker.cli.main import build_parser
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -259,13 +260,13 @@ def test_policy_params_without_policy_apply_to_the_configured_policy(
     args = build_parser().parse_args(
         ["run", "--config", str(config), "--policy-param", "discharge_above=120"]
     )
-    policy = _settings(args).policy
+    policy = command_settings(args).policy
     assert policy.name == "threshold"
     assert dict(policy.params) == {"charge_below": 20.0, "discharge_above": 120}
     other = build_parser().parse_args(
         ["run", "--config", str(config), "--policy", "adaptive", "--policy-param", "window_hours=48"]
     )
-    assert dict(_settings(other).policy.params) == {"window_hours": 48}, "another policy: the flags' only"
+    assert dict(command_settings(other).policy.params) == {"window_hours": 48}, "another policy: the flags' only"
 
 
 @pytest.mark.parametrize(

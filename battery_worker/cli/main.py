@@ -37,8 +37,6 @@ from battery_worker.cli.common import (
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
 
 log = logging.getLogger("battery_worker")
-# The name tests/test_hardening.py imports; the commands use common.command_settings.
-_settings = command_settings
 
 
 def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], None]) -> int:
