@@ -266,7 +266,8 @@ def test_policy_params_without_policy_apply_to_the_configured_policy(
     other = build_parser().parse_args(
         ["run", "--config", str(config), "--policy", "adaptive", "--policy-param", "window_hours=48"]
     )
-    assert dict(command_settings(other).policy.params) == {"window_hours": 48}, "another policy: the flags' only"
+    params = dict(command_settings(other).policy.params)
+    assert params == {"window_hours": 48}, "another policy: the flags' only"
 
 
 @pytest.mark.parametrize(
