@@ -11,9 +11,10 @@ import asyncio
 import time
 from collections.abc import AsyncIterator, Collection
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.kafka.exceptions import RestoreFailed
+from battery_worker.kafka.records import ConsumedRecord
 
 
 async def read_to_end(
@@ -23,8 +24,11 @@ async def read_to_end(
     timeout_s: float,
     max_records: int = 50_000,
     start_offsets: dict[TopicPartition, int] | None = None,
-) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+) -> AsyncIterator[list[ConsumedRecord]]:
     """Yield batches of records of ``partitions`` from the start (or ``start_offsets``) to the end.
+
+    The batches are aiokafka's ``ConsumerRecord[bytes, bytes]``, typed as :class:`ConsumedRecord` (the
+    fields we read) because aiokafka ships no type information and mypy would see ``Any``.
 
     Raises :class:`RestoreFailed` when the end is not reached within ``timeout_s``.
     """
