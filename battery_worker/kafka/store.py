@@ -17,6 +17,8 @@ from pydantic import ValidationError
 
 from battery_worker.events import BatteryStateRecord
 from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.worker_stats import WorkerStats, counting_failures
+from battery_worker.pipeline.processing import TickProcessor
 
 log = logging.getLogger(__name__)
 
@@ -50,3 +52,34 @@ async def load_states(
         except ValidationError as error:
             log.error("state record for %r is unreadable, the site starts afresh: %s", key, error)
     return Restored(states, read, time.perf_counter() - started)
+
+
+async def restore_sites(
+    reader: AIOKafkaConsumer,
+    processor: TickProcessor,
+    state_topic: str,
+    partitions: Collection[int],
+    stats: WorkerStats,
+    *,
+    timeout_s: float,
+) -> None:
+    """Load the sites of ``partitions`` into ``processor`` from the state topic, counting it in ``stats``.
+
+    A failure is counted as a ``restore`` failure and raised: the worker rewinds.
+    """
+    if not partitions:
+        return
+    with counting_failures(stats, "restore"):
+        restored = await load_states(reader, state_topic, partitions, timeout_s=timeout_s)
+        loaded = processor.restore(restored.records)
+    stats.restores += 1
+    stats.sites_restored = loaded
+    stats.last_restore_seconds = restored.seconds
+    log.info(
+        "restored %d sites of partitions %s from %d state records in %.3f s",
+        loaded,
+        sorted(partitions),
+        restored.records_read,
+        restored.seconds,
+        extra={"topic": state_topic, "partitions": sorted(partitions)},
+    )

@@ -34,9 +34,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
@@ -44,21 +42,16 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.batching import send_and_wait
-from battery_worker.kafka.clients import (
-    connection_options,
-    make_admin,
-    make_group_consumer,
-    make_producer,
-    make_reader,
-)
-from battery_worker.kafka.diagnose import explain, typed
+from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader
+from battery_worker.kafka.connecting import Connector, StopRequested, pause
+from battery_worker.kafka.diagnose import typed
 from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
-from battery_worker.kafka.store import load_states
-from battery_worker.kafka.topics import ensure_topics
+from battery_worker.kafka.store import restore_sites
+from battery_worker.kafka.worker_stats import Assignment, WorkerStats, counting_failures, summary
 from battery_worker.pipeline.processing import Handled, InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings
 
@@ -66,36 +59,7 @@ log = logging.getLogger(__name__)
 
 _TAIL_FAILED = "storing the last batch's state failed (%s); its records will be re-read"
 
-FailureKind = Literal["fetch", "produce", "commit", "restore"]
-"""What failed: fetching input (step 1), sending events or state records (steps 3 and 4), committing
-offsets (step 5), or restoring state (on assignment or in a rewind). A retriable failure leads to a rewind."""
-
-FAILURE_KINDS: tuple[FailureKind, ...] = ("fetch", "produce", "commit", "restore")
-
-
-@dataclass(slots=True)
-class WorkerStats:
-    """Numbers for the closing summary line and the metrics; the loop never reads them to decide."""
-
-    batches: int = 0
-    rebalances: int = 0
-    restores: int = 0
-    sites_restored: int = 0
-    last_restore_seconds: float = 0.0
-    commit_failures: int = 0
-    """Commits refused after a rebalance: logged, nothing lost, no rewind."""
-    rewinds: int = 0
-    errors: dict[FailureKind, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
-    """Failed fetches, sends, commits and restores, counted where they failed."""
-
-
-@dataclass(slots=True)
-class Assignment:
-    """The ``prices`` partitions this worker owns, and whether their state is restored: what the loop
-    acts on (which records to handle, what to restore, when idle means done, readiness)."""
-
-    partitions: set[TopicPartition] = field(default_factory=set)
-    restored: bool = False
+__all__ = ["Worker"]
 
 
 class Worker:
@@ -118,8 +82,6 @@ class Worker:
         )
         self.stats = WorkerStats()
         self.assignment = Assignment()
-        self.connect_failure: str | None = None
-        """Why the last connection attempt failed (for ``/health``); None once connected."""
         self.latency = BatchLatency()
         self._on_handled = on_handled
         self._stop = BoundedStop(settings.worker.shutdown_timeout_s)
@@ -129,6 +91,7 @@ class Worker:
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
+        self._connector = Connector(settings, self._stop, self._backoff)
         self._tail: asyncio.Task[None] | None = None
 
     def stop(self) -> None:
@@ -142,6 +105,11 @@ class Worker:
     def stopping(self) -> bool:
         return self._stop.requested.is_set()
 
+    @property
+    def connect_failure(self) -> str | None:
+        """Why the last connection attempt failed (for ``/health``); None once connected."""
+        return self._connector.failure
+
     async def run(self, *, max_messages: int | None = None, idle_timeout_s: float | None = None) -> int:
         """Run until stopped, ``max_messages`` records handled, or ``idle_timeout_s`` without records.
 
@@ -152,7 +120,7 @@ class Worker:
         try:
             try:
                 return await self._loop(max_messages, idle_timeout_s)
-            except _StopRequested:
+            except StopRequested:
                 log.info("stop requested before the broker answered: nothing was in flight")
                 return self.processor.counters.total
             except asyncio.CancelledError:
@@ -163,20 +131,8 @@ class Worker:
             self._stop.closing()
             await self._settle_tail_on_exit()
             await close_clients((self._consumer, self._producer, self._reader), self._stop)
-            counters = self.processor.counters
-            log.info(
-                "battery-worker stopped: %d records (%d applied, %d stale, %d already applied, "
-                "%d to DLQ), %d batches, %d rebalances, %d rewinds, %d sites in memory",
-                counters.total,
-                counters.applied,
-                counters.stale,
-                counters.already_applied,
-                counters.rejected,
-                self.stats.batches,
-                self.stats.rebalances,
-                self.stats.rewinds,
-                self.processor.site_count,
-            )
+            stats = summary(self.processor.counters, self.stats, self.processor.site_count)
+            log.info("battery-worker stopped: %s", stats)
 
     async def _loop(self, max_messages: int | None, idle_timeout_s: float | None) -> int:
         handled = 0
@@ -212,54 +168,17 @@ class Worker:
     # --- connecting and closing ------------------------------------------------------------------------
 
     async def _connect(self) -> None:
+        """Create the topics if allowed and start the clients, waiting for the broker (:mod:`.connecting`)."""
         settings = self.settings
-        while True:
-            try:
-                admin = make_admin(settings.kafka)
-                try:
-                    await admin.start()
-                    partitions = await ensure_topics(admin, settings.topics)
-                finally:
-                    await admin.close()
-                break
-            except KafkaError as error:
-                await self._wait_for_broker(error)
+        partitions = await self._connector.ensure_topics()
         self.processor.prices_partitions = partitions[self.topics.prices]
         self._producer = make_producer(settings.kafka)
         self._reader = make_reader(settings.kafka)
         self._consumer = make_group_consumer(settings.kafka, settings.worker)
         for client in (self._producer, self._reader, self._consumer):
-            while True:
-                try:
-                    await client.start()
-                    break
-                except KafkaError as error:
-                    await self._wait_for_broker(error)
+            await self._connector.start(client)
         self._consumer.subscribe([self.topics.prices], listener=_Rebalance(self))
-        self._backoff.reset()
-        self.connect_failure = None
-
-    async def _wait_for_broker(self, error: KafkaError) -> None:
-        """Back off after a failed connection, unless its cause is one that waiting cannot cure.
-
-        Authentication, authorization and TLS failures stop the worker with one line naming the cause
-        (:mod:`.diagnose`); a stop requested meanwhile ends the wait quietly (exit 0, nothing in flight).
-        """
-        if self._stop.requested.is_set():
-            raise _StopRequested
-        cause = await explain(error, self.settings.kafka, connection_options(self.settings.kafka))
-        if not cause.retriable:
-            raise cause
-        delay = self._backoff.next_delay()
-        log.warning("%s; retrying in %.1f s", cause, delay)
-        self.connect_failure = str(cause)
-        await self._sleep(delay)
-        if self._stop.requested.is_set():
-            raise _StopRequested
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.requested.wait(), seconds)
+        self._connector.connected()
 
     # --- the batch protocol: steps 1 to 3 here, the tail (steps 4 and 5) in the background ----------------
 
@@ -269,7 +188,7 @@ class Worker:
         if limit is not None:
             max_records = max(1, min(max_records, limit))
         # Step 1. fetch
-        with self._counting_failures("fetch"):
+        with counting_failures(self.stats, "fetch"):
             batch = await self._consumer.getmany(
                 timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
             )
@@ -305,7 +224,7 @@ class Worker:
                 count += 1
             commits[tp] = records[-1].offset + 1
         # Step 3. send and await events (actions, status, history, dead letters)
-        with self._counting_failures("produce"):
+        with counting_failures(self.stats, "produce"):
             await self._send_all(outputs)
         # Tails never overlap: the previous batch's tail ends first (its failure is raised here), so offsets
         # commit in order. This batch's tail starts in the background with the state records as they are
@@ -321,10 +240,10 @@ class Worker:
         """A batch's tail, run while the next batch goes through steps 1 to 3."""
         assert self._consumer is not None
         # Step 4. state records: one per site the batch touched, all acknowledged
-        with self._counting_failures("produce"):
+        with counting_failures(self.stats, "produce"):
             await self._send_all(states)
         # Step 5. commit the batch's input offsets, now that its state is stored
-        with self._counting_failures("commit"):
+        with counting_failures(self.stats, "commit"):
             try:
                 await self._consumer.commit(commits)
             except CommitFailedError as error:
@@ -366,15 +285,6 @@ class Worker:
         assert self._producer is not None
         await send_and_wait(self._producer, outputs)
 
-    @contextlib.contextmanager
-    def _counting_failures(self, kind: FailureKind) -> Iterator[None]:
-        """Count a Kafka or restore failure under ``kind`` where it happens; it goes on to the loop."""
-        try:
-            yield
-        except (KafkaError, BatteryWorkerError):
-            self.stats.errors[kind] += 1
-            raise
-
     # --- failures: rewind to the stored state -----------------------------------------------------------
 
     async def _recover(self, error: Exception) -> None:
@@ -383,7 +293,7 @@ class Worker:
         self._needs_rewind = True
         delay = self._backoff.next_delay()
         log.warning("%s: %s; rewinding to the stored state in %.1f s", type(error).__name__, error, delay)
-        await self._sleep(delay)
+        await pause(self._stop, delay)
 
     async def _rewind(self) -> None:
         """Forget in-memory state and re-read it; seek inputs back to the committed offsets."""
@@ -395,7 +305,7 @@ class Worker:
             self.processor.drop_all()
             assigned = set(self.assignment.partitions)
             await self._restore(assigned)
-            with self._counting_failures("restore"):
+            with counting_failures(self.stats, "restore"):
                 for tp in assigned:
                     committed = await self._consumer.committed(tp)
                     if committed is None:
@@ -406,25 +316,12 @@ class Worker:
             self.assignment.restored = True
 
     async def _restore(self, partitions: set[TopicPartition]) -> None:
+        """Load the sites of ``partitions`` from the state topic (:func:`.store.restore_sites`)."""
         assert self._reader is not None
         numbers = {tp.partition for tp in partitions if tp.topic == self.topics.prices}
-        if not numbers:
-            return
-        with self._counting_failures("restore"):
-            restored = await load_states(
-                self._reader, self.topics.state, numbers, timeout_s=self.settings.worker.restore_timeout_s
-            )
-            loaded = self.processor.restore(restored.records)
-        self.stats.restores += 1
-        self.stats.sites_restored = loaded
-        self.stats.last_restore_seconds = restored.seconds
-        log.info(
-            "restored %d sites of partitions %s from %d state records in %.3f s",
-            loaded,
-            sorted(numbers),
-            restored.records_read,
-            restored.seconds,
-            extra={"topic": self.topics.state, "partitions": sorted(numbers)},
+        timeout_s = self.settings.worker.restore_timeout_s
+        await restore_sites(
+            self._reader, self.processor, self.topics.state, numbers, self.stats, timeout_s=timeout_s
         )
 
     # --- operations: read by the metrics and health server, never on the hot path ----------------------
@@ -465,10 +362,6 @@ class Worker:
             self.assignment.restored = not self._needs_rewind
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
-
-
-class _StopRequested(Exception):
-    """A stop was asked for while the worker still waited for the broker: leave quietly (exit 0)."""
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

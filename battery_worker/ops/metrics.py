@@ -23,7 +23,8 @@ from battery_worker.pipeline.processing import Handled, InputRecord
 if TYPE_CHECKING:
     from aiokafka import TopicPartition
 
-    from battery_worker.kafka.worker import FailureKind, Worker
+    from battery_worker.kafka.worker import Worker
+    from battery_worker.kafka.worker_stats import FailureKind
 
 PREFIX = "battery_worker"
 

@@ -1,0 +1,92 @@
+"""Connecting to the broker: retry with back-off while it cannot be reached, stop on what waiting cannot cure.
+
+Why apart from the loop (``worker.py``): the batch protocol starts once the clients are up; how long and why
+the worker waits before that is a question of its own. Authentication, authorization and TLS failures stop
+the worker with one line naming the cause (:mod:`.diagnose`); a stop requested meanwhile ends the wait
+quietly (:class:`StopRequested`: exit 0, nothing in flight).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Protocol
+
+from aiokafka.errors import KafkaError
+
+from battery_worker.kafka.backoff import Backoff
+from battery_worker.kafka.clients import connection_options, make_admin
+from battery_worker.kafka.diagnose import explain
+from battery_worker.kafka.shutdown import BoundedStop
+from battery_worker.kafka.topics import ensure_topics
+from battery_worker.settings import Settings
+
+__all__ = ["Connector", "StopRequested", "pause"]
+
+log = logging.getLogger(__name__)
+
+
+class StopRequested(Exception):
+    """A stop was asked for while the worker still waited for the broker: leave quietly (exit 0)."""
+
+
+class _Startable(Protocol):
+    async def start(self) -> None: ...
+
+
+async def pause(stop: BoundedStop, seconds: float) -> None:
+    """Sleep ``seconds``, or less if a stop is requested meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.requested.wait(), seconds)
+
+
+class Connector:
+    """Waits for the broker with the worker's back-off; remembers why the last attempt failed."""
+
+    def __init__(self, settings: Settings, stop: BoundedStop, backoff: Backoff) -> None:
+        self._settings = settings
+        self._stop = stop
+        self._backoff = backoff
+        self.failure: str | None = None
+        """Why the last connection attempt failed (for ``/health``); None once connected."""
+
+    async def ensure_topics(self) -> dict[str, int]:
+        """Check or create the topics (:func:`.topics.ensure_topics`); their partition counts by name."""
+        while True:
+            try:
+                admin = make_admin(self._settings.kafka)
+                try:
+                    await admin.start()
+                    return await ensure_topics(admin, self._settings.topics)
+                finally:
+                    await admin.close()
+            except KafkaError as error:
+                await self._wait_for_broker(error)
+
+    async def start(self, client: _Startable) -> None:
+        """Start an aiokafka client, waiting for the broker as long as waiting can help."""
+        while True:
+            try:
+                await client.start()
+                return
+            except KafkaError as error:
+                await self._wait_for_broker(error)
+
+    def connected(self) -> None:
+        self._backoff.reset()
+        self.failure = None
+
+    async def _wait_for_broker(self, error: KafkaError) -> None:
+        """Back off after a failed connection, unless its cause is one that waiting cannot cure."""
+        if self._stop.requested.is_set():
+            raise StopRequested
+        cause = await explain(error, self._settings.kafka, connection_options(self._settings.kafka))
+        if not cause.retriable:
+            raise cause
+        delay = self._backoff.next_delay()
+        log.warning("%s; retrying in %.1f s", cause, delay)
+        self.failure = str(cause)
+        await pause(self._stop, delay)
+        if self._stop.requested.is_set():
+            raise StopRequested
