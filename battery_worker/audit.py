@@ -75,8 +75,8 @@ class EventShape:
 
 
 ACTIONS = EventShape(
-    "tick_timestamp",
-    (
+    time_field="tick_timestamp",
+    decision_fields=(
         "action",
         "power_mw",
         "requested_power_mw",
@@ -87,8 +87,8 @@ ACTIONS = EventShape(
     ),
 )
 HISTORY = EventShape(
-    "timestamp",
-    (
+    time_field="timestamp",
+    decision_fields=(
         "action",
         "power_mw",
         "requested_power_mw",
@@ -144,11 +144,11 @@ def compare(
             site.diverged += 1
         source = sample["source"]
         divergence = Divergence(
-            site_id,
-            sample[shape.time_field],
-            f"{source['topic']}[{source['partition']}]@{source['offset']}",
-            old_event,
-            new_event,
+            site_id=site_id,
+            tick_timestamp=sample[shape.time_field],
+            source=f"{source['topic']}[{source['partition']}]@{source['offset']}",
+            recorded=old_event,
+            recomputed=new_event,
         )
         earliest = rewordings if reworded else firsts
         current = earliest.get(site_id)

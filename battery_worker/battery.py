@@ -31,7 +31,16 @@ class Action(StrEnum):
     HOLD = "hold"
 
 
-def _require_finite(field: str, value: float, error: type[InvalidConfig] | type[InvalidInput]) -> None:
+class Limit(StrEnum):
+    """What held a step below the power asked for; events carry it as the plain string."""
+
+    RATE = "rate"
+    FULL = "full"
+    EMPTY = "empty"
+
+
+def require_finite(field: str, value: object, error: type[InvalidConfig] | type[InvalidInput]) -> None:
+    """Raise ``error`` naming ``field`` unless ``value`` is an int or float (not a bool) and finite."""
     if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
         raise error(field, value, "must be a finite number")
 
@@ -62,7 +71,7 @@ class BatteryConfig:
             "default_step_hours",
             "max_step_hours",
         ):
-            _require_finite(name, getattr(self, name), InvalidConfig)
+            require_finite(name, getattr(self, name), InvalidConfig)
         for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
             if getattr(self, name) <= 0:
                 raise InvalidConfig(name, getattr(self, name), "must be > 0")
@@ -103,7 +112,7 @@ class BatteryConfig:
         return self.capacity_mwh * self.initial_charge_percent / 100.0
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class BatteryState:
     """The battery as it stands after some steps. Running totals are in MWh and in price units × MWh."""
 
@@ -135,12 +144,20 @@ class BatteryState:
     def charge_percent(self, config: BatteryConfig) -> float:
         return 100.0 * self.state_of_charge_mwh / config.capacity_mwh
 
+    def can_charge(self, config: BatteryConfig) -> bool:
+        """Room is left below the maximum charge and the battery may charge at all (rate above zero)."""
+        return self.state_of_charge_mwh < config.max_energy_mwh and config.max_charge_rate_mw > 0
+
+    def can_discharge(self, config: BatteryConfig) -> bool:
+        """Energy is left above the minimum charge and the battery may discharge at all (rate above zero)."""
+        return self.state_of_charge_mwh > config.min_energy_mwh and config.max_discharge_rate_mw > 0
+
 
 def initial_state(config: BatteryConfig) -> BatteryState:
     return BatteryState(state_of_charge_mwh=config.initial_energy_mwh)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Step:
     """What one application of an action did. ``power_mw`` and ``energy_mwh`` are site-side figures."""
 
@@ -151,7 +168,7 @@ class Step:
     energy_mwh: float
     state_of_charge_before_mwh: float
     state_of_charge_after_mwh: float
-    limited_by: str | None
+    limited_by: Limit | None
     gap_hours: float | None
     state: BatteryState
 
@@ -193,19 +210,18 @@ def apply_tick(
     _check_request(action, power_mw, energy_price)
     duration, gap = step_hours(config, state.last_tick_at, at)
     # The hot path of the worker: one Step and one BatteryState built directly, no copies to amend.
-    return _apply(
-        config, state, action, power_mw, duration, energy_price, _Stamp(at, state.ticks_applied + 1, gap)
-    )
+    stamp = _Stamp(at=at, ticks_applied=state.ticks_applied + 1, gap_hours=gap)
+    return _apply(config, state, action, power_mw, duration, energy_price, stamp)
 
 
 def _check_request(action: Action, power_mw: float, energy_price: float | None) -> None:
     if not isinstance(action, Action):
         raise InvalidInput("action", action, "must be charge, discharge or hold")
-    _require_finite("power_mw", power_mw, InvalidInput)
+    require_finite("power_mw", power_mw, InvalidInput)
     if power_mw < 0:
         raise InvalidInput("power_mw", power_mw, "must be >= 0")
     if energy_price is not None:
-        _require_finite("energy_price", energy_price, InvalidInput)
+        require_finite("energy_price", energy_price, InvalidInput)
 
 
 def apply_for(
@@ -222,14 +238,14 @@ def apply_for(
     state is immutable anyway: the caller keeps the old one).
     """
     _check_request(action, power_mw, energy_price)
-    _require_finite("duration_hours", duration_hours, InvalidInput)
+    require_finite("duration_hours", duration_hours, InvalidInput)
     if duration_hours < 0:
         raise InvalidInput("duration_hours", duration_hours, "must be >= 0")
-    stamp = _Stamp(state.last_tick_at, state.ticks_applied, None)
+    stamp = _Stamp(at=state.last_tick_at, ticks_applied=state.ticks_applied, gap_hours=None)
     return _apply(config, state, action, power_mw, duration_hours, energy_price, stamp)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, kw_only=True)
 class _Stamp:
     """What a step sets besides the physics: the tick time, the tick count and the gap it reports."""
 
@@ -254,17 +270,28 @@ def _apply(
         return _discharge(config, state, power_mw, duration_hours, price, stamp)
     soc = state.state_of_charge_mwh
     held = BatteryState(
-        soc,
-        stamp.at,
-        stamp.ticks_applied,
-        state.energy_bought_mwh,
-        state.energy_stored_mwh,
-        state.energy_drawn_mwh,
-        state.energy_delivered_mwh,
-        state.charging_cost,
-        state.avoided_cost,
+        state_of_charge_mwh=soc,
+        last_tick_at=stamp.at,
+        ticks_applied=stamp.ticks_applied,
+        energy_bought_mwh=state.energy_bought_mwh,
+        energy_stored_mwh=state.energy_stored_mwh,
+        energy_drawn_mwh=state.energy_drawn_mwh,
+        energy_delivered_mwh=state.energy_delivered_mwh,
+        charging_cost=state.charging_cost,
+        avoided_cost=state.avoided_cost,
     )
-    return Step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, stamp.gap_hours, held)
+    return Step(
+        action=action,
+        requested_power_mw=power_mw,
+        power_mw=0.0,
+        duration_hours=duration_hours,
+        energy_mwh=0.0,
+        state_of_charge_before_mwh=soc,
+        state_of_charge_after_mwh=soc,
+        limited_by=None,
+        gap_hours=stamp.gap_hours,
+        state=held,
+    )
 
 
 def _charge(
@@ -275,9 +302,9 @@ def _charge(
     room = max(0.0, config.max_energy_mwh - soc)
     power, limited_by = power_mw, None
     if power > config.max_charge_rate_mw:
-        power, limited_by = config.max_charge_rate_mw, "rate"
+        power, limited_by = config.max_charge_rate_mw, Limit.RATE
     if power * hours * keep >= room:
-        stored, soc_after, limited_by = room, config.max_energy_mwh if room > 0 else soc, "full"
+        stored, soc_after, limited_by = room, config.max_energy_mwh if room > 0 else soc, Limit.FULL
         bought = stored / keep
         power = bought / hours
     else:
@@ -285,18 +312,27 @@ def _charge(
         stored = bought * keep
         soc_after = min(soc + stored, config.max_energy_mwh)
     new_state = BatteryState(
-        soc_after,
-        stamp.at,
-        stamp.ticks_applied,
-        state.energy_bought_mwh + bought,
-        state.energy_stored_mwh + stored,
-        state.energy_drawn_mwh,
-        state.energy_delivered_mwh,
-        state.charging_cost + bought * price,
-        state.avoided_cost,
+        state_of_charge_mwh=soc_after,
+        last_tick_at=stamp.at,
+        ticks_applied=stamp.ticks_applied,
+        energy_bought_mwh=state.energy_bought_mwh + bought,
+        energy_stored_mwh=state.energy_stored_mwh + stored,
+        energy_drawn_mwh=state.energy_drawn_mwh,
+        energy_delivered_mwh=state.energy_delivered_mwh,
+        charging_cost=state.charging_cost + bought * price,
+        avoided_cost=state.avoided_cost,
     )
     return Step(
-        Action.CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, stamp.gap_hours, new_state
+        action=Action.CHARGE,
+        requested_power_mw=power_mw,
+        power_mw=power,
+        duration_hours=hours,
+        energy_mwh=bought,
+        state_of_charge_before_mwh=soc,
+        state_of_charge_after_mwh=soc_after,
+        limited_by=limited_by,
+        gap_hours=stamp.gap_hours,
+        state=new_state,
     )
 
 
@@ -308,13 +344,9 @@ def _discharge(
     available = max(0.0, soc - config.min_energy_mwh)
     power, limited_by = power_mw, None
     if power > config.max_discharge_rate_mw:
-        power, limited_by = config.max_discharge_rate_mw, "rate"
+        power, limited_by = config.max_discharge_rate_mw, Limit.RATE
     if power * hours / keep >= available:
-        drawn, soc_after, limited_by = (
-            available,
-            config.min_energy_mwh if available > 0 else soc,
-            "empty",
-        )
+        drawn, soc_after, limited_by = available, config.min_energy_mwh if available > 0 else soc, Limit.EMPTY
         delivered = drawn * keep
         power = delivered / hours
     else:
@@ -322,25 +354,25 @@ def _discharge(
         drawn = delivered / keep
         soc_after = max(soc - drawn, config.min_energy_mwh)
     new_state = BatteryState(
-        soc_after,
-        stamp.at,
-        stamp.ticks_applied,
-        state.energy_bought_mwh,
-        state.energy_stored_mwh,
-        state.energy_drawn_mwh + drawn,
-        state.energy_delivered_mwh + delivered,
-        state.charging_cost,
-        state.avoided_cost + delivered * price,
+        state_of_charge_mwh=soc_after,
+        last_tick_at=stamp.at,
+        ticks_applied=stamp.ticks_applied,
+        energy_bought_mwh=state.energy_bought_mwh,
+        energy_stored_mwh=state.energy_stored_mwh,
+        energy_drawn_mwh=state.energy_drawn_mwh + drawn,
+        energy_delivered_mwh=state.energy_delivered_mwh + delivered,
+        charging_cost=state.charging_cost,
+        avoided_cost=state.avoided_cost + delivered * price,
     )
     return Step(
-        Action.DISCHARGE,
-        power_mw,
-        power,
-        hours,
-        delivered,
-        soc,
-        soc_after,
-        limited_by,
-        stamp.gap_hours,
-        new_state,
+        action=Action.DISCHARGE,
+        requested_power_mw=power_mw,
+        power_mw=power,
+        duration_hours=hours,
+        energy_mwh=delivered,
+        state_of_charge_before_mwh=soc,
+        state_of_charge_after_mwh=soc_after,
+        limited_by=limited_by,
+        gap_hours=stamp.gap_hours,
+        state=new_state,
     )

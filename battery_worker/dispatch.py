@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from battery_worker.battery import BatteryConfig, BatteryState, Step, apply_tick, initial_state
-from battery_worker.policies.base import Decision, Policy
+from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 
 
@@ -18,7 +18,7 @@ class SiteState:
     """Everything a site's future decisions depend on: the battery and the policy's memory."""
 
     battery: BatteryState
-    policy_memory: object = None
+    policy_memory: PolicyMemory | None = None
 
     def is_stale(self, tick: PriceTick) -> bool:
         """A tick at or before the last applied one is a duplicate or arrived out of order: not applied."""
@@ -28,13 +28,15 @@ class SiteState:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
+    """What one tick did at a site: the policy's decision, the battery's step and the site's new state."""
+
     decision: Decision
     step: Step
     state: SiteState
 
 
 def new_site_state(config: BatteryConfig, policy: Policy) -> SiteState:
-    return SiteState(initial_state(config), policy.initial_memory())
+    return SiteState(battery=initial_state(config), policy_memory=policy.initial_memory())
 
 
 def dispatch(tick: PriceTick, site: SiteState, config: BatteryConfig, policy: Policy) -> Outcome:
@@ -43,4 +45,4 @@ def dispatch(tick: PriceTick, site: SiteState, config: BatteryConfig, policy: Po
     step = apply_tick(
         config, site.battery, decision.action, decision.power_mw, tick.energy_price, tick.timestamp
     )
-    return Outcome(decision, step, SiteState(step.state, memory))
+    return Outcome(decision=decision, step=step, state=SiteState(battery=step.state, policy_memory=memory))

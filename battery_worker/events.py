@@ -16,7 +16,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from battery_worker.battery import Action
+from battery_worker.battery import Action, BatteryConfig, BatteryState
 from battery_worker.ticks import PriceTick
 
 SCHEMA_VERSION = 1
@@ -106,6 +106,35 @@ class BatteryStatus(_Event):
     ticks_applied: int
     ticks_stale: int
     policy: str
+
+
+def status_fields(
+    battery: BatteryState, config: BatteryConfig, last_updated: datetime | None
+) -> dict[str, Any]:
+    """The seed's ``get_status`` fields, in :class:`BatteryStatus`'s order: one definition for both.
+
+    ``BatterySystem.get_status`` and the status event are built from this. Numbers are floats even when the
+    config holds ints (``BatteryConfig(capacity_mwh=200)``), as the event's schema says.
+    """
+    return {
+        "charge_level_percent": float(battery.charge_percent(config)),
+        "available_energy_mwh": float(battery.state_of_charge_mwh),
+        "capacity_mwh": float(config.capacity_mwh),
+        "max_charge_rate_mw": float(config.max_charge_rate_mw),
+        "max_discharge_rate_mw": float(config.max_discharge_rate_mw),
+        "efficiency": float(config.efficiency),
+        "last_updated": last_updated,
+        "total_energy_stored_mwh": float(battery.energy_stored_mwh),
+        "total_energy_used_mwh": float(battery.energy_delivered_mwh),
+        "total_energy_bought_mwh": float(battery.energy_bought_mwh),
+        "total_energy_lost_mwh": float(battery.energy_lost_mwh),
+        "full_equivalent_cycles": float(battery.full_equivalent_cycles(config)),
+        "charging_cost": float(battery.charging_cost),
+        "avoided_cost": float(battery.avoided_cost),
+        "net_value": float(battery.net_value),
+        "can_charge": battery.can_charge(config),
+        "can_discharge": battery.can_discharge(config),
+    }
 
 
 class HistoryRecord(_Event):

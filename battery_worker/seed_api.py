@@ -23,6 +23,7 @@ from typing import Any
 
 from battery_worker.battery import Action, BatteryConfig, Step, apply_for, as_utc
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.events import status_fields
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.ticks import make_tick
@@ -93,28 +94,13 @@ class BatterySystem:
 
     def get_status(self) -> dict[str, Any]:
         with self._lock:
-            config, battery = self._config, self._site.battery
-            soc = battery.state_of_charge_mwh
             status: dict[str, Any] = {
-                "charge_level_percent": round(battery.charge_percent(config), 4),
-                "available_energy_mwh": round(soc, 6),
-                "capacity_mwh": config.capacity_mwh,
-                "max_charge_rate_mw": config.max_charge_rate_mw,
-                "max_discharge_rate_mw": config.max_discharge_rate_mw,
-                "efficiency": config.efficiency,
-                "last_updated": self._last_updated.isoformat(),
-                "total_energy_stored_mwh": battery.energy_stored_mwh,
-                "total_energy_used_mwh": battery.energy_delivered_mwh,
-                "total_energy_bought_mwh": battery.energy_bought_mwh,
-                "total_energy_lost_mwh": battery.energy_lost_mwh,
-                "full_equivalent_cycles": battery.full_equivalent_cycles(config),
-                "charging_cost": battery.charging_cost,
-                "avoided_cost": battery.avoided_cost,
-                "net_value": battery.net_value,
-                "can_charge": soc < config.max_energy_mwh and config.max_charge_rate_mw > 0,
-                "can_discharge": soc > config.min_energy_mwh and config.max_discharge_rate_mw > 0,
+                **status_fields(self._site.battery, self._config, self._last_updated),
                 "policy": self._policy.name,
             }
+            status["charge_level_percent"] = round(status["charge_level_percent"], 4)
+            status["available_energy_mwh"] = round(status["available_energy_mwh"], 6)
+            status["last_updated"] = self._last_updated.isoformat()
             if isinstance(self._policy, ThresholdPolicy):
                 status["charge_threshold"] = self._policy.charge_below
                 status["discharge_threshold"] = self._policy.discharge_above
@@ -205,10 +191,10 @@ class BatterySystem:
             "power_mw": step.power_mw,
             "duration_hours": step.duration_hours,
             "energy_mwh": step.energy_mwh,
-            "charge_level_percent": 100.0 * step.state_of_charge_after_mwh / self._config.capacity_mwh,
+            "charge_level_percent": step.state.charge_percent(self._config),
         }
         if step.limited_by is not None:
-            result["limited_by"] = step.limited_by
+            result["limited_by"] = step.limited_by.value
         if step.gap_hours is not None:
             result["gap_hours"] = step.gap_hours
         if not success:

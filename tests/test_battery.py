@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +12,7 @@ from battery_worker.battery import (
     Action,
     BatteryConfig,
     BatteryState,
+    Limit,
     apply_for,
     apply_tick,
     initial_state,
@@ -60,7 +62,7 @@ def test_charges_to_exactly_full_even_when_a_full_hour_at_max_rate_does_not_fit(
     config = BatteryConfig(initial_charge_percent=95.0)
     step = apply_for(config, initial_state(config), Action.CHARGE, 20.0, 1.0, 10.0)
     assert step.state.state_of_charge_mwh == 100.0
-    assert step.limited_by == "full"
+    assert step.limited_by is Limit.FULL
     assert step.energy_mwh == pytest.approx(5.0 / KEEP)
     assert step.power_mw == pytest.approx(5.0 / KEEP)
 
@@ -69,16 +71,27 @@ def test_discharges_to_exactly_empty() -> None:
     config = BatteryConfig(initial_charge_percent=3.0)
     step = apply_for(config, initial_state(config), Action.DISCHARGE, 20.0, 1.0, 10.0)
     assert step.state.state_of_charge_mwh == 0.0
-    assert step.limited_by == "empty"
+    assert step.limited_by is Limit.EMPTY
     assert step.energy_mwh == pytest.approx(3.0 * KEEP)
 
 
 def test_power_is_clamped_to_the_rate_limits() -> None:
     step = apply_for(CONFIG, initial_state(CONFIG), Action.CHARGE, 25.0, 0.5, 10.0)
     assert step.power_mw == 20.0
-    assert step.limited_by == "rate"
+    assert step.limited_by is Limit.RATE == "rate"
     out = apply_for(CONFIG, initial_state(CONFIG), Action.DISCHARGE, 25.0, 0.5, 10.0)
     assert out.power_mw == 20.0
+
+
+def test_can_charge_and_discharge_need_room_and_a_rate_above_zero() -> None:
+    config = BatteryConfig(min_charge_percent=10.0, max_charge_percent=90.0)
+    state = initial_state(config)
+    assert state.can_charge(config)
+    assert state.can_discharge(config)
+    assert not replace(state, state_of_charge_mwh=90.0).can_charge(config)
+    assert not replace(state, state_of_charge_mwh=10.0).can_discharge(config)
+    assert not state.can_charge(replace(config, max_charge_rate_mw=0.0))
+    assert not state.can_discharge(replace(config, max_discharge_rate_mw=0.0))
 
 
 def test_min_and_max_charge_bounds_are_respected() -> None:

@@ -75,7 +75,7 @@ def test_restart_half_way_through_dump_and_load(
     half = len(ticks) // 2
     first = run_policy(ticks[:half], CONFIG, policy)
     stored = orjson.dumps(policy.dump_memory(first.final.policy_memory))
-    restored = SiteState(first.final.battery, policy.load_memory(orjson.loads(stored)))
+    restored = SiteState(battery=first.final.battery, policy_memory=policy.load_memory(orjson.loads(stored)))
     assert restored.policy_memory == first.final.policy_memory
     second = run_policy(ticks[half:], CONFIG, policy, site=restored)
     assert first.decisions + second.decisions == whole.decisions
@@ -147,3 +147,7 @@ def test_invalid_params_are_refused() -> None:
         MpcPolicy(history_hours=12)
     with pytest.raises(InvalidConfig, match="window_hours"):
         AdaptivePolicy(window_hours=1)
+    with pytest.raises(InvalidConfig, match="soc_tilt=True: must be within 0-1"):
+        AdaptivePolicy(soc_tilt=True)
+    with pytest.raises(InvalidConfig, match="level_decay=False: must be within 0-1"):
+        MpcPolicy(level_decay=False)

@@ -70,6 +70,14 @@ def test_thresholds_that_disagree_are_refused() -> None:
         ThresholdPolicy(charge_below=2.5, discharge_above=2.0)
 
 
+@pytest.mark.parametrize(
+    "name", ["charge_below", "discharge_above", "mining_demand_mw", "inference_demand_mw"]
+)
+def test_a_bool_is_not_a_threshold_or_a_demand(name: str) -> None:
+    with pytest.raises(InvalidConfig, match=f"{name}=True: must be a finite number"):
+        ThresholdPolicy(**{name: True})
+
+
 def test_policies_are_chosen_by_name() -> None:
     policy = make_policy("threshold", {"charge_below": 20.0, "discharge_above": 60.0})
     assert policy.name == "threshold"

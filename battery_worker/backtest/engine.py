@@ -22,7 +22,7 @@ from battery_worker.backtest.optimum import FloatArray, Optimum, solve_optimum, 
 from battery_worker.battery import Action, BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidInput
-from battery_worker.policies.base import Decision, JsonValue, Policy
+from battery_worker.policies.base import Decision, JsonObject, Policy
 from battery_worker.ticks import PriceTick
 
 
@@ -75,7 +75,7 @@ class BacktestSummary:
     final_charge_percent: float
     months: tuple[MonthFigures, ...]
 
-    def to_json(self) -> JsonValue:
+    def to_json(self) -> JsonObject:
         """The JSON summary: ``policy``, ``value``, ``optimum_value`` and ``capture_ratio`` on top."""
         data = asdict(self)
         data["months"] = [asdict(month) for month in self.months]
@@ -124,19 +124,19 @@ def run_policy(
         drawn.append(after.energy_drawn_mwh - before.energy_drawn_mwh)
         lost.append(after.energy_lost_mwh - before.energy_lost_mwh)
     return BacktestRun(
-        policy.name,
-        tuple(stamps),
-        np.asarray(prices),
-        np.asarray(hours),
-        tuple(decisions),
-        np.asarray(power),
-        np.asarray(soc),
-        np.asarray(cash),
-        np.asarray(drawn),
-        np.asarray(lost),
-        skipped,
-        start,
-        state,
+        policy=policy.name,
+        timestamps=tuple(stamps),
+        prices=np.asarray(prices),
+        durations_hours=np.asarray(hours),
+        decisions=tuple(decisions),
+        power_mw=np.asarray(power),
+        state_of_charge_mwh=np.asarray(soc),
+        cash_flows=np.asarray(cash),
+        drawn_mwh=np.asarray(drawn),
+        lost_mwh=np.asarray(lost),
+        skipped_ticks=skipped,
+        initial_energy_mwh=start,
+        final=state,
     )
 
 

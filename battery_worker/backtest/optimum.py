@@ -102,7 +102,16 @@ def solve_optimum(
     start = config.initial_energy_mwh if initial_energy_mwh is None else float(initial_energy_mwh)
     if n == 0:
         empty = np.zeros(0)
-        return Optimum(0.0, 0.0, 0.0, empty, empty, empty, empty, 0)
+        return Optimum(
+            value=0.0,
+            cash_value=0.0,
+            terminal_value=0.0,
+            bought_mwh=empty,
+            delivered_mwh=empty,
+            state_of_charge_mwh=empty,
+            cash_flows=empty,
+            mixed_integer_steps=0,
+        )
     keep = config.one_way_efficiency
     low, high = config.min_energy_mwh, config.max_energy_mwh
     negative = np.flatnonzero(price < 0)
@@ -187,4 +196,13 @@ def solve_optimum(
     end_value = 0.0
     if terminal_price is not None:
         end_value = terminal_value(config, float(soc[-1]) - start, terminal_price)
-    return Optimum(cash + end_value, cash, end_value, bought, delivered, soc, cash_flows, m)
+    return Optimum(
+        value=cash + end_value,
+        cash_value=cash,
+        terminal_value=end_value,
+        bought_mwh=bought,
+        delivered_mwh=delivered,
+        state_of_charge_mwh=soc,
+        cash_flows=cash_flows,
+        mixed_integer_steps=m,
+    )

@@ -11,7 +11,8 @@ from typing import Any
 
 from battery_worker.battery import BatteryConfig, BatteryState
 from battery_worker.dispatch import Outcome
-from battery_worker.events import SCHEMA_VERSION, BatteryStatus, SourceRef
+from battery_worker.events import SCHEMA_VERSION, SourceRef, status_fields
+from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
 
 
@@ -76,39 +77,16 @@ def status_payload(
     event: str, site_id: str, battery: BatteryState, ticks_stale: int, config: BatteryConfig, policy: str
 ) -> dict[str, Any]:
     """A ``BatteryStatus``: the seed's ``get_status`` for one site, stamped with the tick time."""
-    soc = float(battery.state_of_charge_mwh)
     return {
         "schema_version": SCHEMA_VERSION,
         "event_id": event,
         "site_id": site_id,
         "last_tick_at": battery.last_tick_at,
-        "charge_level_percent": float(battery.charge_percent(config)),
-        "available_energy_mwh": soc,
-        "capacity_mwh": float(config.capacity_mwh),
-        "max_charge_rate_mw": float(config.max_charge_rate_mw),
-        "max_discharge_rate_mw": float(config.max_discharge_rate_mw),
-        "efficiency": float(config.efficiency),
-        "last_updated": battery.last_tick_at,
-        "total_energy_stored_mwh": float(battery.energy_stored_mwh),
-        "total_energy_used_mwh": float(battery.energy_delivered_mwh),
-        "total_energy_bought_mwh": float(battery.energy_bought_mwh),
-        "total_energy_lost_mwh": float(battery.energy_lost_mwh),
-        "full_equivalent_cycles": float(battery.full_equivalent_cycles(config)),
-        "charging_cost": float(battery.charging_cost),
-        "avoided_cost": float(battery.avoided_cost),
-        "net_value": float(battery.net_value),
-        "can_charge": bool(soc < config.max_energy_mwh and config.max_charge_rate_mw > 0),
-        "can_discharge": bool(soc > config.min_energy_mwh and config.max_discharge_rate_mw > 0),
+        **status_fields(battery, config, battery.last_tick_at),
         "ticks_applied": battery.ticks_applied,
         "ticks_stale": ticks_stale,
         "policy": policy,
     }
-
-
-def status_event(
-    event: str, site_id: str, battery: BatteryState, ticks_stale: int, config: BatteryConfig, policy: str
-) -> BatteryStatus:
-    return BatteryStatus(**status_payload(event, site_id, battery, ticks_stale, config, policy))
 
 
 def state_payload(
@@ -117,7 +95,7 @@ def state_payload(
     battery: BatteryState,
     ticks_stale: int,
     policy: str,
-    policy_memory: Any,
+    policy_memory: JsonValue,
 ) -> dict[str, Any]:
     """A ``BatteryStateRecord``: everything restore needs, with the input offset it reflects."""
     return {

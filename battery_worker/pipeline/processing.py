@@ -139,10 +139,6 @@ class TickProcessor:
     def site_count(self) -> int:
         return len(self._sites)
 
-    def site_state(self, site_id: str) -> SiteState | None:
-        site = self._sites.get(site_id)
-        return None if site is None else site.state
-
     def sites(self) -> dict[str, SiteState]:
         return {site_id: site.state for site_id, site in self._sites.items()}
 
@@ -170,7 +166,7 @@ class TickProcessor:
                 else setup.policy.initial_memory()
             )
             self._sites[record.site_id] = _Site(
-                SiteState(battery, memory),
+                SiteState(battery=battery, policy_memory=memory),
                 record.source,
                 home_partition(record.site_id, self._partitions),
                 record.ticks_stale,

@@ -17,8 +17,14 @@ import numpy as np
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState
 from battery_worker.errors import InvalidConfig
-from battery_worker.policies.base import Decision, JsonValue, decision, gated_by_battery, hold
-from battery_worker.policies.forecast import HourlyHistory, whole_number
+from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
+from battery_worker.policies.forecast import (
+    HourlyHistory,
+    as_history,
+    load_history,
+    require_fraction,
+    whole_number,
+)
 from battery_worker.ticks import PriceTick
 
 
@@ -36,9 +42,7 @@ class AdaptivePolicy:
         if self.warmup_hours > self.window_hours:
             raise InvalidConfig("warmup_hours", self.warmup_hours, "must not exceed window_hours")
         for name in ("charge_quantile", "discharge_quantile", "soc_tilt"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise InvalidConfig(name, value, "must be within 0-1")
+            require_fraction(name, getattr(self, name))
         if self.charge_quantile >= self.discharge_quantile:
             raise InvalidConfig("charge_quantile", self.charge_quantile, "must be below discharge_quantile")
 
@@ -46,13 +50,13 @@ class AdaptivePolicy:
     def name(self) -> str:
         return "adaptive"
 
-    def initial_memory(self) -> object:
+    def initial_memory(self) -> HourlyHistory:
         return HourlyHistory(self.window_hours)
 
     def decide(
-        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: object
-    ) -> tuple[Decision, object]:
-        history = _history(memory, self.window_hours).add(tick.timestamp, tick.energy_price)
+        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
+    ) -> tuple[Decision, HourlyHistory]:
+        history = as_history(memory, self.window_hours).add(tick.timestamp, tick.energy_price)
         return self.decide_on(tick, history, battery, config), history
 
     def decide_on(
@@ -84,16 +88,8 @@ class AdaptivePolicy:
             return hold(tick, f"price {price:.2f} between {low:.2f} and {high:.2f}")
         return gated_by_battery(tick, wanted, battery, config)
 
-    def dump_memory(self, memory: object) -> JsonValue:
-        return _history(memory, self.window_hours).dump()
+    def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:
+        return as_history(memory, self.window_hours).dump()
 
-    def load_memory(self, data: JsonValue) -> object:
-        return HourlyHistory.load(data) if data is not None else self.initial_memory()
-
-
-def _history(memory: object, window_hours: int) -> HourlyHistory:
-    if memory is None:
-        return HourlyHistory(window_hours)
-    if not isinstance(memory, HourlyHistory):
-        raise InvalidConfig("policy_memory", type(memory).__name__, "expected an HourlyHistory")
-    return memory
+    def load_memory(self, data: JsonValue) -> HourlyHistory:
+        return load_history(data, self.window_hours)

@@ -9,16 +9,27 @@ predictive policies restartable: the worker stores ``dump_memory`` beside the ba
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol, TypeAlias
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState
 from battery_worker.ticks import PriceTick
 
-JsonValue = Any
-"""A value orjson can serialize: None, bool, int, float, str, list, dict."""
+JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
+"""A JSON document as Python values: what orjson writes and reads back."""
+JsonObject: TypeAlias = dict[str, JsonValue]
 
 
-@dataclass(frozen=True, slots=True)
+class PolicyMemory(Protocol):
+    """What a policy carries from one tick to the next (``None`` for a policy that needs nothing).
+
+    An immutable value that writes itself as JSON: the worker stores it in the state topic beside the battery
+    and the policy's ``load_memory`` reads it back after a restart.
+    """
+
+    def dump(self) -> JsonValue: ...
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class Decision:
     """What a policy wants now. ``power_mw`` is the requested site-side power; the battery may clamp it."""
 
@@ -36,23 +47,30 @@ class Policy(Protocol):
     @property
     def name(self) -> str: ...
 
-    def initial_memory(self) -> object: ...
+    def initial_memory(self) -> PolicyMemory | None: ...
 
     def decide(
-        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: object
-    ) -> tuple[Decision, object]: ...
+        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
+    ) -> tuple[Decision, PolicyMemory | None]: ...
 
-    def dump_memory(self, memory: object) -> JsonValue: ...
+    def dump_memory(self, memory: PolicyMemory | None) -> JsonValue: ...
 
-    def load_memory(self, data: JsonValue) -> object: ...
+    def load_memory(self, data: JsonValue) -> PolicyMemory | None: ...
 
 
 def hold(tick: PriceTick, reason: str) -> Decision:
-    return Decision(Action.HOLD, 0.0, reason, tick.energy_price, tick.hash_price, tick.token_price)
+    return decision(tick, Action.HOLD, 0.0, reason)
 
 
 def decision(tick: PriceTick, action: Action, power_mw: float, reason: str) -> Decision:
-    return Decision(action, power_mw, reason, tick.energy_price, tick.hash_price, tick.token_price)
+    return Decision(
+        action=action,
+        power_mw=power_mw,
+        reason=reason,
+        energy_price=tick.energy_price,
+        hash_price=tick.hash_price,
+        token_price=tick.token_price,
+    )
 
 
 def gated_by_battery(
@@ -63,11 +81,8 @@ def gated_by_battery(
     This is what the seed's ``can_charge``/``can_discharge`` meant, without its flaw of refusing any charge
     unless a whole hour at the maximum rate still fitted.
     """
-    soc = battery.state_of_charge_mwh
-    if wanted.action is Action.CHARGE and (soc >= config.max_energy_mwh or config.max_charge_rate_mw == 0):
+    if wanted.action is Action.CHARGE and not battery.can_charge(config):
         return hold(tick, f"{wanted.reason} but battery is full")
-    if wanted.action is Action.DISCHARGE and (
-        soc <= config.min_energy_mwh or config.max_discharge_rate_mw == 0
-    ):
+    if wanted.action is Action.DISCHARGE and not battery.can_discharge(config):
         return hold(tick, f"{wanted.reason} but battery is empty")
     return wanted

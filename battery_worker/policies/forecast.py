@@ -12,13 +12,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import datetime
+from typing import TypedDict, cast
 
 import numpy as np
 from numpy.typing import NDArray
 
 from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidConfig
-from battery_worker.policies.base import JsonValue
+from battery_worker.policies.base import JsonValue, PolicyMemory
 
 HOURS_PER_DAY = 24
 FloatArray = NDArray[np.float64]
@@ -33,9 +34,25 @@ def whole_number(name: str, value: object, low: int) -> int:
     return value
 
 
+def require_fraction(name: str, value: object) -> None:
+    """Raise :class:`InvalidConfig` unless ``value`` is a number (not a bool) within 0-1."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not 0 <= value <= 1:
+        raise InvalidConfig(name, value, "must be within 0-1")
+
+
 def hour_index(at: datetime) -> int:
     """Whole hours since the Unix epoch (UTC): the bucket a tick falls in."""
     return int(as_utc(at).timestamp() // 3600)
+
+
+class HistoryDump(TypedDict):
+    """:meth:`HourlyHistory.dump` as stored in the state topic."""
+
+    max_hours: int
+    means: list[float]
+    open_hour: int | None
+    open_sum: float
+    open_count: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +93,7 @@ class HourlyHistory:
         return np.asarray(values, dtype=np.float64)
 
     def dump(self) -> JsonValue:
+        """The history as a :class:`HistoryDump`; :meth:`load` reads it back to an equal value."""
         return {
             "max_hours": self.max_hours,
             "means": list(self.means),
@@ -88,16 +106,31 @@ class HourlyHistory:
     def load(data: JsonValue) -> HourlyHistory:
         if not isinstance(data, dict):
             raise InvalidConfig("policy_memory", type(data).__name__, "expected an object")
+        fields = cast(HistoryDump, data)  # checked field by field below: a wrong shape fails to convert
         try:
             return HourlyHistory(
-                max_hours=int(data["max_hours"]),
-                means=tuple(float(v) for v in data["means"]),
-                open_hour=None if data["open_hour"] is None else int(data["open_hour"]),
-                open_sum=float(data["open_sum"]),
-                open_count=int(data["open_count"]),
+                max_hours=int(fields["max_hours"]),
+                means=tuple(float(v) for v in fields["means"]),
+                open_hour=None if fields["open_hour"] is None else int(fields["open_hour"]),
+                open_sum=float(fields["open_sum"]),
+                open_count=int(fields["open_count"]),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidConfig("policy_memory", str(error), "not a price history") from None
+
+
+def as_history(memory: PolicyMemory | None, max_hours: int) -> HourlyHistory:
+    """A policy's memory as the price history it must be; ``None`` (no tick yet) is an empty history."""
+    if memory is None:
+        return HourlyHistory(max_hours)
+    if not isinstance(memory, HourlyHistory):
+        raise InvalidConfig("policy_memory", type(memory).__name__, "expected an HourlyHistory")
+    return memory
+
+
+def load_history(data: JsonValue, max_hours: int) -> HourlyHistory:
+    """A stored history read back; ``None`` (nothing stored yet) is an empty history of ``max_hours``."""
+    return HourlyHistory.load(data) if data is not None else HourlyHistory(max_hours)
 
 
 def profile_forecast(

@@ -20,19 +20,22 @@ Memory: one bounded :class:`HourlyHistory` of ``history_hours`` floats, shared w
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import linprog
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState, step_hours
 from battery_worker.errors import InvalidConfig
-from battery_worker.policies.adaptive import AdaptivePolicy, _history
-from battery_worker.policies.base import Decision, JsonValue, decision, gated_by_battery, hold
+from battery_worker.policies.adaptive import AdaptivePolicy
+from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
 from battery_worker.policies.forecast import (
     FloatArray,
     HourlyHistory,
+    as_history,
+    load_history,
     profile_forecast,
+    require_fraction,
     whole_number,
 )
 from battery_worker.ticks import PriceTick
@@ -61,9 +64,7 @@ class MpcPolicy:
         if self.warmup_hours > self.history_hours:
             raise InvalidConfig("warmup_hours", self.warmup_hours, "must not exceed history_hours")
         for name in ("recent_weight", "spike_quantile", "level_decay", "terminal_quantile"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not 0 <= value <= 1:
-                raise InvalidConfig(name, value, "must be within 0-1")
+            require_fraction(name, getattr(self, name))
         if not isinstance(self.fallback, AdaptivePolicy):
             raise InvalidConfig("fallback", self.fallback, "must be an AdaptivePolicy")
         if self.fallback.window_hours > self.history_hours:
@@ -73,13 +74,13 @@ class MpcPolicy:
     def name(self) -> str:
         return "mpc"
 
-    def initial_memory(self) -> object:
+    def initial_memory(self) -> HourlyHistory:
         return HourlyHistory(self.history_hours)
 
     def decide(
-        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: object
-    ) -> tuple[Decision, object]:
-        history = _history(memory, self.history_hours).add(tick.timestamp, tick.energy_price)
+        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
+    ) -> tuple[Decision, HourlyHistory]:
+        history = as_history(memory, self.history_hours).add(tick.timestamp, tick.energy_price)
         known = history.known()
         if known.size < self.warmup_hours:
             return hold(tick, f"warming up ({known.size}/{self.warmup_hours} h of prices)"), history
@@ -98,7 +99,7 @@ class MpcPolicy:
         plan = self._solve(config, battery.state_of_charge_mwh, prices, hours, end_value)
         if plan is None:
             fallback = self.fallback.decide_on(tick, history, battery, config)
-            return _with_reason(fallback, f"mpc fallback ({fallback.reason})"), history
+            return replace(fallback, reason=f"mpc fallback ({fallback.reason})"), history
         bought, delivered = plan
         if bought > delivered and bought > ENERGY_EPSILON_MWH:
             wanted = decision(tick, Action.CHARGE, bought / first_hours, f"mpc plan: charge {bought:.3f} MWh")
@@ -144,14 +145,8 @@ class MpcPolicy:
             return None
         return max(0.0, float(result.x[0])), max(0.0, float(result.x[n]))
 
-    def dump_memory(self, memory: object) -> JsonValue:
-        return _history(memory, self.history_hours).dump()
+    def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:
+        return as_history(memory, self.history_hours).dump()
 
-    def load_memory(self, data: JsonValue) -> object:
-        return HourlyHistory.load(data) if data is not None else self.initial_memory()
-
-
-def _with_reason(wanted: Decision, reason: str) -> Decision:
-    return Decision(
-        wanted.action, wanted.power_mw, reason, wanted.energy_price, wanted.hash_price, wanted.token_price
-    )
+    def load_memory(self, data: JsonValue) -> HourlyHistory:
+        return load_history(data, self.history_hours)

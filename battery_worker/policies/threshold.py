@@ -7,12 +7,11 @@ Power defaults to the site's demand (mining 15 MW + inference 10 MW), capped by 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState
+from battery_worker.battery import Action, BatteryConfig, BatteryState, require_finite
 from battery_worker.errors import InvalidConfig
-from battery_worker.policies.base import Decision, JsonValue, decision, gated_by_battery, hold
+from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
 from battery_worker.ticks import PriceTick
 
 
@@ -25,9 +24,7 @@ class ThresholdPolicy:
 
     def __post_init__(self) -> None:
         for name in ("charge_below", "discharge_above", "mining_demand_mw", "inference_demand_mw"):
-            value = getattr(self, name)
-            if not isinstance(value, int | float) or not math.isfinite(value):
-                raise InvalidConfig(name, value, "must be a finite number")
+            require_finite(name, getattr(self, name), InvalidConfig)
         for name in ("mining_demand_mw", "inference_demand_mw"):
             if getattr(self, name) < 0:
                 raise InvalidConfig(name, getattr(self, name), "must be >= 0")
@@ -46,12 +43,12 @@ class ThresholdPolicy:
     def site_demand_mw(self) -> float:
         return self.mining_demand_mw + self.inference_demand_mw
 
-    def initial_memory(self) -> object:
+    def initial_memory(self) -> None:
         return None
 
     def decide(
-        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: object
-    ) -> tuple[Decision, object]:
+        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
+    ) -> tuple[Decision, None]:
         price = tick.energy_price
         if price < self.charge_below:
             power = min(self.site_demand_mw, config.max_charge_rate_mw)
@@ -65,8 +62,8 @@ class ThresholdPolicy:
             return hold(tick, f"Energy price ({price:.2f}) within normal range"), None
         return gated_by_battery(tick, wanted, battery, config), None
 
-    def dump_memory(self, memory: object) -> JsonValue:
+    def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:
         return None
 
-    def load_memory(self, data: JsonValue) -> object:
+    def load_memory(self, data: JsonValue) -> None:
         return None
