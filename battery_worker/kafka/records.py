@@ -7,6 +7,7 @@ aiokafka's records (``getmany``, :func:`battery_worker.kafka.reading.read_to_end
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
 from battery_worker.pipeline.processing import InputRecord
@@ -25,6 +26,8 @@ class ConsumedRecord(Protocol):
     def key(self) -> bytes | None: ...
     @property
     def value(self) -> bytes | None: ...
+    @property
+    def headers(self) -> Sequence[tuple[str, bytes]]: ...
     @property
     def timestamp(self) -> int:
         """Milliseconds since the epoch, as the producer or the broker stamped it (-1 when absent)."""
