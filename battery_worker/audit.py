@@ -74,29 +74,16 @@ class EventShape:
     decision_fields: tuple[str, ...]
 
 
+_STEP_FIELDS = ("action", "power_mw", "requested_power_mw", "energy_mwh", "duration_hours")
+"""The decision fields both event kinds name alike; they differ in how they name the state of charge."""
+
 ACTIONS = EventShape(
     time_field="tick_timestamp",
-    decision_fields=(
-        "action",
-        "power_mw",
-        "requested_power_mw",
-        "energy_mwh",
-        "duration_hours",
-        "state_of_charge_before_mwh",
-        "state_of_charge_after_mwh",
-    ),
+    decision_fields=(*_STEP_FIELDS, "state_of_charge_before_mwh", "state_of_charge_after_mwh"),
 )
 HISTORY = EventShape(
     time_field="timestamp",
-    decision_fields=(
-        "action",
-        "power_mw",
-        "requested_power_mw",
-        "energy_mwh",
-        "duration_hours",
-        "charge_before_mwh",
-        "charge_after_mwh",
-    ),
+    decision_fields=(*_STEP_FIELDS, "charge_before_mwh", "charge_after_mwh"),
 )
 
 
