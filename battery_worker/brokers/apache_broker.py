@@ -36,10 +36,9 @@ from battery_worker.brokers.apache_config import (
     write_config,
 )
 from battery_worker.brokers.apache_jars import ensure_jars, find_java, kafka_version
-from battery_worker.brokers.apache_process import JvmProcess
 from battery_worker.brokers.apache_tls import CA_FILE, make_keystores
-from battery_worker.brokers.launcher import Readiness, free_port
-from battery_worker.kafka.exceptions import ApacheKafkaError
+from battery_worker.brokers.launcher import BrokerProcess, Readiness, free_port
+from battery_worker.kafka.exceptions import ApacheKafkaError, ApacheKafkaUnavailable
 
 __all__ = ["ApacheKafkaBroker"]
 
@@ -55,7 +54,7 @@ class ApacheKafkaBroker:
     :meth:`stop`. :meth:`start` returns once a Kafka Metadata request on the PLAINTEXT listener lists the
     broker. Everything (keystores, data, log unless ``log_path`` is given) lives in a temporary directory
     that :meth:`stop` deletes: each start is a new, empty cluster with a new CA. The JVM's output goes to a
-    file (``apache_process.py``) whose tail is part of every startup error.
+    file (:class:`.launcher.BrokerProcess`) whose tail is part of every startup error.
     """
 
     def __init__(
@@ -96,7 +95,7 @@ class ApacheKafkaBroker:
         self._ports: dict[str, int] = {}
         self._keystore_password = ""
         self._workdir: Path | None = None
-        self._jvm = JvmProcess(stop_timeout)
+        self._jvm = BrokerProcess("Kafka", stop_timeout, ApacheKafkaUnavailable)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties

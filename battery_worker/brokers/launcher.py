@@ -1,8 +1,9 @@
-"""What the two local broker launchers share: a free port, waiting until the broker answers, stopping it.
+"""What the two local broker launchers share: a free port, the child process, waiting until it answers.
 
 ``embedded.py`` (Tansu) and ``apache_kafka.py`` (Apache Kafka) both spawn a broker as a child process on
-loopback ports, wait until it accepts connections and then answers a Kafka Metadata request, and stop it
-with SIGTERM, then SIGKILL. Only the standard library and aiokafka are used, as in the launchers.
+loopback ports with its output in a file (:class:`BrokerProcess`), wait until it accepts connections and then
+answers a Kafka Metadata request (:class:`Readiness`), and stop it with SIGTERM, then SIGKILL. Only the
+standard library and aiokafka are used, as in the launchers.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["LOOPBACK", "Readiness", "free_port", "log_tail", "port_accepts", "stop_process"]
+__all__ = ["LOOPBACK", "BrokerProcess", "Readiness", "free_port", "log_tail", "port_accepts", "stop_process"]
 
 log = logging.getLogger(__name__)
 
@@ -173,3 +175,81 @@ def log_tail(path: Path | None, max_chars: int) -> str:
         data = path.read_bytes()[-max_chars:]
         return data.decode("utf-8", "replace").strip().replace("\n", " | ")
     return ""
+
+
+class BrokerProcess:
+    """One broker child process at a time, its output in a file: :meth:`spawn`, :attr:`running`, :meth:`kill`.
+
+    Why a file and not a pipe: a pipe nobody reads fills up and freezes the broker. The file's tail is what
+    every startup error quotes (:meth:`log_tail`). The launcher decides what runs and when; this only starts
+    the process, tells whether it still runs, and stops it (SIGTERM, SIGKILL after ``stop_timeout``).
+    """
+
+    def __init__(self, name: str, stop_timeout: float, unavailable: type[Exception]) -> None:
+        """:param name: the broker as log messages name it (``"Tansu"``, ``"Kafka"``).
+        :param stop_timeout: seconds :meth:`kill` waits after SIGTERM before SIGKILL.
+        :param unavailable: the launcher's error raised when the executable cannot run.
+        """
+        self._name = name
+        self._stop_timeout = stop_timeout
+        self._unavailable = unavailable
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_file: IO[bytes] | None = None
+        self._temporary = False
+        self.log_path: Path | None = None
+        """File receiving the output; kept after :meth:`kill` until the owner forgets it, unless temporary."""
+
+    def spawn(self, command: Sequence[str], log_path: Path, *, append: bool, temporary: bool = False) -> None:
+        """Start ``command`` with its output in ``log_path`` (appended to, or truncated).
+
+        :param temporary: :meth:`kill` deletes ``log_path`` and forgets it.
+        :raises unavailable: the executable (``command[0]``) cannot run.
+        """
+        self.log_path = log_path
+        self._temporary = temporary
+        self._log_file = log_path.open("ab" if append else "wb")
+        try:
+            # argv: the launcher's resolved executable, fixed flags and generated config; no shell.
+            self._proc = subprocess.Popen(  # noqa: S603
+                command, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+            )
+        except OSError as exc:
+            self._close_log()
+            raise self._unavailable(f"cannot execute {command[0]}: {exc}") from exc
+
+    @property
+    def started(self) -> bool:
+        """True from :meth:`spawn` until :meth:`kill`, even if the process has exited meanwhile."""
+        return self._proc is not None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_code(self) -> int | None:
+        """The exit code once the process has exited; ``None`` while it runs or when none was started."""
+        return self._proc.poll() if self._proc is not None else None
+
+    def log_tail(self, max_chars: int) -> str:
+        return log_tail(self.log_path, max_chars)
+
+    def kill(self) -> None:
+        """SIGTERM, SIGKILL after ``stop_timeout``; close the log file, delete it if temporary. Idempotent."""
+        proc, self._proc = self._proc, None
+        if proc is not None:
+            stop_process(proc, self._stop_timeout, self._name)
+        self._close_log()
+        if self._temporary and self.log_path is not None:
+            with contextlib.suppress(OSError):
+                self.log_path.unlink()
+            self.log_path = None
+
+    def _close_log(self) -> None:
+        if self._log_file is not None:
+            with contextlib.suppress(OSError):
+                self._log_file.close()
+            self._log_file = None
