@@ -29,8 +29,8 @@ broker from its Maven Central jars with nothing but Java 17+, plus Maven for the
 
 This module is the one to import; the work is done by one module per job: ``apache_jars.py`` (Java and the
 jar cache), ``apache_config.py`` (users, ``server.properties``, command lines), ``apache_tls.py`` (keystores),
-``apache_acls.py`` (ACL grants), ``apache_process.py`` (the JVM and its log file) and ``apache_broker.py``
-(:class:`ApacheKafkaBroker`, the lifecycle). This one adds the command-line entry point.
+``apache_acls.py`` (ACL grants) and ``apache_broker.py`` (:class:`ApacheKafkaBroker`, the lifecycle; the JVM
+runs in ``launcher.BrokerProcess``, as Tansu does). This one adds the command-line entry point.
 
 Only the standard library and aiokafka are used: a ``pip install -e .`` and a JDK are enough.
 """
