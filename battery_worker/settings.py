@@ -35,6 +35,9 @@ from battery_worker.battery import BatteryConfig
 from battery_worker.errors import InvalidConfig
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
+ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
+"""at-least-once: a crash re-emits byte-identical events; exactly-once: Kafka transactions, no re-emits."""
+
 DEFAULT_MAX_TICK_AHEAD_S = 3600.0
 """How far a tick may be stamped past its record's Kafka timestamp before it is a dead letter."""
 
@@ -196,6 +199,32 @@ class WorkerSettings(BaseModel):
     metrics_host: str = Field(
         "127.0.0.1", description="address of that server; the container image sets 0.0.0.0"
     )
+    processing_guarantee: ProcessingGuarantee = Field(
+        "at-least-once",
+        description="exactly-once commits each batch's outputs and offsets in Kafka transactions",
+    )
+    transaction_timeout_ms: int = Field(
+        60_000,
+        ge=1000,
+        le=900_000,
+        description="exactly-once: the broker aborts a transaction left open this long (a dead worker's)",
+    )
+
+    @model_validator(mode="after")
+    def _transactions_outlive_the_session(self) -> Self:
+        # A worker paused longer than its transaction timeout but shorter than its session would find its
+        # transaction aborted and its producer fenced while still owning the partition; with the timeout
+        # above the session, such a pause always ends in a rebalance that hands the partition out anew.
+        if self.exactly_once and self.transaction_timeout_ms <= self.session_timeout_ms:
+            raise ValueError(
+                f"worker.transaction_timeout_ms ({self.transaction_timeout_ms}) must exceed "
+                f"worker.session_timeout_ms ({self.session_timeout_ms}) with exactly-once"
+            )
+        return self
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly-once"
 
 
 class PolicySettings(BaseModel):

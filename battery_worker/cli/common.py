@@ -39,6 +39,8 @@ def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = No
         overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
     if getattr(args, "metrics_host", None) is not None:
         overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
+    if getattr(args, "processing_guarantee", None) is not None:
+        overrides.setdefault("worker", {})["processing_guarantee"] = args.processing_guarantee
     config = getattr(args, "config", None)
     settings = load_settings(config, overrides)
     name, pairs = getattr(args, "policy", None), getattr(args, "policy_param", None) or []

@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, get_args
 
 from battery_worker.cli.common import (
     NUMBER,
@@ -35,6 +35,7 @@ from battery_worker.cli.common import (
     run_once,
 )
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
+from battery_worker.settings import ProcessingGuarantee
 
 log = logging.getLogger("battery_worker")
 
@@ -251,6 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
     )
     run.add_argument("--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)")
+    run.add_argument(
+        "--processing-guarantee",
+        choices=get_args(ProcessingGuarantee),
+        help="at-least-once (default) or exactly-once (Kafka transactions; not on the embedded broker)",
+    )
     run.set_defaults(func=cmd_run)
 
     demo = commands.add_parser(

@@ -52,6 +52,30 @@ def make_producer(kafka: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProduc
     )
 
 
+def make_transactional_producer(
+    kafka: KafkaSettings, transactional_id: str, *, transaction_timeout_ms: int
+) -> AIOKafkaProducer:
+    """Exactly-once: a producer whose sends, and offsets, commit or abort together (idempotent, acks=all).
+
+    ``linger_ms`` 0: the worker closes its batches itself (:mod:`.batching`) and commits right after.
+    """
+    return AIOKafkaProducer(
+        **connection_options(kafka),
+        transactional_id=transactional_id,
+        transaction_timeout_ms=transaction_timeout_ms,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=0,
+        max_batch_size=1_048_576,
+        max_request_size=4_194_304,
+    )
+
+
+def make_idempotent_probe(kafka: KafkaSettings) -> AIOKafkaProducer:
+    """A producer that asks for a producer id at start: whether the broker has transactions at all."""
+    return AIOKafkaProducer(**connection_options(kafka), acks="all", enable_idempotence=True)
+
+
 def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafkaConsumer:
     """The ``prices`` consumer: manual commits only, from the earliest record for a new group.
 
@@ -74,11 +98,16 @@ def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafk
     )
 
 
-def make_reader(kafka: KafkaSettings) -> AIOKafkaConsumer:
-    """A group-less consumer for reading topics end to end (restore, status, history export, replay)."""
+def make_reader(kafka: KafkaSettings, *, committed_only: bool = True) -> AIOKafkaConsumer:
+    """A group-less consumer for reading topics end to end (restore, status, history export, replay).
+
+    ``read_committed`` by default: output of an aborted transaction (exactly-once mode) is never read, and
+    on a topic written without transactions it changes nothing. ``committed_only=False`` reads everything.
+    """
     return AIOKafkaConsumer(
         **connection_options(kafka),
         group_id=None,
+        isolation_level="read_committed" if committed_only else "read_uncommitted",
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=8_388_608,

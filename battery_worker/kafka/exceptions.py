@@ -78,3 +78,17 @@ class NotAuthorized(BatteryWorkerError):
 
 class TlsHandshakeFailed(BatteryWorkerError):
     """The broker's certificate does not verify against ``kafka.ssl_cafile`` or does not match the address."""
+
+
+class TransactionsUnsupported(BatteryWorkerError):
+    """Exactly-once was asked for, but the broker has no transactions (the embedded broker has none)."""
+
+    retriable = False
+
+
+class PartitionFenced(BatteryWorkerError):
+    """Another worker took this ``prices`` partition over (or the broker timed out our transaction): its
+    transactional producer is fenced. Nothing of the batch is committed; the group hands the partition out
+    anew."""
+
+    retriable = True

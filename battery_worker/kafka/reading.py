@@ -3,6 +3,9 @@
 Some brokers (Tansu, the embedded one) answer ListOffsets "latest" with the start of the last batch + 1, so
 ``end_offsets()`` alone can stop a read early. The high watermark that comes with each fetch response is
 right on every broker; the read ends when every partition's position has reached the larger of the two.
+
+A ``read_committed`` reader cannot pass the last stable offset (the first record of a transaction still
+open); its end is that offset instead of the high watermark.
 """
 
 from __future__ import annotations
@@ -42,7 +45,8 @@ async def read_to_end(
             await reader.seek_to_beginning(tp)
         else:
             reader.seek(tp, offset)
-    listed = await reader.end_offsets(list(remaining))
+    committed_only = _reads_committed_only(reader)
+    listed = {} if committed_only else await reader.end_offsets(list(remaining))
     deadline = time.monotonic() + timeout_s
     while remaining:
         if time.monotonic() > deadline:
@@ -53,9 +57,14 @@ async def read_to_end(
             if records:
                 yield records
         for tp in list(remaining):
-            highwater = reader.highwater(tp)
-            if highwater is None:
+            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            if end is None:
                 continue
-            if await reader.position(tp) >= max(highwater, listed.get(tp, 0)):
+            if await reader.position(tp) >= max(end, listed.get(tp, 0)):
                 remaining.discard(tp)
         await asyncio.sleep(0)
+
+
+def _reads_committed_only(reader: AIOKafkaConsumer) -> bool:
+    # aiokafka keeps the setting private and has no getter; make_reader is where it is chosen.
+    return getattr(reader, "_isolation_level", "read_uncommitted") == "read_committed"

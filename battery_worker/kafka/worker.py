@@ -26,6 +26,12 @@ Either way no tick is applied twice to the battery and none is skipped.
 
 Partitions: on assignment the sites of those partitions are restored from the state topic before any of
 their ticks is handled; on revocation the in-flight batch finishes and commits first.
+
+Exactly-once (``worker.processing_guarantee``): steps 3 to 5 become one Kafka transaction per partition of
+the batch (:mod:`.transactions`), awaited before the next fetch: events, state records and the input offset
+commit together or not at all, so nothing is ever re-emitted. On assignment the partition's transactional
+producer starts before its state is restored (that start fences the previous owner); a rewind also seeks
+back to the committed offsets.
 """
 
 from __future__ import annotations
@@ -51,6 +57,7 @@ from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import restore_sites
+from battery_worker.kafka.transactions import PartitionTransactions, PartitionWork, require_transactions
 from battery_worker.kafka.worker_stats import Assignment, WorkerStats, counting_failures, summary
 from battery_worker.pipeline.processing import Handled, InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings
@@ -93,6 +100,9 @@ class Worker:
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
         self._connector = Connector(settings, self._stop, self._backoff)
         self._tail: asyncio.Task[None] | None = None
+        self._transactions: PartitionTransactions | None = None
+        self._seeks: dict[TopicPartition, int] = {}
+        """Seeks per partition: a batch fetched before one of its partitions moved is not handled."""
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
@@ -130,6 +140,8 @@ class Worker:
         finally:
             self._stop.closing()
             await self._settle_tail_on_exit()
+            if self._transactions is not None:
+                await self._transactions.close_all()
             await close_clients((self._consumer, self._producer, self._reader), self._stop)
             stats = summary(self.processor.counters, self.stats, self.processor.site_count)
             log.info("battery-worker stopped: %s", stats)
@@ -172,6 +184,12 @@ class Worker:
         settings = self.settings
         partitions = await self._connector.ensure_topics()
         self.processor.prices_partitions = partitions[self.topics.prices]
+        if settings.worker.exactly_once:
+            await require_transactions(settings.kafka)
+            worker = settings.worker
+            self._transactions = PartitionTransactions(
+                settings.kafka, worker.group_id, self.topics.prices, worker.transaction_timeout_ms
+            )
         self._producer = make_producer(settings.kafka)
         self._reader = make_reader(settings.kafka)
         self._consumer = make_group_consumer(settings.kafka, settings.worker)
@@ -187,6 +205,7 @@ class Worker:
         max_records = self.settings.worker.max_batch_records
         if limit is not None:
             max_records = max(1, min(max_records, limit))
+        seeks = dict(self._seeks)
         # Step 1. fetch
         with counting_failures(self.stats, "fetch"):
             batch = await self._consumer.getmany(
@@ -198,30 +217,23 @@ class Worker:
         async with self._lock:
             if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
+            if seeks != self._seeks:  # an assignment moved a position meanwhile: from there, not from these
+                batch = {tp: records for tp, records in batch.items() if seeks.get(tp) == self._seeks.get(tp)}
             count = await self._process(batch)
         self.latency.observe_batch(batch, started)
         return count
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
         """Steps 2 and 3 of a fetched batch, then its tail (steps 4 and 5) started in the background."""
+        if self._transactions is not None:
+            return await self._process_in_transactions(batch)
         # Step 2. process: each record of a partition still assigned, in offset order
         outputs: list[OutputRecord] = []
         commits: dict[TopicPartition, int] = {}
         now_ms = int(time.time() * 1000)
-        debug = log_handled_debug()
         count = 0
-        for tp, records in batch.items():
-            if tp not in self.assignment.partitions or not records:
-                continue
-            for message in records:
-                record = input_record(message)
-                handled = self.processor.handle(record, now_ms)
-                outputs.extend(handled.outputs)
-                if handled.kind != "applied" or debug:
-                    log_handled(record, handled)
-                if self._on_handled is not None:
-                    self._on_handled(record, handled)
-                count += 1
+        for tp, records in self._owned(batch):
+            count += self._handle_all(records, now_ms, outputs)
             commits[tp] = records[-1].offset + 1
         # Step 3. send and await events (actions, status, history, dead letters)
         with counting_failures(self.stats, "produce"):
@@ -235,6 +247,44 @@ class Worker:
         self.stats.batches += 1
         self._backoff.reset()
         return count
+
+    async def _process_in_transactions(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
+        """Exactly-once: step 2 partition by partition, then steps 3 to 5 as one transaction per partition."""
+        assert self._transactions is not None
+        work: list[PartitionWork] = []
+        now_ms = int(time.time() * 1000)
+        count = 0
+        for tp, records in self._owned(batch):
+            outputs: list[OutputRecord] = []
+            count += self._handle_all(records, now_ms, outputs)
+            outputs.extend(self.processor.take_state_records())  # this partition's sites only
+            work.append(PartitionWork(tp, outputs, records[-1].offset + 1))
+        if not work:
+            return 0
+        with counting_failures(self.stats, "commit"):
+            await self._transactions.commit_all(work)
+        self.stats.batches += 1
+        self._backoff.reset()
+        return count
+
+    def _owned(
+        self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]
+    ) -> Iterable[tuple[TopicPartition, Sequence[ConsumedRecord]]]:
+        owned = self.assignment.partitions
+        return ((tp, records) for tp, records in batch.items() if records and tp in owned)
+
+    def _handle_all(self, records: Sequence[ConsumedRecord], now_ms: int, outputs: list[OutputRecord]) -> int:
+        """Step 2 for one partition's records, in offset order; their outputs are appended to ``outputs``."""
+        debug = log_handled_debug()
+        for message in records:
+            record = input_record(message)
+            handled = self.processor.handle(record, now_ms)
+            outputs.extend(handled.outputs)
+            if handled.kind != "applied" or debug:
+                log_handled(record, handled)
+            if self._on_handled is not None:
+                self._on_handled(record, handled)
+        return len(records)
 
     async def _store_and_commit(self, states: list[OutputRecord], commits: dict[TopicPartition, int]) -> None:
         """A batch's tail, run while the next batch goes through steps 1 to 3."""
@@ -303,17 +353,50 @@ class Worker:
                 await self._settle_tail()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
             self.processor.drop_all()
+            self._give_up_fenced()
             assigned = set(self.assignment.partitions)
+            await self._open_transactions(assigned)
             await self._restore(assigned)
-            with counting_failures(self.stats, "restore"):
-                for tp in assigned:
-                    committed = await self._consumer.committed(tp)
-                    if committed is None:
-                        await self._consumer.seek_to_beginning(tp)
-                    else:
-                        self._consumer.seek(tp, committed)
+            await self._seek_to_committed(assigned)
             self._needs_rewind = False
             self.assignment.restored = True
+
+    async def _seek_to_committed(self, partitions: set[TopicPartition]) -> None:
+        assert self._consumer is not None
+        with counting_failures(self.stats, "restore"):
+            for tp in partitions:
+                # The consumer's own first positioning of a new partition runs in the background; a seek
+                # before it ends is overwritten (the records in between are handed out twice). Wait for it.
+                # seek_to_beginning is no better: it too resets later. Hence always an explicit offset.
+                await self._consumer.position(tp)
+                committed = await self._consumer.committed(tp)
+                if committed is None:
+                    committed = (await self._consumer.beginning_offsets([tp]))[tp]
+                self._consumer.seek(tp, committed)
+                self._seeks[tp] = self._seeks.get(tp, 0) + 1
+
+    async def _open_transactions(self, partitions: set[TopicPartition]) -> None:
+        """Exactly-once: a producer for each partition, before its state is read (that start fences)."""
+        if self._transactions is not None:
+            with counting_failures(self.stats, "restore"):
+                await self._transactions.open(partitions)
+
+    def _give_up_fenced(self) -> None:
+        """Exactly-once: partitions whose producer was fenced belong to another worker now. Stop handling
+        them (reopening would fence the new owner in turn) and ask the group for a fresh assignment."""
+        if self._transactions is None:
+            return
+        fenced = self._transactions.take_fenced()
+        if not fenced:
+            return
+        self.assignment.partitions -= fenced
+        self.processor.drop_partitions(tp.partition for tp in fenced)
+        log.warning("partitions %s fenced: rejoining the group", sorted(tp.partition for tp in fenced))
+        # aiokafka has no public "rejoin"; a partition left without a producer is idle until the next
+        # assignment, which the expired membership (the usual cause of a fence) brings anyway.
+        request_rejoin = getattr(getattr(self._consumer, "_coordinator", None), "request_rejoin", None)
+        if request_rejoin is not None:
+            request_rejoin()
 
     async def _restore(self, partitions: set[TopicPartition]) -> None:
         """Load the sites of ``partitions`` from the state topic (:func:`.store.restore_sites`)."""
@@ -346,6 +429,8 @@ class Worker:
             self.assignment.restored = False
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
             self.assignment.partitions -= set(revoked)
+            if self._transactions is not None:
+                await self._transactions.close(revoked)
             if revoked:
                 partitions = sorted(tp.partition for tp in revoked)
                 extra = {"partitions": partitions}
@@ -355,7 +440,10 @@ class Worker:
         async with self._lock:
             self.assignment.partitions |= set(assigned)
             try:
+                await self._open_transactions(set(assigned))
                 await self._restore(set(assigned))
+                if self._transactions is not None:  # no older offset, so no dead letter is written twice
+                    await self._seek_to_committed(set(assigned))
             except (KafkaError, BatteryWorkerError) as error:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
