@@ -34,6 +34,7 @@ from aiokafka.errors import (
 from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_idempotent_probe, make_transactional_producer
 from battery_worker.kafka.exceptions import PartitionFenced, TransactionsUnsupported
+from battery_worker.kafka.worker_stats import WorkerStats
 from battery_worker.pipeline.processing import OutputRecord
 from battery_worker.settings import KafkaSettings
 
@@ -52,13 +53,6 @@ class PartitionWork:
     partition: TopicPartition
     outputs: Sequence[OutputRecord]
     next_offset: int
-
-
-@dataclass(slots=True)
-class TransactionStats:
-    committed: int = 0
-    aborted: int = 0
-    fenced: int = 0
 
 
 async def require_transactions(kafka: KafkaSettings) -> None:
@@ -87,14 +81,16 @@ async def require_transactions(kafka: KafkaSettings) -> None:
 class PartitionTransactions:
     """The transactional producers of the partitions this worker owns, and their commits."""
 
-    def __init__(self, kafka: KafkaSettings, group_id: str, prices_topic: str, timeout_ms: int) -> None:
+    def __init__(
+        self, kafka: KafkaSettings, group_id: str, prices_topic: str, timeout_ms: int, stats: WorkerStats
+    ) -> None:
         self._kafka = kafka
         self._group_id = group_id
         self._prices_topic = prices_topic
         self._timeout_ms = timeout_ms
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._fenced: set[TopicPartition] = set()
-        self.stats = TransactionStats()
+        self._counts = stats.transactions
 
     def transactional_id(self, partition: int) -> str:
         """Stable per group and input partition: the id the partition's next owner fences this one with."""
@@ -164,7 +160,7 @@ class PartitionTransactions:
             await producer.send_offsets_to_transaction({tp: work.next_offset}, self._group_id)
             await producer.commit_transaction()
         except _FENCED as error:
-            self.stats.fenced += 1
+            self._counts["fenced"] += 1
             self._fenced.add(tp)
             await self.close([tp])
             raise PartitionFenced(
@@ -172,14 +168,14 @@ class PartitionTransactions:
                 "or its transaction outlived worker.transaction_timeout_ms; nothing of the batch is committed"
             ) from None
         except BaseException:
-            self.stats.aborted += 1
+            self._counts["aborted"] += 1
             with contextlib.suppress(Exception):  # best effort: a successor aborts it anyway
                 await asyncio.wait_for(producer.abort_transaction(), _STOP_TIMEOUT_S)
             # A producer in doubt is replaced, not reused: its successor's InitProducerId aborts whatever is
             # still open under this id before the rewind reads the stored state back.
             await self.close([tp])
             raise
-        self.stats.committed += 1
+        self._counts["committed"] += 1
 
 
 async def _stop_all(producers: Iterable[AIOKafkaProducer]) -> None:

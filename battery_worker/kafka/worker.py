@@ -188,7 +188,7 @@ class Worker:
             await require_transactions(settings.kafka)
             worker = settings.worker
             self._transactions = PartitionTransactions(
-                settings.kafka, worker.group_id, self.topics.prices, worker.transaction_timeout_ms
+                settings.kafka, worker.group_id, self.topics.prices, worker.transaction_timeout_ms, self.stats
             )
         self._producer = make_producer(settings.kafka)
         self._reader = make_reader(settings.kafka)

@@ -18,13 +18,26 @@ from aiokafka.errors import KafkaError
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.pipeline.processing import Counters
 
-__all__ = ["FAILURE_KINDS", "Assignment", "FailureKind", "WorkerStats", "counting_failures", "summary"]
+__all__ = [
+    "FAILURE_KINDS",
+    "TRANSACTION_OUTCOMES",
+    "Assignment",
+    "FailureKind",
+    "WorkerStats",
+    "counting_failures",
+    "summary",
+]
 
 FailureKind = Literal["fetch", "produce", "commit", "restore"]
 """What failed: fetching input (step 1), sending events or state records (steps 3 and 4), committing
 offsets (step 5), or restoring state (on assignment or in a rewind). A retriable failure leads to a rewind."""
 
 FAILURE_KINDS: tuple[FailureKind, ...] = ("fetch", "produce", "commit", "restore")
+
+TransactionOutcome = Literal["committed", "aborted", "fenced"]
+"""Exactly-once: how a partition's transaction ended (fenced: refused, another worker owns the partition)."""
+
+TRANSACTION_OUTCOMES: tuple[TransactionOutcome, ...] = ("committed", "aborted", "fenced")
 
 
 @dataclass(slots=True)
@@ -41,6 +54,10 @@ class WorkerStats:
     rewinds: int = 0
     errors: dict[FailureKind, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     """Failed fetches, sends, commits and restores, counted where they failed."""
+    transactions: dict[TransactionOutcome, int] = field(
+        default_factory=lambda: dict.fromkeys(TRANSACTION_OUTCOMES, 0)
+    )
+    """Exactly-once only: partition transactions by outcome."""
 
 
 @dataclass(slots=True)

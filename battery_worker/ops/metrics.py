@@ -122,6 +122,14 @@ class WorkerCollector(Collector):
             ("rewinds", "Rewinds to the stored state", stats.rewinds),
         ):
             yield CounterMetricFamily(f"{PREFIX}_{name}", help_text, value=value)
+        transactions = CounterMetricFamily(
+            f"{PREFIX}_transactions",
+            "Exactly-once: partition transactions by outcome (fenced: another worker owns the partition)",
+            labels=["outcome"],
+        )
+        for outcome, count in stats.transactions.items():
+            transactions.add_metric([outcome], count)
+        yield transactions
         for kind, help_text in _ERRORS.items():
             yield CounterMetricFamily(f"{PREFIX}_{kind}_errors", help_text, value=stats.errors[kind])
         for name, help_text, gauge in (
