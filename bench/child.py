@@ -2,8 +2,13 @@
 
 A process of its own, so the peak RSS is the worker's alone and no orchestration shares its event loop.
 
-    python bench/child.py worker  BOOTSTRAP PRICES PREFIX GROUP COUNT [--serve] [--profile FILE]
+    python bench/child.py worker  BOOTSTRAP PRICES PREFIX GROUP COUNT [--profile FILE]
+                                  [--guarantee exactly-once] [--worker-setting KEY=VALUE ...]
     python bench/child.py ceiling BOOTSTRAP PRICES OUTPUT GROUP COUNT
+
+``--guarantee exactly-once`` runs the worker with Kafka transactions (Apache Kafka only); its JSON line
+then counts them (``transactions``: committed, aborted, fenced). ``--worker-setting`` sets any other
+``worker.*`` setting for the run (the value is read as JSON when it parses, e.g. ``max_batch_records=500``).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import settings_for
+from common import AT_LEAST_ONCE, EXACTLY_ONCE, settings_for
 
 from battery_worker.kafka.clients import make_group_consumer, make_producer
 from battery_worker.kafka.worker import Worker
@@ -36,7 +41,11 @@ def peak_rss_mb() -> float:
 
 
 class TimedWorker(Worker):
-    """The worker, timed from the first batch consumed to the end of the last batch (acked, committed)."""
+    """The worker, timed from the first batch consumed to the end of the last batch's ``_process``.
+
+    At-least-once: the last batch's events are acknowledged (its state and commit, the tail, run after).
+    Exactly-once: the last batch's transactions are committed (events, state and offsets).
+    """
 
     first_consumed: float | None = None
     last_acked: float | None = None
@@ -52,7 +61,9 @@ class TimedWorker(Worker):
 
 
 async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
-    settings = settings_for(args.bootstrap, args.prices, args.prefix, args.group)
+    settings = settings_for(
+        args.bootstrap, args.prices, args.prefix, args.group, guarantee=args.guarantee, worker=args.worker
+    )
     worker = TimedWorker(settings)
 
     async def announce_ready() -> None:
@@ -77,6 +88,9 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
         "sites": worker.processor.site_count,
         "peak_rss_mb": peak_rss_mb(),
+        "guarantee": settings.worker.processing_guarantee,
+        "transactions": dict(worker.stats.transactions),
+        "rewinds": worker.stats.rewinds,
     }
 
 
@@ -124,6 +138,14 @@ async def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _setting(text: str) -> tuple[str, Any]:
+    key, _, value = text.partition("=")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["worker", "ceiling"])
@@ -133,7 +155,16 @@ def main() -> None:
     parser.add_argument("group")
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
+    parser.add_argument("--guarantee", choices=[AT_LEAST_ONCE, EXACTLY_ONCE], default=AT_LEAST_ONCE)
+    parser.add_argument(
+        "--worker-setting",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="another worker.* setting for this run (repeatable)",
+    )
     args = parser.parse_args()
+    args.worker = dict(_setting(text) for text in args.worker_setting)
     rss_after_imports = peak_rss_mb()
     args.prefix = args.output = args.target
     runner = run_worker if args.mode == "worker" else run_ceiling

@@ -28,8 +28,24 @@ T0 = datetime(2020, 1, 1, tzinfo=UTC)
 after its record's Kafka timestamp (the time of the run) goes to the DLQ."""
 
 
-def settings_for(bootstrap: str, prices: str, prefix: str, group: str) -> Settings:
-    """The worker's settings for one run: shared input topic, fresh outputs and group."""
+AT_LEAST_ONCE = "at-least-once"
+EXACTLY_ONCE = "exactly-once"
+
+
+def settings_for(
+    bootstrap: str,
+    prices: str,
+    prefix: str,
+    group: str,
+    *,
+    guarantee: str = AT_LEAST_ONCE,
+    worker: dict[str, Any] | None = None,
+) -> Settings:
+    """The worker's settings for one run: shared input topic, fresh outputs and group.
+
+    ``guarantee`` is ``worker.processing_guarantee``; ``worker`` adds or replaces other worker settings
+    (``child.py --worker-setting``, for trying e.g. ``max_batch_records``).
+    """
     topics: dict[str, Any] = {
         name: f"{prefix}.{name}" for name in ("actions", "status", "state", "history", "dlq")
     }
@@ -38,7 +54,12 @@ def settings_for(bootstrap: str, prices: str, prefix: str, group: str) -> Settin
         {
             "kafka": {"bootstrap_servers": bootstrap},
             "topics": {"prices": prices, "partitions": PARTITIONS, **topics},
-            "worker": {"group_id": group, "session_timeout_ms": 6000},
+            "worker": {
+                "group_id": group,
+                "session_timeout_ms": 6000,
+                "processing_guarantee": guarantee,
+                **(worker or {}),
+            },
             "policy": POLICY,
         },
     )

@@ -10,7 +10,10 @@ TARGETS = {
     "p99_ms": (20.0, "<"),
     "rss_mb": (150.0, "<"),
     "restore_s": (2.0, "<"),
+    "eos_ratio": (0.7, ">="),
 }
+EXACTLY_ONCE = "exactly-once"
+"""The first word of every exactly-once row's label: a broker that skipped them shows "skipped" there."""
 
 
 def _met(name: str, value: float) -> str:
@@ -55,6 +58,7 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
         )
     )
     out.append(_row(f"latency tick→action max, ms ({rate})", lat["max_ms"], ".1f"))
+    out.extend(exactly_once_rows(doc))
     big = next(e for e in doc["throughput"] if e["sites"] == 10_000)
     out.append(
         _row(
@@ -84,6 +88,49 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def exactly_once_rows(doc: dict[str, Any]) -> list[list[str]]:
+    """Exactly-once, measured in the same run as the at-least-once rows above; none if it was skipped."""
+    eos = doc.get("exactly_once")
+    if eos is None or "skipped" in eos:
+        return []
+    out: list[list[str]] = []
+    for entry in doc["throughput"]:
+        figures = entry.get("exactly_once")
+        if figures is None:
+            continue
+        sites = f"{entry['sites']:,} site{'s' if entry['sites'] > 1 else ''}"
+        out.append(_row(f"{EXACTLY_ONCE} worker, ticks/s ({sites})", figures["ticks_per_s"], ",.0f"))
+        ratio = figures["ratio"]
+        out.append(
+            _row(
+                f"{EXACTLY_ONCE} / at-least-once worker, ticks/s ({sites})",
+                ratio,
+                ".2f",
+                "≥ 0.7",
+                _met("eos_ratio", ratio["median"]),
+            )
+        )
+        details = (
+            ("transactions committed/s", "transactions_per_s", ",.1f"),
+            ("ticks per transaction", "ticks_per_transaction", ",.0f"),
+            ("worker process CPU, share of one core", "cpu_share", ".2f"),
+        )
+        for figure, key, fmt in details:
+            out.append(_row(f"  {EXACTLY_ONCE}: {figure} ({sites})", figures[key], fmt))
+    lat = eos["latency"]
+    rate = f"{lat['rate_per_s']:,} ticks/s, read_committed"
+    for stat in ("p50", "p99", "max"):
+        out.append(_row(f"{EXACTLY_ONCE} latency tick→action {stat}, ms ({rate})", lat[f"{stat}_ms"], ".1f"))
+    return out
+
+
+def skipped_note(doc: dict[str, Any]) -> str | None:
+    eos = doc.get("exactly_once")
+    if eos is None or "skipped" not in eos:
+        return None
+    return f"{EXACTLY_ONCE} rows skipped: {eos['skipped']}"
+
+
 HEADER = ["figure", "median", "min", "max", "target", ""]
 
 
@@ -96,13 +143,45 @@ def render_table(doc: dict[str, Any]) -> str:
         lines.append("  ".join(cells).rstrip())
         if index == 0:
             lines.append("  ".join("-" * w for w in widths))
+    note = skipped_note(doc)
+    if note is not None:
+        lines.append(note)
     return "\n".join(lines)
 
 
+Key = tuple[str, int]
+"""A row's label and which occurrence of it (the CPU rows of the site counts share one label)."""
+
+
+def _keyed(table: list[list[str]]) -> dict[Key, list[str]]:
+    seen: dict[str, int] = {}
+    keyed: dict[Key, list[str]] = {}
+    for row in table:
+        seen[row[0]] = seen.get(row[0], -1) + 1
+        keyed[(row[0], seen[row[0]])] = row
+    return keyed
+
+
+def _keys_in_order(tables: list[dict[Key, list[str]]]) -> list[Key]:
+    """Every figure of every broker, each after the figure it follows in its own table."""
+    order: list[Key] = []
+    for table in tables:
+        previous: Key | None = None
+        for key in table:
+            if key not in order:
+                order.insert(0 if previous is None else order.index(previous) + 1, key)
+            previous = key
+    return order
+
+
 def render_markdown_table(doc: dict[str, Any]) -> str:
-    """One row per figure, a column per broker (median, then min–max), the target, and whether it is met."""
+    """One row per figure, a column per broker (median, then min–max), the target, and whether it is met.
+
+    A figure one broker lacks (exactly-once on a broker without transactions) reads "skipped" there, and
+    the reason follows the table.
+    """
     brokers = doc["brokers"]
-    tables = [rows(run) for run in brokers]
+    tables = [_keyed(rows(run)) for run in brokers]
     names = [run["broker"] for run in brokers]
     header = [
         "figure",
@@ -111,10 +190,37 @@ def render_markdown_table(doc: dict[str, Any]) -> str:
         *(f"met: {n}" for n in names),
     ]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "--:|" * len(names) + "---|" + "---|" * len(names)]
-    for index, first in enumerate(tables[0]):
-        cells = [f"{t[index][1]} ({t[index][2]}–{t[index][3]})" for t in tables]
-        lines.append("| " + " | ".join([first[0], *cells, first[4], *(t[index][5] for t in tables)]) + " |")
+    for key in _keys_in_order(tables):
+        label = key[0]
+        present = [t.get(key) for t in tables]
+        first = next(r for r in present if r is not None)
+        missing = "skipped" if label.lstrip().startswith(EXACTLY_ONCE) else "—"
+        cells = [missing if r is None else f"{r[1]} ({r[2]}–{r[3]})" for r in present]
+        met = ["" if r is None else r[5] for r in present]
+        lines.append("| " + " | ".join([label, *cells, first[4], *met]) + " |")
+    notes = [f"- {run['broker']}: {skipped_note(run)}" for run in brokers if skipped_note(run) is not None]
+    if notes:
+        lines.extend(["", *notes])
     return "\n".join(lines)
+
+
+def _exactly_once_bullet(doc: dict[str, Any]) -> list[str]:
+    counts = sorted({e["sites"] for run in doc["brokers"] for e in run["throughput"] if "exactly_once" in e})
+    if not counts:
+        return []
+    sites = " and ".join(f"{n:,} sites" for n in counts)
+    return [
+        "- **Exactly-once** (`worker.processing_guarantee=exactly-once`; Apache Kafka only, the embedded",
+        f"  broker has no transactions): in the same run, each throughput run of {sites} is followed",
+        "  by an exactly-once worker on the same `prices` topic (fresh group and outputs), and each latency",
+        "  run by an exactly-once one. The worker commits one transaction per input partition per batch:",
+        "  events, state records and the input offset, all or nothing; ticks/s run to the last batch's",
+        "  transactions committed (at-least-once: to its events acknowledged). *exactly-once /",
+        "  at-least-once* is the ratio of each run's two workers (target ≥ 0.7); *transactions",
+        "  committed/s* is the worker's committed transactions (`WorkerStats.transactions`) over the same",
+        "  seconds. Its latency is read by a `read_committed` consumer: an action counts when its",
+        "  transaction commits, not when it is written.",
+    ]
 
 
 def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
@@ -151,6 +257,7 @@ def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
         f"  a steady {lat['rate_per_s']:,}/s for {lat['seconds']:.0f} s. Latency runs from just before",
         "  the tick's `send` to the arrival of its action at a consumer of `battery.actions`",
         "  (same clock: the sender and the consumer share one process).",
+        *_exactly_once_bullet(doc),
         "- **Peak RSS**: the worker process's own peak (`VmHWM` in `/proc/self/status`) after the",
         "  10,000-site throughput run.",
         "- **Restore**: 10,000 state records (one per site, as a compacted topic holds) are read back to",

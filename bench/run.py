@@ -1,6 +1,6 @@
 """The benchmark: throughput against the raw-client ceiling, latency, memory, restore, replay: one table.
 
-    .venv/bin/python bench/run.py                   # both brokers (≈ 8 min on 2 cores); the JSON and the doc
+    .venv/bin/python bench/run.py                   # both brokers (≈ 10 min on 2 cores); the JSON and the doc
     .venv/bin/python bench/run.py --broker apache   # one broker: embedded, apache (the launcher's) or both
     .venv/bin/python bench/run.py --quick           # smaller loads, same figures; bench/results/quick.json
 
@@ -10,6 +10,11 @@ same machine, and writes one table with a column per broker. ``KAFKA_BOOTSTRAP_S
 that broker. Each figure is the median of ``--runs`` runs (3 by default), with min and max. The worker and
 the ceiling run as child processes (``child.py``), alternately on the same pre-filled ``prices`` topic, so
 both see the same broker load.
+
+Exactly-once (``worker.processing_guarantee=exactly-once``) is measured in the same run on a broker with
+transactions (Apache Kafka; skipped, with the reason, on the embedded broker): a third child per
+throughput run, right after the at-least-once worker on the same ``prices`` topic (``EXACTLY_ONCE_SITES``),
+and a latency run after each at-least-once one, read by a ``read_committed`` consumer.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ sys.path.insert(0, str(HERE))
 
 from aiokafka import AIOKafkaConsumer, TopicPartition  # noqa: E402
 from common import (  # noqa: E402
+    AT_LEAST_ONCE,
+    EXACTLY_ONCE,
     PARTITIONS,
     create_topics,
     produce,
@@ -44,13 +51,23 @@ from common import (  # noqa: E402
 from report import render_doc, render_table  # noqa: E402
 
 from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
+from battery_worker.kafka.exceptions import TransactionsUnsupported  # noqa: E402
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
 from battery_worker.kafka.store import load_states  # noqa: E402
 from battery_worker.kafka.tools.replay import ReplayOptions, replay  # noqa: E402
+from battery_worker.kafka.transactions import require_transactions  # noqa: E402
 from battery_worker.pipeline.partitioning import home_partition  # noqa: E402
 from battery_worker.pipeline.processing import InputRecord, TickProcessor  # noqa: E402
 
 CHILD_TIMEOUT_S = 300
+EXACTLY_ONCE_SITES = (100, 10_000)
+"""The throughput site counts also run with exactly-once (100: the latency run's sites; 10,000: the most
+state records per transaction). One site is left out to keep the run short (≈ 45 s): a drain batch of
+2,000 records mostly comes from one partition, so each is one transaction at any site count."""
+EMBEDDED_HAS_NO_TRANSACTIONS = (
+    "the embedded Tansu broker has no Kafka transactions (it refuses InitProducerId); "
+    "exactly-once runs on Apache Kafka only"
+)
 
 
 class Bench:
@@ -81,11 +98,13 @@ class Bench:
 
     # --- 1 and 2: throughput ---------------------------------------------------------------------------
 
-    async def throughput(self, sites: int, count: int) -> dict[str, Any]:
+    async def throughput(self, sites: int, count: int, *, exactly_once: bool = False) -> dict[str, Any]:
+        """Ceiling and worker, alternately; with ``exactly_once`` an exactly-once worker after each."""
         prices = f"bench-{self.token}.s{sites}.prices"
         await create_topics(self.bootstrap, [prices])
         await produce(self.bootstrap, prices, tick_messages(count, sites))
         ceiling, worker, ratio, rss, imports, cpu = [], [], [], [], [], []
+        eos: list[dict[str, Any]] = []
         for run in range(self.runs):
             output = f"bench-{self.token}.s{sites}.r{run}.passthrough"
             await create_topics(self.bootstrap, [output])
@@ -109,7 +128,9 @@ class Bench:
                 f"{got['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
-        return {
+            if exactly_once:
+                eos.append(await self._exactly_once_run(prices, sites, count, run, got))
+        result: dict[str, Any] = {
             "sites": sites,
             "ticks": count,
             "ceiling_ticks_per_s": summary(ceiling),
@@ -119,35 +140,102 @@ class Bench:
             "rss_after_imports_mb": summary(imports),
             "worker_cpu_share": summary(cpu),
         }
+        if eos:
+            result["exactly_once"] = {
+                key: summary([run[key] for run in eos])
+                for key in (
+                    "ticks_per_s",
+                    "ratio",
+                    "transactions_per_s",
+                    "ticks_per_transaction",
+                    "cpu_share",
+                    "peak_rss_mb",
+                )
+            } | {"aborted": sum(run["aborted"] for run in eos), "fenced": sum(run["fenced"] for run in eos)}
+            median = result["exactly_once"]["ratio"]["median"]
+            print(
+                f"  {sites:>6} sites: exactly-once / at-least-once {median:.2f} (median of {len(eos)}), "
+                f"target ≥ 0.7×: {'met' if median >= 0.7 else 'not met'}",
+                flush=True,
+            )
+        return result
+
+    async def _exactly_once_run(
+        self, prices: str, sites: int, count: int, run: int, at_least_once: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The exactly-once worker on the same ``prices``, right after the at-least-once one."""
+        prefix = f"bench-{self.token}.s{sites}.r{run}.eos"
+        proc = self.child(
+            "worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count), "--guarantee", EXACTLY_ONCE
+        )
+        got = await asyncio.to_thread(self.finish, proc)
+        if got["applied"] != count:
+            raise RuntimeError(f"exactly-once worker applied {got['applied']} of {count} ticks")
+        transactions = got["transactions"]
+        committed = transactions["committed"]
+        figures = {
+            "ticks_per_s": got["ticks_per_s"],
+            "ratio": got["ticks_per_s"] / at_least_once["ticks_per_s"],
+            "transactions_per_s": committed / got["seconds"],
+            "ticks_per_transaction": count / max(1, committed),
+            "cpu_share": got["cpu_share"],
+            "peak_rss_mb": got["peak_rss_mb"],
+            "aborted": transactions["aborted"],
+            "fenced": transactions["fenced"],
+        }
+        print(
+            f"  {sites:>6} sites run {run + 1}: exactly-once {got['ticks_per_s']:,.0f}/s "
+            f"({figures['ratio']:.2f}× at-least-once; {got['batches']} batches, {committed} transactions, "
+            f"{figures['transactions_per_s']:,.1f}/s, {figures['ticks_per_transaction']:,.0f} ticks each; "
+            f"aborted {transactions['aborted']}, fenced {transactions['fenced']}; "
+            f"{got['cpu_share']:.0%} CPU)",
+            flush=True,
+        )
+        return figures
 
     # --- 3: latency -------------------------------------------------------------------------------------
 
-    async def latency(self, rate: int, seconds: float, sites: int) -> dict[str, Any]:
-        p50, p99, worst = [], [], []
+    async def latency(
+        self, rate: int, seconds: float, sites: int, guarantees: tuple[str, ...] = (AT_LEAST_ONCE,)
+    ) -> dict[str, dict[str, Any]]:
+        """Per guarantee, p50, p99 and max; each run measures the guarantees one after the other."""
+        p50: dict[str, list[float]] = {g: [] for g in guarantees}
+        p99: dict[str, list[float]] = {g: [] for g in guarantees}
+        worst: dict[str, list[float]] = {g: [] for g in guarantees}
         for run in range(self.runs):
-            lat = await self._latency_run(run, rate, seconds, sites)
-            lat.sort()
-            p50.append(lat[len(lat) // 2])
-            p99.append(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
-            worst.append(lat[-1])
-            print(
-                f"  latency run {run + 1}: p50 {p50[-1]:.1f} ms, p99 {p99[-1]:.1f} ms, max {worst[-1]:.1f} ms"
-            )
+            for guarantee in guarantees:
+                lat = await self._latency_run(run, rate, seconds, sites, guarantee)
+                lat.sort()
+                p50[guarantee].append(lat[len(lat) // 2])
+                p99[guarantee].append(lat[min(len(lat) - 1, int(len(lat) * 0.99))])
+                worst[guarantee].append(lat[-1])
+                print(
+                    f"  latency run {run + 1}, {guarantee}: p50 {p50[guarantee][-1]:.1f} ms, "
+                    f"p99 {p99[guarantee][-1]:.1f} ms, max {worst[guarantee][-1]:.1f} ms",
+                    flush=True,
+                )
         return {
-            "rate_per_s": rate,
-            "seconds": seconds,
-            "sites": sites,
-            "p50_ms": summary(p50),
-            "p99_ms": summary(p99),
-            "max_ms": summary(worst),
+            g: {
+                "rate_per_s": rate,
+                "seconds": seconds,
+                "sites": sites,
+                "p50_ms": summary(p50[g]),
+                "p99_ms": summary(p99[g]),
+                "max_ms": summary(worst[g]),
+            }
+            for g in guarantees
         }
 
-    async def _latency_run(self, run: int, rate: int, seconds: float, sites: int) -> list[float]:
+    async def _latency_run(
+        self, run: int, rate: int, seconds: float, sites: int, guarantee: str = AT_LEAST_ONCE
+    ) -> list[float]:
         count = int(rate * seconds)
-        prefix = f"bench-{self.token}.lat{run}"
+        prefix = f"bench-{self.token}.lat{run}" + (".eos" if guarantee == EXACTLY_ONCE else "")
         prices = f"{prefix}.prices"
         await create_topics(self.bootstrap, [prices])
-        proc = self.child("worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count))
+        proc = self.child(
+            "worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count), "--guarantee", guarantee
+        )
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
         if line.strip() != "READY":
@@ -157,7 +245,11 @@ class Bench:
         sent_at: dict[tuple[int, int], float] = {}
         arrived: dict[tuple[int, int], float] = {}
         # The measuring consumer polls every 5 ms: a long-poll wait would be counted as the worker's latency.
-        reader = AIOKafkaConsumer(**connection_options(settings.kafka), fetch_max_wait_ms=5)
+        # Exactly-once: an action counts when a read_committed consumer can see it, at its commit.
+        isolation = "read_committed" if guarantee == EXACTLY_ONCE else "read_uncommitted"
+        reader = AIOKafkaConsumer(
+            **connection_options(settings.kafka), fetch_max_wait_ms=5, isolation_level=isolation
+        )
         await reader.start()
         producer = make_producer(settings.kafka, linger_ms=0)
         await producer.start()
@@ -291,18 +383,45 @@ async def profile_worker(bench: Bench, out: Path, sites: int = 100, count: int =
     print(f"profiled worker: {got['ticks_per_s']:,.0f} ticks/s under the profiler; profile: {out}")
 
 
-async def main_async(args: argparse.Namespace, bootstrap: str, logs: Path) -> dict[str, Any]:
+async def transactions_missing(broker: str, bootstrap: str) -> str | None:
+    """Why exactly-once cannot be measured on this broker, or None when it has transactions."""
+    if broker == "embedded":
+        return EMBEDDED_HAS_NO_TRANSACTIONS
+    try:
+        await require_transactions(settings_for(bootstrap, "unused", "unused", "unused").kafka)
+    except TransactionsUnsupported as error:
+        return str(error)
+    return None
+
+
+async def main_async(args: argparse.Namespace, broker: str, bootstrap: str, logs: Path) -> dict[str, Any]:
     bench = Bench(bootstrap, args.runs, logs)
     if args.profile:
         await profile_worker(bench, HERE / "results" / "profile-worker.txt")
         return {}
     count = 6_000 if args.quick else 30_000
+    if args.no_exactly_once:
+        skipped: str | None = "not asked for (--no-exactly-once)"
+    else:
+        skipped = await transactions_missing(broker, bootstrap)
+    exactly_once = skipped is None
+    if skipped is not None:
+        print(f"exactly-once: skipped: {skipped}", flush=True)
     results: dict[str, Any] = {"throughput": []}
     for sites in (1, 100, 10_000):
-        print(f"throughput, {count:,} ticks over {sites:,} sites", flush=True)
-        results["throughput"].append(await bench.throughput(sites, count))
-    print("latency at 1,000 ticks/s", flush=True)
-    results["latency"] = await bench.latency(1_000, 2.0 if args.quick else 5.0, 100)
+        eos = exactly_once and sites in EXACTLY_ONCE_SITES
+        print(
+            f"throughput, {count:,} ticks over {sites:,} sites{' (and exactly-once)' if eos else ''}",
+            flush=True,
+        )
+        results["throughput"].append(await bench.throughput(sites, count, exactly_once=eos))
+    print(f"latency at 1,000 ticks/s{' (and exactly-once)' if exactly_once else ''}", flush=True)
+    guarantees = (AT_LEAST_ONCE, EXACTLY_ONCE) if exactly_once else (AT_LEAST_ONCE,)
+    latencies = await bench.latency(1_000, 2.0 if args.quick else 5.0, 100, guarantees)
+    results["latency"] = latencies[AT_LEAST_ONCE]
+    results["exactly_once"] = (
+        {"latency": latencies[EXACTLY_ONCE]} if skipped is None else {"skipped": skipped}
+    )
     print("restore", flush=True)
     results["restore"] = await bench.restore(10_000)
     print("replay", flush=True)
@@ -337,12 +456,12 @@ def run_on(name: str, args: argparse.Namespace, logs: Path) -> tuple[str, dict[s
         from battery_worker.brokers.embedded import EmbeddedBroker
 
         with EmbeddedBroker() as broker:
-            return BROKERS["embedded"], asyncio.run(main_async(args, broker.bootstrap_servers, logs))
+            return BROKERS["embedded"], asyncio.run(main_async(args, name, broker.bootstrap_servers, logs))
     from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
 
     with ApacheKafkaBroker() as kafka:
         described = BROKERS["apache"].format(version=kafka.version)
-        return described, asyncio.run(main_async(args, kafka.bootstrap_servers, logs))
+        return described, asyncio.run(main_async(args, name, kafka.bootstrap_servers, logs))
 
 
 def main() -> None:
@@ -350,6 +469,9 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller loads (6,000 ticks, 2 s of latency)")
     parser.add_argument("--runs", type=int, default=3, help="runs per figure (median, min, max); ≥ 3")
     parser.add_argument("--profile", action="store_true", help="only profile one worker run (pyinstrument)")
+    parser.add_argument(
+        "--no-exactly-once", action="store_true", help="skip the exactly-once rows (≈ 2.5 min less)"
+    )
     parser.add_argument(
         "--broker",
         choices=("embedded", "apache", "both"),
@@ -369,7 +491,8 @@ def main() -> None:
             broker_started = time.monotonic()
             print(f"== broker: {env or name}", flush=True)
             if env:
-                broker, results = f"KAFKA_BOOTSTRAP_SERVERS ({env})", asyncio.run(main_async(args, env, logs))
+                broker = f"KAFKA_BOOTSTRAP_SERVERS ({env})"
+                results = asyncio.run(main_async(args, "external", env, logs))
             else:
                 broker, results = run_on(name, args, logs)
             if args.profile:
@@ -379,8 +502,10 @@ def main() -> None:
             )
             print()
             print(render_table(per_broker[-1]))
-    flags = ([] if args.broker == "both" else [f"--broker {args.broker}"]) + (
-        ["--quick"] if args.quick else []
+    flags = (
+        ([] if args.broker == "both" else [f"--broker {args.broker}"])
+        + (["--quick"] if args.quick else [])
+        + (["--no-exactly-once"] if args.no_exactly_once else [])
     )
     doc = {
         "command": " ".join(["python bench/run.py", *flags]),
