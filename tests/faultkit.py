@@ -50,26 +50,37 @@ def interleaved(streams: dict[str, list[PriceTick]]) -> list[tuple[str, PriceTic
 
 async def paced_feed(settings: Settings, items: Sequence[tuple[str, PriceTick]], rate_per_s: float) -> None:
     """Publish keyed ticks at a steady rate; a failed send is retried (a duplicate is merely stale)."""
+    await paced_send(settings, [(site.encode(), tick_payload(tick)) for site, tick in items], rate_per_s)
+
+
+async def paced_send(
+    settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]], rate_per_s: float
+) -> list[tuple[int, int]]:
+    """Publish raw key/value pairs at a steady rate, in order; returns the (partition, offset) each landed
+    at. A failed send is retried (for a tick, a duplicate is merely stale)."""
     await prepare_topics(settings)
     options = {**connection_options(settings.kafka), "request_timeout_ms": 120_000}
     producer = AIOKafkaProducer(**options, acks="all")
     await producer.start()
+    landed: list[tuple[int, int]] = []
     try:
         started = time.monotonic()
-        for index, (site, tick) in enumerate(items):
+        for index, (key, value) in enumerate(messages):
             for _attempt in range(10):
                 try:
-                    await (await producer.send(settings.topics.prices, tick_payload(tick), key=site.encode()))
+                    meta = await (await producer.send(settings.topics.prices, value, key=key))
+                    landed.append((meta.partition, meta.offset))
                     break
                 except Exception:  # any send failure: retry; a duplicate is merely a stale tick
                     await asyncio.sleep(1)
             else:
-                raise AssertionError(f"could not publish tick {index}")
+                raise AssertionError(f"could not publish message {index}")
             delay = started + (index + 1) / rate_per_s - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
     finally:
         await producer.stop()
+    return landed
 
 
 def all_applied(settings: Settings, streams: dict[str, list[PriceTick]]) -> Callable[[], Awaitable[bool]]:
@@ -136,12 +147,19 @@ class Verdict:
 
 
 async def read_records(
-    settings: Settings, topic: str, partitions: int | None = None, timeout_s: float = 60
+    settings: Settings,
+    topic: str,
+    partitions: int | None = None,
+    timeout_s: float = 60,
+    *,
+    committed_only: bool = True,
 ) -> list[ConsumerRecord[bytes, bytes]]:
-    """Every record in ``topic`` from the beginning, all of its partitions (``None``: asked of the broker)."""
+    """Every record in ``topic`` from the beginning, all of its partitions (``None``: asked of the broker).
+
+    ``committed_only=False`` reads ``read_uncommitted``: aborted transactions' records too."""
     if partitions is None:
         partitions = (await prepare_topics(settings)).get(topic, 0)
-    reader = make_reader(settings.kafka)
+    reader = make_reader(settings.kafka, committed_only=committed_only)
     await reader.start()
     records: list[ConsumerRecord[bytes, bytes]] = []
     try:
