@@ -15,8 +15,8 @@ happens):
 The invariant: a state record is written only after the events it reflects are acknowledged, and input
 offsets are committed only after the state records of their batch are acknowledged.
 
-Steps 4 and 5 (the batch's *tail*) run in a task of their own while the next batch goes through steps 1
-to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its tail only after
+Steps 4 and 5 (the batch's *tail*, :mod:`.tail`) run in a task of their own while the next batch goes
+through steps 1 to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its tail only after
 this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop waits for it first.
 A tail's failure is raised where it is awaited, and the worker rewinds to the stored state.
 
@@ -31,7 +31,7 @@ Exactly-once (``worker.processing_guarantee``): steps 3 to 5 become one Kafka tr
 the batch (:mod:`.transactions`), awaited before the next fetch: events, state records and the input offset
 commit together or not at all, so nothing is ever re-emitted. On assignment the partition's transactional
 producer starts before its state is restored (that start fences the previous owner); a rewind also seeks
-back to the committed offsets.
+back to the committed offsets (:mod:`.positions`: how a seek is made to stick with aiokafka).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import KafkaError
 
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
@@ -52,19 +52,19 @@ from battery_worker.kafka.clients import make_group_consumer, make_producer, mak
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
 from battery_worker.kafka.latency import BatchLatency
+from battery_worker.kafka.positions import Positions
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import restore_sites
+from battery_worker.kafka.tail import BatchTail, store_and_commit
 from battery_worker.kafka.transactions import PartitionTransactions, PartitionWork, require_transactions
 from battery_worker.kafka.worker_stats import Assignment, WorkerStats, counting_failures, summary
 from battery_worker.pipeline.processing import Handled, InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_TAIL_FAILED = "storing the last batch's state failed (%s); its records will be re-read"
 
 __all__ = ["Worker"]
 
@@ -99,10 +99,9 @@ class Worker:
         self._reader: AIOKafkaConsumer | None = None
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
         self._connector = Connector(settings, self._stop, self._backoff)
-        self._tail: asyncio.Task[None] | None = None
+        self._tail = BatchTail()
+        self._positions = Positions()
         self._transactions: PartitionTransactions | None = None
-        self._seeks: dict[TopicPartition, int] = {}
-        """Seeks per partition: a batch fetched before one of its partitions moved is not handled."""
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
@@ -139,7 +138,7 @@ class Worker:
                 return self.processor.counters.total
         finally:
             self._stop.closing()
-            await self._settle_tail_on_exit()
+            await self._tail.settle_on_exit(self._stop.remaining_s() / 2)
             if self._transactions is not None:
                 await self._transactions.close_all()
             await close_clients((self._consumer, self._producer, self._reader), self._stop)
@@ -154,8 +153,8 @@ class Worker:
             if max_messages is not None and handled >= max_messages:
                 break
             try:
-                if self._tail is not None and self._tail.done():
-                    await self._settle_tail()  # a failed tail while idle: rewind now, not at the next batch
+                if self._tail.ended:
+                    await self._tail.settle()  # a failed tail while idle: rewind now, not at the next batch
                 if self._needs_rewind:
                     await self._rewind()
                 count = await self._poll_once(None if max_messages is None else max_messages - handled)
@@ -205,7 +204,7 @@ class Worker:
         max_records = self.settings.worker.max_batch_records
         if limit is not None:
             max_records = max(1, min(max_records, limit))
-        seeks = dict(self._seeks)
+        positions = self._positions.before_fetch()
         # Step 1. fetch
         with counting_failures(self.stats, "fetch"):
             batch = await self._consumer.getmany(
@@ -217,9 +216,7 @@ class Worker:
         async with self._lock:
             if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
-            if seeks != self._seeks:  # an assignment moved a position meanwhile: from there, not from these
-                batch = {tp: records for tp, records in batch.items() if seeks.get(tp) == self._seeks.get(tp)}
-            count = await self._process(batch)
+            count = await self._process(self._positions.still_current(positions, batch))
         self.latency.observe_batch(batch, started)
         return count
 
@@ -241,9 +238,11 @@ class Worker:
         # Tails never overlap: the previous batch's tail ends first (its failure is raised here), so offsets
         # commit in order. This batch's tail starts in the background with the state records as they are
         # now: a later batch cannot change what it writes.
-        await self._settle_tail()
+        assert self._producer is not None
+        assert self._consumer is not None
         states = self.processor.take_state_records()
-        self._tail = asyncio.create_task(self._store_and_commit(states, commits))
+        tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
+        await self._tail.start_after_previous(tail)
         self.stats.batches += 1
         self._backoff.reset()
         return count
@@ -286,47 +285,6 @@ class Worker:
                 self._on_handled(record, handled)
         return len(records)
 
-    async def _store_and_commit(self, states: list[OutputRecord], commits: dict[TopicPartition, int]) -> None:
-        """A batch's tail, run while the next batch goes through steps 1 to 3."""
-        assert self._consumer is not None
-        # Step 4. state records: one per site the batch touched, all acknowledged
-        with counting_failures(self.stats, "produce"):
-            await self._send_all(states)
-        # Step 5. commit the batch's input offsets, now that its state is stored
-        with counting_failures(self.stats, "commit"):
-            try:
-                await self._consumer.commit(commits)
-            except CommitFailedError as error:
-                self.stats.commit_failures += 1
-                log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
-
-    async def _settle_tail(self) -> None:
-        """Wait for the previous batch's tail; its error, if any, is raised here (and leads to a rewind)."""
-        tail, self._tail = self._tail, None
-        if tail is not None:
-            await tail
-
-    async def _settle_tail_quietly(self) -> None:
-        try:
-            await self._settle_tail()
-        except (KafkaError, BatteryWorkerError) as error:
-            log.warning(_TAIL_FAILED, error)
-            self._needs_rewind = True
-
-    async def _settle_tail_on_exit(self) -> None:
-        """On the way out, within the stop budget: a tail still waiting on a frozen broker is cancelled."""
-        tail = self._tail
-        if tail is None:
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(tail), max(0.0, self._stop.remaining_s() / 2))
-        except TimeoutError:
-            tail.cancel()
-            log.warning("the last batch's state was not stored in time; its records will be re-read")
-        except Exception as error:  # on the way out: report it, never mask the exit
-            log.warning(_TAIL_FAILED, error)
-        self._tail = None
-
     async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
         """Send everything, then wait for every acknowledgement: no per-message wait on the hot path.
 
@@ -350,30 +308,21 @@ class Worker:
         assert self._consumer is not None
         async with self._lock:
             with contextlib.suppress(KafkaError, BatteryWorkerError):
-                await self._settle_tail()  # its failure is why we rewind, or irrelevant now
+                await self._tail.settle()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
             self.processor.drop_all()
             self._give_up_fenced()
             assigned = set(self.assignment.partitions)
             await self._open_transactions(assigned)
             await self._restore(assigned)
-            await self._seek_to_committed(assigned)
+            await self._seek(assigned)
             self._needs_rewind = False
             self.assignment.restored = True
 
-    async def _seek_to_committed(self, partitions: set[TopicPartition]) -> None:
+    async def _seek(self, partitions: set[TopicPartition]) -> None:
         assert self._consumer is not None
         with counting_failures(self.stats, "restore"):
-            for tp in partitions:
-                # The consumer's own first positioning of a new partition runs in the background; a seek
-                # before it ends is overwritten (the records in between are handed out twice). Wait for it.
-                # seek_to_beginning is no better: it too resets later. Hence always an explicit offset.
-                await self._consumer.position(tp)
-                committed = await self._consumer.committed(tp)
-                if committed is None:
-                    committed = (await self._consumer.beginning_offsets([tp]))[tp]
-                self._consumer.seek(tp, committed)
-                self._seeks[tp] = self._seeks.get(tp, 0) + 1
+            await self._positions.seek_to_committed(self._consumer, partitions)
 
     async def _open_transactions(self, partitions: set[TopicPartition]) -> None:
         """Exactly-once: a producer for each partition, before its state is read (that start fences)."""
@@ -424,7 +373,8 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            await self._settle_tail_quietly()  # the revoked partitions' state and offsets, stored first
+            if not await self._tail.settle_quietly():  # the revoked partitions' state and offsets, first
+                self._needs_rewind = True
             self.stats.rebalances += 1
             self.assignment.restored = False
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
@@ -443,7 +393,7 @@ class Worker:
                 await self._open_transactions(set(assigned))
                 await self._restore(set(assigned))
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
-                    await self._seek_to_committed(set(assigned))
+                    await self._seek(set(assigned))
             except (KafkaError, BatteryWorkerError) as error:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True

@@ -1,0 +1,48 @@
+"""Where the group consumer reads from after an assignment or a rewind: the committed offsets, exactly.
+
+Why it needs care with aiokafka: the consumer positions a newly assigned partition in the background, and a
+``seek`` made before that ends is overwritten; ``seek_to_beginning`` is no better, it too resets later. And
+a batch fetched from the old position, still waiting for the worker's lock while the rebalance callback
+seeks, would be handled and then fetched again. So: wait for the consumer's own positioning, seek to an
+explicit offset, and count seeks per partition so the loop drops records fetched before one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from battery_worker.kafka.records import ConsumedRecord
+
+__all__ = ["Positions"]
+
+Batch = Mapping[TopicPartition, Sequence[ConsumedRecord]]
+
+
+class Positions:
+    """Seeks to the committed offsets, and which fetched batches they made obsolete."""
+
+    def __init__(self) -> None:
+        self._seeks: dict[TopicPartition, int] = {}
+
+    def before_fetch(self) -> dict[TopicPartition, int]:
+        """What to give :meth:`still_current` with the batch fetched next."""
+        return dict(self._seeks)
+
+    def still_current(self, before: dict[TopicPartition, int], batch: Batch) -> Batch:
+        """``batch`` without the partitions sought since ``before``: their records come again from there."""
+        if before == self._seeks:
+            return batch
+        return {tp: records for tp, records in batch.items() if before.get(tp) == self._seeks.get(tp)}
+
+    async def seek_to_committed(
+        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]
+    ) -> None:
+        for tp in partitions:
+            await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
+            committed = await consumer.committed(tp)
+            if committed is None:
+                committed = (await consumer.beginning_offsets([tp]))[tp]
+            consumer.seek(tp, committed)
+            self._seeks[tp] = self._seeks.get(tp, 0) + 1
