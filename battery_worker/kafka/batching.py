@@ -78,7 +78,14 @@ async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecor
 
 
 async def send_and_wait(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> None:
-    """Send every record and wait until each is acknowledged; the first failure is raised."""
+    """Send every record and wait until each is acknowledged; the first failure is raised.
+
+    Every acknowledgement is awaited even after a failure: a failed batch's error left unretrieved would be
+    logged by asyncio later as "Future exception was never retrieved", one ERROR line per partition.
+    """
     pending = await send_batched(producer, outputs)
     if pending:
-        await asyncio.gather(*pending)
+        results = await asyncio.gather(*pending, return_exceptions=True)
+        failure = next((result for result in results if isinstance(result, BaseException)), None)
+        if failure is not None:
+            raise failure

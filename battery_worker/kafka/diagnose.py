@@ -56,7 +56,8 @@ _PROBE_TIMEOUT_S = 10.0
 #: What the worker needs, as run on Apache Kafka 4.1 by tests/test_apache_kafka_security.py.
 WORKER_ACLS = (
     "the worker needs READ, WRITE, DESCRIBE and DESCRIBE_CONFIGS on its topics, CREATE on them unless they "
-    "exist, and READ on its consumer group"
+    "exist, and READ on its consumer group; with exactly-once also WRITE and DESCRIBE on the transactional "
+    "ids prefixed battery-worker.<group id>."
 )
 
 

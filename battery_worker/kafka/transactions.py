@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    KafkaConnectionError,
     KafkaError,
     ProducerFenced,
     UnsupportedVersionError,
@@ -33,6 +34,7 @@ from aiokafka.errors import (
 
 from battery_worker.kafka.batching import send_and_wait
 from battery_worker.kafka.clients import make_idempotent_probe, make_transactional_producer
+from battery_worker.kafka.diagnose import typed
 from battery_worker.kafka.exceptions import PartitionFenced, TransactionsUnsupported
 from battery_worker.kafka.worker_stats import WorkerStats
 from battery_worker.pipeline.processing import OutputRecord
@@ -42,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _FENCED = (ProducerFenced, InvalidProducerEpoch, InvalidProducerIdMapping)
 _STOP_TIMEOUT_S = 5.0
+_PROBE_ATTEMPTS = 3
 
 __all__ = ["PartitionTransactions", "PartitionWork", "require_transactions"]
 
@@ -61,21 +64,41 @@ async def require_transactions(kafka: KafkaSettings) -> None:
     An idempotent producer's start asks for a producer id (``InitProducerId``), which every broker with
     transactions grants; the embedded broker answers it with an error.
     """
+    for attempt in range(1, _PROBE_ATTEMPTS + 1):
+        refusal = await _ask_for_a_producer_id(kafka)
+        if refusal is None:
+            return
+        problem = typed(refusal, kafka)  # an ACL or credentials problem is named as such
+        if problem is not None:
+            raise problem
+        if not _transient(refusal) or attempt == _PROBE_ATTEMPTS:
+            break
+        await asyncio.sleep(attempt)
+    raise TransactionsUnsupported(
+        f"exactly-once needs Kafka transactions, and the broker at {kafka.bootstrap_servers} refused a "
+        f"producer id ({type(refusal).__name__}); the embedded broker has none: use Apache Kafka, or "
+        "worker.processing_guarantee=at-least-once"
+    )
+
+
+async def _ask_for_a_producer_id(kafka: KafkaSettings) -> BaseException | None:
     probe = make_idempotent_probe(kafka)
     sender_log = logging.getLogger("aiokafka.producer.sender")
     sender_log.disabled = True  # its own line about the refused request would precede ours, less clear
     try:
         await probe.start()
     except (KafkaError, TimeoutError) as error:
-        raise TransactionsUnsupported(
-            f"exactly-once needs Kafka transactions, and the broker at {kafka.bootstrap_servers} refused a "
-            f"producer id ({type(error).__name__}); the embedded broker has none: use Apache Kafka, or "
-            "worker.processing_guarantee=at-least-once"
-        ) from None
+        return error
     finally:
         sender_log.disabled = False
         with contextlib.suppress(Exception):
             await asyncio.wait_for(probe.stop(), _STOP_TIMEOUT_S)
+    return None
+
+
+def _transient(error: BaseException) -> bool:
+    """A lost connection or a coordinator moving, worth asking again; a broker's refusal is not."""
+    return isinstance(error, TimeoutError | KafkaConnectionError) or bool(getattr(error, "retriable", False))
 
 
 class PartitionTransactions:

@@ -16,9 +16,10 @@ The invariant: a state record is written only after the events it reflects are a
 offsets are committed only after the state records of their batch are acknowledged.
 
 Steps 4 and 5 (the batch's *tail*, :mod:`.tail`) run in a task of their own while the next batch goes
-through steps 1 to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its tail only after
-this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop waits for it first.
-A tail's failure is raised where it is awaited, and the worker rewinds to the stored state.
+through steps 1 to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its
+tail only after this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop
+waits for it first. A tail's failure is raised where it is awaited, and the worker rewinds to the stored
+state.
 
 A crash after step 3 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash
 after step 4 re-reads it too, but the restored state already reflects those records, so they are skipped.
