@@ -114,6 +114,7 @@ class PartitionTransactions:
         self._producers: dict[TopicPartition, AIOKafkaProducer] = {}
         self._fenced: set[TopicPartition] = set()
         self._counts = stats.transactions
+        self._closed = False
 
     def transactional_id(self, partition: int) -> str:
         """Stable per group and input partition: the id the partition's next owner fences this one with."""
@@ -130,8 +131,9 @@ class PartitionTransactions:
     async def open(self, partitions: Iterable[TopicPartition]) -> None:
         """Start a producer for each partition that has none: this fences the previous owner and waits
         until its open transaction is aborted, so a restore afterwards reads its final state."""
+        self._fenced -= set(partitions)  # the group gives them (back) to us: an older fence is moot
         missing = sorted(set(partitions) - set(self._producers))
-        if not missing:
+        if self._closed or not missing:  # closed: a rebalance during the worker's stop opens nothing
             return
         started = {
             tp: make_transactional_producer(
@@ -148,6 +150,9 @@ class PartitionTransactions:
             if isinstance(failure, UnsupportedVersionError):
                 raise TransactionsUnsupported(f"the broker refused transactions: {failure}") from None
             raise failure
+        if self._closed:  # the worker closed while these started
+            await _stop_all(started.values())
+            return
         self._producers.update(started)
 
     def take_fenced(self) -> set[TopicPartition]:
@@ -156,9 +161,11 @@ class PartitionTransactions:
         return fenced
 
     async def close(self, partitions: Iterable[TopicPartition]) -> None:
+        self._fenced -= set(partitions)  # revoked: no rejoin is needed for them any more
         await _stop_all([p for tp in set(partitions) if (p := self._producers.pop(tp, None)) is not None])
 
     async def close_all(self) -> None:
+        self._closed = True
         await self.close(list(self._producers))
 
     async def commit_all(self, work: Sequence[PartitionWork]) -> None:
@@ -184,8 +191,8 @@ class PartitionTransactions:
             await producer.commit_transaction()
         except _FENCED as error:
             self._counts["fenced"] += 1
-            self._fenced.add(tp)
             await self.close([tp])
+            self._fenced.add(tp)
             raise PartitionFenced(
                 f"{tp.topic}[{tp.partition}] fenced ({type(error).__name__}): another worker owns it now, "
                 "or its transaction outlived worker.transaction_timeout_ms; nothing of the batch is committed"
@@ -207,5 +214,14 @@ async def _stop_all(producers: Iterable[AIOKafkaProducer]) -> None:
             await asyncio.wait_for(producer.stop(), _STOP_TIMEOUT_S)
         except Exception as error:  # closing a failed producer: report it, it is dropped either way
             log.debug("a transactional producer did not stop cleanly: %s", error)
+        _forget_fatal_error(producer)
 
     await asyncio.gather(*(stop(producer) for producer in producers))
+
+
+def _forget_fatal_error(producer: AIOKafkaProducer) -> None:
+    """aiokafka also sets a fence on a transaction waiter nobody awaits; asyncio would log it at exit as
+    "Future exception was never retrieved" (an ERROR with a traceback). It is handled here: retrieve it."""
+    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        waiter.exception()
