@@ -408,6 +408,18 @@ def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
         assert process.wait(timeout=30) == 0, f"SIGTERM {delay} s after start"
 
 
+def test_the_cli_entry_point_loads_neither_pydantic_nor_aiokafka_before_its_signal_handlers() -> None:
+    """What makes the test above hold, checked without timing: ``cli.main`` and ``cli.common`` import only
+    the standard library at module level (an import of the settings there once broke it)."""
+    probe = (
+        "import sys, battery_worker.cli.main, battery_worker.cli.common\n"
+        "print(sorted(m for m in ('pydantic', 'aiokafka', 'battery_worker.settings') if m in sys.modules))"
+    )
+    command = [sys.executable, "-c", probe]
+    found = subprocess.run(command, capture_output=True, text=True, check=True, timeout=60)
+    assert found.stdout.strip() == "[]", found.stdout
+
+
 def test_a_session_timeout_the_broker_refuses_is_a_settings_error(apache_kafka: object) -> None:
     """Kafka refuses a join whose session timeout lies outside its group.min/max.session.timeout.ms
     (error 26); retrying cannot help, so it is exit 2 naming the setting, not a rewind every 30 s."""

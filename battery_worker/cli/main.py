@@ -35,7 +35,6 @@ from battery_worker.cli.common import (
     run_once,
 )
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
-from battery_worker.settings import ProcessingGuarantee
 
 log = logging.getLogger("battery_worker")
 
@@ -225,6 +224,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from battery_worker.settings import ProcessingGuarantee  # pydantic: only once the signal handlers are set
+
     parser = _Parser(
         prog="battery-worker", description="Dispatch a virtual battery against live energy prices over Kafka."
     )
