@@ -53,7 +53,9 @@ class TimedWorker(Worker):
     cpu_last: float = 0.0
 
     async def _process(self, batch: Any) -> int:
-        if self.first_consumed is None:
+        # From the first batch with records: exactly-once seeks to the committed offsets on assignment,
+        # and the fetch made before that seek reaches _process emptied; the clock starts at the re-fetch.
+        if self.first_consumed is None and any(batch.values()):
             self.first_consumed, self.cpu_first = time.perf_counter(), time.process_time()
         handled = await super()._process(batch)
         self.last_acked, self.cpu_last = time.perf_counter(), time.process_time()

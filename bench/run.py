@@ -21,9 +21,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -260,11 +262,18 @@ class Bench:
                 await reader.seek_to_beginning(tp)
             consumer = asyncio.create_task(self._collect(reader, arrived, count))
             await self._feed(producer, prices, tick_messages(count, sites), rate, sent_at)
-            await asyncio.wait_for(consumer, 60)
+            with contextlib.suppress(TimeoutError):  # the worker's own figures below say what happened
+                await asyncio.wait_for(consumer, 60)
         finally:
             await producer.stop()
             await reader.stop()
-        await asyncio.to_thread(self.finish, proc)
+        got = await asyncio.to_thread(self.finish, proc)
+        if len(arrived) < count:
+            raise RuntimeError(
+                f"{guarantee} latency run: {len(arrived):,} of {count:,} actions arrived ({isolation}); "
+                f"the worker handled {got['handled']:,}, applied {got['applied']:,}, "
+                f"rewinds {got['rewinds']}, transactions {got['transactions']}; logs in {self.logs}"
+            )
         return [(arrived[k] - sent_at[k]) * 1000 for k in arrived]
 
     @staticmethod
@@ -485,8 +494,8 @@ def main() -> None:
     if args.profile:
         names = names[:1]
     per_broker: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="battery-bench-") as tmp:
-        logs = Path(tmp)
+    logs = Path(tempfile.mkdtemp(prefix="battery-bench-"))  # the children's logs: kept if a run fails
+    try:
         for name in ["external"] if env else names:
             broker_started = time.monotonic()
             print(f"== broker: {env or name}", flush=True)
@@ -496,12 +505,17 @@ def main() -> None:
             else:
                 broker, results = run_on(name, args, logs)
             if args.profile:
+                shutil.rmtree(logs, ignore_errors=True)
                 return
             per_broker.append(
                 {"broker": broker, "wall_seconds": round(time.monotonic() - broker_started, 1), **results}
             )
             print()
             print(render_table(per_broker[-1]))
+    except BaseException:
+        print(f"child logs kept in {logs}", file=sys.stderr)
+        raise
+    shutil.rmtree(logs, ignore_errors=True)
     flags = (
         ([] if args.broker == "both" else [f"--broker {args.broker}"])
         + (["--quick"] if args.quick else [])
