@@ -216,7 +216,7 @@ class _PausingWorker(Worker):
 
     async def _poll_once(self, limit: int | None) -> int:
         if self.processor.counters.total >= self.pause_after and not self.resume.is_set():
-            await self._settle_tail()  # state stored and offsets committed: position == committed
+            await self._tail.settle()  # state stored and offsets committed: position == committed
             self.paused.set()
             await self.resume.wait()
         return await super()._poll_once(limit)
