@@ -9,6 +9,7 @@ Kafka transactions need Apache Kafka: on the embedded broker those tests skip, a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -22,13 +23,13 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.cli.common import command_settings
 from battery_worker.cli.main import build_parser
 from battery_worker.errors import InvalidConfig
-from battery_worker.kafka.clients import make_reader
+from battery_worker.kafka.clients import connection_options, make_reader
 from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
@@ -383,6 +384,76 @@ async def test_a_worker_in_exactly_once_commits_transactions_that_status_and_his
     history = json.loads(out.read_text())
     assert [datetime.fromisoformat(h["timestamp"]) for h in history] == [t.timestamp for t in week]
     print(f"\nexactly-once in process: {2 * len(week)} ticks, transactions {outcomes}")
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("transactions")
+async def test_records_a_poll_returns_after_a_rebalance_sought_are_handled_not_dropped(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Exactly-once seeks to the committed offsets on every assignment. A poll that was already waiting
+    returns records read from there: they are the worker's to handle. (They were dropped once, as if fetched
+    before the seek, and the consumer had moved past them: ticks lost under rebalance churn.)"""
+    settings = make_settings(
+        kafka_bootstrap,
+        new_topic_name(),
+        new_group_id(),
+        worker={"processing_guarantee": "exactly-once", "poll_timeout_ms": 120_000},
+    )
+    week = ercot_week()[:48]
+    await feed(settings, week[:24], "alpha")
+    kinds: list[str] = []
+    worker = Worker(settings, on_handled=lambda record, handled: kinds.append(handled.kind))
+    running = asyncio.create_task(worker.run(max_messages=len(week)))
+    everything = {TopicPartition(settings.topics.prices, p) for p in range(settings.topics.partitions)}
+
+    def settled(rebalances: int) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            owned = worker.assignment.partitions == everything
+            return worker.stats.rebalances >= rebalances and worker.ready and owned
+
+        return check
+
+    try:
+        await wait_until_async(settled(0), 60, "the worker to own every partition")
+        await wait_until_async(_at_least(kinds, 24), 60, "the first 24 ticks", detail=lambda: str(kinds))
+        before = worker.stats.rebalances
+        # Another member joins and leaves: two rebalances, two seeks, all while the worker's poll waits.
+        intruder = AIOKafkaConsumer(
+            **connection_options(settings.kafka), group_id=settings.worker.group_id, enable_auto_commit=False
+        )
+        intruder.subscribe([settings.topics.prices])
+        await intruder.start()
+        try:
+            await wait_until_async(_joined(intruder), 60, "the other member to be assigned partitions")
+        finally:
+            await intruder.stop()
+        await wait_until_async(settled(before + 2), 60, "the worker to own every partition again")
+        await feed(settings, week[24:], "alpha")
+        await wait_until_async(
+            _at_least(kinds, len(week)), 60, "every tick handled after the seeks", detail=lambda: f"{kinds}"
+        )
+        assert await asyncio.wait_for(running, 30) == len(week)
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert kinds == ["applied"] * len(week)
+
+
+def _at_least(items: Sequence[object], count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return len(items) >= count
+
+    return check
+
+
+def _joined(consumer: AIOKafkaConsumer) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        await consumer.getmany(timeout_ms=200)
+        return bool(consumer.assignment())
+
+    return check
 
 
 # --- the embedded broker: refused with one line ------------------------------------------------------------

@@ -5,6 +5,12 @@ Why it needs care with aiokafka: the consumer positions a newly assigned partiti
 a batch fetched from the old position, still waiting for the worker's lock while the rebalance callback
 seeks, would be handled and then fetched again. So: wait for the consumer's own positioning, seek to an
 explicit offset, and count seeks per partition so the loop drops records fetched before one.
+
+"Fetched before" means before ``getmany`` *returned*, not before it was called: aiokafka hands out records
+consistent with the position at that moment (it drains them synchronously and drops any fetched from an
+older position), so a seek made while ``getmany`` waited is already reflected in what it returns. Counting
+from the call instead dropped records read from the new position, and the consumer had moved past them: a
+tick lost (found by the zombie test under rebalance churn).
 """
 
 from __future__ import annotations
@@ -26,15 +32,15 @@ class Positions:
     def __init__(self) -> None:
         self._seeks: dict[TopicPartition, int] = {}
 
-    def before_fetch(self) -> dict[TopicPartition, int]:
-        """What to give :meth:`still_current` with the batch fetched next."""
+    def stamp(self) -> dict[TopicPartition, int]:
+        """Taken the moment ``getmany`` returns (no ``await`` between), for :meth:`still_current`."""
         return dict(self._seeks)
 
-    def still_current(self, before: dict[TopicPartition, int], batch: Batch) -> Batch:
-        """``batch`` without the partitions sought since ``before``: their records come again from there."""
-        if before == self._seeks:
+    def still_current(self, fetched: dict[TopicPartition, int], batch: Batch) -> Batch:
+        """``batch`` without the partitions sought since it was fetched: those records come again."""
+        if fetched == self._seeks:
             return batch
-        return {tp: records for tp, records in batch.items() if before.get(tp) == self._seeks.get(tp)}
+        return {tp: records for tp, records in batch.items() if fetched.get(tp) == self._seeks.get(tp)}
 
     async def seek_to_committed(
         self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]

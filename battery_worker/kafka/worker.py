@@ -205,19 +205,19 @@ class Worker:
         max_records = self.settings.worker.max_batch_records
         if limit is not None:
             max_records = max(1, min(max_records, limit))
-        positions = self._positions.before_fetch()
         # Step 1. fetch
         with counting_failures(self.stats, "fetch"):
             batch = await self._consumer.getmany(
                 timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
             )
+        fetched = self._positions.stamp()  # no await since getmany returned: see Positions
         if not batch:
             return 0
         started = time.monotonic()
         async with self._lock:
             if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
-            count = await self._process(self._positions.still_current(positions, batch))
+            count = await self._process(self._positions.still_current(fetched, batch))
         self.latency.observe_batch(batch, started)
         return count
 
