@@ -8,7 +8,7 @@ import random
 import re
 import subprocess
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -182,7 +182,8 @@ async def verify_against_uninterrupted(settings: Settings, streams: dict[str, li
     statuses = await latest_status(settings)
     for site, ticks in streams.items():
         expected, final = reference(settings, ticks)
-        assert trace_of(published.actions, site) == expected, f"{site}: actions differ"
+        got = trace_of(published.actions, site)
+        assert got == expected, f"{site}: actions differ: {trace_difference(got, expected)}"
         history = {h.event_id: h for h in published.history if h.site_id == site}
         assert sorted(h.timestamp for h in history.values()) == [t.timestamp for t in ticks], site
         status = statuses[site]
@@ -205,6 +206,20 @@ async def verify_against_uninterrupted(settings: Settings, streams: dict[str, li
     assert result.identical, [s.first for s in result.report.sites.values() if s.first][:3]
     assert result.history.totals().matched == sum(len(t) for t in streams.values())
     return Verdict(events, reemitted)
+
+
+def trace_difference(got: Sequence[tuple[object, ...]], expected: Sequence[tuple[object, ...]]) -> str:
+    """Where a site's published trace leaves the reference: what a failure message needs to be read."""
+    first = next((i for i, (g, e) in enumerate(zip(got, expected, strict=False)) if g != e), None)
+    if first is None:
+        first = min(len(got), len(expected))
+    times = Counter(entry[0] for entry in got)
+    twice = sorted(str(t) for t, n in times.items() if n > 1)[:3]
+    return (
+        f"{len(got)} published, {len(expected)} expected; first difference at #{first}: "
+        f"published {list(got[first : first + 2])}, expected {list(expected[first : first + 2])}; "
+        f"ticks with more than one action: {len(twice)} {twice}"
+    )
 
 
 def log_tail(path: Path) -> str:
