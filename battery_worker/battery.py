@@ -58,6 +58,11 @@ class BatteryConfig:
     max_charge_percent: float = 100.0
     default_step_hours: float = 1.0
     max_step_hours: float = 2.0
+    # Wear. A cycle is the usable window (max - min charge) delivered once, measured on the site side.
+    # ``cycle_cost_per_mwh`` is charged per MWh delivered; 0 (the default) leaves every result as before.
+    # ``max_cycles_per_day`` caps delivered energy at that many windows per 24 h; None: no cap.
+    cycle_cost_per_mwh: float = 0.0
+    max_cycles_per_day: float | None = None
 
     def __post_init__(self) -> None:
         for name in (
@@ -70,8 +75,15 @@ class BatteryConfig:
             "max_charge_percent",
             "default_step_hours",
             "max_step_hours",
+            "cycle_cost_per_mwh",
         ):
             require_finite(name, getattr(self, name), InvalidConfig)
+        if self.cycle_cost_per_mwh < 0:
+            raise InvalidConfig("cycle_cost_per_mwh", self.cycle_cost_per_mwh, "must be >= 0")
+        if self.max_cycles_per_day is not None:
+            require_finite("max_cycles_per_day", self.max_cycles_per_day, InvalidConfig)
+            if self.max_cycles_per_day <= 0:
+                raise InvalidConfig("max_cycles_per_day", self.max_cycles_per_day, "must be > 0 (or unset)")
         for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
             if getattr(self, name) <= 0:
                 raise InvalidConfig(name, getattr(self, name), "must be > 0")
@@ -110,6 +122,11 @@ class BatteryConfig:
     @property
     def initial_energy_mwh(self) -> float:
         return self.capacity_mwh * self.initial_charge_percent / 100.0
+
+    @property
+    def usable_energy_mwh(self) -> float:
+        """One cycle: the window between the state-of-charge bounds."""
+        return self.max_energy_mwh - self.min_energy_mwh
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
