@@ -1,23 +1,30 @@
-"""Show backtests: text tables for the terminal and docs, and one PNG of a run against the optimum.
+"""Show backtests: text tables for the terminal and docs, and what the chart shows (pure).
 
-matplotlib is the optional ``plot`` extra, so it is imported inside :func:`write_png` only: the worker and the
-tables never need it.
+The chart itself, the one module that needs matplotlib, is :mod:`.chart`; :func:`write_png` stays here,
+where the commands and benchmarks call it, and imports it only when a PNG is asked for. What the chart
+shows is decided here, so it can be tested without drawing: capture per month (:func:`monthly_capture`) and
+the week it zooms on (:func:`zoom_window`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
 from battery_worker.backtest.engine import BacktestRun, BacktestSummary
-from battery_worker.backtest.optimum import Optimum
-from battery_worker.battery import BatteryConfig
-from battery_worker.errors import InvalidConfig
+from battery_worker.backtest.optimum import FloatArray, Optimum
+from battery_worker.battery import BatteryConfig, as_utc
+from battery_worker.errors import InvalidInput
+
+DAY_SECONDS = 86_400.0
+ZOOM_DAYS = 7
 
 
-def _ratio(value: float | None) -> str:
+def ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}%"
 
 
@@ -29,7 +36,7 @@ def summary_table(summaries: Sequence[BacktestSummary]) -> str:
     ]
     for s in summaries:
         lines.append(
-            f"| {s.policy} | {s.value:,.0f} | {s.optimum_value:,.0f} | {_ratio(s.capture_ratio)} "
+            f"| {s.policy} | {s.value:,.0f} | {s.optimum_value:,.0f} | {ratio_text(s.capture_ratio)} "
             f"| {s.cycles:.1f} | {s.energy_lost_mwh:,.0f} | {s.final_charge_percent:.0f}% |"
         )
     return "\n".join(lines)
@@ -43,12 +50,78 @@ def month_table(summary: BacktestSummary) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for m in summary.months:
-        ratio = m.value / m.optimum_value if m.optimum_value > 0 else None
+        ratio = capture(m.value, m.optimum_value)
         lines.append(
-            f"| {m.month} | {m.ticks} | {m.value:,.0f} | {m.optimum_value:,.0f} | {_ratio(ratio)} "
+            f"| {m.month} | {m.ticks} | {m.value:,.0f} | {m.optimum_value:,.0f} | {ratio_text(ratio)} "
             f"| {m.cycles:.1f} | {m.energy_lost_mwh:,.0f} |"
         )
     return "\n".join(lines)
+
+
+def capture(value: float, optimum_value: float) -> float | None:
+    """Share of the optimum; undefined when the optimum earns nothing (or loses) in that span."""
+    return value / optimum_value if optimum_value > 0 else None
+
+
+def monthly_capture(summary: BacktestSummary) -> list[tuple[str, float | None]]:
+    """``(YYYY-MM, capture)`` per calendar month (UTC), from cash in the month on both sides."""
+    return [(m.month, capture(m.value, m.optimum_value)) for m in summary.months]
+
+
+@dataclass(frozen=True, slots=True)
+class ZoomWindow:
+    """Ticks ``start`` (included) to ``stop`` (excluded) of a run; ``whole_run`` if the run is that short."""
+
+    start: int
+    stop: int
+    whole_run: bool
+    optimum_cash: float
+
+
+def _seconds(timestamps: Sequence[datetime]) -> FloatArray:
+    return np.array([as_utc(at).timestamp() for at in timestamps], dtype=np.float64)
+
+
+def typical_step_seconds(timestamps: Sequence[datetime]) -> float:
+    """The median tick interval (an hour for a single tick): the run's resolution."""
+    seconds = _seconds(timestamps)
+    return float(np.median(np.diff(seconds))) if seconds.size > 1 else 3600.0
+
+
+def zoom_window(
+    timestamps: Sequence[datetime], optimum_cash_flows: FloatArray, *, days: int = ZOOM_DAYS
+) -> ZoomWindow:
+    """The ``days`` starting at a UTC midnight (or at the first tick) in which the optimum's cash is largest.
+
+    A window holds the ticks stamped in ``[start, start + days)``; only windows the run covers completely
+    compete, and a run no longer than ``days`` is its own window. Ties go to the earliest.
+    """
+    n = len(timestamps)
+    if n == 0 or optimum_cash_flows.size != n:
+        raise InvalidInput("optimum", int(optimum_cash_flows.size), f"must cover the {n} ticks to chart")
+    seconds = _seconds(timestamps)
+    length = days * DAY_SECONDS
+    end = seconds[-1] + typical_step_seconds(timestamps)
+    cumulative = np.concatenate([[0.0], np.cumsum(optimum_cash_flows)])
+    if end - seconds[0] <= length:
+        return ZoomWindow(0, n, True, float(cumulative[-1]))
+    day = np.floor(seconds / DAY_SECONDS)
+    starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
+    starts = starts[seconds[starts] + length <= end]
+    stops = np.searchsorted(seconds, seconds[starts] + length, side="left")
+    earned = cumulative[stops] - cumulative[starts]
+    best = int(np.argmax(earned))
+    return ZoomWindow(int(starts[best]), int(stops[best]), False, float(earned[best]))
+
+
+def money(amount: float, _position: object = None) -> str:
+    """Short money text for axes and legends: 4.9 M, 310 k, 12.3 (the price file's currency)."""
+    size = abs(amount)
+    if size >= 1e6:
+        return f"{amount / 1e6:.2f} M"
+    if size >= 1e4:
+        return f"{amount / 1e3:.0f} k"
+    return f"{amount:,.3g}" if size < 100 else f"{amount:,.0f}"
 
 
 def write_png(
@@ -59,49 +132,7 @@ def write_png(
     *,
     title: str = "",
 ) -> Path:
-    """Price, state of charge, power and cumulative value of each run against the optimum, in one PNG."""
-    if not runs:
-        raise InvalidConfig("runs", 0, "nothing to plot")
-    try:
-        import matplotlib
+    """The chart of ``runs`` against ``optimum`` as a PNG at ``path``: see :mod:`.chart`."""
+    from battery_worker.backtest import chart
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise InvalidConfig(
-            "png", str(path), "plotting needs matplotlib: pip install 'battery-worker[plot]'"
-        ) from None
-    first = runs[0]
-    times = list(first.timestamps)
-    figure, axes = plt.subplots(4, 1, figsize=(12, 11), sharex=True, constrained_layout=True)
-    price_axis, soc_axis, power_axis, value_axis = axes
-    price_axis.plot(times, first.prices, color="black", linewidth=0.6)
-    price_axis.set_ylabel("price per MWh")
-    price_axis.set_title(title or f"Backtest against the perfect-foresight optimum ({len(times)} ticks)")
-    soc_axis.plot(
-        times,
-        100.0 * optimum.state_of_charge_mwh / config.capacity_mwh,
-        color="grey",
-        linewidth=0.6,
-        alpha=0.6,
-        label="optimum",
-    )
-    for run in runs:
-        soc_axis.plot(
-            times, 100.0 * run.state_of_charge_mwh / config.capacity_mwh, linewidth=0.7, label=run.policy
-        )
-        power_axis.plot(times, run.power_mw, linewidth=0.5, label=run.policy)
-        value_axis.plot(times, np.cumsum(run.cash_flows), linewidth=1.0, label=run.policy)
-    value_axis.plot(times, np.cumsum(optimum.cash_flows), color="black", linestyle="--", label="optimum")
-    soc_axis.set_ylabel("state of charge (%)")
-    soc_axis.set_ylim(-2, 102)
-    power_axis.set_ylabel("power (MW, + charge)")
-    value_axis.set_ylabel("cumulative cash value")
-    for axis in (soc_axis, power_axis, value_axis):
-        axis.legend(loc="upper left", fontsize=8)
-        axis.grid(alpha=0.3)
-    price_axis.grid(alpha=0.3)
-    target = Path(path)
-    figure.savefig(target, dpi=110)
-    plt.close(figure)
-    return target
+    return chart.write_png(path, runs, optimum, config, title=title)
