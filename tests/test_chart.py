@@ -150,6 +150,14 @@ def test_a_short_run_with_negative_prices_skips_the_month_panel_and_says_so() ->
         plt.close(figure)
 
 
+@pytest.mark.parametrize("count", [1, 2])
+def test_a_run_of_one_or_two_ticks_still_draws(tmp_path: Path, count: int) -> None:
+    ticks = series(1, 60, calm_with_one_wild_week)[:count]
+    runs = runs_over(ticks, [("adaptive", {})])
+    target = write_png(tmp_path / "tiny.png", runs, optimum_for(ticks, CONFIG), CONFIG)
+    assert png_size(target) == (round(WIDTH_INCHES * DPI), round(figure_height_inches(1) * DPI))
+
+
 def test_a_long_run_has_all_panels_and_names_its_week() -> None:
     ticks = series(40, 60, calm_with_one_wild_week)
     runs = runs_over(ticks, [("adaptive", {})])

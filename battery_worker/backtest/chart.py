@@ -233,7 +233,8 @@ def _week(
         axis.grid(alpha=0.3)
         axis.tick_params(labelbottom=False)
     _dates(axes[-1], daily=bool(week_times[-1] - week_times[0] >= np.timedelta64(2, "D")))
-    price_axis.set_xlim(week_times[0], week_times[-1])
+    if week_times[-1] > week_times[0]:  # a single tick has no span to fit
+        price_axis.set_xlim(week_times[0], week_times[-1])
 
 
 def _dates(axis: Axes, *, daily: bool = False) -> None:
@@ -283,7 +284,8 @@ def _months(
     axis.axhline(0.0, color="black", lw=0.6)
     axis.set_ylim(low - 0.02, high + 0.02)
     axis.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=0))
-    axis.set_xticks(x, [_month_label(name, i == 0) for i, name in enumerate(names)])
+    every = -(-len(names) // 12)  # past a year, label every second (third, ...) month
+    axis.set_xticks(x[::every], [_month_label(name, i == 0) for i, name in enumerate(names)][::every])
     axis.set_title("(b) capture per month: policy ÷ optimum cash")
     axis.grid(axis="y", alpha=0.3)
 

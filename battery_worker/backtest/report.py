@@ -115,13 +115,11 @@ def zoom_window(
 
 
 def money(amount: float, _position: object = None) -> str:
-    """Short money text for axes and legends: 4.9 M, 310 k, 12.3 (the price file's currency)."""
-    size = abs(amount)
-    if size >= 1e6:
-        return f"{amount / 1e6:.2f} M"
-    if size >= 1e4:
-        return f"{amount / 1e3:.0f} k"
-    return f"{amount:,.3g}" if size < 100 else f"{amount:,.0f}"
+    """Three significant digits and a unit, for axes and legends: 5.07 M, 311 k, 1.39 k, 917, 5.13."""
+    for scale, unit in ((1e6, " M"), (1e3, " k")):
+        if abs(amount) >= 0.9995 * scale:  # what rounds to 1,000 of a unit takes the next unit
+            return f"{amount / scale:.3g}{unit}"
+    return f"{amount:.3g}"
 
 
 def write_png(
