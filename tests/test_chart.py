@@ -161,8 +161,12 @@ def test_a_run_of_one_or_two_ticks_still_draws(tmp_path: Path, count: int) -> No
 def test_a_long_run_has_all_panels_and_names_its_week() -> None:
     ticks = series(40, 60, calm_with_one_wild_week)
     runs = runs_over(ticks, [("adaptive", {})])
+    _run, summary = backtest(ticks, CONFIG, make_policy("adaptive"))
+    assert summary.capture_ratio is not None
     figure = draw_figure(runs, optimum_for(ticks, CONFIG), CONFIG)
     try:
+        legend = [text.get_text() for text in figure.legends[0].get_texts()]
+        assert legend[1].endswith(f" = {100 * summary.capture_ratio:.1f}% of the optimum")
         titles = [axis.get_title() for axis in figure.axes]
         assert len(figure.axes) == 2 + 2 + 1
         assert any(title.startswith("(b) capture per month") for title in titles)

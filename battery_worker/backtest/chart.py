@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from battery_worker.backtest.engine import BacktestRun, summarize
+from battery_worker.backtest.engine import BacktestRun, BacktestSummary, summarize
 from battery_worker.backtest.optimum import FloatArray, Optimum
 from battery_worker.backtest.report import (
     ZoomWindow,
@@ -146,9 +146,7 @@ def _draw(
         f"{first.timestamps[0]:%Y-%m-%d} to {first.timestamps[-1]:%Y-%m-%d} (UTC)"
     )
     notes = [] if show_months else ["capture per month not shown: the run lies within one calendar month"]
-    labels = [f"optimum: {money(optimum.value)}"] + [
-        f"{s.policy}: {money(s.value)} = {ratio_text(s.capture_ratio)} of the optimum" for s in summaries
-    ]
+    labels = [f"optimum: {money(optimum.value)}"] + [_policy_label(s) for s in summaries]
     # The title heads the legend: a suptitle and an outside legend would be drawn over each other.
     legend = figure.legend(
         list(value_axis.lines),
@@ -161,6 +159,12 @@ def _draw(
         alignment="center",
     )
     legend.get_title().set_multialignment("center")
+
+
+def _policy_label(summary: BacktestSummary) -> str:
+    """Value and share of the optimum, as the table gives them; no share when the optimum earns nothing."""
+    share = "" if summary.capture_ratio is None else f" = {ratio_text(summary.capture_ratio)} of the optimum"
+    return f"{summary.policy}: {money(summary.value)}{share}"
 
 
 def _cumulative(
