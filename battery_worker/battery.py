@@ -13,6 +13,9 @@ The model, in one place (the README repeats it):
   the battery can reach exactly full and exactly empty.
 * Money is the tick's energy price times energy on the site side: buying costs ``bought × price``,
   delivering avoids ``delivered × price``. Negative prices are valid: charging then earns money.
+* Wear: ``cycle_cost_per_mwh`` prices each MWh delivered (:meth:`BatteryState.wear_cost`); it is accounted,
+  never enforced. ``max_cycles_per_day`` is enforced: a discharge is clamped so the energy delivered on one
+  calendar day (UTC, the day of the tick ending the step) stays within that many usable windows.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ class Limit(StrEnum):
     RATE = "rate"
     FULL = "full"
     EMPTY = "empty"
+    CYCLES = "cycles"
 
 
 def require_finite(field: str, value: object, error: type[InvalidConfig] | type[InvalidInput]) -> None:
@@ -128,6 +132,13 @@ class BatteryConfig:
         """One cycle: the window between the state-of-charge bounds."""
         return self.max_energy_mwh - self.min_energy_mwh
 
+    @property
+    def daily_delivery_cap_mwh(self) -> float | None:
+        """Energy a calendar day may deliver under ``max_cycles_per_day`` (site side); None: no cap."""
+        if self.max_cycles_per_day is None:
+            return None
+        return self.max_cycles_per_day * self.usable_energy_mwh
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BatteryState:
@@ -142,6 +153,9 @@ class BatteryState:
     energy_delivered_mwh: float = 0.0
     charging_cost: float = 0.0
     avoided_cost: float = 0.0
+    # Energy delivered on the UTC day of ``last_tick_at``: what ``max_cycles_per_day`` counts. Kept only
+    # while a cap is set (0 otherwise), so a battery without a cap carries nothing new.
+    delivered_today_mwh: float = 0.0
 
     @property
     def energy_lost_mwh(self) -> float:
@@ -153,6 +167,14 @@ class BatteryState:
     def net_value(self) -> float:
         """Avoided cost minus charging cost: what the battery earned, energy left in it not counted."""
         return self.avoided_cost - self.charging_cost
+
+    def wear_cost(self, config: BatteryConfig) -> float:
+        """What the energy delivered so far cost in wear, at ``config.cycle_cost_per_mwh``."""
+        return self.energy_delivered_mwh * config.cycle_cost_per_mwh
+
+    def net_value_after_wear(self, config: BatteryConfig) -> float:
+        """:attr:`net_value` minus :meth:`wear_cost`: what the battery earned once its wear is paid."""
+        return self.net_value - self.wear_cost(config)
 
     def full_equivalent_cycles(self, config: BatteryConfig) -> float:
         """Energy drawn from the cells over the capacity: one full discharge is one cycle."""
@@ -271,6 +293,16 @@ class _Stamp:
     gap_hours: float | None
 
 
+def _delivered_today(config: BatteryConfig, state: BatteryState, at: datetime | None) -> float:
+    """Energy already delivered on the day of ``at``: the state's count, or 0 on a new UTC day (or no cap)."""
+    if config.max_cycles_per_day is None:
+        return 0.0
+    last = state.last_tick_at
+    if last is not None and at is not None and as_utc(last).date() != at.date():
+        return 0.0
+    return state.delivered_today_mwh
+
+
 def _apply(
     config: BatteryConfig,
     state: BatteryState,
@@ -296,6 +328,7 @@ def _apply(
         energy_delivered_mwh=state.energy_delivered_mwh,
         charging_cost=state.charging_cost,
         avoided_cost=state.avoided_cost,
+        delivered_today_mwh=_delivered_today(config, state, stamp.at),
     )
     return Step(
         action=action,
@@ -338,6 +371,7 @@ def _charge(
         energy_delivered_mwh=state.energy_delivered_mwh,
         charging_cost=state.charging_cost + bought * price,
         avoided_cost=state.avoided_cost,
+        delivered_today_mwh=_delivered_today(config, state, stamp.at),
     )
     return Step(
         action=Action.CHARGE,
@@ -370,6 +404,13 @@ def _discharge(
         delivered = power * hours
         drawn = delivered / keep
         soc_after = max(soc - drawn, config.min_energy_mwh)
+    today = _delivered_today(config, state, stamp.at)
+    cap = config.daily_delivery_cap_mwh
+    if cap is not None and today + delivered > cap:
+        delivered, limited_by = max(0.0, cap - today), Limit.CYCLES
+        drawn = delivered / keep
+        soc_after = max(soc - drawn, config.min_energy_mwh)
+        power = delivered / hours
     new_state = BatteryState(
         state_of_charge_mwh=soc_after,
         last_tick_at=stamp.at,
@@ -380,6 +421,7 @@ def _discharge(
         energy_delivered_mwh=state.energy_delivered_mwh + delivered,
         charging_cost=state.charging_cost,
         avoided_cost=state.avoided_cost + delivered * price,
+        delivered_today_mwh=0.0 if cap is None else today + delivered,
     )
     return Step(
         action=Action.DISCHARGE,

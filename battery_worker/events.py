@@ -184,6 +184,8 @@ class BatteryStateRecord(BaseModel):
     avoided_cost: float
     policy: str
     policy_memory: Any = None
+    # After policy_memory, with a default: records written before it existed load unchanged.
+    delivered_today_mwh: float = 0.0
 
 
 EVENT_MODELS: dict[str, type[BaseModel]] = {

@@ -180,3 +180,44 @@ def test_timestamps_going_backwards_are_refused() -> None:
     assert caught.value.field == "timestamp"
     with pytest.raises(TimestampNotIncreasing):
         apply_tick(CONFIG, step.state, Action.CHARGE, 10.0, 1.0, T0)
+
+
+def test_wear_is_accounted_per_mwh_delivered_and_never_changes_the_physics() -> None:
+    worn = BatteryConfig(cycle_cost_per_mwh=12.0)
+    step = apply_for(worn, initial_state(worn), Action.DISCHARGE, 20.0, 1.0, 100.0)
+    plain = apply_for(CONFIG, initial_state(CONFIG), Action.DISCHARGE, 20.0, 1.0, 100.0)
+    assert step.state.state_of_charge_mwh == plain.state.state_of_charge_mwh
+    assert step.state.net_value == pytest.approx(2000.0)
+    assert step.state.wear_cost(worn) == pytest.approx(20.0 * 12.0)
+    assert step.state.net_value_after_wear(worn) == pytest.approx(2000.0 - 240.0)
+    assert plain.state.wear_cost(CONFIG) == 0.0
+
+
+def test_the_daily_cycle_cap_clamps_discharge_until_the_next_utc_day() -> None:
+    # 10 MWh, window 0-100%: half a cycle a day is 5 MWh delivered (site side).
+    config = BatteryConfig(
+        capacity_mwh=10.0,
+        max_discharge_rate_mw=10.0,
+        efficiency=1.0,
+        initial_charge_percent=100.0,
+        max_cycles_per_day=0.5,
+    )
+    assert config.daily_delivery_cap_mwh == 5.0
+    first = apply_tick(config, initial_state(config), Action.DISCHARGE, 3.0, 50.0, T0)
+    assert (first.energy_mwh, first.limited_by) == (3.0, None)
+    second = apply_tick(config, first.state, Action.DISCHARGE, 10.0, 50.0, T0 + timedelta(hours=1))
+    assert second.energy_mwh == pytest.approx(2.0)
+    assert second.limited_by is Limit.CYCLES
+    assert second.state.state_of_charge_mwh == pytest.approx(5.0)
+    spent = apply_tick(config, second.state, Action.DISCHARGE, 10.0, 50.0, T0 + timedelta(hours=2))
+    assert spent.energy_mwh == 0.0
+    held = apply_tick(config, spent.state, Action.HOLD, 0.0, 50.0, T0 + timedelta(hours=24))
+    assert held.state.delivered_today_mwh == 0.0  # a new day, even on a hold
+    next_day = apply_tick(config, held.state, Action.DISCHARGE, 4.0, 50.0, T0 + timedelta(hours=25))
+    assert (next_day.energy_mwh, next_day.limited_by) == (4.0, None)
+
+
+def test_without_a_cap_nothing_new_is_carried() -> None:
+    step = apply_tick(CONFIG, initial_state(CONFIG), Action.DISCHARGE, 20.0, 50.0, T0)
+    assert step.state.delivered_today_mwh == 0.0
+    assert step.limited_by is None

@@ -114,4 +114,5 @@ def state_payload(
         "avoided_cost": float(battery.avoided_cost),
         "policy": policy,
         "policy_memory": policy_memory,
+        "delivered_today_mwh": float(battery.delivered_today_mwh),
     }

@@ -159,6 +159,7 @@ class TickProcessor:
                 energy_delivered_mwh=record.energy_delivered_mwh,
                 charging_cost=record.charging_cost,
                 avoided_cost=record.avoided_cost,
+                delivered_today_mwh=record.delivered_today_mwh,
             )
             memory = (
                 setup.policy.load_memory(record.policy_memory)
