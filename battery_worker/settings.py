@@ -32,6 +32,7 @@ from pydantic_settings import (
 )
 
 from battery_worker.battery import BatteryConfig
+from battery_worker.chemistries import chemistry_fields
 from battery_worker.errors import InvalidConfig
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
@@ -241,7 +242,13 @@ class SiteSettings(BaseModel):
     model_config = _FROZEN
 
     battery: dict[str, float] = Field(default_factory=dict)
+    battery_type: str | None = Field(None, description="a chemistry preset (lfp, nmc); battery fields win")
     policy: PolicySettings | None = None
+
+    @field_validator("battery_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        return _known_battery_type(value)
 
 
 class Settings(BaseSettings):
@@ -255,12 +262,37 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
     battery: BatteryConfig = BatteryConfig()
+    battery_type: str | None = Field(
+        None, description="a chemistry preset (lfp, nmc) under the battery table: fields set there win"
+    )
     policy: PolicySettings = PolicySettings()
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
+    @field_validator("battery_type")
+    @classmethod
+    def _known_type(cls, value: str | None) -> str | None:
+        return _known_battery_type(value)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _preset_under_the_battery_table(cls, data: Any) -> Any:
+        """The battery type's preset fills the battery fields the table (file, environment) leaves unset."""
+        if not isinstance(data, dict) or not data.get("battery_type"):
+            return data
+        battery = data.get("battery", {})
+        if not isinstance(battery, dict):
+            return data  # a BatteryConfig given whole: every field of it is explicit
+        try:
+            preset = chemistry_fields(str(data["battery_type"]))
+        except InvalidConfig:
+            return data  # the field validator names the bad type
+        return {**data, "battery": {**preset, **battery}}
+
     def site_directory(self) -> SiteDirectory:
         overrides = {
-            site_id: SiteOverride(site.battery, None if site.policy is None else site.policy.choice())
+            site_id: SiteOverride(
+                site.battery, None if site.policy is None else site.policy.choice(), site.battery_type
+            )
             for site_id, site in self.sites.items()
         }
         return SiteDirectory(self.battery, self.policy.choice(), overrides)
@@ -268,6 +300,16 @@ class Settings(BaseSettings):
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for the start-up log line; secrets stay masked."""
         return self.model_dump(mode="json")
+
+
+def _known_battery_type(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        chemistry_fields(value)
+    except InvalidConfig as error:
+        raise ValueError(error.problem) from None
+    return value.strip().lower()
 
 
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:

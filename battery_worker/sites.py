@@ -1,4 +1,8 @@
-"""Which battery and policy a site uses: the defaults, overridden per site from the settings."""
+"""Which battery and policy a site uses: the defaults, overridden per site from the settings.
+
+A site's battery is the default one, then its battery type's preset (:mod:`battery_worker.chemistries`), then
+the fields set for it explicitly: the more specific wins.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from battery_worker.battery import BatteryConfig
+from battery_worker.chemistries import chemistry_fields
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import Policy, make_policy
 
@@ -21,6 +26,7 @@ class PolicyChoice:
 class SiteOverride:
     battery: Mapping[str, float] = field(default_factory=dict)
     policy: PolicyChoice | None = None
+    battery_type: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +66,18 @@ class SiteDirectory:
 
     def _build(self, site_id: str, override: SiteOverride) -> SiteSetup:
         try:
-            config = replace(self._default.config, **dict(override.battery))
+            preset = chemistry_fields(override.battery_type)
+        except InvalidConfig as error:
+            raise InvalidConfig(f"sites.{site_id}.battery_type", error.value, error.problem) from None
+        fields = {**preset, **override.battery}
+        try:
+            config = replace(self._default.config, **fields)
         except TypeError as error:
             raise InvalidConfig(f"sites.{site_id}.battery", dict(override.battery), str(error)) from None
+        except InvalidConfig as error:
+            raise InvalidConfig(
+                f"sites.{site_id}.battery.{error.field}", error.value, error.problem
+            ) from None
         choice = override.policy or self._policy
         policy = self._default.policy if override.policy is None else make_policy(choice.name, choice.params)
         return SiteSetup(config, policy)

@@ -67,7 +67,11 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
         BatteryConfig(),
         PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0}),
         # integer settings (a library user's BatteryConfig(capacity_mwh=200)) must still be written as floats
-        {"site-1": SiteOverride(battery={"capacity_mwh": 200, "max_charge_rate_mw": 40, "efficiency": 1})},
+        {
+            "site-1": SiteOverride(battery={"capacity_mwh": 200, "max_charge_rate_mw": 40, "efficiency": 1}),
+            "site-2": SiteOverride(battery={"max_cycles_per_day": 1}),  # carries the day's delivered energy
+            "site-3": SiteOverride(battery_type="nmc"),
+        },
     )
     processor = TickProcessor(directory, TOPICS, prices_partitions=3)
     outputs = []
@@ -93,3 +97,44 @@ def test_event_id_is_the_uuid5_of_the_coordinates() -> None:
         partition, offset = rng.randrange(1000), rng.randrange(10**15)
         expected = str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}:{topic}:{partition}:{offset}"))
         assert event_id(kind, topic, partition, offset) == expected  # type: ignore[arg-type]
+
+
+def test_a_state_record_written_before_the_daily_delivery_count_still_loads() -> None:
+    old = {
+        "schema_version": 1,
+        "site_id": "s",
+        "source": {"topic": "prices", "partition": 0, "offset": 7},
+        "state_of_charge_mwh": 50.0,
+        "last_tick_at": "2023-01-01T00:00:00Z",
+        "ticks_applied": 1,
+        "ticks_stale": 0,
+        "energy_bought_mwh": 0.0,
+        "energy_stored_mwh": 0.0,
+        "energy_drawn_mwh": 0.0,
+        "energy_delivered_mwh": 0.0,
+        "charging_cost": 0.0,
+        "avoided_cost": 0.0,
+        "policy": "threshold",
+        "policy_memory": None,
+    }
+    record = BatteryStateRecord.model_validate(old)
+    assert record.delivered_today_mwh == 0.0
+    assert record.state_of_charge_mwh == 50.0
+
+
+def test_a_restored_site_carries_the_days_delivered_energy() -> None:
+    directory = SiteDirectory(
+        BatteryConfig(max_cycles_per_day=0.5),
+        PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0}),
+    )
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    at = datetime(2023, 8, 1, 18, tzinfo=UTC)
+    for offset, price in enumerate([500.0, 500.0]):
+        value = {"energy_price": price, "hash_price": 0, "token_price": 0, "timestamp": at.isoformat()}
+        processor.handle(InputRecord("prices", home_partition("s", 3), offset, b"s", orjson.dumps(value)))
+        at += timedelta(hours=1)
+    records = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
+    assert records[0].delivered_today_mwh == pytest.approx(40.0)
+    restored = TickProcessor(directory, TOPICS, prices_partitions=3)
+    restored.restore(records)
+    assert restored.sites() == processor.sites()

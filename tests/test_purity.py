@@ -5,7 +5,7 @@ policies, the I/O-free pipeline, the backtest and the audit can be run, tested a
 Who is held to it, and why:
 
 * the domain: ``battery``, ``dispatch``, ``ticks``, ``events``, ``errors``, ``sites`` (which battery and
-  policy a site uses);
+  policy a site uses), ``chemistries`` (the battery types' presets);
 * ``audit`` ("Pure"), ``pipeline/`` ("no Kafka client, no event loop"), ``policies/`` ("Each is pure"),
   ``backtest/`` (engine and optimum "Pure"; the report writes a PNG but needs no Kafka either);
 * ``seed_api``, the Python API, a façade over the domain that must work without a broker;
@@ -41,6 +41,7 @@ PURE_MODULES = (
     "events",
     "errors",
     "sites",
+    "chemistries",
     "audit",
     "seed_api",
     "settings",

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from battery_worker.battery import BatteryConfig
+from battery_worker.chemistries import CHEMISTRIES, PACK_PRICE_PER_MWH
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.settings import load_settings
@@ -76,6 +79,10 @@ def test_settings_are_frozen() -> None:
         ({"policy": {"name": "nonsense"}}, "policy"),
         ({"sites": {"x": {"battery": {"capacity": 1.0}}}}, "sites.x.battery"),
         ({"worker": {"max_batch_records": 0}}, "worker.max_batch_records"),
+        ({"battery_type": "lead-acid"}, "battery_type"),
+        ({"sites": {"x": {"battery_type": "nope"}}}, "sites.x.battery_type"),
+        ({"battery": {"cycle_cost_per_mwh": -1}}, "battery"),
+        ({"sites": {"x": {"battery": {"max_cycles_per_day": 0}}}}, "sites.x.battery.max_cycles_per_day"),
     ],
 )
 def test_bad_settings_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -103,3 +110,54 @@ def test_secrets_are_masked_when_settings_are_logged() -> None:
     )
     assert "hunter2-very-secret" not in str(settings.masked())
     assert "hunter2-very-secret" not in repr(settings)
+
+
+WEAR_TOML = """
+battery_type = "lfp"
+
+[battery]
+capacity_mwh = 150.0
+efficiency = 0.9
+
+[sites.plain]
+battery = { capacity_mwh = 50.0 }
+
+[sites.nmc-1]
+battery_type = "nmc"
+battery = { cycle_cost_per_mwh = 40.0 }
+"""
+
+
+def test_battery_types_fill_what_is_not_set_explicitly(tmp_path: Path) -> None:
+    path = tmp_path / "wear.toml"
+    path.write_text(WEAR_TOML)
+    lfp, nmc = CHEMISTRIES["lfp"], CHEMISTRIES["nmc"]
+    sites = load_settings(path).site_directory()
+    default = sites.default.config
+    # The preset under the battery table: the table's efficiency wins, the rest is LFP's.
+    assert (default.capacity_mwh, default.efficiency) == (150.0, 0.9)
+    assert (default.min_charge_percent, default.max_charge_percent) == (5.0, 95.0)
+    assert default.cycle_cost_per_mwh == lfp.cycle_cost_per_mwh > 0
+    assert default.max_cycles_per_day == lfp.max_cycles_per_day
+    assert sites.setup("plain").config == replace(default, capacity_mwh=50.0)
+    site = sites.setup("nmc-1").config
+    assert (site.efficiency, site.min_charge_percent, site.max_charge_percent) == (nmc.efficiency, 10.0, 90.0)
+    assert site.max_cycles_per_day == nmc.max_cycles_per_day
+    assert site.cycle_cost_per_mwh == 40.0
+    assert site.capacity_mwh == 150.0
+
+
+def test_wear_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "12.5")
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__MAX_CYCLES_PER_DAY", "1.5")
+    battery = load_settings().battery
+    assert (battery.cycle_cost_per_mwh, battery.max_cycles_per_day) == (12.5, 1.5)
+    assert BatteryConfig().cycle_cost_per_mwh == 0.0
+    assert BatteryConfig().max_cycles_per_day is None
+
+
+def test_a_presets_wear_cost_is_the_pack_price_over_its_lifetime_delivery() -> None:
+    lfp = CHEMISTRIES["lfp"]
+    lifetime = lfp.cycle_life * 0.90 * lfp.efficiency**0.5  # MWh delivered per MWh of capacity
+    assert lfp.cycle_cost_per_mwh == round(PACK_PRICE_PER_MWH / lifetime)
+    assert CHEMISTRIES["nmc"].cycle_cost_per_mwh > lfp.cycle_cost_per_mwh
