@@ -131,3 +131,58 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
     assert all(line.startswith("error: ") for line in err)
+
+
+def test_wear_is_reported_apart_and_capture_stays_against_what_no_policy_beats(
+    ercot_week: list[PriceTick],
+) -> None:
+    worn = BatteryConfig(cycle_cost_per_mwh=20.0, max_cycles_per_day=1.0)
+    run, summary = backtest(ercot_week, worn, make_policy("adaptive"))
+    battery = run.final.battery
+    assert summary.energy_delivered_mwh == pytest.approx(battery.energy_delivered_mwh)
+    assert summary.wear_cost == pytest.approx(20.0 * battery.energy_delivered_mwh)
+    assert summary.value == pytest.approx(summary.gross_value - summary.wear_cost)
+    assert summary.gross_value == pytest.approx(summary.cash_value + summary.terminal_value)
+    assert sum(m.wear_cost for m in summary.months) == pytest.approx(summary.wear_cost)
+    assert summary.optimum_exact  # no negative prices in this week
+    assert summary.value <= summary.optimum_value
+    plain = backtest(ercot_week, CONFIG, make_policy("adaptive"))[1]
+    assert summary.optimum_value < plain.optimum_value
+
+
+def test_with_negative_prices_capture_is_against_the_bound(ercot_week: list[PriceTick]) -> None:
+    # The same week shifted down so that a third of the hours are negative.
+    shift = sorted(t.energy_price for t in ercot_week)[len(ercot_week) // 3]
+    ticks = [t.model_copy(update={"energy_price": t.energy_price - shift}) for t in ercot_week]
+    optimum = optimum_for(ticks, CONFIG)
+    for name in sorted(POLICIES):
+        _run, summary = backtest(ticks, CONFIG, make_policy(name), optimum=optimum)
+        assert summary.optimum_value == optimum.bound
+        assert summary.optimum_schedule_value == optimum.value <= optimum.bound
+        assert summary.optimum_exact == optimum.exact
+        assert summary.value <= summary.optimum_value * (1 + 1e-9)
+
+
+def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    summary_path = tmp_path / "summary.json"
+    flags = [
+        "--battery-type",
+        "lfp",
+        "--cycle-cost-per-mwh",
+        "0.01",
+        "--no-png",
+        "--summary",
+        str(summary_path),
+    ]
+    assert main([str(MARA_JSON), "--policy", "adaptive", *flags]) == 0
+    summary = orjson.loads(summary_path.read_bytes())
+    # The preset's window and efficiency, the flag's wear cost over the preset's.
+    assert summary["final_charge_percent"] >= 5.0
+    assert summary["wear_cost"] == pytest.approx(0.01 * summary["energy_delivered_mwh"])
+    assert summary["value"] == pytest.approx(summary["gross_value"] - summary["wear_cost"])
+    assert summary["optimum_exact"] is True
+    assert summary["optimum_gap"] == 0.0
+    out = capsys.readouterr().out
+    assert "optimum: " in out
+    assert "exact" in out
+    assert "adaptive: gross " in out

@@ -5,10 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from battery_worker.backtest.optimum import OptimumError, solve_optimum, step_durations, terminal_value
-from battery_worker.battery import Action, BatteryConfig, apply_for, initial_state
+from battery_worker.backtest.optimum import (
+    Optimum,
+    OptimumError,
+    solve_optimum,
+    step_days,
+    step_durations,
+    terminal_value,
+)
+from battery_worker.battery import Action, BatteryConfig, apply_for, apply_tick, initial_state
 from battery_worker.pricefiles import load_ticks
 
 DATA = Path(__file__).parent / "data"
@@ -75,15 +83,21 @@ def test_terminal_price_values_the_end_state() -> None:
 
 
 def test_negative_price_one_action_per_step() -> None:
-    # Full battery, price −10: an LP would buy and sell at once to burn energy (earning 19); the battery
-    # does one thing per step, so the exact optimum is to hold.
+    # Full battery, price −10: buying and selling at once would burn energy for money; the battery does one
+    # thing per step, so the schedule holds (value 0). The relaxation may buy c and deliver d with
+    # c/10 + d/10 ≤ 1 and 0.9c = d/0.9 (nothing stored): c = 10/1.81, earning 10·0.19·c = 10.497... That
+    # is the bound, not exact.
     config = small(efficiency=0.81, initial_charge_percent=100.0)
     best = solve_optimum(config, [-10.0], [1.0])
-    assert best.mixed_integer_steps == 1
+    assert best.simultaneous_steps == 1
     assert best.value == pytest.approx(0.0, abs=1e-6)
+    assert best.bound == pytest.approx(19.0 / 1.81)
+    assert not best.exact
+    assert best.gap == pytest.approx(best.bound)
     # Empty battery, same price: charging is paid (10 MWh · 10), and energy left is worth nothing here.
     paid = solve_optimum(small(efficiency=0.81), [-10.0], [1.0], terminal_price=0.0)
     assert paid.value == pytest.approx(100.0)
+    assert paid.exact
 
 
 def test_step_durations_follow_the_state_machine() -> None:
@@ -115,3 +129,96 @@ def test_inputs_must_agree() -> None:
     with pytest.raises(OptimumError, match="one entry per price"):
         solve_optimum(BatteryConfig(), [1.0, 2.0], [1.0])
     assert solve_optimum(BatteryConfig(), [], []).value == 0.0
+
+
+def test_without_negative_prices_the_lp_is_exact() -> None:
+    config = BatteryConfig()
+    ticks = load_ticks(DATA / "ercot_2023-08-01_07.csv")
+    prices = [tick.energy_price for tick in ticks]
+    assert min(prices) >= 0
+    best = solve_optimum(
+        config, prices, step_durations(config, [t.timestamp for t in ticks]), terminal_price=50.0
+    )
+    assert best.exact
+    assert best.bound == best.value
+    assert best.gap == 0.0
+    assert best.simultaneous_steps == 0
+
+
+def five_minute_days(days: int, seed: int) -> tuple[list[datetime], np.ndarray]:
+    """Noisy 5-minute prices, negative for 8 hours a day (a third): long enough to fill the battery and
+    leave hours in which only burning energy earns more."""
+    rng = np.random.default_rng(seed)
+    n = days * 288
+    hour = (np.arange(n) % 288) / 12.0
+    prices = np.where((hour >= 9) & (hour < 17), -40.0, 60.0) + rng.normal(0, 15, n)
+    t0 = datetime(2025, 3, 1, tzinfo=UTC)
+    return [t0 + timedelta(minutes=5 * i) for i in range(n)], prices
+
+
+def replay(config: BatteryConfig, stamps: list[datetime], prices: np.ndarray, best: Optimum) -> float:
+    """The schedule through the state machine, tick by tick; returns the value it earns (net of wear)."""
+    state = initial_state(config)
+    for at, price, bought, delivered in zip(stamps, prices, best.bought_mwh, best.delivered_mwh, strict=True):
+        assert min(bought, delivered) == 0.0, "one action per step"
+        hours = (at - state.last_tick_at).total_seconds() / 3600 if state.last_tick_at else 1.0
+        if bought > 0:
+            step = apply_tick(config, state, Action.CHARGE, bought / hours, float(price), at)
+        elif delivered > 0:
+            step = apply_tick(config, state, Action.DISCHARGE, delivered / hours, float(price), at)
+        else:
+            step = apply_tick(config, state, Action.HOLD, 0.0, float(price), at)
+        assert step.energy_mwh == pytest.approx(bought + delivered, rel=1e-6, abs=1e-6)
+        state = step.state
+    assert state.state_of_charge_mwh == pytest.approx(best.state_of_charge_mwh[-1], abs=1e-4)
+    return state.net_value_after_wear(config)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{}, {"cycle_cost_per_mwh": 15.0}, {"max_cycles_per_day": 1.0, "min_charge_percent": 10.0}],
+    ids=["plain", "wear", "cycle-cap"],
+)
+def test_with_negative_prices_a_replayable_schedule_and_a_bound_above_it(changes: dict[str, float]) -> None:
+    config = BatteryConfig(**changes)
+    stamps, prices = five_minute_days(6, seed=3)
+    best = solve_optimum(config, prices, step_durations(config, stamps), days=step_days(stamps))
+    if not changes:  # wear (15 per MWh delivered) or a cap make burning energy not worth it
+        assert best.simultaneous_steps > 0
+        assert best.bound > best.value
+    assert best.bound >= best.value
+    assert best.relative_gap < 0.05
+    # Ending where it started: the schedule's whole value is its cash less its wear.
+    assert replay(config, stamps, prices, best) == pytest.approx(best.value, rel=1e-6, abs=1e-3)
+    assert best.state_of_charge_mwh[-1] == pytest.approx(config.initial_energy_mwh, abs=1e-5)
+
+
+def test_wear_is_paid_per_mwh_delivered() -> None:
+    # 10 MWh bought at 10 and delivered at 100 earn 900 before wear.
+    assert solve_optimum(small(cycle_cost_per_mwh=20.0), [10.0, 100.0], [1.0, 1.0]).value == pytest.approx(
+        700.0
+    )
+    worn = solve_optimum(small(cycle_cost_per_mwh=20.0), [10.0, 100.0], [1.0, 1.0])
+    assert worn.wear_cost == pytest.approx(200.0)
+    # A spread of 90 does not pay a wear of 95 per MWh: hold.
+    idle = solve_optimum(small(cycle_cost_per_mwh=95.0), [10.0, 100.0], [1.0, 1.0])
+    assert idle.value == pytest.approx(0.0, abs=1e-6)
+    assert idle.delivered_mwh.sum() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_the_cycle_cap_holds_per_calendar_day() -> None:
+    # Two days of [10, 100]; half a cycle a day (5 MWh delivered) halves the 2 × 900 of the uncapped battery.
+    prices, hours, days = [10.0, 100.0, 10.0, 100.0], [1.0] * 4, [0, 0, 1, 1]
+    assert solve_optimum(small(), prices, hours, days=days).value == pytest.approx(1800.0)
+    capped = solve_optimum(small(max_cycles_per_day=0.5), prices, hours, days=days)
+    assert capped.value == pytest.approx(900.0)
+    assert capped.delivered_mwh[:2].sum() <= 5.0 + 1e-6
+    with pytest.raises(OptimumError, match="day of each step"):
+        solve_optimum(small(max_cycles_per_day=0.5), prices, hours)
+
+
+def test_terminal_surplus_is_worth_its_sale_less_wear() -> None:
+    lossy = small(efficiency=0.81, cycle_cost_per_mwh=30.0)
+    assert terminal_value(lossy, 1.0, 100.0) == pytest.approx(0.9 * 70.0)
+    assert terminal_value(lossy, -1.0, 100.0) == pytest.approx(-100.0 / 0.9)
+    assert terminal_value(small(cycle_cost_per_mwh=200.0), 1.0, 100.0) == 0.0

@@ -3,11 +3,13 @@
 The run goes through :func:`battery_worker.dispatch.dispatch`, the worker's own path, so the decisions are
 exactly the worker's. Ticks at or before the last applied one are skipped and counted, as the worker does.
 
-Valuing the end fairly: a policy may end fuller or emptier than it started. Its value is the cash it earned
-(avoided cost minus charging cost) plus :func:`optimum.terminal_value` of that energy difference at the
-*terminal price*, the mean price of the series (never below zero): a surplus counts as sold after the
-discharge loss, a deficit as bought back with the charge loss. The optimum is solved with the same rule, so it
-bounds every policy's value and the capture ratio is at most 1.
+Valuing the end fairly: a policy may end fuller or emptier than it started. Its gross value is the cash it
+earned (avoided cost minus charging cost) plus :func:`optimum.terminal_value` of that energy difference at
+the *terminal price*, the mean price of the series (never below zero): a surplus counts as sold after the
+discharge loss, a deficit as bought back with the charge loss. Its value is that less the wear of the energy
+it delivered (``cycle_cost_per_mwh``; 0 by default). The optimum is solved with the same rules, and the
+capture ratio is taken against its bound (the LP relaxation's value, which no schedule of the battery can
+beat), so it is at most 1; the summary says whether that figure is exact or a bound, and the gap.
 """
 
 from __future__ import annotations
@@ -18,7 +20,15 @@ from datetime import datetime
 
 import numpy as np
 
-from battery_worker.backtest.optimum import FloatArray, Optimum, solve_optimum, step_durations, terminal_value
+from battery_worker.backtest.optimum import (
+    FloatArray,
+    Optimum,
+    solve_optimum,
+    step_days,
+    step_durations,
+    terminal_value,
+)
+from battery_worker.backtest.optimum_lp import IntArray
 from battery_worker.battery import Action, BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidInput
@@ -39,6 +49,7 @@ class BacktestRun:
     state_of_charge_mwh: FloatArray
     cash_flows: FloatArray
     drawn_mwh: FloatArray
+    delivered_mwh: FloatArray
     lost_mwh: FloatArray
     skipped_ticks: int
     initial_energy_mwh: float
@@ -47,7 +58,8 @@ class BacktestRun:
 
 @dataclass(frozen=True, slots=True)
 class MonthFigures:
-    """One calendar month (UTC). Values are cash only: the terminal rule applies to the whole run."""
+    """One calendar month (UTC). Values are cash only (the terminal rule applies to the whole run); the wear
+    of the month's deliveries is beside them."""
 
     month: str
     ticks: int
@@ -55,22 +67,33 @@ class MonthFigures:
     optimum_value: float
     cycles: float
     energy_lost_mwh: float
+    wear_cost: float
 
 
 @dataclass(frozen=True, slots=True)
 class BacktestSummary:
+    """A run's figures. ``value`` is net of wear (``gross_value − wear_cost``). ``optimum_value`` is what no
+    policy can beat: the optimum itself when ``optimum_exact``, else the bound, with the best schedule
+    found (``optimum_schedule_value``) ``optimum_gap`` (relative) below it."""
+
     policy: str
     ticks: int
     skipped_ticks: int
     start: str
     end: str
     value: float
+    gross_value: float
+    wear_cost: float
     cash_value: float
     terminal_value: float
     terminal_price: float
     optimum_value: float
+    optimum_exact: bool
+    optimum_gap: float
+    optimum_schedule_value: float
     capture_ratio: float | None
     cycles: float
+    energy_delivered_mwh: float
     energy_lost_mwh: float
     final_charge_percent: float
     months: tuple[MonthFigures, ...]
@@ -101,6 +124,7 @@ def run_policy(
     soc: list[float] = []
     cash: list[float] = []
     drawn: list[float] = []
+    delivered: list[float] = []
     lost: list[float] = []
     skipped = 0
     for tick in ticks:
@@ -122,6 +146,7 @@ def run_policy(
         soc.append(after.state_of_charge_mwh)
         cash.append(after.net_value - before.net_value)
         drawn.append(after.energy_drawn_mwh - before.energy_drawn_mwh)
+        delivered.append(after.energy_delivered_mwh - before.energy_delivered_mwh)
         lost.append(after.energy_lost_mwh - before.energy_lost_mwh)
     return BacktestRun(
         policy=policy.name,
@@ -133,6 +158,7 @@ def run_policy(
         state_of_charge_mwh=np.asarray(soc),
         cash_flows=np.asarray(cash),
         drawn_mwh=np.asarray(drawn),
+        delivered_mwh=np.asarray(delivered),
         lost_mwh=np.asarray(lost),
         skipped_ticks=skipped,
         initial_energy_mwh=start,
@@ -155,12 +181,37 @@ def terminal_price(prices: Sequence[float] | FloatArray) -> float:
     return max(0.0, float(values.mean())) if values.size else 0.0
 
 
+@dataclass(frozen=True, slots=True)
+class OptimumInputs:
+    """What the optimum of a run is solved from: plain arrays, cheap to hand to another process."""
+
+    prices: FloatArray
+    durations_hours: FloatArray
+    days: IntArray
+    terminal_price: float
+
+    def solve(self, config: BatteryConfig) -> Optimum:
+        return solve_optimum(
+            config, self.prices, self.durations_hours, terminal_price=self.terminal_price, days=self.days
+        )
+
+
+def optimum_inputs(ticks: Sequence[PriceTick], config: BatteryConfig) -> OptimumInputs:
+    """What the optimum of a run over ``ticks`` is solved from: the ticks it applies, its end rule."""
+    kept = applicable_ticks(ticks)
+    prices = np.asarray([tick.energy_price for tick in kept], dtype=np.float64)
+    stamps = [tick.timestamp for tick in kept]
+    return OptimumInputs(
+        prices=prices,
+        durations_hours=np.asarray(step_durations(config, stamps), dtype=np.float64),
+        days=np.asarray(step_days(stamps), dtype=np.int64),
+        terminal_price=terminal_price(prices),
+    )
+
+
 def optimum_for(ticks: Sequence[PriceTick], config: BatteryConfig) -> Optimum:
     """The perfect-foresight optimum over the ticks a run applies, with the backtest's terminal rule."""
-    kept = applicable_ticks(ticks)
-    prices = [tick.energy_price for tick in kept]
-    hours = step_durations(config, [tick.timestamp for tick in kept])
-    return solve_optimum(config, prices, hours, terminal_price=terminal_price(prices))
+    return optimum_inputs(ticks, config).solve(config)
 
 
 def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> BacktestSummary:
@@ -174,8 +225,10 @@ def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> Back
     price = terminal_price(run.prices)
     cash = float(run.cash_flows.sum())
     end = terminal_value(config, float(run.state_of_charge_mwh[-1]) - run.initial_energy_mwh, price)
-    value = cash + end
-    ratio = value / optimum.value if optimum.value > 0 else None
+    delivered = float(run.delivered_mwh.sum())
+    wear = delivered * config.cycle_cost_per_mwh
+    value = cash + end - wear
+    ratio = value / optimum.bound if optimum.bound > 0 else None
     return BacktestSummary(
         policy=run.policy,
         ticks=len(run.timestamps),
@@ -183,12 +236,18 @@ def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> Back
         start=run.timestamps[0].isoformat(),
         end=run.timestamps[-1].isoformat(),
         value=value,
+        gross_value=cash + end,
+        wear_cost=wear,
         cash_value=cash,
         terminal_value=end,
         terminal_price=price,
-        optimum_value=optimum.value,
+        optimum_value=optimum.bound,
+        optimum_exact=optimum.exact,
+        optimum_gap=optimum.relative_gap,
+        optimum_schedule_value=optimum.value,
         capture_ratio=ratio,
         cycles=float(run.drawn_mwh.sum()) / config.capacity_mwh,
+        energy_delivered_mwh=delivered,
         energy_lost_mwh=float(run.lost_mwh.sum()),
         final_charge_percent=100.0 * float(run.state_of_charge_mwh[-1]) / config.capacity_mwh,
         months=monthly(run, config, optimum),
@@ -210,6 +269,7 @@ def monthly(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> tuple[
                     optimum_value=float(optimum.cash_flows[part].sum()),
                     cycles=float(run.drawn_mwh[part].sum()) / config.capacity_mwh,
                     energy_lost_mwh=float(run.lost_mwh[part].sum()),
+                    wear_cost=float(run.delivered_mwh[part].sum()) * config.cycle_cost_per_mwh,
                 )
             )
             start = index

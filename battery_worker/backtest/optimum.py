@@ -1,22 +1,30 @@
-"""The perfect-foresight optimum: the most any policy could earn on a price series. Pure.
+"""The perfect-foresight optimum: the most any policy could earn on a price series, and a bound on it. Pure.
 
-A linear programme over the whole series with exactly the battery model of :mod:`battery_worker.battery`:
-for the step ending at tick ``t`` (length ``h_t`` from :func:`battery.step_hours`, the same timestamp rule as
-the state machine) it chooses the energy bought ``c_t`` and delivered ``d_t`` on the site side, within the
-rate limits ``c_t ≤ max_charge_rate_mw · h_t`` and ``d_t ≤ max_discharge_rate_mw · h_t``; the cells then move
-by ``√η · c_t − d_t / √η`` and must stay within the state-of-charge bounds. The step earns
-``price_t · (d_t − c_t)``.
+The battery model is exactly that of :mod:`battery_worker.battery`: for the step ending at tick ``t`` (length
+``h_t`` from :func:`battery.step_hours`) the schedule buys ``c_t`` and delivers ``d_t`` on the site side,
+within the rate limits × ``h_t``; the cells move by ``√η · c_t − d_t / √η`` within the state-of-charge
+bounds; the step earns ``price_t · (d_t − c_t)`` and wears ``cycle_cost_per_mwh · d_t``; with
+``max_cycles_per_day`` the energy delivered on each calendar day (UTC, the day of the tick ending the step)
+stays within that many usable windows. The matrices live in :mod:`battery_worker.backtest.optimum_lp`.
 
 Two ways to treat the energy left at the end (the backtest values a policy with the same rule):
 
 * ``terminal_price=None``: the battery must end where it started (the reference "start and end at 50%").
-* ``terminal_price=v``: the end is free; a surplus over the start is worth ``√η · v`` per MWh (it could be
-  sold) and a deficit costs ``v / √η`` per MWh (it must be bought back). See :func:`terminal_value`.
+* ``terminal_price=v``: the end is free; see :func:`terminal_value`.
 
-The state machine does one thing per tick. Charging and discharging in the same step only pays when the price
-is negative (it burns energy bought at a negative price), so those steps alone get a binary
-charge-or-discharge variable and the problem becomes a small mixed-integer one; without negative prices it is
-a plain LP. Sparse matrices keep a year of hourly steps (8,760) to a few seconds with HiGHS.
+The state machine does one thing per step. Buying and delivering in the same step only pays when the price
+is negative (it burns energy bought at a negative price), so the exact optimum is a mixed-integer programme
+with one binary per negative-price step, which at 5-minute resolution HiGHS does not close in hours. Instead:
+
+1. The LP relaxation (the one-action rule relaxed to its convex hull on negative-price steps) gives
+   ``bound``: no schedule of the battery, so no policy, can earn more.
+2. If no step of that solution both buys and delivers, it is a schedule the battery can follow: ``exact``.
+3. Otherwise each step is fixed to the direction the relaxation moved the cells in (charge-only or
+   discharge-only; charge-only where it did nothing at a negative price) and the LP is solved again: a
+   schedule the battery can follow, whose value is ``value``. The true optimum lies between the two, and
+   ``gap`` says how far apart they are.
+
+Two sparse LPs at most; bench/optimum_scale.py measures a year of 5-minute prices, a third of them negative.
 """
 
 from __future__ import annotations
@@ -26,35 +34,53 @@ from dataclasses import dataclass
 from datetime import datetime
 
 import numpy as np
-from numpy.typing import NDArray
-from scipy import sparse
-from scipy.optimize import Bounds, LinearConstraint, milp
 
+from battery_worker.backtest.optimum_lp import (
+    FloatArray,
+    IntArray,
+    LpSolution,
+    OptimumError,
+    Steps,
+    end_prices,
+    solve_lp,
+)
 from battery_worker.battery import BatteryConfig, as_utc, step_hours
-from battery_worker.errors import InvalidInput
 
-FloatArray = NDArray[np.float64]
+__all__ = ["FloatArray", "Optimum", "OptimumError", "solve_optimum", "step_durations", "terminal_value"]
 
-
-class OptimumError(InvalidInput):
-    """The optimum could not be computed (the solver failed): the message says why."""
+EXACT_TOLERANCE = 1e-9
+"""Relative gap under which the schedule counts as the optimum itself (the solver's own precision)."""
 
 
 @dataclass(frozen=True, slots=True)
 class Optimum:
-    """The best schedule for a series. Arrays have one entry per step, in MWh (site side) or price × MWh.
+    """The best schedule found for a series, and the bound no schedule can beat.
 
-    ``value`` is the cash earned plus the end-of-series energy valued by the terminal rule.
+    Arrays have one entry per step, in MWh (site side) or price × MWh, and describe the schedule. ``value``
+    is its cash, minus its wear, plus the end energy valued by the terminal rule. ``bound`` equals ``value``
+    when ``exact``; ``simultaneous_steps`` counts the relaxation's steps that both bought and delivered.
     """
 
     value: float
     cash_value: float
+    wear_cost: float
     terminal_value: float
     bought_mwh: FloatArray
     delivered_mwh: FloatArray
     state_of_charge_mwh: FloatArray
     cash_flows: FloatArray
-    mixed_integer_steps: int
+    bound: float
+    exact: bool
+    simultaneous_steps: int
+
+    @property
+    def gap(self) -> float:
+        """How much more than ``value`` the true optimum might be worth (0 when exact)."""
+        return 0.0 if self.exact else max(0.0, self.bound - self.value)
+
+    @property
+    def relative_gap(self) -> float:
+        return self.gap / abs(self.bound) if self.bound else 0.0
 
 
 def step_durations(config: BatteryConfig, timestamps: Sequence[datetime]) -> list[float]:
@@ -69,28 +95,35 @@ def step_durations(config: BatteryConfig, timestamps: Sequence[datetime]) -> lis
     return durations
 
 
+def step_days(timestamps: Sequence[datetime]) -> list[int]:
+    """The UTC calendar day of each step's tick, as an ordinal: what ``max_cycles_per_day`` counts by."""
+    return [as_utc(at).toordinal() for at in timestamps]
+
+
 def terminal_value(config: BatteryConfig, delta_mwh: float, price: float) -> float:
     """Worth of ending with ``delta_mwh`` more (or less) energy in the cells than at the start.
 
-    A surplus could be sold at ``price`` after the discharge loss (``√η``); a deficit must be bought back at
-    ``price`` plus the charge loss (``1/√η``). Valuing the two sides apart means no policy gains by simply
-    ending fuller or emptier than it started.
+    A surplus could be sold at ``price`` (less the wear of delivering it) after the discharge loss (``√η``);
+    a deficit must be bought back at ``price`` plus the charge loss (``1/√η``). Valuing the two sides apart
+    means no policy gains by simply ending fuller or emptier than it started.
     """
-    keep = config.one_way_efficiency
-    return delta_mwh * keep * price if delta_mwh >= 0 else delta_mwh * price / keep
+    surplus, deficit = end_prices(config, price)
+    return delta_mwh * surplus if delta_mwh >= 0 else delta_mwh * deficit
 
 
 def solve_optimum(
     config: BatteryConfig,
-    prices: Sequence[float],
-    durations_hours: Sequence[float],
+    prices: Sequence[float] | FloatArray,
+    durations_hours: Sequence[float] | FloatArray,
     *,
     terminal_price: float | None = None,
     initial_energy_mwh: float | None = None,
+    days: Sequence[int] | IntArray | None = None,
 ) -> Optimum:
     """The perfect-foresight schedule for ``prices`` (per MWh) over steps of ``durations_hours``.
 
-    Raises :class:`OptimumError` when the inputs disagree or the solver fails.
+    ``days`` (one calendar-day number per step, see :func:`step_days`) is needed with a cycle cap. Raises
+    :class:`OptimumError` when the inputs disagree or the solver fails.
     """
     price = np.asarray(prices, dtype=np.float64)
     hours = np.asarray(durations_hours, dtype=np.float64)
@@ -99,110 +132,93 @@ def solve_optimum(
         raise OptimumError("durations_hours", int(hours.size), f"must have one entry per price ({n})")
     if not (np.all(np.isfinite(price)) and np.all(np.isfinite(hours)) and np.all(hours >= 0)):
         raise OptimumError("prices", "…", "prices and durations must be finite, durations >= 0")
+    if terminal_price is not None and not (np.isfinite(terminal_price) and terminal_price >= 0):
+        raise OptimumError("terminal_price", terminal_price, "must be a finite price >= 0")
+    day = None if days is None else np.asarray(days, dtype=np.int64)
+    if day is not None and day.size != n:
+        raise OptimumError("days", int(day.size), f"must have one entry per price ({n})")
     start = config.initial_energy_mwh if initial_energy_mwh is None else float(initial_energy_mwh)
     if n == 0:
-        empty = np.zeros(0)
-        return Optimum(
-            value=0.0,
-            cash_value=0.0,
-            terminal_value=0.0,
-            bought_mwh=empty,
-            delivered_mwh=empty,
-            state_of_charge_mwh=empty,
-            cash_flows=empty,
-            mixed_integer_steps=0,
-        )
-    keep = config.one_way_efficiency
-    low, high = config.min_energy_mwh, config.max_energy_mwh
+        nothing = LpSolution(np.zeros(0), np.zeros(0), np.zeros(0), value=0.0)
+        return _schedule(config, price, nothing, start, terminal_price, bound=0.0, simultaneous=0)
+    steps = Steps(
+        price=price,
+        charge_cap_mwh=config.max_charge_rate_mw * hours,
+        discharge_cap_mwh=config.max_discharge_rate_mw * hours,
+        day=day,
+        start_mwh=start,
+        terminal_price=terminal_price,
+    )
     negative = np.flatnonzero(price < 0)
-    m = negative.size
-    # Variables: bought c (n), delivered d (n), state of charge s (n), surplus u, deficit w, binaries z (m).
-    nvar = 3 * n + 2 + m
-    ic, id_, is_, iu, iw, iz = 0, n, 2 * n, 3 * n, 3 * n + 1, 3 * n + 2
-    objective = np.zeros(nvar)
-    objective[ic : ic + n] = price
-    objective[id_ : id_ + n] = -price
-    if terminal_price is not None:
-        objective[iu] = -keep * terminal_price
-        objective[iw] = terminal_price / keep
-
-    rows = np.arange(n)
-    # Energy balance: s_t − s_{t−1} − √η c_t + d_t/√η = 0 (s_{−1} = start).
-    balance = sparse.coo_matrix(
-        (
-            np.concatenate([np.ones(n), -np.ones(n - 1), np.full(n, -keep), np.full(n, 1.0 / keep)]),
-            (
-                np.concatenate([rows, rows[1:], rows, rows]),
-                np.concatenate([is_ + rows, is_ + rows[:-1], ic + rows, id_ + rows]),
-            ),
-        ),
-        shape=(n, nvar),
+    relaxed = solve_lp(config, steps, negative)
+    simultaneous = int(np.count_nonzero(np.minimum(relaxed.bought_mwh, relaxed.delivered_mwh) > 1e-9))
+    netted = _schedule(
+        config, price, _net(config, relaxed), start, terminal_price, relaxed.value, simultaneous
     )
-    balance_rhs = np.zeros(n)
-    balance_rhs[0] = start
-    # End rule: s_{n−1} − u + w = start.
-    end = sparse.coo_matrix(([1.0, -1.0, 1.0], ([0, 0, 0], [is_ + n - 1, iu, iw])), shape=(1, nvar))
-    blocks = [balance, end]
-    lower = [balance_rhs, np.array([start])]
-    upper = [balance_rhs, np.array([start])]
-    charge_cap = config.max_charge_rate_mw * hours
-    discharge_cap = config.max_discharge_rate_mw * hours
-    if m:
-        # Negative-price steps: c_t ≤ cap·z_t and d_t ≤ cap·(1 − z_t), one action per step like the battery.
-        k = np.arange(m)
-        exclusive = sparse.coo_matrix(
-            (
-                np.concatenate([np.ones(m), -charge_cap[negative], np.ones(m), discharge_cap[negative]]),
-                (
-                    np.concatenate([k, k, m + k, m + k]),
-                    np.concatenate([ic + negative, iz + k, id_ + negative, iz + k]),
-                ),
-            ),
-            shape=(2 * m, nvar),
-        )
-        blocks.append(exclusive)
-        lower.append(np.full(2 * m, -np.inf))
-        upper.append(np.concatenate([np.zeros(m), discharge_cap[negative]]))
-    matrix = sparse.vstack(blocks, format="csr")
+    if netted.exact:
+        return netted
+    # Fix each negative-price step to the direction the relaxation moved the cells in, and solve again.
+    keep = config.one_way_efficiency
+    discharging = keep * relaxed.bought_mwh < relaxed.delivered_mwh / keep
+    charge_cap, discharge_cap = steps.charge_cap_mwh.copy(), steps.discharge_cap_mwh.copy()
+    charge_cap[negative[discharging[negative]]] = 0.0
+    discharge_cap[negative[~discharging[negative]]] = 0.0
+    fixed = Steps(price, charge_cap, discharge_cap, day, start, terminal_price)
+    solution = _net(config, solve_lp(config, fixed, np.zeros(0, dtype=np.int64)))
+    improved = _schedule(config, price, solution, start, terminal_price, relaxed.value, simultaneous)
+    return improved if improved.value >= netted.value else netted
 
-    lb = np.zeros(nvar)
-    ub = np.zeros(nvar)
-    ub[ic : ic + n] = charge_cap
-    ub[id_ : id_ + n] = discharge_cap
-    lb[is_ : is_ + n] = low
-    ub[is_ : is_ + n] = high
-    if terminal_price is not None:
-        ub[iu] = max(0.0, high - start)
-        ub[iw] = max(0.0, start - low)
-    ub[iz : iz + m] = 1.0
-    integrality = np.zeros(nvar)
-    integrality[iz : iz + m] = 1
 
-    result = milp(
-        objective,
-        constraints=LinearConstraint(matrix, np.concatenate(lower), np.concatenate(upper)),
-        bounds=Bounds(lb, ub),
-        integrality=integrality,
-        options={"disp": False, "mip_rel_gap": 1e-9},
+def _net(config: BatteryConfig, solution: LpSolution) -> LpSolution:
+    """One action per step: where a step both bought and delivered, keep only the net move of the cells.
+
+    The state of charge is unchanged, so every other constraint still holds; at a price >= 0 the value can
+    only rise (less bought, less delivered and worn), at a negative price it loses the energy burnt.
+    """
+    bought, delivered = solution.bought_mwh, solution.delivered_mwh
+    both = (bought > 0) & (delivered > 0)
+    if not both.any():
+        return solution
+    keep = config.one_way_efficiency
+    move = keep * bought - delivered / keep
+    return LpSolution(
+        bought_mwh=np.where(both, np.maximum(move, 0.0) / keep, bought),
+        delivered_mwh=np.where(both, np.maximum(-move, 0.0) * keep, delivered),
+        state_of_charge_mwh=solution.state_of_charge_mwh,
+        value=solution.value,
     )
-    if result.status != 0 or result.x is None:
-        raise OptimumError("optimum", int(result.status), f"solver failed: {result.message}")
-    x = result.x
-    bought = np.maximum(x[ic : ic + n], 0.0)
-    delivered = np.maximum(x[id_ : id_ + n], 0.0)
-    soc = x[is_ : is_ + n]
+
+
+def _schedule(
+    config: BatteryConfig,
+    price: FloatArray,
+    solution: LpSolution,
+    start: float,
+    terminal_price: float | None,
+    bound: float,
+    simultaneous: int,
+) -> Optimum:
+    """The :class:`Optimum` of a schedule the battery can follow (one action per step), valued as a policy
+    is: cash, wear and end energy recomputed from the energies, not taken from the solver's objective."""
+    bought, delivered = solution.bought_mwh, solution.delivered_mwh
     cash_flows = price * (delivered - bought)
     cash = float(cash_flows.sum())
+    wear = float(delivered.sum()) * config.cycle_cost_per_mwh
     end_value = 0.0
-    if terminal_price is not None:
-        end_value = terminal_value(config, float(soc[-1]) - start, terminal_price)
+    if terminal_price is not None and solution.state_of_charge_mwh.size:
+        end_value = terminal_value(config, float(solution.state_of_charge_mwh[-1]) - start, terminal_price)
+    value = cash - wear + end_value
+    bound = max(bound, value)
     return Optimum(
-        value=cash + end_value,
+        value=value,
         cash_value=cash,
+        wear_cost=wear,
         terminal_value=end_value,
         bought_mwh=bought,
         delivered_mwh=delivered,
-        state_of_charge_mwh=soc,
+        state_of_charge_mwh=solution.state_of_charge_mwh,
         cash_flows=cash_flows,
-        mixed_integer_steps=m,
+        bound=bound,
+        exact=bound - value <= EXACT_TOLERANCE * max(1.0, abs(bound)),
+        simultaneous_steps=simultaneous,
     )
