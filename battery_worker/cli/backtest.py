@@ -1,25 +1,34 @@
 """``battery-worker backtest FILE``: a policy over a price file, against the perfect-foresight optimum.
 
-The run goes through :func:`battery_worker.dispatch.dispatch` (the worker's own path). It prints the value,
-the share of the optimum, cycles and energy lost (per month with ``--months``), writes a PNG (``--png``) and,
-with ``--summary OUT.json``, a JSON summary whose top level is the first policy's ``policy``, ``value``,
-``optimum_value`` and ``capture_ratio`` (with ``--compare``, every policy is listed under ``policies``).
+The run goes through :func:`battery_worker.dispatch.dispatch` (the worker's own path). It prints the value
+(net of wear), the share of the optimum, cycles and energy lost (per month with ``--months``), writes a PNG
+(``--png``) and, with ``--summary OUT.json``, a JSON summary whose top level is the first policy's
+``policy``, ``value``, ``optimum_value`` and ``capture_ratio`` (with ``--compare``, every policy is listed
+under ``policies``). The optimum is exact or, with negative prices, an LP bound that no policy can beat (the
+output says which, with the gap to the best schedule found); capture is measured against that figure.
+
+The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
+stop the command at any point within a second, with one line and exit code 128 + the signal's number.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import orjson
 
-from battery_worker.backtest.engine import BacktestRun, BacktestSummary, backtest, optimum_for
+from battery_worker.backtest.engine import BacktestRun, BacktestSummary, backtest, optimum_inputs
+from battery_worker.backtest.optimum_process import solve_in_child
 from battery_worker.backtest.report import month_table, summary_table, write_png
 from battery_worker.battery import BatteryConfig
-from battery_worker.cli.common import NUMBER, policy_value, refuse_directory
+from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
+from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
+from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
@@ -53,10 +62,23 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run several policies side by side: comma-separated names (all when given without names)",
     )
     battery = BatteryConfig()
-    parser.add_argument("--capacity-mwh", type=NUMBER, default=battery.capacity_mwh)
-    parser.add_argument("--max-rate-mw", type=NUMBER, default=battery.max_charge_rate_mw, help="both ways")
-    parser.add_argument("--efficiency", type=NUMBER, default=battery.efficiency, help="round trip, 0-1")
-    parser.add_argument("--initial-charge-percent", type=NUMBER, default=battery.initial_charge_percent)
+    parser.add_argument(
+        "--battery-type",
+        choices=sorted(CHEMISTRIES),
+        help="chemistry preset: efficiency, charge window, wear cost, cycle cap (the flags below win)",
+    )
+    parser.add_argument("--capacity-mwh", type=NUMBER, help=f"default {battery.capacity_mwh:g}")
+    parser.add_argument(
+        "--max-rate-mw", type=NUMBER, help=f"both ways, default {battery.max_charge_rate_mw:g}"
+    )
+    parser.add_argument("--efficiency", type=NUMBER, help=f"round trip, 0-1, default {battery.efficiency:g}")
+    parser.add_argument(
+        "--initial-charge-percent", type=NUMBER, help=f"default {battery.initial_charge_percent:g}"
+    )
+    parser.add_argument("--cycle-cost-per-mwh", type=NUMBER, help="wear, per MWh delivered (default 0)")
+    parser.add_argument(
+        "--max-cycles-per-day", type=POSITIVE_NUMBER, help="cap per UTC day, in usable windows (default none)"
+    )
     parser.add_argument("--png", type=Path, default=Path("backtest.png"), help="chart (default backtest.png)")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
     parser.add_argument("--summary", type=Path, metavar="OUT.json", help="write a JSON summary here")
@@ -77,7 +99,32 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
+def battery_config(args: argparse.Namespace) -> BatteryConfig:
+    """The defaults, then the ``--battery-type`` preset, then the battery flags given."""
+    flags = {
+        "capacity_mwh": args.capacity_mwh,
+        "max_charge_rate_mw": args.max_rate_mw,
+        "max_discharge_rate_mw": args.max_rate_mw,
+        "efficiency": args.efficiency,
+        "initial_charge_percent": args.initial_charge_percent,
+        "cycle_cost_per_mwh": args.cycle_cost_per_mwh,
+        "max_cycles_per_day": args.max_cycles_per_day,
+    }
+    given = {name: value for name, value in flags.items() if value is not None}
+    return BatteryConfig(**{**chemistry_fields(args.battery_type), **given})
+
+
 def run(args: argparse.Namespace) -> int:
+    """The command; a stop signal ends it with one line on stderr and exit code 128 + the signal."""
+    try:
+        with stoppable():
+            return _run(args)
+    except Stopped as stop:
+        print(f"battery-worker backtest: stopped by {stop}", file=sys.stderr, flush=True)
+        return 128 + stop.signum
+
+
+def _run(args: argparse.Namespace) -> int:
     refuse_directory("--png", None if args.no_png else args.png)
     refuse_directory("--summary", args.summary)
     names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
@@ -86,27 +133,32 @@ def run(args: argparse.Namespace) -> int:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
     policies = [make_policy(name, {**params.get("", {}), **params.get(name, {})}) for name in names]
-    config = BatteryConfig(
-        capacity_mwh=args.capacity_mwh,
-        max_charge_rate_mw=args.max_rate_mw,
-        max_discharge_rate_mw=args.max_rate_mw,
-        efficiency=args.efficiency,
-        initial_charge_percent=args.initial_charge_percent,
-    )
+    config = battery_config(args)
     ticks = load_ticks(args.file, timestamp_column=args.timestamp_column, price_column=args.price_column)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
-    optimum = optimum_for(ticks, config)
+    progress = Progress(args.progress)
+    inputs = optimum_inputs(ticks, config)
+    started = time.monotonic()
+    with progress.optimum(inputs.prices.size, int(np.count_nonzero(inputs.prices < 0))) as on_wait:
+        optimum = solve_in_child(config, inputs, on_wait=on_wait)
+    progress.solved(optimum, time.monotonic() - started)
     runs: list[BacktestRun] = []
     summaries: list[BacktestSummary] = []
-    show = args.progress or sys.stderr.isatty()
     for policy in policies:
-        with _progress(show, f"{policy.name}", len(ticks)) as advance:
+        with progress.policy(policy.name, len(ticks)) as advance:
             run_, summary = backtest(ticks, config, policy, optimum=optimum, on_tick=advance)
         runs.append(run_)
         summaries.append(summary)
     print(f"{args.file.name}: {summaries[0].ticks} ticks, {summaries[0].start} .. {summaries[0].end}")
+    print(optimum_line(optimum))
     print(summary_table(summaries))
+    if config.cycle_cost_per_mwh > 0:
+        for summary in summaries:
+            print(
+                f"{summary.policy}: gross {summary.gross_value:,.0f}, wear {summary.wear_cost:,.0f} "
+                f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {summary.value:,.0f}"
+            )
     if args.months:
         for summary in summaries:
             print()
@@ -122,30 +174,6 @@ def run(args: argparse.Namespace) -> int:
         args.summary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
-
-
-class _progress:
-    """A rich progress bar on stderr when ``show``, else a no-op; yields the per-tick callback."""
-
-    def __init__(self, show: bool, label: str, total: int) -> None:
-        self._show, self._label, self._total = show, label, total
-        self._bar: Any = None
-
-    def __enter__(self) -> Callable[[], None] | None:
-        if not self._show:
-            return None
-        from rich.console import Console
-        from rich.progress import Progress
-
-        self._bar = Progress(console=Console(stderr=True), transient=True)
-        self._bar.start()
-        task = self._bar.add_task(self._label, total=self._total)
-        bar = self._bar
-        return lambda: bar.advance(task)
-
-    def __exit__(self, *exc: object) -> None:
-        if self._bar is not None:
-            self._bar.stop()
 
 
 def main(argv: list[str] | None = None) -> int:

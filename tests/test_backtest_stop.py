@@ -1,0 +1,73 @@
+"""``battery-worker backtest`` stops on SIGTERM or Ctrl-C while the optimum solves: quickly, in one line.
+
+A real command in a subprocess on a generated 5-minute file long enough for the optimum to take seconds.
+Not a timing benchmark: "within a few seconds" only separates stopping from not stopping (before, HiGHS held
+the process until it finished, minutes on such a file).
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+DAYS = 240
+SOLVING = "optimum: solving"
+
+
+@pytest.fixture(scope="module")
+def five_minute_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Noisy 5-minute prices in the MARA CSV format, a third of them negative."""
+    rng = np.random.default_rng(16)
+    n = DAYS * 288
+    hour = (np.arange(n) % 288) / 12.0
+    prices = 40 + 30 * np.cos(2 * np.pi * (hour - 19) / 24) + rng.normal(0, 30, n)
+    prices -= np.quantile(prices, 1 / 3)
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = ["energy_price,hash_price,token_price,timestamp"]
+    rows += [
+        f"{price:.3f},1,1,{(t0 + timedelta(minutes=5 * i)).strftime('%Y-%m-%dT%H:%M:%S')}"
+        for i, price in enumerate(prices)
+    ]
+    path = tmp_path_factory.mktemp("stop") / "prices_5min.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_stop_signal_during_the_optimum_ends_the_backtest_in_one_line(
+    five_minute_file: Path, sig: signal.Signals, code: int
+) -> None:
+    command = [sys.executable, "-m", "battery_worker.cli", "backtest", str(five_minute_file)]
+    process = subprocess.Popen(
+        [*command, "--policy", "threshold", "--no-png", "--progress"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith(SOLVING), first
+        time.sleep(0.5)  # into the solve
+        sent = time.monotonic()
+        process.send_signal(sig)
+        out, err = process.communicate(timeout=30)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert process.returncode == code, err
+    # Nothing between the "solving" line and the stop: it stopped during the optimum, without a traceback.
+    assert err.splitlines() == [f"battery-worker backtest: stopped by {sig.name}"], err
+    assert out == ""
+    assert took < 5.0
