@@ -48,8 +48,8 @@ from battery_worker.battery import BatteryConfig, as_utc, step_hours
 
 __all__ = ["FloatArray", "Optimum", "OptimumError", "solve_optimum", "step_durations", "terminal_value"]
 
-EXACT_TOLERANCE = 1e-9
-"""Relative gap under which the schedule counts as the optimum itself (the solver's own precision)."""
+EXACT_TOLERANCE = 1e-7
+"""Relative gap under which a schedule counts as the optimum itself: HiGHS' own feasibility tolerance."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,6 +152,8 @@ def solve_optimum(
     negative = np.flatnonzero(price < 0)
     relaxed = solve_lp(config, steps, negative)
     simultaneous = int(np.count_nonzero(np.minimum(relaxed.bought_mwh, relaxed.delivered_mwh) > 1e-9))
+    if simultaneous == 0:  # a schedule the battery can follow already: the optimum itself
+        return _schedule(config, price, _net(config, relaxed), start, terminal_price, None, 0)
     netted = _schedule(
         config, price, _net(config, relaxed), start, terminal_price, relaxed.value, simultaneous
     )
@@ -195,11 +197,12 @@ def _schedule(
     solution: LpSolution,
     start: float,
     terminal_price: float | None,
-    bound: float,
+    bound: float | None,
     simultaneous: int,
 ) -> Optimum:
     """The :class:`Optimum` of a schedule the battery can follow (one action per step), valued as a policy
-    is: cash, wear and end energy recomputed from the energies, not taken from the solver's objective."""
+    is: cash, wear and end energy recomputed from the energies, not taken from the solver's objective.
+    ``bound`` None: the schedule is known to be optimal (its value is the bound)."""
     bought, delivered = solution.bought_mwh, solution.delivered_mwh
     cash_flows = price * (delivered - bought)
     cash = float(cash_flows.sum())
@@ -208,7 +211,7 @@ def _schedule(
     if terminal_price is not None and solution.state_of_charge_mwh.size:
         end_value = terminal_value(config, float(solution.state_of_charge_mwh[-1]) - start, terminal_price)
     value = cash - wear + end_value
-    bound = max(bound, value)
+    bound = value if bound is None else max(bound, value)
     return Optimum(
         value=value,
         cash_value=cash,
