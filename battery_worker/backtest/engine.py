@@ -73,8 +73,8 @@ class MonthFigures:
 @dataclass(frozen=True, slots=True)
 class BacktestSummary:
     """A run's figures. ``value`` is net of wear (``gross_value − wear_cost``). ``optimum_value`` is what no
-    policy can beat: the optimum itself when ``optimum_exact``, else the bound, with the best schedule
-    found (``optimum_schedule_value``) ``optimum_gap`` (relative) below it."""
+    policy can beat: the optimum itself when ``optimum_exact``, else the LP bound, which the best schedule
+    found (``optimum_schedule_value``) is ``optimum_gap`` (relative) below."""
 
     policy: str
     ticks: int
