@@ -9,6 +9,9 @@ output says which, with the gap to the best schedule found); capture is measured
 
 The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
 stop the command at any point within a second, with one line and exit code 128 + the signal's number.
+
+numpy, scipy and the backtest modules are imported when the command runs, not with the parser: every
+command's parser loads this module, and the stop handlers are in place before those imports.
 """
 
 from __future__ import annotations
@@ -17,14 +20,8 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import orjson
-
-from battery_worker.backtest.engine import BacktestRun, BacktestSummary, backtest, optimum_inputs
-from battery_worker.backtest.optimum_process import solve_in_child
-from battery_worker.backtest.report import month_table, summary_table, write_png
 from battery_worker.battery import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
@@ -32,6 +29,9 @@ from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, ref
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
+
+if TYPE_CHECKING:
+    from battery_worker.backtest.engine import BacktestRun, BacktestSummary
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -125,6 +125,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import numpy as np
+    import orjson
+
+    from battery_worker.backtest.engine import backtest, optimum_inputs
+    from battery_worker.backtest.optimum_process import solve_in_child
+    from battery_worker.backtest.report import month_table, summary_table, write_png
+
     refuse_directory("--png", None if args.no_png else args.png)
     refuse_directory("--summary", args.summary)
     names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]

@@ -17,9 +17,10 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from battery_worker.backtest.optimum import Optimum
+if TYPE_CHECKING:
+    from battery_worker.backtest.optimum import Optimum
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 LINE_EVERY_SECONDS = 10.0
