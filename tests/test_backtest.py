@@ -7,8 +7,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from battery_worker.backtest.engine import backtest, optimum_for, run_policy, terminal_price
+from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs, run_policy, terminal_price
 from battery_worker.backtest.optimum import terminal_value
+from battery_worker.backtest.optimum_process import solve_in_child
 from battery_worker.battery import BatteryConfig
 from battery_worker.cli.backtest import main, parse_params
 from battery_worker.dispatch import dispatch, new_site_state
@@ -186,3 +187,22 @@ def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureF
     assert "optimum: " in out
     assert "exact" in out
     assert "adaptive: gross " in out
+
+
+def test_the_optimum_solved_in_a_child_process_is_the_same(ercot_week: list[PriceTick]) -> None:
+    inputs = optimum_inputs(ercot_week, CONFIG)
+    waits: list[float] = []
+    child = solve_in_child(CONFIG, inputs, on_wait=waits.append)
+    here = inputs.solve(CONFIG)
+    assert (child.value, child.bound, child.exact) == (here.value, here.bound, here.exact)
+    assert list(child.cash_flows) == list(here.cash_flows)
+    assert waits == sorted(waits)
+
+
+def test_progress_without_a_terminal_is_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(MARA_JSON), "--policy", "adaptive", "--no-png", "--progress"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "optimum: solving 576 steps (0 at negative prices)"
+    assert err[1].startswith("optimum: ")
+    assert ", exact (" in err[1]
+    assert err[-1].startswith("adaptive: 100% (576/576 ticks, ")
