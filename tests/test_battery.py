@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from battery_worker.battery import (
     Action,
@@ -221,3 +224,24 @@ def test_without_a_cap_nothing_new_is_carried() -> None:
     step = apply_tick(CONFIG, initial_state(CONFIG), Action.DISCHARGE, 20.0, 50.0, T0)
     assert step.state.delivered_today_mwh == 0.0
     assert step.limited_by is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    cap=st.floats(0.05, 3.0),
+    steps=st.lists(
+        st.tuples(st.sampled_from(list(Action)), st.floats(0, 50), st.integers(60, 3 * 3600)), max_size=80
+    ),
+)
+def test_energy_delivered_per_utc_day_never_exceeds_the_cap(
+    cap: float, steps: list[tuple[Action, float, int]]
+) -> None:
+    config = BatteryConfig(max_cycles_per_day=cap, min_charge_percent=10.0, max_charge_percent=90.0)
+    state, at, per_day = initial_state(config), T0, defaultdict(float)
+    for action, power, seconds in steps:
+        at += timedelta(seconds=seconds)
+        step = apply_tick(config, state, action, power, 50.0, at)
+        if step.action is Action.DISCHARGE:
+            per_day[at.date()] += step.energy_mwh
+        state = step.state
+    assert all(delivered <= cap * config.usable_energy_mwh + 1e-9 for delivered in per_day.values())
