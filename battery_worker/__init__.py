@@ -10,7 +10,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from battery_worker.battery import Action, BatteryConfig, BatteryState
+    from battery_worker.battery import Action, BatteryState
+    from battery_worker.battery_config import BatteryConfig
     from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidInput, InvalidTick
     from battery_worker.seed_api import BatterySystem
     from battery_worker.ticks import PriceTick

@@ -35,7 +35,7 @@ class Chemistry:
         return float(round(PACK_PRICE_PER_MWH / delivered_per_mwh))
 
     def battery_fields(self) -> dict[str, float]:
-        """The :class:`~battery_worker.battery.BatteryConfig` fields this chemistry sets."""
+        """The :class:`~battery_worker.battery_config.BatteryConfig` fields this chemistry sets."""
         return {
             "efficiency": self.efficiency,
             "min_charge_percent": self.min_charge_percent,

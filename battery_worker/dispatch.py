@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from battery_worker.battery import BatteryConfig, BatteryState, Step, apply_tick, initial_state
+from battery_worker.battery import BatteryState, Step, apply_tick, initial_state
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 

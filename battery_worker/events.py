@@ -16,7 +16,8 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState
+from battery_worker.battery import Action, BatteryState
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.ticks import PriceTick
 
 SCHEMA_VERSION = 1

@@ -21,7 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from battery_worker.battery import Action, BatteryConfig, Step, apply_for, as_utc
+from battery_worker.battery import Action, Step, apply_for, as_utc
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.events import status_fields
 from battery_worker.policies.base import Policy

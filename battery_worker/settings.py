@@ -31,7 +31,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.errors import InvalidConfig
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import Policy, make_policy

@@ -33,7 +33,7 @@ import numpy as np
 from battery_worker.backtest.engine import optimum_inputs
 from battery_worker.backtest.optimum import Optimum, solve_optimum
 from battery_worker.backtest.optimum_process import solve_in_child
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.pricefiles import load_ticks
 
 STEPS_PER_DAY = 288

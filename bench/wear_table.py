@@ -14,7 +14,7 @@ import math
 from pathlib import Path
 
 from battery_worker.backtest.engine import backtest, optimum_for
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks

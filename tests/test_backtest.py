@@ -10,7 +10,7 @@ import pytest
 from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs, run_policy, terminal_price
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.backtest.optimum_process import solve_in_child
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main, parse_params
 from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.errors import InvalidConfig

@@ -11,15 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from battery_worker.battery import (
-    Action,
-    BatteryConfig,
-    BatteryState,
-    Limit,
-    apply_for,
-    apply_tick,
-    initial_state,
-)
+from battery_worker.battery import Action, BatteryState, Limit, apply_for, apply_tick, initial_state
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig, InvalidInput, TimestampNotIncreasing
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)

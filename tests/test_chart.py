@@ -16,7 +16,7 @@ from battery_worker.backtest.chart import DPI, WIDTH_INCHES, draw_figure, figure
 from battery_worker.backtest.engine import BacktestRun, backtest, optimum_for, run_policy
 from battery_worker.backtest.optimum import Optimum
 from battery_worker.backtest.report import monthly_capture, write_png, zoom_window
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.policies import make_policy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick, make_tick

@@ -15,7 +15,7 @@ import orjson
 import pytest
 from pydantic import BaseModel
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.events import (
     _EVENT_NAMESPACE,
     BatteryAction,

@@ -27,7 +27,7 @@ import orjson
 import pytest
 from aiokafka import TopicPartition
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.common import command_settings
 from battery_worker.cli.main import build_parser
 from battery_worker.kafka.clients import make_producer, make_reader

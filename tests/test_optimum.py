@@ -16,7 +16,8 @@ from battery_worker.backtest.optimum import (
     step_durations,
     terminal_value,
 )
-from battery_worker.battery import Action, BatteryConfig, apply_for, apply_tick, initial_state
+from battery_worker.battery import Action, apply_for, apply_tick, initial_state
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.pricefiles import load_ticks
 
 DATA = Path(__file__).parent / "data"

@@ -7,7 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from battery_worker.battery import Action, BatteryConfig, apply_for
+from battery_worker.battery import Action, apply_for
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.policies import ThresholdPolicy
 from battery_worker.ticks import PriceTick, make_tick

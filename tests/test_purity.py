@@ -4,8 +4,8 @@ Pure here means what the style guide says of the domain: no Kafka, no event loop
 policies, the I/O-free pipeline, the backtest and the audit can be run, tested and reasoned about alone.
 Who is held to it, and why:
 
-* the domain: ``battery``, ``dispatch``, ``ticks``, ``events``, ``errors``, ``sites`` (which battery and
-  policy a site uses), ``chemistries`` (the battery types' presets);
+* the domain: ``battery``, ``battery_config``, ``dispatch``, ``ticks``, ``events``, ``errors``, ``sites``
+  (which battery and policy a site uses), ``chemistries`` (the battery types' presets);
 * ``audit`` ("Pure"), ``pipeline/`` ("no Kafka client, no event loop"), ``policies/`` ("Each is pure"),
   ``backtest/`` (engine and optimum "Pure"; the report writes a PNG but needs no Kafka either);
 * ``seed_api``, the Python API, a façade over the domain that must work without a broker;
@@ -36,6 +36,7 @@ PACKAGE = ROOT / "battery_worker"
 
 PURE_MODULES = (
     "battery",
+    "battery_config",
     "dispatch",
     "ticks",
     "events",

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, PACK_PRICE_PER_MWH
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.threshold import ThresholdPolicy

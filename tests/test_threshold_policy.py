@@ -6,7 +6,8 @@ from dataclasses import replace
 
 import pytest
 
-from battery_worker.battery import Action, BatteryConfig, initial_state
+from battery_worker.battery import Action, initial_state
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import ThresholdPolicy, make_policy
 from battery_worker.ticks import make_tick

@@ -33,7 +33,8 @@ from battery_worker.backtest.report import (
     typical_step_seconds,
     zoom_window,
 )
-from battery_worker.battery import BatteryConfig, as_utc
+from battery_worker.battery import as_utc
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig, InvalidInput
 
 if TYPE_CHECKING:

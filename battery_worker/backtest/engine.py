@@ -29,7 +29,8 @@ from battery_worker.backtest.optimum import (
     terminal_value,
 )
 from battery_worker.backtest.optimum_lp import IntArray
-from battery_worker.battery import Action, BatteryConfig
+from battery_worker.battery import Action
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidInput
 from battery_worker.policies.base import Decision, JsonObject, Policy

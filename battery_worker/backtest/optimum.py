@@ -44,7 +44,8 @@ from battery_worker.backtest.optimum_lp import (
     end_prices,
     solve_lp,
 )
-from battery_worker.battery import BatteryConfig, as_utc, step_hours
+from battery_worker.battery import as_utc, step_hours
+from battery_worker.battery_config import BatteryConfig
 
 __all__ = ["FloatArray", "Optimum", "OptimumError", "solve_optimum", "step_durations", "terminal_value"]
 

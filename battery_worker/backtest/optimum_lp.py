@@ -24,7 +24,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.optimize import linprog
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidInput
 
 FloatArray = NDArray[np.float64]

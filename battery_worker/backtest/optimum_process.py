@@ -30,7 +30,7 @@ from multiprocessing.process import BaseProcess
 
 from battery_worker.backtest.engine import OptimumInputs
 from battery_worker.backtest.optimum import Optimum, OptimumError
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 
 _BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
 

@@ -17,7 +17,8 @@ import numpy as np
 
 from battery_worker.backtest.engine import BacktestRun, BacktestSummary
 from battery_worker.backtest.optimum import FloatArray, Optimum
-from battery_worker.battery import BatteryConfig, as_utc
+from battery_worker.battery import as_utc
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidInput
 
 DAY_SECONDS = 86_400.0

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
 from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory

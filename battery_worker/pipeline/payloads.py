@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from battery_worker.battery import BatteryConfig, BatteryState
+from battery_worker.battery import BatteryState
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
 from battery_worker.events import SCHEMA_VERSION, SourceRef, status_fields
 from battery_worker.policies.base import JsonValue

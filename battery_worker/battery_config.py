@@ -1,0 +1,112 @@
+"""What a battery is: its configuration, validated on construction. Pure.
+
+Apart from :mod:`battery_worker.battery` (the state and the physics of a step) because the settings, the
+presets, the optimum and every policy need the configuration without the state machine. The model's
+conventions (efficiency split, site-side power, wear) are in :mod:`battery_worker.battery`'s docstring.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from battery_worker.errors import InvalidConfig, InvalidInput
+
+__all__ = ["BatteryConfig", "require_finite"]
+
+
+def require_finite(field: str, value: object, error: type[InvalidConfig] | type[InvalidInput]) -> None:
+    """Raise ``error`` naming ``field`` unless ``value`` is an int or float (not a bool) and finite."""
+    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+        raise error(field, value, "must be a finite number")
+
+
+@dataclass(frozen=True, slots=True)
+class BatteryConfig:
+    """What the battery is. Every field is validated on construction, so a config that exists is sound."""
+
+    capacity_mwh: float = 100.0
+    max_charge_rate_mw: float = 20.0
+    max_discharge_rate_mw: float = 20.0
+    efficiency: float = 0.9
+    initial_charge_percent: float = 50.0
+    min_charge_percent: float = 0.0
+    max_charge_percent: float = 100.0
+    default_step_hours: float = 1.0
+    max_step_hours: float = 2.0
+    # Wear. A cycle is the usable window (max - min charge) delivered once, measured on the site side.
+    # ``cycle_cost_per_mwh`` is charged per MWh delivered; 0 (the default) leaves every result as before.
+    # ``max_cycles_per_day`` caps delivered energy at that many windows per 24 h; None: no cap.
+    cycle_cost_per_mwh: float = 0.0
+    max_cycles_per_day: float | None = None
+
+    def __post_init__(self) -> None:
+        for name in (
+            "capacity_mwh",
+            "max_charge_rate_mw",
+            "max_discharge_rate_mw",
+            "efficiency",
+            "initial_charge_percent",
+            "min_charge_percent",
+            "max_charge_percent",
+            "default_step_hours",
+            "max_step_hours",
+            "cycle_cost_per_mwh",
+        ):
+            require_finite(name, getattr(self, name), InvalidConfig)
+        if self.cycle_cost_per_mwh < 0:
+            raise InvalidConfig("cycle_cost_per_mwh", self.cycle_cost_per_mwh, "must be >= 0")
+        if self.max_cycles_per_day is not None:
+            require_finite("max_cycles_per_day", self.max_cycles_per_day, InvalidConfig)
+            if self.max_cycles_per_day <= 0:
+                raise InvalidConfig("max_cycles_per_day", self.max_cycles_per_day, "must be > 0 (or unset)")
+        for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
+            if getattr(self, name) <= 0:
+                raise InvalidConfig(name, getattr(self, name), "must be > 0")
+        for name in ("max_charge_rate_mw", "max_discharge_rate_mw"):
+            if getattr(self, name) < 0:
+                raise InvalidConfig(name, getattr(self, name), "must be >= 0")
+        if not 0 < self.efficiency <= 1:
+            raise InvalidConfig("efficiency", self.efficiency, "must be in (0, 1]")
+        for name in ("initial_charge_percent", "min_charge_percent", "max_charge_percent"):
+            if not 0 <= getattr(self, name) <= 100:
+                raise InvalidConfig(name, getattr(self, name), "must be within 0-100")
+        if self.min_charge_percent > self.max_charge_percent:
+            raise InvalidConfig(
+                "min_charge_percent", self.min_charge_percent, "must not exceed max_charge_percent"
+            )
+        if not self.min_charge_percent <= self.initial_charge_percent <= self.max_charge_percent:
+            raise InvalidConfig(
+                "initial_charge_percent",
+                self.initial_charge_percent,
+                f"must be within min/max charge ({self.min_charge_percent}-{self.max_charge_percent})",
+            )
+
+    @property
+    def one_way_efficiency(self) -> float:
+        """√η: the share kept on each side of a round trip."""
+        return math.sqrt(self.efficiency)
+
+    @property
+    def min_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.min_charge_percent / 100.0
+
+    @property
+    def max_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.max_charge_percent / 100.0
+
+    @property
+    def initial_energy_mwh(self) -> float:
+        return self.capacity_mwh * self.initial_charge_percent / 100.0
+
+    @property
+    def usable_energy_mwh(self) -> float:
+        """One cycle: the window between the state-of-charge bounds."""
+        return self.max_energy_mwh - self.min_energy_mwh
+
+    @property
+    def daily_delivery_cap_mwh(self) -> float | None:
+        """Energy a calendar day may deliver under ``max_cycles_per_day`` (site side); None: no cap."""
+        if self.max_cycles_per_day is None:
+            return None
+        return self.max_cycles_per_day * self.usable_energy_mwh
