@@ -18,6 +18,7 @@ from battery_worker.policies import POLICIES, make_policy
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Policy
 from battery_worker.policies.forecast import HourlyHistory, profile_forecast
+from battery_worker.policies.intra_hour import IntraHour
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick, make_tick
@@ -91,8 +92,9 @@ def test_memory_is_bounded_and_never_mutated(policy: Policy, mara_5min: list[Pri
         _decision, new_memory = policy.decide(tick, battery, CONFIG, memory)
         assert orjson.dumps(policy.dump_memory(memory)) == before
         memory = new_memory
-    assert isinstance(memory, HourlyHistory)
-    assert len(memory.means) <= memory.max_hours
+    history = memory.history if isinstance(memory, IntraHour) else memory
+    assert isinstance(history, HourlyHistory)
+    assert len(history.means) <= history.max_hours
     long_run = HourlyHistory(24)
     for hour in range(1000):
         long_run = long_run.add(T0 + timedelta(hours=hour), float(hour))
@@ -151,3 +153,77 @@ def test_invalid_params_are_refused() -> None:
         AdaptivePolicy(soc_tilt=True)
     with pytest.raises(InvalidConfig, match="level_decay=False: must be within 0-1"):
         MpcPolicy(level_decay=False)
+
+
+def intra_hour_alternation(days: int) -> list[PriceTick]:
+    """5-minute ticks: a daily cycle of hourly means; inside every hour, cheap and dear slots alternate."""
+    ticks = []
+    for i in range(days * 288):
+        at = T0 + timedelta(minutes=5 * i)
+        hourly_mean = 50.0 + 30.0 * math.sin(2 * math.pi * at.hour / 24.0)
+        ticks.append(make_tick(hourly_mean + (-4.0 if i % 2 == 0 else 4.0), 0.0, 0.0, at))
+    return ticks
+
+
+def test_sub_hourly_plan_trades_the_slots_inside_the_hour() -> None:
+    ticks = intra_hour_alternation(2)
+    quick = {"warmup_hours": 12, "history_hours": 24, "fallback": AdaptivePolicy(12, 12)}
+    runs = {sub: backtest(ticks, CONFIG, MpcPolicy(sub_hourly=sub, **quick)) for sub in (True, False)}
+    decisions = runs[True][0].decisions[144:]  # after the warm-up
+
+    def count(action: Action, parity: int) -> int:
+        return sum(1 for i, d in enumerate(decisions) if d.action is action and i % 2 == parity)
+
+    # Knowing a dear slot comes next, the sub-hourly plan buys in cheap slots and sells in dear ones, and
+    # earns more than the hourly plan, which sees the rest of each hour only through the hours after it.
+    assert count(Action.CHARGE, 0) > 3 * count(Action.CHARGE, 1)
+    assert count(Action.DISCHARGE, 1) > 3 * count(Action.DISCHARGE, 0)
+    assert runs[True][1].value > 1.04 * runs[False][1].value > 0
+
+
+def test_hourly_ticks_plan_as_the_hourly_plan(ercot_week: list[PriceTick]) -> None:
+    assert run_policy(ercot_week, CONFIG, MpcPolicy()).decisions == (
+        run_policy(ercot_week, CONFIG, MpcPolicy(sub_hourly=False)).decisions
+    )
+
+
+def test_intra_hour_memory_dumps_and_loads_to_an_equal_value(mara_5min: list[PriceTick]) -> None:
+    policy = MpcPolicy()
+    memory = run_policy(mara_5min[:100], CONFIG, policy).final.policy_memory
+    assert isinstance(memory, IntraHour)
+    assert memory.gap_seconds == 300.0
+    assert any(memory.shape)
+    assert any(memory.slot_counts)
+    assert policy.load_memory(orjson.loads(orjson.dumps(policy.dump_memory(memory)))) == memory
+    with pytest.raises(InvalidConfig, match="12 slots"):
+        policy.load_memory({**orjson.loads(orjson.dumps(memory.dump())), "shape": [0.0]})
+
+
+def test_wear_makes_the_plan_cycle_less() -> None:
+    winter = load_ticks(DATA / "ercot_2023_first_2400h.csv")[:336]
+    plain = run_policy(winter, CONFIG, MpcPolicy())
+    worn = run_policy(winter, BatteryConfig(cycle_cost_per_mwh=40.0), MpcPolicy())
+    assert worn.delivered_mwh.sum() < 0.2 * plain.delivered_mwh.sum()
+    # Without wear the plan is the one it was before wear existed.
+    assert run_policy(winter, BatteryConfig(cycle_cost_per_mwh=0.0), MpcPolicy()).decisions == plain.decisions
+
+
+@pytest.mark.parametrize("source", ["ercot_week", "mara_5min"])
+def test_the_plan_keeps_within_the_daily_cycle_cap(source: str, request: pytest.FixtureRequest) -> None:
+    ticks = request.getfixturevalue(source)
+    config = BatteryConfig(max_cycles_per_day=0.5)
+    cap = config.daily_delivery_cap_mwh
+    assert cap is not None
+    run = run_policy(
+        ticks, config, MpcPolicy(warmup_hours=12, history_hours=24, fallback=AdaptivePolicy(12, 12))
+    )
+    per_day: dict[object, float] = {}
+    steps = zip(run.timestamps, run.decisions, run.durations_hours, run.delivered_mwh, strict=True)
+    for at, decision, hours, delivered in steps:
+        before = per_day.get(at.date(), 0.0)
+        if decision.action is Action.DISCHARGE:
+            # The plan asks for no more than the cap leaves today: the battery never has to clamp it.
+            assert decision.power_mw * hours <= cap - before + 1e-6
+        per_day[at.date()] = before + float(delivered)
+    assert max(per_day.values()) <= cap + 1e-9
+    assert max(per_day.values()) > 0.5 * cap

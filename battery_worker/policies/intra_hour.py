@@ -1,0 +1,178 @@
+"""The MPC's memory: the hourly history plus what sub-hourly ticks teach about the hour they fall in. Pure.
+
+On 5-minute ticks (the MARA API, real-time markets) an hourly plan cannot see a spread inside the hour. This
+memory keeps, besides the :class:`HourlyHistory`, three bounded things learned from past ticks only:
+
+* the last tick's time and the last gap between ticks: the tick interval the near-term plan steps at;
+* this hour's price sums and counts per 5-minute slot of the hour (12 each);
+* the intra-hour shape: per slot, how far prices sit above the mean of their hour, an exponentially weighted
+  mean over past complete hours (``shape_decay`` per hour). Prices that only wobble at random learn a shape
+  near zero; a market that is dear at every hour's end learns that.
+
+From them :meth:`IntraHour.near_term` prices the ticks still to come in the current hour: this hour's level
+(its prices so far, each less its slot's shape) plus the shape of the slot each future tick falls in.
+Memory is 12 + 12 + 12 numbers beside the history, whatever the tick rate; it dumps to plain JSON and loads
+back to an equal value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime
+from typing import TypedDict, cast
+
+import numpy as np
+
+from battery_worker.battery import as_utc
+from battery_worker.errors import InvalidConfig
+from battery_worker.policies.base import JsonValue, PolicyMemory
+from battery_worker.policies.forecast import FloatArray, HourlyHistory
+
+SLOT_SECONDS = 300
+SLOTS_PER_HOUR = 3600 // SLOT_SECONDS
+ZEROS = (0.0,) * SLOTS_PER_HOUR
+NONE_SEEN = (0,) * SLOTS_PER_HOUR
+
+
+class IntraHourDump(TypedDict):
+    """:meth:`IntraHour.dump` as stored in the state topic."""
+
+    history: JsonValue
+    last_at: float | None
+    gap_seconds: float | None
+    shape: list[float]
+    slot_sums: list[float]
+    slot_counts: list[int]
+
+
+def slot_of(seconds: float) -> int:
+    """The 5-minute slot of the hour (0-11) an instant, in seconds since the epoch, falls in."""
+    return int(seconds % 3600 // SLOT_SECONDS)
+
+
+@dataclass(frozen=True, slots=True)
+class NearTerm:
+    """The ticks still to come in the current hour: their prices, lengths (hours) and end times (epoch s)."""
+
+    prices: FloatArray
+    hours: FloatArray
+    ends: FloatArray
+
+
+@dataclass(frozen=True, slots=True)
+class IntraHour:
+    history: HourlyHistory
+    last_at: float | None = None
+    gap_seconds: float | None = None
+    shape: tuple[float, ...] = ZEROS
+    slot_sums: tuple[float, ...] = ZEROS
+    slot_counts: tuple[int, ...] = NONE_SEEN
+
+    def add(self, at: datetime, price: float, shape_decay: float) -> IntraHour:
+        """This memory with the tick at ``at`` added; a new hour first folds the closed one into the shape."""
+        seconds = as_utc(at).timestamp()
+        history = self.history.add(at, price)
+        gap = self.gap_seconds
+        if self.last_at is not None and seconds > self.last_at:
+            gap = seconds - self.last_at
+        shape, sums, counts = self.shape, self.slot_sums, self.slot_counts
+        opened, closed = history.open_hour, self.history.open_hour
+        if opened != closed:
+            if opened is not None and closed is not None and opened > closed:
+                shape = self._learned_shape(shape_decay)
+            sums, counts = ZEROS, NONE_SEEN
+        slot = slot_of(seconds)
+        sums = (*sums[:slot], sums[slot] + price, *sums[slot + 1 :])
+        counts = (*counts[:slot], counts[slot] + 1, *counts[slot + 1 :])
+        return replace(
+            self,
+            history=history,
+            last_at=seconds,
+            gap_seconds=gap,
+            shape=shape,
+            slot_sums=sums,
+            slot_counts=counts,
+        )
+
+    def _learned_shape(self, decay: float) -> tuple[float, ...]:
+        """The shape after the open hour closes; only an hour with a tick in every slot it should have counts.
+
+        A partial hour (the worker started mid-hour, ticks were lost) would teach a slope that is not there.
+        """
+        gap = self.gap_seconds
+        if gap is None or gap >= 3600:
+            return self.shape
+        expected = int(3600 // max(gap, SLOT_SECONDS))
+        seen = [s for s in range(SLOTS_PER_HOUR) if self.slot_counts[s]]
+        if len(seen) < expected:
+            return self.shape
+        mean = sum(self.slot_sums) / sum(self.slot_counts)
+        shape = list(self.shape)
+        for s in seen:
+            shape[s] = decay * shape[s] + (1.0 - decay) * (self.slot_sums[s] / self.slot_counts[s] - mean)
+        return tuple(shape)
+
+    def near_term(self, max_gap_seconds: float) -> NearTerm | None:
+        """Prices of the ticks after the last one that still fall in its hour; None for hourly ticks.
+
+        Steps are the last gap between ticks (at least 5 minutes), so nothing but past ticks decides them.
+        """
+        gap, now = self.gap_seconds, self.last_at
+        if gap is None or now is None or gap >= min(3600.0, max_gap_seconds):
+            return None
+        step = max(gap, float(SLOT_SECONDS))
+        hour_end = (now // 3600 + 1) * 3600
+        ends = now + step * np.arange(1, int((hour_end - now) // step) + 1, dtype=np.float64)
+        ends = ends[ends < hour_end]
+        count = sum(self.slot_counts)
+        level = (
+            sum(self.slot_sums) - sum(c * v for c, v in zip(self.slot_counts, self.shape, strict=True))
+        ) / count
+        shape = np.asarray(self.shape, dtype=np.float64)
+        prices = level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
+        return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends)
+
+    def dump(self) -> JsonValue:
+        """The memory as an :class:`IntraHourDump`; :meth:`load` reads it back to an equal value."""
+        return {
+            "history": self.history.dump(),
+            "last_at": self.last_at,
+            "gap_seconds": self.gap_seconds,
+            "shape": list(self.shape),
+            "slot_sums": list(self.slot_sums),
+            "slot_counts": list(self.slot_counts),
+        }
+
+    @staticmethod
+    def load(data: JsonValue) -> IntraHour:
+        if not isinstance(data, dict):
+            raise InvalidConfig("policy_memory", type(data).__name__, "expected an object")
+        fields = cast(IntraHourDump, data)  # checked field by field below: a wrong shape fails to convert
+        try:
+            loaded = IntraHour(
+                history=HourlyHistory.load(fields["history"]),
+                last_at=None if fields["last_at"] is None else float(fields["last_at"]),
+                gap_seconds=None if fields["gap_seconds"] is None else float(fields["gap_seconds"]),
+                shape=tuple(float(v) for v in fields["shape"]),
+                slot_sums=tuple(float(v) for v in fields["slot_sums"]),
+                slot_counts=tuple(int(v) for v in fields["slot_counts"]),
+            )
+        except (KeyError, TypeError, ValueError) as error:
+            raise InvalidConfig("policy_memory", str(error), "not an intra-hour memory") from None
+        if not len(loaded.shape) == len(loaded.slot_sums) == len(loaded.slot_counts) == SLOTS_PER_HOUR:
+            raise InvalidConfig("policy_memory", len(loaded.shape), f"expected {SLOTS_PER_HOUR} slots")
+        return loaded
+
+
+def as_intra_hour(memory: PolicyMemory | None, max_hours: int) -> IntraHour:
+    """A policy's memory as the intra-hour memory it must be; ``None`` (no tick yet) is an empty one."""
+    if memory is None:
+        return IntraHour(HourlyHistory(max_hours))
+    if not isinstance(memory, IntraHour):
+        raise InvalidConfig("policy_memory", type(memory).__name__, "expected an IntraHour memory")
+    return memory
+
+
+def load_intra_hour(data: JsonValue, max_hours: int) -> IntraHour:
+    """A stored memory read back; ``None`` (nothing stored yet) is an empty memory of ``max_hours``."""
+    return IntraHour.load(data) if data is not None else IntraHour(HourlyHistory(max_hours))
