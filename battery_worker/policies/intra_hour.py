@@ -10,7 +10,8 @@ memory keeps, besides the :class:`HourlyHistory`, three bounded things learned f
   near zero; a market that is dear at every hour's end learns that.
 
 From them :meth:`IntraHour.near_term` prices the ticks still to come in the current hour: this hour's level
-(its prices so far, each less its slot's shape) plus the shape of the slot each future tick falls in.
+(its prices so far, each less its slot's shape, and the last hour's mean) plus the shape of the slot each
+future tick falls in.
 Memory is 12 + 12 + 12 numbers beside the history, whatever the tick rate; it dumps to plain JSON and loads
 back to an equal value.
 """
@@ -124,10 +125,13 @@ class IntraHour:
         hour_end = (now // 3600 + 1) * 3600
         ends = now + step * np.arange(1, int((hour_end - now) // step) + 1, dtype=np.float64)
         ends = ends[ends < hour_end]
+        # This hour's level: its prices so far less their slots' shape, with the last hour's mean counting as
+        # half an hour of ticks (one noisy tick early in the hour says little about the hour).
         count = sum(self.slot_counts)
-        level = (
-            sum(self.slot_sums) - sum(c * v for c, v in zip(self.slot_counts, self.shape, strict=True))
-        ) / count
+        deshaped = sum(self.slot_sums) - sum(c * v for c, v in zip(self.slot_counts, self.shape, strict=True))
+        prior = 1800.0 / step if self.history.means else 0.0
+        last_hour = self.history.means[-1] if self.history.means else 0.0
+        level = (deshaped + prior * last_hour) / (count + prior)
         shape = np.asarray(self.shape, dtype=np.float64)
         prices = level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
         return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends)
