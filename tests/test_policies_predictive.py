@@ -195,6 +195,8 @@ def test_intra_hour_memory_dumps_and_loads_to_an_equal_value(mara_5min: list[Pri
     assert any(memory.shape)
     assert any(memory.slot_counts)
     assert policy.load_memory(orjson.loads(orjson.dumps(policy.dump_memory(memory)))) == memory
+    # A worker upgraded in place reads the bare hourly history the mpc stored before: the rest starts empty.
+    assert policy.load_memory(memory.history.dump()) == IntraHour(memory.history)
     with pytest.raises(InvalidConfig, match="12 slots"):
         policy.load_memory({**orjson.loads(orjson.dumps(memory.dump())), "shape": [0.0]})
 

@@ -149,8 +149,11 @@ class IntraHour:
 
     @staticmethod
     def load(data: JsonValue) -> IntraHour:
+        """Read a dump back; a bare hourly history (what the mpc stored before this memory) is read too."""
         if not isinstance(data, dict):
             raise InvalidConfig("policy_memory", type(data).__name__, "expected an object")
+        if "history" not in data and "means" in data:
+            return IntraHour(HourlyHistory.load(data))
         fields = cast(IntraHourDump, data)  # checked field by field below: a wrong shape fails to convert
         try:
             loaded = IntraHour(
