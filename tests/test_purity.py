@@ -6,7 +6,8 @@ Who is held to it, and why:
 
 * the domain: ``battery``, ``battery_config``, ``dispatch``, ``ticks``, ``events``, ``errors``, ``sites``
   (which battery and policy a site uses), ``chemistries`` (the battery types' presets);
-* ``audit`` ("Pure"), ``pipeline/`` ("no Kafka client, no event loop"), ``policies/`` ("Each is pure"),
+* ``fleet/`` (the site's machines and their economics, "Pure"), ``audit`` ("Pure"),
+  ``pipeline/`` ("no Kafka client, no event loop"), ``policies/`` ("Each is pure"),
   ``backtest/`` (engine and optimum "Pure"; the report writes a PNG but needs no Kafka either);
 * ``seed_api``, the Python API, a façade over the domain that must work without a broker;
 * ``settings``: not I/O-free (it reads the environment and a TOML file), but the pipeline imports it, so it
@@ -47,7 +48,7 @@ PURE_MODULES = (
     "seed_api",
     "settings",
 )
-PURE_PACKAGES = ("policies", "pipeline", "backtest")
+PURE_PACKAGES = ("policies", "pipeline", "backtest", "fleet")
 #: Not one of these, nor anything below them.
 BANNED = ("asyncio", "aiokafka", "battery_worker.kafka", "battery_worker.ops", "battery_worker.cli")
 #: What the import check in a fresh interpreter looks for (asyncio comes with pydantic-settings).

@@ -1,0 +1,194 @@
+"""One step of a site: which machines run beside a given battery power, and the step's money. Pure.
+
+Why a function of the battery power: the policy decides the battery, the state machine clamps it, and the
+machines are then the best use of the step's known prices around what the battery really did. The worker,
+the replay, the backtest and the Python API all call :func:`plan_site` with the same inputs, so they agree.
+
+The rule: machines at their minimum count always run; then types in order of revenue per MW (best first,
+declared order on ties) run whole machines while a machine earns more than the energy it draws costs. The
+energy's cost per MW rises with the load: while the battery's discharge is more than the site can use or
+export, extra load costs nothing (the energy would be spilled); while it is exported, extra load costs the
+export price (``export_price_factor`` × energy_price); beyond, it is imported at the energy price, up to
+the import limit. For prices >= 0 those costs only rise, so the greedy fill is optimal but for the
+last, partial machine of a type (counts are whole).
+
+Money of the step (``hours`` long, units in :mod:`battery_worker.fleet.model`): ``energy_cost`` is the
+loads' energy at the energy price, ``battery_value`` what the battery adds (−battery MWh × price, less
+energy spilled and export paid below the price), and ``net = mining + inference − energy_cost +
+battery_value``, which equals the revenues minus the grid's bill (imports less exports).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+from battery_worker.battery import Action
+from battery_worker.fleet.model import MachineType, SiteModel
+from battery_worker.ticks import PriceTick
+
+EPSILON_MW = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class MachineRun:
+    name: str
+    running: int
+    mw: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SitePlan:
+    """A step's plan. Battery MW is signed: + charging, − discharging (site side, after the site's window)."""
+
+    hours: float
+    machines: tuple[MachineRun, ...]
+    mining_mw: float
+    inference_mw: float
+    battery_mw: float
+    grid_import_mw: float
+    grid_export_mw: float
+    spilled_mw: float
+    energy_cost: float
+    mining_revenue: float
+    inference_revenue: float
+    battery_value: float
+    net: float
+
+    def to_json(self) -> dict[str, object]:
+        """Plain JSON: numbers, strings and lists only."""
+        data = asdict(self)
+        data["machines"] = [asdict(run) for run in self.machines]
+        return data
+
+
+def signed_battery_mw(action: Action, power_mw: float) -> float:
+    """A battery step's power as the plan takes it: + charging, − discharging, 0 holding."""
+    return power_mw if action is Action.CHARGE else -power_mw if action is Action.DISCHARGE else 0.0
+
+
+def plan_tick(site: SiteModel, tick: PriceTick, battery_mw: float, hours: float) -> SitePlan:
+    return plan_site(site, tick.energy_price, tick.hash_price, tick.token_price, battery_mw, hours)
+
+
+def plan_site(
+    site: SiteModel,
+    energy_price: float,
+    hash_price: float,
+    token_price: float,
+    battery_mw: float,
+    hours: float,
+) -> SitePlan:
+    """The machines to run for ``hours`` beside ``battery_mw`` (clamped to the site's battery window)."""
+    max_charge, max_discharge = site.battery_window_mw()
+    battery = min(max(battery_mw, -max_discharge), max_charge)
+    cost = _EnergyCost(site, energy_price, battery)
+    running = {machine.name: machine.min_running for machine in site.machines}
+    load = site.min_load_mw
+    ranked = sorted(
+        enumerate(site.machines),
+        key=lambda item: (-item[1].revenue_per_mwh(hash_price, token_price), item[0]),
+    )
+    for _, machine in ranked:
+        added, load = _fill(machine, machine.count - machine.min_running, load, cost, hash_price, token_price)
+        running[machine.name] += added
+    return account(site, energy_price, hash_price, token_price, running, battery, hours)
+
+
+def account(
+    site: SiteModel,
+    energy_price: float,
+    hash_price: float,
+    token_price: float,
+    running: dict[str, int],
+    battery_mw: float,
+    hours: float,
+) -> SitePlan:
+    """The plan and money of a step with ``running`` machines per type (e.g. all of them: no curtailment)."""
+    runs = tuple(MachineRun(m.name, running[m.name], running[m.name] * m.machine_mw) for m in site.machines)
+    mining = [(m, running[m.name]) for m in site.machines if m.paid_by == "hash"]
+    inference = [(m, running[m.name]) for m in site.machines if m.paid_by == "token"]
+    mining_mw = sum(count * m.machine_mw for m, count in mining)
+    inference_mw = sum(count * m.machine_mw for m, count in inference)
+    load = mining_mw + inference_mw
+    net_mw = load + battery_mw
+    export = min(max(-net_mw, 0.0), site.export_limit_mw)
+    spilled = max(-net_mw - site.export_limit_mw, 0.0)
+    mining_revenue = hours * sum(
+        count * m.machine_revenue_per_hour(hash_price, token_price) for m, count in mining
+    )
+    inference_revenue = hours * sum(
+        count * m.machine_revenue_per_hour(hash_price, token_price) for m, count in inference
+    )
+    energy_cost = load * hours * energy_price
+    below_price = (1.0 - site.export_price_factor) * export
+    battery_value = -(battery_mw + spilled + below_price) * hours * energy_price
+    return SitePlan(
+        hours=hours,
+        machines=runs,
+        mining_mw=mining_mw,
+        inference_mw=inference_mw,
+        battery_mw=battery_mw,
+        grid_import_mw=max(net_mw, 0.0),
+        grid_export_mw=export,
+        spilled_mw=spilled,
+        energy_cost=energy_cost,
+        mining_revenue=mining_revenue,
+        inference_revenue=inference_revenue,
+        battery_value=battery_value,
+        net=mining_revenue + inference_revenue - energy_cost + battery_value,
+    )
+
+
+class _EnergyCost:
+    """What extra load costs per MW at each site load: 0 while spilling, export price, then import price."""
+
+    def __init__(self, site: SiteModel, energy_price: float, battery_mw: float) -> None:
+        spill_end = max(0.0, -site.export_limit_mw - battery_mw)
+        export_end = max(0.0, -battery_mw)
+        self.segments = (
+            (spill_end, 0.0),
+            (export_end, site.export_price_factor * energy_price),
+            (math.inf, energy_price),
+        )
+        self.cap_mw = site.import_limit_mw - battery_mw
+
+    def marginal(self, load: float) -> tuple[float, float]:
+        """Cost per MW at ``load`` and the load where that cost ends."""
+        for end, price in self.segments:
+            if load + EPSILON_MW < end:
+                return price, end
+        return self.segments[-1][1], math.inf
+
+    def between(self, low: float, high: float) -> float:
+        """Cost per hour of the load from ``low`` to ``high`` MW."""
+        total, start = 0.0, 0.0
+        for end, price in self.segments:
+            overlap = min(high, end) - max(low, start)
+            if overlap > 0:
+                total += overlap * price
+            start = end
+        return total
+
+
+def _fill(
+    machine: MachineType, spare: int, load: float, cost: _EnergyCost, hash_price: float, token_price: float
+) -> tuple[int, float]:
+    """Machines of ``machine`` worth running above ``load`` (at most ``spare``), and the load after them."""
+    width = machine.machine_mw
+    revenue = machine.machine_revenue_per_hour(hash_price, token_price)
+    per_mw = machine.revenue_per_mwh(hash_price, token_price)
+    added = 0
+    while added < spare and load + width <= cost.cap_mw + EPSILON_MW:
+        price, end = cost.marginal(load)
+        whole = min(spare - added, math.floor((min(end, cost.cap_mw) - load) / width + EPSILON_MW))
+        if whole >= 1:
+            if per_mw <= price:
+                break
+            added, load = added + whole, load + whole * width
+            continue
+        # The next machine straddles a change of cost: run it if it earns more than its energy costs.
+        if revenue <= cost.between(load, load + width):
+            break
+        added, load = added + 1, load + width
+    return added, load
