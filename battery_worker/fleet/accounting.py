@@ -1,0 +1,88 @@
+"""A backtest run's money at the site: machines and battery together, as the site optimum counts it. Pure.
+
+Profit is revenues − energy cost (money of :mod:`battery_worker.fleet.model`), summed over the run's
+applied ticks from each tick's :class:`SitePlan`. The battery's end is valued as the backtest values it
+(:func:`battery_worker.backtest.optimum.terminal_value` at the series' mean energy price) and its wear
+(``cycle_cost_per_mwh``) is paid, so a run is compared fairly with the optimum, which ends where it began.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from battery_worker.backtest.engine import BacktestRun, applicable_ticks, terminal_price
+from battery_worker.backtest.optimum import terminal_value
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.optimum import series_of
+from battery_worker.fleet.plan import SitePlan, account, plan_site
+from battery_worker.ticks import PriceTick
+
+
+@dataclass(frozen=True, slots=True)
+class SiteProfit:
+    profit: float
+    mining_revenue: float
+    inference_revenue: float
+    energy_cost: float
+    battery_value: float
+    curtailed_mwh: float
+
+
+def always_on_profit(site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick]) -> SiteProfit:
+    """Every machine running at every applied tick and no battery: the site as it runs without a plan."""
+    series = series_of(applicable_ticks(ticks), config)
+    everything = {machine.name: machine.count for machine in site.machines}
+    steps = zip(series.energy, series.hash, series.token, series.hours, strict=True)
+    return _sum(
+        [
+            account(site, float(p), float(h), float(t), everything, 0.0, float(hours))
+            for p, h, t, hours in steps
+        ],
+        site,
+        0.0,
+    )
+
+
+def run_plans(site: SiteModel, run: BacktestRun, *, curtail: bool = True) -> list[SitePlan]:
+    """Each applied tick's plan beside the battery's real power; ``curtail=False``: every machine runs."""
+    plans: list[SitePlan] = []
+    everything = {machine.name: machine.count for machine in site.machines}
+    for chosen, battery_mw, hours in zip(run.decisions, run.power_mw, run.durations_hours, strict=True):
+        prices = (chosen.energy_price, chosen.hash_price, chosen.token_price)
+        if curtail:
+            plans.append(plan_site(site, *prices, float(battery_mw), float(hours)))
+        else:
+            plans.append(account(site, *prices, everything, float(battery_mw), float(hours)))
+    return plans
+
+
+def run_profit(
+    site: SiteModel, config: BatteryConfig, run: BacktestRun, *, curtail: bool = True
+) -> SiteProfit:
+    """The run's profit at the site, its battery's end valued and its wear paid."""
+    plans = run_plans(site, run, curtail=curtail)
+    end = 0.0
+    delivered = 0.0
+    if run.state_of_charge_mwh.size:
+        delta = float(run.state_of_charge_mwh[-1]) - run.initial_energy_mwh
+        end = terminal_value(config, delta, terminal_price(run.prices))
+        delivered = float(run.delivered_mwh.sum())
+    return _sum(plans, site, end - delivered * config.cycle_cost_per_mwh)
+
+
+def _sum(plans: list[SitePlan], site: SiteModel, battery_extra: float) -> SiteProfit:
+    battery = sum(plan.battery_value for plan in plans) + battery_extra
+    mining = sum(plan.mining_revenue for plan in plans)
+    inference = sum(plan.inference_revenue for plan in plans)
+    cost = sum(plan.energy_cost for plan in plans)
+    curtailed = sum((site.fleet_mw - plan.mining_mw - plan.inference_mw) * plan.hours for plan in plans)
+    return SiteProfit(
+        profit=mining + inference - cost + battery,
+        mining_revenue=mining,
+        inference_revenue=inference,
+        energy_cost=cost,
+        battery_value=battery,
+        curtailed_mwh=curtailed,
+    )
