@@ -1,0 +1,78 @@
+"""The ``site`` policy: deterministic, restartable through its memory, and better than running everything."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import pytest
+
+from battery_worker.backtest.engine import run_policy
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.dispatch import SiteState
+from battery_worker.errors import InvalidConfig
+from battery_worker.fleet import SiteModel
+from battery_worker.fleet.accounting import always_on_profit, run_plans, run_profit
+from battery_worker.fleet.optimum import site_optimum
+from battery_worker.policies.site import SiteMemory, SitePolicy
+from battery_worker.pricefiles import load_ticks
+from battery_worker.ticks import PriceTick
+
+DATA = Path(__file__).parent / "data"
+CONFIG = BatteryConfig()
+SITE = SiteModel()
+
+
+@pytest.fixture(scope="module")
+def mara_48h() -> list[PriceTick]:
+    return load_ticks(DATA / "mara_api_5min_2025-05-22_48h.json")
+
+
+def test_memory_dumps_to_json_and_loads_back_equal(mara_48h: list[PriceTick]) -> None:
+    policy = SitePolicy(warmup_hours=2)
+    run = run_policy(mara_48h[:60], CONFIG, policy)
+    memory = run.final.policy_memory
+    assert isinstance(memory, SiteMemory)
+    stored = orjson.loads(orjson.dumps(policy.dump_memory(memory)))
+    assert policy.load_memory(stored) == memory
+    assert policy.load_memory(None) == policy.initial_memory()
+    with pytest.raises(InvalidConfig, match="policy_memory"):
+        policy.load_memory({"energy": stored["energy"]})
+
+
+def test_decisions_are_deterministic_and_a_restart_decides_as_an_uninterrupted_run(
+    mara_48h: list[PriceTick],
+) -> None:
+    policy = SitePolicy(warmup_hours=2, horizon_hours=12)
+    ticks = mara_48h[:72]
+    whole = run_policy(ticks, CONFIG, policy)
+    assert run_policy(ticks, CONFIG, policy).decisions == whole.decisions
+    first = run_policy(ticks[:40], CONFIG, policy)
+    stored = orjson.loads(orjson.dumps(policy.dump_memory(first.final.policy_memory)))
+    restored = SiteState(battery=first.final.battery, policy_memory=policy.load_memory(stored))
+    rest = run_policy(ticks[40:], CONFIG, policy, site=restored)
+    assert first.decisions + rest.decisions == whole.decisions
+    assert any(d.reason.startswith("site plan: charge") for d in whole.decisions)
+
+
+def test_the_plans_respect_the_site_limits(mara_48h: list[PriceTick]) -> None:
+    run = run_policy(mara_48h[:72], CONFIG, SitePolicy(warmup_hours=2, horizon_hours=12))
+    for plan in run_plans(SITE, run):
+        assert plan.grid_import_mw <= SITE.import_limit_mw + 1e-9
+        assert plan.grid_export_mw == plan.spilled_mw == pytest.approx(0.0)
+
+
+def test_the_site_policy_earns_more_than_every_machine_always_on(mara_48h: list[PriceTick]) -> None:
+    # The first day warms up (the battery holds, the machines are planned all the same).
+    site = run_profit(SITE, CONFIG, run_policy(mara_48h, CONFIG, SitePolicy())).profit
+    always_on = always_on_profit(SITE, CONFIG, mara_48h).profit
+    optimum = site_optimum(SITE, CONFIG, mara_48h).profit
+    assert always_on < site <= optimum
+    assert site >= 0.9 * optimum
+
+
+def test_a_bad_site_is_refused_by_the_policy() -> None:
+    with pytest.raises(InvalidConfig, match="site"):
+        SitePolicy(site="big")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfig, match="warmup_hours"):
+        SitePolicy(warmup_hours=500)
