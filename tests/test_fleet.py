@@ -169,11 +169,14 @@ def test_the_optimum_on_two_steps_solved_by_hand() -> None:
     ticks = two_hours((1.0, 3.0), 1.5)
     site = SiteModel(import_limit_mw=10.0, machines=(hydro(200),))
     # Without export: buy 1 MWh at 1 to run the miners in hour 2 (1.5); hour 1 they earn 0.5 on their own.
-    optimum = site_optimum(site, config, ticks)
+    optimum = site_optimum(site, config, ticks, end_at_start=True)
     assert optimum.profit == pytest.approx(0.5 - 1.0 + 1.5)
     assert optimum.solution.machines_mw[0].tolist() == pytest.approx([1.0, 1.0])
     # With 5 MW of export at the full price: also buy 5 MWh at 1 and sell them at 3.
     exporting = SiteModel(import_limit_mw=10.0, export_limit_mw=5.0, machines=(hydro(200),))
-    optimum = site_optimum(exporting, config, ticks)
+    optimum = site_optimum(exporting, config, ticks, end_at_start=True)
     assert optimum.profit == pytest.approx(0.5 - 6.0 + 1.5 + 15.0)
     assert optimum.solution.state_of_charge_mwh.tolist() == pytest.approx([6.0, 0.0])
+    # The backtest's end rule: energy left is worth the mean price (2.0), so fill up at 1 and keep 9 MWh.
+    optimum = site_optimum(site, config, ticks)
+    assert optimum.profit == pytest.approx(0.5 - 10.0 + 1.5 + 9 * 2.0)

@@ -12,7 +12,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet import SiteModel
-from battery_worker.fleet.accounting import always_on_profit, run_plans, run_profit
+from battery_worker.fleet.accounting import no_battery_profit, run_plans, run_profit
 from battery_worker.fleet.optimum import site_optimum
 from battery_worker.policies.site import SiteMemory, SitePolicy
 from battery_worker.pricefiles import load_ticks
@@ -65,7 +65,7 @@ def test_the_plans_respect_the_site_limits(mara_48h: list[PriceTick]) -> None:
 def test_the_site_policy_earns_more_than_every_machine_always_on(mara_48h: list[PriceTick]) -> None:
     # The first day warms up (the battery holds, the machines are planned all the same).
     site = run_profit(SITE, CONFIG, run_policy(mara_48h, CONFIG, SitePolicy())).profit
-    always_on = always_on_profit(SITE, CONFIG, mara_48h).profit
+    always_on = no_battery_profit(SITE, CONFIG, mara_48h).profit
     optimum = site_optimum(SITE, CONFIG, mara_48h).profit
     assert always_on < site <= optimum
     assert site >= 0.9 * optimum

@@ -30,19 +30,20 @@ class SiteProfit:
     curtailed_mwh: float
 
 
-def always_on_profit(site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick]) -> SiteProfit:
-    """Every machine running at every applied tick and no battery: the site as it runs without a plan."""
+def no_battery_profit(
+    site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick], *, curtail: bool = False
+) -> SiteProfit:
+    """No battery: every machine running at every applied tick, or (``curtail``) the machines planned."""
     series = series_of(applicable_ticks(ticks), config)
     everything = {machine.name: machine.count for machine in site.machines}
-    steps = zip(series.energy, series.hash, series.token, series.hours, strict=True)
-    return _sum(
-        [
-            account(site, float(p), float(h), float(t), everything, 0.0, float(hours))
-            for p, h, t, hours in steps
-        ],
-        site,
-        0.0,
-    )
+    plans = []
+    for p, h, t, hours in zip(series.energy, series.hash, series.token, series.hours, strict=True):
+        prices = (float(p), float(h), float(t))
+        if curtail:
+            plans.append(plan_site(site, *prices, 0.0, float(hours)))
+        else:
+            plans.append(account(site, *prices, everything, 0.0, float(hours)))
+    return _sum(plans, site, 0.0)
 
 
 def run_plans(site: SiteModel, run: BacktestRun, *, curtail: bool = True) -> list[SitePlan]:

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from scipy import sparse
 from scipy.optimize import linprog
 
+from battery_worker.backtest.optimum_lp import end_prices
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.fleet.model import SiteModel
 
@@ -69,18 +70,23 @@ def solve_site(
     start_mwh: float,
     *,
     end_value: float | None = None,
+    terminal_price: float | None = None,
     max_iterations: int | None = None,
 ) -> SiteSolution | None:
     """The best plan over ``series``; None if HiGHS gave up (status not optimal, or the iteration cap).
 
-    ``end_value`` None: the battery ends at ``start_mwh``. Else it may end anywhere, each MWh in the cells
-    worth ``end_value``, and its bounds widen to include ``start_mwh`` (as the ``mpc`` policy does).
+    The end: by default the battery ends at ``start_mwh``. With ``end_value`` it may end anywhere, each MWh
+    in the cells worth ``end_value`` (the ``mpc`` policy's rule). With ``terminal_price`` the end is valued
+    as the backtest values it: a surplus sold after the discharge loss, a deficit bought back with the
+    charge loss (:func:`battery_worker.backtest.optimum_lp.end_prices`). The state-of-charge bounds widen to
+    include ``start_mwh``, as the battery itself allows.
     """
     n, k = int(series.energy.size), len(site.machines)
     hours, price = series.hours, series.energy
     keep = config.one_way_efficiency
     ix, ic, id_, is_, ig, ie = 0, k * n, (k + 1) * n, (k + 2) * n, (k + 3) * n, (k + 4) * n
-    nvar = (k + 5) * n
+    iu, iw = (k + 5) * n, (k + 5) * n + 1  # end surplus and deficit: s_{n-1} - u + w = start
+    nvar = (k + 5) * n + 2
     steps = np.arange(n)
 
     objective = np.zeros(nvar)
@@ -88,30 +94,43 @@ def solve_site(
     objective[id_ : id_ + n] = config.cycle_cost_per_mwh
     objective[ig : ig + n] = price * hours
     objective[ie : ie + n] = -site.export_price_factor * price * hours
-    if end_value is not None:
-        objective[is_ + n - 1] = -end_value
+    surplus, deficit = _end_prices(config, end_value, terminal_price)
+    objective[iu], objective[iw] = -surplus, deficit
 
     # Power balance, MW: Σ x + c/h − d/h − g + e = 0 (rows 0..n-1); battery balance (rows n..2n-1).
     machine_cols = ix + np.arange(k * n)
     machine_rows = np.tile(steps, k)
     rows = np.concatenate(
-        [machine_rows, steps, steps, steps, steps, n + steps, n + steps[1:], n + steps, n + steps]
+        [
+            machine_rows,
+            steps,
+            steps,
+            steps,
+            steps,
+            n + steps,
+            n + steps[1:],
+            n + steps,
+            n + steps,
+            [2 * n] * 3,
+        ]
     )
     cols = np.concatenate(
         [
             *(machine_cols, ic + steps, id_ + steps, ig + steps, ie + steps),
             *(is_ + steps, is_ + steps[:-1], ic + steps, id_ + steps),
+            [is_ + n - 1, iu, iw],
         ]
     )
     values = np.concatenate(
         [
             *(np.ones(k * n), 1.0 / hours, -1.0 / hours, -np.ones(n), np.ones(n)),
             *(np.ones(n), -np.ones(n - 1), np.full(n, -keep), np.full(n, 1.0 / keep)),
+            [1.0, -1.0, 1.0],
         ]
     )
-    equalities = sparse.csr_matrix((values, (rows, cols)), shape=(2 * n, nvar))
-    rhs = np.zeros(2 * n)
-    rhs[n] = start_mwh
+    equalities = sparse.csr_matrix((values, (rows, cols)), shape=(2 * n + 1, nvar))
+    rhs = np.zeros(2 * n + 1)
+    rhs[n] = rhs[2 * n] = start_mwh
 
     lb, ub = np.zeros(nvar), np.zeros(nvar)
     for index, machine in enumerate(site.machines):
@@ -120,9 +139,10 @@ def solve_site(
     charge_cap, discharge_cap = config.max_charge_rate_mw * hours, config.max_discharge_rate_mw * hours
     ub[ic : ic + n], ub[id_ : id_ + n] = charge_cap, discharge_cap
     low, high = config.min_energy_mwh, config.max_energy_mwh
-    lb[is_ : is_ + n], ub[is_ : is_ + n] = min(low, start_mwh), max(high, start_mwh)
-    if end_value is None:
-        lb[is_ + n - 1] = ub[is_ + n - 1] = start_mwh
+    low, high = min(low, start_mwh), max(high, start_mwh)
+    lb[is_ : is_ + n], ub[is_ : is_ + n] = low, high
+    if end_value is not None or terminal_price is not None:
+        ub[iu], ub[iw] = high - start_mwh, start_mwh - low
     ub[ig : ig + n], ub[ie : ie + n] = site.import_limit_mw, site.export_limit_mw
 
     inequalities, limits = _one_action_rows(site, charge_cap, discharge_cap, (ic, id_, ig, ie), nvar)
@@ -151,6 +171,17 @@ def solve_site(
         export_mw=x[ie : ie + n],
         value=-float(result.fun),
     )
+
+
+def _end_prices(
+    config: BatteryConfig, end_value: float | None, terminal_price: float | None
+) -> tuple[float, float]:
+    """Worth of a MWh of end surplus and cost of a MWh of end deficit (0, 0 when the end is fixed)."""
+    if end_value is not None:
+        return end_value, end_value
+    if terminal_price is not None:
+        return end_prices(config, terminal_price)
+    return 0.0, 0.0
 
 
 def _one_action_rows(

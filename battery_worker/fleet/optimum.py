@@ -2,7 +2,10 @@
 
 Solved over the ticks a backtest applies (each strictly after the previous), each step as long as the
 battery's own rule makes it (the first tick and long gaps get ``default_step_hours``), the battery starting
-and ending at its initial charge. Machines are continuous between their minimum and all of them (see
+at its initial charge. Its end is valued by the backtest's terminal rule (a surplus sold at the series' mean
+energy price after the discharge loss, a deficit bought back), the rule :mod:`battery_worker.fleet.accounting`
+values a policy's end by, so no policy can beat the optimum by ending fuller; ``end_at_start`` instead
+makes it end where it started. Machines are continuous between their minimum and all of them (see
 :mod:`battery_worker.fleet.lp`), so ``profit`` is an upper bound for any policy with whole machines. A month
 of 5-minute steps (8,640 steps, 86,400 variables) solves in a few seconds.
 """
@@ -14,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from battery_worker.backtest.engine import applicable_ticks
+from battery_worker.backtest.engine import applicable_ticks, terminal_price
 from battery_worker.backtest.optimum import step_durations
 from battery_worker.backtest.optimum_lp import OptimumError
 from battery_worker.battery_config import BatteryConfig
@@ -43,12 +46,15 @@ def series_of(ticks: Sequence[PriceTick], config: BatteryConfig) -> SiteSeries:
     )
 
 
-def site_optimum(site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick]) -> SiteOptimum:
+def site_optimum(
+    site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick], *, end_at_start: bool = False
+) -> SiteOptimum:
     """The optimum over ``ticks``; :class:`OptimumError` if there are none or the solver fails."""
     series = series_of(ticks, config)
     if series.energy.size == 0:
         raise OptimumError("ticks", 0, "no ticks to optimise")
-    solution = solve_site(site, config, series, config.initial_energy_mwh)
+    end_price = None if end_at_start else terminal_price(series.energy)
+    solution = solve_site(site, config, series, config.initial_energy_mwh, terminal_price=end_price)
     if solution is None:
         raise OptimumError("site optimum", series.energy.size, "solver failed")
     return SiteOptimum(profit=solution.value, series=series, solution=solution)
