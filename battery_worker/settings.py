@@ -33,7 +33,9 @@ from pydantic_settings import (
 
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
-from battery_worker.errors import InvalidConfig
+from battery_worker.errors import InvalidConfig, InvalidValue
+from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.settings import config_error
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
@@ -244,6 +246,9 @@ class SiteSettings(BaseModel):
     battery: dict[str, float] = Field(default_factory=dict)
     battery_type: str | None = Field(None, description="a chemistry preset (lfp, nmc); battery fields win")
     policy: PolicySettings | None = None
+    site: dict[str, Any] = Field(
+        default_factory=dict, description="fields of the site model replacing the default site's"
+    )
 
     @field_validator("battery_type")
     @classmethod
@@ -266,6 +271,7 @@ class Settings(BaseSettings):
         None, description="a chemistry preset (lfp, nmc) under the battery table: fields set there win"
     )
     policy: PolicySettings = PolicySettings()
+    site: SiteModel = Field(SiteModel(), description="grid limits and fleet (fleet/model.py)")
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
     @field_validator("battery_type")
@@ -291,11 +297,14 @@ class Settings(BaseSettings):
     def site_directory(self) -> SiteDirectory:
         overrides = {
             site_id: SiteOverride(
-                site.battery, None if site.policy is None else site.policy.choice(), site.battery_type
+                site.battery,
+                None if site.policy is None else site.policy.choice(),
+                site.battery_type,
+                site.site,
             )
             for site_id, site in self.sites.items()
         }
-        return SiteDirectory(self.battery, self.policy.choice(), overrides)
+        return SiteDirectory(self.battery, self.policy.choice(), overrides, site=self.site)
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for the start-up log line; secrets stay masked."""
@@ -346,6 +355,8 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         settings.site_directory()
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
+        if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
+            raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), first["msg"]) from None
     return settings

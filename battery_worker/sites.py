@@ -1,7 +1,9 @@
-"""Which battery and policy a site uses: the defaults, overridden per site from the settings.
+"""Which battery, site model and policy a site uses: the defaults, overridden per site from the settings.
 
 A site's battery is the default one, then its battery type's preset (:mod:`battery_worker.chemistries`), then
-the fields set for it explicitly: the more specific wins.
+the fields set for it explicitly: the more specific wins. Its site model (grid limits and fleet,
+:mod:`battery_worker.fleet.model`) is the default one with its own fields replaced. A policy that plans the
+machines (``site``) is built with the site's model.
 """
 
 from __future__ import annotations
@@ -13,7 +15,9 @@ from typing import Any
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.errors import InvalidConfig
-from battery_worker.policies import Policy, make_policy
+from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.settings import site_model_with
+from battery_worker.policies import Policy, make_policy, plans_machines
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,12 +31,19 @@ class SiteOverride:
     battery: Mapping[str, float] = field(default_factory=dict)
     policy: PolicyChoice | None = None
     battery_type: str | None = None
+    site: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
 class SiteSetup:
     config: BatteryConfig
     policy: Policy
+    site: SiteModel = field(default_factory=SiteModel)
+
+    @property
+    def plans_machines(self) -> bool:
+        """Whether the policy chose the machines (``site``) or every machine runs, as before (the rest)."""
+        return plans_machines(self.policy.name)
 
 
 class SiteDirectory:
@@ -43,13 +54,16 @@ class SiteDirectory:
         battery: BatteryConfig,
         policy: PolicyChoice,
         overrides: Mapping[str, SiteOverride] | None = None,
+        *,
+        site: SiteModel | None = None,
     ) -> None:
-        self._default = SiteSetup(battery, make_policy(policy.name, policy.params))
+        model = SiteModel() if site is None else site
+        self._default = SiteSetup(battery, make_policy(policy.name, policy.params, site=model), model)
         self._policy = policy
         self._overrides = dict(overrides or {})
         self._cache: dict[str, SiteSetup] = {}
-        for site in self._overrides:
-            self.setup(site)
+        for site_id in self._overrides:
+            self.setup(site_id)
 
     @property
     def default(self) -> SiteSetup:
@@ -78,6 +92,11 @@ class SiteDirectory:
             raise InvalidConfig(
                 f"sites.{site_id}.battery.{error.field}", error.value, error.problem
             ) from None
+        site = site_model_with(self._default.site, override.site, f"sites.{site_id}.site")
         choice = override.policy or self._policy
-        policy = self._default.policy if override.policy is None else make_policy(choice.name, choice.params)
-        return SiteSetup(config, policy)
+        policy = (
+            self._default.policy
+            if override.policy is None and site == self._default.site
+            else make_policy(choice.name, choice.params, site=site)
+        )
+        return SiteSetup(config, policy, site)

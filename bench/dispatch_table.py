@@ -15,7 +15,8 @@ from battery_worker.backtest.engine import BacktestRun, applicable_ticks, backte
 from battery_worker.backtest.optimum import solve_optimum, step_durations
 from battery_worker.backtest.report import write_png
 from battery_worker.battery import BatteryConfig
-from battery_worker.policies import POLICIES, make_policy
+from battery_worker.policies import BATTERY_POLICIES as POLICIES
+from battery_worker.policies import make_policy
 from battery_worker.pricefiles import load_ticks
 
 FILES = (

@@ -1,4 +1,4 @@
-"""Decision time per tick of every registered policy: prints p50/p99/max in milliseconds (not a test).
+"""Decision time per tick of every battery policy: prints p50/p99/max in milliseconds (not a test).
 
 Run: ``.venv/bin/python bench/policy_speed.py FILE [--ticks N]``. Times ``policy.decide`` alone, on the ticks
 of a real price file dispatched in order, so memory and battery evolve as in the worker. The MPC's budget is
@@ -16,7 +16,7 @@ import numpy as np
 
 from battery_worker.battery import BatteryConfig, apply_tick
 from battery_worker.dispatch import SiteState, new_site_state
-from battery_worker.policies import POLICIES, make_policy
+from battery_worker.policies import BATTERY_POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     print(f"{args.file.name}: {len(ticks)} ticks, {os.cpu_count()} CPUs")
     print("| policy | p50 ms | p99 ms | max ms | mean ms |")
     print("|---|---:|---:|---:|---:|")
-    for name in POLICIES:
+    for name in BATTERY_POLICIES:
         policy = make_policy(name)
         site = new_site_state(config, policy)
         times = np.empty(len(ticks))

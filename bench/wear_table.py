@@ -16,7 +16,7 @@ from pathlib import Path
 from battery_worker.backtest.engine import backtest, optimum_for
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
-from battery_worker.policies import POLICIES, make_policy
+from battery_worker.policies import BATTERY_POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
@@ -31,7 +31,7 @@ def row(label: str, ticks: list[PriceTick], config: BatteryConfig) -> str:
         f"{optimum.value / 1e6:.3f} M{kind}, wear {optimum.wear_cost / 1e6:.3f} M, "
         f"{drawn / config.capacity_mwh:.0f} cycles"
     ]
-    for name in POLICIES:
+    for name in BATTERY_POLICIES:
         _run, summary = backtest(ticks, config, make_policy(name), optimum=optimum)
         ratio = 100 * (summary.capture_ratio or 0.0)
         cells.append(f"{summary.value / 1e6:.2f} M ({ratio:.1f}%), {summary.cycles:.0f} cycles")
@@ -45,8 +45,8 @@ def main() -> None:
     args = parser.parse_args()
     ticks = load_ticks(args.file)
     print(f"{args.file.name}: {len(ticks)} ticks")
-    print("| battery | optimum: value, wear, cycles | " + " | ".join(POLICIES) + " |")
-    print("|---|---|" + "---:|" * len(POLICIES))
+    print("| battery | optimum: value, wear, cycles | " + " | ".join(BATTERY_POLICIES) + " |")
+    print("|---|---|" + "---:|" * len(BATTERY_POLICIES))
     for cost in (float(text) for text in args.costs.split(",")):
         print(row(f"wear {cost:g}/MWh", ticks, BatteryConfig(cycle_cost_per_mwh=cost)), flush=True)
     for name, chemistry in CHEMISTRIES.items():

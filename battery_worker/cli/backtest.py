@@ -27,7 +27,7 @@ from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
 from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
-from battery_worker.policies import POLICIES, make_policy
+from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
 
 if TYPE_CHECKING:
@@ -57,9 +57,10 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--compare",
         nargs="?",
-        const=",".join(POLICIES),
+        const=",".join(BATTERY_POLICIES),
         metavar="NAMES",
-        help="run several policies side by side: comma-separated names (all when given without names)",
+        help="run several policies side by side: comma-separated names (the battery policies when given "
+        "without names)",
     )
     battery = BatteryConfig()
     parser.add_argument(

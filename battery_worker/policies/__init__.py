@@ -1,5 +1,9 @@
 """Dispatch policies, selectable by name. Each is pure: past ticks and its own memory in, a decision out.
 
+``BATTERY_POLICIES`` dispatch the battery alone while every machine of the site runs; ``site`` plans the
+machines and the battery together and is built with the site's model (``make_policy(..., site=)``). Tables
+comparing batteries list only the battery policies.
+
 Policies are imported when first chosen: ``adaptive`` and ``mpc`` need numpy and scipy (about 55 MB of a
 worker's memory), which a worker running the threshold policy should not carry.
 """
@@ -13,6 +17,7 @@ from typing import Any, cast
 from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.errors import InvalidConfig
+from battery_worker.fleet.model import SiteModel
 from battery_worker.policies.base import Decision, Policy
 from battery_worker.policies.threshold import ThresholdPolicy
 
@@ -20,8 +25,17 @@ POLICIES: dict[str, str] = {
     "threshold": "battery_worker.policies.threshold:ThresholdPolicy",
     "adaptive": "battery_worker.policies.adaptive:AdaptivePolicy",
     "mpc": "battery_worker.policies.mpc:MpcPolicy",
+    "site": "battery_worker.policies.site:SitePolicy",
 }
 """Policy name → ``module:class``, imported on first use."""
+
+BATTERY_POLICIES: tuple[str, ...] = ("threshold", "adaptive", "mpc")
+"""The policies that dispatch the battery alone, the machines all running: what battery tables compare."""
+
+
+def plans_machines(name: str) -> bool:
+    """Whether the policy called ``name`` chooses which machines run (otherwise all of them run)."""
+    return name in POLICIES and name not in BATTERY_POLICIES
 
 
 def policy_class(name: str) -> Callable[..., Policy]:
@@ -34,14 +48,26 @@ def policy_class(name: str) -> Callable[..., Policy]:
     return factory
 
 
-def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
-    """Build the policy called ``name``; unknown names and parameters are :class:`InvalidConfig`."""
+def make_policy(
+    name: str, params: Mapping[str, Any] | None = None, *, site: SiteModel | None = None
+) -> Policy:
+    """Build the policy called ``name``; unknown names and parameters are :class:`InvalidConfig`.
+
+    A policy that plans the machines gets ``site`` (the default site when None); its model comes from the
+    ``site`` settings, never from the policy's parameters.
+    """
     factory = policy_class(name)
-    unknown = sorted(set(params or {}) - set(getattr(factory, "__dataclass_fields__", params or {})))
+    fields = set(getattr(factory, "__dataclass_fields__", params or {}))
+    if "site" in (params or {}) and "site" in fields:
+        raise InvalidConfig("policy.params.site", "...", "the site model is set in the [site] table")
+    unknown = sorted(set(params or {}) - fields)
     if unknown:
         raise InvalidConfig("policy.params", unknown, f"unknown parameters for policy {name!r}")
+    values = dict(params or {})
+    if "site" in fields:
+        values["site"] = SiteModel() if site is None else site
     try:
-        policy: Policy = TypeAdapter(cast(Any, factory)).validate_python(dict(params or {}))
+        policy: Policy = TypeAdapter(cast(Any, factory)).validate_python(values)
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         field = ".".join(["policy.params", *(str(part) for part in first["loc"])])
@@ -49,4 +75,13 @@ def make_policy(name: str, params: Mapping[str, Any] | None = None) -> Policy:
     return policy
 
 
-__all__ = ["POLICIES", "Decision", "Policy", "ThresholdPolicy", "make_policy", "policy_class"]
+__all__ = [
+    "BATTERY_POLICIES",
+    "POLICIES",
+    "Decision",
+    "Policy",
+    "ThresholdPolicy",
+    "make_policy",
+    "plans_machines",
+    "policy_class",
+]

@@ -1,0 +1,108 @@
+"""The site model in the settings: defaults, TOML and environment, per-site overrides, and one clear line for
+a fleet the grid connection cannot feed. The ``site`` policy is built with its site's model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from battery_worker.errors import InvalidConfig
+from battery_worker.fleet import DEFAULT_MACHINES, SiteModel
+from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy, plans_machines
+from battery_worker.policies.site import SitePolicy
+from battery_worker.settings import load_settings
+from tests.workerkit import cli
+
+TOML = """
+[policy]
+name = "site"
+params = { horizon_hours = 12 }
+
+[site]
+import_limit_mw = 60.0
+export_limit_mw = 5.0
+
+[sites.small.site]
+import_limit_mw = 30.0
+machines = [
+  { name = "hydro", power_kw = 5.0, output = 5000, count = 2000, paid_by = "hash", min_running = 100 },
+  { name = "asic", power_kw = 15.0, output = 50000, count = 400, paid_by = "token" },
+]
+"""
+
+
+def test_the_default_site_is_the_seeds_fleet_under_a_45_mw_limit() -> None:
+    settings = load_settings()
+    assert settings.site == SiteModel()
+    assert settings.site.machines == DEFAULT_MACHINES
+    assert settings.site.fleet_mw == pytest.approx(25.0)
+    assert settings.site_directory().default.site.import_limit_mw == 45.0
+
+
+def test_toml_sets_the_site_and_a_site_overrides_its_fields(tmp_path: Path) -> None:
+    path = tmp_path / "worker.toml"
+    path.write_text(TOML)
+    directory = load_settings(path).site_directory()
+    default, small = directory.default, directory.setup("small")
+    assert (default.site.import_limit_mw, default.site.export_limit_mw) == (60.0, 5.0)
+    assert default.site.machines == DEFAULT_MACHINES
+    assert small.site.import_limit_mw == 30.0
+    assert small.site.export_limit_mw == 5.0, "fields the site does not set come from [site]"
+    assert [m.name for m in small.site.machines] == ["hydro", "asic"]
+    assert small.site.machines[0].min_running == 100
+    assert isinstance(small.policy, SitePolicy)
+    assert isinstance(default.policy, SitePolicy)
+    assert small.policy.site == small.site
+    assert default.policy.site == default.site
+    assert small.policy.horizon_hours == 12
+    assert small.plans_machines
+    assert default.plans_machines
+
+
+def test_the_environment_sets_site_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BATTERY_WORKER_SITE__IMPORT_LIMIT_MW", "50")
+    monkeypatch.setenv("BATTERY_WORKER_SITE__EXPORT_PRICE_FACTOR", "0.5")
+    settings = load_settings()
+    assert (settings.site.import_limit_mw, settings.site.export_price_factor) == (50.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "field"),
+    [
+        ({"site": {"import_limit_mw": 20.0}}, "site.machines"),
+        ({"site": {"export_price_factor": 1.5}}, "site.export_price_factor"),
+        ({"sites": {"x": {"site": {"import_limit_mw": 10.0}}}}, "sites.x.site.machines"),
+        ({"sites": {"x": {"site": {"import_mw": 10.0}}}}, "sites.x.site"),
+        ({"sites": {"x": {"site": {"machines": [{"name": "a"}]}}}}, "sites.x.site.machines.0"),
+        ({"policy": {"name": "site", "params": {"site": {}}}}, "policy.params.site"),
+    ],
+)
+def test_bad_site_settings_name_the_field(overrides: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        load_settings(None, overrides)
+    assert caught.value.field.startswith(field)
+
+
+def test_a_fleet_over_the_import_limit_is_refused_at_start_with_one_line() -> None:
+    env = {**os.environ, "BATTERY_WORKER_SITE__IMPORT_LIMIT_MW": "20"}
+    result = cli("run", "--bootstrap-servers", "127.0.0.1:1", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "battery-worker: error: site.machines='25 MW': "
+        "the fleet draws more than the site's import limit of 20 MW"
+    )
+
+
+def test_site_is_registered_and_battery_tables_keep_the_battery_policies() -> None:
+    assert set(POLICIES) == {*BATTERY_POLICIES, "site"}
+    assert BATTERY_POLICIES == ("threshold", "adaptive", "mpc")
+    assert plans_machines("site")
+    assert not any(plans_machines(name) for name in BATTERY_POLICIES)
+    small = SiteModel(import_limit_mw=10.0, machines=DEFAULT_MACHINES[:1])
+    policy = make_policy("site", {}, site=small)
+    assert isinstance(policy, SitePolicy)
+    assert policy.site == small
+    assert make_policy("site") == SitePolicy()
+    assert make_policy("threshold", {}, site=small) == make_policy("threshold")
