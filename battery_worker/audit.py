@@ -4,8 +4,9 @@ Both sides are keyed by ``event_id`` (derived from the input record), so a recor
 recomputation meet whatever order they were read in, and re-emitted duplicates collapse. Two events agree
 when their bytes are equal: the worker writes nothing that depends on the clock, so same input and same
 config give the same bytes. Events that differ are split in two: a *divergence* changes the decision
-(action, power, energy, state of charge); a *rewording* changes only the text (e.g. a threshold named in the
-reason). The first divergence per site is reported, or the first rewording when nothing diverged.
+(action, power, energy, state of charge, the site plan); a *rewording* changes only the text (e.g. a
+threshold named in the reason). The first divergence per site is reported, or the first rewording when
+nothing diverged.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ _STEP_FIELDS = ("action", "power_mw", "requested_power_mw", "energy_mwh", "durat
 
 ACTIONS = EventShape(
     time_field="tick_timestamp",
-    decision_fields=(*_STEP_FIELDS, "state_of_charge_before_mwh", "state_of_charge_after_mwh"),
+    decision_fields=(*_STEP_FIELDS, "state_of_charge_before_mwh", "state_of_charge_after_mwh", "site_plan"),
 )
 HISTORY = EventShape(
     time_field="timestamp",

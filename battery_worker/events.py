@@ -21,6 +21,9 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.ticks import PriceTick
 
 SCHEMA_VERSION = 1
+"""The version of ``battery.status``, ``battery.history`` and ``battery.state`` records."""
+ACTION_SCHEMA_VERSION = 2
+"""The version of ``battery.actions``: 2 added ``site_plan`` (every version 1 field unchanged)."""
 _EVENT_NAMESPACE = uuid.UUID("5b0f1c0e-4d0a-4b7e-9a51-6c3f2a1d9e10")
 
 EventKind = Literal["action", "status", "history", "state"]
@@ -62,9 +65,46 @@ class SourceRef(BaseModel):
     offset: int
 
 
-class BatteryAction(_Event):
-    """What to do now: published to ``battery.actions`` for the mining and inference schedulers."""
+class MachineRunEvent(BaseModel):
+    """One machine type of a site plan: machines running and their MW."""
 
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    running: int
+    mw: float
+
+
+class SitePlanEvent(BaseModel):
+    """The site around the battery's step (:class:`battery_worker.fleet.SitePlan`): what the schedulers run.
+
+    MW over the step's ``hours``; battery MW signed (+ charging); money in the energy price's units.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    hours: float
+    machines: list[MachineRunEvent]
+    mining_mw: float
+    inference_mw: float
+    battery_mw: float
+    grid_import_mw: float
+    grid_export_mw: float
+    spilled_mw: float
+    energy_cost: float
+    mining_revenue: float
+    inference_revenue: float
+    battery_value: float
+    net: float
+
+
+class BatteryAction(_Event):
+    """What to do now: published to ``battery.actions`` for the mining and inference schedulers.
+
+    Version 2 adds ``site_plan``, the machines to run and the step's money; version 1 fields are unchanged.
+    """
+
+    schema_version: int = ACTION_SCHEMA_VERSION
     tick_timestamp: datetime
     action: Action
     power_mw: float
@@ -81,6 +121,7 @@ class BatteryAction(_Event):
     gap_hours: float | None
     policy: str
     source: SourceRef
+    site_plan: SitePlanEvent
 
 
 class BatteryStatus(_Event):

@@ -6,7 +6,9 @@ since the previous decision (the seed always assumed one hour), the battery char
 charge threshold is the 1.7 the seed specified (its "1.5" was a typo).
 
 ``make_decision`` without a ``timestamp`` uses the clock (``clock`` argument, UTC now by default) to measure
-the step; pass timestamps to get fully reproducible results.
+the step; pass timestamps to get fully reproducible results. Its answer carries ``site_plan``, the machines
+to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`), exactly
+what the worker publishes in ``battery.actions``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,9 @@ from battery_worker.battery import Action, Step, apply_for, as_utc
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.events import status_fields
+from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.plan import plan_step
+from battery_worker.policies import plans_machines
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.ticks import make_tick
@@ -35,7 +40,11 @@ def _utc_now() -> datetime:
 
 
 class BatterySystem:
-    """A virtual battery that decides from prices and keeps a history of what it did."""
+    """A virtual battery that decides from prices and keeps a history of what it did.
+
+    ``site`` is the site around it (grid limits and fleet; the default site when None, or the ``site``
+    policy's own model): every decision's ``site_plan`` is planned on it.
+    """
 
     def __init__(
         self,
@@ -54,6 +63,7 @@ class BatterySystem:
         default_step_hours: float = 1.0,
         max_step_hours: float = 2.0,
         policy: Policy | None = None,
+        site: SiteModel | None = None,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._config = BatteryConfig(
@@ -73,6 +83,8 @@ class BatterySystem:
             mining_demand_mw=mining_demand_mw,
             inference_demand_mw=inference_demand_mw,
         )
+        policy_site = getattr(self._policy, "site", None)
+        self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._clock = clock
         self._last_updated: datetime = clock()
@@ -86,6 +98,10 @@ class BatterySystem:
     @property
     def policy(self) -> Policy:
         return self._policy
+
+    @property
+    def site(self) -> SiteModel:
+        return self._site_model
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -130,10 +146,12 @@ class BatterySystem:
                 hash_price,
                 token_price,
             )
+            plan = plan_step(self._site_model, tick, outcome.step, curtail=plans_machines(self._policy.name))
             return {
                 "action": outcome.decision.action.value,
                 "reason": outcome.decision.reason,
                 "result": result,
+                "site_plan": plan.to_json(),
             }
 
     def charge(self, power_mw: float, duration_hours: float) -> dict[str, Any]:

@@ -71,6 +71,11 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
             "site-1": SiteOverride(battery={"capacity_mwh": 200, "max_charge_rate_mw": 40, "efficiency": 1}),
             "site-2": SiteOverride(battery={"max_cycles_per_day": 1}),  # carries the day's delivered energy
             "site-3": SiteOverride(battery_type="nmc"),
+            # machines planned tick by tick, and a fleet with no inference machine (its MW sum to an int 0)
+            "site-4": SiteOverride(policy=PolicyChoice("site", {"warmup_hours": 1, "horizon_hours": 3})),
+            "site-5": SiteOverride(
+                site={"machines": [{"name": "m", "power_kw": 5, "output": 50, "count": 9, "paid_by": "hash"}]}
+            ),
         },
     )
     processor = TickProcessor(directory, TOPICS, prices_partitions=3)

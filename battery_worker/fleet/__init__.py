@@ -5,14 +5,23 @@ site's linear programme) and ``optimum`` (perfect foresight over a series). Pure
 """
 
 from battery_worker.fleet.model import DEFAULT_MACHINES, MachineType, SiteModel
-from battery_worker.fleet.plan import SitePlan, plan_site, plan_tick, signed_battery_mw
+from battery_worker.fleet.plan import (
+    SitePlan,
+    plan_applied,
+    plan_site,
+    plan_step,
+    plan_tick,
+    signed_battery_mw,
+)
 
 __all__ = [
     "DEFAULT_MACHINES",
     "MachineType",
     "SiteModel",
     "SitePlan",
+    "plan_applied",
     "plan_site",
+    "plan_step",
     "plan_tick",
     "signed_battery_mw",
 ]

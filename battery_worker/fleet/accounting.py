@@ -16,7 +16,7 @@ from battery_worker.backtest.optimum import terminal_value
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import series_of
-from battery_worker.fleet.plan import SitePlan, account, plan_site
+from battery_worker.fleet.plan import SitePlan, account, plan_applied, plan_site
 from battery_worker.ticks import PriceTick
 
 
@@ -49,13 +49,9 @@ def no_battery_profit(
 def run_plans(site: SiteModel, run: BacktestRun, *, curtail: bool = True) -> list[SitePlan]:
     """Each applied tick's plan beside the battery's real power; ``curtail=False``: every machine runs."""
     plans: list[SitePlan] = []
-    everything = {machine.name: machine.count for machine in site.machines}
     for chosen, battery_mw, hours in zip(run.decisions, run.power_mw, run.durations_hours, strict=True):
         prices = (chosen.energy_price, chosen.hash_price, chosen.token_price)
-        if curtail:
-            plans.append(plan_site(site, *prices, float(battery_mw), float(hours)))
-        else:
-            plans.append(account(site, *prices, everything, float(battery_mw), float(hours)))
+        plans.append(plan_applied(site, *prices, float(battery_mw), float(hours), curtail=curtail))
     return plans
 
 

@@ -2,7 +2,8 @@
 
 Why a function of the battery power: the policy decides the battery, the state machine clamps it, and the
 machines are then the best use of the step's known prices around what the battery really did. The worker,
-the replay, the backtest and the Python API all call :func:`plan_site` with the same inputs, so they agree.
+the replay, the backtest and the Python API all call :func:`plan_step` (:func:`plan_applied`) with the same
+inputs, so they agree.
 
 The rule: machines at their minimum count always run; then types in order of revenue per MW (best first,
 declared order on ties) run whole machines while a machine earns more than the energy it draws costs. The
@@ -21,9 +22,9 @@ battery_value``, which equals the revenues minus the grid's bill (imports less e
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
-from battery_worker.battery import Action
+from battery_worker.battery import Action, Step
 from battery_worker.fleet.model import MachineType, SiteModel
 from battery_worker.ticks import PriceTick
 
@@ -56,9 +57,14 @@ class SitePlan:
     net: float
 
     def to_json(self) -> dict[str, object]:
-        """Plain JSON: numbers, strings and lists only."""
-        data = asdict(self)
-        data["machines"] = [asdict(run) for run in self.machines]
+        """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
+        (a sum over no machines is the int 0, which the event would write as 0.0)."""
+        machines = [
+            {"name": run.name, "running": int(run.running), "mw": float(run.mw)} for run in self.machines
+        ]
+        data: dict[str, object] = {}
+        for name in self.__dataclass_fields__:
+            data[name] = machines if name == "machines" else float(getattr(self, name))
         return data
 
 
@@ -69,6 +75,35 @@ def signed_battery_mw(action: Action, power_mw: float) -> float:
 
 def plan_tick(site: SiteModel, tick: PriceTick, battery_mw: float, hours: float) -> SitePlan:
     return plan_site(site, tick.energy_price, tick.hash_price, tick.token_price, battery_mw, hours)
+
+
+def plan_step(site: SiteModel, tick: PriceTick, step: Step, *, curtail: bool) -> SitePlan:
+    """The plan of an applied tick, as every runner publishes it (worker, replay, Python API).
+
+    ``curtail``: the policy plans the machines (``site``), so they are :func:`plan_site` of the tick
+    around the battery's real power. Otherwise (``threshold``, ``adaptive``, ``mpc``) every machine runs,
+    as before the site model existed, and the plan only accounts for the step.
+    """
+    battery_mw = signed_battery_mw(step.action, step.power_mw)
+    prices = (tick.energy_price, tick.hash_price, tick.token_price)
+    return plan_applied(site, *prices, battery_mw, float(step.duration_hours), curtail=curtail)
+
+
+def plan_applied(
+    site: SiteModel,
+    energy_price: float,
+    hash_price: float,
+    token_price: float,
+    battery_mw: float,
+    hours: float,
+    *,
+    curtail: bool,
+) -> SitePlan:
+    """:func:`plan_step` from the prices and the battery's signed power: what the backtest holds."""
+    if curtail:
+        return plan_site(site, energy_price, hash_price, token_price, battery_mw, hours)
+    everything = {machine.name: machine.count for machine in site.machines}
+    return account(site, energy_price, hash_price, token_price, everything, battery_mw, hours)
 
 
 def plan_site(

@@ -12,7 +12,8 @@ from typing import Any
 from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
-from battery_worker.events import SCHEMA_VERSION, SourceRef, status_fields
+from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, SourceRef, status_fields
+from battery_worker.fleet.plan import SitePlan
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
 
@@ -22,12 +23,18 @@ def _source(source: SourceRef) -> dict[str, Any]:
 
 
 def action_payload(
-    event: str, site_id: str, tick: PriceTick, outcome: Outcome, policy: str, source: SourceRef
+    event: str,
+    site_id: str,
+    tick: PriceTick,
+    outcome: Outcome,
+    policy: str,
+    source: SourceRef,
+    plan: SitePlan,
 ) -> dict[str, Any]:
-    """A ``BatteryAction``."""
+    """A ``BatteryAction`` (version 2: with the site plan)."""
     step, decision = outcome.step, outcome.decision
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": ACTION_SCHEMA_VERSION,
         "event_id": event,
         "site_id": site_id,
         "tick_timestamp": tick.timestamp,
@@ -46,6 +53,7 @@ def action_payload(
         "gap_hours": None if step.gap_hours is None else float(step.gap_hours),
         "policy": policy,
         "source": _source(source),
+        "site_plan": plan.to_json(),
     }
 
 

@@ -5,6 +5,7 @@ Kafka worker hands records in and sends what comes out, and the audit replay run
 Every input record ends in exactly one of four outcomes, counted in :class:`Counters`:
 
 * ``applied``: the tick went through the policy and the battery; action, status and history are emitted.
+  The action carries the site plan around the battery's step (:func:`battery_worker.fleet.plan_step`).
 * ``stale``: its timestamp is at or before the site's last applied tick (a duplicate or out of order).
   Nothing is emitted; the site's ``ticks_stale`` counts it.
 * ``already_applied``: the site's restored state already reflects this record (a re-read after a crash or
@@ -30,6 +31,7 @@ from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.events import BatteryStateRecord, SourceRef, event_id
+from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import action_payload, history_payload, state_payload, status_payload
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
@@ -301,7 +303,8 @@ class TickProcessor:
         coords = (source.topic, source.partition, source.offset)
         policy = setup.policy.name
         key = site_id.encode()
-        action = action_payload(event_id("action", *coords), site_id, tick, outcome, policy, source)
+        plan = plan_step(setup.site, tick, outcome.step, curtail=setup.plans_machines)
+        action = action_payload(event_id("action", *coords), site_id, tick, outcome, policy, source, plan)
         history = history_payload(event_id("history", *coords), site_id, tick, outcome, source)
         status = status_payload(
             event_id("status", *coords), site_id, site.state.battery, site.ticks_stale, setup.config, policy

@@ -1,0 +1,97 @@
+"""The site plan of every applied tick: in ``battery.actions`` (version 2), the same from the pipeline, the
+backtest and the Python API; every machine on under the battery policies; bad prices dead-lettered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from battery_worker import BatterySystem
+from battery_worker.backtest.engine import run_policy
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.events import BatteryAction
+from battery_worker.fleet import SiteModel
+from battery_worker.fleet.accounting import run_plans
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.policies import make_policy
+from battery_worker.pricefiles import load_ticks
+from battery_worker.settings import TopicNames
+from battery_worker.sites import PolicyChoice, SiteDirectory
+from battery_worker.ticks import PriceTick
+
+DATA = Path(__file__).parent / "data"
+CONFIG = BatteryConfig()
+SITE_POLICY = PolicyChoice("site", {"horizon_hours": 12})
+TOPICS = TopicNames()
+
+
+@pytest.fixture(scope="module")
+def mara_48h() -> list[PriceTick]:
+    return load_ticks(DATA / "mara_api_5min_2025-05-22_48h.json")
+
+
+def record(offset: int, value: dict[str, Any], site: str = "mara") -> InputRecord:
+    return InputRecord("prices", home_partition(site, 1), offset, site.encode(), orjson.dumps(value))
+
+
+def tick_value(tick: PriceTick) -> dict[str, Any]:
+    return tick.model_dump(mode="json", exclude={"site_id"})
+
+
+def pipeline_plans(choice: PolicyChoice, ticks: list[PriceTick]) -> list[dict[str, Any]]:
+    processor = TickProcessor(SiteDirectory(CONFIG, choice), TOPICS, prices_partitions=1)
+    actions = []
+    for offset, tick in enumerate(ticks):
+        for output in processor.handle(record(offset, tick_value(tick))).outputs:
+            if output.topic == TOPICS.actions:
+                actions.append(BatteryAction.model_validate_json(output.value))
+    assert all(action.schema_version == 2 for action in actions)
+    return [action.site_plan.model_dump() for action in actions]
+
+
+def test_pipeline_backtest_and_python_api_give_the_same_plans(mara_48h: list[PriceTick]) -> None:
+    published = pipeline_plans(SITE_POLICY, mara_48h)
+
+    policy = make_policy(SITE_POLICY.name, SITE_POLICY.params)
+    backtest = [plan.to_json() for plan in run_plans(SiteModel(), run_policy(mara_48h, CONFIG, policy))]
+
+    api = BatterySystem(policy=make_policy(SITE_POLICY.name, SITE_POLICY.params))
+    answers = [
+        api.make_decision(t.energy_price, t.hash_price, t.token_price, timestamp=t.timestamp)["site_plan"]
+        for t in mara_48h
+    ]
+    assert published == backtest == answers
+    assert len(published) == len(mara_48h)
+    fleet = SiteModel().fleet_mw
+    assert any(plan["mining_mw"] + plan["inference_mw"] < fleet - 1 for plan in published), "curtails"
+    assert any(plan["battery_mw"] < 0 for plan in published), "the battery runs machines"
+    assert any(plan["battery_mw"] > 0 for plan in published)
+
+
+def test_the_battery_policies_run_every_machine(mara_48h: list[PriceTick]) -> None:
+    site = SiteModel()
+    for plan in pipeline_plans(PolicyChoice("threshold"), mara_48h[:50]):
+        assert [m["running"] for m in plan["machines"]] == [m.count for m in site.machines]
+        assert plan["mining_mw"] + plan["inference_mw"] == pytest.approx(site.fleet_mw)
+        assert plan["net"] == pytest.approx(
+            plan["mining_revenue"] + plan["inference_revenue"] - plan["energy_cost"] + plan["battery_value"]
+        )
+
+
+@pytest.mark.parametrize("missing", ["hash_price", "token_price"])
+def test_a_tick_without_hash_or_token_price_is_dead_lettered_under_the_site_policy(
+    missing: str, mara_48h: list[PriceTick]
+) -> None:
+    processor = TickProcessor(SiteDirectory(CONFIG, SITE_POLICY), TOPICS, prices_partitions=1)
+    bad = {key: value for key, value in tick_value(mara_48h[0]).items() if key != missing}
+    handled = processor.handle(record(0, bad))
+    assert handled.kind == "rejected"
+    (dlq,) = handled.outputs
+    assert dlq.topic == TOPICS.dlq
+    assert dlq.value == orjson.dumps(bad)
+    assert (("error.field", missing.encode())) in dlq.headers
+    assert processor.handle(record(1, tick_value(mara_48h[1]))).kind == "applied"
