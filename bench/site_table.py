@@ -2,27 +2,23 @@
 
 Run: ``.venv/bin/python bench/site_table.py [FILE ...] [--hash-price P --token-price P]``. FILEs default to
 the shared MARA 30-day and event-day files; the prices are for market files, which carry energy prices only.
-For the default site (:class:`battery_worker.fleet.SiteModel`) and battery, the profit (revenues − energy
-cost, the battery's end valued as the backtest does) of (a) every machine always on, no battery; (b) every
-machine on, the battery run by ``mpc``; the machines planned tick by tick without a battery (what the
-battery adds at a planned site); (c) the ``site`` policy; and the site optimum (perfect foresight,
-machines continuous). Prints Markdown with each profit's share of the optimum and the seconds each took.
+For the default site (:class:`battery_worker.fleet.SiteModel`) and battery, the runs of
+:func:`battery_worker.backtest.site.compare_site` (what ``battery-worker backtest --site`` prints): (a) every
+machine always on, no battery; (b) every machine on, the battery run by ``mpc``; the machines planned tick
+by tick without a battery; (c) the ``site`` policy; against the site optimum. Prints Markdown with each
+profit's share of the optimum and the seconds each file took.
 """
 
 from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
-from battery_worker.backtest.engine import run_policy
+from battery_worker.backtest.site import RUNS, compare_site
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.fleet import SiteModel
-from battery_worker.fleet.accounting import no_battery_profit, run_profit
-from battery_worker.fleet.optimum import site_optimum
 from battery_worker.policies import make_policy
-from battery_worker.policies.site import SitePolicy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
@@ -33,28 +29,17 @@ DEFAULT_FILES = (
 )
 
 
-def timed(compute: Callable[[], float]) -> tuple[float, float]:
-    """The profit ``compute`` returns and the seconds it took."""
-    start = time.perf_counter()
-    return compute(), time.perf_counter() - start
-
-
-def cell(profit: float, optimum: float, seconds: float) -> str:
-    return f"{profit:,.1f} ({profit / optimum:.1%}, {seconds:.1f} s)"
-
-
 def row(path: Path, ticks: list[PriceTick]) -> str:
     site, config = SiteModel(), BatteryConfig()
-    optimum, seconds = timed(lambda: site_optimum(site, config, ticks).profit)
-    mpc = make_policy("mpc")
-    profits = [
-        timed(lambda: no_battery_profit(site, config, ticks).profit),
-        timed(lambda: run_profit(site, config, run_policy(ticks, config, mpc), curtail=False).profit),
-        timed(lambda: no_battery_profit(site, config, ticks, curtail=True).profit),
-        timed(lambda: run_profit(site, config, run_policy(ticks, config, SitePolicy(site=site))).profit),
-    ]
-    cells = " | ".join(cell(profit, optimum, took) for profit, took in profits)
-    return f"| {path.name} | {len(ticks)} | {optimum:,.1f} ({seconds:.1f} s) | {cells} |"
+    started = time.perf_counter()
+    comparison = compare_site(
+        ticks, config, site, mpc=make_policy("mpc"), site_policy=make_policy("site", site=site)
+    )
+    seconds = time.perf_counter() - started
+    cells = " | ".join(
+        f"{comparison.profits[key].profit:,.1f} ({comparison.share(key):.1%})" for key, _label in RUNS
+    )
+    return f"| {path.name} | {len(ticks)} | {comparison.optimum:,.1f} | {cells} | {seconds:.0f} |"
 
 
 def main() -> None:
@@ -63,11 +48,8 @@ def main() -> None:
     parser.add_argument("--hash-price", type=float, default=0.0, help="for market files (default 0)")
     parser.add_argument("--token-price", type=float, default=0.0, help="for market files (default 0)")
     args = parser.parse_args()
-    print(
-        "| file | ticks | optimum | (a) all on, no battery | (b) all on + mpc | planned machines, no battery "
-        "| (c) site |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|")
+    print("| file | ticks | optimum | " + " | ".join(label for _key, label in RUNS) + " | seconds |")
+    print("|---|---:|---:|" + "---:|" * len(RUNS) + "---:|")
     for path in args.files:
         print(
             row(path, load_ticks(path, hash_price=args.hash_price, token_price=args.token_price)), flush=True

@@ -12,6 +12,7 @@ import pytest
 from battery_worker import BatterySystem
 from battery_worker.backtest.engine import run_policy
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.cli.main import main
 from battery_worker.events import BatteryAction
 from battery_worker.fleet import SiteModel
 from battery_worker.fleet.accounting import run_plans
@@ -95,3 +96,33 @@ def test_a_tick_without_hash_or_token_price_is_dead_lettered_under_the_site_poli
     assert dlq.value == orjson.dumps(bad)
     assert (("error.field", missing.encode())) in dlq.headers
     assert processor.handle(record(1, tick_value(mara_48h[1]))).kind == "applied"
+
+
+def test_backtest_site_report_ranks_the_runs_against_the_optimum(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "site.json"
+    args = ["backtest", str(DATA / "mara_api_5min_2025-05-22_48h.json"), "--site", "--summary", str(summary)]
+    assert main([*args, "--policy-param", "site.horizon_hours=12"]) == 0
+    out = capsys.readouterr().out
+    assert "(c) site policy: machines and battery" in out
+    data = orjson.loads(summary.read_bytes())
+    share = {key: run["share_of_optimum"] for key, run in data["runs"].items()}
+    assert data["ticks"] == 576
+    assert share["all_on"] < share["all_on_mpc"] < share["planned"] < share["site"] <= 1.0
+
+
+def test_backtest_site_report_takes_hash_and_token_prices_for_a_market_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    summary = tmp_path / "site.json"
+    market = str(DATA / "ercot_2023-08-01_07.csv")
+    prices = ["--hash-price", "60", "--token-price", "25"]
+    assert main(["backtest", market, "--site", *prices, "--summary", str(summary)]) == 0
+    runs = orjson.loads(summary.read_bytes())["runs"]
+    assert runs["planned"]["profit"] > runs["all_on"]["profit"]
+    assert runs["site"]["share_of_optimum"] <= 1.0
+    assert main(["backtest", market, "--site", "--summary", str(summary)]) == 0
+    capsys.readouterr()
+    zero = orjson.loads(summary.read_bytes())["runs"]
+    assert zero["planned"]["profit"] == pytest.approx(0.0), "hash and token at 0: every machine curtailed"

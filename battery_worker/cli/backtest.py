@@ -7,6 +7,11 @@ The run goes through :func:`battery_worker.dispatch.dispatch` (the worker's own 
 under ``policies``). The optimum is exact or, with negative prices, an LP bound that no policy can beat (the
 output says which, with the gap to the best schedule found); capture is measured against that figure.
 
+``--site`` reports the site instead (machines and battery, docs/site.md): the profit of every machine on
+without a battery, every machine on with ``mpc``'s battery, the machines planned without a battery, and
+the ``site`` policy, each as a share of the site optimum, for the default site (the seed's 25 MW fleet).
+``--hash-price`` and ``--token-price`` set those prices for market files, which carry an energy price only.
+
 The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
 stop the command at any point within a second, with one line and exit code 128 + the signal's number.
 
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +34,11 @@ from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
 from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
+from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
+from battery_worker.policies.base import Policy
 from battery_worker.pricefiles import load_ticks
+from battery_worker.ticks import PriceTick
 
 if TYPE_CHECKING:
     from battery_worker.backtest.engine import BacktestRun, BacktestSummary
@@ -62,6 +72,13 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="run several policies side by side: comma-separated names (the battery policies when given "
         "without names)",
     )
+    parser.add_argument(
+        "--site",
+        action="store_true",
+        help="compare the site's runs (machines and battery) with the site optimum instead",
+    )
+    parser.add_argument("--hash-price", type=NUMBER, default=0.0, help="for market files (default 0)")
+    parser.add_argument("--token-price", type=NUMBER, default=0.0, help="for market files (default 0)")
     battery = BatteryConfig()
     parser.add_argument(
         "--battery-type",
@@ -135,17 +152,28 @@ def _run(args: argparse.Namespace) -> int:
 
     refuse_directory("--png", None if args.no_png else args.png)
     refuse_directory("--summary", args.summary)
-    names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
+    if args.site:
+        names = ["mpc", "site"]
+    else:
+        names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
     params = parse_params(args.policy_param)
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
     policies = [make_policy(name, {**params.get("", {}), **params.get(name, {})}) for name in names]
     config = battery_config(args)
-    ticks = load_ticks(args.file, timestamp_column=args.timestamp_column, price_column=args.price_column)
+    ticks = load_ticks(
+        args.file,
+        timestamp_column=args.timestamp_column,
+        price_column=args.price_column,
+        hash_price=args.hash_price,
+        token_price=args.token_price,
+    )
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
     progress = Progress(args.progress)
+    if args.site:
+        return site_report(args, ticks, config, policies, progress)
     inputs = optimum_inputs(ticks, config)
     started = time.monotonic()
     with progress.optimum(inputs.prices.size, int(np.count_nonzero(inputs.prices < 0))) as on_wait:
@@ -179,6 +207,37 @@ def _run(args: argparse.Namespace) -> int:
         data["file"] = str(args.file)
         if len(summaries) > 1:
             data["policies"] = [s.to_json() for s in summaries]
+        args.summary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        print(f"summary: {args.summary}")
+    return 0
+
+
+def site_report(
+    args: argparse.Namespace,
+    ticks: list[PriceTick],
+    config: BatteryConfig,
+    policies: list[Policy],
+    progress: Progress,
+) -> int:
+    """``--site``: the site's runs against the site optimum, printed as a table (and ``--summary``)."""
+    import orjson
+
+    from battery_worker.backtest.site import compare_site, site_line, site_table
+
+    mpc, site_policy = policies
+    site = getattr(site_policy, "site", SiteModel())
+    with ExitStack() as bar:
+
+        def announce(key: str) -> Callable[[], None] | None:
+            bar.close()  # the previous run's progress bar
+            return bar.enter_context(progress.policy(key, len(ticks)))
+
+        comparison = compare_site(ticks, config, site, mpc=mpc, site_policy=site_policy, announce=announce)
+    print(f"{args.file.name}: {comparison.ticks} ticks, {ticks[0].timestamp} .. {ticks[-1].timestamp}")
+    print(site_line(site))
+    print(site_table(comparison))
+    if args.summary is not None:
+        data = {"file": str(args.file), **comparison.to_json()}
         args.summary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
