@@ -49,6 +49,20 @@ def test_demo_completes_on_the_embedded_broker(kafka_bootstrap: str) -> None:
 
 
 @pytest.mark.broker
+def test_demo_site_shows_the_machines_through_the_price_spike(kafka_bootstrap: str) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    result = cli("--log-level", "WARNING", "demo", "--site", "--rate", "500", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "summary: 422 ticks" in result.stdout
+    spike = [line for line in result.stdout.splitlines() if line.startswith("06-21 12:")]
+    assert spike, "the event day is shown"
+    assert any("mining  0.0 MW" in line for line in spike), "mining curtailed in the spike"
+    assert any("mining 11.5 MW" in line and "battery -" in line for line in spike), "battery runs machines"
+    evening = [line for line in result.stdout.splitlines() if line.startswith("06-21 18:")]
+    assert any("mining 11.5 MW" in line for line in evening), "mining back when prices ease"
+
+
+@pytest.mark.broker
 def test_feed_run_status_and_history_export(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:

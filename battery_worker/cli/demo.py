@@ -4,6 +4,11 @@ Starts the embedded broker (unless a cluster is given), runs the worker, feeds t
 ERCOT prices (USD/MWh) to ``prices`` and shows the actions as they arrive on ``battery.actions``, then a
 summary. The demo's policy is the seed's threshold policy with thresholds for USD/MWh: charge below 25,
 discharge above 100 (the fortnight's median is 28, its top decile 378).
+
+``demo --site`` feeds the bundled MARA slice instead (26 hours of the API's history, the 24-hour warm-up of
+the ``site`` policy, then the event day's price spike) under the ``site`` policy, and shows the machines
+running per tick: mining curtailed when the spike makes power dearer than hashes, the battery discharging
+into the machines, mining back when prices ease.
 """
 
 from __future__ import annotations
@@ -34,11 +39,13 @@ from battery_worker.settings import Settings, load_settings
 
 DEMO_SITE = "demo-site"
 DEMO_POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
+SITE_POLICY: dict[str, Any] = {"name": "site", "params": {}}
 SAMPLE = "ercot_2023-08-01_14.csv"
+SITE_SAMPLE = "mara_2025-06-20_event.csv"
 
 
-def sample_path() -> Path:
-    return Path(str(resources.files("battery_worker") / "data" / SAMPLE))
+def sample_path(name: str = SAMPLE) -> Path:
+    return Path(str(resources.files("battery_worker") / "data" / name))
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -60,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
 def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool) -> Settings:
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
-        "policy": DEMO_POLICY,
+        "policy": SITE_POLICY if args.site else DEMO_POLICY,
         "worker": {"group_id": "battery-worker-demo"},
     }
     if fresh_topics:
@@ -73,7 +80,7 @@ def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool)
 
 async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, fresh_topics: bool) -> int:
     settings = _demo_settings(args, bootstrap, fresh_topics)
-    ticks = load_ticks(args.file or sample_path())
+    ticks = load_ticks(args.file or sample_path(SITE_SAMPLE if args.site else SAMPLE))
     await prepare_topics(settings)
     worker = Worker(settings)
     worker_task = asyncio.create_task(worker.run())
@@ -84,19 +91,22 @@ async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, f
         await start_client(producer, settings.kafka)
         try:
             console.print(
-                f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at {args.rate:g}/s; "
-                f"policy: charge < 25, discharge > 100 USD/MWh"
+                f"feeding {len(ticks)} MARA 5-minute ticks to '{settings.topics.prices}' at {args.rate:g}/s; "
+                "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
+                if args.site
+                else f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at "
+                f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh"
             )
             feeding = asyncio.create_task(
                 publish_ticks(
                     producer, settings.topics.prices, ticks, site_id=DEMO_SITE, rate_per_s=args.rate
                 )
             )
-            await _watch(settings, len(ticks), actions, seen, console, worker_task)
+            await _watch(settings, len(ticks), actions, seen, console, worker_task, site=args.site)
             await feeding
         finally:
             await producer.stop()
-        _summary(console, actions, worker)
+        (_site_summary if args.site else _summary)(console, actions, worker)
         if args.follow:
             console.print("following: feed more prices with `battery-worker feed FILE`; Ctrl+C stops")
             await worker_task
@@ -114,13 +124,16 @@ async def _watch(
     seen: deque[BatteryAction],
     console: Console,
     worker_task: asyncio.Task[int],
+    *,
+    site: bool = False,
 ) -> None:
     reader = make_reader(settings.kafka)
+    line, table = (_site_line, _site_table) if site else (_line, _table)
     await start_client(reader, settings.kafka)
     try:
         partitions = await _partitions(reader, settings.topics.actions)
         reader.assign([TopicPartition(settings.topics.actions, p) for p in partitions])
-        live = Live(_table(seen), console=console, refresh_per_second=8) if console.is_terminal else None
+        live = Live(table(seen), console=console, refresh_per_second=8) if console.is_terminal else None
         with live or contextlib.nullcontext():
             while len(actions) < expected:
                 if worker_task.done():
@@ -133,9 +146,9 @@ async def _watch(
                         actions.append(action)
                         seen.append(action)
                         if live is None:
-                            console.print(_line(action), highlight=False)
+                            console.print(line(action), highlight=False, soft_wrap=True)
                 if live is not None:
-                    live.update(_table(seen))
+                    live.update(table(seen))
     finally:
         await reader.stop()
 
@@ -175,6 +188,39 @@ def _table(seen: deque[BatteryAction]) -> Table:
     return table
 
 
+def _site_line(action: BatteryAction) -> str:
+    plan = action.site_plan
+    prices = (
+        f"energy {action.energy_price:5.2f} hash {action.hash_price:5.2f} token {action.token_price:5.2f}"
+    )
+    return (
+        f"{action.tick_timestamp:%m-%d %H:%M}  {prices}  mining {plan.mining_mw:4.1f} MW  "
+        f"inference {plan.inference_mw:4.1f} MW  battery {plan.battery_mw:+5.1f} MW  "
+        f"grid {plan.grid_import_mw:4.1f} MW  net {plan.net:6.2f}"
+    )
+
+
+def _site_table(seen: deque[BatteryAction]) -> Table:
+    table = Table(title="battery.actions: the site plan (latest)")
+    columns = ("tick (UTC)", "energy", "hash", "token", "mining MW", "inference MW", "battery MW", "grid MW")
+    for column in (*columns, "net"):
+        table.add_column(column)
+    for action in seen:
+        plan = action.site_plan
+        table.add_row(
+            f"{action.tick_timestamp:%m-%d %H:%M}",
+            f"{action.energy_price:.2f}",
+            f"{action.hash_price:.2f}",
+            f"{action.token_price:.2f}",
+            f"{plan.mining_mw:.1f}",
+            f"{plan.inference_mw:.1f}",
+            f"{plan.battery_mw:+.1f}",
+            f"{plan.grid_import_mw:.1f}",
+            f"{plan.net:.2f}",
+        )
+    return table
+
+
 def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> None:
     counts = Counter(action.action.value for action in actions)
     bought = sum(a.energy_mwh * a.energy_price for a in actions if a.action.value == "charge")
@@ -185,5 +231,19 @@ def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> 
         f"summary: {len(actions)} actions ({counts['charge']} charge, {counts['discharge']} discharge, "
         f"{counts['hold']} hold); charging cost {bought:,.0f} USD, avoided cost {avoided:,.0f} USD, "
         f"net {avoided - bought:,.0f} USD; battery ends at {final:.2f} MWh; "
+        f"{counters.rejected} to DLQ, {counters.stale} stale"
+    )
+
+
+def _site_summary(console: Console, actions: list[BatteryAction], worker: Worker) -> None:
+    plans = [action.site_plan for action in actions]
+    net = sum(plan.net for plan in plans)
+    ran = sum((plan.mining_mw + plan.inference_mw) * plan.hours for plan in plans)
+    from_battery = sum(-plan.battery_mw * plan.hours for plan in plans if plan.battery_mw < 0)
+    final = actions[-1].state_of_charge_after_mwh if actions else float("nan")
+    counters = worker.processor.counters
+    console.print(
+        f"summary: {len(actions)} ticks; machines ran {ran:,.1f} MWh, {from_battery:,.1f} MWh of it from the "
+        f"battery; site net {net:,.2f} (API price units); battery ends at {final:.2f} MWh; "
         f"{counters.rejected} to DLQ, {counters.stale} stale"
     )

@@ -267,6 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--follow", action="store_true", help="keep running after the sample (Ctrl+C stops)")
     demo.add_argument("--rate", type=POSITIVE_NUMBER, default=60.0, help="ticks per second fed (default 60)")
     demo.add_argument("--file", type=Path, help="price file to feed instead of the bundled sample")
+    demo.add_argument(
+        "--site",
+        action="store_true",
+        help="the site policy over a MARA price spike: machines curtailed and back, per tick",
+    )
     demo.set_defaults(func=cmd_demo)
 
     feed = commands.add_parser("feed", help="publish a price file (CSV or MARA JSON) to the prices topic")
