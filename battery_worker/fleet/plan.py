@@ -139,28 +139,34 @@ def account(
     battery_mw: float,
     hours: float,
 ) -> SitePlan:
-    """The plan and money of a step with ``running`` machines per type (e.g. all of them: no curtailment)."""
-    runs = tuple(MachineRun(m.name, running[m.name], running[m.name] * m.machine_mw) for m in site.machines)
-    mining = [(m, running[m.name]) for m in site.machines if m.paid_by == "hash"]
-    inference = [(m, running[m.name]) for m in site.machines if m.paid_by == "token"]
-    mining_mw = sum(count * m.machine_mw for m, count in mining)
-    inference_mw = sum(count * m.machine_mw for m, count in inference)
+    """The plan and money of a step with ``running`` machines per type (e.g. all of them: no curtailment).
+
+    One pass over the types (it runs for every tick the worker applies); sums in the types' order.
+    """
+    runs = []
+    mining_mw = inference_mw = mining_revenue = inference_revenue = 0.0
+    for m in site.machines:
+        count = running[m.name]
+        mw = count * m.machine_mw
+        runs.append(MachineRun(m.name, count, mw))
+        if m.paid_by == "hash":
+            mining_mw += mw
+            mining_revenue += count * m.machine_revenue_per_hour(hash_price, token_price)
+        else:
+            inference_mw += mw
+            inference_revenue += count * m.machine_revenue_per_hour(hash_price, token_price)
+    mining_revenue *= hours
+    inference_revenue *= hours
     load = mining_mw + inference_mw
     net_mw = load + battery_mw
     export = min(max(-net_mw, 0.0), site.export_limit_mw)
     spilled = max(-net_mw - site.export_limit_mw, 0.0)
-    mining_revenue = hours * sum(
-        count * m.machine_revenue_per_hour(hash_price, token_price) for m, count in mining
-    )
-    inference_revenue = hours * sum(
-        count * m.machine_revenue_per_hour(hash_price, token_price) for m, count in inference
-    )
     energy_cost = load * hours * energy_price
     below_price = (1.0 - site.export_price_factor) * export
     battery_value = -(battery_mw + spilled + below_price) * hours * energy_price
     return SitePlan(
         hours=hours,
-        machines=runs,
+        machines=tuple(runs),
         mining_mw=mining_mw,
         inference_mw=inference_mw,
         battery_mw=battery_mw,
