@@ -102,6 +102,7 @@ class BatteryAction(_Event):
     """What to do now: published to ``battery.actions`` for the mining and inference schedulers.
 
     Version 2 adds ``site_plan``, the machines to run and the step's money; version 1 fields are unchanged.
+    A version 1 action loads with ``site_plan`` None.
     """
 
     schema_version: int = ACTION_SCHEMA_VERSION
@@ -121,7 +122,8 @@ class BatteryAction(_Event):
     gap_hours: float | None
     policy: str
     source: SourceRef
-    site_plan: SitePlanEvent
+    # Always written from version 2 on; optional so that version 1 actions (none) still load with this model.
+    site_plan: SitePlanEvent | None = None
 
 
 class BatteryStatus(_Event):

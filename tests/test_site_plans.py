@@ -51,7 +51,7 @@ def pipeline_plans(choice: PolicyChoice, ticks: list[PriceTick]) -> list[dict[st
             if output.topic == TOPICS.actions:
                 actions.append(BatteryAction.model_validate_json(output.value))
     assert all(action.schema_version == 2 for action in actions)
-    return [action.site_plan.model_dump() for action in actions]
+    return [action.site_plan.model_dump() for action in actions if action.site_plan]
 
 
 def test_pipeline_backtest_and_python_api_give_the_same_plans(mara_48h: list[PriceTick]) -> None:
@@ -126,3 +126,16 @@ def test_backtest_site_report_takes_hash_and_token_prices_for_a_market_file(
     capsys.readouterr()
     zero = orjson.loads(summary.read_bytes())["runs"]
     assert zero["planned"]["profit"] == pytest.approx(0.0), "hash and token at 0: every machine curtailed"
+
+
+def test_a_version_1_action_still_loads_without_a_plan(mara_48h: list[PriceTick]) -> None:
+    processor = TickProcessor(SiteDirectory(CONFIG, PolicyChoice("threshold")), TOPICS, prices_partitions=1)
+    (action, *_rest) = processor.handle(record(0, tick_value(mara_48h[0]))).outputs
+    written = orjson.loads(action.value)
+    assert written["schema_version"] == 2
+    old = {key: value for key, value in written.items() if key != "site_plan"} | {"schema_version": 1}
+    loaded = BatteryAction.model_validate(old)
+    assert loaded.site_plan is None
+    assert loaded.model_dump(exclude={"schema_version", "site_plan"}) == BatteryAction.model_validate(
+        written
+    ).model_dump(exclude={"schema_version", "site_plan"})

@@ -190,6 +190,8 @@ def _table(seen: deque[BatteryAction]) -> Table:
 
 def _site_line(action: BatteryAction) -> str:
     plan = action.site_plan
+    if plan is None:  # a version 1 action, written before the site plan
+        return _line(action)
     prices = (
         f"energy {action.energy_price:5.2f} hash {action.hash_price:5.2f} token {action.token_price:5.2f}"
     )
@@ -207,6 +209,8 @@ def _site_table(seen: deque[BatteryAction]) -> Table:
         table.add_column(column)
     for action in seen:
         plan = action.site_plan
+        if plan is None:
+            continue
         table.add_row(
             f"{action.tick_timestamp:%m-%d %H:%M}",
             f"{action.energy_price:.2f}",
@@ -236,7 +240,7 @@ def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> 
 
 
 def _site_summary(console: Console, actions: list[BatteryAction], worker: Worker) -> None:
-    plans = [action.site_plan for action in actions]
+    plans = [action.site_plan for action in actions if action.site_plan is not None]
     net = sum(plan.net for plan in plans)
     ran = sum((plan.mining_mw + plan.inference_mw) * plan.hours for plan in plans)
     from_battery = sum(-plan.battery_mw * plan.hours for plan in plans if plan.battery_mw < 0)
