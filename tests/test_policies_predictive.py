@@ -17,7 +17,7 @@ from battery_worker.errors import InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Policy
-from battery_worker.policies.forecast import HourlyHistory, profile_forecast
+from battery_worker.policies.forecast import HourlyHistory, flat_forecast, profile_forecast
 from battery_worker.policies.intra_hour import IntraHour
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.pricefiles import load_ticks
@@ -109,9 +109,25 @@ def test_learns_a_daily_cycle(policy: Policy) -> None:
     assert summary.capture_ratio > 0.6
 
 
-def test_warm_up_holds() -> None:
+def test_warm_up_holds_only_until_a_whole_hour_is_known() -> None:
     run = run_policy(daily_cycle(1)[:10], CONFIG, MpcPolicy())
-    assert all(d.action is Action.HOLD and d.reason.startswith("warming up") for d in run.decisions)
+    assert run.decisions[0].action is Action.HOLD and run.decisions[0].reason.startswith("warming up")
+    assert not any(d.reason.startswith("warming up") for d in run.decisions[1:])
+    holding = run_policy(daily_cycle(1)[:10], CONFIG, MpcPolicy(plan_from_hours=24))
+    assert all(d.reason.startswith("warming up") for d in holding.decisions)
+
+
+def test_short_history_plans_on_the_median_of_what_is_known() -> None:
+    # Less than a day of prices: a dip below the median so far is bought, a peak above it is sold.
+    prices = [50.0, 50.0, 52.0, 10.0, 48.0, 120.0]
+    ticks = [make_tick(p, 0.0, 0.0, T0 + timedelta(hours=h)) for h, p in enumerate(prices)]
+    run = run_policy(ticks, CONFIG, MpcPolicy())
+    assert [d.action for d in run.decisions][3:] == [Action.CHARGE, Action.HOLD, Action.DISCHARGE]
+    assert all(d.reason.startswith("mpc plan") for d in run.decisions[1:])
+
+
+def test_flat_forecast_is_the_median_so_one_spike_does_not_move_it() -> None:
+    assert list(flat_forecast(np.array([20.0, 22.0, 900.0]), 3)) == [22.0, 22.0, 22.0]
 
 
 def test_mpc_falls_back_to_adaptive_when_the_solver_gives_up(ercot_week: list[PriceTick]) -> None:

@@ -133,6 +133,16 @@ def load_history(data: JsonValue, max_hours: int) -> HourlyHistory:
     return HourlyHistory.load(data) if data is not None else HourlyHistory(max_hours)
 
 
+def flat_forecast(history: FloatArray, horizon_hours: int) -> FloatArray:
+    """A flat future at the median of the history: the plan for a history shorter than a day.
+
+    With less than a day of prices there is no daily shape to repeat; the median of what is known is the
+    level prices are most likely to return to, and a spike or dip among a few hours does not move it.
+    """
+    level = float(np.median(history)) if history.size else 0.0
+    return np.full(horizon_hours, level)
+
+
 def profile_forecast(
     history: FloatArray,
     horizon_hours: int,

@@ -37,7 +37,13 @@ from battery_worker.battery import Action, BatteryConfig, BatteryState, as_utc, 
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
-from battery_worker.policies.forecast import FloatArray, profile_forecast, require_fraction, whole_number
+from battery_worker.policies.forecast import (
+    FloatArray,
+    flat_forecast,
+    profile_forecast,
+    require_fraction,
+    whole_number,
+)
 from battery_worker.policies.intra_hour import IntraHour, as_intra_hour, load_intra_hour
 from battery_worker.policies.plan_lp import PlanSteps, solve_plan
 from battery_worker.ticks import PriceTick
@@ -51,6 +57,7 @@ class MpcPolicy:
     horizon_hours: int = 48
     history_hours: int = 168
     warmup_hours: int = 24
+    plan_from_hours: int = 2
     profile_days: int = 7
     recent_weight: float = 0.5
     spike_quantile: float = 0.98
@@ -66,6 +73,7 @@ class MpcPolicy:
         for name, low in minimums:
             object.__setattr__(self, name, whole_number(name, getattr(self, name), low))
         object.__setattr__(self, "warmup_hours", whole_number("warmup_hours", self.warmup_hours, 1))
+        object.__setattr__(self, "plan_from_hours", whole_number("plan_from_hours", self.plan_from_hours, 1))
         if self.warmup_hours > self.history_hours:
             raise InvalidConfig("warmup_hours", self.warmup_hours, "must not exceed history_hours")
         for name in ("recent_weight", "spike_quantile", "level_decay", "terminal_quantile", "shape_decay"):
@@ -91,10 +99,13 @@ class MpcPolicy:
             tick.timestamp, tick.energy_price, self.shape_decay
         )
         known = seen.history.known()
-        if known.size < self.warmup_hours:
-            return hold(tick, f"warming up ({known.size}/{self.warmup_hours} h of prices)"), seen
+        if known.size < min(self.plan_from_hours, self.warmup_hours):
+            return hold(tick, f"warming up ({known.size}/{self.plan_from_hours} h of prices)"), seen
         first_hours, _gap = step_hours(config, battery.last_tick_at, tick.timestamp)
-        end_value = float(np.quantile(known, self.terminal_quantile))
+        if known.size < self.warmup_hours:
+            end_value = float(np.median(known))  # what the flat forecast of _steps plans on
+        else:
+            end_value = float(np.quantile(known, self.terminal_quantile))
         steps = self._steps(tick, seen, known, config, first_hours)
         today = _delivered_today(battery, tick.timestamp)
         plan = solve_plan(config, battery.state_of_charge_mwh, steps, end_value, today, self.max_iterations)
@@ -116,14 +127,18 @@ class MpcPolicy:
         self, tick: PriceTick, seen: IntraHour, known: FloatArray, config: BatteryConfig, first_hours: float
     ) -> PlanSteps:
         """The current step, the rest of this hour at the tick interval (sub-hourly ticks), then hours."""
-        forecast = profile_forecast(
-            known,
-            self.horizon_hours,
-            days=self.profile_days,
-            recent_weight=self.recent_weight,
-            spike_quantile=self.spike_quantile,
-            level_decay=self.level_decay,
-        )
+        if known.size < self.warmup_hours:
+            # Too short for a daily shape: plan on what is known, a flat future at its median.
+            forecast = flat_forecast(known, self.horizon_hours)
+        else:
+            forecast = profile_forecast(
+                known,
+                self.horizon_hours,
+                days=self.profile_days,
+                recent_weight=self.recent_weight,
+                spike_quantile=self.spike_quantile,
+                level_decay=self.level_decay,
+            )
         near = seen.near_term(3600.0 * config.max_step_hours) if self.sub_hourly else None
         now = as_utc(tick.timestamp).timestamp()
         hour_starts = (now // 3600 + np.arange(1, self.horizon_hours + 1)) * 3600
