@@ -1,4 +1,4 @@
-"""The table of docs/dispatch.md: every policy on every shared price file, against the perfect-foresight optimum.
+"""The table of docs/dispatch.md: every policy on every shared price file, against the optimum.
 
 Run: ``.venv/bin/python bench/dispatch_table.py [DATA_DIR] [--png docs/dispatch_ercot_2023.png] [--jobs 2]
 [--files ERCOT,PJM] [--hours N] [--param mpc.key=value]``. Runs the nine shared files (seven hourly market
@@ -90,7 +90,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="files run in this many processes")
     parser.add_argument("--files", default="", help="comma-separated words; keep files whose label has one")
     parser.add_argument("--hours", type=int, default=0, help="only each file's first N hours (0: all)")
-    parser.add_argument("--param", action="append", default=[], help="policy.key=value, e.g. mpc.horizon_hours=36")
+    parser.add_argument(
+        "--param", action="append", default=[], help="policy.key=value, e.g. mpc.horizon_hours=36"
+    )
     args = parser.parse_args()
     words = [w.strip().lower() for w in args.files.split(",") if w.strip()]
     chosen = [(label, name) for label, name in FILES if not words or any(w in label.lower() for w in words)]
@@ -116,7 +118,8 @@ def main() -> None:
         print(f"| {r.label} | {r.ticks:,} | {money(r.optimum)}{bound} | " + " | ".join(cells) + " |")
     mean = {n: sum(r.captures[n] for r in results) / len(results) for n in POLICIES}
     print("| **mean capture** | | | " + " | ".join(f"{100 * mean[n]:.1f} %" for n in POLICIES) + " |")
-    print(f"\n{len(results)} files, {sum(r.seconds for r in results):.0f} s of runs in {args.jobs} processes.")
+    seconds = sum(r.seconds for r in results)
+    print(f"\n{len(results)} files, {seconds:.0f} s of runs in {args.jobs} processes.")
     if "mpc" in POLICIES and "adaptive" in POLICIES:
         worst = min(results, key=lambda r: r.captures["mpc"])
         below = [r.label for r in results if r.captures["mpc"] < r.captures["adaptive"]]

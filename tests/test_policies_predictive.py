@@ -111,7 +111,8 @@ def test_learns_a_daily_cycle(policy: Policy) -> None:
 
 def test_warm_up_holds_only_until_a_whole_hour_is_known() -> None:
     run = run_policy(daily_cycle(1)[:10], CONFIG, MpcPolicy())
-    assert run.decisions[0].action is Action.HOLD and run.decisions[0].reason.startswith("warming up")
+    assert run.decisions[0].action is Action.HOLD
+    assert run.decisions[0].reason.startswith("warming up")
     assert not any(d.reason.startswith("warming up") for d in run.decisions[1:])
     holding = run_policy(daily_cycle(1)[:10], CONFIG, MpcPolicy(plan_from_hours=24))
     assert all(d.reason.startswith("warming up") for d in holding.decisions)

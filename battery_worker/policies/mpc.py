@@ -16,6 +16,10 @@ Energy left at the horizon's end is worth ``terminal_quantile`` of the recent pr
 (less the wear of delivering it), so the LP does not empty the battery at the end of every horizon and keeps
 a reserve for prices it cannot foresee.
 
+Before ``warmup_hours`` of prices there is no daily shape to repeat, but holding for a day throws away runs
+shorter than that (the 9-hour MARA event file). From ``plan_from_hours`` on, the LP plans on a flat future
+at the median of what is known (:func:`flat_forecast`), valuing the energy left at that median too.
+
 The time budget is deterministic, not wall-clock: the horizon is fixed (at most 49 + 11 steps, ≈180
 variables) and HiGHS' dual simplex is capped at ``max_iterations``. A wall-clock limit would make decisions
 depend on machine speed and break exact replay; this cap always binds at the same point. With the defaults a
