@@ -184,7 +184,13 @@ def intra_hour_alternation(days: int) -> list[PriceTick]:
 
 def test_sub_hourly_plan_trades_the_slots_inside_the_hour() -> None:
     ticks = intra_hour_alternation(2)
-    quick = {"warmup_hours": 12, "history_hours": 24, "fallback": AdaptivePolicy(12, 12)}
+    # Holding through the warm-up (plan_from_hours) keeps the two runs alike until the shape is learned.
+    quick = {
+        "warmup_hours": 12,
+        "plan_from_hours": 12,
+        "history_hours": 24,
+        "fallback": AdaptivePolicy(12, 12),
+    }
     runs = {sub: backtest(ticks, CONFIG, MpcPolicy(sub_hourly=sub, **quick)) for sub in (True, False)}
     decisions = runs[True][0].decisions[144:]  # after the warm-up
 
