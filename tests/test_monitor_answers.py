@@ -1,0 +1,123 @@
+"""The monitor's pure part: what a price API answer holds, and which of its ticks are new."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import pytest
+
+from battery_worker.monitor.answers import parse_answer, select_new
+from battery_worker.ticks import PriceTick
+
+NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
+AHEAD = timedelta(hours=1)
+
+
+def item(minute: int, price: float = 1.0, **extra: object) -> dict[str, object]:
+    stamp = datetime(2025, 6, 20, 10, 0) + timedelta(minutes=minute)  # zone-less: UTC, as the API sends
+    return {
+        "energy_price": price,
+        "hash_price": 1.5,
+        "token_price": 2.5,
+        "timestamp": stamp.isoformat(),
+        **extra,
+    }
+
+
+def stamps(ticks: tuple[PriceTick, ...]) -> list[int]:
+    start = datetime(2025, 6, 20, 10, 0, tzinfo=UTC)
+    return [int((t.timestamp - start).total_seconds() // 60) for t in ticks]
+
+
+def test_a_mara_list_newest_first_is_read_whole() -> None:
+    answer = parse_answer(orjson.dumps([item(10, 3.0), item(5, 2.0), item(0, 1.0)]))
+    assert not answer.rejected
+    assert stamps(answer.ticks) == [10, 5, 0]
+    assert answer.ticks[0].energy_price == 3.0
+    assert answer.ticks[0].timestamp.tzinfo is not None
+
+
+def test_a_single_object_is_one_tick_and_unknown_fields_are_ignored() -> None:
+    answer = parse_answer(orjson.dumps(item(0, site_id="elsewhere", volume=3)))
+    assert stamps(answer.ticks) == [0]
+    assert not answer.rejected
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"<html>502 Bad Gateway</html>", "not JSON"),
+        (b"", "not JSON"),
+        (b"\xff\xfe", "not JSON"),
+        (b'[{"energy_price": 1', "not JSON"),
+        (b"42", "a JSON int"),
+        (b'"prices"', "a JSON str"),
+        (b"null", "a JSON NoneType"),
+        (b"[" * 100_000 + b"]" * 100_000, "not JSON"),
+    ],
+)
+def test_an_unusable_body_is_one_malformed_rejection(body: bytes, reason: str) -> None:
+    answer = parse_answer(body)
+    assert answer.ticks == ()
+    assert len(answer.rejected) == 1
+    assert answer.rejected[0].kind == "malformed"
+    assert answer.rejected[0].reason.startswith(reason)
+
+
+def test_each_bad_item_is_rejected_alone_with_its_reason_and_the_good_ones_are_kept() -> None:
+    body = (
+        b'[{"energy_price": NaN, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:00:00"},'
+        b' {"energy_price": Infinity, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:00:00"},'
+        b' {"energy_price": 1e999, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:00:00"},'
+        b' {"hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:05:00"},'
+        b' {"energy_price": 1, "hash_price": 1, "token_price": 1, "timestamp": "yesterday"},'
+        b' {"energy_price": "1.5", "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:05:00"},'
+        b' {"energy_price": 1, "hash_price": 1, "token_price": 1},'
+        b" 7,"
+        b' {"energy_price": 2, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:10:00Z"}]'
+    )
+    answer = parse_answer(body)
+    assert stamps(answer.ticks) == [10]
+    reasons = [(r.index, r.reason) for r in answer.rejected]
+    assert [r.kind for r in answer.rejected] == ["invalid_tick"] * 8
+    assert reasons[0] == (0, "energy_price=nan: Input should be a finite number")
+    assert reasons[1][1].startswith("energy_price=inf")
+    assert reasons[2][1].startswith("energy_price=inf")
+    assert reasons[3] == (3, "energy_price: missing")
+    assert reasons[4][1].startswith("timestamp='yesterday'")
+    assert reasons[5][1].startswith("energy_price='1.5'")
+    assert reasons[6] == (6, "timestamp: missing")
+    assert reasons[7] == (7, "a JSON int, not an object")
+
+
+def test_only_ticks_after_the_last_published_one_are_new_oldest_first() -> None:
+    ticks = parse_answer(orjson.dumps([item(m) for m in (20, 15, 10, 5, 0)])).ticks
+    last = ticks[2].timestamp  # minute 10
+    selection = select_new(ticks, last, now=NOW, max_ahead=AHEAD)
+    assert stamps(selection.new) == [15, 20]
+    assert selection.already_published == 3
+    assert selection.duplicates == 0
+    assert select_new(ticks, None, now=NOW, max_ahead=AHEAD).new == tuple(reversed(ticks))
+
+
+def test_duplicates_and_any_order_come_out_once_in_order_the_first_listed_winning() -> None:
+    answer = parse_answer(orjson.dumps([item(5, 9.0), item(0), item(10), item(5, 1.0), item(10), item(0)]))
+    selection = select_new(answer.ticks, None, now=NOW, max_ahead=AHEAD)
+    assert stamps(selection.new) == [0, 5, 10]
+    assert selection.new[1].energy_price == 9.0
+    assert selection.duplicates == 3
+
+
+def test_a_tick_stamped_too_far_ahead_is_never_new() -> None:
+    ticks = parse_answer(orjson.dumps([item(0), item(24 * 60)])).ticks
+    selection = select_new(ticks, None, now=NOW, max_ahead=AHEAD)
+    assert stamps(selection.new) == [0]
+    assert stamps(selection.ahead) == [24 * 60]
+
+
+def test_nothing_new_when_the_answer_holds_only_published_ticks() -> None:
+    ticks = parse_answer(orjson.dumps([item(5), item(0)])).ticks
+    selection = select_new(ticks, ticks[0].timestamp, now=NOW, max_ahead=AHEAD)
+    assert selection.new == ()
+    assert selection.already_published == 2
