@@ -230,6 +230,57 @@ class WorkerSettings(BaseModel):
         return self.processing_guarantee == "exactly-once"
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+class MonitorSettings(BaseModel):
+    """``battery-worker monitor``: which price API to poll, how often, and what to send it.
+
+    Header values (an API key) are never settings: ``headers_from_env`` names, per header, the environment
+    variable that holds its value, so the value stays out of files, flags and logs.
+    """
+
+    model_config = _FROZEN
+
+    url: str | None = Field(None, description="the price API (http or https), MARA format")
+    site: str = Field("default", min_length=1, max_length=200, description="the key of the ticks published")
+    interval_s: float = Field(60.0, gt=0, description="between polls (the MARA API changes every 5 min)")
+    timeout_s: float = Field(10.0, gt=0, description="a poll's whole HTTP request, connect to last byte")
+    backoff_initial_s: float = Field(1.0, gt=0, description="the first wait after a failed poll, doubled")
+    backoff_max_s: float = Field(300.0, gt=0, description="the longest wait after failed polls")
+    max_answer_bytes: int = Field(16_777_216, ge=1024, description="a larger answer is malformed")
+    headers_from_env: dict[str, str] = Field(
+        default_factory=dict, description="HTTP header name → the environment variable holding its value"
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not re.match(r"https?://[^/\s]+", value):
+            raise ValueError("expected an http:// or https:// URL")
+        return value
+
+    @field_validator("headers_from_env")
+    @classmethod
+    def _names(cls, value: dict[str, str]) -> dict[str, str]:
+        for header, variable in value.items():
+            if not _HEADER_NAME.fullmatch(header):
+                raise ValueError(f"{header!r} is not an HTTP header name")
+            if not _ENV_NAME.fullmatch(variable):
+                raise ValueError(f"{variable!r} (for header {header}) is not an environment variable name")
+        return value
+
+    def headers(self) -> dict[str, str]:
+        """The headers with their values read from the environment now; a variable unset is an error."""
+        missing = [variable for variable in self.headers_from_env.values() if variable not in os.environ]
+        if missing:
+            raise InvalidConfig(
+                "monitor.headers_from_env", sorted(self.headers_from_env), f"{', '.join(missing)} not set"
+            )
+        return {header: os.environ[variable] for header, variable in self.headers_from_env.items()}
+
+
 class PolicySettings(BaseModel):
     model_config = _FROZEN
 
@@ -266,6 +317,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
+    monitor: MonitorSettings = MonitorSettings()
     battery: BatteryConfig = BatteryConfig()
     battery_type: str | None = Field(
         None, description="a chemistry preset (lfp, nmc) under the battery table: fields set there win"

@@ -1,0 +1,239 @@
+"""The price monitor's loop: poll the API, publish each new tick once to ``prices``, keep going.
+
+1. At start, the last tick already in ``prices`` for the site is read back (its home partition, start to
+   the fetch high watermark), so a restarted monitor never publishes a tick twice.
+2. Each poll: GET the API (:mod:`.fetching`), parse and validate (:mod:`.answers`), keep the ticks newer
+   than the last published one, publish them oldest first keyed by site, and advance the last published
+   timestamp only over ticks whose delivery the broker acknowledged (acks=all).
+3. A failed poll (timeout, HTTP status, connection, malformed answer, publish) is one log line and one
+   count of its kind, then an exponential back-off (reset by a good poll); nothing raises out of a poll.
+4. :meth:`Monitor.stop` (SIGTERM, SIGINT) lets the poll in flight finish, then the producer closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from battery_worker.kafka.backoff import Backoff
+from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.tools.feed import tick_payload
+from battery_worker.kafka.topics import partition_counts, prepare_topics
+from battery_worker.monitor.answers import parse_answer, select_new
+from battery_worker.monitor.fetching import FetchFailed, fetch
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.settings import Settings
+from battery_worker.ticks import PriceTick
+
+log = logging.getLogger(__name__)
+
+ErrorKind = Literal["timeout", "http_status", "connection", "malformed", "invalid_tick", "publish"]
+ERROR_KINDS: tuple[ErrorKind, ...] = (
+    "timeout",
+    "http_status",
+    "connection",
+    "malformed",
+    "invalid_tick",
+    "publish",
+)
+
+CLOSE_TIMEOUT_S = 10.0
+
+
+@dataclass(slots=True)
+class MonitorStats:
+    polls: int = 0
+    published: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    """Per kind: failed polls, and for ``invalid_tick`` each item rejected (counted at every poll)."""
+    last_tick_at: datetime | None = None
+    """The newest tick in ``prices`` for the site: read back at start, then each one published."""
+    ready: bool = False
+    """The read-back is done and the producer started: polls are running."""
+    last_poll_ok: bool = False
+
+
+class Monitor:
+    """Polls ``settings.monitor.url`` and publishes to ``settings.topics.prices``; ``await run()``."""
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.monitor.url is None:
+            raise ValueError("settings.monitor.url is required")
+        self.settings = settings
+        self.config = settings.monitor
+        self.url: str = settings.monitor.url
+        self.stats = MonitorStats()
+        self._stop = asyncio.Event()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self, *, max_polls: int | None = None) -> MonitorStats:
+        headers = self.config.headers()
+        settings, kafka = self.settings, self.settings.kafka
+        if settings.topics.create:
+            await prepare_topics(settings)
+        producer = make_producer(kafka, linger_ms=0)
+        await start_client(producer, kafka)
+        try:
+            # Step 1
+            self.stats.last_tick_at = await read_last_published(settings, self.config.site)
+            self.stats.ready = True
+            log.info(
+                "monitoring %s every %g s for site %s; last tick in %s: %s (headers: %s)",
+                self.url,
+                self.config.interval_s,
+                self.config.site,
+                settings.topics.prices,
+                "none" if self.stats.last_tick_at is None else self.stats.last_tick_at.isoformat(),
+                ", ".join(sorted(headers)) or "none",  # names only, never values
+                extra={"site_id": self.config.site, "topic": settings.topics.prices},
+            )
+            backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+            while not self.stopping:
+                ok = await self.poll_once(producer, headers)  # Steps 2 and 3
+                if max_polls is not None and self.stats.polls >= max_polls:
+                    break
+                if ok:
+                    backoff.reset()
+                delay = self.config.interval_s if ok else backoff.next_delay()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), delay)
+        finally:
+            # Step 4
+            self.stats.ready = False
+            with contextlib.suppress(KafkaError, TimeoutError):
+                await asyncio.wait_for(producer.stop(), CLOSE_TIMEOUT_S)
+            errors = ", ".join(f"{kind} {n}" for kind, n in sorted(self.stats.errors.items())) or "none"
+            log.info(
+                "monitor stopped: %d polls, %d ticks published, errors: %s",
+                self.stats.polls,
+                self.stats.published,
+                errors,
+            )
+        return self.stats
+
+    async def poll_once(self, producer: AIOKafkaProducer, headers: dict[str, str]) -> bool:
+        """One poll; True when the answer was usable (all of it or some valid ticks) and published."""
+        self.stats.polls += 1
+        self.stats.last_poll_ok = False
+        config = self.config
+        try:
+            body = await fetch(
+                self.url, headers, timeout_s=config.timeout_s, max_bytes=config.max_answer_bytes
+            )
+        except FetchFailed as failure:
+            return self._failed(failure.kind, failure.detail)
+        answer = parse_answer(body)
+        if answer.rejected and answer.rejected[0].kind == "malformed":
+            return self._failed("malformed", answer.rejected[0].reason)
+        if answer.rejected:
+            first = answer.rejected[0]
+            self.stats.errors["invalid_tick"] += len(answer.rejected)
+            log.warning(
+                "%s: %d of %d items rejected (invalid_tick), e.g. item %s: %s",
+                self.url,
+                len(answer.rejected),
+                len(answer.rejected) + len(answer.ticks),
+                first.index,
+                first.reason,
+                extra={"site_id": config.site},
+            )
+            if not answer.ticks:
+                return False
+        now = datetime.now(UTC)
+        ahead = timedelta(seconds=self.settings.worker.max_tick_ahead_s)
+        selection = select_new(answer.ticks, self.stats.last_tick_at, now=now, max_ahead=ahead)
+        if selection.ahead:
+            self.stats.errors["invalid_tick"] += len(selection.ahead)
+            log.warning(
+                "%s: %d ticks stamped more than %g s ahead of now held back, e.g. %s",
+                self.url,
+                len(selection.ahead),
+                ahead.total_seconds(),
+                selection.ahead[0].timestamp.isoformat(),
+                extra={"site_id": config.site},
+            )
+        try:
+            await self._publish(producer, selection.new)
+        except KafkaError as error:
+            return self._failed("publish", f"{type(error).__name__}: {error}")
+        if selection.new:
+            log.info(
+                "published %d new ticks up to %s",
+                len(selection.new),
+                selection.new[-1].timestamp.isoformat(),
+                extra={"site_id": config.site, "topic": self.settings.topics.prices},
+            )
+        self.stats.last_poll_ok = True
+        return True
+
+    async def _publish(self, producer: AIOKafkaProducer, ticks: Sequence[PriceTick]) -> None:
+        """Send in order, then advance over the acknowledged prefix only: a tick after a failed one is sent
+        again by the next poll (a duplicate the worker skips) rather than a gap nobody fills."""
+        if not ticks:
+            return
+        key = self.config.site.encode()
+        topic = self.settings.topics.prices
+        sends = [await producer.send(topic, tick_payload(tick), key=key) for tick in ticks]
+        delivered = await asyncio.gather(*sends, return_exceptions=True)
+        for tick, result in zip(ticks, delivered, strict=True):
+            if isinstance(result, BaseException):
+                raise result if isinstance(result, KafkaError) else KafkaError(str(result))
+            self.stats.last_tick_at = tick.timestamp
+            self.stats.published += 1
+
+    def _failed(self, kind: ErrorKind, detail: str) -> bool:
+        self.stats.errors[kind] += 1
+        log.warning("%s: poll failed (%s): %s", self.url, kind, detail, extra={"site_id": self.config.site})
+        return False
+
+
+async def read_last_published(settings: Settings, site: str) -> datetime | None:
+    """The newest valid tick keyed ``site`` in ``prices``: its home partition read to the high watermark.
+
+    The fetch high watermark, not ListOffsets, ends the read (:mod:`battery_worker.kafka.reading`): the
+    embedded broker answers ListOffsets wrongly for partitions written in batches.
+    """
+    topic = settings.topics.prices
+    admin = make_admin(settings.kafka)
+    await start_client(admin, settings.kafka)
+    try:
+        partitions = (await partition_counts(admin, [topic])).get(topic, 0)
+    finally:
+        await admin.close()
+    if not partitions:
+        return None
+    reader = make_reader(settings.kafka)
+    await start_client(reader, settings.kafka)
+    key, newest = site.encode(), None
+    try:
+        home = TopicPartition(topic, home_partition(site, partitions))
+        async for batch in read_to_end(reader, [home], timeout_s=settings.worker.restore_timeout_s):
+            for record in batch:
+                if record.key != key or record.value is None:
+                    continue
+                try:
+                    stamp = PriceTick.model_validate_json(record.value).timestamp
+                except ValidationError:
+                    continue
+                if newest is None or stamp > newest:
+                    newest = stamp
+    finally:
+        await reader.stop()
+    return newest

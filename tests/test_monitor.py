@@ -1,0 +1,236 @@
+"""The price monitor against a real HTTP server (http.server in a thread) and the real broker.
+
+The server answers what each test scripts, in order (the last answer repeats): MARA-format lists in any
+order, a hang, a 500, garbage, a NaN. What the monitor published is read back from ``prices``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import TopicPartition
+
+from battery_worker.kafka.clients import make_admin, make_reader, start_client
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.topics import partition_counts
+from battery_worker.monitor.service import Monitor
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.settings import Settings
+from battery_worker.ticks import PriceTick
+from tests.workerkit import make_settings
+
+pytestmark = pytest.mark.broker
+
+START = datetime(2025, 6, 20, 10, 0)  # zone-less, as the MARA API sends: UTC
+
+
+def item(n: int, price: float | str = 1.0) -> dict[str, Any]:
+    """The MARA object of the n-th five-minute tick."""
+    return {
+        "energy_price": price,
+        "hash_price": 1.5,
+        "token_price": 2.5,
+        "timestamp": (START + timedelta(minutes=5 * n)).isoformat(),
+    }
+
+
+def listing(*numbers: int) -> bytes:
+    return orjson.dumps([item(n, 1.0 + n) for n in numbers])
+
+
+@dataclass
+class Reply:
+    body: bytes
+    status: int = 200
+    hang_s: float = 0.0
+
+
+class PriceServer:
+    """A local price API: each GET takes the next scripted reply (the last one repeats)."""
+
+    def __init__(self) -> None:
+        self.replies: list[Reply] = []
+        self.requests: list[dict[str, str]] = []
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                with server._lock:
+                    server.requests.append(dict(self.headers.items()))
+                    reply = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
+                if reply.hang_s:
+                    time.sleep(reply.hang_s)
+                try:
+                    self.send_response(reply.status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply.body)))
+                    self.end_headers()
+                    self.wfile.write(reply.body)
+                except OSError:
+                    pass  # the monitor gave up on a hung reply
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/prices"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def script(self, *replies: Reply) -> None:
+        with self._lock:
+            self.replies = list(replies)
+
+    def __enter__(self) -> PriceServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def price_server() -> Iterator[PriceServer]:
+    with PriceServer() as server:
+        yield server
+
+
+def monitor_settings(bootstrap: str, prefix: str, group: str, url: str, **monitor: Any) -> Settings:
+    config = {"url": url, "site": "site-m", "interval_s": 0.05, "timeout_s": 0.5, **monitor}
+    config.setdefault("backoff_initial_s", 0.05)
+    config.setdefault("backoff_max_s", 0.2)
+    return make_settings(bootstrap, prefix, group, monitor=config)
+
+
+async def published(settings: Settings) -> list[tuple[int, bytes | None, PriceTick]]:
+    """Every record of ``prices``: partition, key, tick (all are valid ticks, or this fails)."""
+    topic = settings.topics.prices
+    admin = make_admin(settings.kafka)
+    await start_client(admin, settings.kafka)
+    try:
+        count = (await partition_counts(admin, [topic]))[topic]
+    finally:
+        await admin.close()
+    reader = make_reader(settings.kafka)
+    await start_client(reader, settings.kafka)
+    records = []
+    try:
+        tps = [TopicPartition(topic, p) for p in range(count)]
+        async for batch in read_to_end(reader, tps, timeout_s=30):
+            for record in batch:
+                assert record.value is not None
+                records.append((record.partition, record.key, PriceTick.model_validate_json(record.value)))
+    finally:
+        await reader.stop()
+    return records
+
+
+def numbers(records: Sequence[tuple[int, bytes | None, PriceTick]]) -> list[int]:
+    start = START.replace(tzinfo=UTC)
+    return [int((tick.timestamp - start).total_seconds() // 300) for _, _, tick in records]
+
+
+async def test_new_ticks_are_published_once_in_order_keyed_by_site_across_restarts(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+) -> None:
+    settings = monitor_settings(kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url)
+    # Newest first as the API lists; then repeats, out of order, one new tick; then the same again.
+    price_server.script(Reply(listing(2, 1, 0)), Reply(listing(1, 3, 2, 3, 0)), Reply(listing(3, 1)))
+    first = await Monitor(settings).run(max_polls=3)
+    assert (first.polls, first.published, sum(first.errors.values())) == (3, 4, 0)
+
+    # A second monitor (a restart) reads the last tick back and publishes only what is newer.
+    price_server.script(Reply(listing(5, 4, 3, 2)))
+    second = Monitor(settings)
+    stats = await second.run(max_polls=2)
+    assert stats.published == 2
+    assert stats.last_tick_at == (START + timedelta(minutes=25)).replace(tzinfo=UTC)
+
+    records = await published(settings)
+    assert numbers(records) == [0, 1, 2, 3, 4, 5]
+    home = home_partition("site-m", settings.topics.partitions)
+    assert {(partition, key) for partition, key, _ in records} == {(home, b"site-m")}
+    assert [tick.energy_price for _, _, tick in records] == [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]
+
+
+async def test_hangs_errors_garbage_and_nan_are_counted_and_nothing_bad_is_published(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    os.environ["MONITOR_TEST_KEY"] = "secret-value-17"
+    try:
+        settings = monitor_settings(
+            kafka_bootstrap,
+            new_topic_name(),
+            new_group_id(),
+            price_server.url,
+            headers_from_env={"X-Api-Key": "MONITOR_TEST_KEY"},
+        )
+        nan = b'[{"energy_price": NaN, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:10"}]'
+        missing = b'[{"hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:10"}]'
+        price_server.script(
+            Reply(listing(0)),
+            Reply(listing(1), hang_s=1.5),  # longer than the 0.5 s timeout
+            Reply(b'{"error": "internal"}', status=500),
+            Reply(b"<html>bad gateway</html>"),
+            Reply(nan),
+            Reply(missing),
+            Reply(orjson.dumps([item(2, "7"), item(1), item(0)])),  # a string price beside two good ticks
+            Reply(listing(2, 1)),
+        )
+        monitor = Monitor(settings)
+        stats = await monitor.run(max_polls=8)
+    finally:
+        del os.environ["MONITOR_TEST_KEY"]
+
+    assert stats.polls == 8
+    assert dict(stats.errors) == {"timeout": 1, "http_status": 1, "malformed": 1, "invalid_tick": 3}
+    records = await published(settings)
+    assert numbers(records) == [0, 1, 2]
+    assert [tick.energy_price for _, _, tick in records] == [1.0, 1.0, 3.0]
+    assert all(r.get("X-Api-Key") == "secret-value-17" for r in price_server.requests)
+    assert "secret-value-17" not in caplog.text
+    failures = [r.getMessage() for r in caplog.records if "poll failed" in r.getMessage()]
+    assert len(failures) == 3  # one line each: timeout, 500, garbage
+    rejections = [r.getMessage() for r in caplog.records if "items rejected" in r.getMessage()]
+    assert len(rejections) == 3  # NaN, missing, the string price
+    assert "energy_price=nan" in rejections[0]
+
+
+async def test_a_stop_ends_the_wait_between_polls(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+) -> None:
+    settings = monitor_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url, interval_s=3600
+    )
+    price_server.script(Reply(listing(0)))
+    monitor = Monitor(settings)
+    task = asyncio.create_task(monitor.run())
+    for _ in range(300):  # the first poll done (15 s at most)
+        if monitor.stats.last_poll_ok:
+            break
+        await asyncio.sleep(0.05)
+    monitor.stop()
+    stats = await asyncio.wait_for(task, 15)
+    assert (stats.polls, stats.published) == (1, 1)
