@@ -8,18 +8,24 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
 
+from battery_worker.brokers.launcher import free_port
 from battery_worker.kafka.clients import make_admin, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
@@ -27,7 +33,7 @@ from battery_worker.monitor.service import Monitor
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.workerkit import make_settings
+from tests.workerkit import make_settings, settings_env
 
 pytestmark = pytest.mark.broker
 
@@ -234,3 +240,50 @@ async def test_a_stop_ends_the_wait_between_polls(
     monitor.stop()
     stats = await asyncio.wait_for(task, 15)
     assert (stats.polls, stats.published) == (1, 1)
+
+
+def test_the_command_serves_metrics_and_exits_0_on_sigterm(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    price_server.script(Reply(listing(1, 0)), Reply(b"garbage"), Reply(listing(2, 1)))
+    port = free_port()
+    log = tmp_path / "monitor.log"
+    with log.open("wb") as stderr:
+        process = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "battery_worker.cli", "--log-format", "json", "monitor"),
+                *("--url", price_server.url, "--site", "cli-site", "--interval", "0.1"),
+                *("--metrics-port", str(port)),
+            ],
+            env={**settings_env(settings), "BATTERY_WORKER_MONITOR__BACKOFF_INITIAL_S": "0.1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        text = ""
+        while "battery_worker_monitor_ticks_published_total 3.0" not in text:
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, text or log.read_text()
+            time.sleep(0.2)
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+                    text = answer.read().decode()
+            except OSError:
+                continue
+        assert 'battery_worker_monitor_errors_total{kind="malformed"} 1.0' in text
+        assert "battery_worker_monitor_last_tick_age_seconds" in text
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(30) == 0, log.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    records = asyncio.run(published(settings))
+    assert numbers(records) == [0, 1, 2]
+    assert {key for _, key, _ in records} == {b"cli-site"}

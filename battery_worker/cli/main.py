@@ -95,6 +95,53 @@ def cmd_run(args: argparse.Namespace) -> int:
     return _serve(main, worker.stop)
 
 
+def cmd_monitor(args: argparse.Namespace) -> int:
+    from battery_worker.monitor.service import Monitor
+
+    monitor_flags: dict[str, Any] = {
+        name: value
+        for name, value in (
+            ("url", args.url),
+            ("site", args.site),
+            ("interval_s", args.interval),
+            ("timeout_s", args.timeout),
+        )
+        if value is not None
+    }
+    if args.header:
+        monitor_flags["headers_from_env"] = dict(_header_flag(pair) for pair in args.header)
+    settings = command_settings(args, {"monitor": monitor_flags} if monitor_flags else None)
+    if settings.monitor.url is None:
+        raise InvalidConfig("monitor.url", None, "give --url or BATTERY_WORKER_MONITOR__URL")
+    settings.monitor.headers()  # a variable unset is a bad setting (exit 2), said before connecting
+    monitor = Monitor(settings)
+    port = settings.worker.metrics_port
+
+    async def main() -> int:
+        server = None
+        if port is not None:
+            from battery_worker.ops.monitor_server import MonitorServer
+
+            server = await MonitorServer(monitor, settings.worker.metrics_host, port).start()
+        try:
+            await monitor.run(max_polls=args.max_polls)
+        finally:
+            if server is not None:
+                await server.close()
+        return 0
+
+    return _serve(main, monitor.stop)
+
+
+def _header_flag(pair: str) -> tuple[str, str]:
+    name, sep, variable = pair.partition("=")
+    if not sep or not name.strip() or not variable.strip():
+        raise InvalidConfig(
+            "--header", pair, "expected NAME=ENVIRONMENT_VARIABLE, e.g. X-Api-Key=MARA_API_KEY"
+        )
+    return name.strip(), variable.strip()
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from battery_worker.cli.demo import run_demo
 
@@ -259,6 +306,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="at-least-once (default) or exactly-once (Kafka transactions; not on the embedded broker)",
     )
     run.set_defaults(func=cmd_run)
+
+    monitor = commands.add_parser(
+        "monitor", help="poll a price API (MARA format) and publish each new tick once to the prices topic"
+    )
+    add_connection(monitor)
+    monitor.add_argument("--url", help="the price API, http(s) (default: the monitor.url setting)")
+    monitor.add_argument("--site", type=SITE_ID, help="site id used as the message key (default: default)")
+    monitor.add_argument("--interval", type=POSITIVE_NUMBER, metavar="SECONDS", help="between polls (60)")
+    monitor.add_argument("--timeout", type=POSITIVE_NUMBER, metavar="SECONDS", help="per request (10)")
+    monitor.add_argument(
+        "--header",
+        action="append",
+        metavar="NAME=ENVVAR",
+        help="send header NAME with the value of environment variable ENVVAR (never logged); repeatable",
+    )
+    monitor.add_argument("--max-polls", type=POSITIVE_INT, help="stop after this many polls")
+    monitor.add_argument(
+        "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
+    )
+    monitor.add_argument(
+        "--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)"
+    )
+    monitor.set_defaults(func=cmd_monitor)
 
     demo = commands.add_parser(
         "demo", help="start the embedded broker, feed real ERCOT prices, show the worker's decisions"

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 import orjson
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -44,18 +44,14 @@ class Response:
 _REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
 
 
-class OpsServer:
-    """Serves a :class:`Worker`'s metrics and probes. ``await start()``, then ``await close()``."""
+class HttpEndpoints:
+    """The HTTP/1.1 part every ops server shares (the worker's, the monitor's): subclasses give ``respond``.
 
-    def __init__(self, worker: Worker, host: str, port: int, activity: SiteActivity | None = None) -> None:
-        self._worker = worker
-        self._host, self._requested_port = host, port
-        self._collector = WorkerCollector(worker, activity)
-        self._registry = build_registry(self._collector)
+    ``await start()``, then ``await close()``; ``setting`` names what to fix when the port is taken."""
+
+    def __init__(self, host: str, port: int, setting: str = "worker.metrics_port") -> None:
+        self._host, self._requested_port, self._setting = host, port, setting
         self._server: asyncio.Server | None = None
-        self._broker_checked_at = -1e9
-        self._broker_ok = False
-        self._started = time.monotonic()
 
     @property
     def port(self) -> int:
@@ -64,14 +60,14 @@ class OpsServer:
         bound: int = self._server.sockets[0].getsockname()[1]
         return bound
 
-    async def start(self) -> OpsServer:
+    async def start(self) -> Self:
         try:
             self._server = await asyncio.start_server(self._handle, self._host, self._requested_port)
         except OSError as error:
             # A port in use or a wrong address is a setting to fix, not a crash with a traceback.
             where = f"{self._host}:{self._requested_port}"
             raise InvalidConfig(
-                "worker.metrics_port",
+                self._setting,
                 self._requested_port,
                 f"cannot listen on {where}: {error.strerror or error}",
             ) from None
@@ -84,6 +80,52 @@ class OpsServer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 2.0)
             self._server = None
+
+    async def respond(self, path: str) -> Response:
+        raise NotImplementedError
+
+    # --- HTTP/1.1, minimal -------------------------------------------------------------------------------
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(parts) != 3:
+                return
+            method, path, _ = parts
+            if method not in ("GET", "HEAD"):
+                response = Response(405, b'{"error":"GET only"}')
+            else:
+                response = await self.respond(path)
+            header = (
+                f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
+                f"Content-Type: {response.content_type}\r\n"
+                f"Content-Length: {len(response.body)}\r\n"
+                "Connection: close\r\n\r\n"
+            ).encode("latin-1")
+            writer.write(header if method == "HEAD" else header + response.body)
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        except Exception:
+            log.exception("metrics/probe request failed")
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, TimeoutError):
+                await asyncio.wait_for(writer.wait_closed(), 1.0)
+
+
+class OpsServer(HttpEndpoints):
+    """Serves a :class:`Worker`'s metrics and probes. ``await start()``, then ``await close()``."""
+
+    def __init__(self, worker: Worker, host: str, port: int, activity: SiteActivity | None = None) -> None:
+        super().__init__(host, port)
+        self._worker = worker
+        self._collector = WorkerCollector(worker, activity)
+        self._registry = build_registry(self._collector)
+        self._broker_checked_at = -1e9
+        self._broker_ok = False
+        self._started = time.monotonic()
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -122,33 +164,3 @@ class OpsServer:
             self._broker_ok = await self._worker.broker_reachable()
             self._broker_checked_at = time.monotonic()
         return self._broker_ok
-
-    # --- HTTP/1.1, minimal -------------------------------------------------------------------------------
-
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), _REQUEST_TIMEOUT_S)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(parts) != 3:
-                return
-            method, path, _ = parts
-            if method not in ("GET", "HEAD"):
-                response = Response(405, b'{"error":"GET only"}')
-            else:
-                response = await self.respond(path)
-            header = (
-                f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Error')}\r\n"
-                f"Content-Type: {response.content_type}\r\n"
-                f"Content-Length: {len(response.body)}\r\n"
-                "Connection: close\r\n\r\n"
-            ).encode("latin-1")
-            writer.write(header if method == "HEAD" else header + response.body)
-            await writer.drain()
-        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except Exception:
-            log.exception("metrics/probe request failed")
-        finally:
-            writer.close()
-            with contextlib.suppress(ConnectionError, TimeoutError):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
