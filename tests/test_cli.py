@@ -12,7 +12,7 @@ import pytest
 from battery_worker.cli.main import main
 from tests.workerkit import DATA, cli, make_settings, settings_env
 
-COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"]]
+COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"], ["monitor"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=" ".join)

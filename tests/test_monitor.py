@@ -33,7 +33,7 @@ from battery_worker.monitor.service import Monitor
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.workerkit import make_settings, settings_env
+from tests.workerkit import cli, make_settings, settings_env
 
 pytestmark = pytest.mark.broker
 
@@ -287,3 +287,11 @@ def test_the_command_serves_metrics_and_exits_0_on_sigterm(
     records = asyncio.run(published(settings))
     assert numbers(records) == [0, 1, 2]
     assert {key for _, key, _ in records} == {b"cli-site"}
+
+
+def test_demo_live_runs_the_chain_from_a_local_api_to_actions(kafka_bootstrap: str) -> None:
+    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    result = cli("--log-level", "WARNING", "demo", "--live", "--rate", "500", env=env, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "336 ticks published once, errors: none" in result.stdout
+    assert "summary: 336 actions (84 charge, 73 discharge, 179 hold)" in result.stdout  # as `demo` feeds them

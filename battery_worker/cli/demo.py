@@ -9,6 +9,10 @@ discharge above 100 (the fortnight's median is 28, its top decile 378).
 the ``site`` policy, then the event day's price spike) under the ``site`` policy, and shows the machines
 running per tick: mining curtailed when the spike makes power dearer than hashes, the battery discharging
 into the machines, mining back when prices ease.
+
+``demo --live`` puts the price monitor in front: a local HTTP server replays the file in the MARA API's
+format at ``--rate`` ticks per second, ``battery-worker monitor``'s loop polls it and publishes to
+``prices``, so the whole chain runs: API → monitor → ``prices`` → worker → ``battery.actions``.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import os
 import uuid
 from collections import Counter, deque
+from collections.abc import Coroutine
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -36,12 +41,14 @@ from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings, load_settings
+from battery_worker.ticks import PriceTick
 
 DEMO_SITE = "demo-site"
 DEMO_POLICY = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
 SITE_POLICY: dict[str, Any] = {"name": "site", "params": {}}
 SAMPLE = "ercot_2023-08-01_14.csv"
 SITE_SAMPLE = "mara_2025-06-20_event.csv"
+LIVE_POLL_S = 0.25
 
 
 def sample_path(name: str = SAMPLE) -> Path:
@@ -87,25 +94,11 @@ async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, f
     seen: deque[BatteryAction] = deque(maxlen=14)
     actions: list[BatteryAction] = []
     try:
-        producer = make_producer(settings.kafka)
-        await start_client(producer, settings.kafka)
-        try:
-            console.print(
-                f"feeding {len(ticks)} MARA 5-minute ticks to '{settings.topics.prices}' at {args.rate:g}/s; "
-                "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
-                if args.site
-                else f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at "
-                f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh"
-            )
-            feeding = asyncio.create_task(
-                publish_ticks(
-                    producer, settings.topics.prices, ticks, site_id=DEMO_SITE, rate_per_s=args.rate
-                )
-            )
-            await _watch(settings, len(ticks), actions, seen, console, worker_task, site=args.site)
-            await feeding
-        finally:
-            await producer.stop()
+        watch = _watch(settings, len(ticks), actions, seen, console, worker_task, site=args.site)
+        if args.live:
+            await _through_the_monitor(args, settings, ticks, console, watch)
+        else:
+            await _fed(args, settings, ticks, console, watch)
         (_site_summary if args.site else _summary)(console, actions, worker)
         if args.follow:
             console.print("following: feed more prices with `battery-worker feed FILE`; Ctrl+C stops")
@@ -115,6 +108,68 @@ async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, f
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
     return 0
+
+
+async def _fed(
+    args: argparse.Namespace,
+    settings: Settings,
+    ticks: list[PriceTick],
+    console: Console,
+    watch: Coroutine[Any, Any, None],
+) -> None:
+    producer = make_producer(settings.kafka)
+    await start_client(producer, settings.kafka)
+    try:
+        console.print(
+            f"feeding {len(ticks)} MARA 5-minute ticks to '{settings.topics.prices}' at {args.rate:g}/s; "
+            "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
+            if args.site
+            else f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at "
+            f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh"
+        )
+        feeding = asyncio.create_task(
+            publish_ticks(producer, settings.topics.prices, ticks, site_id=DEMO_SITE, rate_per_s=args.rate)
+        )
+        await watch
+        await feeding
+    finally:
+        await producer.stop()
+
+
+async def _through_the_monitor(
+    args: argparse.Namespace,
+    settings: Settings,
+    ticks: list[PriceTick],
+    console: Console,
+    watch: Coroutine[Any, Any, None],
+) -> None:
+    """``--live``: a local price API replays the file at ``--rate``; the monitor polls it into ``prices``."""
+    from battery_worker.monitor.replay_api import ReplayApi
+    from battery_worker.monitor.service import Monitor
+    from battery_worker.settings import MonitorSettings
+
+    with ReplayApi(ticks, rate_per_s=args.rate) as api:
+        polled = MonitorSettings(url=api.url, site=DEMO_SITE, interval_s=LIVE_POLL_S, timeout_s=5.0)
+        monitor = Monitor(settings.model_copy(update={"monitor": polled}))
+        console.print(
+            f"a local price API replays {len(ticks)} ticks at {args.rate:g}/s on {api.url}; "
+            f"battery-worker monitor polls it every {LIVE_POLL_S:g} s into '{settings.topics.prices}'"
+        )
+        monitoring = asyncio.create_task(monitor.run())
+        watching = asyncio.ensure_future(watch)
+        try:
+            await asyncio.wait({monitoring, watching}, return_when=asyncio.FIRST_COMPLETED)
+            if monitoring.done():
+                monitoring.result()  # the monitor stopped early: its error, said here
+            await watching
+        finally:
+            monitor.stop()
+            watching.cancel()
+            stats = await monitoring
+    errors = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.errors.items())) or "none"
+    console.print(
+        f"monitor: {stats.polls} polls of the API, {stats.published} ticks published once, errors: {errors}"
+    )
 
 
 async def _watch(

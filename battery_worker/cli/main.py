@@ -342,6 +342,11 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the site policy over a MARA price spike: machines curtailed and back, per tick",
     )
+    demo.add_argument(
+        "--live",
+        action="store_true",
+        help="through the price monitor: a local price API replays the file, the monitor polls it",
+    )
     demo.set_defaults(func=cmd_demo)
 
     feed = commands.add_parser("feed", help="publish a price file (CSV or MARA JSON) to the prices topic")

@@ -1,0 +1,60 @@
+"""The monitor's settings and flags: what is refused before anything connects, and header values' secrecy."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from battery_worker.errors import InvalidConfig
+from battery_worker.settings import load_settings
+from tests.workerkit import cli
+
+
+def test_monitor_settings_come_from_the_environment_and_header_values_from_named_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("BATTERY_WORKER_MONITOR__URL", "https://prices.example/prices")
+    monkeypatch.setenv("BATTERY_WORKER_MONITOR__HEADERS_FROM_ENV", '{"X-Api-Key": "MARA_KEY"}')
+    monkeypatch.setenv("MARA_KEY", "k-123")
+    monitor = load_settings().monitor
+    assert (monitor.url, monitor.site, monitor.interval_s) == ("https://prices.example/prices", "default", 60)
+    assert monitor.headers() == {"X-Api-Key": "k-123"}
+    assert "k-123" not in repr(load_settings().masked())
+    monkeypatch.delenv("MARA_KEY")
+    with pytest.raises(InvalidConfig, match="MARA_KEY not set"):
+        monitor.headers()
+
+
+@pytest.mark.parametrize(
+    ("monitor", "field"),
+    [
+        ({"url": "ftp://prices.example/"}, "monitor.url"),
+        ({"url": "prices.example"}, "monitor.url"),
+        ({"interval_s": 0}, "monitor.interval_s"),
+        ({"headers_from_env": {"X Api Key": "K"}}, "monitor.headers_from_env"),
+        ({"headers_from_env": {"X-Api-Key": "1-bad"}}, "monitor.headers_from_env"),
+    ],
+)
+def test_bad_monitor_settings_are_refused(monitor: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidConfig) as refused:
+        load_settings(None, {"monitor": monitor})
+    assert refused.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        ([], "give --url"),
+        (["--url", "file:///etc/passwd"], "http:// or https://"),
+        (["--url", "http://127.0.0.1:1/p", "--header", "X-Api-Key"], "NAME=ENVIRONMENT_VARIABLE"),
+        (["--url", "http://127.0.0.1:1/p", "--header", "X-Api-Key=NO_SUCH_VARIABLE_SET"], "not set"),
+        (["--url", "http://127.0.0.1:1/p", "--interval", "0"], "must be above 0"),
+    ],
+)
+def test_the_command_refuses_bad_flags_in_one_line_before_connecting(args: list[str], says: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATTERY_WORKER_MONITOR")}
+    result = cli("monitor", "--bootstrap-servers", "127.0.0.1:1", *args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert says in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
