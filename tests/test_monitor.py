@@ -200,14 +200,15 @@ async def test_hangs_errors_garbage_and_nan_are_counted_and_nothing_bad_is_publi
             Reply(nan),
             Reply(missing),
             Reply(orjson.dumps([item(2, "7"), item(1), item(0)])),  # a string price beside two good ticks
+            Reply(orjson.dumps([item(2, "7"), item(1), item(0)])),  # listed again: reported once, not twice
             Reply(listing(2, 1)),
         )
         monitor = Monitor(settings)
-        stats = await monitor.run(max_polls=8)
+        stats = await monitor.run(max_polls=9)
     finally:
         del os.environ["MONITOR_TEST_KEY"]
 
-    assert stats.polls == 8
+    assert stats.polls == 9
     assert dict(stats.errors) == {"timeout": 1, "http_status": 1, "malformed": 1, "invalid_tick": 3}
     records = await published(settings)
     assert numbers(records) == [0, 1, 2]

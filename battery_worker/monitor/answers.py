@@ -31,6 +31,8 @@ class Rejected:
     reason: str
     index: int | None = None
     """Position of the item in the answer (None: the whole answer)."""
+    item: str = ""
+    """The item as canonical JSON (keys sorted): what tells one bad item from another across polls."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +60,13 @@ def parse_answer(body: bytes) -> Answer:
     rejected: list[Rejected] = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
-            rejected.append(Rejected("invalid_tick", f"a JSON {type(item).__name__}, not an object", index))
+            problem = f"a JSON {type(item).__name__}, not an object"
+            rejected.append(Rejected("invalid_tick", problem, index, _canonical(item)))
             continue
         try:
             ticks.append(PriceTick.model_validate(item))
         except ValidationError as error:
-            rejected.append(Rejected("invalid_tick", _reason(error), index))
+            rejected.append(Rejected("invalid_tick", _reason(error), index, _canonical(item)))
     return Answer(tuple(ticks), tuple(rejected))
 
 
@@ -117,6 +120,10 @@ def _reason(error: ValidationError) -> str:
         return f"{tick_error(error).field}: missing"
     problem = tick_error(error)
     return f"{problem.field}={_short(repr(problem.value))}: {problem.problem}"
+
+
+def _canonical(item: object) -> str:
+    return json.dumps(item, sort_keys=True, default=str)
 
 
 def _short(text: str, limit: int = 120) -> str:

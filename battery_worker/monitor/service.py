@@ -30,7 +30,7 @@ from battery_worker.kafka.clients import make_admin, make_producer, make_reader,
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.topics import partition_counts, prepare_topics
-from battery_worker.monitor.answers import parse_answer, select_new
+from battery_worker.monitor.answers import Rejected, parse_answer, select_new
 from battery_worker.monitor.fetching import FetchFailed, fetch
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
@@ -49,6 +49,7 @@ ERROR_KINDS: tuple[ErrorKind, ...] = (
 )
 
 CLOSE_TIMEOUT_S = 10.0
+REPORTED_ITEMS_KEPT = 4096
 
 
 @dataclass(slots=True)
@@ -56,7 +57,7 @@ class MonitorStats:
     polls: int = 0
     published: int = 0
     errors: Counter[str] = field(default_factory=Counter)
-    """Per kind: failed polls, and for ``invalid_tick`` each item rejected (counted at every poll)."""
+    """Per kind: failed polls, and for ``invalid_tick`` each bad item once (however many answers list it)."""
     last_tick_at: datetime | None = None
     """The newest tick in ``prices`` for the site: read back at start, then each one published."""
     ready: bool = False
@@ -75,6 +76,7 @@ class Monitor:
         self.url: str = settings.monitor.url
         self.stats = MonitorStats()
         self._stop = asyncio.Event()
+        self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
 
     @property
     def stopping(self) -> bool:
@@ -142,20 +144,20 @@ class Monitor:
         answer = parse_answer(body)
         if answer.rejected and answer.rejected[0].kind == "malformed":
             return self._failed("malformed", answer.rejected[0].reason)
-        if answer.rejected:
-            first = answer.rejected[0]
-            self.stats.errors["invalid_tick"] += len(answer.rejected)
+        fresh = self._unreported(answer.rejected)
+        if fresh:
+            self.stats.errors["invalid_tick"] += len(fresh)
             log.warning(
                 "%s: %d of %d items rejected (invalid_tick), e.g. item %s: %s",
                 self.url,
-                len(answer.rejected),
+                len(fresh),
                 len(answer.rejected) + len(answer.ticks),
-                first.index,
-                first.reason,
+                fresh[0].index,
+                fresh[0].reason,
                 extra={"site_id": config.site},
             )
-            if not answer.ticks:
-                return False
+        if answer.rejected and not answer.ticks:
+            return False
         now = datetime.now(UTC)
         ahead = timedelta(seconds=self.settings.worker.max_tick_ahead_s)
         selection = select_new(answer.ticks, self.stats.last_tick_at, now=now, max_ahead=ahead)
@@ -182,6 +184,16 @@ class Monitor:
             )
         self.stats.last_poll_ok = True
         return True
+
+    def _unreported(self, rejected: tuple[Rejected, ...]) -> list[Rejected]:
+        """The bad items not reported before: an API lists its last day or so at every poll, so one bad
+        item would otherwise be a warning and a count at every poll until it scrolls out of the answer."""
+        fresh = [r for r in rejected if r.item not in self._reported]
+        for r in fresh:
+            self._reported[r.item] = None
+        while len(self._reported) > REPORTED_ITEMS_KEPT:
+            del self._reported[next(iter(self._reported))]
+        return fresh
 
     async def _publish(self, producer: AIOKafkaProducer, ticks: Sequence[PriceTick]) -> None:
         """Send in order, then advance over the acknowledged prefix only: a tick after a failed one is sent
