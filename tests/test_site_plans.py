@@ -139,3 +139,28 @@ def test_a_version_1_action_still_loads_without_a_plan(mara_48h: list[PriceTick]
     assert loaded.model_dump(exclude={"schema_version", "site_plan"}) == BatteryAction.model_validate(
         written
     ).model_dump(exclude={"schema_version", "site_plan"})
+
+
+def test_backtest_site_report_uses_the_site_of_a_settings_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--config`` with ``--site-id``: the fleet the worker would run for that site, not the default one."""
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        "[sites.hydro.site]\n"
+        "import_limit_mw = 30.0\n"
+        'machines = [{ name = "hydro", power_kw = 5.0, output = 5000, count = 2000, paid_by = "hash" }]\n'
+        "[sites.hydro.battery]\ncapacity_mwh = 40.0\n"
+    )
+    file = str(DATA / "mara_api_5min_2025-05-22_48h.json")
+    summary = tmp_path / "site.json"
+    run = ["backtest", file, "--site", "--summary", str(summary), "--policy-param", "site.horizon_hours=12"]
+    assert main([*run, "--config", str(config), "--site-id", "hydro"]) == 0
+    assert "10 MW" in capsys.readouterr().out.split("\n")[1], "the site line names the configured fleet"
+    hydro = orjson.loads(summary.read_bytes())
+    assert main(run) == 0
+    capsys.readouterr()
+    default = orjson.loads(summary.read_bytes())
+    assert hydro["optimum_profit"] != pytest.approx(default["optimum_profit"])
+    assert main([*run, "--config", str(config), "--site-id", "nowhere"]) == 2
+    assert "no sites.nowhere" in capsys.readouterr().err

@@ -9,7 +9,9 @@ output says which, with the gap to the best schedule found); capture is measured
 
 ``--site`` reports the site instead (machines and battery, docs/site.md): the profit of every machine on
 without a battery, every machine on with ``mpc``'s battery, the machines planned without a battery, and
-the ``site`` policy, each as a share of the site optimum, for the default site (the seed's 25 MW fleet).
+the ``site`` policy, each as a share of the site optimum. The site is the seed's 25 MW fleet, or with
+``--config FILE`` the ``[site]`` and ``[battery]`` of that settings file (``--site-id ID``: that site's
+``sites.<id>`` overrides over them), resolved exactly as the worker resolves them.
 ``--hash-price`` and ``--token-price`` set those prices for market files, which carry an energy price only.
 
 The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
@@ -26,6 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -77,6 +80,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         action="store_true",
         help="compare the site's runs (machines and battery) with the site optimum instead",
     )
+    parser.add_argument(
+        "--config", type=Path, help="TOML settings: the battery and site the worker would use (see --site-id)"
+    )
+    parser.add_argument(
+        "--site-id", help="with --config: the battery and site of sites.<ID> (default: the defaults)"
+    )
     parser.add_argument("--hash-price", type=NUMBER, default=0.0, help="for market files (default 0)")
     parser.add_argument("--token-price", type=NUMBER, default=0.0, help="for market files (default 0)")
     battery = BatteryConfig()
@@ -117,8 +126,32 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def battery_config(args: argparse.Namespace) -> BatteryConfig:
-    """The defaults, then the ``--battery-type`` preset, then the battery flags given."""
+def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]:
+    """The battery and site model from ``--config`` (for ``--site-id``, as the worker resolves that site);
+    the defaults without it."""
+    if args.config is None:
+        if args.site_id is not None:
+            raise InvalidConfig(
+                "--site-id", args.site_id, "needs --config (the settings that define the site)"
+            )
+        return BatteryConfig(), SiteModel()
+    from battery_worker.settings import load_settings
+
+    settings = load_settings(args.config)
+    directory = settings.site_directory()
+    if args.site_id is None:
+        return directory.default.config, directory.default.site
+    if args.site_id not in settings.sites:
+        known = ", ".join(sorted(settings.sites)) or "none"
+        raise InvalidConfig(
+            "--site-id", args.site_id, f"no sites.{args.site_id} in {args.config} (sites: {known})"
+        )
+    setup = directory.setup(args.site_id)
+    return setup.config, setup.site
+
+
+def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) -> BatteryConfig:
+    """``base`` (the defaults when None), then the ``--battery-type`` preset, then the battery flags given."""
     flags = {
         "capacity_mwh": args.capacity_mwh,
         "max_charge_rate_mw": args.max_rate_mw,
@@ -129,7 +162,8 @@ def battery_config(args: argparse.Namespace) -> BatteryConfig:
         "max_cycles_per_day": args.max_cycles_per_day,
     }
     given = {name: value for name, value in flags.items() if value is not None}
-    return BatteryConfig(**{**chemistry_fields(args.battery_type), **given})
+    fields = {**chemistry_fields(args.battery_type), **given}
+    return BatteryConfig(**fields) if base is None else replace(base, **fields)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -160,8 +194,11 @@ def _run(args: argparse.Namespace) -> int:
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
-    policies = [make_policy(name, {**params.get("", {}), **params.get(name, {})}) for name in names]
-    config = battery_config(args)
+    base, site = configured_site(args)
+    policies = [
+        make_policy(name, {**params.get("", {}), **params.get(name, {})}, site=site) for name in names
+    ]
+    config = battery_config(args, base)
     ticks = load_ticks(
         args.file,
         timestamp_column=args.timestamp_column,
@@ -173,7 +210,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
     progress = Progress(args.progress)
     if args.site:
-        return site_report(args, ticks, config, policies, progress)
+        return site_report(args, ticks, config, site, policies, progress)
     inputs = optimum_inputs(ticks, config)
     started = time.monotonic()
     with progress.optimum(inputs.prices.size, int(np.count_nonzero(inputs.prices < 0))) as on_wait:
@@ -216,6 +253,7 @@ def site_report(
     args: argparse.Namespace,
     ticks: list[PriceTick],
     config: BatteryConfig,
+    site: SiteModel,
     policies: list[Policy],
     progress: Progress,
 ) -> int:
@@ -225,7 +263,6 @@ def site_report(
     from battery_worker.backtest.site import compare_site, site_line, site_table
 
     mpc, site_policy = policies
-    site = getattr(site_policy, "site", SiteModel())
     with ExitStack() as bar:
 
         def announce(key: str) -> Callable[[], None] | None:
