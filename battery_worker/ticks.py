@@ -3,6 +3,8 @@
 The MARA price API sends ``{"energy_price", "hash_price", "token_price", "timestamp"}``; timestamps come with
 or without a zone and zone-less ones are UTC. ``site_id`` is optional: the Kafka key usually names the site.
 Prices may be zero or negative (real markets go there); they may not be NaN or infinite.
+``carbon_intensity`` (kgCO₂eq/MWh, which equals gCO₂eq/kWh) is optional: producers that do not know the
+grid's intensity omit it, and it is None; when given it is finite and not negative.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ PRICE_LIMIT = 1e6
 overflow the money totals to infinity and poison a site's state for good."""
 Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT, strict=True)]
 """Strict: a price is a JSON number; true, "1.5" or null are not prices."""
+CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True)]
+"""kgCO₂eq per MWh bought from the grid; real grids stay under ~1,200, so ±1e6 bounds only absurd values."""
 
 
 class PriceTick(BaseModel):
@@ -35,6 +39,7 @@ class PriceTick(BaseModel):
     token_price: Price
     timestamp: UtcDatetime
     site_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    carbon_intensity: CarbonIntensity | None = None
 
 
 def tick_error(error: ValidationError) -> InvalidTick:
@@ -50,6 +55,7 @@ def make_tick(
     token_price: float,
     timestamp: datetime | str,
     site_id: str | None = None,
+    carbon_intensity: float | None = None,
 ) -> PriceTick:
     """Build a tick from Python values; :class:`InvalidTick` (a ``ValueError``) when it is malformed."""
     try:
@@ -60,6 +66,7 @@ def make_tick(
                 "token_price": token_price,
                 "timestamp": timestamp,
                 "site_id": site_id,
+                "carbon_intensity": carbon_intensity,
             }
         )
     except ValidationError as error:

@@ -52,3 +52,23 @@ def test_a_bad_timestamp_is_an_invalid_tick() -> None:
     with pytest.raises(InvalidTick) as caught:
         make_tick(1.0, 1.0, 1.0, "yesterday")
     assert caught.value.field == "timestamp"
+
+
+def test_carbon_intensity_is_optional_and_none_when_omitted() -> None:
+    plain = PriceTick.model_validate_json(
+        b'{"energy_price": 1.8, "hash_price": 1.7, "token_price": 1.0, "timestamp": "2025-06-21T12:00:00"}'
+    )
+    assert plain.carbon_intensity is None
+    given = PriceTick.model_validate_json(
+        b'{"energy_price": 1.8, "hash_price": 0, "token_price": 0, "timestamp": "2025-06-21T12:00:00",'
+        b' "carbon_intensity": 412.5}'
+    )
+    assert given.carbon_intensity == 412.5
+    assert make_tick(1, 0, 0, "2023-01-01T00:00:00", carbon_intensity=0).carbon_intensity == 0.0
+
+
+@pytest.mark.parametrize("value", [-1.0, float("nan"), float("inf"), "300", True])
+def test_a_bad_carbon_intensity_is_an_invalid_tick(value: object) -> None:
+    with pytest.raises(InvalidTick) as caught:
+        make_tick(1.0, 0.0, 0.0, "2023-01-01T00:00:00", carbon_intensity=value)  # type: ignore[arg-type]
+    assert caught.value.field == "carbon_intensity"
