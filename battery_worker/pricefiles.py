@@ -8,11 +8,18 @@ Formats recognised without flags:
 * MARA JSON: the API's ``GET /prices`` answer (an array of objects), a single object, or one object a line.
 
 Any other CSV works by naming its columns. Rows are sorted by timestamp (the MARA dumps are newest first).
+
+A carbon file (``carbon_file``) adds the grid's carbon intensity to the ticks, joined by timestamp: the
+shared files' ``Datetime (UTC)`` (zone-less means UTC) and ``Carbon Intensity gCO₂eq/kWh (direct)`` are
+recognised, as are ``timestamp`` and ``carbon_intensity``. A tick takes the row stamped at its own time,
+else the row of the start of its UTC hour (carbon data is hourly, prices may be finer); a tick with neither
+keeps ``carbon_intensity`` None: unknown, never zero.
 """
 
 from __future__ import annotations
 
 import csv
+import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
@@ -21,12 +28,15 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
+from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidTick
 from battery_worker.ticks import PriceTick, tick_error
 
 MARKET_TIMESTAMP = "Datetime (UTC)"
 MARKET_PRICE = "Price (USD/MWh)"
 MARA_FIELDS = ("energy_price", "hash_price", "token_price", "timestamp")
+CARBON_TIMESTAMPS = (MARKET_TIMESTAMP, "timestamp")
+CARBON_COLUMNS = ("Carbon Intensity gCO₂eq/kWh (direct)", "carbon_intensity")
 
 
 class PriceFileError(InvalidTick):
@@ -41,8 +51,9 @@ def load_ticks(
     hash_price: float = 0.0,
     token_price: float = 0.0,
     site_id: str | None = None,
+    carbon_file: str | Path | None = None,
 ) -> list[PriceTick]:
-    """All ticks of a price file, oldest first."""
+    """All ticks of a price file, oldest first; with ``carbon_file``, each with its carbon intensity."""
     source = Path(path)
     if source.is_dir():
         raise PriceFileError("file", str(source), "is a directory, not a price file")
@@ -61,7 +72,57 @@ def load_ticks(
         raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
     ticks = [_tick(source, number, row, site_id) for number, row in enumerate(rows, start=1)]
     ticks.sort(key=lambda tick: tick.timestamp)
+    if carbon_file is not None:
+        ticks = join_carbon(ticks, load_carbon(carbon_file))
     return ticks
+
+
+def load_carbon(path: str | Path) -> dict[datetime, float]:
+    """Carbon intensity (kgCO₂eq/MWh) by UTC timestamp; rows with an empty intensity are left out."""
+    source = Path(path)
+    if not source.is_file():
+        raise PriceFileError("carbon_file", str(source), "no such file")
+    try:
+        with source.open(newline="", encoding="utf-8-sig") as handle:
+            reader = csv.DictReader(handle)
+            header = reader.fieldnames or []
+            ts_col = next((name for name in CARBON_TIMESTAMPS if name in header), None)
+            value_col = next((name for name in CARBON_COLUMNS if name in header), None)
+            if ts_col is None or value_col is None:
+                raise PriceFileError(
+                    "columns", header, f"{source.name}: no timestamp and carbon intensity columns"
+                )
+            rows = [(number, row[ts_col], row[value_col]) for number, row in enumerate(reader, start=1)]
+    except UnicodeDecodeError:
+        raise PriceFileError("carbon_file", str(source), "is not UTF-8 text (a binary file?)") from None
+    except (csv.Error, OSError) as error:
+        raise PriceFileError("carbon_file", str(source), f"cannot be read ({error})") from None
+    intensity: dict[datetime, float] = {}
+    for number, stamp, text in rows:
+        if text is None or not text.strip():
+            continue
+        try:
+            at = as_utc(datetime.fromisoformat((stamp or "").strip()))
+            value = float(text)
+        except ValueError:
+            raise PriceFileError(
+                "carbon_intensity", text, f"{source.name} row {number}: not a timestamp and a number"
+            ) from None
+        if not (math.isfinite(value) and value >= 0):
+            raise PriceFileError("carbon_intensity", text, f"{source.name} row {number}: must be >= 0")
+        intensity[at] = value
+    return intensity
+
+
+def join_carbon(ticks: list[PriceTick], intensity: Mapping[datetime, float]) -> list[PriceTick]:
+    """Each tick with the intensity stamped at its time, else at the start of its UTC hour, else None."""
+    joined: list[PriceTick] = []
+    for tick in ticks:
+        at = as_utc(tick.timestamp)
+        hour = at.replace(minute=0, second=0, microsecond=0)
+        value = intensity.get(at, intensity.get(hour))
+        joined.append(tick if value is None else tick.model_copy(update={"carbon_intensity": value}))
+    return joined
 
 
 def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None) -> PriceTick:

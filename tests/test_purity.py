@@ -47,6 +47,7 @@ PURE_MODULES = (
     "sites",
     "chemistries",
     "audit",
+    "emissions",
     "seed_api",
     "settings",
     "monitor",

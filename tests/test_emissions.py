@@ -1,0 +1,114 @@
+"""Emissions of the battery's steps, missing intensity carried for a bounded time, and carbon files joined
+to price files: hand-computed cases."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from battery_worker.emissions import (
+    carried_intensities,
+    effective_price,
+    effective_prices,
+    emissions,
+    step_emissions,
+)
+from battery_worker.errors import InvalidInput
+from battery_worker.pricefiles import PriceFileError, load_ticks
+
+DATA = Path(__file__).parent / "data"
+T0 = datetime(2023, 8, 1, tzinfo=UTC)
+
+
+def hours(n: int) -> list[datetime]:
+    return [T0 + timedelta(hours=h) for h in range(n)]
+
+
+def test_a_step_emits_what_it_buys_and_avoids_what_it_delivers() -> None:
+    step = step_emissions(2.0, 0.0, 400.0)
+    assert (step.bought_kg, step.avoided_kg, step.net_kg) == (800.0, 0.0, 800.0)
+    step = step_emissions(0.0, 1.5, 300.0)
+    assert (step.bought_kg, step.avoided_kg, step.net_kg) == (0.0, 450.0, -450.0)
+    assert step_emissions(1.0, 0.0, None).net_kg is None
+
+
+def test_missing_intensity_is_carried_for_carry_hours_then_unknown() -> None:
+    given = [100.0, None, None, None, None, 50.0, None]
+    expected = [100.0, 100.0, 100.0, 100.0, None, 50.0, 50.0]
+    assert carried_intensities(hours(7), given, carry_hours=3.0) == expected
+    assert carried_intensities(hours(3), [None, 10.0, None], carry_hours=0.0) == [None, 10.0, None]
+
+
+def test_totals_skip_unknown_steps_and_report_coverage() -> None:
+    # charge 2 MWh at 400, then 2 h missing (carried for 1 h only), then deliver 1.6 MWh at 200
+    given = [400.0, None, None, 200.0]
+    bought = [2.0, 1.0, 1.0, 0.0]
+    delivered = [0.0, 0.0, 0.0, 1.6]
+    result = emissions(hours(4), given, bought, delivered, carry_hours=1.0)
+    # bought: 2×400 + 1×400 (carried) = 1200; step 3 unknown; avoided 1.6×200 = 320
+    assert result.bought_kg == pytest.approx(1200.0)
+    assert result.avoided_kg == pytest.approx(320.0)
+    assert result.net_kg == pytest.approx(880.0)
+    assert result.net_tonnes == pytest.approx(0.88)
+    assert (result.steps, result.known_steps, result.carried_steps) == (4, 2, 1)
+    assert result.coverage == pytest.approx(0.75)
+
+
+def test_no_intensity_at_all_is_unknown_not_zero() -> None:
+    result = emissions(hours(2), [None, None], [1.0, 0.0], [0.0, 1.0])
+    assert result.coverage == 0.0
+    assert result.known_steps == result.carried_steps == 0
+
+
+def test_mismatched_lengths_and_bad_carry_are_refused() -> None:
+    with pytest.raises(InvalidInput):
+        emissions(hours(2), [1.0], [0.0, 0.0], [0.0, 0.0])
+    with pytest.raises(InvalidInput):
+        carried_intensities(hours(1), [1.0], carry_hours=-1.0)
+
+
+def test_the_effective_price_adds_the_carbon_cost_and_is_the_price_at_zero() -> None:
+    assert effective_price(30.0, 400.0, 50.0) == pytest.approx(50.0)  # 30 + 50 $/t × 0.4 t/MWh
+    assert effective_price(30.0, None, 50.0) == 30.0
+    assert effective_price(0.1 + 0.2, 400.0, 0.0) == 0.1 + 0.2
+    assert effective_prices([1.0, 2.0], [1000.0, None], 10.0) == [11.0, 2.0]
+
+
+def test_a_carbon_file_is_joined_to_prices_by_timestamp() -> None:
+    plain = load_ticks(DATA / "ercot_2023-08-01_07.csv")
+    ticks = load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=DATA / "ercot_carbon_2023-08-01_07.csv")
+    assert [t.energy_price for t in ticks] == [t.energy_price for t in plain]
+    assert all(t.carbon_intensity is None for t in plain)
+    assert ticks[0].carbon_intensity == 400.09  # the file's first row, 2023-08-01 00:00
+    assert all(t.carbon_intensity is not None for t in ticks)
+
+
+def test_hours_without_a_carbon_row_get_none_and_sub_hourly_ticks_take_their_hour(tmp_path: Path) -> None:
+    prices = tmp_path / "prices.csv"
+    prices.write_text(
+        "timestamp,energy_price,hash_price,token_price\n"
+        "2023-08-01T00:00:00,1,0,0\n2023-08-01T00:05:00,1,0,0\n2023-08-01T01:00:00,1,0,0\n"
+        "2023-08-01T02:00:00,1,0,0\n"
+    )
+    carbon = tmp_path / "carbon.csv"
+    carbon.write_text(
+        "Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)\n"
+        "2023-08-01 00:00:00,250.5\n2023-08-01 01:00:00,\n",
+        encoding="utf-8",
+    )
+    ticks = load_ticks(prices, carbon_file=carbon)
+    assert [t.carbon_intensity for t in ticks] == [250.5, 250.5, None, None]
+
+
+def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
+    carbon = tmp_path / "carbon.csv"
+    carbon.write_text("timestamp,carbon_intensity\n2023-08-01T00:00:00,-3\n")
+    with pytest.raises(PriceFileError, match="row 1"):
+        load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
+    carbon.write_text("when,what\n")
+    with pytest.raises(PriceFileError, match="carbon intensity columns"):
+        load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
+    with pytest.raises(PriceFileError, match="no such file"):
+        load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=tmp_path / "missing.csv")
