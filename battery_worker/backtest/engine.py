@@ -39,7 +39,8 @@ from battery_worker.ticks import PriceTick
 
 @dataclass(frozen=True, slots=True)
 class BacktestRun:
-    """One entry per applied tick. Power is signed (+ charging, − discharging), site side, after clamping."""
+    """One entry per applied tick. Power is signed (+ charging, − discharging), site side, after clamping.
+    ``bought_mwh`` is what charging bought from the grid; ``intensities`` the ticks' carbon intensity."""
 
     policy: str
     timestamps: tuple[datetime, ...]
@@ -52,6 +53,8 @@ class BacktestRun:
     drawn_mwh: FloatArray
     delivered_mwh: FloatArray
     lost_mwh: FloatArray
+    bought_mwh: FloatArray
+    intensities: tuple[float | None, ...]
     skipped_ticks: int
     initial_energy_mwh: float
     final: SiteState
@@ -127,6 +130,8 @@ def run_policy(
     drawn: list[float] = []
     delivered: list[float] = []
     lost: list[float] = []
+    bought: list[float] = []
+    intensities: list[float | None] = []
     skipped = 0
     for tick in ticks:
         if on_tick is not None:
@@ -149,6 +154,8 @@ def run_policy(
         drawn.append(after.energy_drawn_mwh - before.energy_drawn_mwh)
         delivered.append(after.energy_delivered_mwh - before.energy_delivered_mwh)
         lost.append(after.energy_lost_mwh - before.energy_lost_mwh)
+        bought.append(after.energy_bought_mwh - before.energy_bought_mwh)
+        intensities.append(tick.carbon_intensity)
     return BacktestRun(
         policy=policy.name,
         timestamps=tuple(stamps),
@@ -161,6 +168,8 @@ def run_policy(
         drawn_mwh=np.asarray(drawn),
         delivered_mwh=np.asarray(delivered),
         lost_mwh=np.asarray(lost),
+        bought_mwh=np.asarray(bought),
+        intensities=tuple(intensities),
         skipped_ticks=skipped,
         initial_energy_mwh=start,
         final=state,

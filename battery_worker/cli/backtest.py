@@ -14,6 +14,11 @@ the ``site`` policy, each as a share of the site optimum. The site is the seed's
 ``sites.<id>`` overrides over them), resolved exactly as the worker resolves them.
 ``--hash-price`` and ``--token-price`` set those prices for market files, which carry an energy price only.
 
+``--carbon FILE`` joins grid carbon intensity to the prices (docs/emissions.md) and prints, per policy and
+for the optimum, the net emissions effect in tonnes and its coverage beside value and cycles.
+``--carbon-price P`` (money per tonne) is given to the policies that take one (``mpc``) and adds an optimum
+solved with emissions priced in; capture stays measured against the price-only optimum.
+
 The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
 stop the command at any point within a second, with one line and exit code 128 + the signal's number.
 
@@ -85,6 +90,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--site-id", help="with --config: the battery and site of sites.<ID> (default: the defaults)"
+    )
+    parser.add_argument(
+        "--carbon", type=Path, metavar="FILE", help="carbon intensity file joined by timestamp"
+    )
+    parser.add_argument(
+        "--carbon-price", type=NUMBER, default=0.0, help="money per tonne CO2eq for mpc and an optimum (0)"
     )
     parser.add_argument("--hash-price", type=NUMBER, default=0.0, help="for market files (default 0)")
     parser.add_argument("--token-price", type=NUMBER, default=0.0, help="for market files (default 0)")
@@ -180,6 +191,7 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import orjson
 
+    from battery_worker.backtest.carbon import carbon_param, carbon_report
     from battery_worker.backtest.engine import backtest, optimum_inputs
     from battery_worker.backtest.optimum_process import solve_in_child
     from battery_worker.backtest.report import month_table, summary_table, write_png
@@ -194,9 +206,16 @@ def _run(args: argparse.Namespace) -> int:
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
+    if args.site and (args.carbon is not None or args.carbon_price):
+        raise InvalidConfig("--carbon", str(args.carbon), "the site report does not count emissions yet")
     base, site = configured_site(args)
     policies = [
-        make_policy(name, {**params.get("", {}), **params.get(name, {})}, site=site) for name in names
+        make_policy(
+            name,
+            {**carbon_param(name, args.carbon_price), **params.get("", {}), **params.get(name, {})},
+            site=site,
+        )
+        for name in names
     ]
     config = battery_config(args, base)
     ticks = load_ticks(
@@ -205,6 +224,7 @@ def _run(args: argparse.Namespace) -> int:
         price_column=args.price_column,
         hash_price=args.hash_price,
         token_price=args.token_price,
+        carbon_file=args.carbon,
     )
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
@@ -232,6 +252,8 @@ def _run(args: argparse.Namespace) -> int:
                 f"{summary.policy}: gross {summary.gross_value:,.0f}, wear {summary.wear_cost:,.0f} "
                 f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {summary.value:,.0f}"
             )
+    if args.carbon is not None:
+        print(carbon_report(ticks, config, runs, summaries, optimum, args.carbon_price))
     if args.months:
         for summary in summaries:
             print()

@@ -26,6 +26,12 @@ depend on machine speed and break exact replay; this cap always binds at the sam
 solve takes a few milliseconds (``bench/policy_speed.py``). If the solver fails or hits the cap, the policy
 falls back to the adaptive policy on the same history, and says so in the decision's reason.
 
+``carbon_price`` (money per tonne, 0 by default) plans on the price with the tick's emissions priced in,
+``energy_price + carbon_price × carbon_intensity / 1000`` (:func:`battery_worker.emissions.effective_price`):
+that effective price goes into the history, the forecast and the plan, so replay stays exact (it is a
+function of the ticks). A tick without an intensity is planned on its price alone: the memory holds prices,
+not the last intensity, so a missing one is not carried here. At 0 the price is used as it is, bit for bit.
+
 Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of ``history_hours`` floats, shared with
 the fallback, plus 36 numbers about the current hour.
 """
@@ -38,6 +44,7 @@ from datetime import datetime
 import numpy as np
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState, as_utc, step_hours
+from battery_worker.emissions import effective_price
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
@@ -71,6 +78,7 @@ class MpcPolicy:
     sub_hourly: bool = True
     shape_decay: float = 0.95
     fallback: AdaptivePolicy = field(default_factory=AdaptivePolicy)
+    carbon_price: float = 0.0
 
     def __post_init__(self) -> None:
         minimums = (("horizon_hours", 1), ("history_hours", 2), ("profile_days", 1), ("max_iterations", 1))
@@ -84,6 +92,10 @@ class MpcPolicy:
             require_fraction(name, getattr(self, name))
         if not isinstance(self.sub_hourly, bool):
             raise InvalidConfig("sub_hourly", self.sub_hourly, "must be true or false")
+        carbon = self.carbon_price
+        if isinstance(carbon, bool) or not isinstance(carbon, int | float) or not 0 <= carbon < float("inf"):
+            raise InvalidConfig("carbon_price", carbon, "must be a finite number >= 0 (money per tonne)")
+        object.__setattr__(self, "carbon_price", float(carbon))
         if not isinstance(self.fallback, AdaptivePolicy):
             raise InvalidConfig("fallback", self.fallback, "must be an AdaptivePolicy")
         if self.fallback.window_hours > self.history_hours:
@@ -99,9 +111,9 @@ class MpcPolicy:
     def decide(
         self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
     ) -> tuple[Decision, IntraHour]:
-        seen = as_intra_hour(memory, self.history_hours).add(
-            tick.timestamp, tick.energy_price, self.shape_decay
-        )
+        price = effective_price(tick.energy_price, tick.carbon_intensity, self.carbon_price)
+        planned = tick if price == tick.energy_price else tick.model_copy(update={"energy_price": price})
+        seen = as_intra_hour(memory, self.history_hours).add(tick.timestamp, price, self.shape_decay)
         known = seen.history.known()
         if known.size < min(self.plan_from_hours, self.warmup_hours):
             return hold(tick, f"warming up ({known.size}/{self.plan_from_hours} h of prices)"), seen
@@ -110,12 +122,13 @@ class MpcPolicy:
             end_value = float(np.median(known))  # what the flat forecast of _steps plans on
         else:
             end_value = float(np.quantile(known, self.terminal_quantile))
-        steps = self._steps(tick, seen, known, config, first_hours)
+        steps = self._steps(planned, seen, known, config, first_hours)
         today = _delivered_today(battery, tick.timestamp)
         plan = solve_plan(config, battery.state_of_charge_mwh, steps, end_value, today, self.max_iterations)
         if plan is None:
-            fallback = self.fallback.decide_on(tick, seen.history, battery, config)
-            return replace(fallback, reason=f"mpc fallback ({fallback.reason})"), seen
+            fallback = self.fallback.decide_on(planned, seen.history, battery, config)
+            reason = f"mpc fallback ({fallback.reason})"
+            return replace(fallback, reason=reason, energy_price=tick.energy_price), seen
         bought, delivered = plan
         if bought > delivered and bought > ENERGY_EPSILON_MWH:
             wanted = decision(tick, Action.CHARGE, bought / first_hours, f"mpc plan: charge {bought:.3f} MWh")

@@ -1,0 +1,138 @@
+"""Emissions in the backtest: each run's and the optimum's net effect, and the optimum with carbon priced in.
+Pure.
+
+The optimum with a carbon price is the ordinary optimum solved on effective prices
+(:func:`battery_worker.emissions.effective_prices`, missing intensity carried as the emissions module
+carries it): its schedule trades money for emissions. It is then valued in money at the real prices, with
+the run's own end rule, so its value sits beside the policies' and below the price-only optimum's. With a
+carbon price of 0 the inputs are the price-only optimum's, unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from battery_worker.backtest.engine import (
+    BacktestRun,
+    BacktestSummary,
+    OptimumInputs,
+    applicable_ticks,
+    optimum_inputs,
+)
+from battery_worker.backtest.optimum import Optimum, terminal_value
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import (
+    DEFAULT_CARRY_HOURS,
+    Emissions,
+    carried_intensities,
+    effective_prices,
+    emissions,
+)
+from battery_worker.policies import policy_class
+from battery_worker.ticks import PriceTick
+
+
+@dataclass(frozen=True, slots=True)
+class CarbonFigures:
+    """One row of the emissions report: money value (net of wear, end energy valued), cycles, emissions."""
+
+    name: str
+    value: float
+    cycles: float
+    emissions: Emissions
+
+
+def carbon_inputs(
+    ticks: Sequence[PriceTick],
+    config: BatteryConfig,
+    carbon_price: float,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
+) -> OptimumInputs:
+    """The optimum's inputs with emissions priced in; the end energy keeps its price-only value."""
+    base = optimum_inputs(ticks, config)
+    if carbon_price == 0.0:
+        return base
+    kept = applicable_ticks(ticks)
+    used = carried_intensities(
+        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
+    )
+    planned = effective_prices([float(price) for price in base.prices], used, carbon_price)
+    return replace(base, prices=np.asarray(planned, dtype=np.float64))
+
+
+def run_figures(
+    run: BacktestRun, summary: BacktestSummary, carry_hours: float = DEFAULT_CARRY_HOURS
+) -> CarbonFigures:
+    found = emissions(
+        run.timestamps, run.intensities, run.bought_mwh.tolist(), run.delivered_mwh.tolist(), carry_hours
+    )
+    return CarbonFigures(summary.policy, summary.value, summary.cycles, found)
+
+
+def optimum_figures(
+    name: str,
+    optimum: Optimum,
+    ticks: Sequence[PriceTick],
+    config: BatteryConfig,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
+) -> CarbonFigures:
+    """An optimum's schedule valued at the real prices (whatever prices it was solved on)."""
+    real = optimum_inputs(ticks, config)
+    kept = applicable_ticks(ticks)
+    bought, delivered = optimum.bought_mwh, optimum.delivered_mwh
+    cash = float(np.dot(real.prices, delivered - bought))
+    wear = float(delivered.sum()) * config.cycle_cost_per_mwh
+    end = 0.0
+    if optimum.state_of_charge_mwh.size:
+        moved = float(optimum.state_of_charge_mwh[-1]) - config.initial_energy_mwh
+        end = terminal_value(config, moved, real.terminal_price)
+    cycles = float(delivered.sum()) / config.one_way_efficiency / config.capacity_mwh
+    found = emissions(
+        [tick.timestamp for tick in kept],
+        [tick.carbon_intensity for tick in kept],
+        bought.tolist(),
+        delivered.tolist(),
+        carry_hours,
+    )
+    return CarbonFigures(name, cash - wear + end, cycles, found)
+
+
+def carbon_table(rows: Sequence[CarbonFigures]) -> str:
+    """Markdown: value, net emissions effect in tonnes (+ raises, − lowers), coverage and cycles per row."""
+    lines = [
+        "| run | value | net emissions (t CO₂eq) | bought (t) | avoided (t) | coverage | cycles |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        e = row.emissions
+        lines.append(
+            f"| {row.name} | {row.value:,.0f} | {e.net_tonnes:+,.1f} | {e.bought_kg / 1000:,.1f} "
+            f"| {e.avoided_kg / 1000:,.1f} | {100 * e.coverage:.1f}% | {row.cycles:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def carbon_param(name: str, carbon_price: float) -> dict[str, float]:
+    """``--carbon-price`` for the policies that take one; ``--policy-param`` given after it wins."""
+    fields = getattr(policy_class(name), "__dataclass_fields__", {})
+    return {"carbon_price": carbon_price} if carbon_price and "carbon_price" in fields else {}
+
+
+def carbon_report(
+    ticks: Sequence[PriceTick],
+    config: BatteryConfig,
+    runs: Sequence[BacktestRun],
+    summaries: Sequence[BacktestSummary],
+    optimum: Optimum,
+    carbon_price: float,
+) -> str:
+    """The emissions table: each policy, the price-only optimum and (carbon price > 0) the carbon one."""
+    rows = [run_figures(run, summary) for run, summary in zip(runs, summaries, strict=True)]
+    rows.append(optimum_figures("optimum (price only)", optimum, ticks, config))
+    if carbon_price:
+        carbon_optimum = carbon_inputs(ticks, config, carbon_price).solve(config)
+        rows.append(optimum_figures(f"optimum (carbon {carbon_price:g}/t)", carbon_optimum, ticks, config))
+    return carbon_table(rows)

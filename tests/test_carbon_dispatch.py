@@ -1,0 +1,92 @@
+"""Carbon-aware dispatch: a carbon price of 0 changes nothing; a positive one trades money for emissions, in
+``mpc`` and in the optimum; the backtest reports both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from battery_worker.backtest.carbon import carbon_inputs, optimum_figures, run_figures
+from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs, run_policy
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.cli.backtest import main
+from battery_worker.errors import InvalidConfig
+from battery_worker.policies import make_policy
+from battery_worker.policies.mpc import MpcPolicy
+from battery_worker.pricefiles import load_ticks
+from battery_worker.ticks import PriceTick
+
+DATA = Path(__file__).parent / "data"
+PRICES = DATA / "ercot_2023-08-01_07.csv"
+CARBON = DATA / "ercot_carbon_2023-08-01_07.csv"
+CONFIG = BatteryConfig()
+
+
+@pytest.fixture(scope="module")
+def week() -> list[PriceTick]:
+    return load_ticks(PRICES, carbon_file=CARBON)
+
+
+def test_a_zero_carbon_price_keeps_every_mpc_decision(week: list[PriceTick]) -> None:
+    plain = run_policy(load_ticks(PRICES), CONFIG, MpcPolicy())
+    priced = run_policy(week, CONFIG, MpcPolicy(carbon_price=0.0))
+    assert priced.decisions == plain.decisions
+    assert np.array_equal(priced.cash_flows, plain.cash_flows)
+
+
+def test_a_zero_carbon_price_keeps_the_optimum(week: list[PriceTick]) -> None:
+    base, zero = optimum_inputs(week, CONFIG), carbon_inputs(week, CONFIG, 0.0)
+    assert zero is base or np.array_equal(zero.prices, base.prices)
+    optimum = base.solve(CONFIG)
+    figures = optimum_figures("optimum", optimum, week, CONFIG)
+    assert figures.value == pytest.approx(optimum.value)
+
+
+def test_a_carbon_price_lowers_emissions_for_some_money(week: list[PriceTick]) -> None:
+    price_only = optimum_for(week, CONFIG)
+    carbon = carbon_inputs(week, CONFIG, 200.0)
+    assert carbon.terminal_price == optimum_inputs(week, CONFIG).terminal_price
+    green = carbon.solve(CONFIG)
+    before = optimum_figures("price", price_only, week, CONFIG)
+    after = optimum_figures("carbon", green, week, CONFIG)
+    assert after.value <= before.value + 1e-6
+    assert after.emissions.net_kg < before.emissions.net_kg
+
+    plain_run, plain = backtest(week, CONFIG, MpcPolicy(), optimum=price_only)
+    green_run, green_summary = backtest(week, CONFIG, MpcPolicy(carbon_price=200.0), optimum=price_only)
+    assert green_run.decisions != plain_run.decisions
+    assert (
+        run_figures(green_run, green_summary).emissions.net_kg
+        < run_figures(plain_run, plain).emissions.net_kg
+    )
+    # the decisions record the real price, not the effective one
+    assert [d.energy_price for d in green_run.decisions] == [t.energy_price for t in week]
+
+
+def test_ticks_without_intensity_plan_on_price_alone() -> None:
+    plain = load_ticks(PRICES)
+    assert run_policy(plain, CONFIG, MpcPolicy(carbon_price=100.0)).decisions == (
+        run_policy(plain, CONFIG, MpcPolicy()).decisions
+    )
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("inf"), "x"])
+def test_a_bad_carbon_price_is_refused(bad: object) -> None:
+    with pytest.raises(InvalidConfig):
+        make_policy("mpc", {"carbon_price": bad})
+
+
+def test_cli_backtest_reports_emissions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(PRICES), "--carbon", str(CARBON), "--carbon-price", "100", "--compare", "--no-png"]) == 0
+    out = capsys.readouterr().out
+    table = out[out.index("| run | value | net emissions") :].splitlines()
+    names = [line.split("|")[1].strip() for line in table[2:] if line.startswith("|")]
+    assert names == ["threshold", "adaptive", "mpc", "optimum (price only)", "optimum (carbon 100/t)"]
+    assert all("100.0%" in line for line in table[2:7])
+
+
+def test_cli_backtest_without_carbon_prints_no_emissions(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main([str(PRICES), "--no-png"]) == 0
+    assert "net emissions" not in capsys.readouterr().out
