@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import orjson
 import pytest
 
 from battery_worker.emissions import (
@@ -16,7 +17,9 @@ from battery_worker.emissions import (
     step_emissions,
 )
 from battery_worker.errors import InvalidInput
+from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.pricefiles import PriceFileError, load_ticks
+from battery_worker.ticks import PriceTick
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2023, 8, 1, tzinfo=UTC)
@@ -112,3 +115,12 @@ def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
         load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
     with pytest.raises(PriceFileError, match="no such file"):
         load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=tmp_path / "missing.csv")
+
+
+def test_a_fed_tick_carries_its_intensity_and_a_tick_without_one_is_the_apis_object() -> None:
+    """What ``feed --carbon`` (and the monitor) publish: the worker reads the intensity back unchanged."""
+    ticks = load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=DATA / "ercot_carbon_2023-08-01_07.csv")
+    fed = PriceTick.model_validate(orjson.loads(tick_payload(ticks[0])))
+    assert fed.carbon_intensity == ticks[0].carbon_intensity == 400.09
+    plain = orjson.loads(tick_payload(load_ticks(DATA / "ercot_2023-08-01_07.csv")[0]))
+    assert sorted(plain) == ["energy_price", "hash_price", "timestamp", "token_price"]

@@ -161,6 +161,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         price_column=args.price_column,
         hash_price=args.hash_price,
         token_price=args.token_price,
+        carbon_file=args.carbon,
     )
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price rows")
@@ -360,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--price-column", help="CSV column of the energy price")
     feed.add_argument("--hash-price", type=NUMBER, default=0.0, help="hash price for files without one")
     feed.add_argument("--token-price", type=NUMBER, default=0.0, help="token price for files without one")
+    feed.add_argument(
+        "--carbon", type=Path, metavar="FILE", help="grid carbon intensity, joined by timestamp"
+    )
     feed.set_defaults(func=cmd_feed)
 
     status = commands.add_parser("status", help="latest battery status per site, read from the broker")

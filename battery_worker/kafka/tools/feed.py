@@ -13,13 +13,18 @@ from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick
 
 
 def tick_payload(tick: PriceTick, *, include_site: bool = False) -> bytes:
-    """The price monitor's JSON object (``site_id`` only when asked: the key names the site)."""
+    """The price monitor's JSON object (``site_id`` only when asked: the key names the site).
+
+    ``carbon_intensity`` only when the tick has one: a tick without it is the MARA API's object, unchanged.
+    """
     body: dict[str, object] = {
         "energy_price": tick.energy_price,
         "hash_price": tick.hash_price,
         "token_price": tick.token_price,
         "timestamp": tick.timestamp.isoformat(),
     }
+    if tick.carbon_intensity is not None:
+        body["carbon_intensity"] = tick.carbon_intensity
     if include_site and tick.site_id is not None:
         body["site_id"] = tick.site_id
     return orjson.dumps(body)
