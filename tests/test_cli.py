@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -37,6 +40,21 @@ def test_a_missing_price_file_is_one_clear_line() -> None:
     assert result.returncode == 2
     assert "no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_output_into_a_closed_pipe_stops_quietly() -> None:
+    """``battery-worker backtest FILE | head -1``: the reader has left; no error line, exit 128 + SIGPIPE."""
+    command = [sys.executable, "-m", "battery_worker.cli", "backtest", str(DATA / "ercot_2023-08-01_07.csv")]
+    process = subprocess.Popen(
+        [*command, "--policy", "threshold", "--no-png"], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert process.stdout is not None
+    assert process.stderr is not None
+    process.stdout.close()  # before the command prints anything: its first line meets a closed pipe
+    with process.stderr:
+        stderr = process.stderr.read().decode()
+    assert process.wait(timeout=120) == 128 + signal.SIGPIPE
+    assert stderr == "", stderr
 
 
 @pytest.mark.broker

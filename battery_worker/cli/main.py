@@ -424,6 +424,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # the reader left (`| head`): stop quietly, as Unix tools do on SIGPIPE
+        _discard_stdout()
+        return 128 + signal.SIGPIPE
     except OSError as error:  # a file that cannot be written, a port in use: the OS's reason, one line
         return _fail(1, f"{error.strerror or error} ({error.filename or type(error).__name__})")
     except Exception as error:
@@ -434,6 +437,13 @@ def main(argv: list[str] | None = None) -> int:
         log.debug("unexpected error", exc_info=True)
         return _fail(1, f"unexpected {type(error).__name__}: {error} (a bug; --log-level DEBUG shows where)")
     return code
+
+
+def _discard_stdout() -> None:
+    """Point stdout at /dev/null, or Python's exit flushes the rest of it into the closed pipe and fails."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
 
 
 def _fail(code: int, message: str) -> int:
