@@ -168,6 +168,18 @@ def _topic_errors(response: Any) -> list[tuple[str, int, Any]]:
     ]
 
 
+async def partition_count(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` has; 0 when it does not exist (nothing published yet)."""
+    from battery_worker.kafka.clients import make_admin, start_client
+
+    admin = make_admin(settings.kafka)
+    await start_client(admin, settings.kafka)
+    try:
+        return (await partition_counts(admin, [topic])).get(topic, 0)
+    finally:
+        await admin.close()
+
+
 async def prepare_topics(settings: Settings) -> dict[str, int]:
     """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly."""
     from battery_worker.kafka.clients import make_admin, start_client

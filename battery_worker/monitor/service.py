@@ -26,10 +26,10 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from battery_worker.kafka.backoff import Backoff
-from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
+from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.feed import tick_payload
-from battery_worker.kafka.topics import partition_counts, prepare_topics
+from battery_worker.kafka.topics import partition_count, prepare_topics
 from battery_worker.monitor.answers import Rejected, parse_answer, select_new
 from battery_worker.monitor.fetching import FetchFailed, fetch
 from battery_worker.pipeline.partitioning import home_partition
@@ -223,12 +223,7 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
     embedded broker answers ListOffsets wrongly for partitions written in batches.
     """
     topic = settings.topics.prices
-    admin = make_admin(settings.kafka)
-    await start_client(admin, settings.kafka)
-    try:
-        partitions = (await partition_counts(admin, [topic])).get(topic, 0)
-    finally:
-        await admin.close()
+    partitions = await partition_count(settings, topic)
     if not partitions:
         return None
     reader = make_reader(settings.kafka)

@@ -9,9 +9,9 @@ from aiokafka import TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from battery_worker.events import BatteryStatus, HistoryRecord
-from battery_worker.kafka.clients import make_admin, make_reader, start_client
+from battery_worker.kafka.clients import make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
-from battery_worker.kafka.topics import partition_counts
+from battery_worker.kafka.topics import partition_count
 from battery_worker.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -21,12 +21,7 @@ async def read_topic(
     settings: Settings, topic: str, model: type[M], keep: Callable[[bytes | None], bool] | None = None
 ) -> list[M]:
     """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``."""
-    admin = make_admin(settings.kafka)
-    await start_client(admin, settings.kafka)
-    try:
-        partitions = (await partition_counts(admin, [topic])).get(topic, 0)
-    finally:
-        await admin.close()
+    partitions = await partition_count(settings, topic)
     if not partitions:
         return []
     reader = make_reader(settings.kafka)

@@ -15,9 +15,9 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
 from battery_worker.events import BatteryAction
-from battery_worker.kafka.clients import connection_options, make_admin, make_reader, start_client
+from battery_worker.kafka.clients import connection_options, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
-from battery_worker.kafka.topics import partition_counts
+from battery_worker.kafka.topics import partition_count
 from battery_worker.settings import Settings
 
 
@@ -33,7 +33,7 @@ class PartitionLag:
 async def last_actions(settings: Settings, tail_per_partition: int = 10_000) -> dict[str, BatteryAction]:
     """The latest action of every site found in the last ``tail_per_partition`` records of each partition."""
     topic = settings.topics.actions
-    count = await _partition_count(settings, topic)
+    count = await partition_count(settings, topic)
     if not count:
         return {}
     reader = make_reader(settings.kafka)
@@ -69,7 +69,7 @@ async def group_lag(settings: Settings, group_id: str, timeout_s: float = 10.0) 
     not by the admin client: Tansu closes the connection on the admin's OffsetFetch.
     """
     topic = settings.topics.prices
-    count = await _partition_count(settings, topic)
+    count = await partition_count(settings, topic)
     if not count:
         return []
     tps = [TopicPartition(topic, p) for p in range(count)]
@@ -108,16 +108,6 @@ async def _high_watermarks(
             listed = await reader.end_offsets(tps)
             return {tp: int(highs[tp] or listed.get(tp, 0)) for tp in tps}
         await asyncio.sleep(0)
-
-
-async def _partition_count(settings: Settings, topic: str) -> int:
-    """0 when the topic does not exist (nothing published yet)."""
-    admin = make_admin(settings.kafka)
-    await start_client(admin, settings.kafka)
-    try:
-        return (await partition_counts(admin, [topic])).get(topic, 0)
-    finally:
-        await admin.close()
 
 
 def age_text(seconds: float) -> str:
