@@ -6,20 +6,23 @@ anywhere is the decision the worker made.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from battery_worker.battery import BatteryState, Step, apply_tick, initial_state
+from battery_worker.battery import Action, BatteryState, Step, apply_tick, as_utc, initial_state
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState, StepEmissions
 from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 
 
 @dataclass(frozen=True, slots=True)
 class SiteState:
-    """Everything a site's future decisions depend on: the battery and the policy's memory."""
+    """Everything a site's future decisions and totals depend on: the battery, the policy's memory and the
+    running emissions (with the intensity a missing one is carried from)."""
 
     battery: BatteryState
     policy_memory: PolicyMemory | None = None
+    emissions: EmissionsState = field(default_factory=EmissionsState)
 
     def is_stale(self, tick: PriceTick) -> bool:
         """A tick at or before the last applied one is a duplicate or arrived out of order: not applied."""
@@ -29,21 +32,40 @@ class SiteState:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """What one tick did at a site: the policy's decision, the battery's step and the site's new state."""
+    """What one tick did at a site: the policy's decision, the battery's step, its emissions (with the
+    intensity they used: given, carried or None) and the site's new state."""
 
     decision: Decision
     step: Step
     state: SiteState
+    emissions: StepEmissions
+    intensity: float | None
 
 
 def new_site_state(config: BatteryConfig, policy: Policy) -> SiteState:
     return SiteState(battery=initial_state(config), policy_memory=policy.initial_memory())
 
 
-def dispatch(tick: PriceTick, site: SiteState, config: BatteryConfig, policy: Policy) -> Outcome:
-    """Decide and apply. Raises ``TimestampNotIncreasing`` for a stale tick, leaving ``site`` as it was."""
+def dispatch(
+    tick: PriceTick,
+    site: SiteState,
+    config: BatteryConfig,
+    policy: Policy,
+    *,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
+) -> Outcome:
+    """Decide, apply and count the step's emissions (a missing intensity carried for ``carry_hours``).
+
+    Raises ``TimestampNotIncreasing`` for a stale tick, leaving ``site`` as it was.
+    """
     decision, memory = policy.decide(tick, site.battery, config, site.policy_memory)
     step = apply_tick(
         config, site.battery, decision.action, decision.power_mw, tick.energy_price, tick.timestamp
     )
-    return Outcome(decision=decision, step=step, state=SiteState(battery=step.state, policy_memory=memory))
+    bought = step.energy_mwh if step.action is Action.CHARGE else 0.0
+    delivered = step.energy_mwh if step.action is Action.DISCHARGE else 0.0
+    found, used, totals = site.emissions.step(
+        as_utc(tick.timestamp), tick.carbon_intensity, bought, delivered, carry_hours
+    )
+    state = SiteState(battery=step.state, policy_memory=memory, emissions=totals)
+    return Outcome(decision=decision, step=step, state=state, emissions=found, intensity=used)

@@ -59,8 +59,7 @@ def carried_intensities(
     """Each step's intensity, a missing one carried from the last known for at most ``carry_hours``."""
     if len(timestamps) != len(intensities):
         raise InvalidInput("intensities", len(intensities), f"must have one per step ({len(timestamps)})")
-    if not (math.isfinite(carry_hours) and carry_hours >= 0):
-        raise InvalidInput("carry_hours", carry_hours, "must be a finite number of hours >= 0")
+    _check_carry_hours(carry_hours)
     state = Carried()
     out: list[float | None] = []
     for at, intensity in zip(timestamps, intensities, strict=True):
@@ -120,6 +119,76 @@ class Emissions:
         return self.net_kg / KG_PER_TONNE
 
 
+@dataclass(frozen=True, slots=True)
+class EmissionsState:
+    """A site's running emissions: what a restarted worker must carry on from, so it lives in the state.
+
+    ``carried`` is the last known intensity and its time (what a missing one is carried from).
+    ``steps`` counts the steps seen since the totals started, ``known_steps`` and ``carried_steps`` those
+    whose intensity was given or carried; the rest were unknown and are left out of the totals.
+    """
+
+    bought_kg: float = 0.0
+    avoided_kg: float = 0.0
+    steps: int = 0
+    known_steps: int = 0
+    carried_steps: int = 0
+    carried: Carried = Carried()
+
+    @property
+    def net_kg(self) -> float:
+        return self.bought_kg - self.avoided_kg
+
+    @property
+    def unknown_steps(self) -> int:
+        return self.steps - self.known_steps - self.carried_steps
+
+    def totals(self) -> Emissions:
+        return Emissions(
+            self.bought_kg, self.avoided_kg, self.net_kg, self.steps, self.known_steps, self.carried_steps
+        )
+
+    def step(
+        self,
+        at: datetime,
+        intensity: float | None,
+        bought_mwh: float,
+        delivered_mwh: float,
+        carry_hours: float = DEFAULT_CARRY_HOURS,
+    ) -> tuple[StepEmissions, float | None, EmissionsState]:
+        """One step: its emissions, the intensity it used (given, carried or None) and the totals after it.
+
+        The one rule every runner applies (worker, replay, backtest, Python API), so their totals agree.
+        """
+        used, carried = self.carried.step(at, intensity, carry_hours)
+        found = step_emissions(float(bought_mwh), float(delivered_mwh), used)
+        if found.bought_kg is None or found.avoided_kg is None:
+            unknown = (self.bought_kg, self.avoided_kg, self.steps + 1, self.known_steps, self.carried_steps)
+            return found, used, EmissionsState(*unknown, carried)
+        given = intensity is not None
+        after = EmissionsState(
+            self.bought_kg + found.bought_kg,
+            self.avoided_kg + found.avoided_kg,
+            self.steps + 1,
+            self.known_steps + given,
+            self.carried_steps + (not given),
+            carried,
+        )
+        return found, used, after
+
+
+def counted_between(start: EmissionsState, end: EmissionsState) -> Emissions:
+    """The totals one site counted from ``start`` to ``end`` (from a fresh site: ``end``'s, exactly)."""
+    return Emissions(
+        end.bought_kg - start.bought_kg,
+        end.avoided_kg - start.avoided_kg,
+        end.net_kg - start.net_kg,
+        end.steps - start.steps,
+        end.known_steps - start.known_steps,
+        end.carried_steps - start.carried_steps,
+    )
+
+
 def emissions(
     timestamps: Sequence[datetime],
     intensities: Sequence[float | None],
@@ -129,19 +198,17 @@ def emissions(
 ) -> Emissions:
     """The totals of a run: ``intensities`` as the ticks carried them (None: missing), energies per step."""
     n = len(timestamps)
+    if len(intensities) != n:
+        raise InvalidInput("intensities", len(intensities), f"must have one per step ({n})")
     if len(bought_mwh) != n or len(delivered_mwh) != n:
         raise InvalidInput("energies", (len(bought_mwh), len(delivered_mwh)), f"must have one per step ({n})")
-    used = carried_intensities(timestamps, intensities, carry_hours)
-    bought = avoided = 0.0
-    known = carried = 0
-    for given, value, charged, delivered in zip(intensities, used, bought_mwh, delivered_mwh, strict=True):
-        step = step_emissions(float(charged), float(delivered), value)
-        if step.bought_kg is None or step.avoided_kg is None:
-            continue
-        bought += step.bought_kg
-        avoided += step.avoided_kg
-        if given is None:
-            carried += 1
-        else:
-            known += 1
-    return Emissions(bought, avoided, bought - avoided, n, known, carried)
+    _check_carry_hours(carry_hours)
+    state = EmissionsState()
+    for at, given, charged, delivered in zip(timestamps, intensities, bought_mwh, delivered_mwh, strict=True):
+        _, _, state = state.step(at, given, charged, delivered, carry_hours)
+    return state.totals()
+
+
+def _check_carry_hours(carry_hours: float) -> None:
+    if not (math.isfinite(carry_hours) and carry_hours >= 0):
+        raise InvalidInput("carry_hours", carry_hours, "must be a finite number of hours >= 0")

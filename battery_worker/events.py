@@ -18,12 +18,15 @@ from pydantic import BaseModel, ConfigDict
 
 from battery_worker.battery import Action, BatteryState
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.ticks import PriceTick
 
-SCHEMA_VERSION = 1
-"""The version of ``battery.status``, ``battery.history`` and ``battery.state`` records."""
-ACTION_SCHEMA_VERSION = 2
-"""The version of ``battery.actions``: 2 added ``site_plan`` (every version 1 field unchanged)."""
+SCHEMA_VERSION = 2
+"""The version of ``battery.status``, ``battery.history`` and ``battery.state`` records: 2 added
+``emissions`` (state: the running totals and the carried intensity); every version 1 field unchanged."""
+ACTION_SCHEMA_VERSION = 3
+"""The version of ``battery.actions``: 2 added ``site_plan``, 3 ``emissions`` and the plan's
+``grid_import_kg`` (every earlier field unchanged)."""
 _EVENT_NAMESPACE = uuid.UUID("5b0f1c0e-4d0a-4b7e-9a51-6c3f2a1d9e10")
 
 EventKind = Literal["action", "status", "history", "state"]
@@ -96,13 +99,40 @@ class SitePlanEvent(BaseModel):
     inference_revenue: float
     battery_value: float
     net: float
+    # From action version 3: the site's grid import × the step's intensity (None: intensity unknown).
+    grid_import_kg: float | None = None
+
+
+class EmissionsEvent(BaseModel):
+    """A step's emissions and the site's running totals, in kgCO₂eq (:mod:`battery_worker.emissions`).
+
+    ``carbon_intensity`` is what the step used (kg/MWh): the tick's, else the last known one carried
+    (``intensity_carried``), else None: the step's ``bought_kg``, ``avoided_kg`` and ``net_kg`` are then
+    None and the step counts in ``unknown_steps``, never as zero. The totals are over the steps with an
+    intensity; ``coverage`` is their share of ``steps`` (0 before any step). Net below 0: lower emissions.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    carbon_intensity: float | None
+    intensity_carried: bool
+    bought_kg: float | None
+    avoided_kg: float | None
+    net_kg: float | None
+    total_bought_kg: float
+    total_avoided_kg: float
+    total_net_kg: float
+    steps: int
+    unknown_steps: int
+    coverage: float
 
 
 class BatteryAction(_Event):
     """What to do now: published to ``battery.actions`` for the mining and inference schedulers.
 
-    Version 2 adds ``site_plan``, the machines to run and the step's money; version 1 fields are unchanged.
-    A version 1 action loads with ``site_plan`` None.
+    Version 2 adds ``site_plan``, the machines to run and the step's money; version 3 ``emissions`` and
+    the plan's ``grid_import_kg``. Earlier fields are unchanged: a version 1 action loads with ``site_plan``
+    None, a version 2 one with ``emissions`` None.
     """
 
     schema_version: int = ACTION_SCHEMA_VERSION
@@ -124,6 +154,8 @@ class BatteryAction(_Event):
     source: SourceRef
     # Always written from version 2 on; optional so that version 1 actions (none) still load with this model.
     site_plan: SitePlanEvent | None = None
+    # Always written from version 3 on (the same rule).
+    emissions: EmissionsEvent | None = None
 
 
 class BatteryStatus(_Event):
@@ -150,6 +182,8 @@ class BatteryStatus(_Event):
     ticks_applied: int
     ticks_stale: int
     policy: str
+    # From version 2 on: the step that led to this status and the running totals; None in version 1.
+    emissions: EmissionsEvent | None = None
 
 
 def status_fields(
@@ -201,6 +235,8 @@ class HistoryRecord(_Event):
     hash_price: float
     token_price: float
     source: SourceRef
+    # From version 2 on: the step's emissions and the totals after it; None in version 1.
+    emissions: EmissionsEvent | None = None
 
 
 class BatteryStateRecord(BaseModel):
@@ -230,6 +266,26 @@ class BatteryStateRecord(BaseModel):
     policy_memory: Any = None
     # After policy_memory, with a default: records written before it existed load unchanged.
     delivered_today_mwh: float = 0.0
+    # Version 2: the running emissions (:class:`battery_worker.emissions.EmissionsState`). A version 1
+    # record loads with none counted: the totals start at the upgrade.
+    emissions_bought_kg: float = 0.0
+    emissions_avoided_kg: float = 0.0
+    emissions_steps: int = 0
+    emissions_known_steps: int = 0
+    emissions_carried_steps: int = 0
+    carried_intensity: float | None = None
+    carried_intensity_at: datetime | None = None
+
+    def emissions_state(self) -> EmissionsState:
+        """The running emissions the record holds, for restore (version 1: none counted yet)."""
+        return EmissionsState(
+            self.emissions_bought_kg,
+            self.emissions_avoided_kg,
+            self.emissions_steps,
+            self.emissions_known_steps,
+            self.emissions_carried_steps,
+            Carried(self.carried_intensity, self.carried_intensity_at),
+        )
 
 
 EVENT_MODELS: dict[str, type[BaseModel]] = {

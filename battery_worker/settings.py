@@ -33,6 +33,7 @@ from pydantic_settings import (
 
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig, InvalidValue
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.settings import config_error
@@ -281,6 +282,16 @@ class MonitorSettings(BaseModel):
         return {header: os.environ[variable] for header, variable in self.headers_from_env.items()}
 
 
+class EmissionsSettings(BaseModel):
+    model_config = _FROZEN
+
+    carry_hours: float = Field(
+        DEFAULT_CARRY_HOURS,
+        ge=0,
+        description="a missing carbon intensity is the last known one for this long, then unknown",
+    )
+
+
 class PolicySettings(BaseModel):
     model_config = _FROZEN
 
@@ -323,6 +334,7 @@ class Settings(BaseSettings):
         None, description="a chemistry preset (lfp, nmc) under the battery table: fields set there win"
     )
     policy: PolicySettings = PolicySettings()
+    emissions: EmissionsSettings = EmissionsSettings()
     site: SiteModel = Field(SiteModel(), description="grid limits and fleet (fleet/model.py)")
     sites: dict[str, SiteSettings] = Field(default_factory=dict)
 
@@ -356,7 +368,13 @@ class Settings(BaseSettings):
             )
             for site_id, site in self.sites.items()
         }
-        return SiteDirectory(self.battery, self.policy.choice(), overrides, site=self.site)
+        return SiteDirectory(
+            self.battery,
+            self.policy.choice(),
+            overrides,
+            site=self.site,
+            carry_hours=self.emissions.carry_hours,
+        )
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for the start-up log line; secrets stay masked."""

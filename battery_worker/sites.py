@@ -3,7 +3,8 @@
 A site's battery is the default one, then its battery type's preset (:mod:`battery_worker.chemistries`), then
 the fields set for it explicitly: the more specific wins. Its site model (grid limits and fleet,
 :mod:`battery_worker.fleet.model`) is the default one with its own fields replaced. A policy that plans the
-machines (``site``) is built with the site's model.
+machines (``site``) is built with the site's model. ``carry_hours`` (how long a missing carbon intensity is
+carried, :mod:`battery_worker.emissions`) is the same for every site.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.settings import site_model_with
@@ -39,6 +41,7 @@ class SiteSetup:
     config: BatteryConfig
     policy: Policy
     site: SiteModel = field(default_factory=SiteModel)
+    carry_hours: float = DEFAULT_CARRY_HOURS
 
     @property
     def plans_machines(self) -> bool:
@@ -56,9 +59,11 @@ class SiteDirectory:
         overrides: Mapping[str, SiteOverride] | None = None,
         *,
         site: SiteModel | None = None,
+        carry_hours: float = DEFAULT_CARRY_HOURS,
     ) -> None:
         model = SiteModel() if site is None else site
-        self._default = SiteSetup(battery, make_policy(policy.name, policy.params, site=model), model)
+        policy_built = make_policy(policy.name, policy.params, site=model)
+        self._default = SiteSetup(battery, policy_built, model, carry_hours)
         self._policy = policy
         self._overrides = dict(overrides or {})
         self._cache: dict[str, SiteSetup] = {}
@@ -99,4 +104,4 @@ class SiteDirectory:
             if override.policy is None and site == self._default.site
             else make_policy(choice.name, choice.params, site=site)
         )
-        return SiteSetup(config, policy, site)
+        return SiteSetup(config, policy, site, self._default.carry_hours)

@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel
 
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import EmissionsState
 from battery_worker.events import (
     _EVENT_NAMESPACE,
     BatteryAction,
@@ -55,6 +56,10 @@ def ticks(rng: random.Random, count: int, sites: int) -> list[InputRecord]:
             if rng.random() < 0.8
             else at[site].replace(tzinfo=None).isoformat(),
         }
+        if rng.random() < 0.6:  # intensity given (int or float), else missing: carried for 3 h, then unknown
+            value["carbon_intensity"] = (
+                rng.choice([0, 250, 412.5]) if rng.random() < 0.5 else rng.uniform(0, 900)
+            )
         partition = home_partition(f"site-{site}", 3)
         records.append(InputRecord("prices", partition, offset, f"site-{site}".encode(), orjson.dumps(value)))
     return records
@@ -125,6 +130,40 @@ def test_a_state_record_written_before_the_daily_delivery_count_still_loads() ->
     record = BatteryStateRecord.model_validate(old)
     assert record.delivered_today_mwh == 0.0
     assert record.state_of_charge_mwh == 50.0
+    assert record.emissions_state() == EmissionsState(), "a version 1 record: no emissions counted yet"
+
+
+def test_a_restored_site_carries_on_its_emissions_exactly() -> None:
+    """The totals and the carried intensity live in the state record: a restart continues them exactly."""
+    directory = SiteDirectory(
+        BatteryConfig(), PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0})
+    )
+    key, partition = b"s", home_partition("s", 3)
+    at = datetime(2023, 8, 1, tzinfo=UTC)
+    values = []
+    for hour, (price, intensity) in enumerate([(10, 300.0), (10, None), (500, 420.0), (500, None)] * 3):
+        value = {"energy_price": price, "hash_price": 0, "token_price": 0}
+        value["timestamp"] = (at + timedelta(hours=hour)).isoformat()
+        if intensity is not None:
+            value["carbon_intensity"] = intensity
+        values.append(InputRecord("prices", partition, hour, key, orjson.dumps(value)))
+    straight = TickProcessor(directory, TOPICS, prices_partitions=3)
+    for record in values:
+        straight.handle(record)
+    first = TickProcessor(directory, TOPICS, prices_partitions=3)
+    for record in values[:5]:  # stops on a tick whose intensity is carried
+        first.handle(record)
+    stored = [BatteryStateRecord.model_validate_json(out.value) for out in first.take_state_records()]
+    assert stored[0].schema_version == 2
+    assert stored[0].carried_intensity == 300.0
+    second = TickProcessor(directory, TOPICS, prices_partitions=3)
+    second.restore(stored)
+    for record in values[5:]:
+        second.handle(record)
+    assert second.sites() == straight.sites()
+    totals = straight.sites()["s"].emissions
+    assert (totals.steps, totals.known_steps, totals.carried_steps) == (12, 6, 6)
+    assert totals.net_kg != 0.0
 
 
 def test_a_restored_site_carries_the_days_delivered_energy() -> None:

@@ -76,7 +76,11 @@ def test_restart_half_way_through_dump_and_load(
     half = len(ticks) // 2
     first = run_policy(ticks[:half], CONFIG, policy)
     stored = orjson.dumps(policy.dump_memory(first.final.policy_memory))
-    restored = SiteState(battery=first.final.battery, policy_memory=policy.load_memory(orjson.loads(stored)))
+    restored = SiteState(
+        battery=first.final.battery,
+        policy_memory=policy.load_memory(orjson.loads(stored)),
+        emissions=first.final.emissions,  # restored from the state record too
+    )
     assert restored.policy_memory == first.final.policy_memory
     second = run_policy(ticks[half:], CONFIG, policy, site=restored)
     assert first.decisions + second.decisions == whole.decisions

@@ -50,7 +50,7 @@ def pipeline_plans(choice: PolicyChoice, ticks: list[PriceTick]) -> list[dict[st
         for output in processor.handle(record(offset, tick_value(tick))).outputs:
             if output.topic == TOPICS.actions:
                 actions.append(BatteryAction.model_validate_json(output.value))
-    assert all(action.schema_version == 2 for action in actions)
+    assert all(action.schema_version == 3 for action in actions)
     return [action.site_plan.model_dump() for action in actions if action.site_plan]
 
 
@@ -128,17 +128,25 @@ def test_backtest_site_report_takes_hash_and_token_prices_for_a_market_file(
     assert zero["planned"]["profit"] == pytest.approx(0.0), "hash and token at 0: every machine curtailed"
 
 
-def test_a_version_1_action_still_loads_without_a_plan(mara_48h: list[PriceTick]) -> None:
+def test_version_1_and_2_actions_still_load(mara_48h: list[PriceTick]) -> None:
     processor = TickProcessor(SiteDirectory(CONFIG, PolicyChoice("threshold")), TOPICS, prices_partitions=1)
     (action, *_rest) = processor.handle(record(0, tick_value(mara_48h[0]))).outputs
     written = orjson.loads(action.value)
-    assert written["schema_version"] == 2
-    old = {key: value for key, value in written.items() if key != "site_plan"} | {"schema_version": 1}
+    assert written["schema_version"] == 3
+    newer = {"site_plan", "emissions"}
+    old = {key: value for key, value in written.items() if key not in newer} | {"schema_version": 1}
     loaded = BatteryAction.model_validate(old)
     assert loaded.site_plan is None
-    assert loaded.model_dump(exclude={"schema_version", "site_plan"}) == BatteryAction.model_validate(
+    assert loaded.emissions is None
+    assert loaded.model_dump(exclude={"schema_version", *newer}) == BatteryAction.model_validate(
         written
-    ).model_dump(exclude={"schema_version", "site_plan"})
+    ).model_dump(exclude={"schema_version", *newer})
+    plan = {key: value for key, value in written["site_plan"].items() if key != "grid_import_kg"}
+    version_2 = {key: value for key, value in written.items() if key != "emissions"} | {
+        "schema_version": 2,
+        "site_plan": plan,
+    }
+    assert BatteryAction.model_validate(version_2).site_plan is not None
 
 
 def test_backtest_site_report_uses_the_site_of_a_settings_file(

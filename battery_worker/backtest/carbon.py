@@ -63,13 +63,9 @@ def carbon_inputs(
     return replace(base, prices=np.asarray(planned, dtype=np.float64))
 
 
-def run_figures(
-    run: BacktestRun, summary: BacktestSummary, carry_hours: float = DEFAULT_CARRY_HOURS
-) -> CarbonFigures:
-    found = emissions(
-        run.timestamps, run.intensities, run.bought_mwh.tolist(), run.delivered_mwh.tolist(), carry_hours
-    )
-    return CarbonFigures(summary.policy, summary.value, summary.cycles, found)
+def run_figures(run: BacktestRun, summary: BacktestSummary) -> CarbonFigures:
+    """A policy's row: the emissions :func:`dispatch` counted during the run, the worker's own figures."""
+    return CarbonFigures(summary.policy, summary.value, summary.cycles, run.emissions)
 
 
 def optimum_figures(

@@ -14,6 +14,7 @@ beat), so it is at most 1; the summary says whether that figure is exact or a bo
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -32,6 +33,7 @@ from battery_worker.backtest.optimum_lp import IntArray
 from battery_worker.battery import Action
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, Emissions, counted_between
 from battery_worker.errors import InvalidInput
 from battery_worker.policies.base import Decision, JsonObject, Policy
 from battery_worker.ticks import PriceTick
@@ -40,7 +42,10 @@ from battery_worker.ticks import PriceTick
 @dataclass(frozen=True, slots=True)
 class BacktestRun:
     """One entry per applied tick. Power is signed (+ charging, − discharging), site side, after clamping.
-    ``bought_mwh`` is what charging bought from the grid; ``intensities`` the ticks' carbon intensity."""
+    ``bought_mwh`` is what charging bought from the grid; ``intensities`` the ticks' carbon intensity,
+    ``used_intensities`` what each step's emissions used (given, carried or None) and ``net_kg`` the step's
+    net emissions (NaN: unknown). ``emissions`` are the run's totals as :func:`dispatch` counted them, the
+    worker's own figures."""
 
     policy: str
     timestamps: tuple[datetime, ...]
@@ -55,6 +60,9 @@ class BacktestRun:
     lost_mwh: FloatArray
     bought_mwh: FloatArray
     intensities: tuple[float | None, ...]
+    used_intensities: tuple[float | None, ...]
+    net_kg: FloatArray
+    emissions: Emissions
     skipped_ticks: int
     initial_energy_mwh: float
     final: SiteState
@@ -116,9 +124,11 @@ def run_policy(
     *,
     site: SiteState | None = None,
     on_tick: Callable[[], None] | None = None,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> BacktestRun:
     """Dispatch every tick in order from ``site`` (a fresh site by default)."""
     state = new_site_state(config, policy) if site is None else site
+    first = state.emissions
     start = state.battery.state_of_charge_mwh
     stamps: list[datetime] = []
     prices: list[float] = []
@@ -132,6 +142,8 @@ def run_policy(
     lost: list[float] = []
     bought: list[float] = []
     intensities: list[float | None] = []
+    used: list[float | None] = []
+    net_kg: list[float] = []
     skipped = 0
     for tick in ticks:
         if on_tick is not None:
@@ -140,7 +152,7 @@ def run_policy(
             skipped += 1
             continue
         before = state.battery
-        outcome = dispatch(tick, state, config, policy)
+        outcome = dispatch(tick, state, config, policy, carry_hours=carry_hours)
         step, after = outcome.step, outcome.step.state
         state = outcome.state
         stamps.append(tick.timestamp)
@@ -156,6 +168,9 @@ def run_policy(
         lost.append(after.energy_lost_mwh - before.energy_lost_mwh)
         bought.append(after.energy_bought_mwh - before.energy_bought_mwh)
         intensities.append(tick.carbon_intensity)
+        used.append(outcome.intensity)
+        net = outcome.emissions.net_kg
+        net_kg.append(math.nan if net is None else net)
     return BacktestRun(
         policy=policy.name,
         timestamps=tuple(stamps),
@@ -170,6 +185,9 @@ def run_policy(
         lost_mwh=np.asarray(lost),
         bought_mwh=np.asarray(bought),
         intensities=tuple(intensities),
+        used_intensities=tuple(used),
+        net_kg=np.asarray(net_kg, dtype=np.float64),
+        emissions=counted_between(first, state.emissions),
         skipped_ticks=skipped,
         initial_energy_mwh=start,
         final=state,

@@ -49,9 +49,11 @@ def no_battery_profit(
 def run_plans(site: SiteModel, run: BacktestRun, *, curtail: bool = True) -> list[SitePlan]:
     """Each applied tick's plan beside the battery's real power; ``curtail=False``: every machine runs."""
     plans: list[SitePlan] = []
-    for chosen, battery_mw, hours in zip(run.decisions, run.power_mw, run.durations_hours, strict=True):
+    steps = zip(run.decisions, run.power_mw, run.durations_hours, run.used_intensities, strict=True)
+    for chosen, battery_mw, hours, intensity in steps:
         prices = (chosen.energy_price, chosen.hash_price, chosen.token_price)
-        plans.append(plan_applied(site, *prices, float(battery_mw), float(hours), curtail=curtail))
+        plan = plan_applied(site, *prices, float(battery_mw), float(hours), curtail=curtail)
+        plans.append(plan.with_intensity(intensity))
     return plans
 
 

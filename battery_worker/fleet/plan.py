@@ -22,7 +22,7 @@ battery_value``, which equals the revenues minus the grid's bill (imports less e
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from battery_worker.battery import Action, Step
 from battery_worker.fleet.model import MachineType, SiteModel
@@ -55,6 +55,8 @@ class SitePlan:
     inference_revenue: float
     battery_value: float
     net: float
+    # The site's emissions of the step: grid import × the step's carbon intensity (None: unknown).
+    grid_import_kg: float | None = None
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
@@ -64,8 +66,15 @@ class SitePlan:
         ]
         data: dict[str, object] = {}
         for name in self.__dataclass_fields__:
-            data[name] = machines if name == "machines" else float(getattr(self, name))
+            value = getattr(self, name)
+            data[name] = machines if name == "machines" else None if value is None else float(value)
         return data
+
+    def with_intensity(self, intensity: float | None) -> SitePlan:
+        """The plan with its grid import's emissions at ``intensity`` (kg/MWh; None: unknown)."""
+        if intensity is None:
+            return self
+        return replace(self, grid_import_kg=self.grid_import_mw * self.hours * intensity)
 
 
 def signed_battery_mw(action: Action, power_mw: float) -> float:
@@ -77,16 +86,20 @@ def plan_tick(site: SiteModel, tick: PriceTick, battery_mw: float, hours: float)
     return plan_site(site, tick.energy_price, tick.hash_price, tick.token_price, battery_mw, hours)
 
 
-def plan_step(site: SiteModel, tick: PriceTick, step: Step, *, curtail: bool) -> SitePlan:
+def plan_step(
+    site: SiteModel, tick: PriceTick, step: Step, *, curtail: bool, intensity: float | None = None
+) -> SitePlan:
     """The plan of an applied tick, as every runner publishes it (worker, replay, Python API).
 
     ``curtail``: the policy plans the machines (``site``), so they are :func:`plan_site` of the tick
     around the battery's real power. Otherwise (``threshold``, ``adaptive``, ``mpc``) every machine runs,
-    as before the site model existed, and the plan only accounts for the step.
+    as before the site model existed, and the plan only accounts for the step. ``intensity`` is the
+    step's carbon intensity as the emissions counted it (given or carried): the whole site's emissions.
     """
     battery_mw = signed_battery_mw(step.action, step.power_mw)
     prices = (tick.energy_price, tick.hash_price, tick.token_price)
-    return plan_applied(site, *prices, battery_mw, float(step.duration_hours), curtail=curtail)
+    plan = plan_applied(site, *prices, battery_mw, float(step.duration_hours), curtail=curtail)
+    return plan.with_intensity(intensity)
 
 
 def plan_applied(

@@ -12,7 +12,13 @@ from typing import Any
 from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
-from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, SourceRef, status_fields
+from battery_worker.emissions import EmissionsState, StepEmissions
+from battery_worker.events import (
+    ACTION_SCHEMA_VERSION,
+    SCHEMA_VERSION,
+    SourceRef,
+    status_fields,
+)
 from battery_worker.fleet.plan import SitePlan
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
@@ -20,6 +26,36 @@ from battery_worker.ticks import PriceTick
 
 def _source(source: SourceRef) -> dict[str, Any]:
     return {"topic": source.topic, "partition": source.partition, "offset": source.offset}
+
+
+def _kg(value: float | None) -> float | None:
+    return None if value is None else float(value)
+
+
+def emissions_payload(
+    step: StepEmissions | None, intensity: float | None, carried: bool, totals: EmissionsState
+) -> dict[str, Any]:
+    """An ``EmissionsEvent``: the step's (all None without a step or an intensity) and the running totals."""
+    steps = totals.steps
+    return {
+        "carbon_intensity": _kg(intensity),
+        "intensity_carried": carried,
+        "bought_kg": None if step is None else _kg(step.bought_kg),
+        "avoided_kg": None if step is None else _kg(step.avoided_kg),
+        "net_kg": None if step is None else _kg(step.net_kg),
+        "total_bought_kg": float(totals.bought_kg),
+        "total_avoided_kg": float(totals.avoided_kg),
+        "total_net_kg": float(totals.net_kg),
+        "steps": steps,
+        "unknown_steps": totals.unknown_steps,
+        "coverage": float(totals.totals().coverage),
+    }
+
+
+def outcome_emissions(tick: PriceTick, outcome: Outcome) -> dict[str, Any]:
+    """The emissions of an applied tick, as the action, status and history events carry them."""
+    carried = tick.carbon_intensity is None and outcome.intensity is not None
+    return emissions_payload(outcome.emissions, outcome.intensity, carried, outcome.state.emissions)
 
 
 def action_payload(
@@ -30,8 +66,9 @@ def action_payload(
     policy: str,
     source: SourceRef,
     plan: SitePlan,
+    emissions: dict[str, Any],
 ) -> dict[str, Any]:
-    """A ``BatteryAction`` (version 2: with the site plan)."""
+    """A ``BatteryAction`` (version 3: with the site plan and the emissions)."""
     step, decision = outcome.step, outcome.decision
     return {
         "schema_version": ACTION_SCHEMA_VERSION,
@@ -54,11 +91,17 @@ def action_payload(
         "policy": policy,
         "source": _source(source),
         "site_plan": plan.to_json(),
+        "emissions": emissions,
     }
 
 
 def history_payload(
-    event: str, site_id: str, tick: PriceTick, outcome: Outcome, source: SourceRef
+    event: str,
+    site_id: str,
+    tick: PriceTick,
+    outcome: Outcome,
+    source: SourceRef,
+    emissions: dict[str, Any],
 ) -> dict[str, Any]:
     """A ``HistoryRecord``: the seed's ``save_history`` entry of one applied tick."""
     step, decision = outcome.step, outcome.decision
@@ -79,11 +122,18 @@ def history_payload(
         "hash_price": float(tick.hash_price),
         "token_price": float(tick.token_price),
         "source": _source(source),
+        "emissions": emissions,
     }
 
 
 def status_payload(
-    event: str, site_id: str, battery: BatteryState, ticks_stale: int, config: BatteryConfig, policy: str
+    event: str,
+    site_id: str,
+    battery: BatteryState,
+    ticks_stale: int,
+    config: BatteryConfig,
+    policy: str,
+    emissions: dict[str, Any],
 ) -> dict[str, Any]:
     """A ``BatteryStatus``: the seed's ``get_status`` for one site, stamped with the tick time."""
     return {
@@ -95,6 +145,7 @@ def status_payload(
         "ticks_applied": battery.ticks_applied,
         "ticks_stale": ticks_stale,
         "policy": policy,
+        "emissions": emissions,
     }
 
 
@@ -105,6 +156,7 @@ def state_payload(
     ticks_stale: int,
     policy: str,
     policy_memory: JsonValue,
+    emissions: EmissionsState,
 ) -> dict[str, Any]:
     """A ``BatteryStateRecord``: everything restore needs, with the input offset it reflects."""
     return {
@@ -124,4 +176,11 @@ def state_payload(
         "policy": policy,
         "policy_memory": policy_memory,
         "delivered_today_mwh": float(battery.delivered_today_mwh),
+        "emissions_bought_kg": float(emissions.bought_kg),
+        "emissions_avoided_kg": float(emissions.avoided_kg),
+        "emissions_steps": emissions.steps,
+        "emissions_known_steps": emissions.known_steps,
+        "emissions_carried_steps": emissions.carried_steps,
+        "carried_intensity": _kg(emissions.carried.intensity),
+        "carried_intensity_at": emissions.carried.at,
     }

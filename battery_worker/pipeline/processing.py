@@ -33,7 +33,13 @@ from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.events import BatteryStateRecord, SourceRef, event_id
 from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.partitioning import home_partition
-from battery_worker.pipeline.payloads import action_payload, history_payload, state_payload, status_payload
+from battery_worker.pipeline.payloads import (
+    action_payload,
+    history_payload,
+    outcome_emissions,
+    state_payload,
+    status_payload,
+)
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
@@ -169,7 +175,7 @@ class TickProcessor:
                 else setup.policy.initial_memory()
             )
             self._sites[record.site_id] = _Site(
-                SiteState(battery=battery, policy_memory=memory),
+                SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
                 record.source,
                 home_partition(record.site_id, self._partitions),
                 record.ticks_stale,
@@ -240,7 +246,7 @@ class TickProcessor:
             self.counters.stale += 1
             return Handled("stale", site_id, ())
         setup = self._directory.setup(site_id)
-        outcome = dispatch(tick, site.state, setup.config, setup.policy)
+        outcome = dispatch(tick, site.state, setup.config, setup.policy, carry_hours=setup.carry_hours)
         site.state, site.source = outcome.state, source
         self._dirty.add(site_id)
         self.counters.applied += 1
@@ -303,11 +309,22 @@ class TickProcessor:
         coords = (source.topic, source.partition, source.offset)
         policy = setup.policy.name
         key = site_id.encode()
-        plan = plan_step(setup.site, tick, outcome.step, curtail=setup.plans_machines)
-        action = action_payload(event_id("action", *coords), site_id, tick, outcome, policy, source, plan)
-        history = history_payload(event_id("history", *coords), site_id, tick, outcome, source)
+        plan = plan_step(
+            setup.site, tick, outcome.step, curtail=setup.plans_machines, intensity=outcome.intensity
+        )
+        emissions = outcome_emissions(tick, outcome)
+        action = action_payload(
+            event_id("action", *coords), site_id, tick, outcome, policy, source, plan, emissions
+        )
+        history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
         status = status_payload(
-            event_id("status", *coords), site_id, site.state.battery, site.ticks_stale, setup.config, policy
+            event_id("status", *coords),
+            site_id,
+            site.state.battery,
+            site.ticks_stale,
+            setup.config,
+            policy,
+            emissions,
         )
         history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
         return (
@@ -327,5 +344,6 @@ class TickProcessor:
             site.ticks_stale,
             policy.name,
             policy.dump_memory(site.state.policy_memory),
+            site.state.emissions,
         )
         return OutputRecord(self._topics.state, site_id.encode(), orjson.dumps(record), site.source.partition)
