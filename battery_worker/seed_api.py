@@ -8,7 +8,8 @@ charge threshold is the 1.7 the seed specified (its "1.5" was a typo).
 ``make_decision`` without a ``timestamp`` uses the clock (``clock`` argument, UTC now by default) to measure
 the step; pass timestamps to get fully reproducible results. Its answer carries ``site_plan``, the machines
 to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`), exactly
-what the worker publishes in ``battery.actions``.
+what the worker publishes in ``battery.actions``, and ``emissions``, the step's and the running totals
+(``get_status()["emissions"]``) counted as the worker counts them.
 """
 
 from __future__ import annotations
@@ -26,9 +27,11 @@ from typing import Any
 from battery_worker.battery import Action, Step, apply_for, as_utc
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
 from battery_worker.events import status_fields
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.plan import plan_step
+from battery_worker.pipeline.payloads import outcome_emissions
 from battery_worker.policies import plans_machines
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
@@ -64,6 +67,7 @@ class BatterySystem:
         max_step_hours: float = 2.0,
         policy: Policy | None = None,
         site: SiteModel | None = None,
+        carry_hours: float = DEFAULT_CARRY_HOURS,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
         self._config = BatteryConfig(
@@ -86,6 +90,7 @@ class BatterySystem:
         policy_site = getattr(self._policy, "site", None)
         self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
         self._site: SiteState = new_site_state(self._config, self._policy)
+        self._carry_hours = carry_hours
         self._clock = clock
         self._last_updated: datetime = clock()
         self._history: list[dict[str, Any]] = []
@@ -121,6 +126,7 @@ class BatterySystem:
             if isinstance(self._policy, ThresholdPolicy):
                 status["charge_threshold"] = self._policy.charge_below
                 status["discharge_threshold"] = self._policy.discharge_above
+            status["emissions"] = emissions_totals(self._site.emissions)
             return status
 
     def make_decision(
@@ -129,12 +135,17 @@ class BatterySystem:
         hash_price: float,
         token_price: float,
         timestamp: datetime | str | None = None,
+        carbon_intensity: float | None = None,
     ) -> dict[str, Any]:
-        """Decide from the prices and apply the decision for the time since the previous decision."""
+        """Decide from the prices and apply the decision for the time since the previous decision.
+
+        ``carbon_intensity`` (kgCO₂eq/MWh) counts the step's emissions, as the worker does; without it the
+        last known one is carried for ``carry_hours``, then the step's emissions are unknown.
+        """
         with self._lock:
             at = self._clock() if timestamp is None else timestamp
-            tick = make_tick(energy_price, hash_price, token_price, at)
-            outcome = dispatch(tick, self._site, self._config, self._policy)
+            tick = make_tick(energy_price, hash_price, token_price, at, carbon_intensity=carbon_intensity)
+            outcome = dispatch(tick, self._site, self._config, self._policy, carry_hours=self._carry_hours)
             self._site = outcome.state
             self._last_updated = tick.timestamp
             result = self._result(outcome.step)
@@ -146,12 +157,16 @@ class BatterySystem:
                 hash_price,
                 token_price,
             )
-            plan = plan_step(self._site_model, tick, outcome.step, curtail=plans_machines(self._policy.name))
+            curtail = plans_machines(self._policy.name)
+            plan = plan_step(
+                self._site_model, tick, outcome.step, curtail=curtail, intensity=outcome.intensity
+            )
             return {
                 "action": outcome.decision.action.value,
                 "reason": outcome.decision.reason,
                 "result": result,
                 "site_plan": plan.to_json(),
+                "emissions": outcome_emissions(tick, outcome),
             }
 
     def charge(self, power_mw: float, duration_hours: float) -> dict[str, Any]:
@@ -245,6 +260,19 @@ class BatterySystem:
                 "token_price": token_price,
             }
         )
+
+
+def emissions_totals(totals: EmissionsState) -> dict[str, Any]:
+    """The running emissions as ``get_status`` gives them: kg CO₂eq over the steps with an intensity."""
+    counted = totals.totals()
+    return {
+        "bought_kg": counted.bought_kg,
+        "avoided_kg": counted.avoided_kg,
+        "net_kg": counted.net_kg,
+        "steps": counted.steps,
+        "unknown_steps": totals.unknown_steps,
+        "coverage": counted.coverage,
+    }
 
 
 def write_json_atomically(target: Path, payload: str) -> Path:

@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from battery_worker.cli.common import (
     NUMBER,
@@ -35,6 +35,9 @@ from battery_worker.cli.common import (
     run_once,
 )
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
+
+if TYPE_CHECKING:
+    from battery_worker.events import BatteryStatus
 
 log = logging.getLogger("battery_worker")
 
@@ -185,6 +188,14 @@ def cmd_feed(args: argparse.Namespace) -> int:
     return run_once(main())
 
 
+def _emissions_text(status: BatteryStatus) -> str:
+    """Net tonnes CO2eq and the coverage; "-" for a version 1 status (no emissions counted)."""
+    counted = status.emissions
+    if counted is None or counted.steps == 0:
+        return "-"
+    return f"{counted.total_net_kg / 1000:+,.2f} ({100 * counted.coverage:.0f}%)"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -214,7 +225,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
-    for column in (*columns, "partition", "lag", "ticks", "stale", "net value", "policy"):
+    for column in (*columns, "partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "policy"):
         table.add_column(column)
     for site, status in sorted(statuses.items()):
         action = actions.get(site)
@@ -232,6 +243,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(status.ticks_applied),
             str(status.ticks_stale),
             f"{status.net_value:,.2f}",
+            _emissions_text(status),
             status.policy,
         )
     console = Console(width=max(160, Console().width))

@@ -161,6 +161,7 @@ class WorkerCollector(Collector):
         yield soc
         yield percent
         yield last_tick
+        yield from self._emissions()
         if self._activity is None:
             return
         power = GaugeMetricFamily(
@@ -173,6 +174,44 @@ class WorkerCollector(Collector):
             if site_id in held:
                 power.add_metric([site_id], last.power_mw)
         yield power
+
+    def _emissions(self) -> Iterator[Metric]:
+        """Per site, the running totals the state holds (so a restarted worker carries them on).
+
+        Bought and avoided only grow: counters. Net (bought − avoided) can fall and be negative, which a
+        counter may not: it is a gauge of its own, ``battery_worker_emissions_net_kg``.
+        """
+        totals = CounterMetricFamily(
+            f"{PREFIX}_emissions_kg",
+            "kgCO2eq per site over the steps with an intensity: bought (charging) and avoided (delivered)",
+            labels=["site_id", "kind"],
+        )
+        net = GaugeMetricFamily(
+            f"{PREFIX}_emissions_net_kg",
+            "kgCO2eq per site, bought - avoided: the battery's effect (negative: lower emissions)",
+            labels=["site_id"],
+        )
+        unknown = CounterMetricFamily(
+            f"{PREFIX}_emissions_unknown_steps",
+            "Applied ticks per site whose carbon intensity was unknown (left out of the totals)",
+            labels=["site_id"],
+        )
+        coverage = GaugeMetricFamily(
+            f"{PREFIX}_emissions_coverage_ratio",
+            "Share of a site's counted steps with a known or carried carbon intensity",
+            labels=["site_id"],
+        )
+        for site_id, state in sorted(self._worker.processor.sites().items()):
+            counted = state.emissions
+            totals.add_metric([site_id, "bought"], counted.bought_kg)
+            totals.add_metric([site_id, "avoided"], counted.avoided_kg)
+            net.add_metric([site_id], counted.net_kg)
+            unknown.add_metric([site_id], counted.unknown_steps)
+            coverage.add_metric([site_id], counted.totals().coverage)
+        yield totals
+        yield net
+        yield unknown
+        yield coverage
 
 
 def _histogram(name: str, help_text: str, histogram: Histogram) -> HistogramMetricFamily:
