@@ -15,6 +15,7 @@ from battery_worker.cli.backtest import main
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import make_policy
 from battery_worker.policies.mpc import MpcPolicy
+from battery_worker.policies.site import SitePolicy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
@@ -90,3 +91,15 @@ def test_cli_backtest_reports_emissions(capsys: pytest.CaptureFixture[str]) -> N
 def test_cli_backtest_without_carbon_prints_no_emissions(capsys: pytest.CaptureFixture[str]) -> None:
     assert main([str(PRICES), "--no-png"]) == 0
     assert "net emissions" not in capsys.readouterr().out
+
+
+def test_the_site_policy_takes_a_carbon_price_and_zero_keeps_every_decision(week: list[PriceTick]) -> None:
+    plain = run_policy(load_ticks(PRICES), CONFIG, SitePolicy(horizon_hours=12))
+    zero = run_policy(week, CONFIG, SitePolicy(horizon_hours=12, carbon_price=0.0))
+    assert zero.decisions == plain.decisions
+    assert np.array_equal(zero.cash_flows, plain.cash_flows)
+    green = run_policy(week, CONFIG, make_policy("site", {"horizon_hours": 12, "carbon_price": 200.0}))
+    assert green.decisions != zero.decisions
+    assert green.emissions.net_kg < zero.emissions.net_kg
+    with pytest.raises(InvalidConfig):
+        SitePolicy(carbon_price=-1.0)

@@ -11,6 +11,11 @@ machines run is :func:`battery_worker.fleet.plan.plan_site` of the same tick and
 pure function of the inputs, so the worker, replay and backtest agree. The LP respects the site's limits, so
 the battery's decision fits the site's battery window.
 
+``carbon_price`` (money per tonne, 0 by default), as in ``mpc``: the energy price it plans on, remembers
+and forecasts is ``energy_price + carbon_price × carbon_intensity / 1000`` where the tick has an intensity
+(imports then cost their emissions, exports earn them back); at 0 it is the price itself, bit for bit. The
+machines of the step are still planned on the real prices (:func:`battery_worker.fleet.plan.plan_site`).
+
 Deterministic: a fixed horizon and HiGHS capped at ``max_iterations`` (no wall clock). If the solver gives
 up the battery holds and the reason says so. Memory: three bounded :class:`HourlyHistory` (energy, hash,
 token), ``history_hours`` floats each.
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState, step_hours
+from battery_worker.emissions import effective_price
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.lp import SiteSeries, solve_site
 from battery_worker.fleet.model import SiteModel
@@ -53,10 +59,11 @@ class SiteMemory:
     def empty(max_hours: int) -> SiteMemory:
         return SiteMemory(HourlyHistory(max_hours), HourlyHistory(max_hours), HourlyHistory(max_hours))
 
-    def add(self, tick: PriceTick) -> SiteMemory:
+    def add(self, tick: PriceTick, energy_price: float) -> SiteMemory:
+        """``energy_price``: the tick's, or with its emissions priced in (``carbon_price``)."""
         at = tick.timestamp
         return SiteMemory(
-            self.energy.add(at, tick.energy_price),
+            self.energy.add(at, energy_price),
             self.hash.add(at, tick.hash_price),
             self.token.add(at, tick.token_price),
         )
@@ -88,6 +95,7 @@ class SitePolicy:
     level_decay: float = 0.97
     terminal_quantile: float = 0.5
     max_iterations: int = 5000
+    carbon_price: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.site, SiteModel):
@@ -100,6 +108,10 @@ class SitePolicy:
             raise InvalidConfig("warmup_hours", self.warmup_hours, "must not exceed history_hours")
         for name in ("recent_weight", "spike_quantile", "level_decay", "terminal_quantile"):
             require_fraction(name, getattr(self, name))
+        carbon = self.carbon_price
+        if isinstance(carbon, bool) or not isinstance(carbon, int | float) or not 0 <= carbon < float("inf"):
+            raise InvalidConfig("carbon_price", carbon, "must be a finite number >= 0 (money per tonne)")
+        object.__setattr__(self, "carbon_price", float(carbon))
 
     @property
     def name(self) -> str:
@@ -111,13 +123,14 @@ class SitePolicy:
     def decide(
         self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
     ) -> tuple[Decision, SiteMemory]:
-        memory = self._as_memory(memory).add(tick)
+        energy_price = effective_price(tick.energy_price, tick.carbon_intensity, self.carbon_price)
+        memory = self._as_memory(memory).add(tick, energy_price)
         known = memory.energy.known()
         if known.size < self.warmup_hours:
             return hold(tick, f"warming up ({known.size}/{self.warmup_hours} h of prices)"), memory
         first_hours, _gap = step_hours(config, battery.last_tick_at, tick.timestamp)
         series = SiteSeries(
-            energy=self._prices(tick.energy_price, known),
+            energy=self._prices(energy_price, known),
             hash=self._prices(tick.hash_price, memory.hash.known()),
             token=self._prices(tick.token_price, memory.token.known()),
             hours=np.concatenate([[first_hours], np.ones(self.horizon_hours)]),
