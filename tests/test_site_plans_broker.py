@@ -50,7 +50,7 @@ async def test_worker_replay_backtest_and_api_give_the_same_plans(
     published = await read_published(settings)
     actions = sorted({a.event_id: a for a in published.actions}.values(), key=lambda a: a.tick_timestamp)
     worker_plans = [action.site_plan.model_dump() for action in actions if action.site_plan]
-    assert {action.schema_version for action in actions} == {2}
+    assert {action.schema_version for action in actions} == {3}
 
     setup = settings.site_directory().default
     policy = make_policy(POLICY["name"], POLICY["params"], site=setup.site)
