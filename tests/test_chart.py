@@ -15,7 +15,13 @@ import pytest
 from battery_worker.backtest.chart import DPI, WIDTH_INCHES, draw_figure, figure_height_inches
 from battery_worker.backtest.engine import BacktestRun, backtest, optimum_for, run_policy
 from battery_worker.backtest.optimum import Optimum
-from battery_worker.backtest.report import monthly_capture, write_png, zoom_window
+from battery_worker.backtest.report import (
+    cumulative_net_tonnes,
+    monthly_capture,
+    shows_emissions,
+    write_png,
+    zoom_window,
+)
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.policies import make_policy
 from battery_worker.pricefiles import load_ticks
@@ -183,3 +189,24 @@ def test_runs_over_other_ticks_than_the_optimum_are_refused() -> None:
     shorter: Optimum = optimum_for(ticks[:-1], CONFIG)
     with pytest.raises(ValueError, match="must cover"):
         draw_figure(runs, shorter, CONFIG)
+
+
+def test_ticks_with_carbon_intensity_add_the_emissions_panel(tmp_path: Path) -> None:
+    ticks = load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=DATA / "ercot_carbon_2023-08-01_07.csv")
+    runs = runs_over(ticks, [("mpc", {})])
+    optimum = optimum_for(ticks, CONFIG)
+    assert shows_emissions(runs)
+    assert not shows_emissions(runs_over(load_ticks(DATA / "ercot_2023-08-01_07.csv"), [("mpc", {})]))
+    line = cumulative_net_tonnes(runs[0].net_kg)
+    assert line[-1] == pytest.approx(runs[0].emissions.net_kg / 1000)
+    assert cumulative_net_tonnes(np.array([1000.0, np.nan, -500.0])).tolist() == [1.0, 1.0, 0.5]
+    figure = draw_figure(runs, optimum, CONFIG)
+    try:
+        titles = [axis.get_title() for axis in figure.axes]
+        assert len(figure.axes) == 1 + 1 + 2 + 1  # value, emissions, price, state of charge, power
+        panel = next(title for title in titles if title.startswith("net emissions over the whole run"))
+        assert "coverage 100.0%" in panel
+    finally:
+        plt.close(figure)
+    target = write_png(tmp_path / "carbon.png", runs, optimum, CONFIG)
+    assert png_size(target) == (round(WIDTH_INCHES * DPI), round(figure_height_inches(1, True) * DPI))

@@ -6,7 +6,9 @@ A year of state of charge and power drawn tick by tick is a solid block, so the 
 * (b) capture per calendar month, the policy's cash in the month ÷ the optimum's cash in the same month, as
   grouped bars with the 100 % line (skipped, and said so, when the run lies within one month);
 * (c) one week at full resolution: price, state of charge, and each policy's power as steps, with the
-  optimum's schedule behind them in grey.
+  optimum's schedule behind them in grey;
+* when the ticks carry a carbon intensity, a panel between (a) and (c): each policy's and the optimum's
+  cumulative net emissions in tonnes CO₂eq (below zero: the battery lowered the grid's emissions).
 
 What is shown is decided in :mod:`.report` (pure, tested without drawing): the week is
 :func:`~battery_worker.backtest.report.zoom_window`, the 7 days from a UTC midnight in which the optimum earns
@@ -27,9 +29,12 @@ from battery_worker.backtest.engine import BacktestRun, BacktestSummary, summari
 from battery_worker.backtest.optimum import FloatArray, Optimum
 from battery_worker.backtest.report import (
     ZoomWindow,
+    cumulative_net_tonnes,
     money,
     monthly_capture,
+    optimum_net_kg,
     ratio_text,
+    shows_emissions,
     typical_step_seconds,
     zoom_window,
 )
@@ -59,9 +64,9 @@ def optimum_power_mw(optimum: Optimum, durations_hours: FloatArray) -> FloatArra
     return np.asarray((optimum.bought_mwh - optimum.delivered_mwh) / hours, dtype=np.float64)
 
 
-def figure_height_inches(policies: int) -> float:
-    """Top row, price and state of charge, then one short power row per policy, plus titles."""
-    return 9.6 + 1.05 * policies
+def figure_height_inches(policies: int, emissions: bool = False) -> float:
+    """Top row, (emissions), price and state of charge, then one short power row per policy, plus titles."""
+    return 9.6 + 1.05 * policies + (2.2 if emissions else 0.0)
 
 
 def write_png(
@@ -100,7 +105,9 @@ def draw_figure(
     pyplot = _pyplot("chart")
     with pyplot.rc_context(STYLE):
         figure: Figure = pyplot.figure(
-            figsize=(WIDTH_INCHES, figure_height_inches(len(runs))), dpi=DPI, layout="constrained"
+            figsize=(WIDTH_INCHES, figure_height_inches(len(runs), shows_emissions(runs))),
+            dpi=DPI,
+            layout="constrained",
         )
         _draw(figure, runs, optimum, config, title)
     return figure
@@ -130,16 +137,22 @@ def _draw(
     window = zoom_window(first.timestamps, optimum.cash_flows)
     months = [monthly_capture(s) for s in summaries]
     show_months = len(months[0]) > 1
-    rows = 3 + len(runs)
-    grid = figure.add_gridspec(
-        rows, 2, height_ratios=[3.4, 1.5, 1.9, *[1.0] * len(runs)], width_ratios=[3, 2]
-    )
+    emissions = shows_emissions(runs)
+    top = 2 if emissions else 1
+    rows = top + 2 + len(runs)
+    heights = [3.4, *([2.2] if emissions else []), 1.5, 1.9, *[1.0] * len(runs)]
+    grid = figure.add_gridspec(rows, 2, height_ratios=heights, width_ratios=[3, 2])
     value_axis = figure.add_subplot(grid[0, 0] if show_months else grid[0, :])
     _cumulative(value_axis, times, runs, optimum, colors, window)
     if show_months:
         _months(figure.add_subplot(grid[0, 1]), runs, months, colors)
-    price_axis = figure.add_subplot(grid[1, :])
-    week_axes = [price_axis, *(figure.add_subplot(grid[row, :], sharex=price_axis) for row in range(2, rows))]
+    if emissions:
+        _emissions(figure.add_subplot(grid[1, :], sharex=value_axis), times, runs, optimum, colors)
+    price_axis = figure.add_subplot(grid[top, :])
+    week_axes = [
+        price_axis,
+        *(figure.add_subplot(grid[row, :], sharex=price_axis) for row in range(top + 1, rows)),
+    ]
     _week(week_axes, times, runs, optimum, config, colors, window)
 
     span = (
@@ -188,6 +201,25 @@ def _cumulative(
     axis.set_title(f"(a) cumulative cash value over the whole run{shaded}")
     axis.yaxis.set_major_formatter(FuncFormatter(money))
     axis.set_ylabel("cash value")
+    _dates(axis)
+
+
+def _emissions(
+    axis: Axes, times: Any, runs: Sequence[BacktestRun], optimum: Optimum, colors: list[str]
+) -> None:
+    """Cumulative net emissions, the optimum (price only) dashed; totals and coverage in the title."""
+    best = cumulative_net_tonnes(optimum_net_kg(optimum, runs[0].used_intensities))
+    axis.plot(times, best, color="black", lw=1.6, ls="--", label=f"optimum {best[-1]:+,.0f} t")
+    for run, color in zip(runs, colors, strict=True):
+        line = cumulative_net_tonnes(run.net_kg)
+        axis.plot(times, line, color=color, lw=1.6, label=f"{run.policy} {line[-1]:+,.0f} t")
+    axis.axhline(0.0, color="black", lw=0.6)
+    coverage = ratio_text(runs[0].emissions.coverage)
+    axis.set_title(
+        f"net emissions over the whole run, t CO₂eq (below 0: lower); intensity coverage {coverage}"
+    )
+    axis.set_ylabel("net t CO₂eq")
+    axis.legend(loc="upper left", frameon=False, fontsize=10)
     _dates(axis)
 
 

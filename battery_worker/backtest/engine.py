@@ -86,7 +86,8 @@ class MonthFigures:
 class BacktestSummary:
     """A run's figures. ``value`` is net of wear (``gross_value − wear_cost``). ``optimum_value`` is what no
     policy can beat: the optimum itself when ``optimum_exact``, else the LP bound, which the best schedule
-    found (``optimum_schedule_value``) is ``optimum_gap`` (relative) below."""
+    found (``optimum_schedule_value``) is ``optimum_gap`` (relative) below. The emissions are the run's
+    (as the worker counts them), None when no tick had a carbon intensity."""
 
     policy: str
     ticks: int
@@ -109,6 +110,11 @@ class BacktestSummary:
     energy_lost_mwh: float
     final_charge_percent: float
     months: tuple[MonthFigures, ...]
+    # kgCO2eq over the steps with a known or carried intensity (None: no step had one, not zero).
+    emissions_bought_kg: float | None = None
+    emissions_avoided_kg: float | None = None
+    emissions_net_kg: float | None = None
+    emissions_coverage: float = 0.0
 
     def to_json(self) -> JsonObject:
         """The JSON summary: ``policy``, ``value``, ``optimum_value`` and ``capture_ratio`` on top."""
@@ -257,6 +263,8 @@ def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> Back
     wear = delivered * config.cycle_cost_per_mwh
     value = cash + end - wear
     ratio = value / optimum.bound if optimum.bound > 0 else None
+    counted = run.emissions
+    some = counted.coverage > 0
     return BacktestSummary(
         policy=run.policy,
         ticks=len(run.timestamps),
@@ -279,6 +287,10 @@ def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> Back
         energy_lost_mwh=float(run.lost_mwh.sum()),
         final_charge_percent=100.0 * float(run.state_of_charge_mwh[-1]) / config.capacity_mwh,
         months=monthly(run, config, optimum),
+        emissions_bought_kg=counted.bought_kg if some else None,
+        emissions_avoided_kg=counted.avoided_kg if some else None,
+        emissions_net_kg=counted.net_kg if some else None,
+        emissions_coverage=counted.coverage,
     )
 
 

@@ -2,8 +2,9 @@
 
 The chart itself, the one module that needs matplotlib, is :mod:`.chart`; :func:`write_png` stays here,
 where the commands and benchmarks call it, and imports it only when a PNG is asked for. What the chart
-shows is decided here, so it can be tested without drawing: capture per month (:func:`monthly_capture`) and
-the week it zooms on (:func:`zoom_window`).
+shows is decided here, so it can be tested without drawing: capture per month (:func:`monthly_capture`),
+the week it zooms on (:func:`zoom_window`) and the emissions panel (:func:`shows_emissions`,
+:func:`cumulative_net_tonnes`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from battery_worker.backtest.engine import BacktestRun, BacktestSummary
 from battery_worker.backtest.optimum import FloatArray, Optimum
 from battery_worker.battery import as_utc
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import KG_PER_TONNE, step_emissions
 from battery_worker.errors import InvalidInput
 
 DAY_SECONDS = 86_400.0
@@ -113,6 +115,27 @@ def zoom_window(
     earned = cumulative[stops] - cumulative[starts]
     best = int(np.argmax(earned))
     return ZoomWindow(int(starts[best]), int(stops[best]), False, float(earned[best]))
+
+
+def shows_emissions(runs: Sequence[BacktestRun]) -> bool:
+    """The chart gets its emissions panel when some tick of the run had a carbon intensity."""
+    return any(run.emissions.coverage > 0 for run in runs)
+
+
+def cumulative_net_tonnes(net_kg: FloatArray) -> FloatArray:
+    """Running net emissions in tonnes; an unknown step (NaN) adds nothing: it is left out of the totals."""
+    return np.asarray(np.cumsum(np.nan_to_num(net_kg, nan=0.0)) / KG_PER_TONNE, dtype=np.float64)
+
+
+def optimum_net_kg(optimum: Optimum, intensities: Sequence[float | None]) -> FloatArray:
+    """The optimum's net emissions per step at the intensities the runs used (NaN: unknown)."""
+    net = [
+        step_emissions(float(bought), float(delivered), intensity).net_kg
+        for bought, delivered, intensity in zip(
+            optimum.bought_mwh, optimum.delivered_mwh, intensities, strict=True
+        )
+    ]
+    return np.array([np.nan if kg is None else kg for kg in net], dtype=np.float64)
 
 
 def money(amount: float, _position: object = None) -> str:
