@@ -143,6 +143,10 @@ class EmissionsState:
     def unknown_steps(self) -> int:
         return self.steps - self.known_steps - self.carried_steps
 
+    @property
+    def coverage(self) -> float:
+        return (self.known_steps + self.carried_steps) / self.steps if self.steps else 0.0
+
     def totals(self) -> Emissions:
         return Emissions(
             self.bought_kg, self.avoided_kg, self.net_kg, self.steps, self.known_steps, self.carried_steps

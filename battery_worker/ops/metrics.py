@@ -207,7 +207,7 @@ class WorkerCollector(Collector):
             totals.add_metric([site_id, "avoided"], counted.avoided_kg)
             net.add_metric([site_id], counted.net_kg)
             unknown.add_metric([site_id], counted.unknown_steps)
-            coverage.add_metric([site_id], counted.totals().coverage)
+            coverage.add_metric([site_id], counted.coverage)
         yield totals
         yield net
         yield unknown

@@ -48,7 +48,7 @@ def emissions_payload(
         "total_net_kg": float(totals.net_kg),
         "steps": steps,
         "unknown_steps": totals.unknown_steps,
-        "coverage": float(totals.totals().coverage),
+        "coverage": float(totals.coverage),
     }
 
 
