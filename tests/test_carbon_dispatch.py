@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from battery_worker.backtest.carbon import carbon_inputs, optimum_figures, run_figures
@@ -103,3 +104,24 @@ def test_the_site_policy_takes_a_carbon_price_and_zero_keeps_every_decision(week
     assert green.emissions.net_kg < zero.emissions.net_kg
     with pytest.raises(InvalidConfig):
         SitePolicy(carbon_price=-1.0)
+
+
+@pytest.mark.parametrize(("carry_hours", "coverage"), [(None, 167 / 168), (0.0, 164 / 168)])
+def test_cli_backtest_carries_for_the_configs_carry_hours_and_writes_emissions_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], carry_hours: float | None, coverage: float
+) -> None:
+    lines = CARBON.read_text(encoding="utf-8").splitlines()
+    gappy = tmp_path / "carbon.csv"
+    gappy.write_text("\n".join(lines[:11] + lines[15:]) + "\n", encoding="utf-8")  # no hours 10-13
+    args = [str(PRICES), "--carbon", str(gappy), "--no-png", "--summary", str(tmp_path / "s.json")]
+    if carry_hours is not None:
+        config = tmp_path / "worker.toml"
+        config.write_text(f"[emissions]\ncarry_hours = {carry_hours}\n")
+        args += ["--config", str(config)]
+    assert main(args) == 0
+    capsys.readouterr()
+    summary = orjson.loads((tmp_path / "s.json").read_bytes())
+    assert summary["emissions_coverage"] == pytest.approx(coverage)
+    assert summary["emissions_net_kg"] == pytest.approx(
+        summary["emissions_bought_kg"] - summary["emissions_avoided_kg"]
+    )

@@ -124,11 +124,13 @@ def carbon_report(
     summaries: Sequence[BacktestSummary],
     optimum: Optimum,
     carbon_price: float,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> str:
     """The emissions table: each policy, the price-only optimum and (carbon price > 0) the carbon one."""
     rows = [run_figures(run, summary) for run, summary in zip(runs, summaries, strict=True)]
-    rows.append(optimum_figures("optimum (price only)", optimum, ticks, config))
+    rows.append(optimum_figures("optimum (price only)", optimum, ticks, config, carry_hours))
     if carbon_price:
-        carbon_optimum = carbon_inputs(ticks, config, carbon_price).solve(config)
-        rows.append(optimum_figures(f"optimum (carbon {carbon_price:g}/t)", carbon_optimum, ticks, config))
+        carbon_optimum = carbon_inputs(ticks, config, carbon_price, carry_hours).solve(config)
+        name = f"optimum (carbon {carbon_price:g}/t)"
+        rows.append(optimum_figures(name, carbon_optimum, ticks, config, carry_hours))
     return carbon_table(rows)

@@ -323,8 +323,9 @@ def backtest(
     *,
     optimum: Optimum | None = None,
     on_tick: Callable[[], None] | None = None,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> tuple[BacktestRun, BacktestSummary]:
     """Run ``policy`` over ``ticks`` and summarise it; pass ``optimum`` to share one across policies."""
-    run = run_policy(ticks, config, policy, on_tick=on_tick)
+    run = run_policy(ticks, config, policy, on_tick=on_tick, carry_hours=carry_hours)
     best = optimum_for(ticks, config) if optimum is None else optimum
     return run, summarize(run, config, best)

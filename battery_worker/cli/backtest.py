@@ -41,6 +41,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
 from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
@@ -161,6 +162,16 @@ def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]
     return setup.config, setup.site
 
 
+def configured_carry_hours(args: argparse.Namespace) -> float:
+    """How long a missing carbon intensity is carried: ``emissions.carry_hours`` of ``--config``, as the
+    worker would, else the default (3 h)."""
+    if args.config is None:
+        return DEFAULT_CARRY_HOURS
+    from battery_worker.settings import load_settings
+
+    return load_settings(args.config).emissions.carry_hours
+
+
 def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) -> BatteryConfig:
     """``base`` (the defaults when None), then the ``--battery-type`` preset, then the battery flags given."""
     flags = {
@@ -218,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         for name in names
     ]
     config = battery_config(args, base)
+    carry_hours = configured_carry_hours(args)
     ticks = load_ticks(
         args.file,
         timestamp_column=args.timestamp_column,
@@ -240,7 +252,9 @@ def _run(args: argparse.Namespace) -> int:
     summaries: list[BacktestSummary] = []
     for policy in policies:
         with progress.policy(policy.name, len(ticks)) as advance:
-            run_, summary = backtest(ticks, config, policy, optimum=optimum, on_tick=advance)
+            run_, summary = backtest(
+                ticks, config, policy, optimum=optimum, on_tick=advance, carry_hours=carry_hours
+            )
         runs.append(run_)
         summaries.append(summary)
     print(f"{args.file.name}: {summaries[0].ticks} ticks, {summaries[0].start} .. {summaries[0].end}")
@@ -253,7 +267,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {summary.value:,.0f}"
             )
     if args.carbon is not None:
-        print(carbon_report(ticks, config, runs, summaries, optimum, args.carbon_price))
+        print(carbon_report(ticks, config, runs, summaries, optimum, args.carbon_price, carry_hours))
     if args.months:
         for summary in summaries:
             print()
