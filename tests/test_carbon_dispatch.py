@@ -14,6 +14,7 @@ from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main
 from battery_worker.errors import InvalidConfig
+from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import make_policy
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.policies.site import SitePolicy
@@ -125,3 +126,20 @@ def test_cli_backtest_carries_for_the_configs_carry_hours_and_writes_emissions_i
     assert summary["emissions_net_kg"] == pytest.approx(
         summary["emissions_bought_kg"] - summary["emissions_avoided_kg"]
     )
+
+
+def test_cli_site_backtest_reports_the_whole_sites_emissions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], week: list[PriceTick]
+) -> None:
+    """Every machine on and no battery: the site imports its whole fleet (25 MW) every hour."""
+    out = tmp_path / "site.json"
+    assert main([str(PRICES), "--carbon", str(CARBON), "--site", "--summary", str(out)]) == 0
+    assert "site emissions (t CO₂eq)" in capsys.readouterr().out
+    runs = orjson.loads(out.read_bytes())["runs"]
+    fleet_mw = SiteModel().fleet_mw
+    expected = sum(fleet_mw * 1.0 * (tick.carbon_intensity or 0.0) for tick in week)
+    assert runs["all_on"]["grid_import_kg"] == pytest.approx(expected)
+    assert runs["site"]["grid_import_kg"] > 0
+    assert main([str(PRICES), "--site", "--summary", str(out)]) == 0
+    assert "site emissions" not in capsys.readouterr().out
+    assert "grid_import_kg" not in orjson.loads(out.read_bytes())["runs"]["site"]

@@ -5,7 +5,8 @@ Pure. What ``battery-worker backtest --site`` prints and ``bench/site_table.py``
 :mod:`battery_worker.fleet.accounting`) of (a) every machine always on, no battery; (b) every machine on,
 the battery run by ``mpc``; the machines planned tick by tick without a battery (what planning alone earns);
 (c) the ``site`` policy, machines and battery together; each as a share of the site optimum (machines
-continuous, so an upper bound).
+continuous, so an upper bound). With a carbon intensity on the ticks, each run's site emissions too: the
+grid import × each step's intensity (:attr:`SitePlan.grid_import_kg`), summed.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from battery_worker.backtest.engine import run_policy
+from battery_worker.backtest.engine import BacktestRun, run_policy
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.accounting import SiteProfit, no_battery_profit, run_profit
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import site_optimum
@@ -43,15 +45,18 @@ class SiteComparison:
     def share(self, key: str) -> float:
         return self.profits[key].profit / self.optimum if self.optimum else float("nan")
 
+    @property
+    def counts_emissions(self) -> bool:
+        """Some tick had a carbon intensity: the runs' site emissions are reported."""
+        return any(profit.grid_import_kg is not None for profit in self.profits.values())
+
     def to_json(self) -> dict[str, Any]:
-        return {
-            "ticks": self.ticks,
-            "optimum_profit": self.optimum,
-            "runs": {
-                key: {"profit": self.profits[key].profit, "share_of_optimum": self.share(key)}
-                for key, _label in RUNS
-            },
-        }
+        runs: dict[str, Any] = {}
+        for key, _label in RUNS:
+            runs[key] = {"profit": self.profits[key].profit, "share_of_optimum": self.share(key)}
+            if self.counts_emissions:
+                runs[key]["grid_import_kg"] = self.profits[key].grid_import_kg
+        return {"ticks": self.ticks, "optimum_profit": self.optimum, "runs": runs}
 
 
 def compare_site(
@@ -62,34 +67,41 @@ def compare_site(
     mpc: Policy,
     site_policy: Policy,
     announce: Announce | None = None,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> SiteComparison:
     """Run the four comparisons and solve the optimum; ``site_policy`` must plan on ``site``."""
 
-    def on_tick(key: str) -> Callable[[], None] | None:
-        return None if announce is None else announce(key)
+    def run(policy: Policy, key: str) -> BacktestRun:
+        on_tick = None if announce is None else announce(key)
+        return run_policy(ticks, config, policy, on_tick=on_tick, carry_hours=carry_hours)
 
     optimum = site_optimum(site, config, ticks).profit
     profits = {
-        "all_on": no_battery_profit(site, config, ticks),
-        "all_on_mpc": run_profit(
-            site, config, run_policy(ticks, config, mpc, on_tick=on_tick("all_on_mpc")), curtail=False
-        ),
-        "planned": no_battery_profit(site, config, ticks, curtail=True),
-        "site": run_profit(site, config, run_policy(ticks, config, site_policy, on_tick=on_tick("site"))),
+        "all_on": no_battery_profit(site, config, ticks, carry_hours=carry_hours),
+        "all_on_mpc": run_profit(site, config, run(mpc, "all_on_mpc"), curtail=False),
+        "planned": no_battery_profit(site, config, ticks, curtail=True, carry_hours=carry_hours),
+        "site": run_profit(site, config, run(site_policy, "site")),
     }
     return SiteComparison(ticks=len(ticks), optimum=optimum, profits=profits)
 
 
 def site_table(comparison: SiteComparison) -> str:
-    """The comparison as a Markdown table: profit and share of the optimum per run."""
+    """The comparison as a Markdown table: profit and share of the optimum per run, and the site's grid
+    emissions when the ticks carry an intensity (the optimum's are not computed: "-")."""
+    carbon = comparison.counts_emissions
+    extra = (" site emissions (t CO₂eq) |", "---:|", " - |") if carbon else ("", "", "")
     lines = [
-        "| site run | profit | share of optimum |",
-        "|---|---:|---:|",
-        f"| site optimum (perfect foresight) | {comparison.optimum:,.1f} | 100.0 % |",
+        "| site run | profit | share of optimum |" + extra[0],
+        "|---|---:|---:|" + extra[1],
+        f"| site optimum (perfect foresight) | {comparison.optimum:,.1f} | 100.0 % |" + extra[2],
     ]
     for key, label in RUNS:
-        profit = comparison.profits[key].profit
-        lines.append(f"| {label} | {profit:,.1f} | {100 * comparison.share(key):.1f} % |")
+        profit = comparison.profits[key]
+        row = f"| {label} | {profit.profit:,.1f} | {100 * comparison.share(key):.1f} % |"
+        if carbon:
+            kg = profit.grid_import_kg
+            row += " - |" if kg is None else f" {kg / 1000:,.1f} |"
+        lines.append(row)
     return "\n".join(lines)
 
 

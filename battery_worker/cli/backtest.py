@@ -217,8 +217,6 @@ def _run(args: argparse.Namespace) -> int:
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
-    if args.site and (args.carbon is not None or args.carbon_price):
-        raise InvalidConfig("--carbon", str(args.carbon), "the site report does not count emissions yet")
     base, site = configured_site(args)
     policies = [
         make_policy(
@@ -242,7 +240,7 @@ def _run(args: argparse.Namespace) -> int:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
     progress = Progress(args.progress)
     if args.site:
-        return site_report(args, ticks, config, site, policies, progress)
+        return site_report(args, ticks, config, site, policies, progress, carry_hours)
     inputs = optimum_inputs(ticks, config)
     started = time.monotonic()
     with progress.optimum(inputs.prices.size, int(np.count_nonzero(inputs.prices < 0))) as on_wait:
@@ -292,6 +290,7 @@ def site_report(
     site: SiteModel,
     policies: list[Policy],
     progress: Progress,
+    carry_hours: float,
 ) -> int:
     """``--site``: the site's runs against the site optimum, printed as a table (and ``--summary``)."""
     import orjson
@@ -305,7 +304,9 @@ def site_report(
             bar.close()  # the previous run's progress bar
             return bar.enter_context(progress.policy(key, len(ticks)))
 
-        comparison = compare_site(ticks, config, site, mpc=mpc, site_policy=site_policy, announce=announce)
+        comparison = compare_site(
+            ticks, config, site, mpc=mpc, site_policy=site_policy, announce=announce, carry_hours=carry_hours
+        )
     print(f"{args.file.name}: {comparison.ticks} ticks, {ticks[0].timestamp} .. {ticks[-1].timestamp}")
     print(site_line(site))
     print(site_table(comparison))

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from battery_worker.backtest.engine import BacktestRun, applicable_ticks, terminal_price
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import series_of
 from battery_worker.fleet.plan import SitePlan, account, plan_applied, plan_site
@@ -28,21 +29,34 @@ class SiteProfit:
     energy_cost: float
     battery_value: float
     curtailed_mwh: float
+    grid_import_kg: float | None = None
+    """The site's emissions: its grid import × each step's intensity, over the steps with one (None: none)."""
 
 
 def no_battery_profit(
-    site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick], *, curtail: bool = False
+    site: SiteModel,
+    config: BatteryConfig,
+    ticks: Sequence[PriceTick],
+    *,
+    curtail: bool = False,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> SiteProfit:
     """No battery: every machine running at every applied tick, or (``curtail``) the machines planned."""
-    series = series_of(applicable_ticks(ticks), config)
+    kept = applicable_ticks(ticks)
+    series = series_of(kept, config)
+    used = carried_intensities(
+        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
+    )
     everything = {machine.name: machine.count for machine in site.machines}
     plans = []
-    for p, h, t, hours in zip(series.energy, series.hash, series.token, series.hours, strict=True):
+    steps = zip(series.energy, series.hash, series.token, series.hours, used, strict=True)
+    for p, h, t, hours, intensity in steps:
         prices = (float(p), float(h), float(t))
         if curtail:
-            plans.append(plan_site(site, *prices, 0.0, float(hours)))
+            plan = plan_site(site, *prices, 0.0, float(hours))
         else:
-            plans.append(account(site, *prices, everything, 0.0, float(hours)))
+            plan = account(site, *prices, everything, 0.0, float(hours))
+        plans.append(plan.with_intensity(intensity))
     return _sum(plans, site, 0.0)
 
 
@@ -77,6 +91,7 @@ def _sum(plans: list[SitePlan], site: SiteModel, battery_extra: float) -> SitePr
     inference = sum(plan.inference_revenue for plan in plans)
     cost = sum(plan.energy_cost for plan in plans)
     curtailed = sum((site.fleet_mw - plan.mining_mw - plan.inference_mw) * plan.hours for plan in plans)
+    known = [plan.grid_import_kg for plan in plans if plan.grid_import_kg is not None]
     return SiteProfit(
         profit=mining + inference - cost + battery,
         mining_revenue=mining,
@@ -84,4 +99,5 @@ def _sum(plans: list[SitePlan], site: SiteModel, battery_extra: float) -> SitePr
         energy_cost=cost,
         battery_value=battery,
         curtailed_mwh=curtailed,
+        grid_import_kg=sum(known) if known else None,
     )
