@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import resource
 import sys
 import time
 from pathlib import Path
@@ -24,20 +23,10 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import AT_LEAST_ONCE, EXACTLY_ONCE, settings_for
+from common import AT_LEAST_ONCE, EXACTLY_ONCE, peak_rss_mb, settings_for
 
 from battery_worker.kafka.clients import make_group_consumer, make_producer
 from battery_worker.kafka.worker import Worker
-
-
-def peak_rss_mb() -> float:
-    """This process's peak RSS: VmHWM, not ``ru_maxrss``, which Linux carries over from the parent on exec."""
-    status = Path("/proc/self/status")
-    if status.exists():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
 
 
 class TimedWorker(Worker):
@@ -88,6 +77,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "ticks_per_s": handled / seconds,
         "batches": worker.stats.batches,
         "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
+        "cpu_us_per_tick": (worker.cpu_last - worker.cpu_first) / handled * 1e6,
         "sites": worker.processor.site_count,
         "peak_rss_mb": peak_rss_mb(),
         "guarantee": settings.worker.processing_guarantee,

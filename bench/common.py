@@ -7,10 +7,12 @@ Every run gets fresh output topics and a fresh consumer group, so no run sees an
 from __future__ import annotations
 
 import asyncio
+import resource
 import statistics
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from aiokafka.admin import NewTopic
@@ -27,6 +29,12 @@ T0 = datetime(2020, 1, 1, tzinfo=UTC)
 """Far enough back that 30,000 hourly ticks stay in the past: a tick more than worker.max_tick_ahead_s
 after its record's Kafka timestamp (the time of the run) goes to the DLQ."""
 
+
+RETENTION_MS = "retention.ms"
+KAFKA_DEFAULT_RETENTION_MS = str(7 * 24 * 3600 * 1000)
+"""Set explicitly on every topic the benchmark creates (it is Kafka's default): Quix Streams reads
+``retention.ms`` of its input topic to configure the changelog topic, and the embedded Tansu broker's
+DescribeConfigs answers only configs that were set explicitly (``KeyError: 'retention.ms'`` otherwise)."""
 
 AT_LEAST_ONCE = "at-least-once"
 EXACTLY_ONCE = "exactly-once"
@@ -100,7 +108,10 @@ async def create_topics(bootstrap: str, names: Sequence[str], *, compact: Sequen
                     name,
                     PARTITIONS,
                     1,
-                    topic_configs={"cleanup.policy": "compact"} if name in compact else {},
+                    topic_configs={
+                        RETENTION_MS: KAFKA_DEFAULT_RETENTION_MS,
+                        **({"cleanup.policy": "compact"} if name in compact else {}),
+                    },
                 )
                 for name in names
             ]
@@ -137,3 +148,13 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
         "max": max(values),
         "runs": list(values),
     }
+
+
+def peak_rss_mb() -> float:
+    """This process's peak RSS: VmHWM, not ``ru_maxrss``, which Linux carries over from the parent on exec."""
+    status = Path("/proc/self/status")
+    if status.exists():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS

@@ -11,6 +11,9 @@ TARGETS = {
     "rss_mb": (150.0, "<"),
     "restore_s": (2.0, "<"),
     "eos_ratio": (0.7, ">="),
+    "quix_ratio": (1.5, ">="),
+    "cpu_us": (35.0, "<="),
+    "rss_vs_quix": (1.0, "<="),
 }
 EXACTLY_ONCE = "exactly-once"
 """The first word of every exactly-once row's label: a broker that skipped them shows "skipped" there."""
@@ -18,7 +21,7 @@ EXACTLY_ONCE = "exactly-once"
 
 def _met(name: str, value: float) -> str:
     limit, op = TARGETS[name]
-    ok = value >= limit if op == ">=" else value < limit
+    ok = value >= limit if op == ">=" else value <= limit if op == "<=" else value < limit
     return "met" if ok else "NOT met"
 
 
@@ -43,8 +46,13 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
         out.append(_row(f"worker, ticks/s ({sites})", entry["worker_ticks_per_s"], ",.0f"))
         if "worker_cpu_share" in entry:
             out.append(_row("  worker process CPU, share of one core", entry["worker_cpu_share"], ".2f"))
+        if "worker_cpu_us_per_tick" in entry:
+            cpu_us = entry["worker_cpu_us_per_tick"]
+            target = ("≤ 35", _met("cpu_us", cpu_us["median"])) if entry["sites"] == 100 else ("", "")
+            out.append(_row("  worker process CPU per tick, µs", cpu_us, ".1f", *target))
         ratio = entry["ratio"]
         out.append(_row(f"worker / ceiling ({sites})", ratio, ".2f", "≥ 0.5", _met("ratio", ratio["median"])))
+        out.extend(quix_rows(entry, sites))
     lat = doc["latency"]
     rate = f"{lat['rate_per_s']:,} ticks/s"
     out.append(_row(f"latency tick→action p50, ms ({rate})", lat["p50_ms"], ".1f"))
@@ -88,6 +96,55 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
     return out
 
 
+def quix_rows(entry: dict[str, Any], sites: str) -> list[list[str]]:
+    """The same job in Quix Streams (``quix_job.py``), in the same run; none where it was not installed."""
+    quix = entry.get("quix")
+    if quix is None:
+        return []
+    ratio = quix["worker_ratio"]
+    decisions = quix["decisions"]
+    agreed = f"{decisions['same_decision']:,} of {decisions['worker_actions']:,}"
+    out = [
+        _row(f"Quix Streams, ticks/s ({sites})", quix["ticks_per_s"], ",.0f"),
+        _row("  Quix Streams process CPU, share of one core", quix["cpu_share"], ".2f"),
+        _row("  Quix Streams process CPU per tick, µs", quix["cpu_us_per_tick"], ".1f"),
+        _row(
+            f"worker / Quix Streams, ticks/s ({sites})",
+            ratio,
+            ".2f",
+            "≥ 1.5",
+            _met("quix_ratio", ratio["median"]),
+        ),
+        [
+            f"  Quix Streams' actions equal the worker's ({sites})",
+            agreed,
+            "",
+            "",
+            "all",
+            "met" if decisions["equal"] else "NOT met",
+        ],
+    ]
+    rss = entry["peak_rss_mb"]
+    out.append(_row(f"  worker peak RSS, MB ({sites})", rss, ".0f"))
+    out.append(_row(f"  Quix Streams peak RSS, MB ({sites})", quix["peak_rss_mb"], ".0f"))
+    if entry["sites"] == 100:
+        over = {
+            "median": rss["median"] / quix["peak_rss_mb"]["median"],
+            "min": rss["min"] / quix["peak_rss_mb"]["max"],
+            "max": rss["max"] / quix["peak_rss_mb"]["min"],
+        }
+        out.append(
+            _row(
+                f"worker / Quix Streams peak RSS ({sites})",
+                over,
+                ".2f",
+                "≤ 1",
+                _met("rss_vs_quix", over["median"]),
+            )
+        )
+    return out
+
+
 def exactly_once_rows(doc: dict[str, Any]) -> list[list[str]]:
     """Exactly-once, measured in the same run as the at-least-once rows above; none if it was skipped."""
     eos = doc.get("exactly_once")
@@ -125,10 +182,13 @@ def exactly_once_rows(doc: dict[str, Any]) -> list[list[str]]:
 
 
 def skipped_note(doc: dict[str, Any]) -> str | None:
+    notes = []
     eos = doc.get("exactly_once")
-    if eos is None or "skipped" not in eos:
-        return None
-    return f"{EXACTLY_ONCE} rows skipped: {eos['skipped']}"
+    if eos is not None and "skipped" in eos:
+        notes.append(f"{EXACTLY_ONCE} rows skipped: {eos['skipped']}")
+    if doc.get("quix_skipped"):
+        notes.append(f"Quix Streams rows skipped: {doc['quix_skipped']}")
+    return "; ".join(notes) or None
 
 
 HEADER = ["figure", "median", "min", "max", "target", ""]

@@ -50,6 +50,7 @@ from common import (  # noqa: E402
     summary,
     tick_messages,
 )
+from peer import compare_actions, quix_missing  # noqa: E402
 from report import render_doc, render_table  # noqa: E402
 
 from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
@@ -79,11 +80,12 @@ class Bench:
         self.logs = logs
         self.token = uuid.uuid4().hex[:8]
         self.worker_runs: dict[int, list[str]] = {}  # sites → output prefixes of the worker runs
+        self.quix_missing = quix_missing()
 
-    def child(self, *args: str) -> subprocess.Popen[str]:
+    def child(self, *args: str, script: str = "child.py") -> subprocess.Popen[str]:
         log = (self.logs / f"child-{time.monotonic_ns()}.log").open("w")
         return subprocess.Popen(
-            [sys.executable, str(HERE / "child.py"), *args],
+            [sys.executable, str(HERE / script), *args],
             stdout=subprocess.PIPE,
             stderr=log,
             text=True,
@@ -106,7 +108,10 @@ class Bench:
         await create_topics(self.bootstrap, [prices])
         await produce(self.bootstrap, prices, tick_messages(count, sites))
         ceiling, worker, ratio, rss, imports, cpu = [], [], [], [], [], []
+        cpu_us: list[float] = []
         eos: list[dict[str, Any]] = []
+        quix: list[dict[str, Any]] = []
+        checks: list[dict[str, Any]] = []
         for run in range(self.runs):
             output = f"bench-{self.token}.s{sites}.r{run}.passthrough"
             await create_topics(self.bootstrap, [output])
@@ -124,12 +129,23 @@ class Bench:
             rss.append(got["peak_rss_mb"])
             imports.append(got["rss_after_imports_mb"])
             cpu.append(got["cpu_share"])
+            cpu_us.append(got["cpu_us_per_tick"])
             print(
                 f"  {sites:>6} sites run {run + 1}: ceiling {raw['ticks_per_s']:,.0f}/s, "
-                f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches, {got['cpu_share']:.0%} CPU), "
-                f"{got['peak_rss_mb']:.0f} MB",
+                f"worker {got['ticks_per_s']:,.0f}/s ({got['batches']} batches, {got['cpu_share']:.0%} CPU, "
+                f"{got['cpu_us_per_tick']:.0f} µs CPU per tick), {got['peak_rss_mb']:.0f} MB",
                 flush=True,
             )
+            if self.quix_missing is None:
+                quix.append(await self._quix_run(prices, sites, count, run, got))
+                if run == 0:
+                    checks.append(
+                        await compare_actions(self.bootstrap, f"{prefix}.actions", f"{prefix}.quix.actions")
+                    )
+                    print(
+                        f"  {sites:>6} sites: Quix Streams' actions against the worker's: {checks[-1]}",
+                        flush=True,
+                    )
             if exactly_once:
                 eos.append(await self._exactly_once_run(prices, sites, count, run, got))
         result: dict[str, Any] = {
@@ -141,7 +157,13 @@ class Bench:
             "peak_rss_mb": summary(rss),
             "rss_after_imports_mb": summary(imports),
             "worker_cpu_share": summary(cpu),
+            "worker_cpu_us_per_tick": summary(cpu_us),
         }
+        if quix:
+            result["quix"] = {
+                key: summary([run[key] for run in quix])
+                for key in ("ticks_per_s", "worker_ratio", "cpu_share", "cpu_us_per_tick", "peak_rss_mb")
+            } | {"decisions": checks[0]}
         if eos:
             result["exactly_once"] = {
                 key: summary([run[key] for run in eos])
@@ -161,6 +183,22 @@ class Bench:
                 flush=True,
             )
         return result
+
+    async def _quix_run(
+        self, prices: str, sites: int, count: int, run: int, worker: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The same job in Quix Streams (``quix_job.py``) on the same ``prices``, after the worker."""
+        prefix = f"bench-{self.token}.s{sites}.r{run}.quix"
+        proc = self.child(self.bootstrap, prices, prefix, f"{prefix}.g", str(count), script="quix_job.py")
+        got = await asyncio.to_thread(self.finish, proc)
+        got["worker_ratio"] = worker["ticks_per_s"] / got["ticks_per_s"]
+        print(
+            f"  {sites:>6} sites run {run + 1}: Quix Streams {got['ticks_per_s']:,.0f}/s "
+            f"(worker / Quix {got['worker_ratio']:.2f}; {got['cpu_share']:.0%} CPU, "
+            f"{got['cpu_us_per_tick']:.0f} µs CPU per tick), {got['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
+        return got
 
     async def _exactly_once_run(
         self, prices: str, sites: int, count: int, run: int, at_least_once: dict[str, Any]
@@ -416,7 +454,9 @@ async def main_async(args: argparse.Namespace, broker: str, bootstrap: str, logs
     exactly_once = skipped is None
     if skipped is not None:
         print(f"exactly-once: skipped: {skipped}", flush=True)
-    results: dict[str, Any] = {"throughput": []}
+    results: dict[str, Any] = {"throughput": [], "quix_skipped": bench.quix_missing}
+    if bench.quix_missing is not None:
+        print(f"Quix Streams: skipped: {bench.quix_missing}", flush=True)
     for sites in (1, 100, 10_000):
         eos = exactly_once and sites in EXACTLY_ONCE_SITES
         print(
