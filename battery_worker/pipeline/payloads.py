@@ -7,24 +7,33 @@ in ``events.py``, byte for byte, so the models stay the contract and the schemas
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
 from battery_worker.emissions import EmissionsState, StepEmissions
-from battery_worker.events import (
-    ACTION_SCHEMA_VERSION,
-    SCHEMA_VERSION,
-    SourceRef,
-    status_fields,
-)
+from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, status_fields
 from battery_worker.fleet.plan import SitePlan
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
 
 
-def _source(source: SourceRef) -> dict[str, Any]:
+class Source(Protocol):
+    """Where an input record was read: a ``SourceRef`` (restored state) or the input record itself, so the
+    hot path builds no model per tick to name it."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+
+def _source(source: Source) -> dict[str, Any]:
     return {"topic": source.topic, "partition": source.partition, "offset": source.offset}
 
 
@@ -64,7 +73,7 @@ def action_payload(
     tick: PriceTick,
     outcome: Outcome,
     policy: str,
-    source: SourceRef,
+    source: Source,
     plan: SitePlan,
     emissions: dict[str, Any],
 ) -> dict[str, Any]:
@@ -100,7 +109,7 @@ def history_payload(
     site_id: str,
     tick: PriceTick,
     outcome: Outcome,
-    source: SourceRef,
+    source: Source,
     emissions: dict[str, Any],
 ) -> dict[str, Any]:
     """A ``HistoryRecord``: the seed's ``save_history`` entry of one applied tick."""
@@ -151,7 +160,7 @@ def status_payload(
 
 def state_payload(
     site_id: str,
-    source: SourceRef,
+    source: Source,
     battery: BatteryState,
     ticks_stale: int,
     policy: str,

@@ -30,10 +30,11 @@ from pydantic import ValidationError
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
-from battery_worker.events import BatteryStateRecord, SourceRef, event_id
+from battery_worker.events import BatteryStateRecord, event_id
 from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
+    Source,
     action_payload,
     history_payload,
     outcome_emissions,
@@ -92,7 +93,7 @@ class Counters:
 @dataclass(slots=True)
 class _Site:
     state: SiteState
-    source: SourceRef | None
+    source: Source | None
     home: int
     ticks_stale: int = 0
 
@@ -232,10 +233,7 @@ class TickProcessor:
             setup = self._directory.setup(site_id)
             site = _Site(new_site_state(setup.config, setup.policy), None, home)
             self._sites[site_id] = site
-        # model_construct: the coordinates come from the client (str, int, int), nothing to validate.
-        source = SourceRef.model_construct(
-            topic=record.topic, partition=record.partition, offset=record.offset
-        )
+        source = record  # its topic, partition and offset: the coordinates the state and events carry
         if site.source is not None and record.offset <= site.source.offset:
             self.counters.already_applied += 1
             return Handled("already_applied", site_id, ())
@@ -303,7 +301,7 @@ class TickProcessor:
         return Handled("rejected", None, (dlq,), error=error)
 
     def _events(
-        self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: SourceRef
+        self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: Source
     ) -> tuple[OutputRecord, ...]:
         setup = self._directory.setup(site_id)
         coords = (source.topic, source.partition, source.offset)
