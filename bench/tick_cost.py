@@ -63,7 +63,9 @@ def records(count: int, sites: int) -> list[InputRecord]:
 async def one_pass(inputs: list[InputRecord], policy: dict[str, Any]) -> float:
     settings = settings_for("unused:9092", "prices", "bench", "unused")
     settings = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
-    processor = TickProcessor(settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS)
+    processor = TickProcessor(
+        settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS
+    )
     producer: Any = BuildingProducer()
     started = time.process_time()
     for start in range(0, len(inputs), BATCH):

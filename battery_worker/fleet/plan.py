@@ -29,6 +29,8 @@ from battery_worker.fleet.model import MachineType, SiteModel
 from battery_worker.ticks import PriceTick
 
 EPSILON_MW = 1e-9
+_MAX_CACHED_FLEETS = 4096
+"""Entries of each per-tick cache below; cleared when full (a day of 5-minute ticks has 288 prices)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,21 +62,47 @@ class SitePlan:
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
-        (a sum over no machines is the int 0, which the event would write as 0.0)."""
-        machines = [
-            {"name": run.name, "running": int(run.running), "mw": float(run.mw)} for run in self.machines
-        ]
-        data: dict[str, object] = {}
-        for name in self.__dataclass_fields__:
-            value = getattr(self, name)
-            data[name] = machines if name == "machines" else None if value is None else float(value)
-        return data
+        (a sum over no machines is the int 0, which the event would write as 0.0). The machines' list is
+        shared by every plan with the same runs (cached): read it, do not change it."""
+        return {
+            "hours": float(self.hours),
+            "machines": _machines_json(self.machines),
+            "mining_mw": float(self.mining_mw),
+            "inference_mw": float(self.inference_mw),
+            "battery_mw": float(self.battery_mw),
+            "grid_import_mw": float(self.grid_import_mw),
+            "grid_export_mw": float(self.grid_export_mw),
+            "spilled_mw": float(self.spilled_mw),
+            "energy_cost": float(self.energy_cost),
+            "mining_revenue": float(self.mining_revenue),
+            "inference_revenue": float(self.inference_revenue),
+            "battery_value": float(self.battery_value),
+            "net": float(self.net),
+            "grid_import_kg": None if self.grid_import_kg is None else float(self.grid_import_kg),
+        }
 
     def with_intensity(self, intensity: float | None) -> SitePlan:
         """The plan with its grid import's emissions at ``intensity`` (kg/MWh; None: unknown)."""
         if intensity is None:
             return self
         return replace(self, grid_import_kg=self.grid_import_mw * self.hours * intensity)
+
+
+_machines_json_cache: dict[int, tuple[tuple[MachineRun, ...], list[dict[str, object]]]] = {}
+
+
+def _machines_json(runs: tuple[MachineRun, ...]) -> list[dict[str, object]]:
+    """The runs as JSON, remembered per runs tuple (the fleet cache hands out the same tuple each tick)."""
+    hit = _machines_json_cache.get(id(runs))
+    if hit is not None and hit[0] is runs:
+        return hit[1]
+    data: list[dict[str, object]] = [
+        {"name": run.name, "running": int(run.running), "mw": float(run.mw)} for run in runs
+    ]
+    if len(_machines_json_cache) >= _MAX_CACHED_FLEETS:
+        _machines_json_cache.clear()
+    _machines_json_cache[id(runs)] = (runs, data)
+    return data
 
 
 def signed_battery_mw(action: Action, power_mw: float) -> float:
@@ -115,8 +143,7 @@ def plan_applied(
     """:func:`plan_step` from the prices and the battery's signed power: what the backtest holds."""
     if curtail:
         return plan_site(site, energy_price, hash_price, token_price, battery_mw, hours)
-    everything = {machine.name: machine.count for machine in site.machines}
-    return account(site, energy_price, hash_price, token_price, everything, battery_mw, hours)
+    return _money(site, _all_running(site, hash_price, token_price), energy_price, battery_mw, hours)
 
 
 def plan_site(
@@ -152,10 +179,24 @@ def account(
     battery_mw: float,
     hours: float,
 ) -> SitePlan:
-    """The plan and money of a step with ``running`` machines per type (e.g. all of them: no curtailment).
+    """The plan and money of a step with ``running`` machines per type (e.g. all of them: no curtailment)."""
+    return _money(site, _fleet(site, hash_price, token_price, running), energy_price, battery_mw, hours)
 
-    One pass over the types (it runs for every tick the worker applies); sums in the types' order.
-    """
+
+@dataclass(frozen=True, slots=True)
+class _Fleet:
+    """The machines' side of a step, per hour: what depends on the running counts and the two output prices
+    only, not on the energy price, the battery or the step's length."""
+
+    runs: tuple[MachineRun, ...]
+    mining_mw: float
+    inference_mw: float
+    mining_revenue_per_hour: float
+    inference_revenue_per_hour: float
+
+
+def _fleet(site: SiteModel, hash_price: float, token_price: float, running: dict[str, int]) -> _Fleet:
+    """One pass over the types; sums in the types' order."""
     runs = []
     mining_mw = inference_mw = mining_revenue = inference_revenue = 0.0
     for m in site.machines:
@@ -168,8 +209,34 @@ def account(
         else:
             inference_mw += mw
             inference_revenue += count * m.machine_revenue_per_hour(hash_price, token_price)
-    mining_revenue *= hours
-    inference_revenue *= hours
+    return _Fleet(tuple(runs), mining_mw, inference_mw, mining_revenue, inference_revenue)
+
+
+_all_running_cache: dict[tuple[int, float, float], tuple[SiteModel, _Fleet]] = {}
+
+
+def _all_running(site: SiteModel, hash_price: float, token_price: float) -> _Fleet:
+    """:func:`_fleet` with every machine running, remembered per site model and output prices.
+
+    Every applied tick of a policy that does not plan the machines needs it, and hash and token prices
+    change far less often than ticks arrive; the same inputs give the same floats, cached or not. Keyed
+    by the model's identity (a model is immutable; the entry keeps it alive, so the id stays its own).
+    """
+    key = (id(site), hash_price, token_price)
+    hit = _all_running_cache.get(key)
+    if hit is not None and hit[0] is site:
+        return hit[1]
+    fleet = _fleet(site, hash_price, token_price, {m.name: m.count for m in site.machines})
+    if len(_all_running_cache) >= _MAX_CACHED_FLEETS:
+        _all_running_cache.clear()
+    _all_running_cache[key] = (site, fleet)
+    return fleet
+
+
+def _money(site: SiteModel, fleet: _Fleet, energy_price: float, battery_mw: float, hours: float) -> SitePlan:
+    mining_revenue = fleet.mining_revenue_per_hour * hours
+    inference_revenue = fleet.inference_revenue_per_hour * hours
+    mining_mw, inference_mw = fleet.mining_mw, fleet.inference_mw
     load = mining_mw + inference_mw
     net_mw = load + battery_mw
     export = min(max(-net_mw, 0.0), site.export_limit_mw)
@@ -179,7 +246,7 @@ def account(
     battery_value = -(battery_mw + spilled + below_price) * hours * energy_price
     return SitePlan(
         hours=hours,
-        machines=tuple(runs),
+        machines=fleet.runs,
         mining_mw=mining_mw,
         inference_mw=inference_mw,
         battery_mw=battery_mw,
