@@ -26,7 +26,7 @@ from battery_worker.events import (
     encode,
     event_id,
 )
-from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.partitioning import home_partition, murmur2
 from battery_worker.pipeline.processing import InputRecord, TickProcessor
 from battery_worker.settings import TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
@@ -107,6 +107,17 @@ def test_event_id_is_the_uuid5_of_the_coordinates() -> None:
         partition, offset = rng.randrange(1000), rng.randrange(10**15)
         expected = str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}:{topic}:{partition}:{offset}"))
         assert event_id(kind, topic, partition, offset) == expected  # type: ignore[arg-type]
+
+
+def test_our_murmur2_is_kafkas_default_partitioner_hash() -> None:
+    """The worker partitions its output records with it: each must land where aiokafka's ``send`` puts it."""
+    from aiokafka.partitioner import murmur2 as aiokafka_murmur2
+
+    rng = random.Random(19)
+    for length in range(64):
+        for _ in range(10):
+            data = rng.randbytes(length)
+            assert murmur2(data) & 0x7FFFFFFF == aiokafka_murmur2(data) & 0x7FFFFFFF
 
 
 def test_a_state_record_written_before_the_daily_delivery_count_still_loads() -> None:

@@ -19,16 +19,21 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
+from battery_worker.pipeline.partitioning import murmur2
 from battery_worker.pipeline.processing import OutputRecord
 
 _MAX_CACHED_KEYS = 200_000
 _key_partition: dict[tuple[bytes, int], int] = {}
+_NO_HEADERS: list[tuple[str, bytes]] = []
+"""Shared by every record without headers (most): the C record builder reads the list, never changes it."""
 
 
 def key_partition(key: bytes, partitions: int) -> int:
-    """The default partitioner's choice for ``key`` (as Kafka's Java client), cached for repeated keys."""
+    """The default partitioner's choice for ``key`` (as Kafka's Java client), cached for repeated keys.
+
+    ``partitioning.murmur2``, the same hash as aiokafka's (``tests`` hold them equal), about twice as fast.
+    """
     cached = _key_partition.get((key, partitions))
     if cached is not None:
         return cached
@@ -64,7 +69,7 @@ async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecor
         batch = open_batches.get(tp)
         if batch is None:
             batch = open_batches[tp] = producer.create_batch()
-        headers = list(record.headers)
+        headers = list(record.headers) if record.headers else _NO_HEADERS
         if batch.append(key=record.key, value=record.value, timestamp=None, headers=headers) is None:
             batch.close()
             pending.append(await producer.send_batch(batch, record.topic, partition=partition))

@@ -14,6 +14,8 @@ that keys ticks by site id with any of them lands each site on its home partitio
 
 from __future__ import annotations
 
+import struct
+
 _SEED = 0x9747B28C
 _M = 0x5BD1E995
 _MASK = 0xFFFFFFFF
@@ -24,8 +26,7 @@ def murmur2(data: bytes) -> int:
     length = len(data)
     h = (_SEED ^ length) & _MASK
     whole = length - length % 4
-    for i in range(0, whole, 4):
-        k = data[i] | data[i + 1] << 8 | data[i + 2] << 16 | data[i + 3] << 24
+    for k in _words(length // 4).unpack_from(data):
         k = (k * _M) & _MASK
         k ^= k >> 24
         k = (k * _M) & _MASK
@@ -42,6 +43,18 @@ def murmur2(data: bytes) -> int:
     h = (h * _M) & _MASK
     h ^= h >> 15
     return h
+
+
+_word_structs: dict[int, struct.Struct] = {}
+
+
+def _words(count: int) -> struct.Struct:
+    """Reads ``count`` little-endian 32-bit words in one call (murmur2 runs per output record: the worker
+    partitions each history record, whose ``site|timestamp`` key is new every tick)."""
+    words = _word_structs.get(count)
+    if words is None:
+        words = _word_structs[count] = struct.Struct(f"<{count}I")
+    return words
 
 
 def home_partition(site_id: str, partitions: int) -> int:
