@@ -42,7 +42,7 @@ from battery_worker.pipeline.payloads import (
     status_payload,
 )
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
-from battery_worker.sites import SiteDirectory
+from battery_worker.sites import SiteDirectory, SiteSetup
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
 
 OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
@@ -95,6 +95,11 @@ class _Site:
     state: SiteState
     source: Source | None
     home: int
+    setup: SiteSetup
+    """The directory's setup of the site (it never changes for a site id), held so a tick looks it up once."""
+    key: bytes
+    """The site id encoded: the key of its action, status and state records."""
+    plans_machines: bool
     ticks_stale: int = 0
 
 
@@ -179,6 +184,9 @@ class TickProcessor:
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
                 record.source,
                 home_partition(record.site_id, self._partitions),
+                setup,
+                record.site_id.encode(),
+                setup.plans_machines,
                 record.ticks_stale,
             )
             self._dirty.discard(record.site_id)
@@ -231,7 +239,8 @@ class TickProcessor:
                 )
         if site is None:
             setup = self._directory.setup(site_id)
-            site = _Site(new_site_state(setup.config, setup.policy), None, home)
+            state = new_site_state(setup.config, setup.policy)
+            site = _Site(state, None, home, setup, site_id.encode(), setup.plans_machines)
             self._sites[site_id] = site
         source = record  # its topic, partition and offset: the coordinates the state and events carry
         if site.source is not None and record.offset <= site.source.offset:
@@ -243,7 +252,7 @@ class TickProcessor:
             self._dirty.add(site_id)
             self.counters.stale += 1
             return Handled("stale", site_id, ())
-        setup = self._directory.setup(site_id)
+        setup = site.setup
         outcome = dispatch(tick, site.state, setup.config, setup.policy, carry_hours=setup.carry_hours)
         site.state, site.source = outcome.state, source
         self._dirty.add(site_id)
@@ -303,12 +312,12 @@ class TickProcessor:
     def _events(
         self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: Source
     ) -> tuple[OutputRecord, ...]:
-        setup = self._directory.setup(site_id)
+        setup = site.setup
         coords = (source.topic, source.partition, source.offset)
         policy = setup.policy.name
-        key = site_id.encode()
+        key = site.key
         plan = plan_step(
-            setup.site, tick, outcome.step, curtail=setup.plans_machines, intensity=outcome.intensity
+            setup.site, tick, outcome.step, curtail=site.plans_machines, intensity=outcome.intensity
         )
         emissions = outcome_emissions(tick, outcome)
         action = action_payload(
@@ -334,7 +343,7 @@ class TickProcessor:
     def _state_record(self, site_id: str) -> OutputRecord:
         site = self._sites[site_id]
         assert site.source is not None, "a dirty site has handled a record"
-        policy = self._directory.setup(site_id).policy
+        policy = site.setup.policy
         record = state_payload(
             site_id,
             site.source,
@@ -344,4 +353,4 @@ class TickProcessor:
             policy.dump_memory(site.state.policy_memory),
             site.state.emissions,
         )
-        return OutputRecord(self._topics.state, site_id.encode(), orjson.dumps(record), site.source.partition)
+        return OutputRecord(self._topics.state, site.key, orjson.dumps(record), site.source.partition)
