@@ -109,6 +109,19 @@ def test_event_id_is_the_uuid5_of_the_coordinates() -> None:
         assert event_id(kind, topic, partition, offset) == expected  # type: ignore[arg-type]
 
 
+def test_without_status_the_other_outputs_are_the_same_bytes() -> None:
+    """The audit replay leaves the status out (``emit_status=False``); what it compares must not change."""
+    directory = SiteDirectory(
+        BatteryConfig(), PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0})
+    )
+    full = TickProcessor(directory, TOPICS, prices_partitions=3)
+    lean = TickProcessor(directory, TOPICS, prices_partitions=3, emit_status=False)
+    for record in ticks(random.Random(4), 2000, 5):
+        expected = [o for o in full.handle(record).outputs if o.topic != TOPICS.status]
+        assert list(lean.handle(record).outputs) == expected
+    assert lean.take_state_records() == full.take_state_records()
+
+
 def test_our_murmur2_is_kafkas_default_partitioner_hash() -> None:
     """The worker partitions its output records with it: each must land where aiokafka's ``send`` puts it."""
     from aiokafka.partitioner import murmur2 as aiokafka_murmur2

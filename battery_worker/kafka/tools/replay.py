@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.audit import HISTORY, AuditReport, compare
 from battery_worker.errors import InvalidConfig
+from battery_worker.events import EventKind, event_id
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import input_record
@@ -84,7 +85,9 @@ async def replay(
         prices_partitions=len(prices),
         max_message_bytes=settings.worker.max_message_bytes,
         max_tick_ahead_s=settings.worker.max_tick_ahead_s,
+        emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
     )
+    kinds: dict[str, EventKind] = {names.actions: "action", names.history: "history"}
     recomputed: dict[str, dict[str, bytes]] = {names.actions: {}, names.history: {}}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
@@ -99,8 +102,10 @@ async def replay(
                 record = input_record(message)
                 handled = processor.handle(record, message.timestamp)
                 for output in handled.outputs:
-                    if output.topic in recomputed:
-                        recomputed[output.topic][orjson.loads(output.value)["event_id"]] = output.value
+                    kind = kinds.get(output.topic)
+                    if kind is not None:  # its event id, from the input's coordinates as the event has it
+                        event = event_id(kind, record.topic, record.partition, record.offset)
+                        recomputed[output.topic][event] = output.value
                 if options.output_prefix is not None or options.out_file is not None:
                     outputs.extend(handled.outputs)
             read += len(batch)
