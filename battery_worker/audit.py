@@ -150,3 +150,28 @@ def compare(
     for site_id, site in report.sites.items():
         site.first = firsts.get(site_id) or rewordings.get(site_id)
     return report
+
+
+def merge_reports(reports: list[AuditReport]) -> AuditReport:
+    """One report of several replays' (e.g. of disjoint partitions): counts added; per site, the earliest
+    divergence is kept, or the earliest rewording when nothing diverged (as :func:`compare` chooses)."""
+    merged = AuditReport()
+    firsts: dict[str, tuple[bool, str, Divergence]] = {}
+    for report in reports:
+        for site_id, part in report.sites.items():
+            site = merged.sites.setdefault(site_id, SiteReport())
+            site.ticks += part.ticks
+            site.matched += part.matched
+            site.diverged += part.diverged
+            site.reworded += part.reworded
+            site.missing += part.missing
+            site.extra += part.extra
+            if part.first is not None:
+                reworded_only = part.diverged + part.missing + part.extra == 0
+                candidate = (reworded_only, part.first.tick_timestamp, part.first)
+                current = firsts.get(site_id)
+                if current is None or candidate[:2] < current[:2]:
+                    firsts[site_id] = candidate
+    for site_id, (_, _, first) in firsts.items():
+        merged.sites[site_id].first = first
+    return merged

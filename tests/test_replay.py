@@ -62,6 +62,14 @@ async def test_replay_reproduces_every_decision_and_finds_the_first_divergence(
     assert first.recomputed["action"] == changed_trace[first_index][1]
     assert diverged.report.sites["west"].reworded > 0, "changed thresholds also change the reasons"
 
+    # Partitions replayed in two processes: the same report, merged.
+    parallel = await replay(what_if, ReplayOptions(site="west", processes=2))
+    assert parallel.records_read == diverged.records_read
+    assert parallel.report.sites == diverged.report.sites
+    assert parallel.history.sites == diverged.history.sites
+    assert parallel.counters == diverged.counters
+    assert (await replay(settings, ReplayOptions(processes=3))).report.sites == same.report.sites
+
 
 async def test_replay_command_exit_codes(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]

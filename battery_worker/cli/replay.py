@@ -12,6 +12,7 @@ from rich.progress import Progress, SpinnerColumn, TextColumn
 from battery_worker.cli.common import (
     ISO_TIME,
     NON_NEGATIVE_INT,
+    POSITIVE_INT,
     SITE_ID,
     command_settings,
     refuse_directory,
@@ -39,6 +40,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
     parser.add_argument("--output-prefix", help="publish the recomputed events to PREFIX.<topic> topics")
+    parser.add_argument(
+        "--processes",
+        type=POSITIVE_INT,
+        default=1,
+        help="replay the prices partitions in N processes (not with --out or --output-prefix)",
+    )
     parser.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
     parser.set_defaults(func=run)
 
@@ -52,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
         from_time=args.from_time,
         out_file=args.out,
         output_prefix=args.output_prefix,
+        processes=args.processes,
     )
     console = Console(stderr=True)
     show = args.progress or console.is_terminal

@@ -90,6 +90,21 @@ class Counters:
         return self.applied + self.stale + self.already_applied + self.rejected
 
 
+def merge_counters(parts: list[Counters]) -> Counters:
+    """The counters of several processors (a replay split over processes) as one."""
+    total = Counters()
+    for part in parts:
+        total.applied += part.applied
+        total.stale += part.stale
+        total.already_applied += part.already_applied
+        total.rejected += part.rejected
+        for name, count in part.rejected_by_reason.items():
+            total.rejected_by_reason[name] = total.rejected_by_reason.get(name, 0) + count
+        for name, count in part.actions.items():
+            total.actions[name] = total.actions.get(name, 0) + count
+    return total
+
+
 @dataclass(slots=True)
 class _Site:
     state: SiteState

@@ -7,8 +7,11 @@ recomputed stream goes to a file or to topics under another prefix, for what-if 
 
 from __future__ import annotations
 
+import asyncio
+import multiprocessing
 import time
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -16,14 +19,14 @@ from pathlib import Path
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from battery_worker.audit import HISTORY, AuditReport, compare
+from battery_worker.audit import HISTORY, AuditReport, compare, merge_reports
 from battery_worker.errors import InvalidConfig
 from battery_worker.events import EventKind, event_id
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
-from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor
+from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
 from battery_worker.settings import Settings, topic_name_problem
 
 Progress = Callable[[int], None]
@@ -36,6 +39,11 @@ class ReplayOptions:
     from_time: datetime | None = None
     out_file: Path | None = None
     output_prefix: str | None = None
+    processes: int = 1
+    """Replay the ``prices`` partitions in this many processes (at most one per partition): a site's
+    ticks, state and events all belong to its home partition, so partitions replay independently."""
+    partitions: tuple[int, ...] | None = None
+    """Only these ``prices`` partitions (what each of the processes replays); None: all."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,14 +83,20 @@ async def replay(
         await admin.close()
     if names.prices not in counts:
         raise InvalidConfig("topics.prices", names.prices, "topic not found")
-    prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
+    if options.processes > 1 and counts[names.prices] > 1:
+        return await _in_processes(settings, options, counts[names.prices], started)
+    prices = [
+        TopicPartition(names.prices, p)
+        for p in range(counts[names.prices])
+        if options.partitions is None or p in options.partitions
+    ]
 
     reader = make_reader(settings.kafka)
     await start_client(reader, settings.kafka)
     processor = TickProcessor(
         settings.site_directory(),
         names,
-        prices_partitions=len(prices),
+        prices_partitions=counts[names.prices],
         max_message_bytes=settings.worker.max_message_bytes,
         max_tick_ahead_s=settings.worker.max_tick_ahead_s,
         emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
@@ -126,6 +140,44 @@ async def replay(
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
     return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters)
+
+
+async def _in_processes(
+    settings: Settings, options: ReplayOptions, partitions: int, started: float
+) -> ReplayResult:
+    """Each process replays a share of the partitions (round robin); their reports are merged.
+
+    Sites do not span partitions (each has one home partition; ticks elsewhere are rejected and emit no
+    action or history), so the merged report is the one a single process gives.
+    """
+    if options.out_file is not None or options.output_prefix is not None:
+        raise InvalidConfig("--processes", options.processes, "replays in one process when it writes output")
+    count = min(options.processes, partitions)
+    groups = [tuple(range(first, partitions, count)) for first in range(count)]
+    # The same settings as a plain Settings (the loaded one's class is local to load_settings: not picklable).
+    portable = Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
+    loop = asyncio.get_running_loop()
+    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = await asyncio.gather(
+            *(
+                loop.run_in_executor(
+                    pool, _replay_partitions, portable, replace(options, processes=1, partitions=group)
+                )
+                for group in groups
+            )
+        )
+    return ReplayResult(
+        merge_reports([r.report for r in results]),
+        merge_reports([r.history for r in results]),
+        sum(r.records_read for r in results),
+        time.perf_counter() - started,
+        merge_counters([r.counters for r in results]),
+    )
+
+
+def _replay_partitions(settings: Settings, options: ReplayOptions) -> ReplayResult:
+    """One process's share (runs in the pool's process)."""
+    return asyncio.run(replay(settings, options))
 
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
