@@ -4,6 +4,7 @@ A process of its own, so the peak RSS is the worker's alone and no orchestration
 
     python bench/child.py worker  BOOTSTRAP PRICES PREFIX GROUP COUNT [--profile FILE]
                                   [--guarantee exactly-once] [--worker-setting KEY=VALUE ...]
+                                  [--idle-timeout S]
     python bench/child.py ceiling BOOTSTRAP PRICES OUTPUT GROUP COUNT
 
 ``--guarantee exactly-once`` runs the worker with Kafka transactions (Apache Kafka only); its JSON line
@@ -63,7 +64,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         print("READY", flush=True)
 
     announcer = asyncio.create_task(announce_ready())
-    handled = await worker.run(max_messages=args.count, idle_timeout_s=120)
+    handled = await worker.run(max_messages=args.count, idle_timeout_s=args.idle_timeout)
     announcer.cancel()
     assert worker.first_consumed is not None
     assert worker.last_acked is not None
@@ -75,6 +76,8 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "rejected": counters.rejected,
         "seconds": seconds,
         "ticks_per_s": handled / seconds,
+        "first_at": worker.first_consumed,
+        "last_at": worker.last_acked,
         "batches": worker.stats.batches,
         "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
         "cpu_us_per_tick": (worker.cpu_last - worker.cpu_first) / handled * 1e6,
@@ -148,6 +151,9 @@ def main() -> None:
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
     parser.add_argument("--guarantee", choices=[AT_LEAST_ONCE, EXACTLY_ONCE], default=AT_LEAST_ONCE)
+    parser.add_argument(
+        "--idle-timeout", type=float, default=120, help="stop after this many seconds without records"
+    )
     parser.add_argument(
         "--worker-setting",
         action="append",

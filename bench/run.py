@@ -397,7 +397,7 @@ class Bench:
                 )
         finally:
             await reader.stop()
-        core, audit = [], []
+        core, audit, parallel = [], [], []
         for run in range(self.runs):
             processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
             started = time.perf_counter()
@@ -408,12 +408,21 @@ class Bench:
             if not result.report.identical:
                 raise RuntimeError("the audit replay does not reproduce the worker's actions")
             audit.append(result.records_per_second)
-            print(f"  replay run {run + 1}: processor {core[-1]:,.0f}/s, audit replay {audit[-1]:,.0f}/s")
+            result = await replay(settings, ReplayOptions(processes=PARTITIONS))
+            if not result.report.identical:
+                raise RuntimeError("the audit replay in processes does not reproduce the worker's actions")
+            parallel.append(result.records_per_second)
+            print(
+                f"  replay run {run + 1}: processor {core[-1]:,.0f}/s, audit replay {audit[-1]:,.0f}/s, "
+                f"in {PARTITIONS} processes {parallel[-1]:,.0f}/s"
+            )
         return {
             "sites": sites,
             "ticks": len(records),
             "processor_ticks_per_s": summary(core),
             "audit_replay_ticks_per_s": summary(audit),
+            "audit_replay_processes": PARTITIONS,
+            "audit_replay_in_processes_ticks_per_s": summary(parallel),
         }
 
 
