@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
@@ -80,6 +80,17 @@ async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecor
         batch.close()
         pending.append(await producer.send_batch(batch, topic, partition=partition))
     return pending
+
+
+def drained(records: list[OutputRecord]) -> Iterator[OutputRecord]:
+    """The records in order, each dropped from the list as it is taken (the list ends empty).
+
+    Appended to a batch, a record's bytes are copied into the batch's buffer; dropped as they go, a batch's
+    output lives once in memory while it is encoded and acknowledged, not twice.
+    """
+    records.reverse()
+    while records:
+        yield records.pop()
 
 
 async def send_and_wait(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> None:

@@ -48,7 +48,7 @@ from aiokafka.errors import KafkaError
 
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
-from battery_worker.kafka.batching import send_and_wait
+from battery_worker.kafka.batching import drained, send_and_wait
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
@@ -286,13 +286,14 @@ class Worker:
                 self._on_handled(record, handled)
         return len(records)
 
-    async def _send_all(self, outputs: Iterable[OutputRecord]) -> None:
+    async def _send_all(self, outputs: list[OutputRecord]) -> None:
         """Send everything, then wait for every acknowledgement: no per-message wait on the hot path.
 
-        One closed batch per partition (``batching.send_and_wait``), not one ``send`` per record.
+        One closed batch per partition (``batching.send_and_wait``), not one ``send`` per record. The list
+        is emptied as its records are encoded: a failed send rewinds and recomputes, it never re-sends.
         """
         assert self._producer is not None
-        await send_and_wait(self._producer, outputs)
+        await send_and_wait(self._producer, drained(outputs))
 
     # --- failures: rewind to the stored state -----------------------------------------------------------
 
