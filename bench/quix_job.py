@@ -33,29 +33,53 @@ from quixstreams.models.serializers import JSONSerializer
 
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.events import SourceRef, event_id
 from battery_worker.fleet.plan import plan_step
-from battery_worker.pipeline.payloads import action_payload, history_payload, status_payload
+from battery_worker.pipeline.payloads import (
+    action_payload,
+    history_payload,
+    outcome_emissions,
+    status_payload,
+)
 from battery_worker.sites import SiteDirectory
 from battery_worker.ticks import PriceTick
 
 BATTERY_FIELDS = tuple(BatteryState.__dataclass_fields__)
 
 
-def _stored(battery: BatteryState, ticks_stale: int) -> dict[str, Any]:
-    """The site's battery as Quix's State keeps it (JSON: the tick time as an ISO string)."""
+def _iso(at: datetime | None) -> str | None:
+    return None if at is None else at.isoformat()
+
+
+def _at(text: str | None) -> datetime | None:
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _stored(site: SiteState, ticks_stale: int) -> dict[str, Any]:
+    """The site as Quix's State keeps it (JSON: times as ISO strings, emissions as a list)."""
+    battery, emissions = site.battery, site.emissions
     data = {name: getattr(battery, name) for name in BATTERY_FIELDS}
-    at = battery.last_tick_at
-    data["last_tick_at"] = None if at is None else at.isoformat()
+    data["last_tick_at"] = _iso(battery.last_tick_at)
     data["ticks_stale"] = ticks_stale
+    data["emissions"] = [
+        emissions.bought_kg,
+        emissions.avoided_kg,
+        emissions.steps,
+        emissions.known_steps,
+        emissions.carried_steps,
+        emissions.carried.intensity,
+        _iso(emissions.carried.at),
+    ]
     return data
 
 
-def _battery(data: dict[str, Any]) -> BatteryState:
+def _site(data: dict[str, Any], memory: Any) -> SiteState:
     fields = {name: data[name] for name in BATTERY_FIELDS}
-    at = fields["last_tick_at"]
-    fields["last_tick_at"] = None if at is None else datetime.fromisoformat(at)
-    return BatteryState(**fields)
+    fields["last_tick_at"] = _at(fields["last_tick_at"])
+    bought, avoided, steps, known, carried_steps, intensity, at = data["emissions"]
+    emissions = EmissionsState(bought, avoided, steps, known, carried_steps, Carried(intensity, _at(at)))
+    return SiteState(BatteryState(**fields), memory, emissions)
 
 
 class Job:
@@ -77,18 +101,21 @@ class Job:
         if stored is None:
             site, ticks_stale = new_site_state(setup.config, setup.policy), 0
         else:
-            site = SiteState(_battery(stored), setup.policy.load_memory(stored["policy_memory"]))
+            site = _site(stored, setup.policy.load_memory(stored["policy_memory"]))
             ticks_stale = stored["ticks_stale"]
         if site.is_stale(tick):
             return []
-        outcome = dispatch(tick, site, setup.config, setup.policy)
+        outcome = dispatch(tick, site, setup.config, setup.policy, carry_hours=setup.carry_hours)
         policy = setup.policy
-        record = _stored(outcome.state.battery, ticks_stale)
+        record = _stored(outcome.state, ticks_stale)
         record["policy_memory"] = policy.dump_memory(outcome.state.policy_memory)
         state.set("battery", record)
         coords = (context.topic, context.partition, context.offset)
         source = SourceRef.model_construct(topic=coords[0], partition=coords[1], offset=coords[2])
-        plan = plan_step(setup.site, tick, outcome.step, curtail=setup.plans_machines)
+        plan = plan_step(
+            setup.site, tick, outcome.step, curtail=setup.plans_machines, intensity=outcome.intensity
+        )
+        emissions = outcome_emissions(tick, outcome)
         battery = outcome.state.battery
         actions, status, history = self.topics
         key = site_id.encode()
@@ -98,20 +125,26 @@ class Job:
                 actions,
                 key,
                 action_payload(
-                    event_id("action", *coords), site_id, tick, outcome, policy.name, source, plan
+                    event_id("action", *coords), site_id, tick, outcome, policy.name, source, plan, emissions
                 ),
             ),
             (
                 status,
                 key,
                 status_payload(
-                    event_id("status", *coords), site_id, battery, ticks_stale, setup.config, policy.name
+                    event_id("status", *coords),
+                    site_id,
+                    battery,
+                    ticks_stale,
+                    setup.config,
+                    policy.name,
+                    emissions,
                 ),
             ),
             (
                 history,
                 history_key,
-                history_payload(event_id("history", *coords), site_id, tick, outcome, source),
+                history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions),
             ),
         ]
 
