@@ -172,3 +172,18 @@ def test_backtest_site_report_uses_the_site_of_a_settings_file(
     assert hydro["optimum_profit"] != pytest.approx(default["optimum_profit"])
     assert main([*run, "--config", str(config), "--site-id", "nowhere"]) == 2
     assert "no sites.nowhere" in capsys.readouterr().err
+
+
+def test_a_plan_is_the_same_whether_its_fleet_was_cached_and_its_json_is_the_callers() -> None:
+    """Every-machine plans reuse a cached fleet per site model and prices; nothing a caller does to one
+    plan's JSON reaches the next plan."""
+    from battery_worker.fleet.plan import _fleet, _money, plan_applied
+
+    site = SiteModel()
+    first = plan_applied(site, 42.0, 1.5, 1.0, -20.0, 1.0, curtail=False)
+    everything = {machine.name: machine.count for machine in site.machines}
+    assert first == _money(site, _fleet(site, 1.5, 1.0, everything), 42.0, -20.0, 1.0)
+    data = first.to_json()
+    data["machines"][0]["running"] = -1  # type: ignore[index]
+    again = plan_applied(site, 42.0, 1.5, 1.0, -20.0, 1.0, curtail=False).to_json()
+    assert again["machines"][0]["running"] == site.machines[0].count  # type: ignore[index]

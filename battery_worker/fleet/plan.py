@@ -62,11 +62,11 @@ class SitePlan:
 
     def to_json(self) -> dict[str, object]:
         """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
-        (a sum over no machines is the int 0, which the event would write as 0.0). The machines' list is
-        shared by every plan with the same runs (cached): read it, do not change it."""
+        (a sum over no machines is the int 0, which the event would write as 0.0). The machines are copied
+        from a cache per runs tuple, so a caller may change what it gets."""
         return {
             "hours": float(self.hours),
-            "machines": _machines_json(self.machines),
+            "machines": [dict(machine) for machine in _machines_json(self.machines)],
             "mining_mw": float(self.mining_mw),
             "inference_mw": float(self.inference_mw),
             "battery_mw": float(self.battery_mw),
@@ -92,7 +92,8 @@ _machines_json_cache: dict[int, tuple[tuple[MachineRun, ...], list[dict[str, obj
 
 
 def _machines_json(runs: tuple[MachineRun, ...]) -> list[dict[str, object]]:
-    """The runs as JSON, remembered per runs tuple (the fleet cache hands out the same tuple each tick)."""
+    """The runs as JSON, remembered per runs tuple (the fleet cache hands out the same tuple each tick);
+    shared: :meth:`SitePlan.to_json` hands out copies."""
     hit = _machines_json_cache.get(id(runs))
     if hit is not None and hit[0] is runs:
         return hit[1]
