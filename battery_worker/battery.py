@@ -20,9 +20,11 @@ The model, in one place (the README repeats it):
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
+from typing import Any
 
 # Re-exported while callers move to battery_config (policies/ still import it from here).
 from battery_worker.battery_config import BatteryConfig as BatteryConfig
@@ -97,6 +99,47 @@ class BatteryState:
         return self.state_of_charge_mwh > config.min_energy_mwh and config.max_discharge_rate_mw > 0
 
 
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """Each field's slot writer, in field order: how the hot path builds a frozen slots dataclass.
+
+    A frozen dataclass's ``__init__`` sets each field with ``object.__setattr__`` (its own ``__setattr__``
+    refuses), ~150 ns a field here; the slot descriptor's ``__set__`` writes the same slot in a third of
+    that. Unpack the tuple into one name per field, so a field added later fails at import.
+    """
+    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
+
+
+_new = object.__new__
+_SOC, _AT, _TICKS, _BOUGHT, _STORED, _DRAWN, _DELIVERED, _COST, _AVOIDED, _TODAY = slot_setters(BatteryState)
+
+
+def _battery_state(
+    soc: float,
+    at: datetime | None,
+    ticks: int,
+    bought: float,
+    stored: float,
+    drawn: float,
+    delivered: float,
+    charging_cost: float,
+    avoided_cost: float,
+    today: float,
+) -> BatteryState:
+    """``BatteryState(...)`` by field order, 2.5× faster than its ``__init__`` (one per tick)."""
+    state: BatteryState = _new(BatteryState)
+    _SOC(state, soc)
+    _AT(state, at)
+    _TICKS(state, ticks)
+    _BOUGHT(state, bought)
+    _STORED(state, stored)
+    _DRAWN(state, drawn)
+    _DELIVERED(state, delivered)
+    _COST(state, charging_cost)
+    _AVOIDED(state, avoided_cost)
+    _TODAY(state, today)
+    return state
+
+
 def initial_state(config: BatteryConfig) -> BatteryState:
     return BatteryState(state_of_charge_mwh=config.initial_energy_mwh)
 
@@ -115,6 +158,36 @@ class Step:
     limited_by: Limit | None
     gap_hours: float | None
     state: BatteryState
+
+
+_ACTION, _ASKED, _POWER, _DURATION, _ENERGY, _BEFORE, _AFTER, _LIMITED_BY, _GAP, _STATE = slot_setters(Step)
+
+
+def _step(
+    action: Action,
+    requested_power_mw: float,
+    power_mw: float,
+    duration_hours: float,
+    energy_mwh: float,
+    before_mwh: float,
+    after_mwh: float,
+    limited_by: Limit | None,
+    gap_hours: float | None,
+    state: BatteryState,
+) -> Step:
+    """``Step(...)`` by field order, as :func:`_battery_state`."""
+    step: Step = _new(Step)
+    _ACTION(step, action)
+    _ASKED(step, requested_power_mw)
+    _POWER(step, power_mw)
+    _DURATION(step, duration_hours)
+    _ENERGY(step, energy_mwh)
+    _BEFORE(step, before_mwh)
+    _AFTER(step, after_mwh)
+    _LIMITED_BY(step, limited_by)
+    _GAP(step, gap_hours)
+    _STATE(step, state)
+    return step
 
 
 def as_utc(at: datetime) -> datetime:
@@ -153,9 +226,7 @@ def apply_tick(
     at = as_utc(at)
     _check_request(action, power_mw, energy_price)
     duration, gap = step_hours(config, state.last_tick_at, at)
-    # The hot path of the worker: one Step and one BatteryState built directly, no copies to amend.
-    stamp = _Stamp(at=at, ticks_applied=state.ticks_applied + 1, gap_hours=gap)
-    return _apply(config, state, action, power_mw, duration, energy_price, stamp)
+    return _apply(config, state, action, power_mw, duration, energy_price, at, state.ticks_applied + 1, gap)
 
 
 def _check_request(action: Action, power_mw: float, energy_price: float | None) -> None:
@@ -185,17 +256,8 @@ def apply_for(
     require_finite("duration_hours", duration_hours, InvalidInput)
     if duration_hours < 0:
         raise InvalidInput("duration_hours", duration_hours, "must be >= 0")
-    stamp = _Stamp(at=state.last_tick_at, ticks_applied=state.ticks_applied, gap_hours=None)
-    return _apply(config, state, action, power_mw, duration_hours, energy_price, stamp)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class _Stamp:
-    """What a step sets besides the physics: the tick time, the tick count and the gap it reports."""
-
-    at: datetime | None
-    ticks_applied: int
-    gap_hours: float | None
+    at, ticks = state.last_tick_at, state.ticks_applied
+    return _apply(config, state, action, power_mw, duration_hours, energy_price, at, ticks, None)
 
 
 def _delivered_today(config: BatteryConfig, state: BatteryState, at: datetime | None) -> float:
@@ -208,6 +270,10 @@ def _delivered_today(config: BatteryConfig, state: BatteryState, at: datetime | 
     return state.delivered_today_mwh
 
 
+# The hot path of the worker: ``at``, ``ticks`` and ``gap`` are what a step sets besides the physics (the
+# tick time, the tick count and the gap it reports); one Step and one BatteryState are built per call.
+
+
 def _apply(
     config: BatteryConfig,
     state: BatteryState,
@@ -215,128 +281,115 @@ def _apply(
     power_mw: float,
     duration_hours: float,
     energy_price: float | None,
-    stamp: _Stamp,
+    at: datetime | None,
+    ticks: int,
+    gap: float | None,
 ) -> Step:
     price = 0.0 if energy_price is None else energy_price
     if action is Action.CHARGE and duration_hours > 0:
-        return _charge(config, state, power_mw, duration_hours, price, stamp)
+        return _charge(config, state, power_mw, duration_hours, price, at, ticks, gap)
     if action is Action.DISCHARGE and duration_hours > 0:
-        return _discharge(config, state, power_mw, duration_hours, price, stamp)
+        return _discharge(config, state, power_mw, duration_hours, price, at, ticks, gap)
     soc = state.state_of_charge_mwh
-    held = BatteryState(
-        state_of_charge_mwh=soc,
-        last_tick_at=stamp.at,
-        ticks_applied=stamp.ticks_applied,
-        energy_bought_mwh=state.energy_bought_mwh,
-        energy_stored_mwh=state.energy_stored_mwh,
-        energy_drawn_mwh=state.energy_drawn_mwh,
-        energy_delivered_mwh=state.energy_delivered_mwh,
-        charging_cost=state.charging_cost,
-        avoided_cost=state.avoided_cost,
-        delivered_today_mwh=_delivered_today(config, state, stamp.at),
+    held = _battery_state(
+        soc,
+        at,
+        ticks,
+        state.energy_bought_mwh,
+        state.energy_stored_mwh,
+        state.energy_drawn_mwh,
+        state.energy_delivered_mwh,
+        state.charging_cost,
+        state.avoided_cost,
+        _delivered_today(config, state, at),
     )
-    return Step(
-        action=action,
-        requested_power_mw=power_mw,
-        power_mw=0.0,
-        duration_hours=duration_hours,
-        energy_mwh=0.0,
-        state_of_charge_before_mwh=soc,
-        state_of_charge_after_mwh=soc,
-        limited_by=None,
-        gap_hours=stamp.gap_hours,
-        state=held,
-    )
+    return _step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, gap, held)
 
 
 def _charge(
-    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float, stamp: _Stamp
+    config: BatteryConfig,
+    state: BatteryState,
+    power_mw: float,
+    hours: float,
+    price: float,
+    at: datetime | None,
+    ticks: int,
+    gap: float | None,
 ) -> Step:
     soc = state.state_of_charge_mwh
     keep = config.one_way_efficiency
-    room = max(0.0, config.max_energy_mwh - soc)
+    top = config.max_energy_mwh
+    room = max(0.0, top - soc)
     power, limited_by = power_mw, None
     if power > config.max_charge_rate_mw:
         power, limited_by = config.max_charge_rate_mw, Limit.RATE
     if power * hours * keep >= room:
-        stored, soc_after, limited_by = room, config.max_energy_mwh if room > 0 else soc, Limit.FULL
+        stored, soc_after, limited_by = room, top if room > 0 else soc, Limit.FULL
         bought = stored / keep
         power = bought / hours
     else:
         bought = power * hours
         stored = bought * keep
-        soc_after = min(soc + stored, config.max_energy_mwh)
-    new_state = BatteryState(
-        state_of_charge_mwh=soc_after,
-        last_tick_at=stamp.at,
-        ticks_applied=stamp.ticks_applied,
-        energy_bought_mwh=state.energy_bought_mwh + bought,
-        energy_stored_mwh=state.energy_stored_mwh + stored,
-        energy_drawn_mwh=state.energy_drawn_mwh,
-        energy_delivered_mwh=state.energy_delivered_mwh,
-        charging_cost=state.charging_cost + bought * price,
-        avoided_cost=state.avoided_cost,
-        delivered_today_mwh=_delivered_today(config, state, stamp.at),
+        soc_after = min(soc + stored, top)
+    new_state = _battery_state(
+        soc_after,
+        at,
+        ticks,
+        state.energy_bought_mwh + bought,
+        state.energy_stored_mwh + stored,
+        state.energy_drawn_mwh,
+        state.energy_delivered_mwh,
+        state.charging_cost + bought * price,
+        state.avoided_cost,
+        _delivered_today(config, state, at),
     )
-    return Step(
-        action=Action.CHARGE,
-        requested_power_mw=power_mw,
-        power_mw=power,
-        duration_hours=hours,
-        energy_mwh=bought,
-        state_of_charge_before_mwh=soc,
-        state_of_charge_after_mwh=soc_after,
-        limited_by=limited_by,
-        gap_hours=stamp.gap_hours,
-        state=new_state,
-    )
+    return _step(Action.CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, gap, new_state)
 
 
 def _discharge(
-    config: BatteryConfig, state: BatteryState, power_mw: float, hours: float, price: float, stamp: _Stamp
+    config: BatteryConfig,
+    state: BatteryState,
+    power_mw: float,
+    hours: float,
+    price: float,
+    at: datetime | None,
+    ticks: int,
+    gap: float | None,
 ) -> Step:
     soc = state.state_of_charge_mwh
     keep = config.one_way_efficiency
-    available = max(0.0, soc - config.min_energy_mwh)
+    bottom = config.min_energy_mwh
+    available = max(0.0, soc - bottom)
     power, limited_by = power_mw, None
     if power > config.max_discharge_rate_mw:
         power, limited_by = config.max_discharge_rate_mw, Limit.RATE
     if power * hours / keep >= available:
-        drawn, soc_after, limited_by = available, config.min_energy_mwh if available > 0 else soc, Limit.EMPTY
+        drawn, soc_after, limited_by = available, bottom if available > 0 else soc, Limit.EMPTY
         delivered = drawn * keep
         power = delivered / hours
     else:
         delivered = power * hours
         drawn = delivered / keep
-        soc_after = max(soc - drawn, config.min_energy_mwh)
-    today = _delivered_today(config, state, stamp.at)
+        soc_after = max(soc - drawn, bottom)
+    today = _delivered_today(config, state, at)
     cap = config.daily_delivery_cap_mwh
     if cap is not None and today + delivered > cap:
         delivered, limited_by = max(0.0, cap - today), Limit.CYCLES
         drawn = delivered / keep
-        soc_after = max(soc - drawn, config.min_energy_mwh)
+        soc_after = max(soc - drawn, bottom)
         power = delivered / hours
-    new_state = BatteryState(
-        state_of_charge_mwh=soc_after,
-        last_tick_at=stamp.at,
-        ticks_applied=stamp.ticks_applied,
-        energy_bought_mwh=state.energy_bought_mwh,
-        energy_stored_mwh=state.energy_stored_mwh,
-        energy_drawn_mwh=state.energy_drawn_mwh + drawn,
-        energy_delivered_mwh=state.energy_delivered_mwh + delivered,
-        charging_cost=state.charging_cost,
-        avoided_cost=state.avoided_cost + delivered * price,
-        delivered_today_mwh=0.0 if cap is None else today + delivered,
+    new_state = _battery_state(
+        soc_after,
+        at,
+        ticks,
+        state.energy_bought_mwh,
+        state.energy_stored_mwh,
+        state.energy_drawn_mwh + drawn,
+        state.energy_delivered_mwh + delivered,
+        state.charging_cost,
+        state.avoided_cost + delivered * price,
+        0.0 if cap is None else today + delivered,
     )
-    return Step(
-        action=Action.DISCHARGE,
-        requested_power_mw=power_mw,
-        power_mw=power,
-        duration_hours=hours,
-        energy_mwh=delivered,
-        state_of_charge_before_mwh=soc,
-        state_of_charge_after_mwh=soc_after,
-        limited_by=limited_by,
-        gap_hours=stamp.gap_hours,
-        state=new_state,
+    return _step(
+        Action.DISCHARGE, power_mw, power, hours, delivered, soc, soc_after, limited_by, gap, new_state
     )

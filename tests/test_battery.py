@@ -238,3 +238,25 @@ def test_energy_delivered_per_utc_day_never_exceeds_the_cap(
             per_day[at.date()] += step.energy_mwh
         state = step.state
     assert all(delivered <= cap * config.usable_energy_mwh + 1e-9 for delivered in per_day.values())
+
+
+def test_steps_and_dispatch_outcomes_are_whole_frozen_values() -> None:
+    """The hot path builds these without their __init__ (``slot_setters``): every field set, still frozen."""
+    from dataclasses import FrozenInstanceError, fields
+
+    from battery_worker.dispatch import dispatch, new_site_state
+    from battery_worker.policies.threshold import ThresholdPolicy
+    from battery_worker.ticks import make_tick
+
+    policy = ThresholdPolicy()
+    site = new_site_state(CONFIG, policy)
+    for price, hour in ((1.0, 0), (5.0, 1), (1.9, 2)):
+        outcome = dispatch(make_tick(price, 1.5, 1.0, T0 + timedelta(hours=hour)), site, CONFIG, policy)
+        site = outcome.state
+        for value in (outcome, outcome.decision, outcome.step, outcome.step.state, outcome.state):
+            as_built = {f.name: getattr(value, f.name) for f in fields(value)}
+            assert value == type(value)(**as_built)
+            assert repr(value) == repr(type(value)(**as_built))
+            with pytest.raises(FrozenInstanceError):
+                setattr(value, fields(value)[0].name, None)
+    assert site.battery.ticks_applied == 3

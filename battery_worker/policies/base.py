@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState
+from battery_worker.battery import Action, BatteryConfig, BatteryState, slot_setters
 from battery_worker.ticks import PriceTick
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -62,15 +62,20 @@ def hold(tick: PriceTick, reason: str) -> Decision:
     return decision(tick, Action.HOLD, 0.0, reason)
 
 
+_new = object.__new__
+_ACTION, _POWER, _REASON, _ENERGY_PRICE, _HASH_PRICE, _TOKEN_PRICE = slot_setters(Decision)
+
+
 def decision(tick: PriceTick, action: Action, power_mw: float, reason: str) -> Decision:
-    return Decision(
-        action=action,
-        power_mw=power_mw,
-        reason=reason,
-        energy_price=tick.energy_price,
-        hash_price=tick.hash_price,
-        token_price=tick.token_price,
-    )
+    """``Decision(...)`` with the tick's prices, built as its __init__ would but faster (``slot_setters``)."""
+    made: Decision = _new(Decision)
+    _ACTION(made, action)
+    _POWER(made, power_mw)
+    _REASON(made, reason)
+    _ENERGY_PRICE(made, tick.energy_price)
+    _HASH_PRICE(made, tick.hash_price)
+    _TOKEN_PRICE(made, tick.token_price)
+    return made
 
 
 def gated_by_battery(
