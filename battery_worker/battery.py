@@ -192,7 +192,10 @@ def _step(
 
 def as_utc(at: datetime) -> datetime:
     """Zone-less timestamps are UTC by contract (the price monitor sends them so)."""
-    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    zone = at.tzinfo
+    if zone is UTC:
+        return at  # what astimezone(UTC) returns too, without the call: every tick is here already
+    return at.replace(tzinfo=UTC) if zone is None else at.astimezone(UTC)
 
 
 def step_hours(

@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 from battery_worker.errors import InvalidConfig, InvalidInput
 
 __all__ = ["BatteryConfig", "require_finite"]
 
 
+_NUMBER = (int, float)
+
+
 def require_finite(field: str, value: object, error: type[InvalidConfig] | type[InvalidInput]) -> None:
     """Raise ``error`` naming ``field`` unless ``value`` is an int or float (not a bool) and finite."""
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
+    if type(value) is float and math.isfinite(value):
+        return  # the common case first: twice per tick on the worker's hot path
+    if not isinstance(value, _NUMBER) or isinstance(value, bool) or not math.isfinite(value):
         raise error(field, value, "must be a finite number")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BatteryConfig:
-    """What the battery is. Every field is validated on construction, so a config that exists is sound."""
+    """What the battery is. Every field is validated on construction, so a config that exists is sound.
+
+    Without slots, so the derived figures (``cached_property``) are computed once per config instead of on
+    every read: the physics and the status event read them several times per tick.
+    """
 
     capacity_mwh: float = 100.0
     max_charge_rate_mw: float = 20.0
@@ -82,29 +92,29 @@ class BatteryConfig:
                 f"must be within min/max charge ({self.min_charge_percent}-{self.max_charge_percent})",
             )
 
-    @property
+    @cached_property
     def one_way_efficiency(self) -> float:
         """√η: the share kept on each side of a round trip."""
         return math.sqrt(self.efficiency)
 
-    @property
+    @cached_property
     def min_energy_mwh(self) -> float:
         return self.capacity_mwh * self.min_charge_percent / 100.0
 
-    @property
+    @cached_property
     def max_energy_mwh(self) -> float:
         return self.capacity_mwh * self.max_charge_percent / 100.0
 
-    @property
+    @cached_property
     def initial_energy_mwh(self) -> float:
         return self.capacity_mwh * self.initial_charge_percent / 100.0
 
-    @property
+    @cached_property
     def usable_energy_mwh(self) -> float:
         """One cycle: the window between the state-of-charge bounds."""
         return self.max_energy_mwh - self.min_energy_mwh
 
-    @property
+    @cached_property
     def daily_delivery_cap_mwh(self) -> float | None:
         """Energy a calendar day may deliver under ``max_cycles_per_day`` (site side); None: no cap."""
         if self.max_cycles_per_day is None:

@@ -8,6 +8,7 @@ Power defaults to the site's demand (mining 15 MW + inference 10 MW), capped by 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from battery_worker.battery import Action, BatteryConfig, BatteryState, require_finite
 from battery_worker.errors import InvalidConfig
@@ -15,8 +16,10 @@ from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, deci
 from battery_worker.ticks import PriceTick
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class ThresholdPolicy:
+    """Without slots, so what each decision repeats (the demand, the thresholds' text) is worked out once."""
+
     charge_below: float = 1.7
     discharge_above: float = 2.0
     mining_demand_mw: float = 15.0
@@ -39,9 +42,18 @@ class ThresholdPolicy:
     def name(self) -> str:
         return "threshold"
 
-    @property
+    @cached_property
     def site_demand_mw(self) -> float:
         return self.mining_demand_mw + self.inference_demand_mw
+
+    # The reasons with the threshold filled in once; ``% price`` fills in the price as ``{price:.2f}`` would.
+    @cached_property
+    def _charge_reason(self) -> str:
+        return f"Energy price (%.2f) below charge threshold ({self.charge_below:.2f})"
+
+    @cached_property
+    def _discharge_reason(self) -> str:
+        return f"Energy price (%.2f) above discharge threshold ({self.discharge_above:.2f})"
 
     def initial_memory(self) -> None:
         return None
@@ -52,12 +64,10 @@ class ThresholdPolicy:
         price = tick.energy_price
         if price < self.charge_below:
             power = min(self.site_demand_mw, config.max_charge_rate_mw)
-            reason = f"Energy price ({price:.2f}) below charge threshold ({self.charge_below:.2f})"
-            wanted = decision(tick, Action.CHARGE, power, reason)
+            wanted = decision(tick, Action.CHARGE, power, self._charge_reason % price)
         elif price > self.discharge_above:
             power = min(self.site_demand_mw, config.max_discharge_rate_mw)
-            reason = f"Energy price ({price:.2f}) above discharge threshold ({self.discharge_above:.2f})"
-            wanted = decision(tick, Action.DISCHARGE, power, reason)
+            wanted = decision(tick, Action.DISCHARGE, power, self._discharge_reason % price)
         else:
             return hold(tick, f"Energy price ({price:.2f}) within normal range"), None
         return gated_by_battery(tick, wanted, battery, config), None
