@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState, slot_setters
+from battery_worker.battery import CHARGE, DISCHARGE, HOLD, Action, BatteryConfig, BatteryState, slot_setters
 from battery_worker.ticks import PriceTick
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None
@@ -59,7 +59,7 @@ class Policy(Protocol):
 
 
 def hold(tick: PriceTick, reason: str) -> Decision:
-    return decision(tick, Action.HOLD, 0.0, reason)
+    return decision(tick, HOLD, 0.0, reason)
 
 
 _new = object.__new__
@@ -86,8 +86,8 @@ def gated_by_battery(
     This is what the seed's ``can_charge``/``can_discharge`` meant, without its flaw of refusing any charge
     unless a whole hour at the maximum rate still fitted.
     """
-    if wanted.action is Action.CHARGE and not battery.can_charge(config):
+    if wanted.action is CHARGE and not battery.can_charge(config):
         return hold(tick, f"{wanted.reason} but battery is full")
-    if wanted.action is Action.DISCHARGE and not battery.can_discharge(config):
+    if wanted.action is DISCHARGE and not battery.can_discharge(config):
         return hold(tick, f"{wanted.reason} but battery is empty")
     return wanted

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cached_property
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState, require_finite
+from battery_worker.battery import CHARGE, DISCHARGE, BatteryConfig, BatteryState, require_finite
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
 from battery_worker.ticks import PriceTick
@@ -64,10 +64,10 @@ class ThresholdPolicy:
         price = tick.energy_price
         if price < self.charge_below:
             power = min(self.site_demand_mw, config.max_charge_rate_mw)
-            wanted = decision(tick, Action.CHARGE, power, self._charge_reason % price)
+            wanted = decision(tick, CHARGE, power, self._charge_reason % price)
         elif price > self.discharge_above:
             power = min(self.site_demand_mw, config.max_discharge_rate_mw)
-            wanted = decision(tick, Action.DISCHARGE, power, self._discharge_reason % price)
+            wanted = decision(tick, DISCHARGE, power, self._discharge_reason % price)
         else:
             return hold(tick, f"Energy price ({price:.2f}) within normal range"), None
         return gated_by_battery(tick, wanted, battery, config), None
