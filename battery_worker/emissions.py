@@ -126,6 +126,8 @@ class EmissionsState:
     ``carried`` is the last known intensity and its time (what a missing one is carried from).
     ``steps`` counts the steps seen since the totals started, ``known_steps`` and ``carried_steps`` those
     whose intensity was given or carried; the rest were unknown and are left out of the totals.
+    ``site_kg`` is the whole site's emissions (its grid import × the intensity, machines and battery
+    together) over the same steps; it stays 0 where no site plan is made (:meth:`add_site`).
     """
 
     bought_kg: float = 0.0
@@ -134,6 +136,7 @@ class EmissionsState:
     known_steps: int = 0
     carried_steps: int = 0
     carried: Carried = Carried()
+    site_kg: float = 0.0
 
     @property
     def net_kg(self) -> float:
@@ -168,7 +171,7 @@ class EmissionsState:
         found = step_emissions(float(bought_mwh), float(delivered_mwh), used)
         if found.bought_kg is None or found.avoided_kg is None:
             unknown = (self.bought_kg, self.avoided_kg, self.steps + 1, self.known_steps, self.carried_steps)
-            return found, used, EmissionsState(*unknown, carried)
+            return found, used, EmissionsState(*unknown, carried, self.site_kg)
         given = intensity is not None
         after = EmissionsState(
             self.bought_kg + found.bought_kg,
@@ -177,8 +180,21 @@ class EmissionsState:
             self.known_steps + given,
             self.carried_steps + (not given),
             carried,
+            self.site_kg,
         )
         return found, used, after
+
+    def add_site(self, site_kg: float | None) -> EmissionsState:
+        """The totals with one step's site emissions added (``SitePlan.grid_import_kg`` of the step
+        :meth:`step` counted; None, an unknown intensity, adds nothing and is not zero).
+
+        The one rule the worker, the replay and the Python API apply after :meth:`step`, so a restarted
+        worker's ``site_kg`` is the sum of its actions' ``grid_import_kg``.
+        """
+        if site_kg is None:
+            return self
+        counted = (self.bought_kg, self.avoided_kg, self.steps, self.known_steps, self.carried_steps)
+        return EmissionsState(*counted, self.carried, self.site_kg + site_kg)
 
 
 def counted_between(start: EmissionsState, end: EmissionsState) -> Emissions:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from battery_worker.emissions import (
+    EmissionsState,
     carried_intensities,
     effective_price,
     effective_prices,
@@ -63,6 +64,18 @@ def test_no_intensity_at_all_is_unknown_not_zero() -> None:
     result = emissions(hours(2), [None, None], [1.0, 0.0], [0.0, 1.0])
     assert result.coverage == 0.0
     assert result.known_steps == result.carried_steps == 0
+
+
+def test_site_emissions_add_a_known_step_and_nothing_for_an_unknown_one() -> None:
+    totals = EmissionsState(bought_kg=10.0, avoided_kg=4.0, steps=2, known_steps=2).add_site(1500.0)
+    assert totals == EmissionsState(10.0, 4.0, 2, 2, site_kg=1500.0)
+    assert totals.add_site(None) is totals, "an unknown intensity is not zero: nothing is added"
+    assert totals.add_site(0.0).site_kg == 1500.0
+    # a battery step (known, carried or unknown) keeps the site's total as it is
+    _, _, after = totals.step(T0, 400.0, 1.0, 0.0)
+    assert (after.site_kg, after.bought_kg) == (1500.0, 410.0)
+    _, _, after = after.step(T0 + timedelta(hours=9), None, 1.0, 0.0)
+    assert (after.site_kg, after.unknown_steps) == (1500.0, 1)
 
 
 def test_mismatched_lengths_and_bad_carry_are_refused() -> None:
