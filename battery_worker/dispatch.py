@@ -1,7 +1,9 @@
 """One tick through one site: policy decides, battery applies. The single path every runner shares.
 
 The Kafka worker, the backtest and the audit replay all call :func:`dispatch`, so a decision recomputed
-anywhere is the decision the worker made.
+anywhere is the decision the worker made. Given the site model, it also plans the site around the battery's
+step (:func:`battery_worker.fleet.plan_step`) and counts the site's emissions, so every runner that
+publishes a plan gets the same one and the same running totals.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 from battery_worker.battery import Action, BatteryState, Step, apply_tick, as_utc, initial_state
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState, StepEmissions
+from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.plan import SitePlan, plan_step
 from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 
@@ -33,13 +37,15 @@ class SiteState:
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one tick did at a site: the policy's decision, the battery's step, its emissions (with the
-    intensity they used: given, carried or None) and the site's new state."""
+    intensity they used: given, carried or None), the site's new state and, when dispatched with a site
+    model, the site's plan of the step (None without one)."""
 
     decision: Decision
     step: Step
     state: SiteState
     emissions: StepEmissions
     intensity: float | None
+    plan: SitePlan | None = None
 
 
 def new_site_state(config: BatteryConfig, policy: Policy) -> SiteState:
@@ -53,8 +59,14 @@ def dispatch(
     policy: Policy,
     *,
     carry_hours: float = DEFAULT_CARRY_HOURS,
+    site_model: SiteModel | None = None,
+    curtail: bool = False,
 ) -> Outcome:
     """Decide, apply and count the step's emissions (a missing intensity carried for ``carry_hours``).
+
+    With ``site_model``, the step's site plan too (``curtail``: the policy plans the machines, see
+    :func:`plan_step`), at the intensity the emissions used, and its ``grid_import_kg`` added to the
+    site's running ``site_kg``. Without it (the backtest, which plans afterwards), no plan.
 
     Raises ``TimestampNotIncreasing`` for a stale tick, leaving ``site`` as it was.
     """
@@ -67,5 +79,9 @@ def dispatch(
     found, used, totals = site.emissions.step(
         as_utc(tick.timestamp), tick.carbon_intensity, bought, delivered, carry_hours
     )
+    plan = None
+    if site_model is not None:
+        plan = plan_step(site_model, tick, step, curtail=curtail, intensity=used)
+        totals = totals.add_site(plan.grid_import_kg)
     state = SiteState(battery=step.state, policy_memory=memory, emissions=totals)
-    return Outcome(decision=decision, step=step, state=state, emissions=found, intensity=used)
+    return Outcome(decision=decision, step=step, state=state, emissions=found, intensity=used, plan=plan)

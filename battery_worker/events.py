@@ -111,6 +111,7 @@ class EmissionsEvent(BaseModel):
     (``intensity_carried``), else None: the step's ``bought_kg``, ``avoided_kg`` and ``net_kg`` are then
     None and the step counts in ``unknown_steps``, never as zero. The totals are over the steps with an
     intensity; ``coverage`` is their share of ``steps`` (0 before any step). Net below 0: lower emissions.
+    ``total_site_kg`` is the whole site's: the sum of the actions' ``site_plan.grid_import_kg``.
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -123,6 +124,9 @@ class EmissionsEvent(BaseModel):
     total_bought_kg: float
     total_avoided_kg: float
     total_net_kg: float
+    # The whole site's grid import × intensity over the same steps (machines and battery); 0 in events
+    # written before it was added.
+    total_site_kg: float = 0.0
     steps: int
     unknown_steps: int
     coverage: float
@@ -274,6 +278,8 @@ class BatteryStateRecord(BaseModel):
     emissions_steps: int = 0
     emissions_known_steps: int = 0
     emissions_carried_steps: int = 0
+    # The site's running grid-import emissions; 0 in a record written before it was added.
+    emissions_site_kg: float = 0.0
     carried_intensity: float | None = None
     carried_intensity_at: datetime | None = None
 
@@ -286,6 +292,7 @@ class BatteryStateRecord(BaseModel):
             self.emissions_known_steps,
             self.emissions_carried_steps,
             Carried(self.carried_intensity, self.carried_intensity_at),
+            self.emissions_site_kg,
         )
 
 

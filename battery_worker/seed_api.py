@@ -7,9 +7,10 @@ charge threshold is the 1.7 the seed specified (its "1.5" was a typo).
 
 ``make_decision`` without a ``timestamp`` uses the clock (``clock`` argument, UTC now by default) to measure
 the step; pass timestamps to get fully reproducible results. Its answer carries ``site_plan``, the machines
-to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`), exactly
-what the worker publishes in ``battery.actions``, and ``emissions``, the step's and the running totals
-(``get_status()["emissions"]``) counted as the worker counts them.
+to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`, made by
+:func:`dispatch` as for the worker), exactly what the worker publishes in ``battery.actions``, and
+``emissions``, the step's and the running totals (``get_status()["emissions"]``) counted as the worker
+counts them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
 from battery_worker.events import status_fields
 from battery_worker.fleet.model import SiteModel
-from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.payloads import outcome_emissions
 from battery_worker.policies import plans_machines
 from battery_worker.policies.base import Policy
@@ -145,7 +145,15 @@ class BatterySystem:
         with self._lock:
             at = self._clock() if timestamp is None else timestamp
             tick = make_tick(energy_price, hash_price, token_price, at, carbon_intensity=carbon_intensity)
-            outcome = dispatch(tick, self._site, self._config, self._policy, carry_hours=self._carry_hours)
+            outcome = dispatch(
+                tick,
+                self._site,
+                self._config,
+                self._policy,
+                carry_hours=self._carry_hours,
+                site_model=self._site_model,
+                curtail=plans_machines(self._policy.name),
+            )
             self._site = outcome.state
             self._last_updated = tick.timestamp
             result = self._result(outcome.step)
@@ -157,10 +165,8 @@ class BatterySystem:
                 hash_price,
                 token_price,
             )
-            curtail = plans_machines(self._policy.name)
-            plan = plan_step(
-                self._site_model, tick, outcome.step, curtail=curtail, intensity=outcome.intensity
-            )
+            plan = outcome.plan
+            assert plan is not None, "dispatched with the site model"
             return {
                 "action": outcome.decision.action.value,
                 "reason": outcome.decision.reason,

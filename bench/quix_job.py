@@ -35,7 +35,6 @@ from battery_worker.battery import BatteryState
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.events import SourceRef, event_id
-from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.payloads import (
     action_payload,
     history_payload,
@@ -70,6 +69,7 @@ def _stored(site: SiteState, ticks_stale: int) -> dict[str, Any]:
         emissions.carried_steps,
         emissions.carried.intensity,
         _iso(emissions.carried.at),
+        emissions.site_kg,
     ]
     return data
 
@@ -77,8 +77,9 @@ def _stored(site: SiteState, ticks_stale: int) -> dict[str, Any]:
 def _site(data: dict[str, Any], memory: Any) -> SiteState:
     fields = {name: data[name] for name in BATTERY_FIELDS}
     fields["last_tick_at"] = _at(fields["last_tick_at"])
-    bought, avoided, steps, known, carried_steps, intensity, at = data["emissions"]
-    emissions = EmissionsState(bought, avoided, steps, known, carried_steps, Carried(intensity, _at(at)))
+    bought, avoided, steps, known, carried_steps, intensity, at, site_kg = data["emissions"]
+    carried = Carried(intensity, _at(at))
+    emissions = EmissionsState(bought, avoided, steps, known, carried_steps, carried, site_kg)
     return SiteState(BatteryState(**fields), memory, emissions)
 
 
@@ -105,16 +106,23 @@ class Job:
             ticks_stale = stored["ticks_stale"]
         if site.is_stale(tick):
             return []
-        outcome = dispatch(tick, site, setup.config, setup.policy, carry_hours=setup.carry_hours)
+        outcome = dispatch(
+            tick,
+            site,
+            setup.config,
+            setup.policy,
+            carry_hours=setup.carry_hours,
+            site_model=setup.site,
+            curtail=setup.plans_machines,
+        )
         policy = setup.policy
         record = _stored(outcome.state, ticks_stale)
         record["policy_memory"] = policy.dump_memory(outcome.state.policy_memory)
         state.set("battery", record)
         coords = (context.topic, context.partition, context.offset)
         source = SourceRef.model_construct(topic=coords[0], partition=coords[1], offset=coords[2])
-        plan = plan_step(
-            setup.site, tick, outcome.step, curtail=setup.plans_machines, intensity=outcome.intensity
-        )
+        plan = outcome.plan
+        assert plan is not None, "dispatched with the site model"
         emissions = outcome_emissions(tick, outcome)
         battery = outcome.state.battery
         actions, status, history = self.topics

@@ -3,12 +3,15 @@ to price files: hand-computed cases."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 
+from battery_worker.battery_config import BatteryConfig
+from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.emissions import (
     EmissionsState,
     carried_intensities,
@@ -18,9 +21,11 @@ from battery_worker.emissions import (
     step_emissions,
 )
 from battery_worker.errors import InvalidInput
+from battery_worker.fleet import SiteModel, plan_step
 from battery_worker.kafka.tools.feed import tick_payload
+from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.pricefiles import PriceFileError, load_ticks
-from battery_worker.ticks import PriceTick
+from battery_worker.ticks import PriceTick, make_tick
 
 DATA = Path(__file__).parent / "data"
 T0 = datetime(2023, 8, 1, tzinfo=UTC)
@@ -76,6 +81,32 @@ def test_site_emissions_add_a_known_step_and_nothing_for_an_unknown_one() -> Non
     assert (after.site_kg, after.bought_kg) == (1500.0, 410.0)
     _, _, after = after.step(T0 + timedelta(hours=9), None, 1.0, 0.0)
     assert (after.site_kg, after.unknown_steps) == (1500.0, 1)
+
+
+def test_dispatch_with_the_site_model_plans_the_step_and_counts_the_sites_import() -> None:
+    # charge at 10 (400, then carried), deliver at 500 (300, carried for 3 h, then unknown)
+    prices = [(10.0, 400.0), (10.0, None), (500.0, 300.0), (500.0, None), (500.0, None), (500.0, None)]
+    prices.append((500.0, None))
+    config, policy, site = BatteryConfig(), ThresholdPolicy(25.0, 100.0), SiteModel()
+    with_site = without = new_site_state(config, policy)
+    counted = 0.0
+    for hour, (price, intensity) in enumerate(prices):
+        tick = make_tick(price, 0.0, 0.0, T0 + timedelta(hours=hour), carbon_intensity=intensity)
+        outcome = dispatch(tick, with_site, config, policy, site_model=site, curtail=False)
+        alone = dispatch(tick, without, config, policy)
+        assert outcome.plan == plan_step(site, tick, outcome.step, curtail=False, intensity=outcome.intensity)
+        assert alone.plan is None
+        if outcome.plan.grid_import_kg is not None:
+            counted += outcome.plan.grid_import_kg
+        with_site, without = outcome.state, alone.state
+        assert with_site.emissions.site_kg == counted
+        # the battery's own figures do not depend on the site
+        assert replace(with_site, emissions=replace(with_site.emissions, site_kg=0.0)) == without
+    assert outcome.plan.grid_import_kg is None, "the last hour's intensity is unknown"
+    # hour 0: the whole fleet (25 MW) and the battery's 20 MW charge imported at 400 kg/MWh
+    first = (site.fleet_mw + config.max_charge_rate_mw) * 400.0
+    assert counted > first > 0
+    assert without.emissions.site_kg == 0.0
 
 
 def test_mismatched_lengths_and_bad_carry_are_refused() -> None:

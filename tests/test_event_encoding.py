@@ -188,6 +188,8 @@ def test_a_restored_site_carries_on_its_emissions_exactly() -> None:
     totals = straight.sites()["s"].emissions
     assert (totals.steps, totals.known_steps, totals.carried_steps) == (12, 6, 6)
     assert totals.net_kg != 0.0
+    assert totals.site_kg > 0.0, "the site's running import emissions are restored too"
+    assert stored[0].emissions_site_kg > 0.0
 
 
 def test_a_restored_site_carries_the_days_delivered_energy() -> None:

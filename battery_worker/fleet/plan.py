@@ -2,8 +2,8 @@
 
 Why a function of the battery power: the policy decides the battery, the state machine clamps it, and the
 machines are then the best use of the step's known prices around what the battery really did. The worker,
-the replay, the backtest and the Python API all call :func:`plan_step` (:func:`plan_applied`) with the same
-inputs, so they agree.
+the replay and the Python API call :func:`plan_step` through ``dispatch`` (given the site model), the
+backtest :func:`plan_applied`, with the same inputs, so they agree.
 
 The rule: machines at their minimum count always run; then types in order of revenue per MW (best first,
 declared order on ties) run whole machines while a machine earns more than the energy it draws costs. The

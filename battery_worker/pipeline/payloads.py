@@ -55,6 +55,7 @@ def emissions_payload(
         "total_bought_kg": float(totals.bought_kg),
         "total_avoided_kg": float(totals.avoided_kg),
         "total_net_kg": float(totals.net_kg),
+        "total_site_kg": float(totals.site_kg),
         "steps": steps,
         "unknown_steps": totals.unknown_steps,
         "coverage": float(totals.coverage),
@@ -190,6 +191,7 @@ def state_payload(
         "emissions_steps": emissions.steps,
         "emissions_known_steps": emissions.known_steps,
         "emissions_carried_steps": emissions.carried_steps,
+        "emissions_site_kg": float(emissions.site_kg),
         "carried_intensity": _kg(emissions.carried.intensity),
         "carried_intensity_at": emissions.carried.at,
     }

@@ -5,7 +5,7 @@ Kafka worker hands records in and sends what comes out, and the audit replay run
 Every input record ends in exactly one of four outcomes, counted in :class:`Counters`:
 
 * ``applied``: the tick went through the policy and the battery; action, status and history are emitted.
-  The action carries the site plan around the battery's step (:func:`battery_worker.fleet.plan_step`).
+  The action carries the site plan around the battery's step, which :func:`dispatch` made.
 * ``stale``: its timestamp is at or before the site's last applied tick (a duplicate or out of order).
   Nothing is emitted; the site's ``ticks_stale`` counts it.
 * ``already_applied``: the site's restored state already reflects this record (a re-read after a crash or
@@ -31,7 +31,6 @@ from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.events import BatteryStateRecord, event_id
-from battery_worker.fleet.plan import plan_step
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
     Source,
@@ -272,7 +271,15 @@ class TickProcessor:
             self.counters.stale += 1
             return Handled("stale", site_id, ())
         setup = site.setup
-        outcome = dispatch(tick, site.state, setup.config, setup.policy, carry_hours=setup.carry_hours)
+        outcome = dispatch(
+            tick,
+            site.state,
+            setup.config,
+            setup.policy,
+            carry_hours=setup.carry_hours,
+            site_model=setup.site,
+            curtail=site.plans_machines,
+        )
         site.state, site.source = outcome.state, source
         self._dirty.add(site_id)
         self.counters.applied += 1
@@ -335,9 +342,8 @@ class TickProcessor:
         coords = (source.topic, source.partition, source.offset)
         policy = setup.policy.name
         key = site.key
-        plan = plan_step(
-            setup.site, tick, outcome.step, curtail=site.plans_machines, intensity=outcome.intensity
-        )
+        plan = outcome.plan
+        assert plan is not None, "the processor dispatches with the site's model"
         emissions = outcome_emissions(tick, outcome)
         action = action_payload(
             event_id("action", *coords), site_id, tick, outcome, policy, source, plan, emissions
