@@ -9,8 +9,8 @@ charge threshold is the 1.7 the seed specified (its "1.5" was a typo).
 the step; pass timestamps to get fully reproducible results. Its answer carries ``site_plan``, the machines
 to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`, made by
 :func:`dispatch` as for the worker), exactly what the worker publishes in ``battery.actions``, and
-``emissions``, the step's and the running totals (``get_status()["emissions"]``) counted as the worker
-counts them.
+``emissions``, the step's and the running totals (``get_status()["emissions"]``, with the whole site's
+``site_kg``) counted as the worker counts them.
 """
 
 from __future__ import annotations
@@ -269,12 +269,14 @@ class BatterySystem:
 
 
 def emissions_totals(totals: EmissionsState) -> dict[str, Any]:
-    """The running emissions as ``get_status`` gives them: kg CO₂eq over the steps with an intensity."""
+    """The running emissions as ``get_status`` gives them: kg CO₂eq over the steps with an intensity
+    (``site_kg``: the whole site's grid import, machines and battery)."""
     counted = totals.totals()
     return {
         "bought_kg": counted.bought_kg,
         "avoided_kg": counted.avoided_kg,
         "net_kg": counted.net_kg,
+        "site_kg": totals.site_kg,
         "steps": counted.steps,
         "unknown_steps": totals.unknown_steps,
         "coverage": counted.coverage,

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from battery_worker import BatterySystem
-from battery_worker.cli.main import _emissions_text
+from battery_worker.cli.main import _emissions_text, _site_emissions_text
 from battery_worker.events import BatteryStatus
 from battery_worker.kafka.worker import Worker
 from battery_worker.ops.metrics import WorkerCollector, build_registry
@@ -54,7 +54,10 @@ def test_metrics_give_bought_and_avoided_as_counters_and_net_as_a_gauge() -> Non
     totals = worker.processor.sites()["s"].emissions
     bought = found[("battery_worker_emissions_kg_total", (("kind", "bought"), ("site_id", "s")))]
     avoided = found[("battery_worker_emissions_kg_total", (("kind", "avoided"), ("site_id", "s")))]
-    assert (bought, avoided) == (totals.bought_kg, totals.avoided_kg)
+    site = found[("battery_worker_emissions_kg_total", (("kind", "site"), ("site_id", "s")))]
+    assert (bought, avoided, site) == (totals.bought_kg, totals.avoided_kg, totals.site_kg)
+    # charging: the default fleet's 25 MW and the battery's 20 MW imported, two hours at 400 kg/MWh
+    assert site > (25.0 + 20.0) * 2 * 400.0
     assert bought == pytest.approx(2 * 20.0 * 400.0)  # two hours charging at 20 MW, the second carried
     assert avoided > 0
     assert found[("battery_worker_emissions_net_kg", (("site_id", "s"),))] == pytest.approx(bought - avoided)
@@ -89,6 +92,7 @@ def test_get_status_and_the_status_column_give_the_running_totals() -> None:
         "bought_kg": 0.0,
         "avoided_kg": 0.0,
         "net_kg": 0.0,
+        "site_kg": 0.0,
         "steps": 0,
         "unknown_steps": 0,
         "coverage": 0.0,
@@ -104,6 +108,9 @@ def test_get_status_and_the_status_column_give_the_running_totals() -> None:
     assert _emissions_text(_status_with(None)) == "-"
     shown = _emissions_text(_status_with(answer["emissions"]))
     assert shown == f"{totals['net_kg'] / 1000:+,.2f} (86%)"
+    assert totals["site_kg"] > totals["bought_kg"], "the site imports for its machines too"
+    assert _site_emissions_text(_status_with(None)) == "-"
+    assert _site_emissions_text(_status_with(answer["emissions"])) == f"{totals['site_kg'] / 1000:,.2f}"
 
 
 def _status_with(emissions: dict[str, object] | None) -> BatteryStatus:

@@ -196,6 +196,14 @@ def _emissions_text(status: BatteryStatus) -> str:
     return f"{counted.total_net_kg / 1000:+,.2f} ({100 * counted.coverage:.0f}%)"
 
 
+def _site_emissions_text(status: BatteryStatus) -> str:
+    """The whole site's tonnes CO2eq (its grid import), over the same steps as the net; "-" as above."""
+    counted = status.emissions
+    if counted is None or counted.steps == 0:
+        return "-"
+    return f"{counted.total_site_kg / 1000:,.2f}"
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
@@ -225,7 +233,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
-    for column in (*columns, "partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "policy"):
+    more = ("partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "site tCO2", "policy")
+    for column in (*columns, *more):
         table.add_column(column)
     for site, status in sorted(statuses.items()):
         action = actions.get(site)
@@ -244,6 +253,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             str(status.ticks_stale),
             f"{status.net_value:,.2f}",
             _emissions_text(status),
+            _site_emissions_text(status),
             status.policy,
         )
     console = Console(width=max(160, Console().width))

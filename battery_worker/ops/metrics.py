@@ -178,12 +178,14 @@ class WorkerCollector(Collector):
     def _emissions(self) -> Iterator[Metric]:
         """Per site, the running totals the state holds (so a restarted worker carries them on).
 
-        Bought and avoided only grow: counters. Net (bought − avoided) can fall and be negative, which a
-        counter may not: it is a gauge of its own, ``battery_worker_emissions_net_kg``.
+        Bought, avoided and the whole site's grid import (``site``) only grow: counters. Net (bought −
+        avoided) can fall and be negative, which a counter may not: a gauge of its own,
+        ``battery_worker_emissions_net_kg``.
         """
         totals = CounterMetricFamily(
             f"{PREFIX}_emissions_kg",
-            "kgCO2eq per site over the steps with an intensity: bought (charging) and avoided (delivered)",
+            "kgCO2eq per site over the steps with an intensity: bought (charging), avoided (delivered) "
+            "and site (the whole site's grid import)",
             labels=["site_id", "kind"],
         )
         net = GaugeMetricFamily(
@@ -205,6 +207,7 @@ class WorkerCollector(Collector):
             counted = state.emissions
             totals.add_metric([site_id, "bought"], counted.bought_kg)
             totals.add_metric([site_id, "avoided"], counted.avoided_kg)
+            totals.add_metric([site_id, "site"], counted.site_kg)
             net.add_metric([site_id], counted.net_kg)
             unknown.add_metric([site_id], counted.unknown_steps)
             coverage.add_metric([site_id], counted.coverage)
