@@ -4,7 +4,8 @@ A week of ERCOT prices with its carbon intensity, five hours of it missing (thre
 unknown), through ``mpc`` with a carbon price. The worker restarts halfway: its totals and the carried
 intensity come back from the state topic. Every action's and history record's step emissions, and the last
 status's running totals, must equal what the backtest's run counted and what ``BatterySystem`` answers, to
-the bit; the audit replay recomputes every event byte for byte.
+the bit; so must the whole site's running total, the sum of the actions' ``site_plan.grid_import_kg``.
+The audit replay recomputes every event byte for byte.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import pytest
 from battery_worker import BatterySystem
 from battery_worker.backtest.engine import run_policy
 from battery_worker.emissions import emissions
+from battery_worker.fleet.accounting import run_plans
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.policies import make_policy
@@ -96,6 +98,18 @@ async def test_worker_replay_backtest_and_api_agree_on_emissions(
         plans[0].grid_import_mw * plans[0].hours * worker_steps[0]["carbon_intensity"]
     )
     assert plans[43].grid_import_kg is None
+    # the whole site's running total: the actions' grid_import_kg summed, carried over the restart
+    running, site_kg = [], 0.0
+    for plan in plans:
+        site_kg += 0.0 if plan.grid_import_kg is None else plan.grid_import_kg
+        running.append(site_kg)
+    assert [step["total_site_kg"] for step in worker_steps] == running
+    assert last.total_site_kg == site_kg > last.total_bought_kg
+    assert running[half] > running[half - 1], "counted on after the restart"
+    backtest_site = 0.0
+    for plan in run_plans(setup.site, run, curtail=setup.plans_machines):
+        backtest_site += 0.0 if plan.grid_import_kg is None else plan.grid_import_kg
+    assert backtest_site == site_kg
 
     api = BatterySystem(policy=make_policy(POLICY["name"], POLICY["params"]), site=setup.site)
     api_steps = [
@@ -111,6 +125,7 @@ async def test_worker_replay_backtest_and_api_agree_on_emissions(
     assert api_steps == worker_steps
     totals = api.get_status()["emissions"]
     assert (totals["net_kg"], totals["unknown_steps"]) == (last.total_net_kg, 2)
+    assert totals["site_kg"] == last.total_site_kg
 
     same = await replay(settings, ReplayOptions())
     assert same.identical
