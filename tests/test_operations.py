@@ -81,7 +81,13 @@ def test_metrics_health_and_ready_are_scraped_from_a_running_worker(
             assert status == 200
             return samples(body.decode())
 
-        wait_until(lambda: sum(_outcomes(scraped()).values()) == 53, 30, "all 53 records handled")
+        def settled() -> bool:
+            # Outcomes count as records are handled; batches_total only once the batch's events are
+            # acknowledged, an await later: a scrape in between sees 53 handled and 0 batches.
+            now = scraped()
+            return sum(_outcomes(now).values()) == 53 and now[("battery_worker_batches_total", ())] >= 1
+
+        wait_until(settled, 30, "all 53 records handled and their batch's events acknowledged")
         metrics = scraped()
         assert _outcomes(metrics) == {"applied": 48, "stale": 2, "already_applied": 0, "rejected": 3}
         dlq = {
