@@ -7,12 +7,21 @@ from pathlib import Path
 import orjson
 import pytest
 
-from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs, run_policy, terminal_price
+from battery_worker.backtest.engine import (
+    backtest,
+    before_first,
+    optimum_for,
+    optimum_inputs,
+    run_policy,
+    terminal_price,
+    warmed_site,
+)
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.backtest.optimum_process import solve_in_child
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main, parse_params
 from battery_worker.dispatch import dispatch, new_site_state
+from battery_worker.emissions import EmissionsState
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
 from battery_worker.pricefiles import load_ticks
@@ -206,3 +215,35 @@ def test_progress_without_a_terminal_is_plain_lines(capsys: pytest.CaptureFixtur
     assert err[1].startswith("optimum: ")
     assert ", exact (" in err[1]
     assert err[-1].startswith("adaptive: 100% (576/576 ticks, ")
+
+
+def test_a_warmed_site_has_learned_the_history_and_nothing_else(ercot_week: list[PriceTick]) -> None:
+    history = load_ticks(DATA / "ercot_2023_first_2400h.csv")[-200:]
+    policy = make_policy("mpc")
+    site = warmed_site(history, CONFIG, policy)
+    assert site.battery == new_site_state(CONFIG, policy).battery
+    assert site.emissions == EmissionsState()
+    assert site.policy_memory == run_policy(history, CONFIG, policy).final.policy_memory
+    week = ercot_week[:12]
+    warm, warm_summary = backtest(week, CONFIG, policy, warmup=history)
+    cold, cold_summary = backtest(week, CONFIG, policy)
+    assert cold.decisions[0].reason.startswith("warming up")
+    assert warm.decisions[0].reason.startswith("mpc plan")
+    assert warm.decisions == run_policy(week, CONFIG, policy, site=site).decisions
+    assert warm_summary.optimum_value == cold_summary.optimum_value
+    assert warm_summary.ticks == cold_summary.ticks == len(week)
+
+
+def test_warmup_ticks_at_or_after_the_first_tick_are_not_the_past(ercot_week: list[PriceTick]) -> None:
+    assert before_first(ercot_week, ercot_week[3:]) == ercot_week[:3]
+    assert before_first(ercot_week, []) == []
+
+
+def test_cli_warmup_says_what_it_learned_from(capsys: pytest.CaptureFixture[str]) -> None:
+    week, early = DATA / "ercot_2023-08-01_07.csv", DATA / "ercot_2023_first_2400h.csv"
+    assert main([str(week), "--warmup", str(early), "--policy", "adaptive", "--no-png"]) == 0
+    assert "warm-up: 2400 ticks of ercot_2023_first_2400h.csv" in capsys.readouterr().out
+    assert main([str(early), "--warmup", str(week), "--no-png"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --warmup")
+    assert "holds no price tick before 2023-01-01" in err

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 
 import numpy as np
@@ -200,6 +200,25 @@ def run_policy(
     )
 
 
+def warmed_site(history: Sequence[PriceTick], config: BatteryConfig, policy: Policy) -> SiteState:
+    """A fresh site whose policy has already seen ``history``: what a worker running before the backtest's
+    first tick would hold (a backtest of a few hours otherwise starts with a policy that knows nothing).
+
+    Only the policy's memory is kept. The battery starts as configured and nothing is counted, so value and
+    capture are those of the backtest's own ticks, measured against an optimum over the same ticks.
+    """
+    learned = run_policy(history, config, policy).final.policy_memory
+    return replace(new_site_state(config, policy), policy_memory=learned)
+
+
+def before_first(warmup: Sequence[PriceTick], ticks: Sequence[PriceTick]) -> list[PriceTick]:
+    """The warm-up ticks that are the past of ``ticks``: those before its first tick (the rest overlap it)."""
+    if not ticks:
+        return []
+    first = ticks[0].timestamp
+    return [tick for tick in warmup if tick.timestamp < first]
+
+
 def applicable_ticks(ticks: Sequence[PriceTick]) -> list[PriceTick]:
     """The ticks a run applies: each strictly after the previous applied one (others are skipped)."""
     kept: list[PriceTick] = []
@@ -324,8 +343,13 @@ def backtest(
     optimum: Optimum | None = None,
     on_tick: Callable[[], None] | None = None,
     carry_hours: float = DEFAULT_CARRY_HOURS,
+    warmup: Sequence[PriceTick] = (),
 ) -> tuple[BacktestRun, BacktestSummary]:
-    """Run ``policy`` over ``ticks`` and summarise it; pass ``optimum`` to share one across policies."""
-    run = run_policy(ticks, config, policy, on_tick=on_tick, carry_hours=carry_hours)
+    """Run ``policy`` over ``ticks`` and summarise it; pass ``optimum`` to share one across policies.
+
+    ``warmup``: past ticks the policy learns from first (:func:`warmed_site`), neither traded nor counted.
+    """
+    site = warmed_site(before_first(warmup, ticks), config, policy) if warmup else None
+    run = run_policy(ticks, config, policy, site=site, on_tick=on_tick, carry_hours=carry_hours)
     best = optimum_for(ticks, config) if optimum is None else optimum
     return run, summarize(run, config, best)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from battery_worker.backtest.engine import BacktestRun, run_policy
+from battery_worker.backtest.engine import BacktestRun, run_policy, warmed_site
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.accounting import SiteProfit, no_battery_profit, run_profit
@@ -68,12 +68,17 @@ def compare_site(
     site_policy: Policy,
     announce: Announce | None = None,
     carry_hours: float = DEFAULT_CARRY_HOURS,
+    warmup: Sequence[PriceTick] = (),
 ) -> SiteComparison:
-    """Run the four comparisons and solve the optimum; ``site_policy`` must plan on ``site``."""
+    """Run the four comparisons and solve the optimum; ``site_policy`` must plan on ``site``.
+
+    ``warmup``: past ticks the two policies learn from first (:func:`warmed_site`).
+    """
 
     def run(policy: Policy, key: str) -> BacktestRun:
         on_tick = None if announce is None else announce(key)
-        return run_policy(ticks, config, policy, on_tick=on_tick, carry_hours=carry_hours)
+        start = warmed_site(warmup, config, policy) if warmup else None
+        return run_policy(ticks, config, policy, site=start, on_tick=on_tick, carry_hours=carry_hours)
 
     optimum = site_optimum(site, config, ticks).profit
     profits = {

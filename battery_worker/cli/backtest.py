@@ -19,6 +19,11 @@ for the optimum, the net emissions effect in tonnes and its coverage beside valu
 ``--carbon-price P`` (money per tonne) is given to the policies that take one (``mpc``) and adds an optimum
 solved with emissions priced in; capture stays measured against the price-only optimum.
 
+``--warmup FILE`` (read like FILE) gives the policies the prices before FILE's first tick to learn from, as
+a worker that ran before the backtest would have: they are not traded and not counted, and ticks of it at
+or after that first tick are left out. A run of a few hours (the MARA event) otherwise starts with policies
+that know nothing of the prices before it.
+
 The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
 stop the command at any point within a second, with one line and exit code 128 + the signal's number.
 
@@ -94,6 +99,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument(
         "--carbon", type=Path, metavar="FILE", help="carbon intensity file joined by timestamp"
+    )
+    parser.add_argument(
+        "--warmup",
+        type=Path,
+        metavar="FILE",
+        help="prices before FILE's first tick that the policies learn from first (not traded, not counted)",
     )
     parser.add_argument(
         "--carbon-price", type=NUMBER, default=0.0, help="money per tonne CO2eq for mpc and an optimum (0)"
@@ -238,9 +249,10 @@ def _run(args: argparse.Namespace) -> int:
     )
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
+    warmup = warmup_ticks(args, ticks)
     progress = Progress(args.progress)
     if args.site:
-        return site_report(args, ticks, config, site, policies, progress, carry_hours)
+        return site_report(args, ticks, config, site, policies, progress, carry_hours, warmup)
     inputs = optimum_inputs(ticks, config)
     started = time.monotonic()
     with progress.optimum(inputs.prices.size, int(np.count_nonzero(inputs.prices < 0))) as on_wait:
@@ -251,7 +263,13 @@ def _run(args: argparse.Namespace) -> int:
     for policy in policies:
         with progress.policy(policy.name, len(ticks)) as advance:
             run_, summary = backtest(
-                ticks, config, policy, optimum=optimum, on_tick=advance, carry_hours=carry_hours
+                ticks,
+                config,
+                policy,
+                optimum=optimum,
+                on_tick=advance,
+                carry_hours=carry_hours,
+                warmup=warmup,
             )
         runs.append(run_)
         summaries.append(summary)
@@ -283,6 +301,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[PriceTick]:
+    """``--warmup FILE``'s ticks before the run's first tick, read like FILE; a file with none is refused."""
+    from battery_worker.backtest.engine import before_first
+
+    if args.warmup is None:
+        return []
+    loaded = load_ticks(
+        args.warmup,
+        timestamp_column=args.timestamp_column,
+        price_column=args.price_column,
+        hash_price=args.hash_price,
+        token_price=args.token_price,
+    )
+    warmup = before_first(loaded, ticks)
+    if not warmup:
+        raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {ticks[0].timestamp}")
+    span = f"{warmup[0].timestamp} .. {warmup[-1].timestamp}"
+    print(f"warm-up: {len(warmup)} ticks of {args.warmup.name}, {span}")
+    return warmup
+
+
 def site_report(
     args: argparse.Namespace,
     ticks: list[PriceTick],
@@ -291,6 +330,7 @@ def site_report(
     policies: list[Policy],
     progress: Progress,
     carry_hours: float,
+    warmup: list[PriceTick],
 ) -> int:
     """``--site``: the site's runs against the site optimum, printed as a table (and ``--summary``)."""
     import orjson
@@ -305,7 +345,14 @@ def site_report(
             return bar.enter_context(progress.policy(key, len(ticks)))
 
         comparison = compare_site(
-            ticks, config, site, mpc=mpc, site_policy=site_policy, announce=announce, carry_hours=carry_hours
+            ticks,
+            config,
+            site,
+            mpc=mpc,
+            site_policy=site_policy,
+            announce=announce,
+            carry_hours=carry_hours,
+            warmup=warmup,
         )
     print(f"{args.file.name}: {comparison.ticks} ticks, {ticks[0].timestamp} .. {ticks[-1].timestamp}")
     print(site_line(site))
