@@ -45,13 +45,18 @@ from typing import TYPE_CHECKING, Any
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
-from battery_worker.cli.common import NUMBER, POSITIVE_NUMBER, policy_value, refuse_directory
+from battery_worker.cli.common import (
+    NUMBER,
+    POSITIVE_NUMBER,
+    policy_value,
+    price_file_ticks,
+    refuse_directory,
+)
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
 from battery_worker.policies.base import Policy
-from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
 if TYPE_CHECKING:
@@ -239,14 +244,7 @@ def _run(args: argparse.Namespace) -> int:
     ]
     config = battery_config(args, base)
     carry_hours = configured_carry_hours(args)
-    ticks = load_ticks(
-        args.file,
-        timestamp_column=args.timestamp_column,
-        price_column=args.price_column,
-        hash_price=args.hash_price,
-        token_price=args.token_price,
-        carbon_file=args.carbon,
-    )
+    ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
     warmup = warmup_ticks(args, ticks)
@@ -307,14 +305,7 @@ def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[Price
 
     if args.warmup is None:
         return []
-    loaded = load_ticks(
-        args.warmup,
-        timestamp_column=args.timestamp_column,
-        price_column=args.price_column,
-        hash_price=args.hash_price,
-        token_price=args.token_price,
-    )
-    warmup = before_first(loaded, ticks)
+    warmup = before_first(price_file_ticks(args, args.warmup), ticks)
     if not warmup:
         raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {ticks[0].timestamp}")
     span = f"{warmup[0].timestamp} .. {warmup[-1].timestamp}"

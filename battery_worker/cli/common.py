@@ -17,6 +17,7 @@ from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
     from battery_worker.settings import Settings
+    from battery_worker.ticks import PriceTick
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
@@ -115,6 +116,22 @@ def refuse_directory(flag: str, path: Path | None) -> None:
     """An output file flag given a directory is a bad flag (exit 2), said before any work is done."""
     if path is not None and path.is_dir():
         raise InvalidConfig(flag, str(path), "is a directory; give a file name")
+
+
+def price_file_ticks(
+    args: argparse.Namespace, path: Path, carbon_file: Path | None = None
+) -> list[PriceTick]:
+    """A price file read with the command's column and price flags (``feed`` and ``backtest`` share them)."""
+    from battery_worker.pricefiles import load_ticks
+
+    return load_ticks(
+        path,
+        timestamp_column=args.timestamp_column,
+        price_column=args.price_column,
+        hash_price=args.hash_price,
+        token_price=args.token_price,
+        carbon_file=carbon_file,
+    )
 
 
 # --- argument types ----------------------------------------------------------------------------------------

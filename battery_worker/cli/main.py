@@ -31,6 +31,7 @@ from battery_worker.cli.common import (
     StoppedBySignal,
     add_connection,
     command_settings,
+    price_file_ticks,
     refuse_directory,
     run_once,
 )
@@ -155,17 +156,9 @@ def cmd_feed(args: argparse.Namespace) -> int:
     from battery_worker.kafka.clients import make_producer
     from battery_worker.kafka.tools.feed import publish_ticks
     from battery_worker.kafka.topics import prepare_topics
-    from battery_worker.pricefiles import load_ticks
 
     settings = command_settings(args)
-    ticks = load_ticks(
-        args.file,
-        timestamp_column=args.timestamp_column,
-        price_column=args.price_column,
-        hash_price=args.hash_price,
-        token_price=args.token_price,
-        carbon_file=args.carbon,
-    )
+    ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price rows")
     if args.limit is not None:
