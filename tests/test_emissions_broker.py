@@ -21,10 +21,9 @@ from battery_worker.backtest.engine import run_policy
 from battery_worker.emissions import emissions
 from battery_worker.fleet.accounting import run_plans
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
-from battery_worker.kafka.worker import Worker
 from battery_worker.policies import make_policy
 from battery_worker.pricefiles import load_ticks
-from tests.workerkit import DATA, feed, make_settings, read_published
+from tests.workerkit import DATA, feed, make_settings, read_published, run_with_a_restart, unique_actions
 
 pytestmark = pytest.mark.broker
 
@@ -55,13 +54,10 @@ async def test_worker_replay_backtest_and_api_agree_on_emissions(
     assert all(t.carbon_intensity is not None for i, t in enumerate(ticks) if i not in MISSING)
     await feed(settings, ticks, "ercot")
     half = 42  # stops while the intensity of hour 39 is being carried
-    assert await Worker(settings).run(max_messages=half, idle_timeout_s=20) == half
-    second = Worker(settings)
-    assert await second.run(max_messages=len(ticks) - half, idle_timeout_s=20) == len(ticks) - half
-    assert second.stats.sites_restored == 1
+    await run_with_a_restart(settings, ticks, half)
 
     published = await read_published(settings)
-    actions = sorted({a.event_id: a for a in published.actions}.values(), key=lambda a: a.tick_timestamp)
+    actions = unique_actions(published)
     history = sorted({h.event_id: h for h in published.history}.values(), key=lambda h: h.timestamp)
     statuses = sorted({s.event_id: s for s in published.statuses}.values(), key=lambda s: s.ticks_applied)
     assert len(actions) == len(history) == len(statuses) == len(ticks)

@@ -17,11 +17,10 @@ from battery_worker import BatterySystem
 from battery_worker.backtest.engine import run_policy
 from battery_worker.fleet.accounting import run_plans
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
-from battery_worker.kafka.worker import Worker
 from battery_worker.policies import make_policy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import load_settings
-from tests.workerkit import DATA, feed, make_settings, read_published
+from tests.workerkit import DATA, feed, make_settings, read_published, run_with_a_restart, unique_actions
 
 pytestmark = pytest.mark.broker
 
@@ -41,14 +40,10 @@ async def test_worker_replay_backtest_and_api_give_the_same_plans(
     )
     ticks = load_ticks(DATA / "mara_api_5min_2025-05-22_48h.json")
     await feed(settings, ticks, "mara")
-    half = len(ticks) // 2
-    assert await Worker(settings).run(max_messages=half, idle_timeout_s=20) == half
-    second = Worker(settings)
-    assert await second.run(max_messages=len(ticks) - half, idle_timeout_s=20) == len(ticks) - half
-    assert second.stats.sites_restored == 1
+    await run_with_a_restart(settings, ticks, half=len(ticks) // 2)
 
     published = await read_published(settings)
-    actions = sorted({a.event_id: a for a in published.actions}.values(), key=lambda a: a.tick_timestamp)
+    actions = unique_actions(published)
     worker_plans = [action.site_plan.model_dump() for action in actions if action.site_plan]
     assert {action.schema_version for action in actions} == {3}
 

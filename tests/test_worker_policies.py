@@ -11,9 +11,8 @@ from collections.abc import Callable
 import pytest
 
 from battery_worker.backtest.engine import run_policy
-from battery_worker.kafka.worker import Worker
 from battery_worker.policies import make_policy
-from tests.workerkit import ercot_week, feed, make_settings, read_published, trace_of
+from tests.workerkit import ercot_week, feed, make_settings, read_published, run_with_a_restart, trace_of
 
 pytestmark = pytest.mark.broker
 
@@ -32,11 +31,7 @@ async def test_worker_with_a_restart_decides_like_the_backtest(
     )
     ticks = ercot_week()
     await feed(settings, ticks, "plant")
-    half = len(ticks) // 2
-    assert await Worker(settings).run(max_messages=half, idle_timeout_s=20) == half
-    second = Worker(settings)
-    assert await second.run(max_messages=len(ticks) - half, idle_timeout_s=20) == len(ticks) - half
-    assert second.stats.sites_restored == 1
+    await run_with_a_restart(settings, ticks, half=len(ticks) // 2)
 
     backtest = run_policy(ticks, settings.battery, make_policy(policy))
     expected = [

@@ -20,6 +20,7 @@ from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.tools.inspect import read_topic
 from battery_worker.kafka.topics import prepare_topics
+from battery_worker.kafka.worker import Worker
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings, load_settings
 from battery_worker.ticks import PriceTick
@@ -153,6 +154,21 @@ async def read_published(settings: Settings) -> Published:
         await read_topic(settings, settings.topics.status, BatteryStatus),
         await read_topic(settings, settings.topics.history, HistoryRecord),
     )
+
+
+async def run_with_a_restart(settings: Settings, ticks: Sequence[PriceTick], half: int) -> None:
+    """Handle ``ticks`` (fed to one site) with two workers in turn, the second restored from the first's state
+    after ``half`` of them: what every agreement test puts the worker through."""
+    assert await Worker(settings).run(max_messages=half, idle_timeout_s=20) == half
+    second = Worker(settings)
+    assert await second.run(max_messages=len(ticks) - half, idle_timeout_s=20) == len(ticks) - half
+    assert second.stats.sites_restored == 1
+
+
+def unique_actions(published: Published) -> list[BatteryAction]:
+    """Each action once (a re-emit has the same ``event_id``), in tick order."""
+    unique = {a.event_id: a for a in published.actions}
+    return sorted(unique.values(), key=lambda a: a.tick_timestamp)
 
 
 def reference(settings: Settings, ticks: Sequence[PriceTick]) -> tuple[list[tuple[Any, ...]], SiteState]:
