@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import orjson
+
 from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
@@ -17,6 +19,16 @@ from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, status_
 from battery_worker.fleet.plan import SitePlan
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
+
+
+def dumped(payload: dict[str, Any]) -> bytes:
+    """The payload as JSON bytes that take the memory of their length and no more.
+
+    orjson 3.12 and later return their whole growth buffer, never trimmed: 4 KiB or more for a 1 KiB event.
+    A batch holds three events a tick until it is sent (2,000 ticks by default), so the worker's peak memory
+    was mostly slack. The copy costs a fraction of a microsecond; the bytes are the same.
+    """
+    return bytes(memoryview(orjson.dumps(payload)))
 
 
 class Source(Protocol):

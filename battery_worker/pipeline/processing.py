@@ -24,7 +24,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
-import orjson
 from pydantic import ValidationError
 
 from battery_worker.battery import BatteryState
@@ -35,6 +34,7 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
     Source,
     action_payload,
+    dumped,
     history_payload,
     outcome_emissions,
     state_payload,
@@ -350,8 +350,8 @@ class TickProcessor:
         )
         history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
         history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
-        actions = OutputRecord(self._topics.actions, key, orjson.dumps(action))
-        histories = OutputRecord(self._topics.history, history_key, orjson.dumps(history))
+        actions = OutputRecord(self._topics.actions, key, dumped(action))
+        histories = OutputRecord(self._topics.history, history_key, dumped(history))
         if not self._emit_status:
             return (actions, histories)
         status = status_payload(
@@ -363,7 +363,7 @@ class TickProcessor:
             policy,
             emissions,
         )
-        return (actions, OutputRecord(self._topics.status, key, orjson.dumps(status)), histories)
+        return (actions, OutputRecord(self._topics.status, key, dumped(status)), histories)
 
     def _state_record(self, site_id: str) -> OutputRecord:
         site = self._sites[site_id]
@@ -378,4 +378,4 @@ class TickProcessor:
             policy.dump_memory(site.state.policy_memory),
             site.state.emissions,
         )
-        return OutputRecord(self._topics.state, site.key, orjson.dumps(record), site.source.partition)
+        return OutputRecord(self._topics.state, site.key, dumped(record), site.source.partition)
