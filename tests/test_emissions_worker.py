@@ -11,7 +11,7 @@ import pytest
 from prometheus_client import generate_latest
 
 from battery_worker import BatterySystem
-from battery_worker.cli.main import _emissions_text, _site_emissions_text
+from battery_worker.cli.status import emissions_text, site_emissions_text
 from battery_worker.events import BatteryStatus
 from battery_worker.kafka.worker import Worker
 from battery_worker.ops.metrics import WorkerCollector, build_registry
@@ -105,12 +105,12 @@ def test_get_status_and_the_status_column_give_the_running_totals() -> None:
     totals = api.get_status()["emissions"]
     assert totals["bought_kg"] == pytest.approx(16_000.0)
     assert (totals["steps"], totals["unknown_steps"]) == (7, 1)
-    assert _emissions_text(_status_with(None)) == "-"
-    shown = _emissions_text(_status_with(answer["emissions"]))
+    assert emissions_text(_status_with(None)) == "-"
+    shown = emissions_text(_status_with(answer["emissions"]))
     assert shown == f"{totals['net_kg'] / 1000:+,.2f} (86%)"
     assert totals["site_kg"] > totals["bought_kg"], "the site imports for its machines too"
-    assert _site_emissions_text(_status_with(None)) == "-"
-    assert _site_emissions_text(_status_with(answer["emissions"])) == f"{totals['site_kg'] / 1000:,.2f}"
+    assert site_emissions_text(_status_with(None)) == "-"
+    assert site_emissions_text(_status_with(answer["emissions"])) == f"{totals['site_kg'] / 1000:,.2f}"
 
 
 def _status_with(emissions: dict[str, object] | None) -> BatteryStatus:

@@ -1,0 +1,113 @@
+"""``status`` and ``history export``: what the worker published, read back from its topics.
+
+Only the standard library is imported at module level (as in :mod:`battery_worker.cli.main`): rich, pydantic
+and aiokafka are imported by the commands, after the signal handlers are set.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from battery_worker.cli.common import command_settings, refuse_directory, run_once
+from battery_worker.errors import InvalidConfig
+
+if TYPE_CHECKING:
+    from battery_worker.events import BatteryStatus
+
+
+def emissions_text(status: BatteryStatus) -> str:
+    """Net tonnes CO2eq and the coverage; "-" for a version 1 status (no emissions counted)."""
+    counted = status.emissions
+    if counted is None or counted.steps == 0:
+        return "-"
+    return f"{counted.total_net_kg / 1000:+,.2f} ({100 * counted.coverage:.0f}%)"
+
+
+def site_emissions_text(status: BatteryStatus) -> str:
+    """The whole site's tonnes CO2eq (its grid import), over the same steps as the net; "-" as above."""
+    counted = status.emissions
+    if counted is None or counted.steps == 0:
+        return "-"
+    return f"{counted.total_site_kg / 1000:,.2f}"
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from battery_worker.kafka.tools.inspect import latest_status
+
+    settings = command_settings(args)
+    statuses = run_once(latest_status(settings))
+    if args.json:
+        import orjson
+
+        sys.stdout.buffer.write(
+            orjson.dumps({site: s.model_dump(mode="json") for site, s in sorted(statuses.items())})
+        )
+        sys.stdout.write("\n")
+        return 0
+    from datetime import UTC, datetime
+
+    from battery_worker.kafka.tools.overview import age_text, group_lag, last_actions
+
+    async def overview() -> tuple[dict[str, Any], dict[int, Any]]:
+        actions = await last_actions(settings, args.actions_tail)
+        lags = await group_lag(settings, settings.worker.group_id)
+        return actions, {lag.partition: lag for lag in lags}
+
+    actions, lags = run_once(overview())
+    now = datetime.now(UTC)
+    table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
+    columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
+    more = ("partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "site tCO2", "policy")
+    for column in (*columns, *more):
+        table.add_column(column)
+    for site, status in sorted(statuses.items()):
+        action = actions.get(site)
+        lag = None if action is None else lags.get(action.source.partition)
+        table.add_row(
+            site,
+            f"{status.charge_level_percent:.1f}",
+            f"{status.available_energy_mwh:.2f}",
+            "-" if action is None else action.action.value,
+            "-" if action is None else f"{action.power_mw:.2f}",
+            "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),
+            "-" if status.last_tick_at is None else age_text((now - status.last_tick_at).total_seconds()),
+            "-" if action is None else str(action.source.partition),
+            "-" if lag is None else str(lag.lag),
+            str(status.ticks_applied),
+            str(status.ticks_stale),
+            f"{status.net_value:,.2f}",
+            emissions_text(status),
+            site_emissions_text(status),
+            status.policy,
+        )
+    console = Console(width=max(160, Console().width))
+    console.print(table if statuses else "no status published yet")
+    if lags:
+        total = sum(lag.lag for lag in lags.values())
+        parts = ", ".join(f"{p}: {lag.lag}" for p, lag in sorted(lags.items()))
+        group = settings.worker.group_id
+        console.print(f"lag of group {group} on {settings.topics.prices}: {total} ({parts})", soft_wrap=True)
+    return 0
+
+
+def cmd_history_export(args: argparse.Namespace) -> int:
+    import json
+
+    from battery_worker.kafka.tools.inspect import site_history
+    from battery_worker.seed_api import write_json_atomically
+
+    settings = command_settings(args)
+    refuse_directory("--out", args.out)
+    if not args.out.absolute().parent.is_dir():
+        raise InvalidConfig("--out", str(args.out), "its folder does not exist")
+    records = run_once(site_history(settings, args.site))
+    entries = [record.model_dump(mode="json") for record in records]
+    write_json_atomically(Path(args.out), json.dumps(entries, indent=2))
+    print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
+    return 0
