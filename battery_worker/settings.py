@@ -182,6 +182,14 @@ class WorkerSettings(BaseModel):
     )
     max_batch_records: int = Field(2000, ge=1)
     poll_timeout_ms: int = Field(100, ge=1)
+    commit_interval_ms: int = Field(
+        1000,
+        ge=0,
+        description=(
+            "at-least-once: write state records and commit offsets at most this often (0: every batch); "
+            "a crash re-emits up to this much output, byte-identical. Exactly-once commits every batch"
+        ),
+    )
     max_message_bytes: int = Field(65_536, ge=64)
     max_tick_ahead_s: float = Field(
         DEFAULT_MAX_TICK_AHEAD_S,

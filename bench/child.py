@@ -79,6 +79,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "first_at": worker.first_consumed,
         "last_at": worker.last_acked,
         "batches": worker.stats.batches,
+        "checkpoints": worker.stats.checkpoints,
         "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
         "cpu_us_per_tick": (worker.cpu_last - worker.cpu_first) / handled * 1e6,
         "sites": worker.processor.site_count,

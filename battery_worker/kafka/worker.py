@@ -7,26 +7,30 @@ happens):
 2. Process: hand each record of a partition this worker still owns to :class:`TickProcessor` (validate,
    decide, apply), partition by partition in offset order.
 3. Send and await events: the batch's actions, status, history and dead letters, sent together and all
-   acknowledged. Then the previous batch's tail is awaited, and this batch's tail is started.
-4. State records (tail): one per site the batch touched, carrying the last input offset it reflects,
-   taken from memory when the tail starts; all acknowledged.
-5. Commit (tail): the batch's input offsets.
+   acknowledged. The batch's offsets join the pending checkpoint (:mod:`.checkpoint`); when one is due
+   (``worker.commit_interval_ms`` since the last; 0: every batch), the previous tail is awaited and the
+   checkpoint's tail is started.
+4. State records (tail): one per site touched since the last checkpoint, carrying the last input offset it
+   reflects, taken from memory when the tail starts; all acknowledged.
+5. Commit (tail): the checkpoint's input offsets, the latest per partition.
 
 The invariant: a state record is written only after the events it reflects are acknowledged, and input
-offsets are committed only after the state records of their batch are acknowledged.
+offsets are committed only after the state records of their checkpoint are acknowledged.
 
-Steps 4 and 5 (the batch's *tail*, :mod:`.tail`) run in a task of their own while the next batch goes
-through steps 1 to 3: they are off the tick-to-action path. Tails never overlap: the next batch starts its
-tail only after this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop
+Steps 4 and 5 (the checkpoint's *tail*, :mod:`.tail`) run in a task of their own while the next batches go
+through steps 1 to 3: they are off the tick-to-action path. Tails never overlap: the next checkpoint starts
+its tail only after this one has finished (so offsets commit in order), and a rebalance, a rewind or a stop
 waits for it first. A tail's failure is raised where it is awaited, and the worker rewinds to the stored
-state.
+state, dropping the pending checkpoint. A pending checkpoint is also taken, due or not, on a stop or the end
+of a run and on revocation; and when a poll returns nothing and it is due.
 
-A crash after step 3 re-reads the batch and re-emits byte-identical events (same ``event_id``). A crash
-after step 4 re-reads it too, but the restored state already reflects those records, so they are skipped.
-Either way no tick is applied twice to the battery and none is skipped.
+A crash after step 3 re-reads every batch since the last checkpoint and re-emits byte-identical events
+(same ``event_id``). A crash after step 4 re-reads them too, but the restored state already reflects those
+records, so they are skipped. Either way no tick is applied twice to the battery and none is skipped.
 
 Partitions: on assignment the sites of those partitions are restored from the state topic before any of
-their ticks is handled; on revocation the in-flight batch finishes and commits first.
+their ticks is handled; on revocation the in-flight batch finishes and the pending checkpoint is stored
+and committed first.
 
 Exactly-once (``worker.processing_guarantee``): steps 3 to 5 become one Kafka transaction per partition of
 the batch (:mod:`.transactions`), awaited before the next fetch: events, state records and the input offset
@@ -49,6 +53,7 @@ from aiokafka.errors import KafkaError
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.batching import drained, send_and_wait
+from battery_worker.kafka.checkpoint import Checkpoint
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
@@ -101,6 +106,7 @@ class Worker:
         self._backoff = Backoff(settings.worker.backoff_initial_s, settings.worker.backoff_max_s)
         self._connector = Connector(settings, self._stop, self._backoff)
         self._tail = BatchTail()
+        self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
         self._transactions: PartitionTransactions | None = None
 
@@ -159,6 +165,8 @@ class Worker:
                 if self._needs_rewind:
                     await self._rewind()
                 count = await self._poll_once(None if max_messages is None else max_messages - handled)
+                if not count:  # idle: no batch would take a due checkpoint
+                    await self._checkpoint_between_batches(due_only=True)
             except (KafkaError, BatteryWorkerError) as error:
                 fatal = typed(error, self.settings.kafka) if isinstance(error, KafkaError) else error
                 if fatal is not None and not fatal.retriable:
@@ -175,6 +183,10 @@ class Worker:
                 and now - idle_since > idle_timeout_s
             ):
                 break
+        try:  # a stop or the end of a run: what is stored and committed now is not re-emitted on restart
+            await self._checkpoint_between_batches(due_only=False)
+        except (KafkaError, BatteryWorkerError) as error:  # the next owner re-reads those records
+            log.warning("storing the last checkpoint failed (%s); its records will be re-read", error)
         return handled
 
     # --- connecting and closing ------------------------------------------------------------------------
@@ -236,17 +248,33 @@ class Worker:
         # Step 3. send and await events (actions, status, history, dead letters)
         with counting_failures(self.stats, "produce"):
             await self._send_all(outputs)
-        # Tails never overlap: the previous batch's tail ends first (its failure is raised here), so offsets
-        # commit in order. This batch's tail starts in the background with the state records as they are
-        # now: a later batch cannot change what it writes.
-        assert self._producer is not None
-        assert self._consumer is not None
-        states = self.processor.take_state_records()
-        tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
-        await self._tail.start_after_previous(tail)
+        self._checkpoint.add(commits)
+        if self._checkpoint.due():
+            await self._take_checkpoint()
         self.stats.batches += 1
         self._backoff.reset()
         return count
+
+    async def _take_checkpoint(self) -> None:
+        """Start the tail (steps 4 and 5) of everything handled since the last checkpoint.
+
+        Tails never overlap: the previous one ends first (its failure is raised here), so offsets commit in
+        order. This tail starts in the background with the state records as they are now: a later batch
+        cannot change what it writes. Called only with every handled record's events acknowledged.
+        """
+        assert self._producer is not None
+        assert self._consumer is not None
+        states = self.processor.take_state_records()
+        tail = store_and_commit(self._producer, self._consumer, self.stats, states, self._checkpoint.take())
+        await self._tail.start_after_previous(tail)
+        self.stats.checkpoints += 1
+
+    async def _checkpoint_between_batches(self, *, due_only: bool) -> None:
+        """Idle (``due_only``) or stopping: take the pending checkpoint, unless a rewind will redo it."""
+        async with self._lock:
+            wanted = self._checkpoint.due() if due_only else self._checkpoint.pending
+            if wanted and not self._needs_rewind:
+                await self._take_checkpoint()
 
     async def _process_in_transactions(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
         """Exactly-once: step 2 partition by partition, then steps 3 to 5 as one transaction per partition."""
@@ -313,6 +341,7 @@ class Worker:
                 await self._tail.settle()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
             self.processor.drop_all()
+            self._checkpoint.drop()
             self._give_up_fenced()
             assigned = set(self.assignment.partitions)
             await self._open_transactions(assigned)
@@ -375,7 +404,12 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            if not await self._tail.settle_quietly():  # the revoked partitions' state and offsets, first
+            # The revoked partitions' state and offsets first, so the next owner carries on from them.
+            stored = await self._tail.settle_quietly()
+            if stored and not self._needs_rewind and self._checkpoint.pending:
+                await self._take_checkpoint()  # the previous tail is settled: starting it cannot fail
+                stored = await self._tail.settle_quietly()
+            if not stored:
                 self._needs_rewind = True
             self.stats.rebalances += 1
             self.assignment.restored = False

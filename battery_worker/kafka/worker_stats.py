@@ -45,6 +45,9 @@ class WorkerStats:
     """Numbers for the closing summary line and the metrics; the loop never reads them to decide."""
 
     batches: int = 0
+    """Batches whose events are acknowledged (steps 1 to 3; exactly-once: committed)."""
+    checkpoints: int = 0
+    """At-least-once: tails started (state records and offsets of the batches since the last one)."""
     rebalances: int = 0
     restores: int = 0
     sites_restored: int = 0
@@ -80,9 +83,10 @@ def counting_failures(stats: WorkerStats, kind: FailureKind) -> Iterator[None]:
 
 
 def summary(counters: Counters, stats: WorkerStats, sites_in_memory: int) -> str:
-    """The closing line's numbers: records by outcome, batches, rebalances, rewinds, sites in memory."""
+    """The closing line's numbers: records by outcome, batches, checkpoints, rebalances, rewinds, sites."""
     return (
         f"{counters.total} records ({counters.applied} applied, {counters.stale} stale, "
         f"{counters.already_applied} already applied, {counters.rejected} to DLQ), {stats.batches} batches, "
-        f"{stats.rebalances} rebalances, {stats.rewinds} rewinds, {sites_in_memory} sites in memory"
+        f"{stats.checkpoints} checkpoints, {stats.rebalances} rebalances, {stats.rewinds} rewinds, "
+        f"{sites_in_memory} sites in memory"
     )

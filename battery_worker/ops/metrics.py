@@ -115,7 +115,12 @@ class WorkerCollector(Collector):
             worker.latency.tick_age,
         )
         for name, help_text, value in (
-            ("batches", "Batches committed", stats.batches),
+            ("batches", "Batches whose events are acknowledged", stats.batches),
+            (
+                "checkpoints",
+                "At-least-once: state records and offsets stored",
+                stats.checkpoints,
+            ),
             ("rebalances", "Partition revocations (rebalances)", stats.rebalances),
             ("restores", "State restores (assignments and rewinds)", stats.restores),
             ("commit_failures", "Offset commits refused after a rebalance", stats.commit_failures),
