@@ -134,13 +134,13 @@ async def test_a_new_worker_restores_exactly_from_a_state_topic_the_cleaner_has_
     partitions, first, more = 2, 1000, 150
     sites = sites_over(partitions, 2)
     streams = site_streams(sites, first + more)
-    # Batches of 10 records: each writes one state record per site it touched, ~100 per site in all.
+    # Batches of 10 records, each a checkpoint: one state record per site it touched, ~100 per site in all.
     settings = make_settings(
         apache_kafka.bootstrap_servers,
         new_topic_name(),
         new_group_id(),
         partitions=partitions,
-        worker={"max_batch_records": 10},
+        worker={"max_batch_records": 10, "commit_interval_ms": 0},
     )
     topics = settings.topics
     await create_topics(
@@ -206,7 +206,8 @@ async def test_a_new_worker_restores_exactly_from_a_state_topic_the_cleaner_has_
 
 
 class _PausingWorker(Worker):
-    """Stops between two batches once ``pause_after`` records are handled and their tail is stored."""
+    """Stops between two batches once ``pause_after`` records are handled and their tail is stored
+    (with ``commit_interval_ms`` 0, every batch has its tail)."""
 
     def __init__(self, settings: Settings, pause_after: int) -> None:
         super().__init__(settings)
@@ -239,8 +240,11 @@ async def test_worker_and_status_lag_equal_list_offsets_minus_committed(
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
 ) -> None:
-    settings = make_settings(
-        apache_kafka.bootstrap_servers, new_topic_name(), new_group_id(), worker={"max_batch_records": 20}
+    settings = make_settings(  # a checkpoint per batch: paused between two, position == committed
+        apache_kafka.bootstrap_servers,
+        new_topic_name(),
+        new_group_id(),
+        worker={"max_batch_records": 20, "commit_interval_ms": 0},
     )
     sites = sites_over(3, 1)
     streams: dict[str, list[PriceTick]] = site_streams(sites, 60)

@@ -9,9 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from battery_worker.kafka.tools.overview import group_lag
 from battery_worker.kafka.worker import Worker
+from battery_worker.settings import Settings
 from tests.faultkit import (
     all_applied,
+    emitted_at_least,
     interleaved,
     paced_feed,
     raw_values,
@@ -78,3 +81,60 @@ async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_results(
                 process.kill()
     await verify_against_uninterrupted(settings, streams)
     assert "restored" in log.read_text()
+
+
+async def test_checkpoints_store_once_per_interval_and_a_kill_between_them_re_emits_byte_identical(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    tmp_path: Path,
+) -> None:
+    """``worker.commit_interval_ms`` longer than the run: state and offsets are stored at the stop only; a
+    worker killed with everything pending is redone by the next one, byte-identical, nothing applied twice."""
+    settings = make_settings(
+        kafka_bootstrap,
+        new_topic_name(),
+        new_group_id(),
+        worker={"max_batch_records": 20, "commit_interval_ms": 60_000},
+    )
+    streams = {site: ercot_week() for site in SITES}
+    for site, ticks in streams.items():
+        await feed(settings, ticks, site)
+    total = sum(len(ticks) for ticks in streams.values())
+    first_part = total // 3
+
+    first = Worker(settings)
+    assert await first.run(max_messages=first_part, idle_timeout_s=20) == first_part
+    assert first.stats.batches > 3
+    assert first.stats.checkpoints == 1, "one checkpoint, at the stop"
+    touched = first.processor.site_count
+    states = await raw_values(settings, settings.topics.state)
+    assert len(states) == touched, "one state record per site, not per batch"
+    assert await committed_total(settings) == first_part, "the last offsets committed"
+
+    # The victim handles the rest, its events acknowledged, and is killed before its first checkpoint.
+    log = tmp_path / "victim.log"
+    victim = start_worker_process(settings, log)
+    try:
+        await wait_until_async(emitted_at_least(settings, total), 60, "the victim to emit every action")
+    finally:
+        assert stop(victim, signal.SIGKILL) == -signal.SIGKILL
+    assert len(await raw_values(settings, settings.topics.state)) == touched, log.read_text()[-2000:]
+    assert await committed_total(settings) == first_part
+
+    redone: set[str] = set()
+    survivor = Worker(settings, on_handled=lambda _record, handled: redone.add(handled.site_id))
+    assert await survivor.run(max_messages=total - first_part, idle_timeout_s=20) == total - first_part
+    assert survivor.stats.sites_restored == touched
+    assert survivor.processor.counters.already_applied == 0, "the stored state and offsets agree"
+    assert survivor.processor.counters.applied == total - first_part
+    verdict = await verify_against_uninterrupted(settings, streams)
+    events_per_tick = 3  # action, status, history
+    assert verdict.reemitted == events_per_tick * (total - first_part), "the victim's events, once more"
+    assert len(await raw_values(settings, settings.topics.state)) == touched + len(redone)
+    assert await committed_total(settings) == total
+
+
+async def committed_total(settings: Settings) -> int:
+    """The group's committed offsets summed over the ``prices`` partitions (read as ``status`` does)."""
+    return sum(lag.committed or 0 for lag in await group_lag(settings, settings.worker.group_id))
