@@ -65,6 +65,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
 
     announcer = asyncio.create_task(announce_ready())
     handled = await worker.run(max_messages=args.count, idle_timeout_s=args.idle_timeout)
+    stopped = time.perf_counter()  # the last checkpoint stored and the clients closed
     announcer.cancel()
     assert worker.first_consumed is not None
     assert worker.last_acked is not None
@@ -78,6 +79,7 @@ async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
         "ticks_per_s": handled / seconds,
         "first_at": worker.first_consumed,
         "last_at": worker.last_acked,
+        "stopped_at": stopped,
         "batches": worker.stats.batches,
         "checkpoints": worker.stats.checkpoints,
         "cpu_share": (worker.cpu_last - worker.cpu_first) / seconds,
