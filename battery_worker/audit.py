@@ -1,16 +1,17 @@
 """Compare recomputed decisions with recorded ones: what an auditor's replay reports. Pure.
 
-Both sides are keyed by ``event_id`` (derived from the input record), so a recorded event and its
-recomputation meet whatever order they were read in, and re-emitted duplicates collapse. Two events agree
-when their bytes are equal: the worker writes nothing that depends on the clock, so same input and same
-config give the same bytes. Events that differ are split in two: a *divergence* changes the decision
-(action, power, energy, state of charge, the site plan); a *rewording* changes only the text (e.g. a
-threshold named in the reason). The first divergence per site is reported, or the first rewording when
-nothing diverged.
+Two events agree when their bytes are equal: the worker writes nothing that depends on the clock, so same
+input and same config give the same bytes, and the bytes name the ``event_id`` (derived from the input
+record). So agreed events meet as bytes, whatever order they were read in, re-emitted duplicates collapse,
+and only the few that differ are parsed and paired by ``event_id``. Those are split in two: a *divergence*
+changes the decision (action, power, energy, state of charge, the site plan); a *rewording* changes only
+the text (e.g. a threshold named in the reason). The first divergence per site is reported, or the first
+rewording when nothing diverged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +89,10 @@ HISTORY = EventShape(
 )
 
 
+def _everything(event: dict[str, Any]) -> bool:
+    return True
+
+
 def _brief(event: dict[str, Any] | None) -> str:
     if event is None:
         return "nothing"
@@ -96,28 +101,52 @@ def _brief(event: dict[str, Any] | None) -> str:
 
 
 def compare(
-    recorded: dict[str, bytes],
-    recomputed: dict[str, bytes],
+    recorded: Iterable[bytes],
+    recomputed: Mapping[bytes, str],
     *,
     shape: EventShape = ACTIONS,
     site_filter: str | None = None,
+    in_range: Callable[[dict[str, Any]], bool] = _everything,
 ) -> AuditReport:
-    """Compare events by id; the first divergence per site is the earliest by tick time."""
+    """Compare recorded events with recomputed ones (their bytes, each with its site id).
+
+    Events are compared as bytes first: an event's bytes name its ``event_id``, so a recorded event equal to
+    a recomputed one is that event, agreed, and nothing is parsed (re-emitted duplicates are equal bytes and
+    collapse). Only the events on one side alone are parsed and paired by ``event_id``; a recorded one counts
+    only if ``in_range`` holds for it (its input lies in the replayed range). The first divergence per site
+    is the earliest by tick time.
+    """
     report = AuditReport()
+    old_values = set(recorded)
+    for value, site_id in recomputed.items():
+        if value in old_values and (site_filter is None or site_id == site_filter):
+            site = report.sites.setdefault(site_id, SiteReport())
+            site.ticks += 1
+            site.matched += 1
+    old_events = {}
+    for value in old_values.difference(recomputed):
+        event = orjson.loads(value)
+        if in_range(event):
+            old_events[event["event_id"]] = event
+    new_events = {}
+    for value, site_id in recomputed.items():
+        if value not in old_values and (site_filter is None or site_id == site_filter):
+            event = orjson.loads(value)
+            new_events[event["event_id"]] = event
+    if old_events.keys() - new_events.keys():
+        # Rare: a recorded event of the same id as an agreed one but other bytes (re-emitted different).
+        # That tick is not agreed after all: it is counted below as the disagreement it also is.
+        for value in recomputed.keys() & old_values:
+            event = orjson.loads(value)
+            if event["event_id"] in old_events and event["site_id"] in report.sites:
+                new_events[event["event_id"]] = event
+                site = report.sites[event["site_id"]]
+                site.ticks -= 1
+                site.matched -= 1
     firsts: dict[str, Divergence] = {}
     rewordings: dict[str, Divergence] = {}
-    for event_id in recorded.keys() | recomputed.keys():
-        old, new = recorded.get(event_id), recomputed.get(event_id)
-        if old == new:  # the common case: one side parsed, for its site
-            assert new is not None
-            site_id = orjson.loads(new)["site_id"]
-            if site_filter is None or site_id == site_filter:
-                site = report.sites.setdefault(site_id, SiteReport())
-                site.ticks += 1
-                site.matched += 1
-            continue
-        old_event = None if old is None else orjson.loads(old)
-        new_event = None if new is None else orjson.loads(new)
+    for event_id in old_events.keys() | new_events.keys():
+        old_event, new_event = old_events.get(event_id), new_events.get(event_id)
         sample = new_event or old_event
         assert sample is not None
         site_id = sample["site_id"]

@@ -148,6 +148,29 @@ def history_payload(
     }
 
 
+def history_key(site_id: str, tick: PriceTick) -> bytes:
+    """A history record's key: the site and the tick time, so a compacted copy keeps every tick of a site."""
+    return f"{site_id}|{tick.timestamp.isoformat()}".encode()
+
+
+def key_site(key: bytes | None, *, history: bool) -> str | None:
+    """The site an event record's key names, or None if it names none: known without parsing the value.
+
+    Actions and status are keyed by the site id; history by the site id, ``|`` and the tick time (which has
+    no ``|``, so the site is what comes before the last one).
+    """
+    if key is None:
+        return None
+    if history:
+        key, bar, _ = key.rpartition(b"|")
+        if not bar:
+            return None
+    try:
+        return key.decode()
+    except UnicodeDecodeError:
+        return None
+
+
 def status_payload(
     event: str,
     site_id: str,

@@ -35,6 +35,7 @@ from battery_worker.pipeline.payloads import (
     Source,
     action_payload,
     dumped,
+    history_key,
     history_payload,
     outcome_emissions,
     state_payload,
@@ -349,9 +350,8 @@ class TickProcessor:
             event_id("action", *coords), site_id, tick, outcome, policy, source, plan, emissions
         )
         history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
-        history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
         actions = OutputRecord(self._topics.actions, key, dumped(action))
-        histories = OutputRecord(self._topics.history, history_key, dumped(history))
+        histories = OutputRecord(self._topics.history, history_key(site_id, tick), dumped(history))
         if not self._emit_status:
             return (actions, histories)
         status = status_payload(

@@ -15,17 +15,18 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.audit import HISTORY, AuditReport, compare, merge_reports
 from battery_worker.errors import InvalidConfig
-from battery_worker.events import EventKind, event_id
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.payloads import key_site
 from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
 from battery_worker.settings import Settings, topic_name_problem
 
@@ -101,8 +102,8 @@ async def replay(
         max_tick_ahead_s=settings.worker.max_tick_ahead_s,
         emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
     )
-    kinds: dict[str, EventKind] = {names.actions: "action", names.history: "history"}
-    recomputed: dict[str, dict[str, bytes]] = {names.actions: {}, names.history: {}}
+    # Each compared event's bytes with its site: agreed events are matched as bytes, never parsed.
+    recomputed: dict[str, dict[bytes, str]] = {names.actions: {}, names.history: {}}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
     read = 0
@@ -113,27 +114,39 @@ async def replay(
         ):
             for message in batch:
                 first_offsets.setdefault(message.partition, message.offset)
-                record = input_record(message)
-                handled = processor.handle(record, message.timestamp)
+                handled = processor.handle(input_record(message), message.timestamp)
                 for output in handled.outputs:
-                    kind = kinds.get(output.topic)
-                    if kind is not None:  # its event id, from the input's coordinates as the event has it
-                        event = event_id(kind, record.topic, record.partition, record.offset)
-                        recomputed[output.topic][event] = output.value
+                    events = recomputed.get(output.topic)
+                    if events is not None and handled.site_id is not None:
+                        events[output.value] = handled.site_id
                 if options.output_prefix is not None or options.out_file is not None:
                     outputs.extend(handled.outputs)
             read += len(batch)
             if progress is not None:
                 progress(read)
+        owned = _owned_sites(options, counts[names.prices])
         recorded = {
-            topic: await _recorded(reader, topic, counts.get(topic, 0), first_offsets)
+            topic: await _recorded(reader, topic, counts.get(topic, 0), owned, history=topic == names.history)
             for topic in (names.actions, names.history)
         }
     finally:
         await reader.stop()
-    report = compare(recorded[names.actions], recomputed[names.actions], site_filter=options.site)
+
+    def in_range(event: dict[str, Any]) -> bool:
+        """Whether a recorded event's input lies in what was replayed (from its partition's first offset)."""
+        source = event["source"]
+        start = first_offsets.get(source["partition"])
+        return start is not None and source["offset"] >= start
+
+    report = compare(
+        recorded[names.actions], recomputed[names.actions], site_filter=options.site, in_range=in_range
+    )
     history = compare(
-        recorded[names.history], recomputed[names.history], shape=HISTORY, site_filter=options.site
+        recorded[names.history],
+        recomputed[names.history],
+        shape=HISTORY,
+        site_filter=options.site,
+        in_range=in_range,
     )
     if options.out_file is not None:
         _write_actions(options.out_file, [o.value for o in outputs if o.topic == names.actions])
@@ -198,21 +211,52 @@ async def _start_offsets(
     return dict.fromkeys(prices)
 
 
+def _owned_sites(options: ReplayOptions, partitions: int) -> Callable[[str], bool] | None:
+    """Which sites' recorded events this replay compares, judged from the record key (None: every one).
+
+    One process of several replays some partitions; the events of sites homed elsewhere are another
+    process's to compare, and are skipped here without parsing them.
+    """
+    if options.site is None and options.partitions is None:
+        return None
+    chosen = options.partitions
+    homes: dict[str, bool] = {}
+
+    def owned(site_id: str) -> bool:
+        known = homes.get(site_id)
+        if known is None:
+            home = home_partition(site_id, partitions)
+            known = homes[site_id] = (options.site is None or site_id == options.site) and (
+                chosen is None or home in chosen
+            )
+        return known
+
+    return owned
+
+
 async def _recorded(
-    reader: AIOKafkaConsumer, topic: str, partitions: int, first_offsets: dict[int, int]
-) -> dict[str, bytes]:
-    """Recorded events whose input lies in the replayed range, by event id (duplicates collapse)."""
-    recorded: dict[str, bytes] = {}
+    reader: AIOKafkaConsumer,
+    topic: str,
+    partitions: int,
+    owned: Callable[[str], bool] | None,
+    *,
+    history: bool,
+) -> set[bytes]:
+    """The recorded events of a topic (duplicates collapse), less those of sites another replay owns.
+
+    A record whose key names no site is kept: :func:`compare` parses it and judges it by its content.
+    """
+    recorded: set[bytes] = set()
     tps = [TopicPartition(topic, p) for p in range(partitions)]
     async for batch in read_to_end(reader, tps, timeout_s=3600):
         for message in batch:
             if message.value is None:
                 continue
-            event = orjson.loads(message.value)
-            source = event["source"]
-            start = first_offsets.get(source["partition"])
-            if start is not None and source["offset"] >= start:
-                recorded[event["event_id"]] = message.value
+            if owned is not None:
+                site_id = key_site(message.key, history=history)
+                if site_id is not None and not owned(site_id):
+                    continue
+            recorded.add(message.value)
     return recorded
 
 

@@ -1,0 +1,90 @@
+"""The audit replay's speed on a longer log than ``run.py``'s, in one process and in several.
+
+    .venv/bin/python bench/replay_speed.py                  # embedded broker, 120,000 ticks, 1,000 sites
+    .venv/bin/python bench/replay_speed.py --ticks 60000 --rounds 3 --processes 1,3
+
+``prices`` is filled with the benchmark's ticks and ``battery.actions`` and ``battery.history`` with what the
+worker's own ``TickProcessor`` makes of them (partitioned as the worker's producer does), so the replay has
+a full record to compare with; every round must find it identical. Ticks/s is the replay's own figure:
+records read over the seconds from its start (clients, processes) to its report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import PARTITIONS, create_topics, produce, settings_for, tick_messages
+
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
+from battery_worker.pipeline.partitioning import home_partition, murmur2
+from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.settings import Settings
+
+
+async def fill(bootstrap: str, ticks: int, sites: int) -> Settings:
+    prefix = f"bench-replay-{uuid.uuid4().hex[:8]}"
+    settings = settings_for(bootstrap, f"{prefix}.prices", prefix, "unused")
+    names = settings.topics.names()
+    await create_topics(bootstrap, [names.prices, names.actions, names.history])
+    messages = tick_messages(ticks, sites)
+    homes = [home_partition(key.decode(), PARTITIONS) for key, _ in messages]
+    await produce(bootstrap, names.prices, messages, homes)
+    processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
+    offsets = [0] * PARTITIONS
+    events: dict[str, list[tuple[bytes, bytes]]] = {names.actions: [], names.history: []}
+    for (key, value), home in zip(messages, homes, strict=True):
+        handled = processor.handle(InputRecord(names.prices, home, offsets[home], key, value, -1))
+        offsets[home] += 1
+        for output in handled.outputs:
+            if output.topic in events and output.key is not None:
+                events[output.topic].append((output.key, output.value))
+    for topic, records in events.items():
+        partitions = [(murmur2(key) & 0x7FFFFFFF) % PARTITIONS for key, _ in records]
+        await produce(bootstrap, topic, records, partitions)
+    return settings
+
+
+async def measure(bootstrap: str, args: argparse.Namespace) -> None:
+    settings = await fill(bootstrap, args.ticks, args.sites)
+    processes = [int(p) for p in args.processes.split(",")]
+    rates: dict[int, list[float]] = {p: [] for p in processes}
+    for round_ in range(args.rounds):
+        for count in processes:
+            result = await replay(settings, ReplayOptions(processes=count))
+            if not result.identical or result.records_read != args.ticks:
+                raise RuntimeError(f"the replay in {count} process(es) does not reproduce the record")
+            rates[count].append(result.records_per_second)
+            print(f"  round {round_ + 1}, {count} process(es): {rates[count][-1]:,.0f} ticks/s", flush=True)
+    for count, values in rates.items():
+        print(
+            f"{args.ticks:,} ticks, {args.sites:,} sites, {count} process(es): median "
+            f"{statistics.median(values):,.0f} ticks/s ({min(values):,.0f}-{max(values):,.0f})"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=120_000)
+    parser.add_argument("--sites", type=int, default=1_000)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--processes", default="1,2", help="comma-separated process counts to try")
+    parser.add_argument("--bootstrap-servers", help="a running broker; default: the embedded one")
+    args = parser.parse_args()
+    if args.bootstrap_servers:
+        asyncio.run(measure(args.bootstrap_servers, args))
+        return
+    from battery_worker.brokers.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        asyncio.run(measure(broker.bootstrap_servers, args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,113 @@
+"""The audit's comparison: agreed events meet as bytes; only the ones that differ are parsed and judged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from battery_worker.audit import HISTORY, compare
+from battery_worker.events import event_id
+
+
+def action(site: str, offset: int, **changes: Any) -> dict[str, Any]:
+    """An action event as the worker writes it, reduced to the fields the comparison reads."""
+    event = {
+        "event_id": event_id("action", "prices", 0, offset),
+        "site_id": site,
+        "tick_timestamp": f"2023-08-01T{offset:02d}:00:00+00:00",
+        "action": "charge",
+        "power_mw": 20.0,
+        "requested_power_mw": 25.0,
+        "energy_mwh": 20.0,
+        "duration_hours": 1.0,
+        "state_of_charge_before_mwh": 50.0,
+        "state_of_charge_after_mwh": 69.0,
+        "site_plan": {"net": 1.0},
+        "reason": "Energy price (20.00) below 25.00",
+        "source": {"topic": "prices", "partition": 0, "offset": offset},
+    }
+    return {**event, **changes}
+
+
+def recomputed(*events: dict[str, Any]) -> dict[bytes, str]:
+    return {orjson.dumps(e): e["site_id"] for e in events}
+
+
+def test_equal_bytes_agree_and_re_emitted_duplicates_collapse() -> None:
+    events = [action("east", 1), action("east", 2), action("west", 3)]
+    recorded = [orjson.dumps(e) for e in events]
+    report = compare([*recorded, recorded[0], recorded[2]], recomputed(*events))
+    assert report.identical
+    assert (report.sites["east"].ticks, report.sites["east"].matched) == (2, 2)
+    assert (report.sites["west"].ticks, report.sites["west"].matched) == (1, 1)
+    assert report.sites["east"].first is None
+
+
+def test_differences_are_split_into_rewordings_and_divergences_earliest_first() -> None:
+    ours = [action("east", hour) for hour in range(1, 6)]
+    theirs = [
+        ours[0],
+        action("east", 2, reason="Energy price (20.00) below 30.00"),
+        ours[2],
+        action("east", 4, power_mw=10.0, energy_mwh=10.0, reason="other"),
+        action("east", 5, action="hold", power_mw=0.0),
+    ]
+    report = compare([orjson.dumps(e) for e in theirs], recomputed(*ours))
+    east = report.sites["east"]
+    assert not report.identical
+    assert (east.ticks, east.matched, east.reworded, east.diverged) == (5, 2, 1, 2)
+    assert east.first is not None, "a divergence is reported before any rewording"
+    assert east.first.tick_timestamp == ours[3]["tick_timestamp"]
+    assert east.first.recorded is not None
+    assert east.first.recorded["power_mw"] == 10.0
+    assert east.first.recomputed == ours[3]
+    assert east.first.source == "prices[0]@4"
+
+    only_reworded = compare([orjson.dumps(theirs[1])], recomputed(ours[1]))
+    first = only_reworded.sites["east"].first
+    assert first is not None
+    assert first.recorded is not None
+    assert first.recorded["reason"].endswith("30.00")
+
+
+def test_missing_and_extra_events_and_the_replayed_range() -> None:
+    ours = [action("east", 5), action("east", 6)]
+    before = action("east", 2, action="discharge")  # its input lies before the replayed range
+    after = action("east", 7)  # in the range, but not recomputed: missing from the recomputation
+    # ours[1] is recomputed but was never recorded: extra in the recomputation
+    recorded = [orjson.dumps(e) for e in (before, ours[0], after)]
+    report = compare(recorded, recomputed(*ours), in_range=lambda e: e["source"]["offset"] >= 5)
+    east = report.sites["east"]
+    assert (east.ticks, east.matched, east.missing, east.extra) == (4 - 1, 1, 1, 1)
+    assert not report.identical
+
+    everything = compare(recorded, recomputed(*ours))
+    assert everything.sites["east"].missing == 2, "without a range every recorded event counts"
+
+
+def test_a_recorded_copy_that_disagrees_with_an_agreed_one_is_reported() -> None:
+    ours = action("east", 1)
+    other = action("east", 1, state_of_charge_after_mwh=70.0)  # the same input, re-emitted otherwise
+    report = compare([orjson.dumps(ours), orjson.dumps(other)], recomputed(ours))
+    east = report.sites["east"]
+    assert (east.ticks, east.matched, east.diverged) == (1, 0, 1)
+    assert east.first is not None
+    assert east.first.recorded == other
+
+
+def test_a_site_filter_keeps_one_site_and_history_names_its_time_field() -> None:
+    def history(site: str, offset: int, **changes: Any) -> dict[str, Any]:
+        event = action(site, offset)
+        event["timestamp"] = event.pop("tick_timestamp")
+        event["charge_after_mwh"] = event.pop("state_of_charge_after_mwh")
+        return {**event, **changes}
+
+    ours = [history("east", 1), history("west", 2)]
+    theirs = [history("east", 1, charge_after_mwh=1.0), history("west", 2, charge_after_mwh=1.0)]
+    report = compare([orjson.dumps(e) for e in theirs], recomputed(*ours), shape=HISTORY, site_filter="west")
+    assert set(report.sites) == {"west"}
+    first = report.sites["west"].first
+    assert report.sites["west"].diverged == 1
+    assert first is not None
+    assert first.tick_timestamp == ours[1]["timestamp"]
