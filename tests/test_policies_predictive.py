@@ -256,3 +256,34 @@ def test_the_plan_keeps_within_the_daily_cycle_cap(source: str, request: pytest.
         per_day[at.date()] = before + float(delivered)
     assert max(per_day.values()) <= cap + 1e-9
     assert max(per_day.values()) > 0.5 * cap
+
+
+def falling_spike_after_calm_days(days: int) -> list[PriceTick]:
+    """5-minute ticks: calm days near 1.0, then an hour that opens at 3.0 and falls to 2.0 (the MARA event's
+    shape: its first hour falls from 3.00 to 2.07 after a month near 1)."""
+    calm = [
+        make_tick(1.0 + (0.02 if i % 2 else -0.02), 0.0, 0.0, T0 + timedelta(minutes=5 * i))
+        for i in range(days * 288)
+    ]
+    start = T0 + timedelta(days=days)
+    fall = [3.0, 2.8, 2.6, 2.4, 2.2, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0]
+    return calm + [make_tick(p, 0.0, 0.0, start + timedelta(minutes=5 * i)) for i, p in enumerate(fall)]
+
+
+def test_a_falling_hour_is_planned_from_its_level_not_its_lagging_mean() -> None:
+    ticks = falling_spike_after_calm_days(2)
+    run = run_policy(ticks, CONFIG, MpcPolicy())
+    spike = run.decisions[-12:]
+    # Twice anything seen before and falling: sell while it lasts. The hour's mean so far (2.5 at 2.0) lags
+    # the fall; planning the coming hours from it would buy at 2.0 to sell at a 2.5 that never comes.
+    assert [d.action for d in spike] == [Action.DISCHARGE] * 12
+
+
+def test_profile_forecast_departs_from_the_current_level_given() -> None:
+    history = np.tile(np.full(24, 10.0), 3)
+    history[-1] = 30.0  # the open hour's mean so far
+    common = {"days": 2, "recent_weight": 0.5, "spike_quantile": 1.0, "level_decay": 0.5}
+    from_mean = profile_forecast(history, 3, **common)
+    from_level = profile_forecast(history, 3, **common, current=14.0)
+    assert list(from_mean) == pytest.approx([20.0, 15.0, 12.5])
+    assert list(from_level) == pytest.approx([12.0, 11.0, 10.5])

@@ -151,6 +151,7 @@ def profile_forecast(
     recent_weight: float,
     spike_quantile: float,
     level_decay: float,
+    current: float | None = None,
 ) -> FloatArray:
     """Prices for the next ``horizon_hours`` hours from an hourly history ending with the current hour.
 
@@ -158,7 +159,9 @@ def profile_forecast(
     hour yesterday (weight ``recent_weight``): the daily shape, tracking the recent level. Past prices are
     first capped at their ``spike_quantile`` so that one spike does not become a forecast spike every day.
     Prices persist from hour to hour, so today's departure from that shape (the current hour's price minus
-    its own profile value) is added too, fading by ``level_decay`` per hour ahead.
+    its own profile value) is added too, fading by ``level_decay`` per hour ahead. The current hour's price
+    is ``current`` when given (on sub-hourly ticks, the hour's level the near-term plan uses), else the last
+    entry of ``history`` (the open hour's mean so far).
     """
     n = history.size
     if n == 0:
@@ -176,7 +179,7 @@ def profile_forecast(
             continue
         daily = float(capped[back].mean())
         profile[k] = recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
-    departure = float(history[last]) - profile[0]
+    departure = (float(history[last]) if current is None else current) - profile[0]
     fade: FloatArray = level_decay ** np.arange(1, horizon_hours + 1, dtype=np.float64)
     result: FloatArray = profile[1:] + departure * fade
     return result

@@ -11,7 +11,7 @@ memory keeps, besides the :class:`HourlyHistory`, three bounded things learned f
 
 From them :meth:`IntraHour.near_term` prices the ticks still to come in the current hour: this hour's level
 (its prices so far, each less its slot's shape, and the last hour's mean) plus the shape of the slot each
-future tick falls in.
+future tick falls in. The mpc's hourly forecast departs from that level too.
 Memory is 12 + 12 + 12 numbers beside the history, whatever the tick rate; it dumps to plain JSON and loads
 back to an equal value.
 """
@@ -53,11 +53,13 @@ def slot_of(seconds: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class NearTerm:
-    """The ticks still to come in the current hour: their prices, lengths (hours) and end times (epoch s)."""
+    """The ticks still to come in the current hour: their prices, lengths (hours) and end times (epoch s),
+    and the hour's level they were priced from."""
 
     prices: FloatArray
     hours: FloatArray
     ends: FloatArray
+    level: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,16 +127,19 @@ class IntraHour:
         hour_end = (now // 3600 + 1) * 3600
         ends = now + step * np.arange(1, int((hour_end - now) // step) + 1, dtype=np.float64)
         ends = ends[ends < hour_end]
-        # This hour's level: its prices so far less their slots' shape, with the last hour's mean counting as
-        # half an hour of ticks (one noisy tick early in the hour says little about the hour).
+        level = self.level(step)
+        shape = np.asarray(self.shape, dtype=np.float64)
+        prices = level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
+        return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends, level=level)
+
+    def level(self, step: float) -> float:
+        """This hour's level: its prices so far less their slots' shape, with the last hour's mean counting as
+        half an hour of ticks of ``step`` seconds (one noisy tick early in the hour says little about it)."""
         count = sum(self.slot_counts)
         deshaped = sum(self.slot_sums) - sum(c * v for c, v in zip(self.slot_counts, self.shape, strict=True))
         prior = 1800.0 / step if self.history.means else 0.0
         last_hour = self.history.means[-1] if self.history.means else 0.0
-        level = (deshaped + prior * last_hour) / (count + prior)
-        shape = np.asarray(self.shape, dtype=np.float64)
-        prices = level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
-        return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends)
+        return (deshaped + prior * last_hour) / (count + prior)
 
     def dump(self) -> JsonValue:
         """The memory as an :class:`IntraHourDump`; :meth:`load` reads it back to an equal value."""

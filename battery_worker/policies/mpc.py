@@ -5,7 +5,8 @@ current tick, whose price and step length are known exactly (the battery applies
 ending now, at this price); on sub-hourly ticks the ticks still to come in the current hour follow at the
 tick interval, priced from this hour's level and the learned intra-hour shape
 (:mod:`battery_worker.policies.intra_hour`); then the next ``horizon_hours`` hours get prices from
-:func:`profile_forecast` (daily shape of the last days, tracking yesterday, spikes capped). Only the first
+:func:`profile_forecast` (daily shape of the last days, tracking yesterday, spikes capped), departing from
+that same level of this hour: the open hour's plain mean lags an hour that moves. Only the first
 step's action is applied; the LP is solved again at the next tick. On hourly ticks there are no near-term
 steps and the plan is the hourly one. ``sub_hourly=False`` plans hourly on any tick rate.
 
@@ -144,6 +145,7 @@ class MpcPolicy:
         self, tick: PriceTick, seen: IntraHour, known: FloatArray, config: BatteryConfig, first_hours: float
     ) -> PlanSteps:
         """The current step, the rest of this hour at the tick interval (sub-hourly ticks), then hours."""
+        near = seen.near_term(3600.0 * config.max_step_hours) if self.sub_hourly else None
         if known.size < self.warmup_hours:
             # Too short for a daily shape: plan on what is known, a flat future at its median.
             forecast = flat_forecast(known, self.horizon_hours)
@@ -155,8 +157,8 @@ class MpcPolicy:
                 recent_weight=self.recent_weight,
                 spike_quantile=self.spike_quantile,
                 level_decay=self.level_decay,
+                current=None if near is None else near.level,
             )
-        near = seen.near_term(3600.0 * config.max_step_hours) if self.sub_hourly else None
         now = as_utc(tick.timestamp).timestamp()
         hour_starts = (now // 3600 + np.arange(1, self.horizon_hours + 1)) * 3600
         if near is None:
