@@ -7,6 +7,7 @@ order, a hang, a 500, garbage, a NaN. What the monitor published is read back fr
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import subprocess
@@ -241,6 +242,66 @@ async def test_a_stop_ends_the_wait_between_polls(
     monitor.stop()
     stats = await asyncio.wait_for(task, 15)
     assert (stats.polls, stats.published) == (1, 1)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.close()
+
+
+async def late_broker(port: int, bootstrap: str) -> asyncio.Server:
+    """The broker appearing at ``port``: a TCP relay to the real one (whose metadata then names itself)."""
+    host, target = bootstrap.split(",")[0].rsplit(":", 1)
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(host, int(target))
+        await asyncio.gather(
+            _pipe(reader, upstream_writer), _pipe(upstream_reader, writer), return_exceptions=True
+        )
+
+    return await asyncio.start_server(relay, "127.0.0.1", port)
+
+
+async def test_the_monitor_waits_for_a_broker_that_comes_up_later_and_a_stop_ends_the_wait(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="battery_worker.kafka.connecting")
+    prefix, group, port = new_topic_name(), new_group_id(), free_port()
+    settings = monitor_settings(f"127.0.0.1:{port}", prefix, group, price_server.url)
+    price_server.script(Reply(listing(1, 0)))
+    monitor = Monitor(settings)
+    task = asyncio.create_task(monitor.run(max_polls=1))
+    await asyncio.sleep(1.5)  # nothing listens at the port yet: a monitor that gave up would be done
+    assert not task.done()
+    assert not monitor.stats.ready
+    assert monitor.stats.polls == 0
+    assert "retrying in" in caplog.text
+    relay = await late_broker(port, kafka_bootstrap)
+    try:
+        stats = await asyncio.wait_for(task, 60)
+    finally:
+        relay.close()
+        await relay.wait_closed()
+    assert (stats.polls, stats.published) == (1, 2)
+    assert numbers(await published(monitor_settings(kafka_bootstrap, prefix, group, price_server.url))) == [
+        0,
+        1,
+    ]
+
+    waiting = Monitor(monitor_settings(f"127.0.0.1:{free_port()}", prefix, group, price_server.url))
+    task = asyncio.create_task(waiting.run())
+    await asyncio.sleep(0.5)
+    waiting.stop()
+    stopped = await asyncio.wait_for(task, 10)
+    assert (stopped.polls, stopped.published, stopped.ready) == (0, 0, False)
 
 
 def test_the_command_serves_metrics_and_exits_0_on_sigterm(

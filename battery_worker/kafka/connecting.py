@@ -18,11 +18,10 @@ from aiokafka.errors import KafkaError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.clients import connection_options, make_admin
 from battery_worker.kafka.diagnose import explain
-from battery_worker.kafka.shutdown import BoundedStop
 from battery_worker.kafka.topics import ensure_topics
 from battery_worker.settings import Settings
 
-__all__ = ["Connector", "StopRequested", "pause"]
+__all__ = ["Connector", "StopRequested", "StopSignal", "pause"]
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +34,15 @@ class _Startable(Protocol):
     async def start(self) -> None: ...
 
 
-async def pause(stop: BoundedStop, seconds: float) -> None:
+class StopSignal(Protocol):
+    """What a wait for the broker watches: the event a stop request sets (the worker's
+    :class:`~battery_worker.kafka.shutdown.BoundedStop`, the monitor)."""
+
+    @property
+    def requested(self) -> asyncio.Event: ...
+
+
+async def pause(stop: StopSignal, seconds: float) -> None:
     """Sleep ``seconds``, or less if a stop is requested meanwhile."""
     with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(stop.requested.wait(), seconds)
@@ -44,7 +51,7 @@ async def pause(stop: BoundedStop, seconds: float) -> None:
 class Connector:
     """Waits for the broker with the worker's back-off; remembers why the last attempt failed."""
 
-    def __init__(self, settings: Settings, stop: BoundedStop, backoff: Backoff) -> None:
+    def __init__(self, settings: Settings, stop: StopSignal, backoff: Backoff) -> None:
         self._settings = settings
         self._stop = stop
         self._backoff = backoff

@@ -1,7 +1,10 @@
 """The price monitor's loop: poll the API, publish each new tick once to ``prices``, keep going.
 
-1. At start, the last tick already in ``prices`` for the site is read back (its home partition, start to
-   the fetch high watermark), so a restarted monitor never publishes a tick twice.
+1. At start, while the broker cannot be reached (it starts after the monitor, or is down), the monitor waits
+   and retries with back-off as the worker does (:class:`~battery_worker.kafka.connecting.Connector`), and a
+   stop ends the wait; what waiting cannot cure (authentication, TLS, authorization) stops it with one line.
+   Then the last tick already in ``prices`` for the site is read back (its home partition, start to the
+   fetch high watermark), so a restarted monitor never publishes a tick twice.
 2. Each poll: GET the API (:mod:`.fetching`), parse and validate (:mod:`.answers`), keep the ticks newer
    than the last published one, publish them oldest first keyed by site, and advance the last published
    timestamp only over ticks whose delivery the broker acknowledged (acks=all).
@@ -27,9 +30,10 @@ from pydantic import ValidationError
 
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
+from battery_worker.kafka.connecting import Connector, StopRequested
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.feed import tick_payload
-from battery_worker.kafka.topics import partition_count, prepare_topics
+from battery_worker.kafka.topics import partition_count
 from battery_worker.monitor.answers import Rejected, parse_answer, select_new
 from battery_worker.monitor.fetching import FetchFailed, fetch
 from battery_worker.pipeline.partitioning import home_partition
@@ -75,24 +79,32 @@ class Monitor:
         self.config = settings.monitor
         self.url: str = settings.monitor.url
         self.stats = MonitorStats()
-        self._stop = asyncio.Event()
+        self.requested = asyncio.Event()
+        """Set by :meth:`stop`; what the wait for the broker watches too."""
         self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
 
     @property
     def stopping(self) -> bool:
-        return self._stop.is_set()
+        return self.requested.is_set()
 
     def stop(self) -> None:
-        self._stop.set()
+        self.requested.set()
 
     async def run(self, *, max_polls: int | None = None) -> MonitorStats:
         headers = self.config.headers()
         settings, kafka = self.settings, self.settings.kafka
-        if settings.topics.create:
-            await prepare_topics(settings)
+        connector = Connector(
+            settings, self, Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        )
         producer = make_producer(kafka, linger_ms=0)
-        await start_client(producer, kafka)
         try:
+            try:
+                if settings.topics.create:
+                    await connector.ensure_topics()
+                await connector.start(producer)
+            except StopRequested:
+                log.info("stop requested before the broker could be reached")
+                return self.stats
             # Step 1
             self.stats.last_tick_at = await read_last_published(settings, self.config.site)
             self.stats.ready = True
@@ -115,7 +127,7 @@ class Monitor:
                     backoff.reset()
                 delay = self.config.interval_s if ok else backoff.next_delay()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stop.wait(), delay)
+                    await asyncio.wait_for(self.requested.wait(), delay)
         finally:
             # Step 4
             self.stats.ready = False
