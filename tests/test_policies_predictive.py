@@ -17,7 +17,13 @@ from battery_worker.errors import InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Policy
-from battery_worker.policies.forecast import HourlyHistory, flat_forecast, profile_forecast
+from battery_worker.policies.forecast import (
+    HourlyHistory,
+    daily_profile,
+    departed,
+    flat_forecast,
+    profile_forecast,
+)
 from battery_worker.policies.intra_hour import IntraHour
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.pricefiles import load_ticks
@@ -203,9 +209,11 @@ def test_sub_hourly_plan_trades_the_slots_inside_the_hour() -> None:
 
     # Knowing a dear slot comes next, the sub-hourly plan buys in cheap slots and sells in dear ones, and
     # earns more than the hourly plan, which sees the rest of each hour only through the hours after it.
+    # Its level is measured from the daily profile, so the hours' daily cycle is not taken for a departure
+    # (a level of raw prices lagged that cycle by more than the slots' spread and earned no more).
     assert count(Action.CHARGE, 0) > 3 * count(Action.CHARGE, 1)
     assert count(Action.DISCHARGE, 1) > 3 * count(Action.DISCHARGE, 0)
-    assert runs[True][1].value > 1.04 * runs[False][1].value > 0
+    assert runs[True][1].value > 1.08 * runs[False][1].value > 0
 
 
 def test_hourly_ticks_plan_as_the_hourly_plan(ercot_week: list[PriceTick]) -> None:
@@ -279,11 +287,34 @@ def test_a_falling_hour_is_planned_from_its_level_not_its_lagging_mean() -> None
     assert [d.action for d in spike] == [Action.DISCHARGE] * 12
 
 
-def test_profile_forecast_departs_from_the_current_level_given() -> None:
+def test_the_forecast_is_the_profile_plus_a_fading_departure() -> None:
     history = np.tile(np.full(24, 10.0), 3)
     history[-1] = 30.0  # the open hour's mean so far
+    profile = daily_profile(history, 3, days=2, recent_weight=0.5, spike_quantile=1.0)
+    assert list(profile) == pytest.approx([10.0] * 4)
     common = {"days": 2, "recent_weight": 0.5, "spike_quantile": 1.0, "level_decay": 0.5}
-    from_mean = profile_forecast(history, 3, **common)
-    from_level = profile_forecast(history, 3, **common, current=14.0)
-    assert list(from_mean) == pytest.approx([20.0, 15.0, 12.5])
-    assert list(from_level) == pytest.approx([12.0, 11.0, 10.5])
+    assert list(profile_forecast(history, 3, **common)) == pytest.approx([20.0, 15.0, 12.5])
+    assert list(departed(profile, 4.0, 0.5)) == pytest.approx([12.0, 11.0, 10.5])
+
+
+def test_the_level_is_a_time_weighted_mean_of_departures_from_the_profile() -> None:
+    start = T0.timestamp()
+    memory = IntraHour(HourlyHistory(24)).add(T0, 12.0, 0.95).with_level(12.0, 10.0, 3600.0)
+    assert memory.level == 2.0, "the first tick sets it"
+    five = memory.add(T0 + timedelta(minutes=5), 22.0, 0.95).with_level(22.0, 10.0, 3600.0)
+    hour = memory.add(T0 + timedelta(minutes=60), 22.0, 0.95).with_level(22.0, 10.0, 3600.0)
+    # A tick 5 minutes on moves the level by 1 − e^(−5/60) of the way, one an hour on by 1 − e^(−1).
+    assert five.level == pytest.approx(2.0 + 10.0 * (1 - math.exp(-5 / 60)))
+    assert hour.level == pytest.approx(2.0 + 10.0 * (1 - math.exp(-1)))
+    near = five.near_term(7200.0, expected=10.0)
+    assert near is not None
+    assert list(near.prices) == pytest.approx([10.0 + five.level] * near.prices.size)
+    assert near.ends[0] == start + 600.0
+    # Stored and read back; a memory stored before the level existed starts it at the next tick.
+    dumped = orjson.loads(orjson.dumps(five.dump()))
+    assert IntraHour.load(dumped) == five
+    older = IntraHour.load({k: v for k, v in dumped.items() if k != "level"})
+    assert older.level is None
+    assert older.near_term(7200.0, expected=10.0) is None
+    with pytest.raises(InvalidConfig, match="level_minutes"):
+        MpcPolicy(level_minutes=0)

@@ -151,21 +151,33 @@ def profile_forecast(
     recent_weight: float,
     spike_quantile: float,
     level_decay: float,
-    current: float | None = None,
 ) -> FloatArray:
     """Prices for the next ``horizon_hours`` hours from an hourly history ending with the current hour.
 
-    Each future hour gets the mean of the same hour of day over the last ``days`` days, blended with the same
-    hour yesterday (weight ``recent_weight``): the daily shape, tracking the recent level. Past prices are
-    first capped at their ``spike_quantile`` so that one spike does not become a forecast spike every day.
-    Prices persist from hour to hour, so today's departure from that shape (the current hour's price minus
-    its own profile value) is added too, fading by ``level_decay`` per hour ahead. The current hour's price
-    is ``current`` when given (on sub-hourly ticks, the hour's level the near-term plan uses), else the last
-    entry of ``history`` (the open hour's mean so far).
+    The :func:`daily_profile` ahead, plus today's departure from it (the current hour's price, the last
+    entry of ``history``, minus its own profile value), fading by ``level_decay`` per hour ahead
+    (:func:`departed`): prices persist from hour to hour.
+    """
+    if history.size == 0:
+        return np.zeros(horizon_hours)
+    profile = daily_profile(
+        history, horizon_hours, days=days, recent_weight=recent_weight, spike_quantile=spike_quantile
+    )
+    return departed(profile, float(history[-1]) - profile[0], level_decay)
+
+
+def daily_profile(
+    history: FloatArray, horizon_hours: int, *, days: int, recent_weight: float, spike_quantile: float
+) -> FloatArray:
+    """The daily shape at the current hour (first) and each of the next ``horizon_hours`` hours.
+
+    Each hour gets the mean of the same hour of day over the last ``days`` days, blended with the same hour
+    yesterday (weight ``recent_weight``): the daily shape, tracking the recent level. Past prices are first
+    capped at their ``spike_quantile`` so that one spike does not become a forecast spike every day.
     """
     n = history.size
     if n == 0:
-        return np.zeros(horizon_hours)
+        return np.zeros(horizon_hours + 1)
     cap = float(np.quantile(history, spike_quantile))
     capped = np.minimum(history, cap)
     last = n - 1
@@ -179,7 +191,11 @@ def profile_forecast(
             continue
         daily = float(capped[back].mean())
         profile[k] = recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
-    departure = (float(history[last]) if current is None else current) - profile[0]
-    fade: FloatArray = level_decay ** np.arange(1, horizon_hours + 1, dtype=np.float64)
+    return profile
+
+
+def departed(profile: FloatArray, departure: float, level_decay: float) -> FloatArray:
+    """The hours after the first of ``profile``, each plus ``departure`` faded by ``level_decay`` per hour."""
+    fade: FloatArray = level_decay ** np.arange(1, profile.size, dtype=np.float64)
     result: FloatArray = profile[1:] + departure * fade
     return result

@@ -1,23 +1,30 @@
 """The MPC's memory: the hourly history plus what sub-hourly ticks teach about the hour they fall in. Pure.
 
 On 5-minute ticks (the MARA API, real-time markets) an hourly plan cannot see a spread inside the hour. This
-memory keeps, besides the :class:`HourlyHistory`, three bounded things learned from past ticks only:
+memory keeps, besides the :class:`HourlyHistory`, four bounded things learned from past ticks only:
 
 * the last tick's time and the last gap between ticks: the tick interval the near-term plan steps at;
 * this hour's price sums and counts per 5-minute slot of the hour (12 each);
 * the intra-hour shape: per slot, how far prices sit above the mean of their hour, an exponentially weighted
   mean over past complete hours (``shape_decay`` per hour). Prices that only wobble at random learn a shape
-  near zero; a market that is dear at every hour's end learns that.
+  near zero; a market that is dear at every hour's end learns that;
+* the level: how far prices stand now from what the daily profile expects, an exponentially weighted mean
+  over past ticks of each tick's price less its slot's shape and the profile's value for its hour. A tick
+  ``gap`` seconds after the last one weighs ``1 − exp(−gap / level_seconds)``.
 
-From them :meth:`IntraHour.near_term` prices the ticks still to come in the current hour: this hour's level
-(its prices so far, each less its slot's shape, and the last hour's mean) plus the shape of the slot each
-future tick falls in. The mpc's hourly forecast departs from that level too.
-Memory is 12 + 12 + 12 numbers beside the history, whatever the tick rate; it dumps to plain JSON and loads
-back to an equal value.
+From them :meth:`IntraHour.near_term` prices the ticks still to come in the current hour: the profile's
+value for the hour, plus the level, plus the shape of the slot each tick falls in; and the mpc's hourly
+forecast departs from the profile by that same level. Why a level that slides across hours and is measured
+from the profile: the mean of the current hour's ticks so far, which this used before, lags an hour that
+moves (the MARA event's first hour falls from 3.00 to 2.07 while its mean still says 2.56) and starts each
+hour from one noisy tick; measured from the profile, the daily cycle is not mistaken for a departure.
+Memory is 12 + 12 + 12 + 1 numbers beside the history, whatever the tick rate; it dumps to plain JSON and
+loads back to an equal value.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypedDict, cast
@@ -44,6 +51,7 @@ class IntraHourDump(TypedDict):
     shape: list[float]
     slot_sums: list[float]
     slot_counts: list[int]
+    level: float | None
 
 
 def slot_of(seconds: float) -> int:
@@ -53,13 +61,11 @@ def slot_of(seconds: float) -> int:
 
 @dataclass(frozen=True, slots=True)
 class NearTerm:
-    """The ticks still to come in the current hour: their prices, lengths (hours) and end times (epoch s),
-    and the hour's level they were priced from."""
+    """The ticks still to come in the current hour: their prices, lengths (hours) and end times (epoch s)."""
 
     prices: FloatArray
     hours: FloatArray
     ends: FloatArray
-    level: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +76,7 @@ class IntraHour:
     shape: tuple[float, ...] = ZEROS
     slot_sums: tuple[float, ...] = ZEROS
     slot_counts: tuple[int, ...] = NONE_SEEN
+    level: float | None = None
 
     def add(self, at: datetime, price: float, shape_decay: float) -> IntraHour:
         """This memory with the tick at ``at`` added; a new hour first folds the closed one into the shape."""
@@ -115,31 +122,32 @@ class IntraHour:
             shape[s] = decay * shape[s] + (1.0 - decay) * (self.slot_sums[s] / self.slot_counts[s] - mean)
         return tuple(shape)
 
-    def near_term(self, max_gap_seconds: float) -> NearTerm | None:
+    def with_level(self, price: float, expected: float, level_seconds: float) -> IntraHour:
+        """The level after the tick just added at ``price``, where the profile expected ``expected``."""
+        if self.last_at is None:
+            return self
+        departure = price - self.shape[slot_of(self.last_at)] - expected
+        if self.level is None or self.gap_seconds is None:
+            return replace(self, level=departure)
+        weight = math.exp(-self.gap_seconds / level_seconds)
+        return replace(self, level=weight * self.level + (1.0 - weight) * departure)
+
+    def near_term(self, max_gap_seconds: float, expected: float) -> NearTerm | None:
         """Prices of the ticks after the last one that still fall in its hour; None for hourly ticks.
 
-        Steps are the last gap between ticks (at least 5 minutes), so nothing but past ticks decides them.
+        ``expected`` is the profile's value for the hour. Steps are the last gap between ticks (at least 5
+        minutes), so nothing but past ticks decides them.
         """
-        gap, now = self.gap_seconds, self.last_at
-        if gap is None or now is None or gap >= min(3600.0, max_gap_seconds):
+        gap, now, level = self.gap_seconds, self.last_at, self.level
+        if gap is None or now is None or level is None or gap >= min(3600.0, max_gap_seconds):
             return None
         step = max(gap, float(SLOT_SECONDS))
         hour_end = (now // 3600 + 1) * 3600
         ends = now + step * np.arange(1, int((hour_end - now) // step) + 1, dtype=np.float64)
         ends = ends[ends < hour_end]
-        level = self.level(step)
         shape = np.asarray(self.shape, dtype=np.float64)
-        prices = level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
-        return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends, level=level)
-
-    def level(self, step: float) -> float:
-        """This hour's level: its prices so far less their slots' shape, with the last hour's mean counting as
-        half an hour of ticks of ``step`` seconds (one noisy tick early in the hour says little about it)."""
-        count = sum(self.slot_counts)
-        deshaped = sum(self.slot_sums) - sum(c * v for c, v in zip(self.slot_counts, self.shape, strict=True))
-        prior = 1800.0 / step if self.history.means else 0.0
-        last_hour = self.history.means[-1] if self.history.means else 0.0
-        return (deshaped + prior * last_hour) / (count + prior)
+        prices = expected + level + shape[(ends % 3600 // SLOT_SECONDS).astype(np.int64)]
+        return NearTerm(prices=prices, hours=np.full(ends.size, step / 3600.0), ends=ends)
 
     def dump(self) -> JsonValue:
         """The memory as an :class:`IntraHourDump`; :meth:`load` reads it back to an equal value."""
@@ -150,6 +158,7 @@ class IntraHour:
             "shape": list(self.shape),
             "slot_sums": list(self.slot_sums),
             "slot_counts": list(self.slot_counts),
+            "level": self.level,
         }
 
     @staticmethod
@@ -168,6 +177,8 @@ class IntraHour:
                 shape=tuple(float(v) for v in fields["shape"]),
                 slot_sums=tuple(float(v) for v in fields["slot_sums"]),
                 slot_counts=tuple(int(v) for v in fields["slot_counts"]),
+                # Absent from what the mpc stored before the level existed: the next tick starts it.
+                level=None if (level := fields.get("level")) is None else float(level),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidConfig("policy_memory", str(error), "not an intra-hour memory") from None

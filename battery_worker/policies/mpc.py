@@ -3,10 +3,12 @@
 At each tick the policy solves a small LP (:mod:`battery_worker.policies.plan_lp`): the first step is the
 current tick, whose price and step length are known exactly (the battery applies this decision to the step
 ending now, at this price); on sub-hourly ticks the ticks still to come in the current hour follow at the
-tick interval, priced from this hour's level and the learned intra-hour shape
-(:mod:`battery_worker.policies.intra_hour`); then the next ``horizon_hours`` hours get prices from
-:func:`profile_forecast` (daily shape of the last days, tracking yesterday, spikes capped), departing from
-that same level of this hour: the open hour's plain mean lags an hour that moves. Only the first
+tick interval, priced from the daily profile's value for this hour, the level (how far recent ticks stood
+from the profile, exponentially weighted with a time constant of ``level_minutes``) and the learned
+intra-hour shape (:mod:`battery_worker.policies.intra_hour`); then the next ``horizon_hours`` hours get
+prices from the daily profile (:func:`daily_profile`: the shape of the last days, tracking yesterday, spikes
+capped) plus today's departure from it, fading by ``level_decay`` per hour: on hourly ticks the current
+hour's price less its profile value, on sub-hourly ticks that same level. Only the first
 step's action is applied; the LP is solved again at the next tick. On hourly ticks there are no near-term
 steps and the plan is the hourly one. ``sub_hourly=False`` plans hourly on any tick rate.
 
@@ -34,7 +36,7 @@ function of the ticks). A tick without an intensity is planned on its price alon
 not the last intensity, so a missing one is not carried here. At 0 the price is used as it is, bit for bit.
 
 Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of ``history_hours`` floats, shared with
-the fallback, plus 36 numbers about the current hour.
+the fallback, plus 37 numbers: the current hour, the intra-hour shape and the level.
 """
 
 from __future__ import annotations
@@ -51,8 +53,9 @@ from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
 from battery_worker.policies.forecast import (
     FloatArray,
+    daily_profile,
+    departed,
     flat_forecast,
-    profile_forecast,
     require_fraction,
     whole_number,
 )
@@ -78,6 +81,7 @@ class MpcPolicy:
     max_iterations: int = 2000
     sub_hourly: bool = True
     shape_decay: float = 0.95
+    level_minutes: float = 60.0
     fallback: AdaptivePolicy = field(default_factory=AdaptivePolicy)
     carbon_price: float = 0.0
 
@@ -93,6 +97,11 @@ class MpcPolicy:
             require_fraction(name, getattr(self, name))
         if not isinstance(self.sub_hourly, bool):
             raise InvalidConfig("sub_hourly", self.sub_hourly, "must be true or false")
+        minutes = self.level_minutes
+        is_number = isinstance(minutes, int | float) and not isinstance(minutes, bool)
+        if not is_number or not 0 < minutes < float("inf"):
+            raise InvalidConfig("level_minutes", minutes, "must be a finite number > 0 (minutes)")
+        object.__setattr__(self, "level_minutes", float(minutes))
         carbon = self.carbon_price
         if isinstance(carbon, bool) or not isinstance(carbon, int | float) or not 0 <= carbon < float("inf"):
             raise InvalidConfig("carbon_price", carbon, "must be a finite number >= 0 (money per tonne)")
@@ -116,6 +125,9 @@ class MpcPolicy:
         planned = tick if price == tick.energy_price else tick.model_copy(update={"energy_price": price})
         seen = as_intra_hour(memory, self.history_hours).add(tick.timestamp, price, self.shape_decay)
         known = seen.history.known()
+        profile = self._profile(known)
+        expected = float(np.median(known)) if profile is None else float(profile[0])
+        seen = seen.with_level(price, expected, 60.0 * self.level_minutes)
         if known.size < min(self.plan_from_hours, self.warmup_hours):
             return hold(tick, f"warming up ({known.size}/{self.plan_from_hours} h of prices)"), seen
         first_hours, _gap = step_hours(config, battery.last_tick_at, tick.timestamp)
@@ -123,7 +135,7 @@ class MpcPolicy:
             end_value = float(np.median(known))  # what the flat forecast of _steps plans on
         else:
             end_value = float(np.quantile(known, self.terminal_quantile))
-        steps = self._steps(planned, seen, known, config, first_hours)
+        steps = self._steps(planned, seen, known, profile, expected, config, first_hours)
         today = _delivered_today(battery, tick.timestamp)
         plan = solve_plan(config, battery.state_of_charge_mwh, steps, end_value, today, self.max_iterations)
         if plan is None:
@@ -141,24 +153,37 @@ class MpcPolicy:
             return hold(tick, "mpc plan: hold"), seen
         return gated_by_battery(tick, wanted, battery, config), seen
 
+    def _profile(self, known: FloatArray) -> FloatArray | None:
+        """The daily profile from the current hour on; None while too short for a daily shape."""
+        if known.size < self.warmup_hours:
+            return None
+        return daily_profile(
+            known,
+            self.horizon_hours,
+            days=self.profile_days,
+            recent_weight=self.recent_weight,
+            spike_quantile=self.spike_quantile,
+        )
+
     def _steps(
-        self, tick: PriceTick, seen: IntraHour, known: FloatArray, config: BatteryConfig, first_hours: float
+        self,
+        tick: PriceTick,
+        seen: IntraHour,
+        known: FloatArray,
+        profile: FloatArray | None,
+        expected: float,
+        config: BatteryConfig,
+        first_hours: float,
     ) -> PlanSteps:
         """The current step, the rest of this hour at the tick interval (sub-hourly ticks), then hours."""
-        near = seen.near_term(3600.0 * config.max_step_hours) if self.sub_hourly else None
-        if known.size < self.warmup_hours:
+        near = seen.near_term(3600.0 * config.max_step_hours, expected) if self.sub_hourly else None
+        if profile is None:
             # Too short for a daily shape: plan on what is known, a flat future at its median.
             forecast = flat_forecast(known, self.horizon_hours)
+        elif near is None or seen.level is None:
+            forecast = departed(profile, float(known[-1]) - profile[0], self.level_decay)
         else:
-            forecast = profile_forecast(
-                known,
-                self.horizon_hours,
-                days=self.profile_days,
-                recent_weight=self.recent_weight,
-                spike_quantile=self.spike_quantile,
-                level_decay=self.level_decay,
-                current=None if near is None else near.level,
-            )
+            forecast = departed(profile, seen.level, self.level_decay)
         now = as_utc(tick.timestamp).timestamp()
         hour_starts = (now // 3600 + np.arange(1, self.horizon_hours + 1)) * 3600
         if near is None:
