@@ -124,7 +124,9 @@ def compare(
             site.ticks += 1
             site.matched += 1
     old_events = {}
-    for value in old_values.difference(recomputed):
+    # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of one id
+    # that both differ, every run reports the same one.
+    for value in sorted(old_values.difference(recomputed)):
         event = orjson.loads(value)
         if in_range(event):
             old_events[event["event_id"]] = event
