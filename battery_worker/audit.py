@@ -118,11 +118,17 @@ def compare(
     """
     report = AuditReport()
     old_values = set(recorded)
+    new_events = {}
     for value, site_id in recomputed.items():
-        if value in old_values and (site_filter is None or site_id == site_filter):
+        if site_filter is not None and site_id != site_filter:
+            continue
+        if value in old_values:
             site = report.sites.setdefault(site_id, SiteReport())
             site.ticks += 1
             site.matched += 1
+        else:
+            event = orjson.loads(value)
+            new_events[event["event_id"]] = event
     old_events = {}
     # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of one id
     # that both differ, every run reports the same one.
@@ -130,11 +136,6 @@ def compare(
         event = orjson.loads(value)
         if in_range(event):
             old_events[event["event_id"]] = event
-    new_events = {}
-    for value, site_id in recomputed.items():
-        if value not in old_values and (site_filter is None or site_id == site_filter):
-            event = orjson.loads(value)
-            new_events[event["event_id"]] = event
     if old_events.keys() - new_events.keys():
         # Rare: a recorded event of the same id as an agreed one but other bytes (re-emitted different).
         # That tick is not agreed after all: it is counted below as the disagreement it also is.
