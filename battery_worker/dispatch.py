@@ -9,6 +9,7 @@ publishes a plan gets the same one and the same running totals.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from battery_worker.battery import Action, BatteryState, Step, apply_tick, as_utc, initial_state
 from battery_worker.battery_config import BatteryConfig
@@ -74,10 +75,8 @@ def dispatch(
     step = apply_tick(
         config, site.battery, decision.action, decision.power_mw, tick.energy_price, tick.timestamp
     )
-    bought = step.energy_mwh if step.action is Action.CHARGE else 0.0
-    delivered = step.energy_mwh if step.action is Action.DISCHARGE else 0.0
-    found, used, totals = site.emissions.step(
-        as_utc(tick.timestamp), tick.carbon_intensity, bought, delivered, carry_hours
+    found, used, totals = count_emissions(
+        site.emissions, step, as_utc(tick.timestamp), tick.carbon_intensity, carry_hours
     )
     plan = None
     if site_model is not None:
@@ -85,3 +84,16 @@ def dispatch(
         totals = totals.add_site(plan.grid_import_kg)
     state = SiteState(battery=step.state, policy_memory=memory, emissions=totals)
     return Outcome(decision=decision, step=step, state=state, emissions=found, intensity=used, plan=plan)
+
+
+def count_emissions(
+    emissions: EmissionsState, step: Step, at: datetime, intensity: float | None, carry_hours: float
+) -> tuple[StepEmissions, float | None, EmissionsState]:
+    """A step's emissions, the intensity they used and the totals after them (:meth:`EmissionsState.step`).
+
+    Charging buys the step's energy from the grid, discharging spares the site as much. Every step counts,
+    a decision's or a manual one (``BatterySystem.charge``), so the totals cover all energy bought.
+    """
+    bought = step.energy_mwh if step.action is Action.CHARGE else 0.0
+    delivered = step.energy_mwh if step.action is Action.DISCHARGE else 0.0
+    return emissions.step(at, intensity, bought, delivered, carry_hours)

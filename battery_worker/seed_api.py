@@ -25,17 +25,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from battery_worker.battery import Action, Step, apply_for, as_utc
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.dispatch import SiteState, dispatch, new_site_state
+from battery_worker.dispatch import SiteState, count_emissions, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
+from battery_worker.errors import InvalidInput
 from battery_worker.events import status_fields
 from battery_worker.fleet.model import SiteModel
-from battery_worker.pipeline.payloads import outcome_emissions
+from battery_worker.pipeline.payloads import emissions_payload, outcome_emissions
 from battery_worker.policies import plans_machines
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
-from battery_worker.ticks import make_tick
+from battery_worker.ticks import CarbonIntensity, make_tick
+
+_INTENSITY: TypeAdapter[float | None] = TypeAdapter(CarbonIntensity | None)
 
 
 def _utc_now() -> datetime:
@@ -175,13 +180,26 @@ class BatterySystem:
                 "emissions": outcome_emissions(tick, outcome),
             }
 
-    def charge(self, power_mw: float, duration_hours: float) -> dict[str, Any]:
-        """Charge at ``power_mw`` (bought from the grid) for ``duration_hours``, clamped to rate and room."""
-        return self._manual(Action.CHARGE, power_mw, duration_hours)
+    def charge(
+        self, power_mw: float, duration_hours: float, carbon_intensity: float | None = None
+    ) -> dict[str, Any]:
+        """Charge at ``power_mw`` (bought from the grid) for ``duration_hours``, clamped to rate and room.
 
-    def discharge(self, power_mw: float, duration_hours: float) -> dict[str, Any]:
-        """Deliver ``power_mw`` to the site for ``duration_hours``, clamped to rate and energy left."""
-        return self._manual(Action.DISCHARGE, power_mw, duration_hours)
+        The energy bought counts in the emissions as a decision's does: at ``carbon_intensity``
+        (kgCO₂eq/MWh), else at the last known one for ``carry_hours`` after the decision that gave it (the
+        clock says when this step is), else unknown. The answer carries the step's ``emissions``.
+        """
+        return self._manual(Action.CHARGE, power_mw, duration_hours, carbon_intensity)
+
+    def discharge(
+        self, power_mw: float, duration_hours: float, carbon_intensity: float | None = None
+    ) -> dict[str, Any]:
+        """Deliver ``power_mw`` to the site for ``duration_hours``, clamped to rate and energy left.
+
+        The grid energy this spares counts as avoided emissions, with the intensity chosen as for
+        :meth:`charge`.
+        """
+        return self._manual(Action.DISCHARGE, power_mw, duration_hours, carbon_intensity)
 
     def update_thresholds(
         self, charge_threshold: float | None = None, discharge_threshold: float | None = None
@@ -216,13 +234,22 @@ class BatterySystem:
         """Write the operation log as JSON atomically: readers see the old file or the new one, never half."""
         return write_json_atomically(Path(filename), json.dumps(self.history, indent=2))
 
-    def _manual(self, action: Action, power_mw: float, duration_hours: float) -> dict[str, Any]:
+    def _manual(
+        self, action: Action, power_mw: float, duration_hours: float, carbon_intensity: float | None
+    ) -> dict[str, Any]:
+        intensity = _checked_intensity(carbon_intensity)
         with self._lock:
             step = apply_for(self._config, self._site.battery, action, power_mw, duration_hours)
-            self._site = replace(self._site, battery=step.state)
-            self._last_updated = as_utc(self._clock())
-            self._record(step, f"manual {action.value}", self._last_updated, None, None, None)
-            return self._result(step)
+            at = as_utc(self._clock())
+            emissions = self._site.emissions
+            found, used, totals = count_emissions(emissions, step, at, intensity, self._carry_hours)
+            self._site = replace(self._site, battery=step.state, emissions=totals)
+            self._last_updated = at
+            self._record(step, f"manual {action.value}", at, None, None, None)
+            result = self._result(step)
+            carried = intensity is None and used is not None
+            result["emissions"] = emissions_payload(found, used, carried, totals)
+            return result
 
     def _result(self, step: Step) -> dict[str, Any]:
         success = step.action is Action.HOLD or step.energy_mwh > 0
@@ -266,6 +293,16 @@ class BatterySystem:
                 "token_price": token_price,
             }
         )
+
+
+def _checked_intensity(value: float | None) -> float | None:
+    """A manual step's intensity, held to the same rule as a tick's ``carbon_intensity``."""
+    try:
+        checked: float | None = _INTENSITY.validate_python(value)
+    except ValidationError as error:
+        problem = error.errors(include_url=False)[0]["msg"]
+        raise InvalidInput("carbon_intensity", value, problem) from None
+    return checked
 
 
 def emissions_totals(totals: EmissionsState) -> dict[str, Any]:

@@ -92,6 +92,34 @@ def test_without_a_timestamp_the_clock_measures_the_step() -> None:
     assert result["result"]["duration_hours"] == pytest.approx(0.5)
 
 
+def test_manual_steps_count_their_emissions_as_decisions_do() -> None:
+    now = [T0]
+    battery = BatterySystem(initial_charge=0.0, clock=lambda: now[0])
+    battery.make_decision(1.0, 1.0, 1.0, timestamp=T0, carbon_intensity=400.0)  # charges 20 MWh
+    now[0] = T0 + timedelta(minutes=30)  # within carry_hours (3) of the decision's intensity
+    carried = battery.charge(10.0, 1.0)["emissions"]
+    assert (carried["carbon_intensity"], carried["intensity_carried"]) == (400.0, True)
+    assert carried["bought_kg"] == pytest.approx(10.0 * 400.0)
+    given = battery.charge(10.0, 1.0, carbon_intensity=300.0)["emissions"]
+    assert (given["carbon_intensity"], given["intensity_carried"]) == (300.0, False)
+    assert given["bought_kg"] == pytest.approx(10.0 * 300.0)
+    now[0] = T0 + timedelta(minutes=40)
+    spared = battery.discharge(5.0, 1.0)["emissions"]  # the 300 of the manual step is the last known now
+    assert (spared["avoided_kg"], spared["net_kg"]) == (pytest.approx(1500.0), pytest.approx(-1500.0))
+    now[0] = T0 + timedelta(hours=5)  # nothing known for more than carry_hours: unknown, not zero
+    unknown = battery.discharge(5.0, 1.0)["emissions"]
+    assert unknown["bought_kg"] is None
+    assert unknown["carbon_intensity"] is None
+    totals = battery.get_status()["emissions"]
+    assert totals["bought_kg"] == pytest.approx(20.0 * 400.0 + 4000.0 + 3000.0)
+    assert totals["avoided_kg"] == pytest.approx(1500.0)
+    assert (totals["steps"], totals["unknown_steps"], totals["coverage"]) == (5, 1, 0.8)
+    assert totals["net_kg"] == unknown["total_net_kg"]  # the answer's running totals are the status's
+    with pytest.raises(InvalidInput, match="carbon_intensity"):
+        battery.charge(1.0, 1.0, carbon_intensity=-1.0)
+    assert battery.get_status()["emissions"] == totals  # refused before anything was applied
+
+
 def test_update_thresholds_changes_decisions_and_refuses_disagreement() -> None:
     battery = BatterySystem()
     battery.update_thresholds(charge_threshold=1.9)
