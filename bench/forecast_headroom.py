@@ -7,8 +7,9 @@ perfect forecast of the next hours (the current tick is known either way). Only 
 error changes, not its pattern, so the curve says how much of the gap to the optimum the forecast explains
 and how much more accurate it would have to be for a target (docs/dispatch.md, issue 16).
 
-The forecast is replaced in the benchmark process only (``policies.mpc.profile_forecast``, looked up at each
-call), with the actual prices of the file; the policy knows nothing of them.
+The hourly forecast is replaced in the benchmark process only (``policies.mpc.departed``, the daily profile
+plus the departure, looked up at each call), with the actual prices of the file; the policy knows nothing of
+them.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from battery_worker.policies.forecast import FloatArray
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
-FORECAST = mpc_module.profile_forecast
+FORECAST = mpc_module.departed
 DECIDE: Callable[..., Any] = mpc_module.MpcPolicy.decide
 """The originals, taken at import: a pool process that runs several factors wraps these, not its last wrap."""
 
@@ -42,13 +43,13 @@ def capture_at(path: Path, shrink: float) -> tuple[float, float]:
     position = {t.timestamp: i for i, t in enumerate(ticks)}
     now: dict[str, int] = {"index": 0}
 
-    def shrunk(history: FloatArray, horizon_hours: int, **params: Any) -> FloatArray:
-        ahead = prices[now["index"] + 1 : now["index"] + 1 + horizon_hours]
-        actual = np.concatenate([ahead, np.full(horizon_hours - ahead.size, prices[-1])])
-        guess: FloatArray = FORECAST(history, horizon_hours, **params)
+    def shrunk(profile: FloatArray, departure: float, level_decay: float) -> FloatArray:
+        guess: FloatArray = FORECAST(profile, departure, level_decay)
+        ahead = prices[now["index"] + 1 : now["index"] + 1 + guess.size]
+        actual = np.concatenate([ahead, np.full(guess.size - ahead.size, prices[-1])])
         return actual + shrink * (guess - actual)
 
-    mpc_module.profile_forecast = shrunk
+    mpc_module.departed = shrunk
 
     def decide_at(self: Any, tick: PriceTick, *args: Any) -> Any:
         now["index"] = position[tick.timestamp]
