@@ -4,9 +4,10 @@
     .venv/bin/python bench/replay_speed.py --ticks 60000 --rounds 3 --processes 1,3
 
 ``prices`` is filled with the benchmark's ticks and ``battery.actions`` and ``battery.history`` with what the
-worker's own ``TickProcessor`` makes of them (partitioned as the worker's producer does), so the replay has
-a full record to compare with; every round must find it identical. Ticks/s is the replay's own figure:
-records read over the seconds from its start (clients, processes) to its report.
+worker's own ``TickProcessor`` makes of them (partitioned as the worker's producer does,
+``batching.partition_of``), so the replay has a full record to compare with; every round must find it
+identical. Ticks/s is the replay's own figure: records read over the seconds from its start (clients,
+processes) to its report.
 """
 
 from __future__ import annotations
@@ -22,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import PARTITIONS, create_topics, produce, settings_for, tick_messages
 
+from battery_worker.kafka.batching import partition_of
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
-from battery_worker.pipeline.partitioning import home_partition, murmur2
-from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import Settings
 
 
@@ -38,16 +40,16 @@ async def fill(bootstrap: str, ticks: int, sites: int) -> Settings:
     await produce(bootstrap, names.prices, messages, homes)
     processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
     offsets = [0] * PARTITIONS
-    events: dict[str, list[tuple[bytes, bytes]]] = {names.actions: [], names.history: []}
+    events: dict[str, list[OutputRecord]] = {names.actions: [], names.history: []}
     for (key, value), home in zip(messages, homes, strict=True):
         handled = processor.handle(InputRecord(names.prices, home, offsets[home], key, value, -1))
         offsets[home] += 1
         for output in handled.outputs:
             if output.topic in events and output.key is not None:
-                events[output.topic].append((output.key, output.value))
-    for topic, records in events.items():
-        partitions = [(murmur2(key) & 0x7FFFFFFF) % PARTITIONS for key, _ in records]
-        await produce(bootstrap, topic, records, partitions)
+                events[output.topic].append(output)
+    for topic, outputs in events.items():
+        records = [(output.key or b"", output.value) for output in outputs]
+        await produce(bootstrap, topic, records, [partition_of(output, PARTITIONS) for output in outputs])
     return settings
 
 

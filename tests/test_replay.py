@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from aiokafka import TopicPartition
 
+from battery_worker.kafka.batching import partition_of
+from battery_worker.kafka.clients import make_producer, make_reader
+from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
-from battery_worker.settings import load_settings
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.pipeline.payloads import key_site
+from battery_worker.pipeline.processing import TickProcessor
+from battery_worker.settings import Settings, load_settings
 from tests.test_cli import cli
 from tests.workerkit import ercot_week, feed, make_settings, reference, send_raw, settings_env
 
@@ -96,3 +105,69 @@ async def test_replay_command_exit_codes(
     what_if = cli("replay", "--output-prefix", "whatif", env=env)
     assert what_if.returncode == 0
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
+
+
+async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        return [record async for batch in read_to_end(reader, tps, timeout_s=30) for record in batch]
+    finally:
+        await reader.stop()
+
+
+async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_reads_only_its_own(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A site's history follows the site (its key is unique per tick), so each process of a replay reads
+    its own partitions of every topic; a log whose history was partitioned by that key (written before)
+    is found out and read whole, never reported as missing events."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    names = settings.topics.names()
+    ticks = ercot_week()[:72]
+    sites = ("east", "west", "north", "south")
+    for site in sites:
+        await feed(settings, ticks, site)
+    assert await Worker(settings).run(max_messages=4 * 72, idle_timeout_s=20) == 4 * 72
+    for topic in (names.actions, names.history):
+        records = await read_records(settings, topic)
+        assert len(records) == 4 * 72
+        for record in records:
+            owner = key_site(record.key, history=topic == names.history)
+            assert owner in sites
+            assert record.partition == home_partition(str(owner), 3), (topic, record.key)
+    alone = await replay(settings, ReplayOptions(site="west"))
+    assert alone.identical
+    assert alone.history.totals().matched == 72
+
+    # The same log as a worker that partitioned history by its unique key wrote it.
+    old = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    old_names = old.topics.names()
+    for site in sites:
+        await feed(old, ticks, site)
+    processor = TickProcessor(old.site_directory(), old_names, prices_partitions=3)
+    producer = make_producer(old.kafka)
+    await producer.start()
+    try:
+        for message in await read_records(old, old_names.prices):
+            for output in processor.handle(input_record(message), message.timestamp).outputs:
+                if output.topic == old_names.status:
+                    continue
+                if output.topic == old_names.history:  # by the whole site|timestamp key, as before
+                    partition = partition_of(replace(output, partition_key=None), 3)
+                else:
+                    partition = partition_of(output, 3)
+                await producer.send_and_wait(output.topic, output.value, key=output.key, partition=partition)
+    finally:
+        await producer.stop()
+    history = await read_records(old, old_names.history)
+    homes = [home_partition(str(key_site(record.key, history=True)), 3) for record in history]
+    partitions = [record.partition for record in history]
+    assert homes != partitions, "the old layout puts some of a site's history on other partitions"
+    for options in (ReplayOptions(processes=2), ReplayOptions(site="west"), ReplayOptions()):
+        result = await replay(old, options)
+        assert result.identical, options
+        expected = 72 if options.site else 4 * 72
+        assert result.history.totals().matched == expected, options
+        assert result.report.totals().matched == expected, options

@@ -8,7 +8,8 @@ builders so nothing lingers, and submits them together with ``send_batch``.
 
 Each record lands where ``send`` would have put it: its explicit partition, else the default partitioner's
 choice (murmur2 of the key over the topic's partitions; a random partition when there is no key), and in
-the order given within each partition.
+the order given within each partition. A record with a ``partition_key`` (history: a key unique per tick,
+partitioned by its site) is partitioned as a record keyed by that would be.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ def key_partition(key: bytes, partitions: int) -> int:
     return partition
 
 
-async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> list[Any]:
-    """Queue every record, closed batch by closed batch; returns the futures of their acknowledgements.
+def partition_of(record: OutputRecord, partitions: int) -> int:
+    """The partition of a record without an explicit one, among the topic's ``partitions``."""
+    by = record.key if record.partition_key is None else record.partition_key
+    return random.randrange(partitions) if by is None else key_partition(by, partitions)
 
-    Site keys repeat and their partitions are cached; history keys (``site|timestamp``) are unique and
-    are hashed each time rather than filling the cache.
-    """
+
+async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> list[Any]:
+    """Queue every record, closed batch by closed batch; returns the futures of their acknowledgements."""
     counts: dict[str, int] = {}
     open_batches: dict[tuple[str, int], Any] = {}
     pending: list[Any] = []
@@ -59,12 +62,7 @@ async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecor
             count = counts.get(record.topic)
             if count is None:
                 count = counts[record.topic] = len(await producer.partitions_for(record.topic))
-            if record.key is None:
-                partition = random.randrange(count)
-            elif b"|" in record.key:
-                partition = (murmur2(record.key) & 0x7FFFFFFF) % count
-            else:
-                partition = key_partition(record.key, count)
+            partition = partition_of(record, count)
         tp = (record.topic, partition)
         batch = open_batches.get(tp)
         if batch is None:

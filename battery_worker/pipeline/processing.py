@@ -74,6 +74,10 @@ class OutputRecord:
     value: bytes
     partition: int | None = None
     headers: tuple[tuple[str, bytes], ...] = ()
+    partition_key: bytes | None = None
+    """What the partition is chosen by when it is not the key (as Kafka Streams' ``StreamPartitioner``):
+    a history record's key is unique per tick, but its partition follows its site, so a site's history
+    lies in one partition, in order, beside the site's actions."""
 
 
 @dataclass(slots=True)
@@ -351,7 +355,9 @@ class TickProcessor:
         )
         history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
         actions = OutputRecord(self._topics.actions, key, dumped(action))
-        histories = OutputRecord(self._topics.history, history_key(site_id, tick), dumped(history))
+        histories = OutputRecord(
+            self._topics.history, history_key(site_id, tick), dumped(history), partition_key=key
+        )
         if not self._emit_status:
             return (actions, histories)
         status = status_payload(
