@@ -118,7 +118,7 @@ async def read_records(settings: Settings, topic: str, partitions: int = 3) -> l
 
 
 async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_reads_only_its_own(
-    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
     """A site's history follows the site (its key is unique per tick), so each process of a replay reads
     its own partitions of every topic; a log whose history was partitioned by that key (written before)
@@ -137,9 +137,13 @@ async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_rea
             owner = key_site(record.key, history=topic == names.history)
             assert owner in sites
             assert record.partition == home_partition(str(owner), 3), (topic, record.key)
-    alone = await replay(settings, ReplayOptions(site="west"))
+    alone = await replay(settings, ReplayOptions(site="west", out_file=tmp_path / "west.jsonl"))
     assert alone.identical
     assert alone.history.totals().matched == 72
+    neighbours = [site for site in sites if home_partition(site, 3) == home_partition("west", 3)]
+    assert alone.records_read == 72 * len(neighbours), "only the site's home partition of prices is read"
+    written = [json.loads(line) for line in (tmp_path / "west.jsonl").read_bytes().splitlines()]
+    assert [action["site_id"] for action in written] == ["west"] * 72
 
     # The same log as a worker that partitioned history by its unique key wrote it.
     old = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())

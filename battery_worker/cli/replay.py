@@ -32,7 +32,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     parser.add_argument("--config", type=Path, help="TOML settings (the policy config to replay with)")
     parser.add_argument("--policy", help="policy name to replay with (what-if)")
     parser.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
-    parser.add_argument("--site", type=SITE_ID, help="compare only this site")
+    parser.add_argument(
+        "--site",
+        type=SITE_ID,
+        help="replay and compare only this site (only its home partition of prices is read)",
+    )
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--from-offset", type=NON_NEGATIVE_INT, help="start every partition at this offset")
     start.add_argument(

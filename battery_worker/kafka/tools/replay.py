@@ -85,12 +85,14 @@ async def replay(
         await admin.close()
     if names.prices not in counts:
         raise InvalidConfig("topics.prices", names.prices, "topic not found")
-    if options.processes > 1 and counts[names.prices] > 1:
+    if options.processes > 1 and counts[names.prices] > 1 and options.site is None:
         return await _in_processes(settings, options, counts[names.prices], started)
+    # A site's decisions come only from its home partition (its ticks elsewhere are dead-lettered).
+    home = None if options.site is None else home_partition(options.site, counts[names.prices])
     prices = [
         TopicPartition(names.prices, p)
         for p in range(counts[names.prices])
-        if options.partitions is None or p in options.partitions
+        if (options.partitions is None or p in options.partitions) and home in (None, p)
     ]
 
     reader = make_reader(settings.kafka)
@@ -120,7 +122,8 @@ async def replay(
                     events = recomputed.get(output.topic)
                     if events is not None and handled.site_id is not None:
                         events[output.value] = handled.site_id
-                if options.output_prefix is not None or options.out_file is not None:
+                writing = options.output_prefix is not None or options.out_file is not None
+                if writing and options.site in (None, handled.site_id):
                     outputs.extend(handled.outputs)
             read += len(batch)
             if progress is not None:
