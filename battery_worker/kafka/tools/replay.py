@@ -42,8 +42,9 @@ class ReplayOptions:
     out_file: Path | None = None
     output_prefix: str | None = None
     processes: int = 1
-    """Replay the ``prices`` partitions in this many processes (at most one per partition): a site's
-    ticks, state and events all belong to its home partition, so partitions replay independently."""
+    """Replay the ``prices`` partitions in this many processes (at most one per partition; one with
+    ``site``, whose ticks are all on one): a site's ticks, state and events all belong to its home
+    partition, so partitions replay independently."""
     partitions: tuple[int, ...] | None = None
     """Only these ``prices`` partitions (what each of the processes replays); None: all."""
 
