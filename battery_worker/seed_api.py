@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 from collections.abc import Callable
 from dataclasses import replace
@@ -34,6 +33,7 @@ from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
 from battery_worker.errors import InvalidInput
 from battery_worker.events import status_fields
 from battery_worker.fleet.model import SiteModel
+from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.payloads import emissions_payload, outcome_emissions
 from battery_worker.policies import plans_machines
 from battery_worker.policies.base import Policy
@@ -232,7 +232,7 @@ class BatterySystem:
 
     def save_history(self, filename: str | os.PathLike[str]) -> Path:
         """Write the operation log as JSON atomically: readers see the old file or the new one, never half."""
-        return write_json_atomically(Path(filename), json.dumps(self.history, indent=2))
+        return write_atomically(Path(filename), json.dumps(self.history, indent=2))
 
     def _manual(
         self, action: Action, power_mw: float, duration_hours: float, carbon_intensity: float | None
@@ -318,19 +318,3 @@ def emissions_totals(totals: EmissionsState) -> dict[str, Any]:
         "unknown_steps": totals.unknown_steps,
         "coverage": counted.coverage,
     }
-
-
-def write_json_atomically(target: Path, payload: str) -> Path:
-    """Write via a temporary file and a rename: readers see the old file or the new one, never half."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            out.write(payload)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target

@@ -49,6 +49,7 @@ PURE_MODULES = (
     "audit",
     "emissions",
     "seed_api",
+    "outputs",
     "settings",
     "monitor",
     "monitor.answers",

@@ -55,6 +55,7 @@ from battery_worker.cli.common import (
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.fleet.model import SiteModel
+from battery_worker.outputs import write_atomically
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy
 from battery_worker.policies.base import Policy
 from battery_worker.ticks import PriceTick
@@ -294,7 +295,7 @@ def _run(args: argparse.Namespace) -> int:
         data["file"] = str(args.file)
         if len(summaries) > 1:
             data["policies"] = [s.to_json() for s in summaries]
-        args.summary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
 
@@ -350,7 +351,7 @@ def site_report(
     print(site_table(comparison))
     if args.summary is not None:
         data = {"file": str(args.file), **comparison.to_json()}
-        args.summary.write_bytes(orjson.dumps(data, option=orjson.OPT_INDENT_2))
+        write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
 

@@ -100,7 +100,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     import json
 
     from battery_worker.kafka.tools.inspect import site_history
-    from battery_worker.seed_api import write_json_atomically
+    from battery_worker.outputs import write_atomically
 
     settings = command_settings(args)
     refuse_directory("--out", args.out)
@@ -108,6 +108,6 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         raise InvalidConfig("--out", str(args.out), "its folder does not exist")
     records = run_once(site_history(settings, args.site))
     entries = [record.model_dump(mode="json") for record in records]
-    write_json_atomically(Path(args.out), json.dumps(entries, indent=2))
+    write_atomically(Path(args.out), json.dumps(entries, indent=2))
     print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
     return 0

@@ -26,6 +26,7 @@ from battery_worker.kafka.clients import make_admin, make_producer, make_reader,
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
+from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import key_site
 from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
@@ -160,7 +161,8 @@ async def replay(
         in_range=in_range,
     )
     if options.out_file is not None:
-        _write_actions(options.out_file, [o.value for o in outputs if o.topic == names.actions])
+        lines = b"".join(o.value + b"\n" for o in outputs if o.topic == names.actions)
+        write_atomically(options.out_file, lines)
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
     return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters)
@@ -316,13 +318,6 @@ async def _read_recorded(
                 continue
             recorded.add(message.value)
     return by_site
-
-
-def _write_actions(path: Path, actions: list[bytes]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(b"".join(value + b"\n" for value in actions))
-    tmp.replace(path)
 
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:

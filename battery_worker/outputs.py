@@ -1,0 +1,30 @@
+"""Files the user asked for (``save_history``, ``history export``, ``replay --out``, ``backtest --summary``)
+are written whole or not at all.
+
+Why one place: a stop, a full disk or a crash mid-write must leave the previous file or none, never half
+of one that a later step would read as complete; each writer had its own way, and some wrote in place.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def write_atomically(target: Path, payload: bytes | str) -> Path:
+    """Write via a temporary file beside ``target``, synced, then renamed over it: readers see the old
+    file or the new one. The temporary file is removed if anything fails."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target

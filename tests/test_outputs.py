@@ -1,0 +1,35 @@
+"""A file the user asked for is written whole or not at all: a failure leaves the previous one, no debris."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from battery_worker.outputs import write_atomically
+
+
+def test_text_and_bytes_replace_the_file_in_a_new_directory(tmp_path: Path) -> None:
+    target = tmp_path / "new" / "history.json"
+    assert write_atomically(target, '{"a": "é"}') == target
+    assert target.read_text(encoding="utf-8") == '{"a": "é"}'
+    write_atomically(target, b"[1, 2]\n")
+    assert target.read_bytes() == b"[1, 2]\n"
+    assert [p.name for p in target.parent.iterdir()] == ["history.json"]
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_temporary_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "summary.json"
+    target.write_bytes(b"previous")
+
+    def disk_full(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        write_atomically(target, b"new and complete")
+    assert target.read_bytes() == b"previous"
+    assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
