@@ -14,6 +14,7 @@ from battery_worker.kafka.batching import partition_of
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import ConsumedRecord, input_record
+from battery_worker.kafka.tools.inspect import site_history
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
@@ -144,6 +145,7 @@ async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_rea
     assert alone.records_read == 72 * len(neighbours), "only the site's home partition of prices is read"
     written = [json.loads(line) for line in (tmp_path / "west.jsonl").read_bytes().splitlines()]
     assert [action["site_id"] for action in written] == ["west"] * 72
+    assert len(await site_history(settings, "west")) == 72  # history export: one partition, in order
 
     # The same log as a worker that partitioned history by its unique key wrote it.
     old = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
@@ -169,6 +171,8 @@ async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_rea
     homes = [home_partition(str(key_site(record.key, history=True)), 3) for record in history]
     partitions = [record.partition for record in history]
     assert homes != partitions, "the old layout puts some of a site's history on other partitions"
+    exported = await site_history(old, "west")
+    assert [record.timestamp for record in exported] == [tick.timestamp for tick in ticks]
     for options in (ReplayOptions(processes=2), ReplayOptions(site="west"), ReplayOptions()):
         result = await replay(old, options)
         assert result.identical, options

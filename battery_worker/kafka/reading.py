@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from battery_worker.kafka.batching import key_partition
 from battery_worker.kafka.exceptions import RestoreFailed
 from battery_worker.kafka.records import ConsumedRecord
 
@@ -63,6 +64,34 @@ async def read_to_end(
             if await reader.position(tp) >= max(end, listed.get(tp, 0)):
                 remaining.discard(tp)
         await asyncio.sleep(0)
+
+
+async def read_by_site(
+    reader: AIOKafkaConsumer,
+    topic: str,
+    partitions: int,
+    first: Collection[int],
+    site_of: Callable[[bytes | None], str | None],
+    *,
+    timeout_s: float,
+) -> AsyncIterator[list[ConsumedRecord]]:
+    """Read the ``first`` partitions of an event topic, where the sites wanted keep their events, to the end.
+
+    Events are partitioned by their site (``batching.partition_of``), so that is enough; but history
+    written before it was partitioned by its unique key lies anywhere. A record found away from its site's
+    partition (``site_of`` its key) tells so, and then the rest of the topic is read too.
+    """
+    by_site = True
+    async for batch in read_to_end(reader, [TopicPartition(topic, p) for p in first], timeout_s=timeout_s):
+        for record in batch:
+            if by_site:
+                site_id = site_of(record.key)
+                by_site = site_id is None or key_partition(site_id.encode(), partitions) == record.partition
+        yield batch
+    if not by_site:
+        rest = [TopicPartition(topic, p) for p in range(partitions) if p not in first]
+        async for batch in read_to_end(reader, rest, timeout_s=timeout_s):
+            yield batch
 
 
 def _reads_committed_only(reader: AIOKafkaConsumer) -> bool:

@@ -9,27 +9,43 @@ from aiokafka import TopicPartition
 from pydantic import BaseModel, ValidationError
 
 from battery_worker.events import BatteryStatus, HistoryRecord
+from battery_worker.kafka.batching import key_partition
 from battery_worker.kafka.clients import make_reader, start_client
-from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.reading import read_by_site, read_to_end
 from battery_worker.kafka.topics import partition_count
+from battery_worker.pipeline.payloads import key_site
 from battery_worker.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
 
 
 async def read_topic(
-    settings: Settings, topic: str, model: type[M], keep: Callable[[bytes | None], bool] | None = None
+    settings: Settings,
+    topic: str,
+    model: type[M],
+    keep: Callable[[bytes | None], bool] | None = None,
+    *,
+    site: str | None = None,
+    site_of: Callable[[bytes | None], str | None] | None = None,
 ) -> list[M]:
-    """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``."""
+    """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``; with ``site``
+    (and ``site_of`` a record's key), only the partition that keeps the site's events
+    (:func:`~battery_worker.kafka.reading.read_by_site`)."""
     partitions = await partition_count(settings, topic)
     if not partitions:
         return []
     reader = make_reader(settings.kafka)
     await start_client(reader, settings.kafka)
     events: list[M] = []
-    try:
+    timeout_s = settings.worker.restore_timeout_s
+    if site is not None and site_of is not None:
+        first = [key_partition(site.encode(), partitions)]
+        batches = read_by_site(reader, topic, partitions, first, site_of, timeout_s=timeout_s)
+    else:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        async for batch in read_to_end(reader, tps, timeout_s=settings.worker.restore_timeout_s):
+        batches = read_to_end(reader, tps, timeout_s=timeout_s)
+    try:
+        async for batch in batches:
             for record in batch:
                 if record.value is None or (keep is not None and not keep(record.key)):
                     continue
@@ -57,6 +73,8 @@ async def site_history(settings: Settings, site_id: str) -> list[HistoryRecord]:
         settings.topics.history,
         HistoryRecord,
         keep=lambda key: key is not None and key.startswith(prefix),
+        site=site_id,
+        site_of=lambda key: key_site(key, history=True),
     )
     unique = {record.event_id: record for record in records if record.site_id == site_id}
     return sorted(unique.values(), key=lambda record: record.timestamp)

@@ -23,7 +23,7 @@ from battery_worker.audit import HISTORY, AuditReport, compare, merge_reports
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
-from battery_worker.kafka.reading import read_to_end
+from battery_worker.kafka.reading import read_by_site, read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.outputs import write_atomically
@@ -135,6 +135,7 @@ async def replay(
             topic: await _recorded(
                 reader,
                 topic,
+                counts.get(topic, 0),
                 _site_partitions(options, counts[names.prices], counts.get(topic, 0)),
                 owned,
                 history=topic == names.history,
@@ -247,35 +248,25 @@ def _owned_sites(options: ReplayOptions, partitions: int) -> Callable[[str], boo
     return owned
 
 
-def _site_partitions(options: ReplayOptions, prices: int, partitions: int) -> _Partitions:
-    """Where a topic keeps the events this replay compares, first, and the rest of its partitions.
+def _site_partitions(options: ReplayOptions, prices: int, partitions: int) -> list[int]:
+    """The partitions of an event topic that keep the events this replay compares.
 
     Events are partitioned by their site (actions by their key, history by its ``partition_key``), so one
     site's are all on one partition, and a topic with as many partitions as ``prices`` keeps each site's
     events on the site's home partition: a process of several reads only its own share.
     """
-    every = list(range(partitions))
     if options.site is not None:
-        first = [key_partition(options.site.encode(), partitions)] if partitions else []
-    elif options.partitions is not None and partitions == prices:
-        first = [p for p in every if p in options.partitions]
-    else:
-        return _Partitions(every, [])
-    return _Partitions(first, [p for p in every if p not in first])
-
-
-@dataclass(frozen=True, slots=True)
-class _Partitions:
-    first: list[int]
-    rest: list[int]
-    """Read only if ``first`` holds a record partitioned otherwise than by its site (history written before
-    it was partitioned by site): then the topic's events may be anywhere."""
+        return [key_partition(options.site.encode(), partitions)] if partitions else []
+    if options.partitions is not None and partitions == prices:
+        return [p for p in range(partitions) if p in options.partitions]
+    return list(range(partitions))
 
 
 async def _recorded(
     reader: AIOKafkaConsumer,
     topic: str,
-    partitions: _Partitions,
+    partitions: int,
+    first: list[int],
     owned: Callable[[str], bool] | None,
     *,
     history: bool,
@@ -285,39 +276,19 @@ async def _recorded(
     A record whose key names no site is kept: :func:`compare` parses it and judges it by its content.
     """
     recorded: set[bytes] = set()
-    count = len(partitions.first) + len(partitions.rest)
-    by_site = await _read_recorded(reader, topic, partitions.first, count, owned, recorded, history=history)
-    if not by_site and partitions.rest:
-        await _read_recorded(reader, topic, partitions.rest, count, owned, recorded, history=history)
-    return recorded
 
+    def site_of(key: bytes | None) -> str | None:
+        return key_site(key, history=history)
 
-async def _read_recorded(
-    reader: AIOKafkaConsumer,
-    topic: str,
-    chosen: list[int],
-    count: int,
-    owned: Callable[[str], bool] | None,
-    recorded: set[bytes],
-    *,
-    history: bool,
-) -> bool:
-    """Adds the events of ``chosen`` partitions to ``recorded``; whether each lay on its site's partition."""
-    if not chosen:
-        return True
-    by_site = True
-    tps = [TopicPartition(topic, p) for p in chosen]
-    async for batch in read_to_end(reader, tps, timeout_s=3600):
+    async for batch in read_by_site(reader, topic, partitions, first, site_of, timeout_s=3600):
         for message in batch:
             if message.value is None:
                 continue
-            site_id = key_site(message.key, history=history)
-            if site_id is not None and by_site:
-                by_site = key_partition(site_id.encode(), count) == message.partition
+            site_id = site_of(message.key)
             if owned is not None and site_id is not None and not owned(site_id):
                 continue
             recorded.add(message.value)
-    return by_site
+    return recorded
 
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
