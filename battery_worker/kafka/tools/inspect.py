@@ -26,11 +26,11 @@ async def read_topic(
     keep: Callable[[bytes | None], bool] | None = None,
     *,
     site: str | None = None,
-    site_of: Callable[[bytes | None], str | None] | None = None,
+    site_of: Callable[[bytes | None], str | None] = lambda key: key_site(key, history=False),
 ) -> list[M]:
-    """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``; with ``site``
-    (and ``site_of`` a record's key), only the partition that keeps the site's events
-    (:func:`~battery_worker.kafka.reading.read_by_site`)."""
+    """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``; with ``site``,
+    only the partition that keeps the site's events (:func:`~battery_worker.kafka.reading.read_by_site`;
+    ``site_of``: the site a record's key names, by default the key itself)."""
     partitions = await partition_count(settings, topic)
     if not partitions:
         return []
@@ -38,7 +38,7 @@ async def read_topic(
     await start_client(reader, settings.kafka)
     events: list[M] = []
     timeout_s = settings.worker.restore_timeout_s
-    if site is not None and site_of is not None:
+    if site is not None:
         first = [key_partition(site.encode(), partitions)]
         batches = read_by_site(reader, topic, partitions, first, site_of, timeout_s=timeout_s)
     else:
