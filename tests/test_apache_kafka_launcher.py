@@ -3,7 +3,8 @@
 The first part needs no Java: missing or old tools, the one-time jar fetch and its reuse, all with fake
 ``java``/``keytool``/``mvn`` scripts. The second part runs against the session's broker when it is the
 launcher's (``BATTERY_WORKER_TEST_BROKER=apache``) and is skipped, with that reason, otherwise: each
-listener carries records, SCRAM refuses a wrong password, and ACLs bind ``alice``.
+listener carries records, SCRAM refuses a wrong password, ACLs bind ``alice``, and a broker started with
+Kafka's own JVM options (the benchmark's) runs G1.
 """
 
 from __future__ import annotations
@@ -256,3 +257,26 @@ async def test_private_broker_is_a_second_broker_of_the_session_s_kind(
     await private_broker.wait_ready(30)
     private_broker.stop()
     assert not private_broker.running
+
+
+def jvm_arguments(pid: int | None) -> list[bytes]:
+    assert pid is not None
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+
+
+@pytest.mark.broker
+async def test_a_broker_started_as_kafka_s_scripts_start_it_runs_g1_with_its_heap_reserved(
+    broker_kind: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """The benchmark's broker: the JVM options of ``kafka-run-class.sh``, not the tests' quick start."""
+    if broker_kind != "apache":
+        pytest.skip("starts a second Apache Kafka from the launcher: BATTERY_WORKER_TEST_BROKER=apache")
+    apache_kafka: ApacheKafkaBroker = request.getfixturevalue("apache_kafka")
+    with ApacheKafkaBroker(jvm="kafka-scripts", log_path=tmp_path / "kafka.log") as broker:
+        jvm = jvm_arguments(broker.pid)
+        assert {b"-XX:+UseG1GC", b"-XX:MaxGCPauseMillis=20", b"-Xmx1G", b"-Xms1G"} <= set(jvm)
+        assert b"-XX:+UseSerialGC" not in jvm
+        assert b"-XX:TieredStopAtLevel=1" not in jvm
+        await round_trip(broker.client_options("PLAINTEXT"), "as-kafka-scripts", b"on G1")
+    # The session's broker keeps the quick start.
+    assert b"-XX:+UseSerialGC" in jvm_arguments(apache_kafka.pid)

@@ -29,6 +29,7 @@ from battery_worker.brokers.apache_config import (
     ADMIN_USER,
     HOST,
     SASL_MECHANISM,
+    JvmProfile,
     Listener,
     broker_command,
     format_storage,
@@ -64,7 +65,8 @@ class ApacheKafkaBroker:
         home: str | os.PathLike[str] | None = None,
         log_path: str | os.PathLike[str] | None = None,
         users: Mapping[str, str] | None = None,
-        heap: str = "512m",
+        heap: str | None = None,
+        jvm: JvmProfile = "quick-start",
         startup_timeout: float = 90.0,
         stop_timeout: float = 20.0,
         extra_properties: Mapping[str, str] | None = None,
@@ -78,7 +80,10 @@ class ApacheKafkaBroker:
             temporary directory, deleted on :meth:`stop`.
         :param users: SCRAM users without rights besides the super user ``admin`` (name → password);
             ``None`` means :data:`DEFAULT_USERS`.
-        :param heap: the JVM's ``-Xmx``.
+        :param heap: the JVM's ``-Xmx``; ``None``: the ``jvm`` profile's (512m quick, 1G as Kafka's scripts).
+        :param jvm: ``quick-start`` (C1 and the serial collector: a test suite starts brokers often) or
+            ``kafka-scripts``, the options Kafka's own start scripts use (G1, the optimising compiler,
+            1 GiB reserved): the broker our users run, slower to start; what the benchmark runs.
         :param startup_timeout: seconds :meth:`start` may take, the first jar fetch not included.
         :param stop_timeout: seconds :meth:`stop` waits after SIGTERM before SIGKILL.
         :param extra_properties: ``server.properties`` entries added or overriding the defaults.
@@ -90,6 +95,7 @@ class ApacheKafkaBroker:
         self._home = Path(home) if home is not None else None
         self._given_log = Path(log_path) if log_path is not None else None
         self._heap = heap
+        self._jvm_profile: JvmProfile = jvm
         self._startup_timeout = startup_timeout
         self._extra = dict(extra_properties or {})
         self._ports: dict[str, int] = {}
@@ -319,7 +325,7 @@ class ApacheKafkaBroker:
 
     def _spawn(self, java: str, lib: Path) -> None:
         assert self._workdir is not None
-        command = broker_command(java, lib, self._workdir, self._heap)
+        command = broker_command(java, lib, self._workdir, self._heap, self._jvm_profile)
         if self._given_log is not None:
             self._jvm.spawn(command, self._given_log, append=True)
         else:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from battery_worker.brokers.apache_jars import JVM_OPTIONS
+from battery_worker.brokers.apache_jars import JVM_OPTIONS, KAFKA_SCRIPTS_HEAP, KAFKA_SCRIPTS_JVM_OPTIONS
 from battery_worker.brokers.apache_tls import SERVER_KEYSTORE
 from battery_worker.brokers.launcher import LOOPBACK
 from battery_worker.kafka.exceptions import ApacheKafkaError
@@ -25,6 +25,7 @@ __all__ = [
     "DEFAULT_USERS",
     "HOST",
     "SASL_MECHANISM",
+    "JvmProfile",
     "Listener",
     "broker_command",
     "format_storage",
@@ -40,6 +41,9 @@ ADMIN_USER = "admin"
 DEFAULT_USERS: Mapping[str, str] = {"alice": "alice-secret", "bob": "bob-secret"}
 _ADMIN_PASSWORD = "admin-secret"  # noqa: S105 - a throwaway broker on loopback, printed for the user
 # StorageTool's --add-scram syntax is "[name=N,password=P]": keep both free of its delimiters.
+#: How the broker's JVM runs: ``quick-start`` (C1 only, serial collector: tests start many brokers) or
+#: ``kafka-scripts`` (as Kafka's own start scripts run it: what a benchmark measures against).
+JvmProfile = Literal["quick-start", "kafka-scripts"]
 _CREDENTIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Listener = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL"]
@@ -130,12 +134,22 @@ def _format_command(java: str, lib: Path, workdir: Path, users: Mapping[str, str
     ]
 
 
-def broker_command(java: str, lib: Path, workdir: Path, heap: str) -> list[str]:
-    """The broker's JVM, configured by ``workdir``'s files, with ``heap`` as its ``-Xmx``."""
+def broker_command(
+    java: str, lib: Path, workdir: Path, heap: str | None, profile: JvmProfile = "quick-start"
+) -> list[str]:
+    """The broker's JVM, configured by ``workdir``'s files, with ``heap`` as its ``-Xmx``.
+
+    ``None`` is the profile's own heap: 512 MiB for a quick start, or Kafka's scripts' 1 GiB, which they
+    also reserve at once (``-Xms``), as the scripts do.
+    """
+    if profile == "kafka-scripts":
+        size = heap or KAFKA_SCRIPTS_HEAP
+        jvm = [f"-Xmx{size}", f"-Xms{size}", *KAFKA_SCRIPTS_JVM_OPTIONS]
+    else:
+        jvm = [f"-Xmx{heap or '512m'}", *JVM_OPTIONS]
     return [
         java,
-        f"-Xmx{heap}",
-        *JVM_OPTIONS,
+        *jvm,
         f"-Dlog4j2.configurationFile={workdir / _LOG4J2_FILE}",
         "-cp",
         f"{lib}/*",

@@ -96,6 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--port", type=int, help="PLAINTEXT port (default: a free one)")
     parser.add_argument("--log", type=Path, help="append the broker's output to this file")
+    parser.add_argument(
+        "--jvm",
+        choices=["quick-start", "kafka-scripts"],
+        default="quick-start",
+        help="the JVM's options: quick to start (default), or those of Kafka's own start scripts (G1, 1 GiB)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     stopping = threading.Event()
@@ -104,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = ApacheKafkaBroker(args.port, log_path=args.log)
+    broker = ApacheKafkaBroker(args.port, log_path=args.log, jvm=args.jvm)
     try:
         broker.start()
         print(_describe(broker), flush=True)
