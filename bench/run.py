@@ -6,10 +6,11 @@
 
 ``--broker both`` (the default) runs the embedded Tansu broker, then Apache Kafka from the launcher
 (``battery_worker.brokers.apache_kafka``: Java 17+, Maven for the first fetch), one after the other on the
-same machine, and writes one table with a column per broker. ``KAFKA_BOOTSTRAP_SERVERS`` replaces both with
-that broker. Each figure is the median of ``--runs`` runs (3 by default), with min and max. The worker and
-the ceiling run as child processes (``child.py``), alternately on the same pre-filled ``prices`` topic, so
-both see the same broker load.
+same machine, and writes one table with a column per broker. Apache Kafka's JVM runs as Kafka's own start
+scripts run it (G1, 1 GiB; ``--jvm quick-start``: the tests' quick-starting one). ``KAFKA_BOOTSTRAP_SERVERS``
+replaces both with that broker. Each figure is the median of ``--runs`` runs (3 by default), with min and
+max. The worker and the ceiling run as child processes (``child.py``), alternately on the same pre-filled
+``prices`` topic, so both see the same broker load.
 
 Exactly-once (``worker.processing_guarantee=exactly-once``) is measured in the same run on a broker with
 transactions (Apache Kafka; skipped, with the reason, on the embedded broker): a third child per
