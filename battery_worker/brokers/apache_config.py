@@ -15,7 +15,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
-from battery_worker.brokers.apache_jars import JVM_OPTIONS, KAFKA_SCRIPTS_HEAP, KAFKA_SCRIPTS_JVM_OPTIONS
+from battery_worker.brokers.apache_jars import (
+    JVM_OPTIONS,
+    KAFKA_SCRIPTS_HEAP,
+    KAFKA_SCRIPTS_JVM_OPTIONS,
+    QUICK_START_HEAP,
+)
 from battery_worker.brokers.apache_tls import SERVER_KEYSTORE
 from battery_worker.brokers.launcher import LOOPBACK
 from battery_worker.kafka.exceptions import ApacheKafkaError
@@ -41,12 +46,12 @@ ADMIN_USER = "admin"
 DEFAULT_USERS: Mapping[str, str] = {"alice": "alice-secret", "bob": "bob-secret"}
 _ADMIN_PASSWORD = "admin-secret"  # noqa: S105 - a throwaway broker on loopback, printed for the user
 # StorageTool's --add-scram syntax is "[name=N,password=P]": keep both free of its delimiters.
-#: How the broker's JVM runs: ``quick-start`` (C1 only, serial collector: tests start many brokers) or
-#: ``kafka-scripts`` (as Kafka's own start scripts run it: what a benchmark measures against).
-JvmProfile = Literal["quick-start", "kafka-scripts"]
 _CREDENTIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 Listener = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL"]
+#: How the broker's JVM runs: ``quick-start`` (C1 only, serial collector: tests start many brokers) or
+#: ``kafka-scripts`` (as Kafka's own start scripts run it: what a benchmark measures against).
+JvmProfile = Literal["quick-start", "kafka-scripts"]
 
 _PROPERTIES = "server.properties"
 _LOG4J2_FILE = "log4j2.properties"
@@ -146,7 +151,7 @@ def broker_command(
         size = heap or KAFKA_SCRIPTS_HEAP
         jvm = [f"-Xmx{size}", f"-Xms{size}", *KAFKA_SCRIPTS_JVM_OPTIONS]
     else:
-        jvm = [f"-Xmx{heap or '512m'}", *JVM_OPTIONS]
+        jvm = [f"-Xmx{heap or QUICK_START_HEAP}", *JVM_OPTIONS]
     return [
         java,
         *jvm,

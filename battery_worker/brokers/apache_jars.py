@@ -28,6 +28,7 @@ __all__ = [
     "JVM_OPTIONS",
     "KAFKA_SCRIPTS_HEAP",
     "KAFKA_SCRIPTS_JVM_OPTIONS",
+    "QUICK_START_HEAP",
     "ensure_jars",
     "find_java",
     "kafka_home",
@@ -46,6 +47,8 @@ HOME_ENV = "BATTERY_WORKER_KAFKA_HOME"
 #: Quick to start on a small machine: C1 only and the serial collector. Measured on 2 cores, start() to
 #: ready: 4.2-4.6 s with these, 5.6-6.1 s without TieredStopAtLevel=1, 6.6-8.1 s with JVM defaults.
 JVM_OPTIONS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xshare:auto", "-Djava.awt.headless=true")
+#: The quick-starting broker's ``-Xmx``: plenty for a test's topics.
+QUICK_START_HEAP = "512m"
 
 #: What Kafka's own ``kafka-run-class.sh`` starts a broker with (``KAFKA_JVM_PERFORMANCE_OPTS``): the JVM
 #: our users run. Slower to start (about 7 s against 4.5 here), but the G1 collector and the optimising
