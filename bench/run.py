@@ -34,7 +34,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -54,6 +54,7 @@ from common import (  # noqa: E402
 from peer import compare_actions, quix_missing  # noqa: E402
 from report import render_doc, render_table  # noqa: E402
 
+from battery_worker.brokers.apache_config import JvmProfile  # noqa: E402
 from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
 from battery_worker.kafka.exceptions import TransactionsUnsupported  # noqa: E402
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
@@ -549,7 +550,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--jvm",
-        choices=("kafka-scripts", "quick-start"),
+        choices=get_args(JvmProfile),
         default="kafka-scripts",
         help="Apache Kafka's JVM: as Kafka's start scripts run it (default), or the tests' quick start",
     )

@@ -44,10 +44,17 @@ import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
+from typing import get_args
 
 from battery_worker.brokers.apache_acls import ResourceType
 from battery_worker.brokers.apache_broker import ApacheKafkaBroker
-from battery_worker.brokers.apache_config import ADMIN_USER, DEFAULT_USERS, SASL_MECHANISM, Listener
+from battery_worker.brokers.apache_config import (
+    ADMIN_USER,
+    DEFAULT_USERS,
+    SASL_MECHANISM,
+    JvmProfile,
+    Listener,
+)
 from battery_worker.brokers.apache_jars import HOME_ENV, ensure_jars, find_java, kafka_home, kafka_version
 from battery_worker.kafka.exceptions import ApacheKafkaError, ApacheKafkaUnavailable
 
@@ -98,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, help="append the broker's output to this file")
     parser.add_argument(
         "--jvm",
-        choices=["quick-start", "kafka-scripts"],
+        choices=get_args(JvmProfile),
         default="quick-start",
         help="the JVM's options: quick to start (default), or those of Kafka's own start scripts (G1, 1 GiB)",
     )
