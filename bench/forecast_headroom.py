@@ -15,24 +15,26 @@ them.
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from datetime import datetime
 from multiprocessing import Pool
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 import battery_worker.policies.mpc as mpc_module
 from battery_worker.backtest.engine import backtest, optimum_for
+from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.policies import make_policy
-from battery_worker.policies.forecast import FloatArray
+from battery_worker.policies.base import Decision, PolicyMemory
+from battery_worker.policies.forecast import FloatArray, departed
+from battery_worker.policies.intra_hour import IntraHour
+from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
 
-FORECAST = mpc_module.departed
-DECIDE: Callable[..., Any] = mpc_module.MpcPolicy.decide
+FORECAST = departed  # the function mpc calls by its module-level name ``departed``
+DECIDE = MpcPolicy.decide
 """The originals, taken at import: a pool process that runs several factors wraps these, not its last wrap."""
 
 
@@ -47,15 +49,25 @@ def capture_at(path: Path, shrink: float) -> tuple[float, float]:
         guess: FloatArray = FORECAST(profile, departure, level_decay)
         ahead = prices[now["index"] + 1 : now["index"] + 1 + guess.size]
         actual = np.concatenate([ahead, np.full(guess.size - ahead.size, prices[-1])])
-        return actual + shrink * (guess - actual)
+        moved: FloatArray = actual + shrink * (guess - actual)
+        return moved
 
-    mpc_module.departed = shrunk
+    # mpc looks ``departed`` up in its own namespace at each call: replace it there (mpc does not export
+    # the name, so through the module's dict rather than as an attribute).
+    vars(mpc_module)["departed"] = shrunk
 
-    def decide_at(self: Any, tick: PriceTick, *args: Any) -> Any:
+    def decide_at(
+        self: MpcPolicy,
+        tick: PriceTick,
+        battery: BatteryState,
+        config: BatteryConfig,
+        memory: PolicyMemory | None,
+    ) -> tuple[Decision, IntraHour]:
         now["index"] = position[tick.timestamp]
-        return DECIDE(self, tick, *args)
+        return DECIDE(self, tick, battery, config, memory)
 
-    mpc_module.MpcPolicy.decide = decide_at  # type: ignore[method-assign]
+    # Patching a method on the class is the point here (mypy flags any method assignment).
+    MpcPolicy.decide = decide_at  # type: ignore[method-assign]
     config = BatteryConfig()
     _run, summary = backtest(ticks, config, make_policy("mpc"), optimum=optimum_for(ticks, config))
     return shrink, summary.capture_ratio or 0.0

@@ -93,9 +93,9 @@ def run_case(case: str, days: int, seed: int, mara: Path | None) -> dict[str, ob
     else:
         with tempfile.TemporaryDirectory() as folder:
             path = mara if case == "mara" else Path(folder) / "year_5min.csv"
+            assert path is not None
             if case == "synthetic-cli":
                 write_mara_csv(path, synthetic_prices(days, seed))
-            assert path is not None
             started = time.perf_counter()
             ticks = load_ticks(path)
             inputs = optimum_inputs(ticks, config)

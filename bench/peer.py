@@ -37,8 +37,11 @@ async def read_actions(bootstrap: str, topic: str) -> dict[tuple[bytes, str], by
         tps = [TopicPartition(topic, p) for p in range(PARTITIONS)]
         async for batch in read_to_end(reader, tps, timeout_s=120):
             for message in batch:
-                tick_at = orjson.loads(message.value)["tick_timestamp"]
-                actions[(message.key, tick_at)] = message.value
+                key, value = message.key, message.value
+                assert key is not None, "an action is keyed by its site"
+                assert value is not None, "an action is never a tombstone"
+                tick_at = orjson.loads(value)["tick_timestamp"]
+                actions[(key, tick_at)] = value
     finally:
         await reader.stop()
     return actions

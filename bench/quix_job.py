@@ -29,7 +29,7 @@ from typing import Any
 import orjson
 from common import create_topics, peak_rss_mb, settings_for
 from quixstreams import Application, State, message_context
-from quixstreams.models.serializers import JSONSerializer
+from quixstreams.models.serializers.json import JSONSerializer
 
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
@@ -91,7 +91,9 @@ class Job:
         self.topics = (actions, status, history)
         self.first: tuple[float, float] | None = None  # (wall, CPU) at the first tick
 
-    def step(self, value: bytes, key: bytes, timestamp: int, headers: Any, state: State) -> Any:
+    def step(
+        self, value: bytes, key: bytes, timestamp: int, headers: Any, state: State[str, dict[str, Any]]
+    ) -> Any:
         if self.first is None:
             self.first = (time.perf_counter(), time.process_time())
         tick = PriceTick.model_validate_json(value)

@@ -95,7 +95,8 @@ def commands() -> Iterator[Command]:
 
 def logical_lines(lines: list[str]) -> Iterator[tuple[int, str]]:
     """Lines joined at a trailing backslash, with the offset of their first line; blanks and comments out."""
-    start, parts = 0, []
+    start = 0
+    parts: list[str] = []
     for offset, text in enumerate(lines):
         if not parts:
             start = offset

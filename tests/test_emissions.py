@@ -102,6 +102,7 @@ def test_dispatch_with_the_site_model_plans_the_step_and_counts_the_sites_import
         assert with_site.emissions.site_kg == counted
         # the battery's own figures do not depend on the site
         assert replace(with_site, emissions=replace(with_site.emissions, site_kg=0.0)) == without
+    assert outcome.plan is not None, "dispatched with the site model"
     assert outcome.plan.grid_import_kg is None, "the last hour's intensity is unknown"
     # hour 0: the whole fleet (25 MW) and the battery's 20 MW charge imported at 400 kg/MWh
     first = (site.fleet_mw + config.max_charge_rate_mw) * 400.0

@@ -103,8 +103,8 @@ async def test_worker_replay_backtest_and_api_agree_on_emissions(
     assert last.total_site_kg == site_kg > last.total_bought_kg
     assert running[half] > running[half - 1], "counted on after the restart"
     backtest_site = 0.0
-    for plan in run_plans(setup.site, run, curtail=setup.plans_machines):
-        backtest_site += 0.0 if plan.grid_import_kg is None else plan.grid_import_kg
+    for site_plan in run_plans(setup.site, run, curtail=setup.plans_machines):
+        backtest_site += 0.0 if site_plan.grid_import_kg is None else site_plan.grid_import_kg
     assert backtest_site == site_kg
 
     api = BatterySystem(policy=make_policy(POLICY["name"], POLICY["params"]), site=setup.site)

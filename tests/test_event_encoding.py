@@ -27,7 +27,7 @@ from battery_worker.events import (
     event_id,
 )
 from battery_worker.pipeline.partitioning import home_partition, murmur2
-from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 
@@ -84,7 +84,7 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
         },
     )
     processor = TickProcessor(directory, TOPICS, prices_partitions=3)
-    outputs = []
+    outputs: list[OutputRecord] = []
     for index, record in enumerate(ticks(rng, 3000, 7)):
         outputs.extend(processor.handle(record).outputs)
         if index % 100 == 99:
@@ -166,7 +166,7 @@ def test_a_restored_site_carries_on_its_emissions_exactly() -> None:
     at = datetime(2023, 8, 1, tzinfo=UTC)
     values = []
     for hour, (price, intensity) in enumerate([(10, 300.0), (10, None), (500, 420.0), (500, None)] * 3):
-        value = {"energy_price": price, "hash_price": 0, "token_price": 0}
+        value: dict[str, float | str] = {"energy_price": price, "hash_price": 0, "token_price": 0}
         value["timestamp"] = (at + timedelta(hours=hour)).isoformat()
         if intensity is not None:
             value["carbon_intensity"] = intensity

@@ -256,7 +256,7 @@ def fuzzed_stream(
                 text = orjson.dumps(sample)
                 add((key, text[: chance.randint(0, len(text) - 1)]), "rejected")
             elif kind == 2:
-                wrong = chance.choice(["x", None, [], {}, True])
+                wrong: object = chance.choice(["x", None, [], {}, True])
                 add((key, orjson.dumps({**sample, "energy_price": wrong})), "rejected")
             elif kind == 3:
                 literal = chance.choice([b"NaN", b"Infinity", b"-Infinity", b"1e400"])

@@ -44,6 +44,8 @@ from tests.workerkit import DATA, cli, ercot_week, make_settings, settings_env, 
 T0 = datetime(2023, 8, 1, tzinfo=UTC)
 NOW_MS = int(datetime(2023, 8, 10, tzinfo=UTC).timestamp() * 1000)
 SECRET = "hunter2-not-logged"
+Outcomes = dict[tuple[int, int], tuple[str, tuple[bytes, ...]]]
+"""(partition, offset) → the outcome's kind and its output values."""
 
 
 def tick_bytes(hour: int, price: float = 30.0, **extra: object) -> bytes:
@@ -92,8 +94,9 @@ def test_outcomes_do_not_depend_on_the_order_partitions_are_read_in() -> None:
         value = tick_bytes(index // 3, price=float(index % 60), site_id=site)
         per_partition[partition].append(InputRecord("prices", partition, offset, key, value, NOW_MS))
 
-    def outcomes(order: list[int]) -> dict[tuple[int, int], tuple[str, tuple[bytes, ...]]]:
-        proc, seen = processor(), {}
+    def outcomes(order: list[int]) -> Outcomes:
+        proc = processor()
+        seen: Outcomes = {}
         for partition in order:
             for record in per_partition[partition]:
                 handled = proc.handle(record)

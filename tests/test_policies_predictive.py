@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -195,13 +196,10 @@ def intra_hour_alternation(days: int) -> list[PriceTick]:
 def test_sub_hourly_plan_trades_the_slots_inside_the_hour() -> None:
     ticks = intra_hour_alternation(2)
     # Holding through the warm-up (plan_from_hours) keeps the two runs alike until the shape is learned.
-    quick = {
-        "warmup_hours": 12,
-        "plan_from_hours": 12,
-        "history_hours": 24,
-        "fallback": AdaptivePolicy(12, 12),
-    }
-    runs = {sub: backtest(ticks, CONFIG, MpcPolicy(sub_hourly=sub, **quick)) for sub in (True, False)}
+    quick = partial(
+        MpcPolicy, warmup_hours=12, plan_from_hours=12, history_hours=24, fallback=AdaptivePolicy(12, 12)
+    )
+    runs = {sub: backtest(ticks, CONFIG, quick(sub_hourly=sub)) for sub in (True, False)}
     decisions = runs[True][0].decisions[144:]  # after the warm-up
 
     def count(action: Action, parity: int) -> int:
@@ -292,8 +290,8 @@ def test_the_forecast_is_the_profile_plus_a_fading_departure() -> None:
     history[-1] = 30.0  # the open hour's mean so far
     profile = daily_profile(history, 3, days=2, recent_weight=0.5, spike_quantile=1.0)
     assert list(profile) == pytest.approx([10.0] * 4)
-    common = {"days": 2, "recent_weight": 0.5, "spike_quantile": 1.0, "level_decay": 0.5}
-    assert list(profile_forecast(history, 3, **common)) == pytest.approx([20.0, 15.0, 12.5])
+    forecast = profile_forecast(history, 3, days=2, recent_weight=0.5, spike_quantile=1.0, level_decay=0.5)
+    assert list(forecast) == pytest.approx([20.0, 15.0, 12.5])
     assert list(departed(profile, 4.0, 0.5)) == pytest.approx([12.0, 11.0, 10.5])
 
 
@@ -308,6 +306,7 @@ def test_the_level_is_a_time_weighted_mean_of_departures_from_the_profile() -> N
     assert hour.level == pytest.approx(2.0 + 10.0 * (1 - math.exp(-1)))
     near = five.near_term(7200.0, expected=10.0)
     assert near is not None
+    assert five.level is not None
     assert list(near.prices) == pytest.approx([10.0 + five.level] * near.prices.size)
     assert near.ends[0] == start + 600.0
     # Stored and read back; a memory stored before the level existed starts it at the next tick.

@@ -1,4 +1,7 @@
-"""ruff and mypy --strict are part of the suite, so CI refuses code that drifts from the style."""
+"""ruff and mypy --strict are part of the suite, so CI refuses code that drifts from the style.
+
+Both check the whole code base: the package, its tests and the benchmarks (``bench/``).
+"""
 
 from __future__ import annotations
 
@@ -29,6 +32,10 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     result = subprocess.run(
-        [tool("mypy"), "battery_worker"], cwd=ROOT, capture_output=True, text=True, check=False
+        [tool("mypy"), "battery_worker", "tests", "bench"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-4000:]

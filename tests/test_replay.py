@@ -21,8 +21,7 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import key_site
 from battery_worker.pipeline.processing import TickProcessor
 from battery_worker.settings import Settings, load_settings
-from tests.test_cli import cli
-from tests.workerkit import ercot_week, feed, make_settings, reference, send_raw, settings_env
+from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
 pytestmark = pytest.mark.broker
 

@@ -68,7 +68,7 @@ def test_environment_beats_toml_and_flags_beat_both(toml_file: Path, monkeypatch
 def test_settings_are_frozen() -> None:
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
-        settings.kafka.bootstrap_servers = "x"  # type: ignore[misc]
+        settings.kafka.bootstrap_servers = "x"
 
 
 @pytest.mark.parametrize(

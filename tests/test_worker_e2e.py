@@ -190,5 +190,6 @@ async def test_a_3_mb_message_is_dead_lettered_truncated_and_the_worker_goes_on(
         await reader.stop()
     assert len(dead) == 2
     assert dict(dead[0].headers)["dlq.truncated_from_bytes"] == b"3000002"
+    assert dead[0].value is not None
     assert len(dead[0].value) == 900_000
     assert dict(dead[1].headers)["error.field"] == b"key"

@@ -122,7 +122,7 @@ async def test_checkpoints_store_once_per_interval_and_a_kill_between_them_re_em
     assert len(await raw_values(settings, settings.topics.state)) == touched, log.read_text()[-2000:]
     assert await committed_total(settings) == first_part
 
-    redone: set[str] = set()
+    redone: set[str | None] = set()  # Handled.site_id: None for a rejected tick
     survivor = Worker(settings, on_handled=lambda _record, handled: redone.add(handled.site_id))
     assert await survivor.run(max_messages=total - first_part, idle_timeout_s=20) == total - first_part
     assert survivor.stats.sites_restored == touched
