@@ -15,6 +15,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.optimum import site_optimum
 from battery_worker.policies import make_policy
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.policies.site import SitePolicy
@@ -140,6 +141,13 @@ def test_cli_site_backtest_reports_the_whole_sites_emissions(
     expected = sum(fleet_mw * 1.0 * (tick.carbon_intensity or 0.0) for tick in week)
     assert runs["all_on"]["grid_import_kg"] == pytest.approx(expected)
     assert runs["site"]["grid_import_kg"] > 0
+    summary = orjson.loads(out.read_bytes())
+    optimum_kg = site_optimum(SiteModel(), CONFIG, week).grid_import_kg
+    assert optimum_kg is not None
+    assert summary["optimum_grid_import_kg"] == pytest.approx(optimum_kg)
+    assert 0 < optimum_kg < runs["all_on"]["grid_import_kg"]  # the optimum leaves machines off at some prices
     assert main([str(PRICES), "--site", "--summary", str(out)]) == 0
     assert "site emissions" not in capsys.readouterr().out
-    assert "grid_import_kg" not in orjson.loads(out.read_bytes())["runs"]["site"]
+    summary = orjson.loads(out.read_bytes())
+    assert "grid_import_kg" not in summary["runs"]["site"]
+    assert "optimum_grid_import_kg" not in summary

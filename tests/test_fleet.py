@@ -159,6 +159,49 @@ def two_hours(energy: tuple[float, float], hash_price: float) -> list[PriceTick]
     return [make_tick(price, hash_price, 0.0, T0 + timedelta(hours=h)) for h, price in enumerate(energy)]
 
 
+LOSSLESS_EMPTY = BatteryConfig(
+    capacity_mwh=10, max_charge_rate_mw=10, max_discharge_rate_mw=10, efficiency=1.0, initial_charge_percent=0
+)
+"""A lossless battery starting empty: with ``end_at_start`` it also ends empty."""
+
+
+def two_carbon_hours(energy: tuple[float, float], intensities: tuple[float | None, ...]) -> list[PriceTick]:
+    """Two hours of 1 MW of hydro earning 1.5 per MWh, each with its carbon intensity (None: unknown)."""
+    return [
+        make_tick(price, 1.5, 0.0, T0 + timedelta(hours=h), carbon_intensity=intensity)
+        for h, (price, intensity) in enumerate(zip(energy, intensities, strict=True))
+    ]
+
+
+@pytest.mark.parametrize(
+    ("intensities", "expected_kg"),
+    [
+        ((400.0, 100.0), 2.0 * 400.0),  # hour 1 imports 2 MW (miners and the battery's 1 MWh), hour 2 none
+        ((400.0, None), 2.0 * 400.0),  # hour 2's carried from hour 1: it imports nothing anyway
+        ((None, 100.0), 0.0),  # hour 1 unknown, left out; hour 2 known and nothing imported: 0, not None
+        ((None, None), None),
+    ],
+)
+def test_the_optimums_site_emissions_are_its_grid_import_times_the_intensity(
+    intensities: tuple[float | None, float | None], expected_kg: float | None
+) -> None:
+    site = SiteModel(import_limit_mw=10.0, machines=(hydro(200),))
+    optimum = site_optimum(site, LOSSLESS_EMPTY, two_carbon_hours((1.0, 3.0), intensities), end_at_start=True)
+    assert optimum.solution.import_mw.tolist() == pytest.approx([2.0, 0.0])
+    assert optimum.grid_import_kg == (None if expected_kg is None else pytest.approx(expected_kg))
+
+
+def test_the_optimum_carries_a_missing_intensity_for_carry_hours_as_the_runs_do() -> None:
+    # Energy at 3 then 1: the miners (1.5 per MWh) run in hour 2 only, on 1 MW from the grid.
+    site = SiteModel(import_limit_mw=10.0, machines=(hydro(200),))
+    ticks = two_carbon_hours((3.0, 1.0), (400.0, None))
+    carried = site_optimum(site, LOSSLESS_EMPTY, ticks, end_at_start=True)
+    assert carried.solution.import_mw.tolist() == pytest.approx([0.0, 1.0])
+    assert carried.grid_import_kg == pytest.approx(400.0)
+    not_carried = site_optimum(site, LOSSLESS_EMPTY, ticks, end_at_start=True, carry_hours=0.0)
+    assert not_carried.grid_import_kg == 0.0  # hour 1 known and nothing imported; hour 2 unknown
+
+
 def test_the_optimum_on_two_steps_solved_by_hand() -> None:
     # 1 MW of hydro earning 1.5 per MWh; energy at 1 then 3. A lossless battery starting and ending empty.
     config = BatteryConfig(

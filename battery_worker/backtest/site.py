@@ -6,7 +6,8 @@ Pure. What ``battery-worker backtest --site`` prints and ``bench/site_table.py``
 the battery run by ``mpc``; the machines planned tick by tick without a battery (what planning alone earns);
 (c) the ``site`` policy, machines and battery together; each as a share of the site optimum (machines
 continuous, so an upper bound). With a carbon intensity on the ticks, each run's site emissions too: the
-grid import × each step's intensity (:attr:`SitePlan.grid_import_kg`), summed.
+grid import × each step's intensity (:attr:`SitePlan.grid_import_kg`), summed; and the optimum's, of the
+schedule it found (:class:`~battery_worker.fleet.optimum.SiteOptimum`).
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ class SiteComparison:
     ticks: int
     optimum: float
     profits: dict[str, SiteProfit]
+    optimum_grid_import_kg: float | None = None
 
     def share(self, key: str) -> float:
         return self.profits[key].profit / self.optimum if self.optimum else float("nan")
@@ -56,7 +58,10 @@ class SiteComparison:
             runs[key] = {"profit": self.profits[key].profit, "share_of_optimum": self.share(key)}
             if self.counts_emissions:
                 runs[key]["grid_import_kg"] = self.profits[key].grid_import_kg
-        return {"ticks": self.ticks, "optimum_profit": self.optimum, "runs": runs}
+        summary: dict[str, Any] = {"ticks": self.ticks, "optimum_profit": self.optimum}
+        if self.counts_emissions:
+            summary["optimum_grid_import_kg"] = self.optimum_grid_import_kg
+        return {**summary, "runs": runs}
 
 
 def compare_site(
@@ -80,21 +85,28 @@ def compare_site(
         start = warmed_site(warmup, config, policy) if warmup else None
         return run_policy(ticks, config, policy, site=start, on_tick=on_tick, carry_hours=carry_hours)
 
-    optimum = site_optimum(site, config, ticks).profit
+    optimum = site_optimum(site, config, ticks, carry_hours=carry_hours)
     profits = {
         "all_on": no_battery_profit(site, config, ticks, carry_hours=carry_hours),
         "all_on_mpc": run_profit(site, config, run(mpc, "all_on_mpc"), curtail=False),
         "planned": no_battery_profit(site, config, ticks, curtail=True, carry_hours=carry_hours),
         "site": run_profit(site, config, run(site_policy, "site")),
     }
-    return SiteComparison(ticks=len(ticks), optimum=optimum, profits=profits)
+    return SiteComparison(
+        ticks=len(ticks),
+        optimum=optimum.profit,
+        profits=profits,
+        optimum_grid_import_kg=optimum.grid_import_kg,
+    )
 
 
 def site_table(comparison: SiteComparison) -> str:
     """The comparison as a Markdown table: profit and share of the optimum per run, and the site's grid
-    emissions when the ticks carry an intensity (the optimum's are not computed: "-")."""
+    emissions when the ticks carry an intensity ("-": no step of that run had one)."""
     carbon = comparison.counts_emissions
-    extra = (" site emissions (t CO₂eq) |", "---:|", " - |") if carbon else ("", "", "")
+    extra = (" site emissions (t CO₂eq) |", "---:|", _tonnes(comparison.optimum_grid_import_kg))
+    if not carbon:
+        extra = ("", "", "")
     lines = [
         "| site run | profit | share of optimum |" + extra[0],
         "|---|---:|---:|" + extra[1],
@@ -104,10 +116,13 @@ def site_table(comparison: SiteComparison) -> str:
         profit = comparison.profits[key]
         row = f"| {label} | {profit.profit:,.1f} | {100 * comparison.share(key):.1f} % |"
         if carbon:
-            kg = profit.grid_import_kg
-            row += " - |" if kg is None else f" {kg / 1000:,.1f} |"
+            row += _tonnes(profit.grid_import_kg)
         lines.append(row)
     return "\n".join(lines)
+
+
+def _tonnes(kg: float | None) -> str:
+    return " - |" if kg is None else f" {kg / 1000:,.1f} |"
 
 
 def site_line(site: SiteModel) -> str:

@@ -8,6 +8,11 @@ values a policy's end by, so no policy can beat the optimum by ending fuller; ``
 makes it end where it started. Machines are continuous between their minimum and all of them (see
 :mod:`battery_worker.fleet.lp`), so ``profit`` is an upper bound for any policy with whole machines. A month
 of 5-minute steps (8,640 steps, 86,400 variables) solves in a few seconds.
+
+With a carbon intensity on the ticks, the optimum's site emissions are counted as a run's are (its grid
+import × each step's intensity, a missing one carried, :mod:`battery_worker.fleet.accounting`): those of
+the schedule the solver found. The optimum is chosen by profit alone, so another schedule of equal profit
+may emit otherwise.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from battery_worker.backtest.engine import applicable_ticks, terminal_price
 from battery_worker.backtest.optimum import step_durations
 from battery_worker.backtest.optimum_lp import OptimumError
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
 from battery_worker.fleet.lp import SiteSeries, SiteSolution, solve_site
 from battery_worker.fleet.model import SiteModel
 from battery_worker.ticks import PriceTick
@@ -33,6 +39,8 @@ class SiteOptimum:
     profit: float
     series: SiteSeries
     solution: SiteSolution
+    grid_import_kg: float | None = None
+    """The schedule's grid import × each step's intensity, over the steps with one (None: none had one)."""
 
 
 def series_of(ticks: Sequence[PriceTick], config: BatteryConfig) -> SiteSeries:
@@ -47,9 +55,17 @@ def series_of(ticks: Sequence[PriceTick], config: BatteryConfig) -> SiteSeries:
 
 
 def site_optimum(
-    site: SiteModel, config: BatteryConfig, ticks: Sequence[PriceTick], *, end_at_start: bool = False
+    site: SiteModel,
+    config: BatteryConfig,
+    ticks: Sequence[PriceTick],
+    *,
+    end_at_start: bool = False,
+    carry_hours: float = DEFAULT_CARRY_HOURS,
 ) -> SiteOptimum:
-    """The optimum over ``ticks``; :class:`OptimumError` if there are none or the solver fails."""
+    """The optimum over ``ticks``; :class:`OptimumError` if there are none or the solver fails.
+
+    ``carry_hours``: how long a missing intensity is carried, as the runs it is compared with carry it.
+    """
     series = series_of(ticks, config)
     if series.energy.size == 0:
         raise OptimumError("ticks", 0, "no ticks to optimise")
@@ -57,4 +73,24 @@ def site_optimum(
     solution = solve_site(site, config, series, config.initial_energy_mwh, terminal_price=end_price)
     if solution is None:
         raise OptimumError("site optimum", series.energy.size, "solver failed")
-    return SiteOptimum(profit=solution.value, series=series, solution=solution)
+    return SiteOptimum(
+        profit=solution.value,
+        series=series,
+        solution=solution,
+        grid_import_kg=_grid_import_kg(ticks, series, solution, carry_hours),
+    )
+
+
+def _grid_import_kg(
+    ticks: Sequence[PriceTick], series: SiteSeries, solution: SiteSolution, carry_hours: float
+) -> float | None:
+    kept = applicable_ticks(ticks)
+    used = carried_intensities(
+        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
+    )
+    known = [
+        float(mw * hours * intensity)
+        for mw, hours, intensity in zip(solution.import_mw, series.hours, used, strict=True)
+        if intensity is not None
+    ]
+    return sum(known) if known else None
