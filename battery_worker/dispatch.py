@@ -69,9 +69,14 @@ def dispatch(
     :func:`plan_step`), at the intensity the emissions used, and its ``grid_import_kg`` added to the
     site's running ``site_kg``. Without it (the backtest, which plans afterwards), no plan.
 
+    The policy sees the tick with the intensity its emissions will be counted at: a missing one carried
+    (:func:`with_carried_intensity`), so a carbon price weighs a gap in the intensity feed as the totals and
+    the optimum do, not as free energy.
+
     Raises ``TimestampNotIncreasing`` for a stale tick, leaving ``site`` as it was.
     """
-    decision, memory = policy.decide(tick, site.battery, config, site.policy_memory)
+    seen = with_carried_intensity(tick, site.emissions, carry_hours)
+    decision, memory = policy.decide(seen, site.battery, config, site.policy_memory)
     step = apply_tick(
         config, site.battery, decision.action, decision.power_mw, tick.energy_price, tick.timestamp
     )
@@ -84,6 +89,20 @@ def dispatch(
         totals = totals.add_site(plan.grid_import_kg)
     state = SiteState(battery=step.state, policy_memory=memory, emissions=totals)
     return Outcome(decision=decision, step=step, state=state, emissions=found, intensity=used, plan=plan)
+
+
+def with_carried_intensity(tick: PriceTick, emissions: EmissionsState, carry_hours: float) -> PriceTick:
+    """The tick as a policy sees it: without an intensity of its own, the one carried to it (if any).
+
+    Only the policy sees the copy; the step's emissions are counted on the tick as it came, so a carried
+    intensity is still counted as carried, not as given.
+    """
+    if tick.carbon_intensity is not None or emissions.carried.intensity is None:
+        return tick
+    carried, _ = emissions.carried.step(as_utc(tick.timestamp), None, carry_hours)
+    if carried is None:
+        return tick
+    return tick.model_copy(update={"carbon_intensity": carried})
 
 
 def count_emissions(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -11,16 +12,20 @@ import pytest
 
 from battery_worker.backtest.carbon import carbon_inputs, optimum_figures, run_figures
 from battery_worker.backtest.engine import backtest, optimum_for, optimum_inputs, run_policy
+from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main
+from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import site_optimum
 from battery_worker.policies import make_policy
+from battery_worker.policies.base import Decision, PolicyMemory
 from battery_worker.policies.mpc import MpcPolicy
 from battery_worker.policies.site import SitePolicy
+from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.pricefiles import load_ticks
-from battery_worker.ticks import PriceTick
+from battery_worker.ticks import PriceTick, make_tick
 
 DATA = Path(__file__).parent / "data"
 PRICES = DATA / "ercot_2023-08-01_07.csv"
@@ -74,6 +79,51 @@ def test_ticks_without_intensity_plan_on_price_alone() -> None:
     assert run_policy(plain, CONFIG, MpcPolicy(carbon_price=100.0)).decisions == (
         run_policy(plain, CONFIG, MpcPolicy()).decisions
     )
+
+
+class SeeingPolicy(ThresholdPolicy):
+    """The seed's threshold policy, noting the intensity of every tick it is given to decide on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[float | None] = []
+
+    def decide(
+        self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
+    ) -> tuple[Decision, None]:
+        self.seen.append(tick.carbon_intensity)
+        return super().decide(tick, battery, config, memory)
+
+
+def test_a_policy_sees_a_missing_intensity_carried_as_the_totals_count_it() -> None:
+    t0 = datetime(2023, 8, 1, tzinfo=UTC)
+    given = (400.0, None, None, None, None, 300.0, None)  # hours 1-3 within the 3 h carry, hour 4 past it
+    ticks = [
+        make_tick(50.0, 1.7, 1.0, t0 + timedelta(hours=h), carbon_intensity=intensity)
+        for h, intensity in enumerate(given)
+    ]
+    policy = SeeingPolicy()
+    site = new_site_state(CONFIG, policy)
+    for tick in ticks:
+        site = dispatch(tick, site, CONFIG, policy).state
+    assert policy.seen == [400.0, 400.0, 400.0, 400.0, None, 300.0, 300.0]
+    # the totals still count the steps as the ticks came: 2 given, 4 carried, 1 unknown
+    totals = site.emissions
+    assert (totals.steps, totals.known_steps, totals.carried_steps, totals.unknown_steps) == (7, 2, 4, 1)
+
+
+def test_mpc_prices_a_gap_in_the_intensity_feed_with_the_carried_intensity(week: list[PriceTick]) -> None:
+    """Every third hour without its intensity decides as if it had the hour before's (carried within 3 h):
+    with a carbon price, a gap is not free energy. Run without the carry, the gaps change decisions."""
+    gappy = [t if h % 3 == 0 else t.model_copy(update={"carbon_intensity": None}) for h, t in enumerate(week)]
+    filled, last = [], None
+    for tick in gappy:
+        last = tick.carbon_intensity if tick.carbon_intensity is not None else last
+        filled.append(tick.model_copy(update={"carbon_intensity": last}))
+    carried = run_policy(gappy, CONFIG, MpcPolicy(carbon_price=200.0))
+    assert carried.decisions == run_policy(filled, CONFIG, MpcPolicy(carbon_price=200.0)).decisions
+    not_carried = run_policy(gappy, CONFIG, MpcPolicy(carbon_price=200.0), carry_hours=0.0)
+    assert not_carried.decisions != carried.decisions
 
 
 @pytest.mark.parametrize("bad", [-1.0, float("inf"), "x"])

@@ -32,8 +32,9 @@ falls back to the adaptive policy on the same history, and says so in the decisi
 ``carbon_price`` (money per tonne, 0 by default) plans on the price with the tick's emissions priced in,
 ``energy_price + carbon_price × carbon_intensity / 1000`` (:func:`battery_worker.emissions.effective_price`):
 that effective price goes into the history, the forecast and the plan, so replay stays exact (it is a
-function of the ticks). A tick without an intensity is planned on its price alone: the memory holds prices,
-not the last intensity, so a missing one is not carried here. At 0 the price is used as it is, bit for bit.
+function of the ticks). A tick without an intensity of its own comes with the one carried to it
+(:func:`battery_worker.dispatch.with_carried_intensity`, as the emissions count it); past ``carry_hours`` it
+has none and is planned on its price alone. At 0 the price is used as it is, bit for bit.
 
 Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of ``history_hours`` floats, shared with
 the fallback, plus 37 numbers: the current hour, the intra-hour shape and the level.
