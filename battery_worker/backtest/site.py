@@ -104,9 +104,9 @@ def site_table(comparison: SiteComparison) -> str:
     """The comparison as a Markdown table: profit and share of the optimum per run, and the site's grid
     emissions when the ticks carry an intensity ("-": no step of that run had one)."""
     carbon = comparison.counts_emissions
-    extra = (" site emissions (t CO₂eq) |", "---:|", _tonnes(comparison.optimum_grid_import_kg))
-    if not carbon:
-        extra = ("", "", "")
+    extra = ("", "", "")
+    if carbon:
+        extra = (" site emissions (t CO₂eq) |", "---:|", _tonnes(comparison.optimum_grid_import_kg))
     lines = [
         "| site run | profit | share of optimum |" + extra[0],
         "|---|---:|---:|" + extra[1],

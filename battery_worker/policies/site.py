@@ -13,8 +13,9 @@ the battery's decision fits the site's battery window.
 
 ``carbon_price`` (money per tonne, 0 by default), as in ``mpc``: the energy price it plans on, remembers
 and forecasts is ``energy_price + carbon_price × carbon_intensity / 1000`` where the tick has an intensity,
-its own or carried (imports then cost their emissions, exports earn them back); at 0 it is the price itself, bit for bit. The
-machines of the step are still planned on the real prices (:func:`battery_worker.fleet.plan.plan_site`).
+its own or carried (imports then cost their emissions, exports earn them back); at 0 it is the price
+itself, bit for bit. The machines of the step are still planned on the real prices
+(:func:`battery_worker.fleet.plan.plan_site`).
 
 Deterministic: a fixed horizon and HiGHS capped at ``max_iterations`` (no wall clock). If the solver gives
 up the battery holds and the reason says so. Memory: three bounded :class:`HourlyHistory` (energy, hash,
