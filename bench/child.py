@@ -1,4 +1,5 @@
-"""One measured process: the worker, or the raw-client ceiling. Started by ``run.py``; prints one JSON line.
+"""One measured process: the worker, the raw-client ceiling, or the latency floor. Started by ``run.py``;
+prints one JSON line.
 
 A process of its own, so the peak RSS is the worker's alone and no orchestration shares its event loop.
 
@@ -6,10 +7,17 @@ A process of its own, so the peak RSS is the worker's alone and no orchestration
                                   [--guarantee exactly-once] [--worker-setting KEY=VALUE ...]
                                   [--idle-timeout S]
     python bench/child.py ceiling BOOTSTRAP PRICES OUTPUT GROUP COUNT
+    python bench/child.py passthrough BOOTSTRAP PRICES PREFIX GROUP COUNT
 
 ``--guarantee exactly-once`` runs the worker with Kafka transactions (Apache Kafka only); its JSON line
 then counts them (``transactions``: committed, aborted, fenced). ``--worker-setting`` sets any other
 ``worker.*`` setting for the run (the value is read as JSON when it parses, e.g. ``max_batch_records=500``).
+
+``passthrough`` is the latency run's floor: the worker's clients moving each tick to ``PREFIX.actions`` as
+it comes, with nothing done to it but naming its source (what the latency run's consumer matches an action
+to its tick by), in the worker's rhythm: ``getmany``, send, wait for the acknowledgements, a commit at most
+once per ``commit_interval_ms``. What a broker and aiokafka take between a tick and its action, whatever
+the processing.
 """
 
 from __future__ import annotations
@@ -24,7 +32,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import AT_LEAST_ONCE, EXACTLY_ONCE, peak_rss_mb, settings_for
+import orjson
+from aiokafka import ConsumerRebalanceListener, TopicPartition
+from common import AT_LEAST_ONCE, EXACTLY_ONCE, create_topics, peak_rss_mb, settings_for
 
 from battery_worker.kafka.clients import make_group_consumer, make_producer
 from battery_worker.kafka.worker import Worker
@@ -136,6 +146,59 @@ async def run_ceiling(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+class _Assigned(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        pass
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        if assigned:
+            self.event.set()
+
+
+async def run_passthrough(args: argparse.Namespace) -> dict[str, Any]:
+    settings = settings_for(args.bootstrap, args.prices, args.prefix, args.group)
+    output = settings.topics.names().actions
+    await create_topics(args.bootstrap, [output])
+    consumer = make_group_consumer(settings.kafka, settings.worker)
+    producer = make_producer(settings.kafka, linger_ms=0)  # as the worker's (kafka/clients.py)
+    await producer.start()
+    await consumer.start()
+    assigned = _Assigned()
+    consumer.subscribe([args.prices], listener=assigned)
+    moved, announced = 0, False
+    commit_every_s = settings.worker.commit_interval_ms / 1000
+    committed_at = time.monotonic()
+    try:
+        while moved < args.count:
+            batch = await consumer.getmany(
+                timeout_ms=settings.worker.poll_timeout_ms, max_records=settings.worker.max_batch_records
+            )
+            if assigned.event.is_set() and not announced:
+                print("READY", flush=True)
+                announced = True
+            pending = [
+                await producer.send(
+                    output,
+                    orjson.dumps({"source": {"partition": record.partition, "offset": record.offset}}),
+                    key=record.key,
+                )
+                for records in batch.values()
+                for record in records
+            ]
+            await asyncio.gather(*pending)
+            moved += len(pending)
+            if time.monotonic() - committed_at >= commit_every_s:
+                await consumer.commit()
+                committed_at = time.monotonic()
+    finally:
+        await consumer.stop()
+        await producer.stop()
+    return {"handled": moved, "applied": moved, "rewinds": 0, "transactions": {}}
+
+
 def _setting(text: str) -> tuple[str, Any]:
     key, _, value = text.partition("=")
     try:
@@ -146,10 +209,12 @@ def _setting(text: str) -> tuple[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("mode", choices=["worker", "ceiling"])
+    parser.add_argument("mode", choices=["worker", "ceiling", "passthrough"])
     parser.add_argument("bootstrap")
     parser.add_argument("prices")
-    parser.add_argument("target", help="output topic prefix (worker) or output topic (ceiling)")
+    parser.add_argument(
+        "target", help="output topic prefix (worker, passthrough) or output topic (ceiling)"
+    )
     parser.add_argument("group")
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
@@ -168,7 +233,7 @@ def main() -> None:
     args.worker = dict(_setting(text) for text in args.worker_setting)
     rss_after_imports = peak_rss_mb()
     args.prefix = args.output = args.target
-    runner = run_worker if args.mode == "worker" else run_ceiling
+    runner = {"worker": run_worker, "ceiling": run_ceiling, "passthrough": run_passthrough}[args.mode]
     if args.profile is None:
         result = asyncio.run(runner(args))
     else:

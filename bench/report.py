@@ -67,6 +67,10 @@ def rows(doc: dict[str, Any]) -> list[list[str]]:
         )
     )
     out.append(_row(f"latency tick→action max, ms ({rate})", lat["max_ms"], ".1f"))
+    if "floor" in lat:
+        floor = lat["floor"]
+        out.append(_row(f"  floor: aiokafka pass-through, p50, ms ({rate})", floor["p50_ms"], ".1f"))
+        out.append(_row(f"  floor: aiokafka pass-through, p99, ms ({rate})", floor["p99_ms"], ".1f"))
     out.extend(exactly_once_rows(doc))
     big = next(e for e in doc["throughput"] if e["sites"] == 10_000)
     out.append(
@@ -330,7 +334,11 @@ def render_doc(doc: dict[str, Any], profile_notes: Path) -> str:
         f"- **Latency**: a fresh worker is started and ready; ticks of {lat['sites']} sites are then sent at",
         f"  a steady {lat['rate_per_s']:,}/s for {lat['seconds']:.0f} s{_warmup(lat)}.",
         "  Latency runs from just before the tick's `send` to the arrival of its action at a consumer of",
-        "  `battery.actions` (same clock: the sender and the consumer share one process).",
+        "  `battery.actions` (same clock: the sender and the consumer share one process). Each run is",
+        "  followed by the same run with the **floor** in the worker's place (`bench/child.py passthrough`):",
+        "  the worker's clients moving each tick to `battery.actions` as it comes, in the worker's rhythm",
+        "  (`getmany`, send, wait for the acknowledgements, a commit at most once a second) with nothing",
+        "  done to it: what the broker and the client take, whatever the processing.",
         *_exactly_once_bullet(doc),
         "- **Peak RSS**: the worker process's own peak (`VmHWM` in `/proc/self/status`) after the",
         "  10,000-site throughput run.",

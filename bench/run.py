@@ -69,6 +69,8 @@ EXACTLY_ONCE_SITES = (100, 10_000)
 """The throughput site counts also run with exactly-once (100: the latency run's sites; 10,000: the most
 state records per transaction). One site is left out to keep the run short (≈ 45 s): a drain batch of
 2,000 records mostly comes from one partition, so each is one transaction at any site count."""
+FLOOR = "floor"
+"""The latency run's floor: ``child.py passthrough`` in place of the worker, each tick moved as it comes."""
 LATENCY_WARMUP_S = 3.0
 """Ticks sent before the measured ones, at the same rate, whose latencies are not counted. The first write to
 each partition of a new topic costs the broker tens to hundreds of ms here: Apache Kafka's request log gave
@@ -247,12 +249,14 @@ class Bench:
     async def latency(
         self, rate: int, seconds: float, sites: int, guarantees: tuple[str, ...] = (AT_LEAST_ONCE,)
     ) -> dict[str, dict[str, Any]]:
-        """Per guarantee, p50, p99 and max; each run measures the guarantees one after the other."""
-        p50: dict[str, list[float]] = {g: [] for g in guarantees}
-        p99: dict[str, list[float]] = {g: [] for g in guarantees}
-        worst: dict[str, list[float]] = {g: [] for g in guarantees}
+        """Per guarantee, p50, p99 and max, and the same of the floor (``FLOOR``: ``child.py passthrough``);
+        each run measures the guarantees and then the floor, one after the other."""
+        kinds = (*guarantees, FLOOR)
+        p50: dict[str, list[float]] = {g: [] for g in kinds}
+        p99: dict[str, list[float]] = {g: [] for g in kinds}
+        worst: dict[str, list[float]] = {g: [] for g in kinds}
         for run in range(self.runs):
-            for guarantee in guarantees:
+            for guarantee in kinds:
                 lat = await self._latency_run(run, rate, seconds, sites, guarantee)
                 lat.sort()
                 p50[guarantee].append(lat[len(lat) // 2])
@@ -273,7 +277,7 @@ class Bench:
                 "p99_ms": summary(p99[g]),
                 "max_ms": summary(worst[g]),
             }
-            for g in guarantees
+            for g in kinds
         }
 
     async def _latency_run(
@@ -281,12 +285,15 @@ class Bench:
     ) -> list[float]:
         measured = int(rate * seconds)
         count = measured + int(rate * LATENCY_WARMUP_S)
-        prefix = f"bench-{self.token}.lat{run}" + (".eos" if guarantee == EXACTLY_ONCE else "")
+        prefix = f"bench-{self.token}.lat{run}" + {EXACTLY_ONCE: ".eos", FLOOR: ".floor"}.get(guarantee, "")
         prices = f"{prefix}.prices"
         await create_topics(self.bootstrap, [prices])
-        proc = self.child(
-            "worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count), "--guarantee", guarantee
-        )
+        if guarantee == FLOOR:
+            proc = self.child("passthrough", self.bootstrap, prices, prefix, f"{prefix}.g", str(count))
+        else:
+            proc = self.child(
+                "worker", self.bootstrap, prices, prefix, f"{prefix}.g", str(count), "--guarantee", guarantee
+            )
         assert proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 120)
         if line.strip() != "READY":
@@ -488,7 +495,7 @@ async def main_async(args: argparse.Namespace, broker: str, bootstrap: str, logs
     print(f"latency at 1,000 ticks/s{' (and exactly-once)' if exactly_once else ''}", flush=True)
     guarantees = (AT_LEAST_ONCE, EXACTLY_ONCE) if exactly_once else (AT_LEAST_ONCE,)
     latencies = await bench.latency(1_000, 2.0 if args.quick else 5.0, 100, guarantees)
-    results["latency"] = latencies[AT_LEAST_ONCE]
+    results["latency"] = {**latencies[AT_LEAST_ONCE], "floor": latencies[FLOOR]}
     results["exactly_once"] = (
         {"latency": latencies[EXACTLY_ONCE]} if skipped is None else {"skipped": skipped}
     )
