@@ -6,11 +6,13 @@ import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
 
-from battery_worker.kafka.batching import partition_of
+from battery_worker.kafka import reading
+from battery_worker.kafka.batching import key_partition, partition_of
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import ConsumedRecord, input_record
@@ -18,7 +20,7 @@ from battery_worker.kafka.tools.inspect import site_history
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
-from battery_worker.pipeline.payloads import key_site
+from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_site
 from battery_worker.pipeline.processing import TickProcessor
 from battery_worker.settings import Settings, load_settings
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
@@ -148,25 +150,10 @@ async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_rea
 
     # The same log as a worker that partitioned history by its unique key wrote it.
     old = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    old_names = old.topics.names()
     for site in sites:
         await feed(old, ticks, site)
-    processor = TickProcessor(old.site_directory(), old_names, prices_partitions=3)
-    producer = make_producer(old.kafka)
-    await producer.start()
-    try:
-        for message in await read_records(old, old_names.prices):
-            for output in processor.handle(input_record(message), message.timestamp).outputs:
-                if output.topic == old_names.status:
-                    continue
-                if output.topic == old_names.history:  # by the whole site|timestamp key, as before
-                    partition = partition_of(replace(output, partition_key=None), 3)
-                else:
-                    partition = partition_of(output, 3)
-                await producer.send_and_wait(output.topic, output.value, key=output.key, partition=partition)
-    finally:
-        await producer.stop()
-    history = await read_records(old, old_names.history)
+    await write_as_before(old)
+    history = await read_records(old, old.topics.history)
     homes = [home_partition(str(key_site(record.key, history=True)), 3) for record in history]
     partitions = [record.partition for record in history]
     assert homes != partitions, "the old layout puts some of a site's history on other partitions"
@@ -178,3 +165,90 @@ async def test_events_lie_on_their_sites_partition_and_a_replay_in_processes_rea
         expected = 72 if options.site else 4 * 72
         assert result.history.totals().matched == expected, options
         assert result.report.totals().matched == expected, options
+
+
+async def write_as_before(settings: Settings, *, until: int | None = None) -> None:
+    """The events of every tick in ``prices``, as a worker wrote them before history was partitioned by its
+    site: each history record by its whole site|timestamp key, and without the by-site header. From the
+    ``until``-th tick on, as the worker writes them now (an upgrade in the middle of the log)."""
+    names = settings.topics.names()
+    processor = TickProcessor(settings.site_directory(), names, prices_partitions=3)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        for index, message in enumerate(await read_records(settings, names.prices)):
+            now = until is not None and index >= until
+            for output in processor.handle(input_record(message), message.timestamp).outputs:
+                if output.topic == names.status:
+                    continue
+                if output.topic == names.history and not now:
+                    partition = partition_of(replace(output, partition_key=None, headers=()), 3)
+                    output = replace(output, headers=())
+                else:
+                    partition = partition_of(output, 3)
+                headers = list(output.headers)
+                await producer.send_and_wait(
+                    output.topic, output.value, key=output.key, partition=partition, headers=headers
+                )
+    finally:
+        await producer.stop()
+
+
+async def test_one_sites_history_of_the_old_layout_is_read_whole_and_of_the_new_only_where_it_lies(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One site's history partitioned by its unique key (the old layout) lies on every partition, and every
+    record of the site's own partition is the site's, so only the by-site header tells the layout: without
+    it, history export and replay would find a third of the site's history. After an upgrade the other
+    partitions still start with old records, so they are still read; a topic of the new layout alone is
+    read at the site's partition only."""
+    read: list[list[int]] = []
+    reading_to_end = reading.read_to_end
+
+    def counting(reader: Any, partitions: Any, **kwargs: Any) -> Any:
+        read.append(sorted(tp.partition for tp in partitions))
+        return reading_to_end(reader, partitions, **kwargs)
+
+    monkeypatch.setattr(reading, "read_to_end", counting)
+    week = ercot_week()
+    home = home_partition("solo", 3)
+    # Old ticks whose history lies away from the site's partition: after the upgrade that partition holds
+    # only records of the new layout, and only the other partitions' oldest records tell the old one.
+    away = [tick for tick in week[:48] if key_partition(history_key("solo", tick), 3) != home][:8]
+    cases = (
+        ("old layout", week[:24], None, 24),
+        ("upgraded after 24 ticks", week[:48], 24, 24),
+        ("upgraded, none of the old on the site's partition", [*away, *week[48:72]], len(away), len(away)),
+    )
+    for case, ticks, until, old_count in cases:
+        settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+        await feed(settings, ticks, "solo")
+        await write_as_before(settings, until=until)
+        history = await read_records(settings, settings.topics.history)
+        old = [record for record in history if HISTORY_BY_SITE not in record.headers]
+        assert len(old) == old_count, case
+        old_partitions = {record.partition for record in old}
+        assert old_partitions - {home}, case
+        if until == len(away):
+            assert home not in old_partitions, case
+        read.clear()
+        exported = await site_history(settings, "solo")
+        assert [record.timestamp for record in exported] == [tick.timestamp for tick in ticks], case
+        others_read = {partition for partitions in read if home not in partitions for partition in partitions}
+        assert old_partitions - {home} <= others_read, (case, read)
+        result = await replay(settings, ReplayOptions(site="solo"))
+        assert result.identical, case
+        assert result.history.totals().matched == len(ticks), case
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await feed(settings, ticks[:24], "solo")
+    await feed(settings, ticks[:24], "other-site")
+    assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
+    history = await read_records(settings, settings.topics.history)
+    assert all(HISTORY_BY_SITE in record.headers for record in history)
+    read.clear()
+    assert len(await site_history(settings, "solo")) == 24
+    assert all(partitions in ([home], []) for partitions in read), read

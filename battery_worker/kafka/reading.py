@@ -74,12 +74,20 @@ async def read_by_site(
     site_of: Callable[[bytes | None], str | None],
     *,
     timeout_s: float,
+    marker: tuple[str, bytes] | None = None,
 ) -> AsyncIterator[list[ConsumedRecord]]:
     """Read the ``first`` partitions of an event topic, where the sites wanted keep their events, to the end.
 
     Events are partitioned by their site (``batching.partition_of``), so that is enough; but history
-    written before it was partitioned by its unique key lies anywhere. A record found away from its site's
-    partition (``site_of`` its key) tells so, and then the rest of the topic is read too.
+    written before it was partitioned by its unique key lies anywhere. Two signs tell so, and then the
+    other partitions are read too:
+
+    * a record found away from its site's partition (``site_of`` its key): the whole rest is read;
+    * with ``marker``, the header every record of the by-site layout carries (``payloads.HISTORY_BY_SITE``):
+      a record without it in the ``first`` partitions (the whole rest is read), or as the oldest record of
+      another partition (that partition is read). The oldest record decides because a partition's records
+      of the old layout came before those of the new; so a single site's history, which the first sign
+      cannot catch (every record of the site's partition is the site's), is found whole.
     """
     by_site = True
     async for batch in read_to_end(reader, [TopicPartition(topic, p) for p in first], timeout_s=timeout_s):
@@ -87,11 +95,44 @@ async def read_by_site(
             if by_site:
                 site_id = site_of(record.key)
                 by_site = site_id is None or key_partition(site_id.encode(), partitions) == record.partition
+                by_site = by_site and (marker is None or marker in record.headers)
         yield batch
-    if not by_site:
-        rest = [TopicPartition(topic, p) for p in range(partitions) if p not in first]
-        async for batch in read_to_end(reader, rest, timeout_s=timeout_s):
-            yield batch
+    rest = [TopicPartition(topic, p) for p in range(partitions) if p not in first]
+    if by_site and marker is not None and rest:
+        oldest = await _oldest_records(reader, rest, timeout_s=timeout_s)
+        rest = [tp for tp, record in oldest.items() if record is not None and marker not in record.headers]
+    elif by_site:
+        rest = []
+    async for batch in read_to_end(reader, rest, timeout_s=timeout_s):
+        yield batch
+
+
+async def _oldest_records(
+    reader: AIOKafkaConsumer, partitions: Collection[TopicPartition], *, timeout_s: float
+) -> dict[TopicPartition, ConsumedRecord | None]:
+    """Each partition's oldest record (None: the partition is empty), one fetch's worth read of each."""
+    remaining = set(partitions)
+    reader.assign(list(remaining))
+    for tp in remaining:
+        await reader.seek_to_beginning(tp)
+    oldest: dict[TopicPartition, ConsumedRecord | None] = {}
+    committed_only = _reads_committed_only(reader)
+    deadline = time.monotonic() + timeout_s
+    while remaining:
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(remaining))
+            raise RestoreFailed(f"could not read the first record of {names} within {timeout_s:.0f} s")
+        batch = await reader.getmany(*remaining, timeout_ms=100)
+        for tp, records in batch.items():
+            if records and tp in remaining:
+                oldest[tp] = records[0]
+                remaining.discard(tp)
+        for tp in list(remaining):
+            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            if end is not None and await reader.position(tp) >= end:
+                oldest[tp] = None
+                remaining.discard(tp)
+    return {tp: oldest[tp] for tp in partitions}
 
 
 def _reads_committed_only(reader: AIOKafkaConsumer) -> bool:

@@ -148,6 +148,13 @@ def history_payload(
     }
 
 
+HISTORY_BY_SITE = ("battery.partitioned-by", b"site")
+"""The header of every history record partitioned by its site (``OutputRecord.partition_key``), as the
+worker writes them since 2026-12-03. Before, history was partitioned by its unique key, so a site's records
+could lie on any partition; a record without this header is of that layout, and a reader of one site's
+history then reads the whole topic (:func:`battery_worker.kafka.reading.read_by_site`)."""
+
+
 def history_key(site_id: str, tick: PriceTick) -> bytes:
     """A history record's key: the site and the tick time, so a compacted copy keeps every tick of a site."""
     return f"{site_id}|{tick.timestamp.isoformat()}".encode()

@@ -32,6 +32,7 @@ from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.events import BatteryStateRecord, event_id
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
+    HISTORY_BY_SITE,
     Source,
     action_payload,
     dumped,
@@ -53,6 +54,7 @@ DLQ_MAX_VALUE_BYTES = 900_000
 input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
 message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
+_HISTORY_HEADERS = (HISTORY_BY_SITE,)
 NO_TIMESTAMP = -1
 """Kafka's "no timestamp" (records of the pre-0.10 format); such a record's tick time is not bounded."""
 
@@ -356,7 +358,11 @@ class TickProcessor:
         history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
         actions = OutputRecord(self._topics.actions, key, dumped(action))
         histories = OutputRecord(
-            self._topics.history, history_key(site_id, tick), dumped(history), partition_key=key
+            self._topics.history,
+            history_key(site_id, tick),
+            dumped(history),
+            headers=_HISTORY_HEADERS,
+            partition_key=key,
         )
         if not self._emit_status:
             return (actions, histories)

@@ -13,7 +13,7 @@ from battery_worker.kafka.batching import key_partition
 from battery_worker.kafka.clients import make_reader, start_client
 from battery_worker.kafka.reading import read_by_site, read_to_end
 from battery_worker.kafka.topics import partition_count
-from battery_worker.pipeline.payloads import key_site
+from battery_worker.pipeline.payloads import HISTORY_BY_SITE, key_site
 from battery_worker.settings import Settings
 
 M = TypeVar("M", bound=BaseModel)
@@ -27,10 +27,12 @@ async def read_topic(
     *,
     site: str | None = None,
     site_of: Callable[[bytes | None], str | None] = lambda key: key_site(key, history=False),
+    marker: tuple[str, bytes] | None = None,
 ) -> list[M]:
     """Every readable record of ``topic`` (all partitions, start to end) parsed as ``model``; with ``site``,
     only the partition that keeps the site's events (:func:`~battery_worker.kafka.reading.read_by_site`;
-    ``site_of``: the site a record's key names, by default the key itself)."""
+    ``site_of``: the site a record's key names, by default the key itself; ``marker``: the header of the
+    by-site layout, for history)."""
     partitions = await partition_count(settings, topic)
     if not partitions:
         return []
@@ -40,7 +42,7 @@ async def read_topic(
     timeout_s = settings.worker.restore_timeout_s
     if site is not None:
         first = [key_partition(site.encode(), partitions)]
-        batches = read_by_site(reader, topic, partitions, first, site_of, timeout_s=timeout_s)
+        batches = read_by_site(reader, topic, partitions, first, site_of, timeout_s=timeout_s, marker=marker)
     else:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
         batches = read_to_end(reader, tps, timeout_s=timeout_s)
@@ -75,6 +77,7 @@ async def site_history(settings: Settings, site_id: str) -> list[HistoryRecord]:
         keep=lambda key: key is not None and key.startswith(prefix),
         site=site_id,
         site_of=lambda key: key_site(key, history=True),
+        marker=HISTORY_BY_SITE,
     )
     unique = {record.event_id: record for record in records if record.site_id == site_id}
     return sorted(unique.values(), key=lambda record: record.timestamp)

@@ -28,7 +28,7 @@ from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.partitioning import home_partition
-from battery_worker.pipeline.payloads import key_site
+from battery_worker.pipeline.payloads import HISTORY_BY_SITE, key_site
 from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
 from battery_worker.settings import Settings, topic_name_problem
 
@@ -280,7 +280,8 @@ async def _recorded(
     def site_of(key: bytes | None) -> str | None:
         return key_site(key, history=history)
 
-    async for batch in read_by_site(reader, topic, partitions, first, site_of, timeout_s=3600):
+    marker = HISTORY_BY_SITE if history else None
+    async for batch in read_by_site(reader, topic, partitions, first, site_of, timeout_s=3600, marker=marker):
         for message in batch:
             if message.value is None:
                 continue
