@@ -20,6 +20,7 @@ from battery_worker.backtest.engine import (
     BacktestSummary,
     OptimumInputs,
     applicable_ticks,
+    applied_intensities,
     optimum_inputs,
 )
 from battery_worker.backtest.optimum import Optimum, terminal_value
@@ -27,7 +28,6 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import (
     DEFAULT_CARRY_HOURS,
     Emissions,
-    carried_intensities,
     effective_prices,
     emissions,
 )
@@ -55,10 +55,7 @@ def carbon_inputs(
     base = optimum_inputs(ticks, config)
     if carbon_price == 0.0:
         return base
-    kept = applicable_ticks(ticks)
-    used = carried_intensities(
-        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
-    )
+    used = applied_intensities(applicable_ticks(ticks), carry_hours)
     planned = effective_prices([float(price) for price in base.prices], used, carbon_price)
     return replace(base, prices=np.asarray(planned, dtype=np.float64))
 

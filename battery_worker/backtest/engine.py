@@ -33,7 +33,7 @@ from battery_worker.backtest.optimum_lp import IntArray
 from battery_worker.battery import Action
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
-from battery_worker.emissions import DEFAULT_CARRY_HOURS, Emissions, counted_between
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, Emissions, carried_intensities, counted_between
 from battery_worker.errors import InvalidInput
 from battery_worker.policies.base import Decision, JsonObject, Policy
 from battery_worker.ticks import PriceTick
@@ -226,6 +226,15 @@ def applicable_ticks(ticks: Sequence[PriceTick]) -> list[PriceTick]:
         if not kept or tick.timestamp > kept[-1].timestamp:
             kept.append(tick)
     return kept
+
+
+def applied_intensities(applied: Sequence[PriceTick], carry_hours: float) -> list[float | None]:
+    """Each applied tick's carbon intensity (``applied``: :func:`applicable_ticks`), a missing one carried
+    for ``carry_hours``: what a run's emissions use, so the optimum and the runs accounted afterwards count
+    the same intensities."""
+    return carried_intensities(
+        [tick.timestamp for tick in applied], [tick.carbon_intensity for tick in applied], carry_hours
+    )
 
 
 def terminal_price(prices: Sequence[float] | FloatArray) -> float:

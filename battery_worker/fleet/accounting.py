@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from battery_worker.backtest.engine import BacktestRun, applicable_ticks, terminal_price
+from battery_worker.backtest.engine import BacktestRun, applicable_ticks, applied_intensities, terminal_price
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import series_of
 from battery_worker.fleet.plan import SitePlan, account, plan_applied, plan_site
@@ -44,9 +44,7 @@ def no_battery_profit(
     """No battery: every machine running at every applied tick, or (``curtail``) the machines planned."""
     kept = applicable_ticks(ticks)
     series = series_of(kept, config)
-    used = carried_intensities(
-        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
-    )
+    used = applied_intensities(kept, carry_hours)
     everything = {machine.name: machine.count for machine in site.machines}
     plans = []
     steps = zip(series.energy, series.hash, series.token, series.hours, used, strict=True)

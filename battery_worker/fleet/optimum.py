@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from battery_worker.backtest.engine import applicable_ticks, terminal_price
+from battery_worker.backtest.engine import applicable_ticks, applied_intensities, terminal_price
 from battery_worker.backtest.optimum import step_durations
 from battery_worker.backtest.optimum_lp import OptimumError
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.lp import SiteSeries, SiteSolution, solve_site
 from battery_worker.fleet.model import SiteModel
 from battery_worker.ticks import PriceTick
@@ -84,10 +84,7 @@ def site_optimum(
 def _grid_import_kg(
     ticks: Sequence[PriceTick], series: SiteSeries, solution: SiteSolution, carry_hours: float
 ) -> float | None:
-    kept = applicable_ticks(ticks)
-    used = carried_intensities(
-        [tick.timestamp for tick in kept], [tick.carbon_intensity for tick in kept], carry_hours
-    )
+    used = applied_intensities(applicable_ticks(ticks), carry_hours)
     known = [
         float(mw * hours * intensity)
         for mw, hours, intensity in zip(solution.import_mw, series.hours, used, strict=True)
