@@ -20,16 +20,15 @@ The model, in one place (the README repeats it):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any
 
 # Re-exported while callers move to battery_config (policies/ still import it from here).
 from battery_worker.battery_config import BatteryConfig as BatteryConfig
 from battery_worker.battery_config import require_finite as require_finite
 from battery_worker.errors import InvalidInput, TimestampNotIncreasing
+from battery_worker.frozen import slot_setters
 
 
 class Action(StrEnum):
@@ -103,16 +102,6 @@ class BatteryState:
     def can_discharge(self, config: BatteryConfig) -> bool:
         """Energy is left above the minimum charge and the battery may discharge at all (rate above zero)."""
         return self.state_of_charge_mwh > config.min_energy_mwh and config.max_discharge_rate_mw > 0
-
-
-def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
-    """Each field's slot writer, in field order: how the hot path builds a frozen slots dataclass.
-
-    A frozen dataclass's ``__init__`` sets each field with ``object.__setattr__`` (its own ``__setattr__``
-    refuses), ~150 ns a field here; the slot descriptor's ``__set__`` writes the same slot in a third of
-    that. Unpack the tuple into one name per field, so a field added later fails at import.
-    """
-    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
 
 
 _new = object.__new__

@@ -16,10 +16,12 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState, StepEmissions
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.plan import SitePlan, plan_step
+from battery_worker.frozen import fast_init
 from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SiteState:
     """Everything a site's future decisions and totals depend on: the battery, the policy's memory and the
@@ -35,6 +37,7 @@ class SiteState:
         return last is not None and tick.timestamp <= last
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What one tick did at a site: the policy's decision, the battery's step, its emissions (with the

@@ -27,11 +27,13 @@ from datetime import datetime
 
 from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidInput
+from battery_worker.frozen import fast_init
 
 DEFAULT_CARRY_HOURS = 3.0
 KG_PER_TONNE = 1000.0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Carried:
     """The last known intensity and when it was known: what a missing one is carried from."""
@@ -83,6 +85,7 @@ def effective_prices(
     return [effective_price(p, i, carbon_price) for p, i in zip(prices, intensities, strict=True)]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class StepEmissions:
     """One step's emissions in kg; all None when the intensity is unknown."""
@@ -119,6 +122,7 @@ class Emissions:
         return self.net_kg / KG_PER_TONNE
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class EmissionsState:
     """A site's running emissions: what a restarted worker must carry on from, so it lives in the state.

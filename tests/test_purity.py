@@ -44,6 +44,7 @@ PURE_MODULES = (
     "ticks",
     "events",
     "errors",
+    "frozen",
     "sites",
     "chemistries",
     "audit",

@@ -26,6 +26,7 @@ from dataclasses import dataclass, replace
 
 from battery_worker.battery import Action, Step
 from battery_worker.fleet.model import MachineType, SiteModel
+from battery_worker.frozen import fast_init
 from battery_worker.ticks import PriceTick
 
 EPSILON_MW = 1e-9
@@ -40,6 +41,7 @@ class MachineRun:
     mw: float
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SitePlan:
     """A step's plan. Battery MW is signed: + charging, − discharging (site side, after the site's window)."""

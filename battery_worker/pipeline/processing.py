@@ -30,6 +30,7 @@ from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
 from battery_worker.events import BatteryStateRecord, event_id
+from battery_worker.frozen import fast_init
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
     HISTORY_BY_SITE,
@@ -59,6 +60,7 @@ NO_TIMESTAMP = -1
 """Kafka's "no timestamp" (records of the pre-0.10 format); such a record's tick time is not bounded."""
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class InputRecord:
     topic: str
@@ -69,6 +71,7 @@ class InputRecord:
     timestamp_ms: int = NO_TIMESTAMP
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutputRecord:
     topic: str
@@ -124,6 +127,7 @@ class _Site:
     ticks_stale: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class Handled:
     kind: OutcomeKind

@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias
 
-from battery_worker.battery import CHARGE, DISCHARGE, HOLD, Action, BatteryConfig, BatteryState, slot_setters
+from battery_worker.battery import CHARGE, DISCHARGE, HOLD, Action, BatteryConfig, BatteryState
+from battery_worker.frozen import slot_setters
 from battery_worker.ticks import PriceTick
 
 JsonValue: TypeAlias = bool | int | float | str | list["JsonValue"] | dict[str, "JsonValue"] | None

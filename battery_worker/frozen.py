@@ -1,0 +1,66 @@
+"""Frozen dataclasses built fast: the worker builds about ten of them per tick.
+
+A frozen dataclass's generated ``__init__`` sets each field with ``object.__setattr__`` (its own
+``__setattr__`` refuses), about 130 ns a field here: a tick's outcome, state, emissions, plan and records
+together have some sixty fields, 8 µs of a tick's ~45. A ``__slots__`` field's descriptor writes the same
+slot in a third of that. Both helpers below write through the descriptors; the classes stay frozen (an
+assignment still raises ``FrozenInstanceError``), equal, hashable and picklable as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import MISSING, fields, is_dataclass
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+
+def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
+    """Each field's slot writer, in field order: for a hand-written builder of one class by position.
+
+    Unpack the tuple into one name per field, so a field added later fails at import.
+    """
+    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
+
+
+def fast_init(cls: type[T]) -> type[T]:
+    """Give a frozen slots dataclass an ``__init__`` that writes its slots directly: same signature, same
+    defaults and default factories, 2–3× faster. Apply it above ``@dataclass``.
+
+    Refused for what the generated ``__init__`` would do besides setting fields (``__post_init__``, a field
+    left out of ``__init__``): those keep the dataclass's own.
+    """
+    if not is_dataclass(cls) or "__slots__" not in cls.__dict__ or not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        raise TypeError(f"{cls.__name__}: fast_init is for frozen dataclasses with slots")
+    if hasattr(cls, "__post_init__") or any(not field.init for field in fields(cls)):
+        raise TypeError(f"{cls.__name__}: fast_init cannot run __post_init__ or skip a field")
+    names: dict[str, object] = {"_MISSING": MISSING}
+    params: list[str] = []
+    body: list[str] = []
+    keyword_only = False
+    for index, field in enumerate(fields(cls)):
+        setter, value = f"_set{index}", field.name
+        names[setter] = cls.__dict__[field.name].__set__
+        if field.kw_only and not keyword_only:
+            params.append("*")
+            keyword_only = True
+        if field.default is not MISSING:
+            names[f"_default{index}"] = field.default
+            params.append(f"{field.name}=_default{index}")
+        elif field.default_factory is not MISSING:
+            names[f"_factory{index}"] = field.default_factory
+            params.append(f"{field.name}=_MISSING")
+            value = f"_factory{index}() if {field.name} is _MISSING else {field.name}"
+        else:
+            params.append(field.name)
+        body.append(f"{setter}(self, {value})")
+    source = f"def __init__(self, {', '.join(params)}) -> None:\n    " + "\n    ".join(body or ["pass"])
+    scope: dict[str, Any] = {}
+    exec(source, names, scope)  # noqa: S102 - our own field names, as dataclasses itself does
+    init = scope["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    init.__module__ = cls.__module__
+    init.__doc__ = "Set every field through its slot (``battery_worker.frozen.fast_init``)."
+    cls.__init__ = init  # type: ignore[method-assign]
+    return cls
