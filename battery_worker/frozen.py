@@ -9,6 +9,7 @@ assignment still raises ``FrozenInstanceError``), equal, hashable and picklable 
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import MISSING, fields, is_dataclass
 from typing import Any, TypeVar
@@ -36,26 +37,23 @@ def fast_init(cls: type[T]) -> type[T]:
     if hasattr(cls, "__post_init__") or any(not field.init for field in fields(cls)):
         raise TypeError(f"{cls.__name__}: fast_init cannot run __post_init__ or skip a field")
     names: dict[str, object] = {"_MISSING": MISSING}
-    params: list[str] = []
+    positional: list[str] = []
+    keyword: list[str] = []  # keyword-only fields come last, wherever declared, as in dataclasses
     body: list[str] = []
-    keyword_only = False
     for index, field in enumerate(fields(cls)):
-        setter, value = f"_set{index}", field.name
-        names[setter] = cls.__dict__[field.name].__set__
-        if field.kw_only and not keyword_only:
-            params.append("*")
-            keyword_only = True
+        setter, value, param = f"_set{index}", field.name, field.name
+        names[setter] = inspect.getattr_static(cls, field.name).__set__  # its slot, here or in a base
         if field.default is not MISSING:
             names[f"_default{index}"] = field.default
-            params.append(f"{field.name}=_default{index}")
+            param = f"{field.name}=_default{index}"
         elif field.default_factory is not MISSING:
             names[f"_factory{index}"] = field.default_factory
-            params.append(f"{field.name}=_MISSING")
+            param = f"{field.name}=_MISSING"
             value = f"_factory{index}() if {field.name} is _MISSING else {field.name}"
-        else:
-            params.append(field.name)
+        (keyword if field.kw_only else positional).append(param)
         body.append(f"{setter}(self, {value})")
-    source = f"def __init__(self, {', '.join(params)}) -> None:\n    " + "\n    ".join(body or ["pass"])
+    params = ["self", *positional, *(["*", *keyword] if keyword else [])]
+    source = f"def __init__({', '.join(params)}) -> None:\n    " + "\n    ".join(body or ["pass"])
     scope: dict[str, Any] = {}
     exec(source, names, scope)  # noqa: S102 - our own field names, as dataclasses itself does
     init = scope["__init__"]

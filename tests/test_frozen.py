@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import pickle
 from dataclasses import MISSING, FrozenInstanceError, dataclass, field, fields
+from typing import Any
 
 import pytest
 
@@ -24,6 +25,7 @@ class _Reference:
 
 @dataclass(frozen=True, slots=True)
 class _Mixed:
+    k: str = field(kw_only=True)  # declared first, yet keyword-only: after the positional ones
     a: int
     b: tuple[int, ...] = ()
     c: list[int] = field(default_factory=list, kw_only=True)
@@ -54,14 +56,22 @@ def test_a_fast_init_takes_the_same_arguments_and_builds_the_same_value() -> Non
         _Fast()  # type: ignore[call-arg]  # a required field stays required
 
 
-def test_positional_then_keyword_only_fields_keep_their_order_and_kinds() -> None:
+def test_keyword_only_fields_come_last_as_in_the_dataclass_own_init() -> None:
+    def kinds(init: object) -> list[tuple[str, inspect._ParameterKind]]:
+        return [(p.name, p.kind) for p in inspect.signature(init).parameters.values()]  # type: ignore[arg-type]
+
+    generated = kinds(_Mixed.__init__)
     fast = fast_init(_Mixed)
-    built = fast(1, (2,), c=[3])
-    assert (built.a, built.b, built.c) == (1, (2,), [3])
-    assert fast(1).c == []
-    assert fast(1).b == ()
+    assert kinds(fast.__init__) == generated
+    built = fast(1, (2,), c=[3], k="k")
+    assert (built.k, built.a, built.b, built.c) == ("k", 1, (2,), [3])
+    assert fast(1, k="k").c == []
+    assert fast(1, k="k").b == ()
+    untyped: Any = fast  # the calls below are wrong on purpose
     with pytest.raises(TypeError):
-        fast(1, (2,), [3])  # type: ignore[call-arg]
+        untyped(1, (2,), [3], k="k")
+    with pytest.raises(TypeError):
+        untyped(1)
 
 
 @pytest.mark.parametrize(
