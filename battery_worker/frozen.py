@@ -20,9 +20,10 @@ T = TypeVar("T")
 def slot_setters(cls: type) -> tuple[Callable[[Any, Any], None], ...]:
     """Each field's slot writer, in field order: for a hand-written builder of one class by position.
 
-    Unpack the tuple into one name per field, so a field added later fails at import.
+    Unpack the tuple into one name per field, so a field added later fails at import. A field's slot is
+    found in the class or a base; :func:`fast_init` writes through these same setters.
     """
-    return tuple(cls.__dict__[field.name].__set__ for field in fields(cls))
+    return tuple(inspect.getattr_static(cls, field.name).__set__ for field in fields(cls))
 
 
 def fast_init(cls: type[T]) -> type[T]:
@@ -40,9 +41,9 @@ def fast_init(cls: type[T]) -> type[T]:
     positional: list[str] = []
     keyword: list[str] = []  # keyword-only fields come last, wherever declared, as in dataclasses
     body: list[str] = []
-    for index, field in enumerate(fields(cls)):
+    for index, (field, slot_setter) in enumerate(zip(fields(cls), slot_setters(cls), strict=True)):
         setter, value, param = f"_set{index}", field.name, field.name
-        names[setter] = inspect.getattr_static(cls, field.name).__set__  # its slot, here or in a base
+        names[setter] = slot_setter
         if field.default is not MISSING:
             names[f"_default{index}"] = field.default
             param = f"{field.name}=_default{index}"
