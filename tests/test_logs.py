@@ -15,8 +15,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiokafka.errors import GroupCoordinatorNotAvailableError, KafkaError
 
-from battery_worker.ops.logs import JsonFormatter, TextFormatter, resolve_format, setup_logging
+from battery_worker.ops.logs import (
+    JsonFormatter,
+    KafkaClientNoise,
+    TextFormatter,
+    resolve_format,
+    setup_logging,
+)
 from tests.workerkit import cli
 
 
@@ -151,3 +158,81 @@ def test_a_sasl_password_from_the_environment_never_reaches_the_logs(tmp_path: P
     assert "'sasl_username': 'battery-worker'" in starting
     assert password not in text
     assert any("unavailable" in e["message"] for e in events)
+
+
+def _aiokafka_line(name: str, msg: str, *args: object) -> logging.LogRecord:
+    return logging.LogRecord(name, logging.ERROR, "aiokafka.py", 1, msg, args, None)
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_aiokafka_bootstrap_failures_are_dropped_below_debug() -> None:
+    """On the handler: aiokafka logs under child loggers, which a filter on ``aiokafka`` itself never sees."""
+    for level, shown in (("info", False), ("debug", True)):
+        out = io.StringIO()
+        setup_logging(level, "json", out)
+        client = logging.getLogger("aiokafka.client")
+        client.error('Unable connect to "%s:%s": %s', "127.0.0.1", 1, "refused")
+        client.error('Unable to request metadata from "%s:%s": %s', "127.0.0.1", 1, "refused")
+        client.error("Unable connect to node with id %s: %s", 1, "refused")
+        messages = [json.loads(line)["message"] for line in out.getvalue().splitlines()]
+        bootstrap = [
+            'Unable connect to "127.0.0.1:1": refused',
+            'Unable to request metadata from "127.0.0.1:1": refused',
+        ]
+        expected = [*bootstrap] if shown else []
+        assert messages == [*expected, "Unable connect to node with id 1: refused"]
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_a_new_clusters_missing_coordinator_is_info_not_error() -> None:
+    """``status`` and ``run`` on a brand-new Apache Kafka printed this at ERROR while it made its offsets
+    topic."""
+    out = io.StringIO()
+    setup_logging("info", "json", out)
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
+    )
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["level"] == "INFO"
+    assert line["message"] == "Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError"
+    out.truncate(0)
+    setup_logging("warning", "json", out)
+    logging.getLogger("aiokafka.consumer.group_coordinator").error(
+        "Group Coordinator Request failed: %s", GroupCoordinatorNotAvailableError()
+    )
+    assert out.getvalue() == ""
+
+
+def test_a_coordinator_missing_for_long_is_a_warning_once_per_interval() -> None:
+    now = [100.0]
+    noise = KafkaClientNoise(logging.INFO, persist_s=10.0, clock=lambda: now[0])
+
+    def lookup_failed(error: Exception) -> logging.LogRecord | None:
+        record = _aiokafka_line(
+            "aiokafka.consumer.group_coordinator", "Group Coordinator Request failed: %s", error
+        )
+        return record if noise.filter(record) else None
+
+    levels = []
+    for step in range(0, 260):  # every 0.1 s for 26 s, as aiokafka retries
+        now[0] = 100.0 + step / 10
+        record = lookup_failed(GroupCoordinatorNotAvailableError())
+        levels.append(None if record is None else (record.levelname, record.getMessage()))
+    infos = [entry for entry in levels if entry is not None and entry[0] == "INFO"]
+    warnings = [entry for entry in levels if entry is not None and entry[0] == "WARNING"]
+    assert len(infos) == 100  # the first 10 s
+    assert [message for _, message in warnings] == [
+        f"no group coordinator for {seconds} s (can the brokers create and lead __consumer_offsets?): "
+        "[Error 15] GroupCoordinatorNotAvailableError"
+        for seconds in (10, 20)
+    ]
+    now[0] += 60  # a quiet minute: the next failure starts a new run, INFO again
+    record = lookup_failed(GroupCoordinatorNotAvailableError())
+    assert record is not None
+    assert record.levelname == "INFO"
+    not_retriable = lookup_failed(KafkaError("refused"))
+    assert not_retriable is not None
+    assert not_retriable.levelname == "ERROR"
+    other = _aiokafka_line("aiokafka.consumer.fetcher", "Unexpected error: %s", "x")
+    assert noise.filter(other)
+    assert other.levelname == "ERROR"

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import IO, Any, Literal
 
@@ -70,7 +72,8 @@ def resolve_format(log_format: str, stream: IO[str]) -> Literal["json", "text"]:
 
 
 def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str] | None = None) -> None:
-    """Configure the root logger once (replacing earlier handlers); aiokafka stays at WARNING or above."""
+    """Configure the root logger once (replacing earlier handlers); aiokafka stays at WARNING or above, less
+    the lines :class:`KafkaClientNoise` quiets."""
     out = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(out)
     handler.setFormatter(JsonFormatter() if resolve_format(log_format, out) == "json" else TextFormatter())
@@ -84,13 +87,74 @@ def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str]
         from battery_worker.errors import InvalidConfig
 
         raise InvalidConfig("log_level", level, "expected DEBUG, INFO, WARNING, ERROR or CRITICAL") from None
-    aiokafka = logging.getLogger("aiokafka")
-    aiokafka.setLevel(max(logging.WARNING, root.level))
-    if root.level > logging.DEBUG:
-        aiokafka.addFilter(_drop_bootstrap_failures)
+    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    handler.addFilter(KafkaClientNoise(root.level))
 
 
-def _drop_bootstrap_failures(record: logging.LogRecord) -> bool:
-    """aiokafka logs each failed bootstrap connection at ERROR; the worker and the commands report the same
-    failure themselves, with its cause (``kafka/diagnose.py``), so the line would only be noise."""
-    return not str(record.msg).startswith(("Unable connect to", "Unable to request metadata from"))
+BOOTSTRAP_FAILURES = ('Unable connect to "', 'Unable to request metadata from "')
+"""aiokafka's lines for a bootstrap server that does not answer (``host:port`` in quotes; a known broker is
+named by its node id instead, and those lines stay)."""
+COORDINATOR_LOOKUP_FAILED = "Group Coordinator Request failed: %s"
+"""aiokafka's line for each failed lookup of the group's coordinator, logged at ERROR and retried."""
+
+
+class KafkaClientNoise(logging.Filter):
+    """aiokafka's ERROR lines that are not errors of the service, on the handler (a logger's filter does not
+    see its children's records, and aiokafka logs under ``aiokafka.client``, ``aiokafka.consumer...``).
+
+    - A bootstrap server that does not answer: the worker and the commands report the same failure
+      themselves, with its cause (``kafka/diagnose.py``), so the line is dropped (kept at ``DEBUG``).
+    - A retriable failure to find the group's coordinator: a brand-new cluster answers so until it has
+      created ``__consumer_offsets``, and aiokafka asks again every 100 ms. The first lines of a run of them
+      are ``INFO``; once the run has lasted ``persist_s`` the coordinator is really missing (for example
+      ``offsets.topic.replication.factor`` above the brokers there are), and a ``WARNING`` says so at most
+      once per ``persist_s``. A failure that is not retriable stays an ERROR.
+    """
+
+    def __init__(
+        self, level: int, *, persist_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        super().__init__()
+        self._level = level
+        self._persist_s = persist_s
+        self._clock = clock
+        self._run_started: float | None = None
+        self._last_failure = 0.0
+        self._last_warning: float | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("aiokafka"):
+            return True
+        message = str(record.msg)
+        if message.startswith(BOOTSTRAP_FAILURES):
+            return self._level <= logging.DEBUG
+        if message == COORDINATOR_LOOKUP_FAILED and _retriable(record):
+            return self._coordinator_lookup(record)
+        return True
+
+    def _coordinator_lookup(self, record: logging.LogRecord) -> bool:
+        now = self._clock()
+        if self._run_started is None or now - self._last_failure > self._persist_s:
+            self._run_started, self._last_warning = now, None
+        self._last_failure = now
+        if now - self._run_started < self._persist_s:
+            _relevel(record, logging.INFO)
+            return self._level <= logging.INFO
+        if self._last_warning is not None and now - self._last_warning < self._persist_s:
+            return False
+        self._last_warning = now
+        _relevel(record, logging.WARNING)
+        record.msg = (
+            f"no group coordinator for {now - self._run_started:.0f} s "
+            "(can the brokers create and lead __consumer_offsets?): %s"
+        )
+        return self._level <= logging.WARNING
+
+
+def _retriable(record: logging.LogRecord) -> bool:
+    args = record.args if isinstance(record.args, tuple) else ()
+    return bool(args) and getattr(args[0], "retriable", False) is True
+
+
+def _relevel(record: logging.LogRecord, level: int) -> None:
+    record.levelno, record.levelname = level, logging.getLevelName(level)
