@@ -97,7 +97,9 @@ def money(value: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("data_dir", type=Path, nargs="?", default=Path("/work/shared/data"))
-    parser.add_argument("--png", type=Path, default=Path("docs/dispatch_ercot_2023.png"))
+    parser.add_argument(
+        "--png", type=Path, help="draw the ERCOT 2023 run here (docs/dispatch_ercot_2023.png); default: none"
+    )
     parser.add_argument("--jobs", type=int, default=2, help="files run in this many processes")
     parser.add_argument("--files", default="", help="comma-separated words; keep files whose label has one")
     parser.add_argument("--hours", type=int, default=0, help="only each file's first N hours (0: all)")
