@@ -15,7 +15,8 @@ The model, in one place (the README repeats it):
   delivering avoids ``delivered × price``. Negative prices are valid: charging then earns money.
 * Wear: ``cycle_cost_per_mwh`` prices each MWh delivered (:meth:`BatteryState.wear_cost`); it is accounted,
   never enforced. ``max_cycles_per_day`` is enforced: a discharge is clamped so the energy delivered on one
-  calendar day (UTC, the day of the tick ending the step) stays within that many usable windows.
+  calendar day (the date of the tick ending the step in ``cycle_day_timezone``, UTC by default) stays within
+  that many usable windows.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ class BatteryState:
     energy_delivered_mwh: float = 0.0
     charging_cost: float = 0.0
     avoided_cost: float = 0.0
-    # Energy delivered on the UTC day of ``last_tick_at``: what ``max_cycles_per_day`` counts. Kept only
-    # while a cap is set (0 otherwise), so a battery without a cap carries nothing new.
+    # Energy delivered on the cycle day of ``last_tick_at`` (``BatteryConfig.cycle_day``): what
+    # ``max_cycles_per_day`` counts. Kept only while a cap is set (0 otherwise), so a battery without a cap
+    # carries nothing new.
     delivered_today_mwh: float = 0.0
 
     @property
@@ -258,12 +260,17 @@ def apply_for(
     return _apply(config, state, action, power_mw, duration_hours, energy_price, at, ticks, None)
 
 
-def _delivered_today(config: BatteryConfig, state: BatteryState, at: datetime | None) -> float:
-    """Energy already delivered on the day of ``at``: the state's count, or 0 on a new UTC day (or no cap)."""
+def delivered_today(config: BatteryConfig, state: BatteryState, at: datetime | None) -> float:
+    """Energy already delivered on the cycle day of ``at`` (:meth:`BatteryConfig.cycle_day`): the state's
+    count, or 0 on a new day (or with no cap)."""
     if config.max_cycles_per_day is None:
         return 0.0
     last = state.last_tick_at
-    if last is not None and at is not None and as_utc(last).date() != at.date():
+    if (
+        last is not None
+        and at is not None
+        and config.cycle_day(as_utc(last).timestamp()) != config.cycle_day(as_utc(at).timestamp())
+    ):
         return 0.0
     return state.delivered_today_mwh
 
@@ -299,7 +306,7 @@ def _apply(
         state.energy_delivered_mwh,
         state.charging_cost,
         state.avoided_cost,
-        _delivered_today(config, state, at),
+        delivered_today(config, state, at),
     )
     return _step(action, power_mw, 0.0, duration_hours, 0.0, soc, soc, None, gap, held)
 
@@ -339,7 +346,7 @@ def _charge(
         state.energy_delivered_mwh,
         state.charging_cost + bought * price,
         state.avoided_cost,
-        _delivered_today(config, state, at),
+        delivered_today(config, state, at),
     )
     return _step(CHARGE, power_mw, power, hours, bought, soc, soc_after, limited_by, gap, new_state)
 
@@ -369,7 +376,7 @@ def _discharge(
         delivered = power * hours
         drawn = delivered / keep
         soc_after = max(soc - drawn, bottom)
-    today = _delivered_today(config, state, at)
+    today = delivered_today(config, state, at)
     cap = config.daily_delivery_cap_mwh
     if cap is not None and today + delivered > cap:
         delivered, limited_by = max(0.0, cap - today), _CYCLES

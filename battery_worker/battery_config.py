@@ -9,14 +9,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
 from functools import cached_property
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from battery_worker.errors import InvalidConfig, InvalidInput
 
-__all__ = ["BatteryConfig", "require_finite"]
+__all__ = ["BatteryConfig", "BatteryFields", "require_finite"]
 
 
 _NUMBER = (int, float)
+
+BatteryFields = dict[str, Any]
+"""Some of :class:`BatteryConfig`'s fields by name (a preset, a site's overrides): numbers but for
+``cycle_day_timezone``; checked when a config is built from them."""
+_SECONDS_PER_DAY = 86_400
+_EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
 
 def require_finite(field: str, value: object, error: type[InvalidConfig] | type[InvalidInput]) -> None:
@@ -46,9 +55,11 @@ class BatteryConfig:
     max_step_hours: float = 2.0
     # Wear. A cycle is the usable window (max - min charge) delivered once, measured on the site side.
     # ``cycle_cost_per_mwh`` is charged per MWh delivered; 0 (the default) leaves every result as before.
-    # ``max_cycles_per_day`` caps delivered energy at that many windows per 24 h; None: no cap.
+    # ``max_cycles_per_day`` caps delivered energy at that many windows per calendar day; None: no cap.
+    # ``cycle_day_timezone`` (an IANA name) says where that day starts and ends: the site's or the market's.
     cycle_cost_per_mwh: float = 0.0
     max_cycles_per_day: float | None = None
+    cycle_day_timezone: str = "UTC"
 
     def __post_init__(self) -> None:
         for name in (
@@ -70,6 +81,7 @@ class BatteryConfig:
             require_finite("max_cycles_per_day", self.max_cycles_per_day, InvalidConfig)
             if self.max_cycles_per_day <= 0:
                 raise InvalidConfig("max_cycles_per_day", self.max_cycles_per_day, "must be > 0 (or unset)")
+        _ = self.cycle_day_zone  # an unknown zone is refused here, not at the first capped discharge
         for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
             if getattr(self, name) <= 0:
                 raise InvalidConfig(name, getattr(self, name), "must be > 0")
@@ -113,6 +125,38 @@ class BatteryConfig:
     def usable_energy_mwh(self) -> float:
         """One cycle: the window between the state-of-charge bounds."""
         return self.max_energy_mwh - self.min_energy_mwh
+
+    @cached_property
+    def cycle_day_zone(self) -> tzinfo:
+        """The zone of ``cycle_day_timezone``; UTC needs no time zone database."""
+        name = self.cycle_day_timezone
+        if not isinstance(name, str) or not name:
+            raise InvalidConfig(
+                "cycle_day_timezone", name, "must be a time zone name such as America/Chicago"
+            )
+        if name == "UTC":
+            return UTC
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidConfig(
+                "cycle_day_timezone",
+                name,
+                "not a time zone the tz database knows (e.g. America/Chicago, Europe/Berlin, UTC)",
+            ) from None
+
+    def cycle_day(self, epoch_s: float) -> int:
+        """The calendar day ``max_cycles_per_day`` counts a moment in (seconds since the Unix epoch), as a
+        date ordinal: its date in ``cycle_day_timezone``. The one rule the battery, the mpc plan and the
+        optimum share, so the day a plan budgets is the day the battery enforces.
+
+        Why a zone: a cap per UTC day starts the day at 18:00 in Texas, inside the evening peak, so a battery
+        capped at one cycle a day could discharge a cycle before 18:00 and another after it.
+        """
+        zone = self.cycle_day_zone
+        if zone is UTC:
+            return int(epoch_s // _SECONDS_PER_DAY) + _EPOCH_ORDINAL
+        return datetime.fromtimestamp(epoch_s, zone).toordinal()
 
     @cached_property
     def daily_delivery_cap_mwh(self) -> float | None:

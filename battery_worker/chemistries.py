@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from battery_worker.battery_config import BatteryFields
 from battery_worker.errors import InvalidConfig
 
 PACK_PRICE_PER_MWH = 139_000.0
@@ -34,7 +35,7 @@ class Chemistry:
         delivered_per_mwh = self.cycle_life * window * math.sqrt(self.efficiency)
         return float(round(PACK_PRICE_PER_MWH / delivered_per_mwh))
 
-    def battery_fields(self) -> dict[str, float]:
+    def battery_fields(self) -> BatteryFields:
         """The :class:`~battery_worker.battery_config.BatteryConfig` fields this chemistry sets."""
         return {
             "efficiency": self.efficiency,
@@ -70,7 +71,7 @@ CHEMISTRIES: dict[str, Chemistry] = {
 }
 
 
-def chemistry_fields(name: str | None) -> dict[str, float]:
+def chemistry_fields(name: str | None) -> BatteryFields:
     """The battery fields of the chemistry called ``name`` (none for None); an unknown name is refused."""
     if name is None:
         return {}

@@ -13,7 +13,7 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
@@ -313,7 +313,10 @@ class PolicySettings(BaseModel):
 class SiteSettings(BaseModel):
     model_config = _FROZEN
 
-    battery: dict[str, float] = Field(default_factory=dict)
+    battery: dict[str, Annotated[float | str, Field(union_mode="left_to_right")]] = Field(
+        default_factory=dict,
+        description="battery fields replacing the default's (numbers; cycle_day_timezone)",
+    )
     battery_type: str | None = Field(None, description="a chemistry preset (lfp, nmc); battery fields win")
     policy: PolicySettings | None = None
     site: dict[str, Any] = Field(

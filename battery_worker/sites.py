@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, BatteryFields
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig
@@ -30,7 +30,7 @@ class PolicyChoice:
 
 @dataclass(frozen=True, slots=True)
 class SiteOverride:
-    battery: Mapping[str, float] = field(default_factory=dict)
+    battery: BatteryFields = field(default_factory=dict)
     policy: PolicyChoice | None = None
     battery_type: str | None = None
     site: Mapping[str, Any] = field(default_factory=dict)

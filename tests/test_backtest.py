@@ -247,3 +247,30 @@ def test_cli_warmup_says_what_it_learned_from(capsys: pytest.CaptureFixture[str]
     err = capsys.readouterr().err
     assert err.startswith("error: --warmup")
     assert "holds no price tick before 2023-01-01" in err
+
+
+def test_cli_cycle_day_timezone_moves_the_days_the_cap_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """Capped at a cycle a day, ERCOT's UTC day turns at 19:00 in Texas (CDT), inside the evening peak."""
+    week = str(DATA / "ercot_2023-08-01_07.csv")
+    optimum_lines = []
+    for zone in ("UTC", "America/Chicago"):
+        flags = [
+            "--policy",
+            "threshold",
+            "--max-cycles-per-day",
+            "1",
+            "--cycle-day-timezone",
+            zone,
+            "--no-png",
+        ]
+        assert main([week, *flags]) == 0
+        optimum_lines.append(
+            next(line for line in capsys.readouterr().out.splitlines() if "optimum: " in line)
+        )
+    # 318,418 and 325,226 here: the zone reaches the optimum (and the battery, which replays it exactly).
+    utc, chicago = optimum_lines
+    assert utc != chicago
+    assert utc.endswith(", exact")
+    assert chicago.endswith(", exact")
+    assert main([week, "--cycle-day-timezone", "Mars/Base", "--no-png"]) == 2
+    assert capsys.readouterr().err.startswith("error: cycle_day_timezone='Mars/Base': not a time zone")

@@ -6,16 +6,18 @@ import math
 from collections import defaultdict
 from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from battery_worker.battery import Action, BatteryState, Limit, apply_for, apply_tick, initial_state
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, BatteryFields
 from battery_worker.errors import InvalidConfig, InvalidInput, TimestampNotIncreasing
 
 T0 = datetime(2023, 1, 1, tzinfo=UTC)
+T_DST = datetime(2023, 3, 10, tzinfo=UTC)  # two days before Chicago's clocks go forward
 CONFIG = BatteryConfig()
 KEEP = math.sqrt(0.9)
 
@@ -137,8 +139,9 @@ def test_zone_less_timestamps_are_utc() -> None:
     ],
 )
 def test_invalid_config_names_the_field_and_value(field: str, value: float) -> None:
+    fields: BatteryFields = {field: value}
     with pytest.raises(InvalidConfig) as caught:
-        BatteryConfig(**{field: value})
+        BatteryConfig(**fields)
     assert caught.value.field == field
     assert isinstance(caught.value, ValueError)
     assert field in str(caught.value)
@@ -224,23 +227,68 @@ def test_without_a_cap_nothing_new_is_carried() -> None:
 @settings(max_examples=200, deadline=None)
 @given(
     cap=st.floats(0.05, 3.0),
+    zone=st.sampled_from(["UTC", "America/Chicago", "Australia/Sydney", "Asia/Kolkata"]),
     steps=st.lists(
         st.tuples(st.sampled_from(list(Action)), st.floats(0, 50), st.integers(60, 3 * 3600)), max_size=80
     ),
 )
-def test_energy_delivered_per_utc_day_never_exceeds_the_cap(
-    cap: float, steps: list[tuple[Action, float, int]]
+def test_energy_delivered_per_cycle_day_never_exceeds_the_cap(
+    cap: float, zone: str, steps: list[tuple[Action, float, int]]
 ) -> None:
-    config = BatteryConfig(max_cycles_per_day=cap, min_charge_percent=10.0, max_charge_percent=90.0)
-    state, at = initial_state(config), T0
+    config = BatteryConfig(
+        max_cycles_per_day=cap, min_charge_percent=10.0, max_charge_percent=90.0, cycle_day_timezone=zone
+    )
+    state, at = initial_state(config), T_DST
     per_day: defaultdict[date, float] = defaultdict(float)
     for action, power, seconds in steps:
         at += timedelta(seconds=seconds)
         step = apply_tick(config, state, action, power, 50.0, at)
         if step.action is Action.DISCHARGE:
-            per_day[at.date()] += step.energy_mwh
+            per_day[at.astimezone(ZoneInfo(zone)).date()] += step.energy_mwh
         state = step.state
     assert all(delivered <= cap * config.usable_energy_mwh + 1e-9 for delivered in per_day.values())
+
+
+def test_the_cycle_day_is_the_sites_calendar_day() -> None:
+    """Capped per UTC day, a Texas battery's day turns at 18:00 (CST), inside the evening peak: a cycle before
+    it and another after. In the site's zone the evening is one day."""
+    config = BatteryConfig(
+        capacity_mwh=10.0,
+        max_discharge_rate_mw=10.0,
+        efficiency=1.0,
+        initial_charge_percent=100.0,
+        max_cycles_per_day=0.5,
+    )
+    five_pm = datetime(2023, 1, 10, 23, tzinfo=UTC)  # 17:00 in Chicago (UTC-6)
+    seven_pm = five_pm + timedelta(hours=2)  # 19:00 there, 01:00 the next UTC day
+    for zone, second_mwh in (("UTC", 5.0), ("America/Chicago", 0.0)):
+        local = replace(config, cycle_day_timezone=zone)
+        state = replace(initial_state(local), last_tick_at=five_pm - timedelta(hours=1))
+        first = apply_tick(local, state, Action.DISCHARGE, 10.0, 90.0, five_pm)
+        assert first.energy_mwh == pytest.approx(5.0)
+        second = apply_tick(local, first.state, Action.DISCHARGE, 10.0, 90.0, seven_pm)
+        assert second.energy_mwh == pytest.approx(second_mwh), zone
+
+
+def test_cycle_days_follow_daylight_saving_time() -> None:
+    chicago = BatteryConfig(cycle_day_timezone="America/Chicago")
+    # 2023-03-12 lasts 23 hours there: its midnights are 06:00 and 05:00 UTC the next day.
+    day = datetime(2023, 3, 12).toordinal()
+    moments = {
+        datetime(2023, 3, 12, 5, 59, tzinfo=UTC): day - 1,
+        datetime(2023, 3, 12, 6, 0, tzinfo=UTC): day,
+        datetime(2023, 3, 13, 4, 59, tzinfo=UTC): day,
+        datetime(2023, 3, 13, 5, 0, tzinfo=UTC): day + 1,
+    }
+    assert {at: chicago.cycle_day(at.timestamp()) for at in moments} == moments
+    assert CONFIG.cycle_day(datetime(2023, 3, 12, 23, 59, tzinfo=UTC).timestamp()) == day
+
+
+@pytest.mark.parametrize("zone", ["Mars/Olympus_Mons", "", "../etc/passwd"])
+def test_an_unknown_cycle_day_zone_is_refused_with_its_name(zone: str) -> None:
+    with pytest.raises(InvalidConfig) as caught:
+        BatteryConfig(cycle_day_timezone=zone)
+    assert (caught.value.field, caught.value.value) == ("cycle_day_timezone", zone)
 
 
 def test_steps_and_dispatch_outcomes_are_whole_frozen_values() -> None:

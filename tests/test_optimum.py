@@ -17,14 +17,14 @@ from battery_worker.backtest.optimum import (
     terminal_value,
 )
 from battery_worker.battery import Action, apply_for, apply_tick, initial_state
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, BatteryFields
 from battery_worker.pricefiles import load_ticks
 
 DATA = Path(__file__).parent / "data"
 
 
 def small(**changes: float) -> BatteryConfig:
-    fields: dict[str, float] = {
+    fields: BatteryFields = {
         "capacity_mwh": 10.0,
         "max_charge_rate_mw": 10.0,
         "max_discharge_rate_mw": 10.0,
@@ -177,13 +177,19 @@ def replay(config: BatteryConfig, stamps: list[datetime], prices: np.ndarray, be
 
 @pytest.mark.parametrize(
     "changes",
-    [{}, {"cycle_cost_per_mwh": 15.0}, {"max_cycles_per_day": 1.0, "min_charge_percent": 10.0}],
-    ids=["plain", "wear", "cycle-cap"],
+    [
+        {},
+        {"cycle_cost_per_mwh": 15.0},
+        {"max_cycles_per_day": 1.0, "min_charge_percent": 10.0},
+        # The schedule is replayed through the battery, which clamps at its own day's cap: the days agree.
+        {"max_cycles_per_day": 1.0, "min_charge_percent": 10.0, "cycle_day_timezone": "America/Chicago"},
+    ],
+    ids=["plain", "wear", "cycle-cap", "cycle-cap-chicago"],
 )
-def test_with_negative_prices_a_replayable_schedule_and_a_bound_above_it(changes: dict[str, float]) -> None:
+def test_with_negative_prices_a_replayable_schedule_and_a_bound_above_it(changes: BatteryFields) -> None:
     config = BatteryConfig(**changes)
     stamps, prices = five_minute_days(6, seed=3)
-    best = solve_optimum(config, prices, step_durations(config, stamps), days=step_days(stamps))
+    best = solve_optimum(config, prices, step_durations(config, stamps), days=step_days(config, stamps))
     if not changes:  # wear (15 per MWh delivered) or a cap make burning energy not worth it
         assert best.simultaneous_steps > 0
         assert best.bound > best.value

@@ -6,6 +6,7 @@ import math
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import orjson
@@ -243,10 +244,13 @@ def test_wear_makes_the_plan_cycle_less() -> None:
     assert run_policy(winter, BatteryConfig(cycle_cost_per_mwh=0.0), MpcPolicy()).decisions == plain.decisions
 
 
+@pytest.mark.parametrize("zone", ["UTC", "America/Chicago"])
 @pytest.mark.parametrize("source", ["ercot_week", "mara_5min"])
-def test_the_plan_keeps_within_the_daily_cycle_cap(source: str, request: pytest.FixtureRequest) -> None:
+def test_the_plan_keeps_within_the_daily_cycle_cap(
+    source: str, zone: str, request: pytest.FixtureRequest
+) -> None:
     ticks = request.getfixturevalue(source)
-    config = BatteryConfig(max_cycles_per_day=0.5)
+    config = BatteryConfig(max_cycles_per_day=0.5, cycle_day_timezone=zone)
     cap = config.daily_delivery_cap_mwh
     assert cap is not None
     run = run_policy(
@@ -255,11 +259,12 @@ def test_the_plan_keeps_within_the_daily_cycle_cap(source: str, request: pytest.
     per_day: dict[object, float] = {}
     steps = zip(run.timestamps, run.decisions, run.durations_hours, run.delivered_mwh, strict=True)
     for at, decision, hours, delivered in steps:
-        before = per_day.get(at.date(), 0.0)
+        day = at.astimezone(ZoneInfo(zone)).date()
+        before = per_day.get(day, 0.0)
         if decision.action is Action.DISCHARGE:
             # The plan asks for no more than the cap leaves today: the battery never has to clamp it.
             assert decision.power_mw * hours <= cap - before + 1e-6
-        per_day[at.date()] = before + float(delivered)
+        per_day[day] = before + float(delivered)
     assert max(per_day.values()) <= cap + 1e-9
     assert max(per_day.values()) > 0.5 * cap
 

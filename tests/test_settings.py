@@ -83,6 +83,8 @@ def test_settings_are_frozen() -> None:
         ({"sites": {"x": {"battery_type": "nope"}}}, "sites.x.battery_type"),
         ({"battery": {"cycle_cost_per_mwh": -1}}, "battery"),
         ({"sites": {"x": {"battery": {"max_cycles_per_day": 0}}}}, "sites.x.battery.max_cycles_per_day"),
+        ({"battery": {"cycle_day_timezone": "Texas/Austin"}}, "battery"),
+        ({"sites": {"x": {"battery": {"cycle_day_timezone": "CST"}}}}, "sites.x.battery.cycle_day_timezone"),
     ],
 )
 def test_bad_settings_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -161,3 +163,27 @@ def test_a_presets_wear_cost_is_the_pack_price_over_its_lifetime_delivery() -> N
     lifetime = lfp.cycle_life * 0.90 * lfp.efficiency**0.5  # MWh delivered per MWh of capacity
     assert lfp.cycle_cost_per_mwh == round(PACK_PRICE_PER_MWH / lifetime)
     assert CHEMISTRIES["nmc"].cycle_cost_per_mwh > lfp.cycle_cost_per_mwh
+
+
+def test_the_cycle_day_zone_per_site_from_toml_and_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "zones.toml"
+    path.write_text(
+        '[battery]\nmax_cycles_per_day = 1.0\ncycle_day_timezone = "America/Chicago"\n\n'
+        '[sites.sydney.battery]\ncycle_day_timezone = "Australia/Sydney"\ncapacity_mwh = 80\n'
+    )
+    monkeypatch.setenv("BATTERY_WORKER_SITES__BERLIN__BATTERY__CYCLE_DAY_TIMEZONE", "Europe/Berlin")
+    monkeypatch.setenv("BATTERY_WORKER_SITES__BERLIN__BATTERY__CAPACITY_MWH", "50")  # still a number
+    sites = load_settings(path).site_directory()
+    assert sites.default.config.cycle_day_timezone == "America/Chicago"
+    sydney = sites.setup("sydney").config
+    assert (sydney.cycle_day_timezone, sydney.capacity_mwh, sydney.max_cycles_per_day) == (
+        "Australia/Sydney",
+        80,
+        1,
+    )
+    berlin = sites.setup("berlin").config
+    assert (berlin.cycle_day_timezone, berlin.capacity_mwh) == ("Europe/Berlin", 50.0)
+    assert sites.setup("elsewhere").config.cycle_day_timezone == "America/Chicago"
+    assert BatteryConfig().cycle_day_timezone == "UTC"

@@ -266,7 +266,7 @@ def optimum_inputs(ticks: Sequence[PriceTick], config: BatteryConfig) -> Optimum
     return OptimumInputs(
         prices=prices,
         durations_hours=np.asarray(step_durations(config, stamps), dtype=np.float64),
-        days=np.asarray(step_days(stamps), dtype=np.int64),
+        days=np.asarray(step_days(config, stamps), dtype=np.int64),
         terminal_price=terminal_price(prices),
     )
 

@@ -4,8 +4,9 @@ The battery model is exactly that of :mod:`battery_worker.battery`: for the step
 ``h_t`` from :func:`battery.step_hours`) the schedule buys ``c_t`` and delivers ``d_t`` on the site side,
 within the rate limits × ``h_t``; the cells move by ``√η · c_t − d_t / √η`` within the state-of-charge
 bounds; the step earns ``price_t · (d_t − c_t)`` and wears ``cycle_cost_per_mwh · d_t``; with
-``max_cycles_per_day`` the energy delivered on each calendar day (UTC, the day of the tick ending the step)
-stays within that many usable windows. The matrices live in :mod:`battery_worker.backtest.optimum_lp`.
+``max_cycles_per_day`` the energy delivered on each calendar day (in ``cycle_day_timezone``, the day of the
+tick ending the step) stays within that many usable windows. The matrices live in
+:mod:`battery_worker.backtest.optimum_lp`.
 
 Two ways to treat the energy left at the end (the backtest values a policy with the same rule):
 
@@ -96,9 +97,10 @@ def step_durations(config: BatteryConfig, timestamps: Sequence[datetime]) -> lis
     return durations
 
 
-def step_days(timestamps: Sequence[datetime]) -> list[int]:
-    """The UTC calendar day of each step's tick, as an ordinal: what ``max_cycles_per_day`` counts by."""
-    return [as_utc(at).toordinal() for at in timestamps]
+def step_days(config: BatteryConfig, timestamps: Sequence[datetime]) -> list[int]:
+    """The cycle day of each step's tick (:meth:`BatteryConfig.cycle_day`): what ``max_cycles_per_day``
+    counts by, as the battery counts it."""
+    return [config.cycle_day(as_utc(at).timestamp()) for at in timestamps]
 
 
 def terminal_value(config: BatteryConfig, delta_mwh: float, price: float) -> float:

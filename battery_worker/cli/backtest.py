@@ -133,7 +133,14 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--cycle-cost-per-mwh", type=NUMBER, help="wear, per MWh delivered (default 0)")
     parser.add_argument(
-        "--max-cycles-per-day", type=POSITIVE_NUMBER, help="cap per UTC day, in usable windows (default none)"
+        "--max-cycles-per-day",
+        type=POSITIVE_NUMBER,
+        help="cap per calendar day, in usable windows (default none)",
+    )
+    parser.add_argument(
+        "--cycle-day-timezone",
+        metavar="ZONE",
+        help="where the cap's day starts, e.g. America/Chicago (default UTC)",
     )
     parser.add_argument("--png", type=Path, default=Path("backtest.png"), help="chart (default backtest.png)")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
@@ -199,6 +206,7 @@ def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) 
         "initial_charge_percent": args.initial_charge_percent,
         "cycle_cost_per_mwh": args.cycle_cost_per_mwh,
         "max_cycles_per_day": args.max_cycles_per_day,
+        "cycle_day_timezone": args.cycle_day_timezone,
     }
     given = {name: value for name, value in flags.items() if value is not None}
     fields = {**chemistry_fields(args.battery_type), **given}

@@ -12,8 +12,8 @@ hour's price less its profile value, on sub-hourly ticks that same level. Only t
 step's action is applied; the LP is solved again at the next tick. On hourly ticks there are no near-term
 steps and the plan is the hourly one. ``sub_hourly=False`` plans hourly on any tick rate.
 
-The plan pays what the battery pays: wear per MWh delivered, and under a cycle cap no UTC day of the plan
-delivers more than the cap (the current day only what is left of it).
+The plan pays what the battery pays: wear per MWh delivered, and under a cycle cap no day of the plan (the
+battery's cycle day) delivers more than the cap (the current day only what is left of it).
 
 Energy left at the horizon's end is worth ``terminal_quantile`` of the recent prices per MWh in the cells
 (less the wear of delivering it), so the LP does not empty the battery at the end of every horizon and keeps
@@ -43,11 +43,10 @@ the fallback, plus 37 numbers: the current hour, the intra-hour shape and the le
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 
 import numpy as np
 
-from battery_worker.battery import Action, BatteryConfig, BatteryState, as_utc, step_hours
+from battery_worker.battery import Action, BatteryConfig, BatteryState, as_utc, delivered_today, step_hours
 from battery_worker.emissions import effective_price
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.adaptive import AdaptivePolicy
@@ -65,7 +64,6 @@ from battery_worker.policies.plan_lp import PlanSteps, solve_plan
 from battery_worker.ticks import PriceTick
 
 ENERGY_EPSILON_MWH = 1e-6
-SECONDS_PER_DAY = 86400
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +135,7 @@ class MpcPolicy:
         else:
             end_value = float(np.quantile(known, self.terminal_quantile))
         steps = self._steps(planned, seen, known, profile, expected, config, first_hours)
-        today = _delivered_today(battery, tick.timestamp)
+        today = delivered_today(config, battery, tick.timestamp)
         plan = solve_plan(config, battery.state_of_charge_mwh, steps, end_value, today, self.max_iterations)
         if plan is None:
             fallback = self.fallback.decide_on(planned, seen.history, battery, config)
@@ -195,18 +193,11 @@ class MpcPolicy:
             prices = np.concatenate([[tick.energy_price], near.prices, forecast])
             hours = np.concatenate([[first_hours], near.hours, np.ones(self.horizon_hours)])
             ends = np.concatenate([[now], near.ends, hour_starts])
-        return PlanSteps(prices=prices, hours=hours, days=(ends // SECONDS_PER_DAY).astype(np.int64))
+        days = np.fromiter((config.cycle_day(end) for end in ends), dtype=np.int64, count=ends.size)
+        return PlanSteps(prices=prices, hours=hours, days=days)
 
     def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:
         return as_intra_hour(memory, self.history_hours).dump()
 
     def load_memory(self, data: JsonValue) -> IntraHour:
         return load_intra_hour(data, self.history_hours)
-
-
-def _delivered_today(battery: BatteryState, at: datetime) -> float:
-    """What the battery delivered earlier on the UTC day of ``at``: as the battery counts it for its cap."""
-    last = battery.last_tick_at
-    if last is not None and as_utc(last).date() != as_utc(at).date():
-        return 0.0
-    return battery.delivered_today_mwh

@@ -26,7 +26,7 @@ IntArray = NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class PlanSteps:
-    """The steps of one plan, the current one first: price, length in hours and UTC day (days since epoch)."""
+    """The steps of one plan, the current one first: price, length in hours and cycle day (a date ordinal)."""
 
     prices: FloatArray
     hours: FloatArray
@@ -54,7 +54,7 @@ def solve_plan(
 ) -> tuple[float, float] | None:
     """Bought and delivered MWh of the first step of the best plan, or None if the solver gave up.
 
-    ``delivered_today_mwh`` is what the battery has delivered on the first step's UTC day before it: under a
+    ``delivered_today_mwh`` is what the battery has delivered on the first step's cycle day before it: under a
     cycle cap the steps of that day may deliver only the rest, every later day the whole cap.
     """
     prices, hours = steps.prices, steps.hours
@@ -97,7 +97,7 @@ def solve_plan(
 def _daily_caps(
     config: BatteryConfig, days: IntArray, delivered_today_mwh: float
 ) -> tuple[FloatArray | None, FloatArray | None]:
-    """One row per UTC day in the plan: its steps deliver at most the cap (the first day: what is left)."""
+    """One row per cycle day in the plan: its steps deliver at most the cap (the first day: what is left)."""
     cap = config.daily_delivery_cap_mwh
     if cap is None:
         return None, None
