@@ -2,9 +2,9 @@
 
 Run: ``.venv/bin/python bench/wear_table.py [FILE] [--costs 0,10,20,40]``. FILE defaults to ERCOT 2023 in the
 shared data. For each wear cost (USD per MWh delivered), the optimum and every policy with today's code on
-the default battery (100 MWh, 20 MW, 90 %), then the battery-type presets as they are. Values are net of
-wear; cycles are full-equivalent (energy drawn from the cells over the capacity) over the year. Prints
-Markdown.
+the default battery (100 MWh, 20 MW, 90 %), then the battery-type presets as they are, their cycle cap
+counted per day in each of ``--cycle-day-timezones`` (UTC by default). Values are net of wear; cycles are
+full-equivalent (energy drawn from the cells over the capacity) over the year. Prints Markdown.
 """
 
 from __future__ import annotations
@@ -42,6 +42,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("file", type=Path, nargs="?", default=DEFAULT_FILE)
     parser.add_argument("--costs", default="0,10,20,40", help="wear costs per MWh delivered")
+    parser.add_argument(
+        "--cycle-day-timezones",
+        default="UTC",
+        help="the presets' rows again for each of these cycle days (e.g. UTC,America/Chicago)",
+    )
     args = parser.parse_args()
     ticks = load_ticks(args.file)
     print(f"{args.file.name}: {len(ticks)} ticks")
@@ -49,13 +54,15 @@ def main() -> None:
     print("|---|---|" + "---:|" * len(BATTERY_POLICIES))
     for cost in (float(text) for text in args.costs.split(",")):
         print(row(f"wear {cost:g}/MWh", ticks, BatteryConfig(cycle_cost_per_mwh=cost)), flush=True)
-    for name, chemistry in CHEMISTRIES.items():
-        label = (
-            f"{name} preset ({chemistry.efficiency:.0%}, {chemistry.min_charge_percent:g}–"
-            f"{chemistry.max_charge_percent:g} %, {chemistry.cycle_cost_per_mwh:g}/MWh, "
-            f"≤ {chemistry.max_cycles_per_day:g}/day)"
-        )
-        print(row(label, ticks, BatteryConfig(**chemistry_fields(name))), flush=True)
+    for zone in args.cycle_day_timezones.split(","):
+        for name, chemistry in CHEMISTRIES.items():
+            label = (
+                f"{name} preset ({chemistry.efficiency:.0%}, {chemistry.min_charge_percent:g}–"
+                f"{chemistry.max_charge_percent:g} %, {chemistry.cycle_cost_per_mwh:g}/MWh, "
+                f"≤ {chemistry.max_cycles_per_day:g}/day{'' if zone == 'UTC' else f' in {zone}'})"
+            )
+            config = BatteryConfig(**chemistry_fields(name), cycle_day_timezone=zone)
+            print(row(label, ticks, config), flush=True)
 
 
 if __name__ == "__main__":
