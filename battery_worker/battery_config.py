@@ -150,8 +150,8 @@ class BatteryConfig:
         date ordinal: its date in ``cycle_day_timezone``. The one rule the battery, the mpc plan and the
         optimum share, so the day a plan budgets is the day the battery enforces.
 
-        Why a zone: a cap per UTC day starts the day at 18:00 in Texas, inside the evening peak, so a battery
-        capped at one cycle a day could discharge a cycle before 18:00 and another after it.
+        Why a zone: a cap per UTC day turns the day at 18:00 in Texas (19:00 in summer), inside the evening
+        peak, so a battery capped at one cycle a day could discharge a cycle before then and another after.
         """
         zone = self.cycle_day_zone
         if zone is UTC:

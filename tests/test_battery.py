@@ -194,15 +194,18 @@ def test_wear_is_accounted_per_mwh_delivered_and_never_changes_the_physics() -> 
     assert plain.state.wear_cost(CONFIG) == 0.0
 
 
+HALF_A_CYCLE_A_DAY = BatteryConfig(
+    capacity_mwh=10.0,
+    max_discharge_rate_mw=10.0,
+    efficiency=1.0,
+    initial_charge_percent=100.0,
+    max_cycles_per_day=0.5,
+)
+"""10 MWh, window 0-100%, full: half a cycle a day is 5 MWh delivered (site side)."""
+
+
 def test_the_daily_cycle_cap_clamps_discharge_until_the_next_utc_day() -> None:
-    # 10 MWh, window 0-100%: half a cycle a day is 5 MWh delivered (site side).
-    config = BatteryConfig(
-        capacity_mwh=10.0,
-        max_discharge_rate_mw=10.0,
-        efficiency=1.0,
-        initial_charge_percent=100.0,
-        max_cycles_per_day=0.5,
-    )
+    config = HALF_A_CYCLE_A_DAY
     assert config.daily_delivery_cap_mwh == 5.0
     first = apply_tick(config, initial_state(config), Action.DISCHARGE, 3.0, 50.0, T0)
     assert (first.energy_mwh, first.limited_by) == (3.0, None)
@@ -252,13 +255,7 @@ def test_energy_delivered_per_cycle_day_never_exceeds_the_cap(
 def test_the_cycle_day_is_the_sites_calendar_day() -> None:
     """Capped per UTC day, a Texas battery's day turns at 18:00 (CST), inside the evening peak: a cycle before
     it and another after. In the site's zone the evening is one day."""
-    config = BatteryConfig(
-        capacity_mwh=10.0,
-        max_discharge_rate_mw=10.0,
-        efficiency=1.0,
-        initial_charge_percent=100.0,
-        max_cycles_per_day=0.5,
-    )
+    config = HALF_A_CYCLE_A_DAY
     five_pm = datetime(2023, 1, 10, 23, tzinfo=UTC)  # 17:00 in Chicago (UTC-6)
     seven_pm = five_pm + timedelta(hours=2)  # 19:00 there, 01:00 the next UTC day
     for zone, second_mwh in (("UTC", 5.0), ("America/Chicago", 0.0)):
