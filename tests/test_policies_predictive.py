@@ -21,6 +21,7 @@ from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Policy
 from battery_worker.policies.forecast import (
     HourlyHistory,
+    analog_forecast,
     daily_profile,
     departed,
     flat_forecast,
@@ -182,6 +183,12 @@ def test_invalid_params_are_refused() -> None:
         AdaptivePolicy(soc_tilt=True)
     with pytest.raises(InvalidConfig, match="level_decay=False: must be within 0-1"):
         MpcPolicy(level_decay=False)
+    with pytest.raises(InvalidConfig, match=r"analog_weight=1\.5: must be within 0-1"):
+        MpcPolicy(analog_weight=1.5)
+    with pytest.raises(InvalidConfig, match="analog_neighbours=8: must not exceed analog_days"):
+        MpcPolicy(analog_days=7, analog_neighbours=8)
+    with pytest.raises(InvalidConfig, match="analog_window_hours"):
+        MpcPolicy(analog_window_hours=0)
 
 
 def intra_hour_alternation(days: int) -> list[PriceTick]:
@@ -322,3 +329,57 @@ def test_the_level_is_a_time_weighted_mean_of_departures_from_the_profile() -> N
     assert older.near_term(7200.0, expected=10.0) is None
     with pytest.raises(InvalidConfig, match="level_minutes"):
         MpcPolicy(level_minutes=0)
+
+
+def quiet_then_spiky_days(pattern: str) -> np.ndarray:
+    """Hourly prices, one day per letter: ``q`` a quiet day (10 all day, a morning bump to 20 at 06-09),
+    ``s`` a spiky one (10 all day, 50 at 17-20)."""
+    quiet = np.full(24, 10.0)
+    quiet[6:10] = 20.0
+    spiky = np.full(24, 10.0)
+    spiky[17:21] = 50.0
+    return np.concatenate([quiet if day == "q" else spiky for day in pattern])
+
+
+def test_the_nearest_past_days_continue_the_forecast() -> None:
+    # Eight weeks where a quiet day always follows a spiky one, then today: a quiet morning after a spiky day.
+    history = np.concatenate([quiet_then_spiky_days("ssqs" * 14 + "s"), quiet_then_spiky_days("q")[:12]])
+    profile = daily_profile(history[-168:], 48, days=7, recent_weight=0.5, spike_quantile=0.98)
+    base = departed(profile, float(history[-1]) - profile[0], 0.97)
+    evening = slice(17 - 12, 21 - 12)  # hours 17-20 today: the forecast starts at 12, the hour after now
+    assert base[evening].min() > 20  # the profile: a spike most evenings
+    analog = analog_forecast(history, base, days=28, neighbours=5, window_hours=24, weight=1.0)
+    # Every past quiet morning after a spiky day went on quietly: the whole next day is 10.
+    assert analog[:24] == pytest.approx(np.full(24, 10.0))
+    assert np.array_equal(analog[24:], base[24:])  # beyond a day, the profile alone
+    half = analog_forecast(history, base, days=28, neighbours=5, window_hours=24, weight=0.5)
+    assert half[:24] == pytest.approx((base[:24] + 10.0) / 2)
+    off = analog_forecast(history, base, days=28, neighbours=5, window_hours=24, weight=0.0)
+    assert off is base
+    # Fewer past days than neighbours: nothing to compare with, the forecast as it was.
+    assert analog_forecast(history[-100:], base, days=28, neighbours=5, window_hours=24, weight=1.0) is base
+
+
+def test_a_day_unlike_any_before_keeps_its_forecast() -> None:
+    """A month of calm days, then prices jump to 30 (the MARA event after its 30 days): no past day is nearer
+    than a typical one, so none continues today; the profile and its fading departure plan."""
+    calm = 10.0 + np.random.default_rng(7).normal(0.0, 0.5, 29 * 24)
+    history = np.concatenate([calm, [30.0, 30.0, 30.0]])
+    profile = daily_profile(history[-168:], 48, days=7, recent_weight=0.5, spike_quantile=0.98)
+    base = departed(profile, float(history[-1]) - profile[0], 0.97)
+    blended = analog_forecast(history, base, days=28, neighbours=5, window_hours=24, weight=1.0)
+    # Continued at full weight, the calm days would hold today's 30 for a day: 10 above the faded departure.
+    assert 30.0 - base[23] > 9
+    assert np.abs(blended - base).max() < 2.0
+
+
+def test_the_analogs_memory_and_a_shorter_stored_one() -> None:
+    policy = MpcPolicy()
+    assert policy.memory_hours == 24 * 28 + 24 > policy.history_hours
+    assert MpcPolicy(analog_weight=0).memory_hours == policy.history_hours
+    # A state written before the analogs kept 168 hours: read back, its hours stay and more may come.
+    old = IntraHour(HourlyHistory(168, tuple(float(h) for h in range(168)), 1000, 5.0, 1))
+    loaded = policy.load_memory(old.dump())
+    assert loaded.history.max_hours == policy.memory_hours
+    assert loaded.history.means == old.history.means
+    assert policy.load_memory(policy.dump_memory(loaded)) == loaded

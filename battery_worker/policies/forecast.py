@@ -199,3 +199,41 @@ def departed(profile: FloatArray, departure: float, level_decay: float) -> Float
     fade: FloatArray = level_decay ** np.arange(1, profile.size, dtype=np.float64)
     result: FloatArray = profile[1:] + departure * fade
     return result
+
+
+def analog_forecast(
+    history: FloatArray, forecast: FloatArray, *, days: int, neighbours: int, window_hours: int, weight: float
+) -> FloatArray:
+    """``forecast`` (the hours after the current one) with its next day blended toward the nearest past days.
+
+    The last ``window_hours`` of ``history``, taken relative to the current hour (its last entry), are
+    compared with the same span ending at the same hour on each of the last ``days`` days (mean absolute
+    difference); the ``neighbours`` closest continue: the current price plus their mean change over the next
+    hours, up to 24, against ``forecast``. It weighs ``weight`` times how much nearer those days are than the
+    typical (median) past day: a day like no other before (prices jumping to three times anything seen, as
+    on the MARA event) has no near days, and the forecast stays as it was. Why: the profile is a mean of the
+    same hour over days that may not be alike, and the departure fades the same way on every day. A day
+    whose last hours look like some earlier days' often goes on as theirs did, which a mean of all days
+    blurs. With fewer past days than ``neighbours``, or ``weight`` 0, ``forecast`` is returned as it is.
+    """
+    now = history.size - 1
+    span = np.arange(1 - window_hours, 1)
+    ends = now - HOURS_PER_DAY * np.arange(1, days + 1)
+    ends = ends[ends + span[0] >= 0]
+    if weight == 0 or ends.size < neighbours or now + span[0] < 0:
+        return forecast
+    today = history[now + span] - history[now]
+    earlier = history[ends[:, None] + span] - history[ends][:, None]
+    distance = np.abs(earlier - today).mean(axis=1)
+    order = np.argsort(distance, kind="stable")[:neighbours]
+    typical = float(np.median(distance))
+    if typical <= 0:
+        return forecast  # every past day alike: none is nearer than another
+    # As much as the nearest are nearer than a typical day: none alike (today is new) weighs nothing.
+    weight *= max(0.0, 1.0 - float(distance[order].mean()) / typical)
+    nearest = ends[order]
+    ahead = min(HOURS_PER_DAY, forecast.size)
+    changes = history[nearest[:, None] + np.arange(1, ahead + 1)] - history[nearest][:, None]
+    blended = forecast.copy()
+    blended[:ahead] = (1 - weight) * forecast[:ahead] + weight * (history[now] + changes.mean(axis=0))
+    return blended

@@ -8,7 +8,10 @@ from the profile, exponentially weighted with a time constant of ``level_minutes
 intra-hour shape (:mod:`battery_worker.policies.intra_hour`); then the next ``horizon_hours`` hours get
 prices from the daily profile (:func:`daily_profile`: the shape of the last days, tracking yesterday, spikes
 capped) plus today's departure from it, fading by ``level_decay`` per hour: on hourly ticks the current
-hour's price less its profile value, on sub-hourly ticks that same level. Only the first
+hour's price less its profile value, on sub-hourly ticks that same level. The next day of that forecast is
+then blended with what followed the ``analog_neighbours`` past days most like today's last
+``analog_window_hours`` (:func:`analog_forecast`, over ``analog_days`` days), weighing ``analog_weight``
+times how much nearer they are than a typical past day. Only the first
 step's action is applied; the LP is solved again at the next tick. On hourly ticks there are no near-term
 steps and the plan is the hourly one. ``sub_hourly=False`` plans hourly on any tick rate.
 
@@ -36,8 +39,9 @@ function of the ticks). A tick without an intensity of its own comes with the on
 (:func:`battery_worker.dispatch.with_carried_intensity`, as the emissions count it); past ``carry_hours`` it
 has none and is planned on its price alone. At 0 the price is used as it is, bit for bit.
 
-Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of ``history_hours`` floats, shared with
-the fallback, plus 37 numbers: the current hour, the intra-hour shape and the level.
+Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of :attr:`MpcPolicy.memory_hours` floats
+(696 by default: the analogs' 28 days and a window; the profile, the terminal value and the fallback read
+the last ``history_hours`` of them), plus 37 numbers: the current hour, the intra-hour shape and the level.
 """
 
 from __future__ import annotations
@@ -52,7 +56,9 @@ from battery_worker.errors import InvalidConfig
 from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Decision, JsonValue, PolicyMemory, decision, gated_by_battery, hold
 from battery_worker.policies.forecast import (
+    HOURS_PER_DAY,
     FloatArray,
+    analog_forecast,
     daily_profile,
     departed,
     flat_forecast,
@@ -83,16 +89,31 @@ class MpcPolicy:
     level_minutes: float = 60.0
     fallback: AdaptivePolicy = field(default_factory=AdaptivePolicy)
     carbon_price: float = 0.0
+    analog_weight: float = 1.0
+    analog_days: int = 28
+    analog_neighbours: int = 5
+    analog_window_hours: int = 24
 
     def __post_init__(self) -> None:
-        minimums = (("horizon_hours", 1), ("history_hours", 2), ("profile_days", 1), ("max_iterations", 1))
+        minimums = (
+            ("horizon_hours", 1),
+            ("history_hours", 2),
+            ("profile_days", 1),
+            ("max_iterations", 1),
+            ("analog_days", 1),
+            ("analog_neighbours", 1),
+            ("analog_window_hours", 1),
+        )
         for name, low in minimums:
             object.__setattr__(self, name, whole_number(name, getattr(self, name), low))
         object.__setattr__(self, "warmup_hours", whole_number("warmup_hours", self.warmup_hours, 1))
         object.__setattr__(self, "plan_from_hours", whole_number("plan_from_hours", self.plan_from_hours, 1))
         if self.warmup_hours > self.history_hours:
             raise InvalidConfig("warmup_hours", self.warmup_hours, "must not exceed history_hours")
-        for name in ("recent_weight", "spike_quantile", "level_decay", "terminal_quantile", "shape_decay"):
+        if self.analog_neighbours > self.analog_days:
+            raise InvalidConfig("analog_neighbours", self.analog_neighbours, "must not exceed analog_days")
+        names = ("recent_weight", "spike_quantile", "level_decay", "terminal_quantile", "shape_decay")
+        for name in (*names, "analog_weight"):
             require_fraction(name, getattr(self, name))
         if not isinstance(self.sub_hourly, bool):
             raise InvalidConfig("sub_hourly", self.sub_hourly, "must be true or false")
@@ -114,16 +135,25 @@ class MpcPolicy:
     def name(self) -> str:
         return "mpc"
 
+    @property
+    def memory_hours(self) -> int:
+        """Hours of prices kept: ``history_hours`` for the profile, the terminal value and the fallback, and
+        with analogs on, enough for ``analog_days`` past days and their window."""
+        if self.analog_weight == 0:
+            return self.history_hours
+        return max(self.history_hours, HOURS_PER_DAY * self.analog_days + self.analog_window_hours)
+
     def initial_memory(self) -> IntraHour:
-        return as_intra_hour(None, self.history_hours)
+        return as_intra_hour(None, self.memory_hours)
 
     def decide(
         self, tick: PriceTick, battery: BatteryState, config: BatteryConfig, memory: PolicyMemory | None
     ) -> tuple[Decision, IntraHour]:
         price = effective_price(tick.energy_price, tick.carbon_intensity, self.carbon_price)
         planned = tick if price == tick.energy_price else tick.model_copy(update={"energy_price": price})
-        seen = as_intra_hour(memory, self.history_hours).add(tick.timestamp, price, self.shape_decay)
-        known = seen.history.known()
+        seen = as_intra_hour(memory, self.memory_hours).add(tick.timestamp, price, self.shape_decay)
+        kept = seen.history.known()
+        known = kept[-self.history_hours :]
         profile = self._profile(known)
         expected = float(np.median(known)) if profile is None else float(profile[0])
         seen = seen.with_level(price, expected, 60.0 * self.level_minutes)
@@ -134,7 +164,7 @@ class MpcPolicy:
             end_value = float(np.median(known))  # what the flat forecast of _steps plans on
         else:
             end_value = float(np.quantile(known, self.terminal_quantile))
-        steps = self._steps(planned, seen, known, profile, expected, config, first_hours)
+        steps = self._steps(planned, seen, known, kept, profile, expected, config, first_hours)
         today = delivered_today(config, battery, tick.timestamp)
         plan = solve_plan(config, battery.state_of_charge_mwh, steps, end_value, today, self.max_iterations)
         if plan is None:
@@ -169,20 +199,32 @@ class MpcPolicy:
         tick: PriceTick,
         seen: IntraHour,
         known: FloatArray,
+        kept: FloatArray,
         profile: FloatArray | None,
         expected: float,
         config: BatteryConfig,
         first_hours: float,
     ) -> PlanSteps:
-        """The current step, the rest of this hour at the tick interval (sub-hourly ticks), then hours."""
+        """The current step, the rest of this hour at the tick interval (sub-hourly ticks), then hours.
+
+        ``known`` is the last ``history_hours`` of prices, ``kept`` all of them (the analogs' past days)."""
         near = seen.near_term(3600.0 * config.max_step_hours, expected) if self.sub_hourly else None
         if profile is None:
             # Too short for a daily shape: plan on what is known, a flat future at its median.
             forecast = flat_forecast(known, self.horizon_hours)
-        elif near is None or seen.level is None:
-            forecast = departed(profile, float(known[-1]) - profile[0], self.level_decay)
         else:
-            forecast = departed(profile, seen.level, self.level_decay)
+            if near is None or seen.level is None:
+                forecast = departed(profile, float(known[-1]) - profile[0], self.level_decay)
+            else:
+                forecast = departed(profile, seen.level, self.level_decay)
+            forecast = analog_forecast(
+                kept,
+                forecast,
+                days=self.analog_days,
+                neighbours=self.analog_neighbours,
+                window_hours=self.analog_window_hours,
+                weight=self.analog_weight,
+            )
         now = as_utc(tick.timestamp).timestamp()
         hour_starts = (now // 3600 + np.arange(1, self.horizon_hours + 1)) * 3600
         if near is None:
@@ -197,7 +239,12 @@ class MpcPolicy:
         return PlanSteps(prices=prices, hours=hours, days=days)
 
     def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:
-        return as_intra_hour(memory, self.history_hours).dump()
+        return as_intra_hour(memory, self.memory_hours).dump()
 
     def load_memory(self, data: JsonValue) -> IntraHour:
-        return load_intra_hour(data, self.history_hours)
+        """A stored memory, its history widened to :attr:`memory_hours` if it was kept shorter (a state
+        written before the analogs, or with them off): the hours it has are kept, and more accumulate."""
+        memory = load_intra_hour(data, self.memory_hours)
+        if memory.history.max_hours < self.memory_hours:
+            memory = replace(memory, history=replace(memory.history, max_hours=self.memory_hours))
+        return memory
