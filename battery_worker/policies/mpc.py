@@ -235,7 +235,9 @@ class MpcPolicy:
             prices = np.concatenate([[tick.energy_price], near.prices, forecast])
             hours = np.concatenate([[first_hours], near.hours, np.ones(self.horizon_hours)])
             ends = np.concatenate([[now], near.ends, hour_starts])
-        days = np.fromiter((config.cycle_day(end) for end in ends), dtype=np.int64, count=ends.size)
+        days = None  # only a cycle cap reads them: no per-step day lookups on every tick without one
+        if config.daily_delivery_cap_mwh is not None:
+            days = np.fromiter((config.cycle_day(end) for end in ends), dtype=np.int64, count=ends.size)
         return PlanSteps(prices=prices, hours=hours, days=days)
 
     def dump_memory(self, memory: PolicyMemory | None) -> JsonValue:

@@ -26,11 +26,12 @@ IntArray = NDArray[np.int64]
 
 @dataclass(frozen=True, slots=True)
 class PlanSteps:
-    """The steps of one plan, the current one first: price, length in hours and cycle day (a date ordinal)."""
+    """The steps of one plan, the current one first: price, length in hours and cycle day (a date ordinal;
+    None without a cycle cap, which is all that reads it)."""
 
     prices: FloatArray
     hours: FloatArray
-    days: IntArray
+    days: IntArray | None
 
 
 def end_value_after_wear(config: BatteryConfig, end_value: float) -> float:
@@ -95,12 +96,14 @@ def solve_plan(
 
 
 def _daily_caps(
-    config: BatteryConfig, days: IntArray, delivered_today_mwh: float
+    config: BatteryConfig, days: IntArray | None, delivered_today_mwh: float
 ) -> tuple[FloatArray | None, FloatArray | None]:
     """One row per cycle day in the plan: its steps deliver at most the cap (the first day: what is left)."""
     cap = config.daily_delivery_cap_mwh
     if cap is None:
         return None, None
+    if days is None:
+        raise ValueError("a plan under a cycle cap needs the cycle day of each step")
     n = days.size
     first, day = np.unique(days, return_inverse=True)
     a_ub = np.zeros((first.size, 3 * n))
