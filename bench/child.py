@@ -212,9 +212,7 @@ def main() -> None:
     parser.add_argument("mode", choices=["worker", "ceiling", "passthrough"])
     parser.add_argument("bootstrap")
     parser.add_argument("prices")
-    parser.add_argument(
-        "target", help="output topic prefix (worker, passthrough) or output topic (ceiling)"
-    )
+    parser.add_argument("target", help="output topic prefix (worker, passthrough) or output topic (ceiling)")
     parser.add_argument("group")
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
