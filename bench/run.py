@@ -387,10 +387,10 @@ class Bench:
             await reader.start()
             try:
                 started = time.perf_counter()
-                restored = await load_states(reader, names.state, range(PARTITIONS), timeout_s=60)
+                stored = await load_states(reader, names.state, range(PARTITIONS), timeout_s=60)
                 loaded = TickProcessor(
                     settings.site_directory(), names, prices_partitions=PARTITIONS
-                ).restore(restored.records)
+                ).restore(stored.records())
                 seconds.append(time.perf_counter() - started)
             finally:
                 await reader.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -25,6 +26,7 @@ from battery_worker.policies.forecast import (
     daily_profile,
     departed,
     flat_forecast,
+    pack_means,
     profile_forecast,
 )
 from battery_worker.policies.intra_hour import IntraHour
@@ -111,7 +113,7 @@ def test_memory_is_bounded_and_never_mutated(policy: Policy, mara_5min: list[Pri
     long_run = HourlyHistory(24)
     for hour in range(1000):
         long_run = long_run.add(T0 + timedelta(hours=hour), float(hour))
-    assert len(long_run.means) == 24
+    assert long_run.means == tuple(float(hour) for hour in range(975, 999))  # hour 999 is open
 
 
 @pytest.mark.parametrize("policy", PREDICTIVE, ids=lambda p: p.name)
@@ -373,12 +375,30 @@ def test_a_day_unlike_any_before_keeps_its_forecast() -> None:
     assert np.abs(blended - base).max() < 2.0
 
 
+def test_a_restored_full_history_holds_its_hours_as_packed_doubles() -> None:
+    # 10,000 mpc sites keep 696 hours each: as a tuple of floats that was 32 bytes an hour, 220 MB.
+    policy = MpcPolicy()
+    hours = policy.memory_hours
+    full = IntraHour(HourlyHistory(hours, pack_means(h / 7 for h in range(hours)), 1000, 5.0, 1))
+    stored = orjson.dumps(policy.dump_memory(full))
+    tracemalloc.start()
+    try:
+        restored = policy.load_memory(orjson.loads(stored))  # parsed here, as from the state topic
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert restored == full
+    # 8 bytes an hour plus the rest of the memory (about 4 KB); a tuple of floats held 32 bytes an hour.
+    assert hours * 8 <= held < hours * 20
+    assert orjson.dumps(policy.dump_memory(restored)) == stored
+
+
 def test_the_analogs_memory_and_a_shorter_stored_one() -> None:
     policy = MpcPolicy()
     assert policy.memory_hours == 24 * 28 + 24 > policy.history_hours
     assert MpcPolicy(analog_weight=0).memory_hours == policy.history_hours
     # A state written before the analogs kept 168 hours: read back, its hours stay and more may come.
-    old = IntraHour(HourlyHistory(168, tuple(float(h) for h in range(168)), 1000, 5.0, 1))
+    old = IntraHour(HourlyHistory(168, pack_means(float(h) for h in range(168)), 1000, 5.0, 1))
     loaded = policy.load_memory(old.dump())
     assert loaded.history.max_hours == policy.memory_hours
     assert loaded.history.means == old.history.means
