@@ -26,6 +26,7 @@ from battery_worker.events import (
     encode,
     event_id,
 )
+from battery_worker.kafka.store import Stored
 from battery_worker.pipeline.partitioning import home_partition, murmur2
 from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import TopicNames
@@ -208,3 +209,26 @@ def test_a_restored_site_carries_the_days_delivered_energy() -> None:
     restored = TickProcessor(directory, TOPICS, prices_partitions=3)
     restored.restore(records)
     assert restored.sites() == processor.sites()
+
+
+def test_stored_state_records_are_parsed_one_by_one_and_an_unreadable_one_is_skipped(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Read from the state topic: restored a site at a time; a bad record is logged, not fatal."""
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice("mpc", {}))
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    at = datetime(2023, 8, 1, tzinfo=UTC)
+    for site in ("a", "b"):
+        for hour, price in enumerate([30.0, 20.0, 90.0, 40.0]):
+            value = {"energy_price": price, "hash_price": 0, "token_price": 0}
+            tick = orjson.dumps({**value, "timestamp": (at + timedelta(hours=hour)).isoformat()})
+            processor.handle(InputRecord("prices", home_partition(site, 3), hour, site.encode(), tick))
+    values = {out.key or b"": out.value for out in processor.take_state_records()}
+    values[b"broken"] = b'{"site_id": "broken", "state_of_charge_mwh": "lots"}'
+    stored = Stored(values, records_read=7)
+    parsed = stored.records()
+    assert next(parsed).site_id == "a", "parsed when asked for, not all up front"
+    restored = TickProcessor(directory, TOPICS, prices_partitions=3)
+    assert restored.restore(stored.records()) == 2
+    assert restored.sites() == processor.sites()
+    assert "state record for b'broken' is unreadable, the site starts afresh" in caplog.text

@@ -31,9 +31,10 @@ class Stored:
     records_read: int
 
     def records(self) -> Iterator[BatteryStateRecord]:
-        """Each site's record parsed as it is restored, not all at once: parsed, an ``mpc`` site's record
-        holds its 696-hour history as float objects (about 25 KB), so 10,000 sites parsed up front took
-        250 MB at their peak for a moment, and the process keeps its peak."""
+        """Each site's record parsed as it is restored, not all at once. Parsed, an ``mpc`` site's record
+        holds its 696-hour history as float objects (about 25 KB); all parsed before the first was restored,
+        10,000 such sites left the process at 617 MB of RSS instead of 512 (``bench/state_memory.py``,
+        before the history was packed): freed memory is not given back, so the peak is what stays."""
         for key, value in self.values.items():
             try:
                 yield BatteryStateRecord.model_validate_json(value)
