@@ -8,9 +8,10 @@ price history (mpc: 696 hourly prices by default). The benchmark runs throughput
 histories are still short, so it never sees that memory. Here one site is run through ``--hours`` hourly
 ticks of the bundled ERCOT fortnight (repeated) to a full history, its state record is cloned under
 ``--sites`` site ids, and a worker's ``TickProcessor`` restores them all, as at a start or a rebalance.
-Printed: the process's RSS (current, not peak) at start, with the records read, and with the sites
-restored and the records dropped, as a worker would see it; and the Python heap a site holds
-(``tracemalloc``, in a second restore of at most 1,000 of them).
+Printed: the process's RSS at start, with the records read, with the sites restored and the records
+dropped, and once the freed pages are handed back (``ops/memory.py``), as the worker does after a
+restore; the peak RSS; and the Python heap a site holds (``tracemalloc``, in a second restore of at most
+1,000 of them).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from common import PARTITIONS, T0, sample_prices, settings_for
 
 from battery_worker.kafka.store import Stored
 from battery_worker.kafka.tools.feed import tick_payload
+from battery_worker.ops.memory import release_freed_memory
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import dumped
 from battery_worker.pipeline.processing import InputRecord, TickProcessor
@@ -43,6 +45,14 @@ def rss_mb() -> float:
     """The resident set now (``/proc/self/statm``), not the peak: what the sites hold after the restore."""
     pages = int(Path("/proc/self/statm").read_text().split()[1])
     return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
+
+
+def peak_rss_mb() -> float:
+    """The process's peak resident set so far (``VmHWM``)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024 / 1e6  # kB in /proc are KiB
+    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def processor_for(policy: str) -> TickProcessor:
@@ -83,9 +93,12 @@ def main() -> None:
     restore(processor, stored)
     restore_s = time.perf_counter() - started
     size = len(stored[0])
-    del stored  # as the worker drops what it read once the sites are restored
+    del stored  # as the worker drops what it read once the sites are restored (kafka/store.py)
     gc.collect()
+    kept = rss_mb()
+    release_freed_memory()
     after = rss_mb()
+    peak = peak_rss_mb()
     processor.drop_all()
     traced = records_of(state, min(args.sites, TRACED_SITES))
     gc.collect()
@@ -96,8 +109,9 @@ def main() -> None:
     tracemalloc.stop()
     print(
         f"{args.policy}, {args.sites:,} sites after {args.hours} hourly ticks (state record {size:,} bytes): "
-        f"RSS {start:.0f} MB, {before:.0f} with the records read, {after:.0f} with the sites restored "
-        f"({restore_s:.1f} s); a site holds {held / len(traced) / 1e3:.1f} KB "
+        f"RSS {start:.0f} MB, {before:.0f} with the records read, {kept:.0f} with the sites restored "
+        f"({restore_s:.1f} s), {after:.0f} once the freed pages are handed back (peak {peak:.0f}); "
+        f"a site holds {held / len(traced) / 1e3:.1f} KB "
         f"(tracemalloc over {len(traced):,} sites)"
     )
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from battery_worker.events import BatteryStateRecord
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.worker_stats import WorkerStats, counting_failures
+from battery_worker.ops.memory import release_freed_memory
 from battery_worker.pipeline.processing import TickProcessor
 
 log = logging.getLogger(__name__)
@@ -75,7 +76,10 @@ async def restore_sites(
     started = time.perf_counter()
     with counting_failures(stats, "restore"):
         stored = await load_states(reader, state_topic, partitions, timeout_s=timeout_s)
+        records_read = stored.records_read
         loaded = processor.restore(stored.records())
+    del stored  # the records read: freed, and their pages handed back to the system
+    release_freed_memory()
     seconds = time.perf_counter() - started
     stats.restores += 1
     stats.sites_restored = loaded
@@ -84,7 +88,7 @@ async def restore_sites(
         "restored %d sites of partitions %s from %d state records in %.3f s",
         loaded,
         sorted(partitions),
-        stored.records_read,
+        records_read,
         seconds,
         extra={"topic": state_topic, "partitions": sorted(partitions)},
     )
