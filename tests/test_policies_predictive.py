@@ -22,6 +22,7 @@ from battery_worker.policies.adaptive import AdaptivePolicy
 from battery_worker.policies.base import Policy
 from battery_worker.policies.forecast import (
     HourlyHistory,
+    _profile_hour,
     analog_forecast,
     daily_profile,
     departed,
@@ -165,6 +166,20 @@ def test_hourly_history_folds_ticks_into_hours_and_fills_gaps() -> None:
     history = history.add(T0 + timedelta(hours=4), 7.0)  # hours 2 and 3 had no tick
     assert list(history.known()) == [2.0, 5.0, 5.0, 5.0, 7.0]
     assert HourlyHistory.load(orjson.loads(orjson.dumps(history.dump()))) == history
+
+
+@pytest.mark.parametrize("days", [1, 7, 8, 14])
+def test_the_daily_profile_computed_at_once_is_the_per_hour_rule_bit_for_bit(days: int) -> None:
+    # Whole rows go through one array, the rest hour by hour (_profile_hour, the rule); decisions and
+    # replay need the very same doubles either way. 8 and 14 days sum by numpy's pairwise path.
+    rng = np.random.default_rng(days)
+    for size in (1, 23, 24 * days, 24 * days + 1, 24 * (days + 1), 168, 696):
+        history = rng.normal(50.0, 30.0, size) + rng.standard_cauchy(size)
+        for horizon in (0, 1, 24, 25, 48, 49, 72):
+            profile = daily_profile(history, horizon, days=days, recent_weight=0.3, spike_quantile=0.98)
+            capped = np.minimum(history, float(np.quantile(history, 0.98)))
+            rule = [_profile_hour(capped, k, days, 0.3) for k in range(horizon + 1)]
+            assert profile.tobytes() == np.array(rule).tobytes(), (size, horizon)
 
 
 def test_profile_forecast_repeats_a_periodic_day() -> None:

