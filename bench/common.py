@@ -150,6 +150,12 @@ def summary(values: Sequence[float]) -> dict[str, Any]:
     }
 
 
+def rss_mb() -> float:
+    """This process's resident set now, in MiB as :func:`peak_rss_mb`: what it holds, not its peak."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * resource.getpagesize() / 1024 / 1024
+
+
 def peak_rss_mb() -> float:
     """This process's peak RSS: VmHWM, not ``ru_maxrss``, which Linux carries over from the parent on exec."""
     status = Path("/proc/self/status")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import os
 import sys
 import time
 import tracemalloc
@@ -28,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-from common import PARTITIONS, T0, sample_prices, settings_for
+from common import PARTITIONS, T0, peak_rss_mb, rss_mb, sample_prices, settings_for
 
 from battery_worker.kafka.store import Stored
 from battery_worker.kafka.tools.feed import tick_payload
@@ -39,20 +38,6 @@ from battery_worker.pipeline.processing import InputRecord, TickProcessor
 from battery_worker.ticks import make_tick
 
 TRACED_SITES = 1_000
-
-
-def rss_mb() -> float:
-    """The resident set now (``/proc/self/statm``), not the peak: what the sites hold after the restore."""
-    pages = int(Path("/proc/self/statm").read_text().split()[1])
-    return pages * os.sysconf("SC_PAGE_SIZE") / 1e6
-
-
-def peak_rss_mb() -> float:
-    """The process's peak resident set so far (``VmHWM``)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024 / 1e6  # kB in /proc are KiB
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def processor_for(policy: str) -> TickProcessor:

@@ -34,7 +34,7 @@ class Stored:
     def records(self) -> Iterator[BatteryStateRecord]:
         """Each site's record parsed as it is restored, not all at once. Parsed, an ``mpc`` site's record
         holds its 696-hour history as float objects (about 25 KB); all parsed before the first was restored,
-        10,000 such sites left the process at 617 MB of RSS instead of 512 (``bench/state_memory.py``,
+        10,000 such sites left the process at 588 MiB of RSS instead of 488 (``bench/state_memory.py``,
         before the history was packed): freed memory is not given back, so the peak is what stays."""
         for key, value in self.values.items():
             try:

@@ -1,10 +1,10 @@
 """Freed heap memory given back to the operating system after a restore.
 
 A restore reads every site's latest state record before it parses them (the last record of a site wins, and
-which is last is known only at the end): with ``mpc`` about 10 KB a site, 96 MB for 10,000 sites. Once the
+which is last is known only at the end): with ``mpc`` about 10 KB a site, 92 MiB for 10,000 sites. Once the
 sites are restored those bytes are freed, but glibc's ``malloc`` keeps freed blocks of its heap for reuse
 and returns pages only from the heap's top, so the worker's RSS stayed at its restore peak for good:
-10,000 ``mpc`` sites, 289 MB after the restore, 192 MB after ``malloc_trim(0)``, which hands back every
+10,000 ``mpc`` sites, 274 MiB after the restore, 182 MiB after ``malloc_trim(0)``, which hands back every
 free page of the heap (``bench/state_memory.py``; about 5 ms for 100 MB). Where there is no glibc (musl,
 macOS) nothing is done.
 """
