@@ -4,8 +4,9 @@
 machines and the battery together and is built with the site's model (``make_policy(..., site=)``). Tables
 comparing batteries list only the battery policies.
 
-Policies are imported when first chosen: ``adaptive`` and ``mpc`` need numpy and scipy (about 55 MB of a
-worker's memory), which a worker running the threshold policy should not carry.
+Policies are imported when first chosen: ``adaptive`` needs numpy (11 MB of a worker's memory), ``mpc``
+numpy and HiGHS (``highspy``, 4 MB more) and ``site`` scipy (about 55 MB), which a worker running the
+threshold policy should not carry.
 """
 
 from __future__ import annotations

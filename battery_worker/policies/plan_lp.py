@@ -8,15 +8,22 @@ the energy left in the cells at the end, worth ``end_value`` per MWh.
 
 Wear and the cap are added only when the battery has them, so a battery without wear solves exactly the LP
 it solved before they existed (the same matrices, the same decisions, bit for bit).
+
+The LP goes to HiGHS through ``highspy``, not through ``scipy.optimize.linprog``: linprog's checks and
+conversions took three quarters of a plan's time, and importing ``scipy.optimize`` took 52 MB of a worker's
+memory (``highspy``: 6). It is the same solver with the options linprog gave it (dual simplex, presolve, the
+iteration cap), so the decisions are the same bit for bit as long as the HiGHS version is, which
+``pyproject.toml`` pins to the one scipy 1.17 ships: an audit replay on another install must decide alike.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 
+import highspy
 import numpy as np
 from numpy.typing import NDArray
-from scipy.optimize import linprog
 
 from battery_worker.battery_config import BatteryConfig
 
@@ -60,54 +67,116 @@ def solve_plan(
     """
     prices, hours = steps.prices, steps.hours
     n = prices.size
-    keep = config.one_way_efficiency
-    a_eq = np.zeros((n, 3 * n))
-    rows = np.arange(n)
-    a_eq[rows, 2 * n + rows] = 1.0
-    a_eq[rows[1:], 2 * n + rows[:-1]] = -1.0
-    a_eq[rows, rows] = -keep
-    a_eq[rows, n + rows] = 1.0 / keep
-    b_eq = np.zeros(n)
-    b_eq[0] = soc
     delivered_cost = -prices
     if config.cycle_cost_per_mwh > 0:
         delivered_cost = config.cycle_cost_per_mwh - prices
     cost = np.concatenate([prices, delivered_cost, np.zeros(n)])
     cost[-1] = -end_value_after_wear(config, end_value)
-    bounds = np.empty((3 * n, 2))
-    bounds[:n] = np.column_stack([np.zeros(n), config.max_charge_rate_mw * hours])
-    bounds[n : 2 * n] = np.column_stack([np.zeros(n), config.max_discharge_rate_mw * hours])
+    if not np.isfinite(cost).all():
+        raise ValueError("the plan's prices and end value must be finite")
     low, high = config.min_energy_mwh, config.max_energy_mwh
-    bounds[2 * n :] = (min(low, soc), max(high, soc))
-    a_ub, b_ub = _daily_caps(config, steps.days, delivered_today_mwh)
-    result = linprog(
-        cost,
-        A_ub=a_ub,
-        b_ub=b_ub,
-        A_eq=a_eq,
-        b_eq=b_eq,
-        bounds=bounds,
-        method="highs-ds",
-        options={"maxiter": max_iterations, "presolve": True},
+    lower = np.zeros(3 * n)
+    lower[2 * n :] = min(low, soc)
+    upper = np.empty(3 * n)
+    upper[:n] = config.max_charge_rate_mw * hours
+    upper[n : 2 * n] = config.max_discharge_rate_mw * hours
+    upper[2 * n :] = max(high, soc)
+    day = None if config.daily_delivery_cap_mwh is None else _cycle_days(steps.days)
+    caps = 0 if day is None else int(day.max()) + 1
+    lp = highspy.HighsLp()
+    lp.num_col_ = lp.a_matrix_.num_col_ = 3 * n
+    lp.num_row_ = lp.a_matrix_.num_row_ = caps + n
+    lp.col_cost_ = cost
+    lp.col_lower_ = lower
+    lp.col_upper_ = upper
+    lp.row_lower_, lp.row_upper_ = _row_bounds(config, soc, n, day, delivered_today_mwh)
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = _columns(
+        n, config.one_way_efficiency, day, caps
     )
-    if result.status != 0 or result.x is None:
+    solver = _solver()
+    solver.setOptionValue("simplex_iteration_limit", max_iterations)
+    solver.passModel(lp)
+    solver.run()
+    if solver.getModelStatus() != highspy.HighsModelStatus.kOptimal:
         return None
-    return max(0.0, float(result.x[0])), max(0.0, float(result.x[n]))
+    x = solver.getSolution().col_value
+    return max(0.0, float(x[0])), max(0.0, float(x[n]))
 
 
-def _daily_caps(
-    config: BatteryConfig, days: IntArray | None, delivered_today_mwh: float
-) -> tuple[FloatArray | None, FloatArray | None]:
-    """One row per cycle day in the plan: its steps deliver at most the cap (the first day: what is left)."""
-    cap = config.daily_delivery_cap_mwh
-    if cap is None:
-        return None, None
+_local = threading.local()
+
+
+def _solver() -> highspy._Highs:
+    """This thread's HiGHS, set as ``linprog(method="highs-ds")`` set it; kept, as making one costs 60 µs.
+
+    ``_Highs`` is the solver without ``Highs``' Python callbacks and interrupt handling, which a plan of a few
+    milliseconds needs neither of; ``highspy`` exports it. One per thread: the library may decide in threads.
+    """
+    solver: highspy._Highs | None = getattr(_local, "solver", None)
+    if solver is None:
+        solver = highspy._Highs()
+        solver.setOptionValue("output_flag", False)
+        solver.setOptionValue("presolve", "on")
+        solver.setOptionValue("solver", "simplex")
+        solver.setOptionValue("simplex_strategy", 1)  # dual
+        _local.solver = solver
+    return solver
+
+
+def _cycle_days(days: IntArray | None) -> IntArray:
+    """Each step's cycle day as 0, 1, … in date order: the row of the cap it counts against."""
     if days is None:
         raise ValueError("a plan under a cycle cap needs the cycle day of each step")
-    n = days.size
-    first, day = np.unique(days, return_inverse=True)
-    a_ub = np.zeros((first.size, 3 * n))
-    a_ub[day, n + np.arange(n)] = 1.0
-    b_ub = np.full(first.size, cap)
-    b_ub[day[0]] = max(0.0, cap - delivered_today_mwh)
-    return a_ub, b_ub
+    return np.unique(days, return_inverse=True)[1].reshape(-1)
+
+
+def _row_bounds(
+    config: BatteryConfig, soc: float, n: int, day: IntArray | None, delivered_today_mwh: float
+) -> tuple[FloatArray, FloatArray]:
+    """The rows' bounds: first the daily caps (at most the cap; the first day what is left), then the balance
+    of each step (equal to 0, the first to the charge it starts from)."""
+    balance = np.zeros(n)
+    balance[0] = soc
+    if day is None:
+        return balance, balance.copy()
+    cap = config.daily_delivery_cap_mwh
+    assert cap is not None
+    caps = np.full(int(day.max()) + 1, cap)
+    caps[day[0]] = max(0.0, cap - delivered_today_mwh)
+    return (
+        np.concatenate([np.full(caps.size, -highspy.kHighsInf), balance]),
+        np.concatenate([caps, balance]),
+    )
+
+
+def _columns(n: int, keep: float, day: IntArray | None, caps: int) -> tuple[IntArray, IntArray, FloatArray]:
+    """The constraint matrix column by column (CSC), rows in ascending order within each column.
+
+    Bought ``c_t`` enters step t's balance as −√η; delivered ``d_t`` its cycle day's cap (if any) as 1 and the
+    balance as 1/√η; the charge ``s_t`` step t's balance as 1 and the next step's as −1.
+    """
+    steps = np.arange(n)
+    balance = caps + steps
+    per_delivered = 1 if day is None else 2
+    counts = np.concatenate([np.ones(n, np.int64), np.full(n, per_delivered), np.full(n, 2)])
+    counts[-1] = 1
+    start = np.zeros(3 * n + 1, np.int64)
+    np.cumsum(counts, out=start[1:])
+    index = np.empty(start[-1], np.int32)
+    value = np.empty(start[-1])
+    index[:n] = balance
+    value[:n] = -keep
+    delivered = start[n : 2 * n]
+    if day is not None:
+        index[delivered] = day
+        value[delivered] = 1.0
+        delivered = delivered + 1
+    index[delivered] = balance
+    value[delivered] = 1.0 / keep
+    charge = start[2 * n : 3 * n]
+    index[charge] = balance
+    value[charge] = 1.0
+    index[charge[:-1] + 1] = balance[1:]
+    value[charge[:-1] + 1] = -1.0
+    return start, index, value
