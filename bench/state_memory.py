@@ -7,10 +7,12 @@ A worker in service for a month restores every site's state from the state topic
 price history (mpc: 696 hourly prices by default). The benchmark runs throughput from fresh sites, whose
 histories are still short, so it never sees that memory. Here one site is run through ``--hours`` hourly
 ticks of the bundled ERCOT fortnight (repeated) to a full history, its state record is cloned under
-``--sites`` site ids, and a worker's ``TickProcessor`` restores them all, as at a start or a rebalance.
-Printed: the process's RSS at start, with the records read, with the sites restored and the records
-dropped, and once the freed pages are handed back (``ops/memory.py``), as the worker does after a
-restore; the peak RSS; and the Python heap a site holds (``tracemalloc``, in a second restore of at most
+``--sites`` site ids, and a worker's ``TickProcessor`` restores them all, as at a start or a rebalance:
+partition by partition (``--partitions``, the worker's default 3), each partition's records read, its
+sites restored from them one by one and the records dropped before the next partition's are read
+(``kafka/store.py``). Printed: the process's RSS at start, with the sites restored, and once the freed
+pages are handed back (``ops/memory.py``), as the worker does after a restore; the peak RSS; the largest
+partition's records; and the Python heap a site holds (``tracemalloc``, in a second restore of at most
 1,000 of them).
 """
 
@@ -40,12 +42,12 @@ from battery_worker.ticks import make_tick
 TRACED_SITES = 1_000
 
 
-def processor_for(policy: str) -> TickProcessor:
+def processor_for(policy: str, partitions: int = PARTITIONS) -> TickProcessor:
     settings = settings_for("unused:9092", "prices", "bench", "unused")
     settings = settings.model_copy(
         update={"policy": settings.policy.model_copy(update={"name": policy, "params": {}})}
     )
-    return TickProcessor(settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS)
+    return TickProcessor(settings.site_directory(), settings.topics.names(), prices_partitions=partitions)
 
 
 def full_state(policy: str, hours: int) -> bytes:
@@ -67,50 +69,56 @@ def main() -> None:
     parser.add_argument("--policy", default="mpc", help="mpc (the default), adaptive, site, threshold")
     parser.add_argument("--sites", type=int, default=10_000)
     parser.add_argument("--hours", type=int, default=744, help="hourly ticks run before cloning (a month)")
+    parser.add_argument("--partitions", type=int, default=PARTITIONS, help="of the state topic")
     args = parser.parse_args()
     state = orjson.loads(full_state(args.policy, args.hours))
-    processor = processor_for(args.policy)
+    processor = processor_for(args.policy, args.partitions)
     gc.collect()
     start = rss_mb()
-    stored = records_of(state, args.sites)
-    before = rss_mb()
     started = time.perf_counter()
-    restore(processor, stored)
+    size, largest = restore_by_partition(processor, state, args.sites, args.partitions)
     restore_s = time.perf_counter() - started
-    size = len(stored[0])
-    del stored  # as the worker drops what it read once the sites are restored (kafka/store.py)
     gc.collect()
     kept = rss_mb()
     release_freed_memory()
     after = rss_mb()
     peak = peak_rss_mb()
     processor.drop_all()
-    traced = records_of(state, min(args.sites, TRACED_SITES))
+    traced = min(args.sites, TRACED_SITES)
     gc.collect()
     tracemalloc.start()  # apart and on fewer sites: tracing inflates the RSS it would be measured with
-    restore(processor, traced)
+    restore_by_partition(processor, state, traced, args.partitions)
     gc.collect()
     held, _ = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     print(
-        f"{args.policy}, {args.sites:,} sites after {args.hours} hourly ticks (state record {size:,} bytes): "
-        f"RSS {start:.0f} MB, {before:.0f} with the records read, {kept:.0f} with the sites restored "
+        f"{args.policy}, {args.sites:,} sites after {args.hours} hourly ticks (state record {size:,} bytes), "
+        f"{args.partitions} partitions: RSS {start:.0f} MiB at start, {kept:.0f} with the sites restored "
         f"({restore_s:.1f} s), {after:.0f} once the freed pages are handed back (peak {peak:.0f}); "
-        f"a site holds {held / len(traced) / 1e3:.1f} KB "
-        f"(tracemalloc over {len(traced):,} sites)"
+        f"the largest partition's records {largest / 2**20:.0f} MiB; a site holds "
+        f"{held / traced / 1e3:.1f} KB (tracemalloc over {traced:,} sites)"
     )
 
 
-def records_of(state: dict[str, object], sites: int) -> list[bytes]:
-    """``state`` as the stored record of each of ``sites`` site ids, each the size of its bytes (as a fetch
-    gives them; orjson's own result keeps its growth buffer)."""
-    return [dumped({**state, "site_id": f"site-{index}"}) for index in range(sites)]
-
-
-def restore(processor: TickProcessor, stored: list[bytes]) -> None:
-    """As the worker restores (``kafka/store.py``): each record parsed from its bytes as it is restored."""
-    values = {f"site-{index}".encode(): value for index, value in enumerate(stored)}
-    processor.restore(Stored(values, len(values)).records())
+def restore_by_partition(
+    processor: TickProcessor, state: dict[str, object], sites: int, partitions: int
+) -> tuple[int, int]:
+    """``state`` restored under ``sites`` site ids as the worker restores them (``kafka/store.py``): per
+    partition, its records read (as the bytes a fetch gives: orjson's own result keeps its growth buffer),
+    each parsed as its site is restored, then dropped. Returns a record's size and the largest partition's
+    records in bytes."""
+    homes: dict[int, list[str]] = {}
+    for index in range(sites):
+        site = f"site-{index}"
+        homes.setdefault(home_partition(site, partitions), []).append(site)
+    size = largest = 0
+    for partition in sorted(homes):
+        values = {site.encode(): dumped({**state, "site_id": site}) for site in homes[partition]}
+        size = len(next(iter(values.values())))
+        largest = max(largest, sum(map(len, values.values())))
+        processor.restore(Stored(values, len(values)).records())
+        del values
+    return size, largest
 
 
 if __name__ == "__main__":

@@ -69,17 +69,24 @@ async def restore_sites(
 ) -> None:
     """Load the sites of ``partitions`` into ``processor`` from the state topic, counting it in ``stats``.
 
+    One partition at a time: a site's latest record is known only once its partition is read to the end,
+    so the records read are held until then, and partition by partition only one partition's are held at
+    once (10,000 ``mpc`` sites with a month of history: 92 MiB of records read, ``bench/state_memory.py``).
     A failure is counted as a ``restore`` failure and raised: the worker rewinds.
     """
     if not partitions:
         return
     started = time.perf_counter()
+    deadline = time.monotonic() + timeout_s
+    records_read = loaded = 0
     with counting_failures(stats, "restore"):
-        stored = await load_states(reader, state_topic, partitions, timeout_s=timeout_s)
-        records_read = stored.records_read
-        loaded = processor.restore(stored.records())
-    del stored  # the records read: freed, and their pages handed back to the system
-    release_freed_memory()
+        for partition in sorted(partitions):
+            left_s = max(0.0, deadline - time.monotonic())
+            stored = await load_states(reader, state_topic, [partition], timeout_s=left_s)
+            records_read += stored.records_read
+            loaded += processor.restore(stored.records())
+            del stored  # this partition's records read: freed before the next one's are read
+    release_freed_memory()  # and the freed pages handed back to the system
     seconds = time.perf_counter() - started
     stats.restores += 1
     stats.sites_restored = loaded
