@@ -108,8 +108,12 @@ def test_highs_plans_what_linprog_plans_on_the_dense_lp(config: BatteryConfig, s
     assert plan == pytest.approx((expected.x[0], expected.x[60]), abs=1e-7)
 
 
-def test_a_plan_the_iteration_cap_cuts_short_is_none() -> None:
-    assert solve_plan(BatteryConfig(), 2.0, random_steps(1, 60, days=False), 45.0, 0.0, 1) is None
+def test_a_plan_the_iteration_cap_cuts_short_is_none_and_the_next_starts_afresh() -> None:
+    steps = random_steps(1, 60, days=False)
+    assert solve_plan(BatteryConfig(), 2.0, steps, 45.0, 0.0, 1) is None
+    expected = linprog(**dense_lp(BatteryConfig(), 2.0, steps, 45.0, 0.0), method="highs-ds")
+    plan = solve_plan(BatteryConfig(), 2.0, steps, 45.0, 0.0, 2000)  # the thread's solver, used again
+    assert plan == pytest.approx((expected.x[0], expected.x[60]), abs=1e-7)
 
 
 def test_a_price_that_is_not_finite_is_refused() -> None:

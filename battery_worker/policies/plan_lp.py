@@ -10,8 +10,8 @@ Wear and the cap are added only when the battery has them, so a battery without 
 it solved before they existed (the same matrices, the same decisions, bit for bit).
 
 The LP goes to HiGHS through ``highspy``, not through ``scipy.optimize.linprog``: linprog's checks and
-conversions took three quarters of a plan's time, and importing ``scipy.optimize`` took 52 MB of a worker's
-memory (``highspy``: 6). It is the same solver with the options linprog gave it (dual simplex, presolve, the
+conversions took three quarters of a plan's time, and importing ``scipy.optimize`` took 40 MiB of a worker's
+memory (``highspy``: 4). It is the same solver with the options linprog gave it (dual simplex, presolve, the
 iteration cap), so the decisions are the same bit for bit as long as the HiGHS version is, which
 ``pyproject.toml`` pins to the one scipy 1.17 ships: an audit replay on another install must decide alike.
 """
@@ -29,6 +29,7 @@ from battery_worker.battery_config import BatteryConfig
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+RowArray = NDArray[np.int32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,7 +151,7 @@ def _row_bounds(
     )
 
 
-def _columns(n: int, keep: float, day: IntArray | None, caps: int) -> tuple[IntArray, IntArray, FloatArray]:
+def _columns(n: int, keep: float, day: IntArray | None, caps: int) -> tuple[IntArray, RowArray, FloatArray]:
     """The constraint matrix column by column (CSC), rows in ascending order within each column.
 
     Bought ``c_t`` enters step t's balance as −√η; delivered ``d_t`` its cycle day's cap (if any) as 1 and the
