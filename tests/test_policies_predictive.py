@@ -408,6 +408,28 @@ def test_a_restored_full_history_holds_its_hours_as_packed_doubles() -> None:
     assert orjson.dumps(policy.dump_memory(restored)) == stored
 
 
+def test_a_restored_intra_hour_memory_holds_its_slots_as_packed_doubles() -> None:
+    # The shape and the slot sums: 12 numbers each, as tuples of floats 850 bytes a site, packed 260.
+    policy = MpcPolicy()
+    shape = [0.1 * s - 0.3 for s in range(12)]
+    sums = [20.0 + s / 3 for s in range(12)]
+    history = HourlyHistory(policy.memory_hours).dump()
+    stored: dict[str, object] = {"history": history, "last_at": 1.7e9, "gap_seconds": 300.0}
+    stored |= {"shape": shape, "slot_sums": sums, "slot_counts": [1] * 12, "level": 0.5}  # dump()'s order
+    raw = orjson.dumps(stored)
+    tracemalloc.start()
+    try:
+        restored = policy.load_memory(orjson.loads(raw))  # parsed here, as from the state topic
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert isinstance(restored, IntraHour)
+    assert restored.shape == tuple(shape)
+    assert restored.slot_sums == tuple(sums)
+    assert orjson.dumps(policy.dump_memory(restored)) == raw
+    assert held < 1_800  # 1,518 bytes here; 2,108 with the slots as tuples of floats
+
+
 def test_the_analogs_memory_and_a_shorter_stored_one() -> None:
     policy = MpcPolicy()
     assert policy.memory_hours == 24 * 28 + 24 > policy.history_hours

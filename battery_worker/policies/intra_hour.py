@@ -19,12 +19,15 @@ from the profile: the mean of the current hour's ticks so far, which this used b
 moves (the MARA event's first hour falls from 3.00 to 2.07 while its mean still says 2.56) and starts each
 hour from one noisy tick; measured from the profile, the daily cycle is not mistaken for a departure.
 Memory is 12 + 12 + 12 + 1 numbers beside the history, whatever the tick rate; it dumps to plain JSON and
-loads back to an equal value.
+loads back to an equal value. The shape and the slot sums are kept as packed doubles, as the history is
+(``HourlyHistory.packed_means``): as tuples of float objects they took 850 bytes a site, packed 260, the
+same values (a worker holds 10,000 sites, ``bench/state_memory.py``).
 """
 
 from __future__ import annotations
 
 import math
+import struct
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TypedDict, cast
@@ -40,6 +43,13 @@ SLOT_SECONDS = 300
 SLOTS_PER_HOUR = 3600 // SLOT_SECONDS
 ZEROS = (0.0,) * SLOTS_PER_HOUR
 NONE_SEEN = (0,) * SLOTS_PER_HOUR
+_SLOTS = struct.Struct(f"{SLOTS_PER_HOUR}d")
+PACKED_ZEROS = _SLOTS.pack(*ZEROS)
+
+
+def pack_slots(values: tuple[float, ...] | list[float]) -> bytes:
+    """One number per slot as packed native doubles (what :class:`IntraHour` keeps)."""
+    return _SLOTS.pack(*values)
 
 
 class IntraHourDump(TypedDict):
@@ -73,10 +83,20 @@ class IntraHour:
     history: HourlyHistory
     last_at: float | None = None
     gap_seconds: float | None = None
-    shape: tuple[float, ...] = ZEROS
-    slot_sums: tuple[float, ...] = ZEROS
+    packed_shape: bytes = PACKED_ZEROS
+    packed_sums: bytes = PACKED_ZEROS
     slot_counts: tuple[int, ...] = NONE_SEEN
     level: float | None = None
+
+    @property
+    def shape(self) -> tuple[float, ...]:
+        """Per slot, how far prices sit above the mean of their hour."""
+        return _SLOTS.unpack(self.packed_shape)
+
+    @property
+    def slot_sums(self) -> tuple[float, ...]:
+        """This hour's price sum per slot."""
+        return _SLOTS.unpack(self.packed_sums)
 
     def add(self, at: datetime, price: float, shape_decay: float) -> IntraHour:
         """This memory with the tick at ``at`` added; a new hour first folds the closed one into the shape."""
@@ -85,7 +105,7 @@ class IntraHour:
         gap = self.gap_seconds
         if self.last_at is not None and seconds > self.last_at:
             gap = seconds - self.last_at
-        shape, sums, counts = self.shape, self.slot_sums, self.slot_counts
+        shape, sums, counts = self.packed_shape, self.slot_sums, self.slot_counts
         opened, closed = history.open_hour, self.history.open_hour
         if opened != closed:
             if opened is not None and closed is not None and opened > closed:
@@ -99,28 +119,29 @@ class IntraHour:
             history=history,
             last_at=seconds,
             gap_seconds=gap,
-            shape=shape,
-            slot_sums=sums,
+            packed_shape=shape,
+            packed_sums=pack_slots(sums),
             slot_counts=counts,
         )
 
-    def _learned_shape(self, decay: float) -> tuple[float, ...]:
+    def _learned_shape(self, decay: float) -> bytes:
         """The shape after the open hour closes; only an hour with a tick in every slot it should have counts.
 
         A partial hour (the worker started mid-hour, ticks were lost) would teach a slope that is not there.
         """
         gap = self.gap_seconds
         if gap is None or gap >= 3600:
-            return self.shape
+            return self.packed_shape
         expected = int(3600 // max(gap, SLOT_SECONDS))
         seen = [s for s in range(SLOTS_PER_HOUR) if self.slot_counts[s]]
         if len(seen) < expected:
-            return self.shape
-        mean = sum(self.slot_sums) / sum(self.slot_counts)
+            return self.packed_shape
+        sums = self.slot_sums
+        mean = sum(sums) / sum(self.slot_counts)
         shape = list(self.shape)
         for s in seen:
-            shape[s] = decay * shape[s] + (1.0 - decay) * (self.slot_sums[s] / self.slot_counts[s] - mean)
-        return tuple(shape)
+            shape[s] = decay * shape[s] + (1.0 - decay) * (sums[s] / self.slot_counts[s] - mean)
+        return pack_slots(shape)
 
     def with_level(self, price: float, expected: float, level_seconds: float) -> IntraHour:
         """The level after the tick just added at ``price``, where the profile expected ``expected``."""
@@ -174,17 +195,24 @@ class IntraHour:
                 history=HourlyHistory.load(fields["history"]),
                 last_at=None if fields["last_at"] is None else float(fields["last_at"]),
                 gap_seconds=None if fields["gap_seconds"] is None else float(fields["gap_seconds"]),
-                shape=tuple(float(v) for v in fields["shape"]),
-                slot_sums=tuple(float(v) for v in fields["slot_sums"]),
+                packed_shape=_packed_slots(fields["shape"]),
+                packed_sums=_packed_slots(fields["slot_sums"]),
                 slot_counts=tuple(int(v) for v in fields["slot_counts"]),
                 # Absent from what the mpc stored before the level existed: the next tick starts it.
                 level=None if (level := fields.get("level")) is None else float(level),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidConfig("policy_memory", str(error), "not an intra-hour memory") from None
-        if not len(loaded.shape) == len(loaded.slot_sums) == len(loaded.slot_counts) == SLOTS_PER_HOUR:
-            raise InvalidConfig("policy_memory", len(loaded.shape), f"expected {SLOTS_PER_HOUR} slots")
+        if len(loaded.slot_counts) != SLOTS_PER_HOUR:
+            raise InvalidConfig("policy_memory", len(loaded.slot_counts), f"expected {SLOTS_PER_HOUR} slots")
         return loaded
+
+
+def _packed_slots(values: list[float]) -> bytes:
+    """A stored list of one number per slot, packed; a list of another length is refused."""
+    if len(values) != SLOTS_PER_HOUR:
+        raise ValueError(f"expected {SLOTS_PER_HOUR} slots, not {len(values)}")
+    return pack_slots([float(v) for v in values])
 
 
 def as_intra_hour(memory: PolicyMemory | None, max_hours: int) -> IntraHour:
