@@ -20,6 +20,7 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -112,6 +113,17 @@ def merge_counters(parts: list[Counters]) -> Counters:
         for name, count in part.actions.items():
             total.actions[name] = total.actions.get(name, 0) + count
     return total
+
+
+@dataclass(frozen=True, slots=True)
+class _RestoredSource:
+    """Where a restored site's state was read up to, kept until its next tick. The state record's
+    ``SourceRef`` is a pydantic model of about 500 bytes; this holds the same three fields in about 100,
+    the topic's name shared (10,000 ``mpc`` sites: 4 MiB, ``bench/state_memory.py``)."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 @dataclass(slots=True)
@@ -209,9 +221,10 @@ class TickProcessor:
                 if record.policy == setup.policy.name
                 else setup.policy.initial_memory()
             )
+            source = record.source
             self._sites[record.site_id] = _Site(
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
-                record.source,
+                _RestoredSource(sys.intern(source.topic), source.partition, source.offset),
                 home_partition(record.site_id, self._partitions),
                 setup,
                 record.site_id.encode(),
