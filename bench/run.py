@@ -58,9 +58,10 @@ from battery_worker.brokers.apache_config import JvmProfile  # noqa: E402
 from battery_worker.kafka.clients import connection_options, make_producer, make_reader  # noqa: E402
 from battery_worker.kafka.exceptions import TransactionsUnsupported  # noqa: E402
 from battery_worker.kafka.reading import read_to_end  # noqa: E402
-from battery_worker.kafka.store import load_states  # noqa: E402
+from battery_worker.kafka.store import restore_sites  # noqa: E402
 from battery_worker.kafka.tools.replay import ReplayOptions, replay  # noqa: E402
 from battery_worker.kafka.transactions import require_transactions  # noqa: E402
+from battery_worker.kafka.worker_stats import WorkerStats  # noqa: E402
 from battery_worker.pipeline.partitioning import home_partition  # noqa: E402
 from battery_worker.pipeline.processing import InputRecord, TickProcessor  # noqa: E402
 
@@ -387,10 +388,10 @@ class Bench:
             await reader.start()
             try:
                 started = time.perf_counter()
-                stored = await load_states(reader, names.state, range(PARTITIONS), timeout_s=60)
-                loaded = TickProcessor(
-                    settings.site_directory(), names, prices_partitions=PARTITIONS
-                ).restore(stored.records())
+                processor = TickProcessor(settings.site_directory(), names, prices_partitions=PARTITIONS)
+                stats = WorkerStats()
+                await restore_sites(reader, processor, names.state, range(PARTITIONS), stats, timeout_s=60)
+                loaded = stats.sites_restored
                 seconds.append(time.perf_counter() - started)
             finally:
                 await reader.stop()

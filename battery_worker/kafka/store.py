@@ -24,12 +24,24 @@ from battery_worker.pipeline.processing import TickProcessor
 log = logging.getLogger(__name__)
 
 
+HOLD_BYTES = 16 * 2**20
+"""The state records a restore holds while it reads a partition to its end. A site's latest record is known
+only there, so a read holds every site's latest; past this size it keeps only each site's latest offset and
+reads the partition a second time, restoring each site from its latest record as it passes. Memory stays
+bounded whatever the state's size, for a second read: 10,000 ``mpc`` sites with a month of history are
+92 MiB of records (``bench/state_memory.py``), most state partitions far less."""
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
-    """The latest value of every site's state record, still as bytes, and how many records were read."""
+    """The latest value of every site's state record, still as bytes, and how many records were read; or,
+    where those were more than a read holds (``hold_bytes``), each site's latest offset instead."""
 
     values: dict[bytes, bytes]
     records_read: int
+    latest_offsets: dict[bytes, int] | None = None
+    """Set (and ``values`` empty) when the records were let go: the offset of each site's latest record,
+    for sites whose latest is not a tombstone. :func:`restore_latest` reads them again."""
 
     def records(self) -> Iterator[BatteryStateRecord]:
         """Each site's record parsed as it is restored, not all at once. Parsed, an ``mpc`` site's record
@@ -44,18 +56,70 @@ class Stored:
 
 
 async def load_states(
-    reader: AIOKafkaConsumer, state_topic: str, partitions: Collection[int], *, timeout_s: float
+    reader: AIOKafkaConsumer,
+    state_topic: str,
+    partitions: Collection[int],
+    *,
+    timeout_s: float,
+    hold_bytes: int | None = None,
 ) -> Stored:
-    """The latest state record of every site stored in ``partitions`` of ``state_topic``."""
-    latest: dict[bytes, bytes | None] = {}
-    read = 0
+    """The latest state record of every site stored in ``partitions`` of ``state_topic``; once the records
+    held pass ``hold_bytes`` (None: no limit), only their offsets (``Stored.latest_offsets``)."""
+    latest: dict[bytes, bytes | None] | None = {}
+    offsets: dict[bytes, int] = {}
+    held = read = 0
     tps = [TopicPartition(state_topic, partition) for partition in sorted(partitions)]
     async for batch in read_to_end(reader, tps, timeout_s=timeout_s):
         read += len(batch)
         for record in batch:
-            if record.key is not None:
-                latest[record.key] = record.value
+            key = record.key
+            if key is None:
+                continue
+            offsets[key] = -1 if record.value is None else record.offset
+            if latest is not None:
+                held += len(record.value or b"") - len(latest.get(key) or b"")
+                latest[key] = record.value
+        if latest is not None and hold_bytes is not None and held > hold_bytes:
+            latest = None  # let go: a second read restores from the offsets
+    if latest is None:
+        return Stored({}, read, {key: offset for key, offset in offsets.items() if offset >= 0})
     return Stored({key: value for key, value in latest.items() if value is not None}, read)
+
+
+async def restore_latest(
+    reader: AIOKafkaConsumer,
+    processor: TickProcessor,
+    partition: TopicPartition,
+    latest_offsets: dict[bytes, int],
+    *,
+    timeout_s: float,
+) -> int:
+    """Read ``partition`` again and restore each site from its latest record as it passes, holding one
+    fetch's records at a time; returns how many sites were restored.
+
+    A site's record written after the first read (by a previous owner still finishing) is newer than the
+    one that read found and is restored over it: the latest wins, as in one read. A site the first read did
+    not see, or whose latest was a tombstone, is not restored.
+    """
+    restored: set[str] = set()
+    async for batch in read_to_end(reader, [partition], timeout_s=timeout_s):
+        values: dict[bytes, bytes] = {}
+        for record in batch:
+            key, value = record.key, record.value
+            if key is None or value is None:
+                continue
+            wanted = latest_offsets.get(key)
+            if wanted is not None and record.offset >= wanted:
+                values[key] = value
+        processor.restore(_noted(Stored(values, len(batch)).records(), restored))
+    return len(restored)
+
+
+def _noted(records: Iterator[BatteryStateRecord], sites: set[str]) -> Iterator[BatteryStateRecord]:
+    """``records``, each one's site noted in ``sites`` (a site restored twice is counted once)."""
+    for record in records:
+        sites.add(record.site_id)
+        yield record
 
 
 async def restore_sites(
@@ -66,36 +130,50 @@ async def restore_sites(
     stats: WorkerStats,
     *,
     timeout_s: float,
+    hold_bytes: int = HOLD_BYTES,
 ) -> None:
     """Load the sites of ``partitions`` into ``processor`` from the state topic, counting it in ``stats``.
 
-    One partition at a time: a site's latest record is known only once its partition is read to the end,
-    so the records read are held until then, and partition by partition only one partition's are held at
-    once (10,000 ``mpc`` sites with a month of history: 92 MiB of records read, ``bench/state_memory.py``).
-    A failure is counted as a ``restore`` failure and raised: the worker rewinds.
+    One partition at a time, each one's records let go before the next is read; a partition whose records
+    are more than ``hold_bytes`` is read twice (:data:`HOLD_BYTES`). A failure is counted as a ``restore``
+    failure and raised: the worker rewinds.
     """
     if not partitions:
         return
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     records_read = loaded = 0
+    read_twice = []
     with counting_failures(stats, "restore"):
         for partition in sorted(partitions):
-            left_s = max(0.0, deadline - time.monotonic())
-            stored = await load_states(reader, state_topic, [partition], timeout_s=left_s)
+            stored = await load_states(
+                reader, state_topic, [partition], timeout_s=_left(deadline), hold_bytes=hold_bytes
+            )
             records_read += stored.records_read
-            loaded += processor.restore(stored.records())
-            del stored  # this partition's records read: freed before the next one's are read
-    release_freed_memory()  # and the freed pages handed back to the system
+            if stored.latest_offsets is None:
+                loaded += processor.restore(stored.records())
+            else:
+                read_twice.append(partition)
+                tp = TopicPartition(state_topic, partition)
+                loaded += await restore_latest(
+                    reader, processor, tp, stored.latest_offsets, timeout_s=_left(deadline)
+                )
+            del stored  # this partition's records read: freed, and their pages handed back to the system
+            release_freed_memory()
     seconds = time.perf_counter() - started
     stats.restores += 1
     stats.sites_restored = loaded
     stats.last_restore_seconds = seconds
     log.info(
-        "restored %d sites of partitions %s from %d state records in %.3f s",
+        "restored %d sites of partitions %s from %d state records in %.3f s%s",
         loaded,
         sorted(partitions),
         records_read,
         seconds,
+        f" (read twice, more than {hold_bytes:,} bytes of records: {read_twice})" if read_twice else "",
         extra={"topic": state_topic, "partitions": sorted(partitions)},
     )
+
+
+def _left(deadline: float) -> float:
+    return max(0.0, deadline - time.monotonic())

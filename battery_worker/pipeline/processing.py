@@ -119,7 +119,7 @@ def merge_counters(parts: list[Counters]) -> Counters:
 class _RestoredSource:
     """Where a restored site's state was read up to, kept until its next tick. The state record's
     ``SourceRef`` is a pydantic model of about 500 bytes; this holds the same three fields in about 100,
-    the topic's name shared (10,000 ``mpc`` sites: 4 MiB, ``bench/state_memory.py``)."""
+    the topic's name shared (10,000 ``mpc`` sites: 4 MB, ``bench/state_memory.py``)."""
 
     topic: str
     partition: int
