@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import resource
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
@@ -164,3 +164,14 @@ def peak_rss_mb() -> float:
             if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux, bytes on macOS
+
+
+def on_broker(bootstrap_servers: str | None, measure: Callable[[str], Coroutine[Any, Any, None]]) -> None:
+    """Run ``measure`` against a running broker, or against the embedded one started for it."""
+    if bootstrap_servers:
+        asyncio.run(measure(bootstrap_servers))
+        return
+    from battery_worker.brokers.embedded import EmbeddedBroker
+
+    with EmbeddedBroker() as broker:
+        asyncio.run(measure(broker.bootstrap_servers))

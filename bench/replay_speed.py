@@ -13,7 +13,6 @@ processes) to its report.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import statistics
 import sys
 import uuid
@@ -21,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PARTITIONS, create_topics, produce, settings_for, tick_messages
+from common import PARTITIONS, create_topics, on_broker, produce, settings_for, tick_messages
 
 from battery_worker.kafka.batching import partition_of
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -79,13 +78,7 @@ def main() -> None:
     parser.add_argument("--processes", default="1,2", help="comma-separated process counts to try")
     parser.add_argument("--bootstrap-servers", help="a running broker; default: the embedded one")
     args = parser.parse_args()
-    if args.bootstrap_servers:
-        asyncio.run(measure(args.bootstrap_servers, args))
-        return
-    from battery_worker.brokers.embedded import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        asyncio.run(measure(broker.bootstrap_servers, args))
+    on_broker(args.bootstrap_servers, lambda bootstrap: measure(bootstrap, args))
 
 
 if __name__ == "__main__":

@@ -33,7 +33,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
-from common import PARTITIONS, T0, create_topics, peak_rss_mb, produce, rss_mb, sample_prices, settings_for
+from common import (
+    PARTITIONS,
+    T0,
+    create_topics,
+    on_broker,
+    peak_rss_mb,
+    produce,
+    rss_mb,
+    sample_prices,
+    settings_for,
+)
 
 from battery_worker.kafka.clients import make_reader, start_client
 from battery_worker.kafka.store import HOLD_BYTES, Stored, restore_sites
@@ -171,13 +181,7 @@ def main() -> None:
     parser.add_argument("--hold-bytes", type=int, default=HOLD_BYTES, help="0: no limit (one read)")
     parser.add_argument("--bootstrap-servers", help="a running broker; default: the embedded one")
     args = parser.parse_args()
-    if args.bootstrap_servers:
-        asyncio.run(measure(args.bootstrap_servers, args))
-        return
-    from battery_worker.brokers.embedded import EmbeddedBroker
-
-    with EmbeddedBroker() as broker:
-        asyncio.run(measure(broker.bootstrap_servers, args))
+    on_broker(args.bootstrap_servers, lambda bootstrap: measure(bootstrap, args))
 
 
 if __name__ == "__main__":
