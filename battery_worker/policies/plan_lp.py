@@ -13,7 +13,8 @@ The LP goes to HiGHS through ``highspy``, not through ``scipy.optimize.linprog``
 conversions took three quarters of a plan's time, and importing ``scipy.optimize`` took 40 MiB of a worker's
 memory (``highspy``: 4). It is the same solver with the options linprog gave it (dual simplex, presolve, the
 iteration cap), so the decisions are the same bit for bit as long as the HiGHS version is, which
-``pyproject.toml`` pins to the one scipy 1.17 ships: an audit replay on another install must decide alike.
+``pyproject.toml`` pins (1.13, which plans as scipy 1.17's 1.12 did): an audit replay on another install
+must decide alike.
 """
 
 from __future__ import annotations
