@@ -85,7 +85,7 @@ def test_the_matrix_built_by_columns_is_the_dense_lp(config: BatteryConfig, n: i
     lp = dense_lp(config, 3.0, steps, 55.0, 4.0)
     dense = np.vstack([lp["A_ub"], lp["A_eq"]]) if capped else lp["A_eq"]
     np.testing.assert_array_equal(built, dense)
-    lower, upper = _row_bounds(config, 3.0, n, day, 4.0)
+    lower, upper = _row_bounds(config, 3.0, n, day, caps, 4.0)
     b_eq = lp["b_eq"]
     if capped:
         np.testing.assert_array_equal(upper, np.concatenate([lp["b_ub"], b_eq]))

@@ -19,7 +19,7 @@ from battery_worker.dispatch import SiteState
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies import POLICIES, make_policy
 from battery_worker.policies.adaptive import AdaptivePolicy
-from battery_worker.policies.base import Policy
+from battery_worker.policies.base import Policy, PolicyMemory
 from battery_worker.policies.forecast import (
     HourlyHistory,
     _profile_hour,
@@ -390,18 +390,24 @@ def test_a_day_unlike_any_before_keeps_its_forecast() -> None:
     assert np.abs(blended - base).max() < 2.0
 
 
+def load_traced(policy: MpcPolicy, stored: bytes) -> tuple[PolicyMemory, int]:
+    """A memory loaded from its stored JSON (parsed here, as from the state topic) and the bytes it holds."""
+    tracemalloc.start()
+    try:
+        restored = policy.load_memory(orjson.loads(stored))
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return restored, held
+
+
 def test_a_restored_full_history_holds_its_hours_as_packed_doubles() -> None:
     # 10,000 mpc sites keep 696 hours each: as a tuple of floats that was 32 bytes an hour, 220 MB.
     policy = MpcPolicy()
     hours = policy.memory_hours
     full = IntraHour(HourlyHistory(hours, pack_means(h / 7 for h in range(hours)), 1000, 5.0, 1))
     stored = orjson.dumps(policy.dump_memory(full))
-    tracemalloc.start()
-    try:
-        restored = policy.load_memory(orjson.loads(stored))  # parsed here, as from the state topic
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    restored, held = load_traced(policy, stored)
     assert restored == full
     # 8 bytes an hour plus the rest of the memory (about 4 KB); a tuple of floats held 32 bytes an hour.
     assert hours * 8 <= held < hours * 20
@@ -417,12 +423,7 @@ def test_a_restored_intra_hour_memory_holds_its_slots_as_packed_doubles() -> Non
     stored: dict[str, object] = {"history": history, "last_at": 1.7e9, "gap_seconds": 300.0}
     stored |= {"shape": shape, "slot_sums": sums, "slot_counts": [1] * 12, "level": 0.5}  # dump()'s order
     raw = orjson.dumps(stored)
-    tracemalloc.start()
-    try:
-        restored = policy.load_memory(orjson.loads(raw))  # parsed here, as from the state topic
-        held, _ = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
+    restored, held = load_traced(policy, raw)
     assert isinstance(restored, IntraHour)
     assert restored.shape == tuple(shape)
     assert restored.slot_sums == tuple(sums)

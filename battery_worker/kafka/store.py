@@ -61,10 +61,10 @@ async def load_states(
     partitions: Collection[int],
     *,
     timeout_s: float,
-    hold_bytes: int | None = None,
+    hold_bytes: int,
 ) -> Stored:
     """The latest state record of every site stored in ``partitions`` of ``state_topic``; once the records
-    held pass ``hold_bytes`` (None: no limit), only their offsets (``Stored.latest_offsets``)."""
+    held pass ``hold_bytes``, only their offsets (``Stored.latest_offsets``)."""
     latest: dict[bytes, bytes | None] | None = {}
     offsets: dict[bytes, int] = {}
     held = read = 0
@@ -79,7 +79,7 @@ async def load_states(
             if latest is not None:
                 held += len(record.value or b"") - len(latest.get(key) or b"")
                 latest[key] = record.value
-        if latest is not None and hold_bytes is not None and held > hold_bytes:
+        if latest is not None and held > hold_bytes:
             latest = None  # let go: a second read restores from the offsets
     if latest is None:
         return Stored({}, read, {key: offset for key, offset in offsets.items() if offset >= 0})

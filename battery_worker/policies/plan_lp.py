@@ -91,7 +91,7 @@ def solve_plan(
     lp.col_cost_ = cost
     lp.col_lower_ = lower
     lp.col_upper_ = upper
-    lp.row_lower_, lp.row_upper_ = _row_bounds(config, soc, n, day, delivered_today_mwh)
+    lp.row_lower_, lp.row_upper_ = _row_bounds(config, soc, n, day, caps, delivered_today_mwh)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
     lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = _columns(
         n, config.one_way_efficiency, day, caps
@@ -134,7 +134,7 @@ def _cycle_days(days: IntArray | None) -> IntArray:
 
 
 def _row_bounds(
-    config: BatteryConfig, soc: float, n: int, day: IntArray | None, delivered_today_mwh: float
+    config: BatteryConfig, soc: float, n: int, day: IntArray | None, caps: int, delivered_today_mwh: float
 ) -> tuple[FloatArray, FloatArray]:
     """The rows' bounds: first the daily caps (at most the cap; the first day what is left), then the balance
     of each step (equal to 0, the first to the charge it starts from)."""
@@ -144,12 +144,9 @@ def _row_bounds(
         return balance, balance.copy()
     cap = config.daily_delivery_cap_mwh
     assert cap is not None
-    caps = np.full(int(day.max()) + 1, cap)
-    caps[day[0]] = max(0.0, cap - delivered_today_mwh)
-    return (
-        np.concatenate([np.full(caps.size, -highspy.kHighsInf), balance]),
-        np.concatenate([caps, balance]),
-    )
+    limits = np.full(caps, cap)
+    limits[day[0]] = max(0.0, cap - delivered_today_mwh)
+    return np.concatenate([np.full(caps, -highspy.kHighsInf), balance]), np.concatenate([limits, balance])
 
 
 def _columns(n: int, keep: float, day: IntArray | None, caps: int) -> tuple[IntArray, RowArray, FloatArray]:
