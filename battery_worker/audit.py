@@ -7,10 +7,17 @@ and only the few that differ are parsed and paired by ``event_id``. Those are sp
 changes the decision (action, power, energy, state of charge, the site plan); a *rewording* changes only
 the text (e.g. a threshold named in the reason). The first divergence per site is reported, or the first
 rewording when nothing diverged.
+
+Neither side is held whole (:class:`Comparison`): the recorded events are indexed first as their event id
+and a 16-byte fingerprint of their bytes, the recomputed ones are then met one at a time and kept only when
+they disagree, and the recorded events left unmet are read again for their bytes. An audit of a long log
+holds about 170 bytes a recorded event instead of every event twice (2.3 KB a tick).
 """
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,6 +107,130 @@ def _brief(event: dict[str, Any] | None) -> str:
     return "{" + ", ".join(f"{k}={event[k]!r}" for k in keys if k in event) + "}"
 
 
+_EVENT_ID = re.compile(rb'\{(?:"schema_version":[0-9]+,)?"event_id":"([0-9a-f-]{36})"')
+"""Where the worker writes an event's id: the first field, or the second after ``schema_version``."""
+
+
+def _event_key(value: bytes) -> bytes | None:
+    """The event id an event's bytes name: read where the worker writes it, else parsed (None: none)."""
+    found = _EVENT_ID.match(value)
+    if found is not None:
+        return found.group(1)
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    event_id = event.get("event_id") if isinstance(event, dict) else None
+    return event_id.encode() if isinstance(event_id, str) else None
+
+
+def _fingerprint(value: bytes) -> bytes:
+    """Which version of an event these bytes are: SHA-256, cut to 128 bits. Only versions of one event id
+    are told apart by it, and no recorded bytes can be made to match a recomputed event's without a
+    second preimage of SHA-256."""
+    return hashlib.sha256(value).digest()[:16]
+
+
+class Comparison:
+    """One event kind's comparison, fed in three passes so that neither side is held whole.
+
+    1. :meth:`add_recorded` with every recorded event (re-emitted duplicates collapse): each is kept as its
+       event id and the fingerprints of its versions.
+    2. :meth:`add_recomputed` with every recomputed event: one whose bytes are its id's only recorded
+       version agrees and is counted, nothing more; any other is kept whole, and its id's other recorded
+       versions are noted as :attr:`unmet`.
+    3. If :attr:`unmet`, :meth:`add_unmet` with every recorded event again: the unmet versions' bytes are
+       kept. Then :meth:`report`.
+    """
+
+    def __init__(self, site_filter: str | None = None) -> None:
+        self._site_filter = site_filter
+        self._recorded: dict[bytes, bytes | frozenset[bytes]] = {}
+        """Event id -> the fingerprint of its recorded version (a frozenset of them if they differ)."""
+        self._disagreed: dict[bytes, frozenset[bytes]] = {}
+        """Ids met by a recomputed event that their recorded versions disagree with: those versions."""
+        self._unkeyed: set[bytes] = set()
+        """Recorded events that name no event id: always one-sided, so kept whole."""
+        self._agreed: dict[str, int] = {}
+        self._recomputed_alone: dict[bytes, str] = {}
+        self._recorded_alone: set[bytes] = set()
+
+    def add_recorded(self, value: bytes) -> None:
+        key = _event_key(value)
+        if key is None:
+            self._unkeyed.add(value)
+            return
+        version = _fingerprint(value)
+        known = self._recorded.get(key)
+        if known is None:
+            self._recorded[key] = version
+        elif isinstance(known, bytes):
+            if known != version:
+                self._recorded[key] = frozenset((known, version))
+        else:
+            self._recorded[key] = known | {version}
+
+    def add_recomputed(self, value: bytes, site_id: str) -> None:
+        key = _event_key(value)
+        known = None if key is None else self._recorded.pop(key, None)
+        if self._site_filter is not None and site_id != self._site_filter:
+            return
+        if key is not None and known is not None:
+            version = _fingerprint(value)
+            if known == version:
+                self._agreed[site_id] = self._agreed.get(site_id, 0) + 1
+                return
+            # A recorded version equal to this one among others (re-emitted otherwise) does not make the
+            # tick agreed: the others disagree with it, and are what the report shows.
+            others = frozenset((known,)) if isinstance(known, bytes) else known
+            self._disagreed[key] = others - {version}
+        self._recomputed_alone[value] = site_id
+
+    @property
+    def unmet(self) -> bool:
+        """Whether some recorded versions met no recomputed event: their bytes are read again."""
+        return bool(self._recorded) or any(self._disagreed.values())
+
+    def add_unmet(self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything) -> None:
+        """Keep the bytes of an unmet recorded version, if ``in_range`` holds for it (checked here too, so a
+        replay from an offset does not keep every recorded event before it)."""
+        key = _event_key(value)
+        if key is None:
+            return
+        versions = self._recorded.get(key)
+        if versions is None:
+            versions = self._disagreed.get(key)
+            if versions is None:
+                return
+        version = _fingerprint(value)
+        wanted = version == versions or (isinstance(versions, frozenset) and version in versions)
+        if wanted and in_range(orjson.loads(value)):
+            self._recorded_alone.add(value)
+
+    def report(
+        self, shape: EventShape = ACTIONS, in_range: Callable[[dict[str, Any]], bool] = _everything
+    ) -> AuditReport:
+        """The report: agreed events counted; the others paired by ``event_id``, a recorded one only if
+        ``in_range`` holds for it (its input lies in the replayed range). The first divergence per site is
+        the earliest by tick time."""
+        report = AuditReport()
+        for site_id, agreed in self._agreed.items():
+            report.sites[site_id] = SiteReport(ticks=agreed, matched=agreed)
+        new_events = {}
+        for value in self._recomputed_alone:
+            event = orjson.loads(value)
+            new_events[event["event_id"]] = event
+        old_events = {}
+        # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of
+        # one id that both differ, every run reports the same one.
+        for value in sorted(self._recorded_alone | self._unkeyed):
+            event = orjson.loads(value)
+            if in_range(event):
+                old_events[event["event_id"]] = event
+        _pair(report, old_events, new_events, shape, self._site_filter)
+        return report
+
+
 def compare(
     recorded: Iterable[bytes],
     recomputed: Mapping[bytes, str],
@@ -108,44 +239,28 @@ def compare(
     site_filter: str | None = None,
     in_range: Callable[[dict[str, Any]], bool] = _everything,
 ) -> AuditReport:
-    """Compare recorded events with recomputed ones (their bytes, each with its site id).
-
-    Events are compared as bytes first: an event's bytes name its ``event_id``, so a recorded event equal to
-    a recomputed one is that event, agreed, and nothing is parsed (re-emitted duplicates are equal bytes and
-    collapse). Only the events on one side alone are parsed and paired by ``event_id``; a recorded one counts
-    only if ``in_range`` holds for it (its input lies in the replayed range). The first divergence per site
-    is the earliest by tick time.
-    """
-    report = AuditReport()
-    old_values = set(recorded)
-    new_events = {}
+    """Compare recorded events with recomputed ones (their bytes, each with its site id), all in memory:
+    the three passes of :class:`Comparison`."""
+    recorded = list(recorded)
+    comparison = Comparison(site_filter)
+    for value in recorded:
+        comparison.add_recorded(value)
     for value, site_id in recomputed.items():
-        if site_filter is not None and site_id != site_filter:
-            continue
-        if value in old_values:
-            site = report.sites.setdefault(site_id, SiteReport())
-            site.ticks += 1
-            site.matched += 1
-        else:
-            event = orjson.loads(value)
-            new_events[event["event_id"]] = event
-    old_events = {}
-    # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of one id
-    # that both differ, every run reports the same one.
-    for value in sorted(old_values.difference(recomputed)):
-        event = orjson.loads(value)
-        if in_range(event):
-            old_events[event["event_id"]] = event
-    if old_events.keys() - new_events.keys():
-        # Rare: a recorded event of the same id as an agreed one but other bytes (re-emitted different).
-        # That tick is not agreed after all: it is counted below as the disagreement it also is.
-        for value in recomputed.keys() & old_values:
-            event = orjson.loads(value)
-            if event["event_id"] in old_events and event["site_id"] in report.sites:
-                new_events[event["event_id"]] = event
-                site = report.sites[event["site_id"]]
-                site.ticks -= 1
-                site.matched -= 1
+        comparison.add_recomputed(value, site_id)
+    if comparison.unmet:
+        for value in recorded:
+            comparison.add_unmet(value, in_range)
+    return comparison.report(shape, in_range)
+
+
+def _pair(
+    report: AuditReport,
+    old_events: dict[str, dict[str, Any]],
+    new_events: dict[str, dict[str, Any]],
+    shape: EventShape,
+    site_filter: str | None,
+) -> None:
+    """Count the events found on one side alone, paired by id, into ``report``."""
     firsts: dict[str, Divergence] = {}
     rewordings: dict[str, Divergence] = {}
     for event_id in old_events.keys() | new_events.keys():
@@ -181,7 +296,6 @@ def compare(
             earliest[site_id] = divergence
     for site_id, site in report.sites.items():
         site.first = firsts.get(site_id) or rewordings.get(site_id)
-    return report
 
 
 def merge_reports(reports: list[AuditReport]) -> AuditReport:

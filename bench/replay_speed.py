@@ -7,20 +7,33 @@
 worker's own ``TickProcessor`` makes of them (partitioned as the worker's producer does,
 ``batching.partition_of``), so the replay has a full record to compare with; every round must find it
 identical. Ticks/s is the replay's own figure: records read over the seconds from its start (clients,
-processes) to its report.
+processes) to its report. Last, one more replay in one process of its own gives the peak RSS a replay of
+this log takes (the filling's garbage is not in it).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import multiprocessing
 import statistics
 import sys
 import uuid
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PARTITIONS, create_topics, on_broker, produce, settings_for, tick_messages
+from common import (
+    PARTITIONS,
+    create_topics,
+    on_broker,
+    peak_rss_mb,
+    produce,
+    rss_mb,
+    settings_for,
+    tick_messages,
+)
 
 from battery_worker.kafka.batching import partition_of
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -68,6 +81,20 @@ async def measure(bootstrap: str, args: argparse.Namespace) -> None:
             f"{args.ticks:,} ticks, {args.sites:,} sites, {count} process(es): median "
             f"{statistics.median(values):,.0f} ticks/s ({min(values):,.0f}-{max(values):,.0f})"
         )
+    # The same settings as a plain Settings, which pickles (as replay's own processes get them).
+    portable = Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        before, peak = await asyncio.get_running_loop().run_in_executor(pool, replay_memory, portable)
+    print(f"replay in a process of its own: RSS {before:.0f} MiB before it, peak {peak:.0f} MiB")
+
+
+def replay_memory(settings: Settings) -> tuple[float, float]:
+    """RSS before a one-process replay and its peak (MiB), in the pool's fresh process."""
+    before = rss_mb()
+    result = asyncio.run(replay(settings, ReplayOptions()))
+    if not result.identical:
+        raise RuntimeError("the replay does not reproduce the record")
+    return before, peak_rss_mb()
 
 
 def main() -> None:

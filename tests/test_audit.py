@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from typing import Any
 
 import orjson
 
-from battery_worker.audit import HISTORY, compare
+from battery_worker.audit import HISTORY, Comparison, compare
 from battery_worker.events import event_id
 
 
@@ -111,3 +113,60 @@ def test_a_site_filter_keeps_one_site_and_history_names_its_time_field() -> None
     assert report.sites["west"].diverged == 1
     assert first is not None
     assert first.tick_timestamp == ours[1]["timestamp"]
+
+
+def test_agreed_events_are_held_as_an_id_and_a_fingerprint_and_need_no_second_read() -> None:
+    """A replay of a long log holds the recorded events' ids and fingerprints, never both sides' bytes."""
+    padding = "x" * 1000  # a real action is about 1.3 KB
+    events = [orjson.dumps(action("east", offset, reason=padding)) for offset in range(2000)]
+    gc.collect()
+    tracemalloc.start()
+    try:
+        comparison = Comparison()
+        for value in events:
+            comparison.add_recorded(value)
+        for value in events:
+            comparison.add_recomputed(bytes(value), "east")  # the recomputation's own copy
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert not comparison.unmet, "every recorded event met its recomputed one: nothing to read again"
+    assert held < 250 * len(events), f"{held / len(events):.0f} bytes an event"
+    report = comparison.report()
+    assert report.identical
+    assert (report.sites["east"].ticks, report.sites["east"].matched) == (2000, 2000)
+
+
+def test_only_unmet_recorded_versions_are_kept_on_the_second_read() -> None:
+    ours = [action("east", offset) for offset in range(3)]
+    other = action("east", 1, power_mw=5.0)
+    recorded = [orjson.dumps(ours[0]), orjson.dumps(other), orjson.dumps(ours[2])]
+    comparison = Comparison()
+    for value in recorded:
+        comparison.add_recorded(value)
+    for event in ours:
+        comparison.add_recomputed(orjson.dumps(event), "east")
+    assert comparison.unmet
+    for value in recorded:
+        comparison.add_unmet(value)
+    east = comparison.report().sites["east"]
+    assert (east.ticks, east.matched, east.diverged) == (3, 2, 1)
+    assert east.first is not None
+    assert east.first.recorded == other
+
+
+def test_a_recorded_event_with_its_id_elsewhere_than_the_worker_writes_it_is_still_paired() -> None:
+    """The id is read from where the worker writes it without parsing; any other layout is parsed."""
+    ours = action("east", 1)
+    moved = {"site_id": "east", **action("east", 1, power_mw=5.0)}  # event_id no longer first
+    same_moved = {"site_id": "east", **ours}  # the same event, its fields in another order
+    report = compare([orjson.dumps(moved)], recomputed(ours))
+    east = report.sites["east"]
+    assert (east.ticks, east.diverged) == (1, 1)
+    reordered = compare([orjson.dumps(same_moved)], recomputed(ours))
+    assert (reordered.sites["east"].ticks, reordered.sites["east"].extra, reordered.sites["east"].missing) == (
+        1,
+        0,
+        0,
+    ), "other bytes of the same id: paired by id, and equal in every field (a rewording at most)"
+    assert reordered.sites["east"].reworded == 1

@@ -14,12 +14,13 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from battery_worker.audit import HISTORY, AuditReport, compare, merge_reports
+from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merge_reports
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
@@ -107,12 +108,29 @@ async def replay(
         max_tick_ahead_s=settings.worker.max_tick_ahead_s,
         emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
     )
-    # Each compared event's bytes with its site: agreed events are matched as bytes, never parsed.
-    recomputed: dict[str, dict[bytes, str]] = {names.actions: {}, names.history: {}}
+    # Neither side is held whole (audit.Comparison): the recorded events are indexed first, each recomputed
+    # event is met as it is made, and only the recorded events left unmet are read again for their bytes.
+    comparisons = {names.actions: Comparison(options.site), names.history: Comparison(options.site)}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
     read = 0
+    owned = _owned_sites(options, counts[names.prices])
+
+    async def read_recorded(topics: list[str], keep: Callable[[str], Callable[[bytes], None]]) -> None:
+        for topic in topics:
+            partitions = counts.get(topic, 0)
+            await _recorded(
+                reader,
+                topic,
+                partitions,
+                _site_partitions(options, counts[names.prices], partitions),
+                owned,
+                keep(topic),
+                history=topic == names.history,
+            )
+
     try:
+        await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
         async for batch in read_to_end(
             reader, [tp for tp in prices if tp in starts], timeout_s=3600, start_offsets=_known(starts)
@@ -121,46 +139,30 @@ async def replay(
                 first_offsets.setdefault(message.partition, message.offset)
                 handled = processor.handle(input_record(message), message.timestamp)
                 for output in handled.outputs:
-                    events = recomputed.get(output.topic)
-                    if events is not None and handled.site_id is not None:
-                        events[output.value] = handled.site_id
+                    comparison = comparisons.get(output.topic)
+                    if comparison is not None and handled.site_id is not None:
+                        comparison.add_recomputed(output.value, handled.site_id)
                 writing = options.output_prefix is not None or options.out_file is not None
                 if writing and options.site in (None, handled.site_id):
                     outputs.extend(handled.outputs)
             read += len(batch)
             if progress is not None:
                 progress(read)
-        owned = _owned_sites(options, counts[names.prices])
-        recorded = {
-            topic: await _recorded(
-                reader,
-                topic,
-                counts.get(topic, 0),
-                _site_partitions(options, counts[names.prices], counts.get(topic, 0)),
-                owned,
-                history=topic == names.history,
-            )
-            for topic in (names.actions, names.history)
-        }
+
+        def in_range(event: dict[str, Any]) -> bool:
+            """Whether a recorded event's input lies in what was replayed (from its partition's first
+            offset)."""
+            source = event["source"]
+            start = first_offsets.get(source["partition"])
+            return start is not None and source["offset"] >= start
+
+        unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
+        await read_recorded(unmet, lambda topic: partial(comparisons[topic].add_unmet, in_range=in_range))
     finally:
         await reader.stop()
 
-    def in_range(event: dict[str, Any]) -> bool:
-        """Whether a recorded event's input lies in what was replayed (from its partition's first offset)."""
-        source = event["source"]
-        start = first_offsets.get(source["partition"])
-        return start is not None and source["offset"] >= start
-
-    report = compare(
-        recorded[names.actions], recomputed[names.actions], site_filter=options.site, in_range=in_range
-    )
-    history = compare(
-        recorded[names.history],
-        recomputed[names.history],
-        shape=HISTORY,
-        site_filter=options.site,
-        in_range=in_range,
-    )
+    report = comparisons[names.actions].report(ACTIONS, in_range)
+    history = comparisons[names.history].report(HISTORY, in_range)
     if options.out_file is not None:
         lines = b"".join(o.value + b"\n" for o in outputs if o.topic == names.actions)
         write_atomically(options.out_file, lines)
@@ -268,14 +270,14 @@ async def _recorded(
     partitions: int,
     first: list[int],
     owned: Callable[[str], bool] | None,
+    keep: Callable[[bytes], None],
     *,
     history: bool,
-) -> set[bytes]:
-    """The recorded events of a topic (duplicates collapse), less those of sites another replay owns.
+) -> None:
+    """Hand ``keep`` the recorded events of a topic, less those of sites another replay owns.
 
-    A record whose key names no site is kept: :func:`compare` parses it and judges it by its content.
+    A record whose key names no site is kept: the comparison judges it by its content.
     """
-    recorded: set[bytes] = set()
 
     def site_of(key: bytes | None) -> str | None:
         return key_site(key, history=history)
@@ -288,8 +290,7 @@ async def _recorded(
             site_id = site_of(message.key)
             if owned is not None and site_id is not None and not owned(site_id):
                 continue
-            recorded.add(message.value)
-    return recorded
+            keep(message.value)
 
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
