@@ -109,6 +109,27 @@ async def test_replay_command_exit_codes(
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
 
 
+async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """The recorded events of earlier ticks are neither compared nor missing; they are the ones the
+    comparison is left with after the replay, so they are read a second time and set aside by their input."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    await feed(settings, ticks, "solo")
+    assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
+
+    later = await replay(settings, ReplayOptions(from_offset=30))
+    solo = later.report.sites["solo"]
+    assert later.records_read == 18
+    assert (solo.ticks, solo.missing, solo.extra) == (18, 0, 0)
+    assert later.history.sites["solo"].ticks == 18
+    assert solo.first is None or solo.first.source.endswith(tuple(f"@{o}" for o in range(30, 48)))
+    from_start = await replay(settings, ReplayOptions(from_offset=0))
+    assert from_start.identical
+    assert from_start.report.sites["solo"].matched == 48
+
+
 async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:
     reader = make_reader(settings.kafka)
     await reader.start()
