@@ -103,10 +103,12 @@ def make_reader(kafka: KafkaSettings, *, committed_only: bool = True) -> AIOKafk
 
     ``read_committed`` by default: output of an aborted transaction (exactly-once mode) is never read, and
     on a topic written without transactions it changes nothing. ``committed_only=False`` reads everything.
-    Fetches are Kafka's default size per partition (1 MiB) and at most 4 MiB: a restore holds what it
-    fetches on top of the sites it builds, and 8 / 32 MiB fetches raised the peak of restoring 10,000
-    ``mpc`` sites from 150 to 156 MiB, with no gain in speed here (``bench/state_memory.py``,
-    ``bench/replay_speed.py``).
+    Fetches are Kafka's default size per partition (1 MiB) and 1 MiB in all: a restore holds what it
+    fetches on top of the sites it builds. The embedded broker fills a fetch to its total size even from
+    one partition, so with 4 MiB in all a restore held some 500 state records a fetch (4.7 MiB, and as
+    much again decoded): restoring 10,000 ``mpc`` sites peaked at 150-153 MiB, 143-145 with 1 MiB, and a
+    one-process replay of 120,000 ticks at 135 MiB, 107 with 1 MiB, at the same speed
+    (``bench/state_memory.py``, ``bench/replay_speed.py``). 8 / 32 MiB added 6 MiB more, no faster.
     """
     return AIOKafkaConsumer(
         **connection_options(kafka),
@@ -115,7 +117,7 @@ def make_reader(kafka: KafkaSettings, *, committed_only: bool = True) -> AIOKafk
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=1_048_576,
-        fetch_max_bytes=4_194_304,
+        fetch_max_bytes=1_048_576,
     )
 
 
