@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -128,6 +130,62 @@ async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
     from_start = await replay(settings, ReplayOptions(from_offset=0))
     assert from_start.identical
     assert from_start.report.sites["solo"].matched == 48
+
+
+async def test_a_read_stops_where_the_partition_ended_when_asked(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """``partition_ends`` trusts the fetch's high watermark (records sent together are one batch, whose end
+    the embedded broker's ListOffsets misstates), and a read with those ends leaves later records unread."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    landed = await send_raw(settings, [(b"solo", b"%d" % i) for i in range(10)])
+    tp = TopicPartition(settings.topics.prices, landed[0][0])
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        ends = await reading.partition_ends(reader, [tp], timeout_s=30)
+        assert ends == {tp: landed[-1][1] + 1}
+        await send_raw(settings, [(b"solo", b"late")] * 5)
+        until_then = [
+            record.value
+            async for batch in read_to_end(reader, [tp], timeout_s=30, stop_offsets=ends)
+            for record in batch
+        ]
+        assert until_then == [b"%d" % i for i in range(10)]
+        everything = [
+            record.value async for batch in read_to_end(reader, [tp], timeout_s=30) for record in batch
+        ]
+        assert everything == until_then + [b"late"] * 5
+    finally:
+        await reader.stop()
+
+
+async def test_ticks_written_while_a_replay_runs_are_not_replayed(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A replay beside a running feed: the record is read first, so ticks that arrive after it have no
+    recorded events yet and would count as extra; the replay stops where ``prices`` ended as it began."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()
+    sites = [f"site-{n}" for n in range(40)]  # 6,720 ticks: more than one fetch of 1 MiB
+    for site in sites:
+        await feed(settings, ticks, site)
+    total = len(sites) * len(ticks)
+    assert await Worker(settings).run(max_messages=total, idle_timeout_s=30) == total
+    late: list[int] = []
+
+    def feed_more(read: int) -> None:
+        if not late:  # once, during the read of prices: in a thread, as the replay's loop is busy
+            thread = threading.Thread(target=asyncio.run, args=(feed(settings, ercot_week()[:24], "late"),))
+            thread.start()
+            thread.join()
+            late.append(read)
+
+    result = await replay(settings, ReplayOptions(), progress=feed_more)
+    assert late, "the late ticks were written during the replay"
+    assert late[0] < total, "while prices was being read"
+    assert result.records_read == total
+    assert result.identical, result.report.totals()
 
 
 async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:

@@ -28,8 +28,11 @@ async def read_to_end(
     timeout_s: float,
     max_records: int = 50_000,
     start_offsets: dict[TopicPartition, int] | None = None,
+    stop_offsets: dict[TopicPartition, int] | None = None,
 ) -> AsyncIterator[list[ConsumedRecord]]:
-    """Yield batches of records of ``partitions`` from the start (or ``start_offsets``) to the end.
+    """Yield batches of records of ``partitions`` from the start (or ``start_offsets``) to the end, or to
+    just before ``stop_offsets`` (an end taken earlier, :func:`partition_ends`: records written since are
+    not read).
 
     The batches are aiokafka's ``ConsumerRecord[bytes, bytes]``, typed as :class:`ConsumedRecord` (the
     fields we read) because aiokafka ships no type information and mypy would see ``Any``.
@@ -48,22 +51,61 @@ async def read_to_end(
             reader.seek(tp, offset)
     committed_only = _reads_committed_only(reader)
     listed = {} if committed_only else await reader.end_offsets(list(remaining))
+    stops = stop_offsets or {}
     deadline = time.monotonic() + timeout_s
     while remaining:
         if time.monotonic() > deadline:
             names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(remaining))
             raise RestoreFailed(f"could not read {names} to its end within {timeout_s:.0f} s")
         batch = await reader.getmany(*remaining, timeout_ms=100, max_records=max_records)
-        for records in batch.values():
+        for tp, records in batch.items():
+            stop = stops.get(tp)
+            if stop is not None and records and records[-1].offset >= stop:
+                records = [record for record in records if record.offset < stop]
             if records:
                 yield records
         for tp in list(remaining):
+            position = await reader.position(tp)
+            stop = stops.get(tp)
+            if stop is not None and position >= stop:
+                remaining.discard(tp)
+                continue
             end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
             if end is None:
                 continue
-            if await reader.position(tp) >= max(end, listed.get(tp, 0)):
+            if position >= max(end, listed.get(tp, 0)):
                 remaining.discard(tp)
         await asyncio.sleep(0)
+
+
+async def partition_ends(
+    reader: AIOKafkaConsumer, partitions: Collection[TopicPartition], *, timeout_s: float
+) -> dict[TopicPartition, int]:
+    """Where each partition ends now: the offset a read to the end would stop at if nothing more came.
+
+    ListOffsets is not trusted alone (the module docstring): a fetch from the listed end brings the high
+    watermark (the last stable offset, reading committed records only), and the end is the larger.
+    """
+    tps = list(partitions)
+    if not tps:
+        return {}
+    reader.assign(tps)
+    listed = await reader.end_offsets(tps)
+    for tp in tps:
+        reader.seek(tp, listed[tp])
+    committed_only = _reads_committed_only(reader)
+    ends: dict[TopicPartition, int] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(ends) < len(tps):
+        if time.monotonic() > deadline:
+            names = ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(set(tps) - set(ends)))
+            raise RestoreFailed(f"could not learn where {names} ends within {timeout_s:.0f} s")
+        await reader.getmany(*(tp for tp in tps if tp not in ends), timeout_ms=100)
+        for tp in tps:
+            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            if tp not in ends and end is not None:
+                ends[tp] = max(end, listed[tp])
+    return ends
 
 
 async def read_by_site(

@@ -24,7 +24,7 @@ from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merg
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
-from battery_worker.kafka.reading import read_by_site, read_to_end
+from battery_worker.kafka.reading import partition_ends, read_by_site, read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.outputs import write_atomically
@@ -130,10 +130,17 @@ async def replay(
             )
 
     try:
+        # The ticks replayed are those written before the record is read, so a replay beside a running
+        # worker recomputes no tick whose events came after that read (they would count as extra).
+        ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
         async for batch in read_to_end(
-            reader, [tp for tp in prices if tp in starts], timeout_s=3600, start_offsets=_known(starts)
+            reader,
+            [tp for tp in prices if tp in starts],
+            timeout_s=3600,
+            start_offsets=_known(starts),
+            stop_offsets=ends,
         ):
             for message in batch:
                 first_offsets.setdefault(message.partition, message.offset)
