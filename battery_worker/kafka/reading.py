@@ -83,8 +83,9 @@ async def partition_ends(
 ) -> dict[TopicPartition, int]:
     """Where each partition ends now: the offset a read to the end would stop at if nothing more came.
 
-    ListOffsets is not trusted alone (the module docstring): a fetch from the listed end brings the high
-    watermark (the last stable offset, reading committed records only), and the end is the larger.
+    ListOffsets is not trusted alone (the module docstring): a fetch brings the high watermark (the last
+    stable offset, reading committed records only), and the end is the larger. The fetch starts at the
+    listed end's last record, so the broker answers at once instead of waiting for new records.
     """
     tps = list(partitions)
     if not tps:
@@ -92,7 +93,7 @@ async def partition_ends(
     reader.assign(tps)
     listed = await reader.end_offsets(tps)
     for tp in tps:
-        reader.seek(tp, listed[tp])
+        reader.seek(tp, max(listed[tp] - 1, 0))
     committed_only = _reads_committed_only(reader)
     ends: dict[TopicPartition, int] = {}
     deadline = time.monotonic() + timeout_s
