@@ -10,8 +10,8 @@ rewording when nothing diverged.
 
 Neither side is held whole (:class:`Comparison`): the recorded events are indexed first as their event id
 and a 16-byte fingerprint of their bytes, the recomputed ones are then met one at a time and kept only when
-they disagree, and the recorded events left unmet are read again for their bytes. An audit of a long log
-holds about 170 bytes a recorded event instead of every event twice (2.3 KB a tick).
+they disagree, and the recorded events left unmet are read again for their bytes. A replay of a long log
+holds about 0.4 KB a tick (two recorded events' ids and fingerprints), where both sides' bytes took 4.6.
 """
 
 from __future__ import annotations
