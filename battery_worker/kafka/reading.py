@@ -70,7 +70,7 @@ async def read_to_end(
             if stop is not None and position >= stop:
                 remaining.discard(tp)
                 continue
-            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            end = _fetched_end(reader, tp, committed_only)
             if end is None:
                 continue
             if position >= max(end, listed.get(tp, 0)):
@@ -103,7 +103,7 @@ async def partition_ends(
             raise RestoreFailed(f"could not learn where {names} ends within {timeout_s:.0f} s")
         await reader.getmany(*(tp for tp in tps if tp not in ends), timeout_ms=100)
         for tp in tps:
-            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            end = _fetched_end(reader, tp, committed_only)
             if tp not in ends and end is not None:
                 ends[tp] = max(end, listed[tp])
     return ends
@@ -171,11 +171,18 @@ async def _oldest_records(
                 oldest[tp] = records[0]
                 remaining.discard(tp)
         for tp in list(remaining):
-            end = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+            end = _fetched_end(reader, tp, committed_only)
             if end is not None and await reader.position(tp) >= end:
                 oldest[tp] = None
                 remaining.discard(tp)
     return {tp: oldest[tp] for tp in partitions}
+
+
+def _fetched_end(reader: AIOKafkaConsumer, tp: TopicPartition, committed_only: bool) -> int | None:
+    """The end the last fetch of ``tp`` reported (None before one): the high watermark, or the last stable
+    offset for a reader of committed records only, which cannot read past it."""
+    end: int | None = reader.last_stable_offset(tp) if committed_only else reader.highwater(tp)
+    return end
 
 
 def _reads_committed_only(reader: AIOKafkaConsumer) -> bool:
