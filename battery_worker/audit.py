@@ -10,7 +10,8 @@ rewording when nothing diverged.
 
 Neither side is held whole (:class:`Comparison`): the recorded events are indexed first as their event id
 and a 16-byte fingerprint of their bytes, the recomputed ones are then met one at a time and kept only when
-they disagree, and the recorded events left unmet are read again for their bytes. A replay of a long log
+they disagree, and the recorded events left unmet are read again for their bytes (and for any recorded
+since, beside a live worker, that meet a recomputed event left alone). A replay of a long log
 holds about 0.4 KB a tick (two recorded events' ids and fingerprints), where both sides' bytes took 4.6.
 """
 
@@ -140,7 +141,8 @@ class Comparison:
        version agrees and is counted, nothing more; any other is kept whole, and its id's other recorded
        versions are noted as :attr:`unmet`.
     3. If :attr:`unmet`, :meth:`add_unmet` with every recorded event again: the unmet versions' bytes are
-       kept. Then :meth:`report`.
+       kept, and so are the versions of ids first recorded since pass 1 that a recomputed event met nothing
+       for (a live worker records a tick it was deciding as the replay began). Then :meth:`report`.
     """
 
     def __init__(self, site_filter: str | None = None) -> None:
@@ -154,6 +156,10 @@ class Comparison:
         self._agreed: dict[str, int] = {}
         self._recomputed_alone: dict[bytes, str] = {}
         self._recorded_alone: set[bytes] = set()
+        self._alone_by_id: dict[bytes, bytes] = {}
+        """Recomputed events no recorded version met in pass 1, by event id: pass 3 may find them recorded."""
+        self._late: dict[bytes, set[bytes]] = {}
+        """Those ids' versions recorded since pass 1 (seen in pass 3)."""
 
     def add_recorded(self, value: bytes) -> None:
         key = _event_key(value)
@@ -184,16 +190,20 @@ class Comparison:
             # tick agreed: the others disagree with it, and are what the report shows.
             others = frozenset((known,)) if isinstance(known, bytes) else known
             self._disagreed[key] = others - {version}
+        elif key is not None:
+            self._alone_by_id[key] = value
         self._recomputed_alone[value] = site_id
 
     @property
     def unmet(self) -> bool:
-        """Whether some recorded versions met no recomputed event: their bytes are read again."""
-        return bool(self._recorded) or any(self._disagreed.values())
+        """Whether the record is read again: some recorded versions met no recomputed event (their bytes are
+        wanted), or some recomputed events met no recorded one (they may have been recorded since)."""
+        return bool(self._recorded) or any(self._disagreed.values()) or bool(self._alone_by_id)
 
     def add_unmet(self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything) -> None:
         """Keep the bytes of an unmet recorded version, if ``in_range`` holds for it (checked here too, so a
-        replay from an offset does not keep every recorded event before it)."""
+        replay from an offset does not keep every recorded event before it), or of a version recorded since
+        pass 1 of an id only recomputed so far."""
         key = _event_key(value)
         if key is None:
             return
@@ -201,6 +211,8 @@ class Comparison:
         if versions is None:
             versions = self._disagreed.get(key)
             if versions is None:
+                if key in self._alone_by_id:
+                    self._late.setdefault(key, set()).add(value)
                 return
         version = _fingerprint(value)
         wanted = version == versions or (isinstance(versions, frozenset) and version in versions)
@@ -213,6 +225,7 @@ class Comparison:
         """The report: agreed events counted; the others paired by ``event_id``, a recorded one only if
         ``in_range`` holds for it (its input lies in the replayed range). The first divergence per site is
         the earliest by tick time."""
+        self._meet_late()
         report = AuditReport()
         for site_id, agreed in self._agreed.items():
             report.sites[site_id] = SiteReport(ticks=agreed, matched=agreed)
@@ -229,6 +242,19 @@ class Comparison:
                 old_events[event["event_id"]] = event
         _pair(report, old_events, new_events, shape, self._site_filter)
         return report
+
+    def _meet_late(self) -> None:
+        """Met as in pass 2, the recorded versions pass 3 found of ids only recomputed in pass 2: agreed when
+        the recomputed bytes are the only version, else the other versions are kept to pair with it. Their
+        input was replayed (the recomputed event comes from it), so no range applies."""
+        for key, versions in self._late.items():
+            value = self._alone_by_id.pop(key)
+            if versions == {value}:
+                site_id = self._recomputed_alone.pop(value)
+                self._agreed[site_id] = self._agreed.get(site_id, 0) + 1
+            else:
+                self._recorded_alone |= versions - {value}
+        self._late.clear()
 
 
 def compare(

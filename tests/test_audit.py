@@ -167,3 +167,35 @@ def test_a_recorded_event_with_its_id_elsewhere_than_the_worker_writes_it_is_sti
     assert (reordered.ticks, reordered.extra, reordered.missing, reordered.reworded) == (1, 0, 0, 1), (
         "other bytes of the same id: paired by id, and equal in every decision field (a rewording)"
     )
+
+
+def test_versions_recorded_after_the_first_read_meet_the_events_recomputed_alone() -> None:
+    """Beside a live worker, a tick it was deciding as the replay read the record is recorded only by the
+    second read: the same bytes agree, other bytes are paired and diverge, and an id never recomputed that
+    appears only then is nothing to this replay."""
+    early = [action("east", offset) for offset in range(3)]
+    in_flight = [action("east", 3), action("east", 4)]
+    changed = action("east", 4, power_mw=5.0)
+    comparison = Comparison()
+    for event in early:
+        comparison.add_recorded(orjson.dumps(event))
+    for event in early + in_flight:
+        comparison.add_recomputed(orjson.dumps(event), "east")
+    assert comparison.unmet, "two recomputed events met no recorded one: the record is read again"
+    for event in [*early, in_flight[0], changed, in_flight[0], action("east", 5)]:
+        comparison.add_unmet(orjson.dumps(event))
+    east = comparison.report().sites["east"]
+    assert (east.ticks, east.matched, east.diverged, east.missing, east.extra) == (5, 4, 1, 0, 0)
+    assert east.first is not None
+    assert east.first.recorded == changed
+    assert east.first.recomputed == in_flight[1]
+
+
+def test_a_recomputed_event_never_recorded_stays_extra_after_the_second_read() -> None:
+    comparison = Comparison()
+    comparison.add_recorded(orjson.dumps(action("east", 0)))
+    for offset in range(2):
+        comparison.add_recomputed(orjson.dumps(action("east", offset)), "east")
+    comparison.add_unmet(orjson.dumps(action("east", 0)))
+    east = comparison.report().sites["east"]
+    assert (east.ticks, east.matched, east.extra) == (2, 1, 1)

@@ -14,10 +14,11 @@ import pytest
 from aiokafka import TopicPartition
 
 from battery_worker.kafka import reading
-from battery_worker.kafka.batching import key_partition, partition_of
+from battery_worker.kafka.batching import key_partition, partition_of, send_and_wait
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import ConsumedRecord, input_record
+from battery_worker.kafka.tools import replay as replay_module
 from battery_worker.kafka.tools.inspect import site_history
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
@@ -186,6 +187,85 @@ async def test_ticks_written_while_a_replay_runs_are_not_replayed(
     assert late[0] < total, "while prices was being read"
     assert result.records_read == total
     assert result.identical, result.report.totals()
+
+
+async def record_as_the_worker(settings: Settings, site: str) -> int:
+    """Write the events a live worker writes for a new site's ticks (its own ``TickProcessor``, batching and
+    producer), without a second group join, which takes the embedded broker some 12 s; returns the ticks."""
+    names = settings.topics.names()
+    processor = TickProcessor(settings.site_directory(), names, prices_partitions=3)
+    ticks = [record for record in await read_records(settings, names.prices) if record.key == site.encode()]
+    outputs = [out for tick in ticks for out in processor.handle(input_record(tick), tick.timestamp).outputs]
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await send_and_wait(producer, outputs)
+    finally:
+        await producer.stop()
+    return len(ticks)
+
+
+async def test_ticks_a_live_worker_records_after_the_replays_stop_are_out_of_its_range(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Beside a live worker, ticks that arrive after the replay took where ``prices`` ended are decided while
+    the record is read: their events are in the record, and are neither compared nor counted as missing."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    for site in ("east", "west"):
+        await feed(settings, ticks, site)
+    assert await Worker(settings).run(max_messages=96, idle_timeout_s=20) == 96
+    took_ends = reading.partition_ends
+    decided_later: list[int] = []
+
+    async def ends_then_the_worker_goes_on(
+        reader: Any, partitions: Any, *, timeout_s: float
+    ) -> dict[TopicPartition, int]:
+        ends = await took_ends(reader, partitions, timeout_s=timeout_s)
+        await feed(settings, ticks[:24], "later")
+        decided_later.append(await record_as_the_worker(settings, "later"))
+        return ends
+
+    monkeypatch.setattr(replay_module, "partition_ends", ends_then_the_worker_goes_on)
+    result = await replay(settings, ReplayOptions())
+    assert decided_later == [24], "the later ticks were decided before the record was read"
+    assert result.records_read == 96
+    assert result.identical, result.report.totals()
+    assert "later" not in result.report.sites
+    assert result.report.totals().matched == result.history.totals().matched == 96
+
+
+async def test_ticks_a_live_worker_was_deciding_as_the_replay_read_the_record_are_met(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Ticks written before the replay began but decided only after it read the record: their events are
+    found by the record's second read and agree, not counted as recomputed but not recorded."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    for site in ("east", "west"):
+        await feed(settings, ticks, site)
+    assert await Worker(settings).run(max_messages=96, idle_timeout_s=20) == 96
+    await feed(settings, ticks[:24], "in-flight")
+    decided: list[int] = []
+
+    def decide_in_flight(read: int) -> None:
+        if not decided:  # once, during the read of prices: in a thread, as the replay's loop is busy
+
+            def run() -> None:
+                decided.append(asyncio.run(record_as_the_worker(settings, "in-flight")))
+
+            thread = threading.Thread(target=run)
+            thread.start()
+            thread.join()
+
+    result = await replay(settings, ReplayOptions(), progress=decide_in_flight)
+    assert decided == [24], "the in-flight ticks were decided after the record's first read"
+    assert result.records_read == 120
+    assert result.identical, result.report.totals()
+    assert result.report.sites["in-flight"].matched == result.history.sites["in-flight"].matched == 24
 
 
 async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:

@@ -156,12 +156,15 @@ async def replay(
             if progress is not None:
                 progress(read)
 
+        stops = {tp.partition: offset for tp, offset in ends.items()}
+
         def in_range(event: dict[str, Any]) -> bool:
-            """Whether a recorded event's input lies in what was replayed (from its partition's first
-            offset)."""
+            """Whether a recorded event's input lies in what was replayed: from its partition's first offset
+            to where the partition ended as the replay began (a live worker records later ticks meanwhile)."""
             source = event["source"]
-            start = first_offsets.get(source["partition"])
-            return start is not None and source["offset"] >= start
+            partition, offset = source["partition"], source["offset"]
+            start = first_offsets.get(partition)
+            return start is not None and start <= offset < stops[partition]
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
         await read_recorded(unmet, lambda topic: partial(comparisons[topic].add_unmet, in_range=in_range))
