@@ -109,6 +109,10 @@ async def test_replay_command_exit_codes(
     assert "first divergence at tick" in changed.stdout
     what_if = cli("replay", "--output-prefix", "whatif", env=env)
     assert what_if.returncode == 0
+    misnamed = cli("replay", env={**env, "BATTERY_WORKER_TOPICS__ACTIONS": "no-such.actions"})
+    assert misnamed.returncode == 1, "48 decisions recomputed and none recorded"
+    assert "topic no-such.actions does not exist: nothing was recorded there" in misnamed.stdout
+    assert "replay identical" not in misnamed.stdout
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
 
 

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    for topic in result.absent_topics:
+        out.print(f"topic {topic} does not exist: nothing was recorded there to compare", highlight=False)
     history = result.history.totals()
     out.print(
         f"history: {history.ticks:,} records compared, {history.matched:,} identical, "

@@ -58,6 +58,8 @@ class ReplayResult:
     records_read: int
     seconds: float
     counters: Counters
+    absent_topics: tuple[str, ...] = ()
+    """Topics of the record (actions, history) that do not exist: nothing can have been recorded there."""
 
     @property
     def identical(self) -> bool:
@@ -88,8 +90,11 @@ async def replay(
         await admin.close()
     if names.prices not in counts:
         raise InvalidConfig("topics.prices", names.prices, "topic not found")
+    # Not an error: a what-if replay to a file or topics may run where no worker ever recorded.
+    absent = tuple(topic for topic in (names.actions, names.history) if topic not in counts)
     if options.processes > 1 and counts[names.prices] > 1 and options.site is None:
-        return await _in_processes(settings, options, counts[names.prices], started)
+        result = await _in_processes(settings, options, counts[names.prices], started)
+        return replace(result, absent_topics=absent)
     # A site's decisions come only from its home partition (its ticks elsewhere are dead-lettered).
     home = None if options.site is None else home_partition(options.site, counts[names.prices])
     prices = [
@@ -178,7 +183,7 @@ async def replay(
         write_atomically(options.out_file, lines)
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
-    return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters)
+    return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters, absent)
 
 
 async def _in_processes(
