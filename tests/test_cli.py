@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from battery_worker.cli.main import main
+from battery_worker.cli.replay import progress_line
 from tests.workerkit import DATA, cli, make_settings, settings_env
 
 COMMANDS = [["run"], ["demo"], ["feed"], ["status"], ["history", "export"], ["monitor"]]
@@ -103,3 +104,10 @@ def test_feed_run_status_and_history_export(
     assert len(history) == 48
     assert history[0]["timestamp"] < history[-1]["timestamp"]
     assert {"action", "reason", "energy_price", "charge_after_mwh"} <= set(history[0])
+
+
+def test_a_replay_progress_line_gives_the_share_done_and_the_time_left() -> None:
+    assert progress_line(450, 1000, 2.0) == "replay: 45% (450 of about 1,000 records, 225/s, about 2 s left)"
+    assert progress_line(1000, 1000, 4.0) == "replay: 100% (1,000 of about 1,000 records, 250/s)"
+    assert progress_line(1010, 1000, 4.0).startswith("replay: 100% (1,010 of about 1,000"), "an estimate"
+    assert progress_line(300, None, 2.0) == "replay: 300 records (150/s)"

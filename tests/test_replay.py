@@ -82,7 +82,11 @@ async def test_replay_reproduces_every_decision_and_finds_the_first_divergence(
     assert parallel.report.sites == diverged.report.sites
     assert parallel.history.sites == diverged.history.sites
     assert parallel.counters == diverged.counters
-    assert (await replay(settings, ReplayOptions(processes=3))).report.sites == same.report.sites
+    seen: list[tuple[int, int | None]] = []
+    in_three = await replay(settings, ReplayOptions(processes=3), progress=lambda *now: seen.append(now))
+    assert in_three.report.sites == same.report.sites
+    assert seen[-1] == (total, total), "the processes' progress, summed: every record of the offsets' total"
+    assert [read for read, _ in seen] == sorted(read for read, _ in seen)
 
 
 async def test_replay_command_exit_codes(
@@ -92,9 +96,10 @@ async def test_replay_command_exit_codes(
     await feed(settings, ercot_week()[:48], "solo")
     assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
     env = settings_env(settings)
-    ok = cli("replay", env=env)
+    ok = cli("replay", "--progress", env=env)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "replay identical" in ok.stdout
+    assert "replay: 100% (48 of about 48 records" in ok.stderr, "with --progress and no terminal, a line"
     changed = cli(
         "replay",
         "--policy",
@@ -126,9 +131,11 @@ async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
     await feed(settings, ticks, "solo")
     assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
 
-    later = await replay(settings, ReplayOptions(from_offset=30))
+    seen: list[tuple[int, int | None]] = []
+    later = await replay(settings, ReplayOptions(from_offset=30), progress=lambda *now: seen.append(now))
     solo = later.report.sites["solo"]
     assert later.records_read == 18
+    assert seen[-1] == (18, 18), "the progress's total counts from the offset"
     assert (solo.ticks, solo.missing, solo.extra) == (18, 0, 0)
     assert later.history.sites["solo"].ticks == 18
     assert solo.first is None or solo.first.source.endswith(tuple(f"@{o}" for o in range(30, 48)))
@@ -179,7 +186,7 @@ async def test_ticks_written_while_a_replay_runs_are_not_replayed(
     assert await Worker(settings).run(max_messages=total, idle_timeout_s=30) == total
     late: list[int] = []
 
-    def feed_more(read: int) -> None:
+    def feed_more(read: int, of: int | None) -> None:
         if not late:  # once, during the read of prices: in a thread, as the replay's loop is busy
             thread = threading.Thread(target=asyncio.run, args=(feed(settings, ercot_week()[:24], "late"),))
             thread.start()
@@ -255,7 +262,7 @@ async def test_ticks_a_live_worker_was_deciding_as_the_replay_read_the_record_ar
     await feed(settings, ticks[:24], "in-flight")
     decided: list[int] = []
 
-    def decide_in_flight(read: int) -> None:
+    def decide_in_flight(read: int, of: int | None) -> None:
         if not decided:  # once, during the read of prices: in a thread, as the replay's loop is busy
 
             def run() -> None:

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from rich.console import Console
-from rich.progress import Progress, SpinnerColumn, TextColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from battery_worker.cli.common import (
     ISO_TIME,
@@ -18,7 +28,11 @@ from battery_worker.cli.common import (
     refuse_directory,
     run_once,
 )
+from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
+
+LINE_EVERY_SECONDS = 10.0
+"""Without a terminal and with ``--progress``: a line at least this often (and at every tenth done)."""
 
 
 def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,7 +64,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=1,
         help="replay the prices partitions in N processes (not with --out or --output-prefix)",
     )
-    parser.add_argument("--progress", action="store_true", help="show progress even when not on a terminal")
+    parser.add_argument(
+        "--progress",
+        action="store_true",
+        help="show progress even when not on a terminal (a line now and then)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -65,17 +83,8 @@ def run(args: argparse.Namespace) -> int:
         output_prefix=args.output_prefix,
         processes=args.processes,
     )
-    console = Console(stderr=True)
-    show = args.progress or console.is_terminal
-    with Progress(
-        SpinnerColumn(), TextColumn("{task.description}"), console=console, disable=not show
-    ) as bar:
-        task = bar.add_task("replaying prices", total=None)
-
-        def advance(done: int) -> None:
-            bar.update(task, description=f"replayed {done:,} records")
-
-        result = run_once(replay(settings, options, advance))
+    with _shown_progress(args.progress) as progress:
+        result = run_once(replay(settings, options, progress))
     report, out = result.report, Console()
     totals = report.totals()
     out.print(
@@ -107,3 +116,47 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print("replay diverged", file=sys.stderr)
     return 1
+
+
+@contextmanager
+def _shown_progress(requested: bool) -> Iterator[ReplayProgress | None]:
+    """Progress on stderr: a bar with the share done and the time left on a terminal; elsewhere, with
+    ``--progress``, a plain line now and then (a redrawn bar in a log is nothing or a wall of escape codes,
+    as for ``backtest``); else nothing."""
+    console = Console(stderr=True)
+    if console.is_terminal:
+        columns = (BarColumn(), TaskProgressColumn(), TimeRemainingColumn())
+        with Progress(
+            SpinnerColumn(), TextColumn("{task.description}"), *columns, console=console, transient=True
+        ) as bar:
+            task = bar.add_task("reading the recorded events", total=None)
+
+            def advance(read: int, total: int | None) -> None:
+                bar.update(task, completed=read, total=total, description=f"replayed {read:,} records")
+
+            yield advance
+    elif requested:
+        shown: dict[str, float] = {}  # the first call's time (the record read, prices next), the last line's
+
+        def line(read: int, total: int | None) -> None:
+            now = time.monotonic()
+            started = shown.setdefault("started", now)
+            tenths = 0 if not total else min(10, 10 * read // total)
+            if tenths > shown.get("tenths", 0) or now - shown.get("at", started) >= LINE_EVERY_SECONDS:
+                shown.update(at=now, tenths=tenths)
+                print(progress_line(read, total, now - started), file=sys.stderr, flush=True)
+
+        yield line
+    else:
+        yield None
+
+
+def progress_line(read: int, total: int | None, seconds: float) -> str:
+    """``replay: 45% (1,234,567 of about 2,740,000 records, 18,200/s, about 83 s left)``."""
+    rate = read / seconds if seconds > 0 else 0.0
+    if not total:
+        return f"replay: {read:,} records ({rate:,.0f}/s)"
+    left = f", about {max(0, total - read) / rate:,.0f} s left" if rate > 0 and read < total else ""
+    return (
+        f"replay: {min(100, 100 * read // total)}% ({read:,} of about {total:,} records, {rate:,.0f}/s{left})"
+    )

@@ -33,7 +33,9 @@ from battery_worker.pipeline.payloads import HISTORY_BY_SITE, key_site
 from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
 from battery_worker.settings import Settings, topic_name_problem
 
-Progress = Callable[[int], None]
+Progress = Callable[[int, int | None], None]
+"""Called as records are replayed: how many so far, and about how many in all (from the partitions' start
+and end offsets; None while unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,7 +95,7 @@ async def replay(
     # Not an error: a what-if replay to a file or topics may run where no worker ever recorded.
     absent = tuple(topic for topic in (names.actions, names.history) if topic not in counts)
     if options.processes > 1 and counts[names.prices] > 1 and options.site is None:
-        result = await _in_processes(settings, options, counts[names.prices], started)
+        result = await _in_processes(settings, options, counts[names.prices], started, progress)
         return replace(result, absent_topics=absent)
     # A site's decisions come only from its home partition (its ticks elsewhere are dead-lettered).
     home = None if options.site is None else home_partition(options.site, counts[names.prices])
@@ -140,6 +142,9 @@ async def replay(
         ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
+        total = await _records_between(reader, starts, ends)
+        if progress is not None:
+            progress(read, total)  # the total known before the first batch, or if there is none
         async for batch in read_to_end(
             reader,
             [tp for tp in prices if tp in starts],
@@ -159,7 +164,7 @@ async def replay(
                     outputs.extend(handled.outputs)
             read += len(batch)
             if progress is not None:
-                progress(read)
+                progress(read, total)
 
         stops = {tp.partition: offset for tp, offset in ends.items()}
 
@@ -187,12 +192,13 @@ async def replay(
 
 
 async def _in_processes(
-    settings: Settings, options: ReplayOptions, partitions: int, started: float
+    settings: Settings, options: ReplayOptions, partitions: int, started: float, progress: Progress | None
 ) -> ReplayResult:
     """Each process replays a share of the partitions (round robin); their reports are merged.
 
     Sites do not span partitions (each has one home partition; ticks elsewhere are rejected and emit no
-    action or history), so the merged report is the one a single process gives.
+    action or history), so the merged report is the one a single process gives. Each process writes its
+    progress to its own two slots of a shared array, which this one sums for ``progress``.
     """
     if options.out_file is not None or options.output_prefix is not None:
         raise InvalidConfig("--processes", options.processes, "replays in one process when it writes output")
@@ -200,16 +206,30 @@ async def _in_processes(
     groups = [tuple(range(first, partitions, count)) for first in range(count)]
     # The same settings as a plain Settings (the loaded one's class is local to load_settings: not picklable).
     portable = Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
+    context = multiprocessing.get_context("spawn")
+    shared = context.RawArray("q", [0, _UNKNOWN] * count)
     loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = await asyncio.gather(
+    with ProcessPoolExecutor(
+        count, mp_context=context, initializer=_share_progress, initargs=(shared,)
+    ) as pool:
+        replays = asyncio.gather(
             *(
                 loop.run_in_executor(
-                    pool, _replay_partitions, portable, replace(options, processes=1, partitions=group)
+                    pool,
+                    _replay_partitions,
+                    portable,
+                    replace(options, processes=1, partitions=group),
+                    share,
                 )
-                for group in groups
+                for share, group in enumerate(groups)
             )
         )
+        while not replays.done():
+            await asyncio.wait([replays], timeout=0.25)
+            if progress is not None:
+                totals = shared[1::2]
+                progress(sum(shared[0::2]), None if _UNKNOWN in totals else sum(totals))
+        results = replays.result()
     return ReplayResult(
         merge_reports([r.report for r in results]),
         merge_reports([r.history for r in results]),
@@ -219,9 +239,26 @@ async def _in_processes(
     )
 
 
-def _replay_partitions(settings: Settings, options: ReplayOptions) -> ReplayResult:
+_UNKNOWN = -1
+"""A share's total before its process has learnt it."""
+_shared_progress: Any = None
+"""In a pool's process: the parent's array of (records read, total) per share."""
+
+
+def _share_progress(shared: Any) -> None:
+    """The pool's initializer: shared memory reaches a spawned process only as it starts."""
+    global _shared_progress
+    _shared_progress = shared
+
+
+def _replay_partitions(settings: Settings, options: ReplayOptions, share: int) -> ReplayResult:
     """One process's share (runs in the pool's process)."""
-    return asyncio.run(replay(settings, options))
+
+    def report(read: int, total: int | None) -> None:
+        _shared_progress[2 * share] = read
+        _shared_progress[2 * share + 1] = _UNKNOWN if total is None else total
+
+    return asyncio.run(replay(settings, options, report if _shared_progress is not None else None))
 
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
@@ -240,6 +277,18 @@ async def _start_offsets(
         )
         return {tp: hit.offset for tp, hit in found.items() if hit is not None}
     return dict.fromkeys(prices)
+
+
+async def _records_between(
+    reader: AIOKafkaConsumer, starts: dict[TopicPartition, int | None], ends: dict[TopicPartition, int]
+) -> int:
+    """About how many records lie between each partition's start (None: its log start) and its end: the
+    offsets' distance, which also counts any transaction markers among them."""
+    from_log_start = [tp for tp, start in starts.items() if start is None]
+    beginnings = await reader.beginning_offsets(from_log_start) if from_log_start else {}
+    return sum(
+        max(0, ends[tp] - (beginnings[tp] if start is None else start)) for tp, start in starts.items()
+    )
 
 
 def _owned_sites(options: ReplayOptions, partitions: int) -> Callable[[str], bool] | None:
