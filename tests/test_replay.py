@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +25,7 @@ from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.tools import replay as replay_module
+from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.tools.inspect import site_history
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
@@ -277,6 +284,72 @@ async def test_ticks_a_live_worker_was_deciding_as_the_replay_read_the_record_ar
     assert result.records_read == 120
     assert result.identical, result.report.totals()
     assert result.report.sites["in-flight"].matched == result.history.sites["in-flight"].matched == 24
+
+
+@pytest.mark.parametrize(("processes", "sig"), [(1, signal.SIGTERM), (3, signal.SIGTERM), (3, signal.SIGINT)])
+async def test_a_stop_signal_ends_a_replay_without_a_verdict_and_its_processes_with_it(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    processes: int,
+    sig: signal.Signals,
+) -> None:
+    """SIGTERM to the command, or Ctrl-C to its whole process group as a terminal sends it: the replay
+    stops within seconds in one line, exits 128 + the signal (0 would pass a script's audit), and leaves no
+    process behind. Before, a replay in processes waited for them to finish their whole share, then exited 0.
+    No worker ran: a replay of a log with no record takes long enough to be stopped in the middle."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    week = ercot_week()
+    start = week[0].timestamp
+    ticks = [
+        week[hour % len(week)].model_copy(update={"timestamp": start + timedelta(hours=hour)})
+        for hour in range(600)
+    ]
+    await send_raw(settings, [(f"site-{n}".encode(), tick_payload(t)) for t in ticks for n in range(100)])
+    code, out, err, took = stopped_replay(settings_env(settings), processes, sig)
+    assert code == 128 + sig, err
+    lines = [line for line in err.splitlines() if not line.startswith("replay: ")]
+    assert lines == [f"battery-worker replay: stopped by {sig.name} before it finished, no verdict"], err
+    assert out == "", "no report of a replay cut short"
+    assert took < 10.0
+
+
+def stopped_replay(env: dict[str, str], processes: int, sig: signal.Signals) -> tuple[int, str, str, float]:
+    """``battery-worker replay`` in a process group of its own (as run from a terminal), sent ``sig`` once
+    a tenth is replayed: its exit code, stdout, stderr and the seconds it took to end. Fails if any process
+    of the group outlives it by 5 s."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "battery_worker.cli", "replay", "--progress", "--processes", str(processes)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        assert first.startswith("replay: "), first  # a tenth replayed: the processes are at work
+        sent = time.monotonic()
+        if sig == signal.SIGINT:
+            os.killpg(process.pid, sig)  # a terminal's Ctrl-C reaches the whole group
+        else:
+            process.send_signal(sig)
+        out, err = process.communicate(timeout=60)
+        took = time.monotonic() - sent
+        deadline = time.monotonic() + 5
+        while True:
+            try:
+                os.killpg(process.pid, 0)
+            except ProcessLookupError:
+                break
+            assert time.monotonic() < deadline, "a replay process outlived the command"
+            time.sleep(0.1)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    return process.returncode, out, err, took
 
 
 async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:

@@ -92,24 +92,35 @@ def policy_value(pair: str, text: str) -> Any:
 
 def run_once(main: Coroutine[Any, Any, T]) -> T:
     """A one-shot command's coroutine; SIGTERM, SIGINT or SIGHUP cancels it (its clients close in their
-    ``finally``) and the command exits 0."""
+    ``finally``) and :class:`StoppedBySignal` is raised."""
     import asyncio
 
     async def runner() -> T:
         loop = asyncio.get_running_loop()
         task = asyncio.ensure_future(main)
+        stopped_by: list[int] = []
+
+        def stop(signum: int) -> None:
+            stopped_by.append(signum)
+            task.cancel()
+
         for sig in STOP_SIGNALS:
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, stop, sig)
         try:
             return await task
         except asyncio.CancelledError:
-            raise StoppedBySignal from None
+            raise StoppedBySignal(stopped_by[0] if stopped_by else signal.SIGTERM) from None
 
     return asyncio.run(runner())
 
 
 class StoppedBySignal(Exception):
-    """A one-shot command was stopped by a signal: a clean stop, exit 0."""
+    """A one-shot command was stopped by a signal: a clean stop, exit 0 (the replay, which then has no
+    verdict, exits 128 + ``signum``)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
 def refuse_directory(flag: str, path: Path | None) -> None:

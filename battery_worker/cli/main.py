@@ -1,9 +1,9 @@
 """``battery-worker``: run the worker, try it on the embedded broker, feed prices, inspect what it did.
 
 Every command has ``--help``. A failure is one line on stderr, never a traceback. Exit codes: 0 done (or
-stopped by SIGTERM, SIGINT or SIGHUP), 1 the job could not be done (broker unreachable, authentication or
-authorization refused, a topic misconfigured, a replay that diverged), 2 bad settings, flags or input,
-130 a second Ctrl+C.
+stopped by SIGTERM, SIGINT or SIGHUP; ``backtest`` and ``replay``, which then have no result, exit 128 + the
+signal's number), 1 the job could not be done (broker unreachable, authentication or authorization refused,
+a topic misconfigured, a replay that diverged), 2 bad settings, flags or input, 130 a second Ctrl+C.
 
 Only the standard library is imported before :func:`main` has installed its signal handlers: a SIGTERM
 that arrives while pydantic and aiokafka are still loading must be a clean stop, not a kill.

@@ -1,4 +1,5 @@
-"""``battery-worker replay``: the auditor's command. Exit 0 when every decision is reproduced, 1 otherwise."""
+"""``battery-worker replay``: the auditor's command. Exit 0 when every decision is reproduced, 1 otherwise,
+128 + the signal's number when stopped by SIGINT, SIGTERM or SIGHUP (no verdict)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from battery_worker.cli.common import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
     SITE_ID,
+    StoppedBySignal,
     command_settings,
     refuse_directory,
     run_once,
@@ -83,8 +85,14 @@ def run(args: argparse.Namespace) -> int:
         output_prefix=args.output_prefix,
         processes=args.processes,
     )
-    with _shown_progress(args.progress) as progress:
-        result = run_once(replay(settings, options, progress))
+    try:
+        with _shown_progress(args.progress) as progress:
+            result = run_once(replay(settings, options, progress))
+    except StoppedBySignal as stopped:
+        # Not 0, which says every decision was reproduced: a script reading the exit code must not take a
+        # stopped audit for a passed one.
+        print(f"battery-worker replay: stopped by {stopped} before it finished, no verdict", file=sys.stderr)
+        return 128 + stopped.signum
     report, out = result.report, Console()
     totals = report.totals()
     out.print(

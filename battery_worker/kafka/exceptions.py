@@ -65,6 +65,10 @@ class RestoreFailed(BatteryWorkerError):
     retriable = True
 
 
+class ReplayProcessFailed(BatteryWorkerError):
+    """One of a replay's processes failed, or ended without its report (killed, out of memory)."""
+
+
 class AuthenticationFailed(BatteryWorkerError):
     """The broker refused the credentials or the SASL mechanism. Not an outage: retrying cannot fix a
     password, so the worker stops with this line (exit 1) instead of backing off forever."""

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import pickle
+import signal
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import partial
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +27,7 @@ from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merg
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
+from battery_worker.kafka.exceptions import ReplayProcessFailed
 from battery_worker.kafka.reading import partition_ends, read_by_site, read_to_end
 from battery_worker.kafka.records import input_record
 from battery_worker.kafka.topics import partition_counts
@@ -139,10 +143,15 @@ async def replay(
     try:
         # The ticks replayed are those written before the record is read, so a replay beside a running
         # worker recomputes no tick whose events came after that read (they would count as extra).
+        # Asked first, while no fetch is outstanding: a broker answers a connection's requests in order, so
+        # after a read this waits behind a fetch held open at the end of a topic (about a second a replay).
+        log_starts = await reader.beginning_offsets(prices)
         ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
-        total = await _records_between(reader, starts, ends)
+        total = sum(
+            max(0, ends[tp] - (log_starts[tp] if start is None else start)) for tp, start in starts.items()
+        )  # about: transaction markers take offsets too
         if progress is not None:
             progress(read, total)  # the total known before the first batch, or if there is none
         async for batch in read_to_end(
@@ -198,7 +207,8 @@ async def _in_processes(
 
     Sites do not span partitions (each has one home partition; ticks elsewhere are rejected and emit no
     action or history), so the merged report is the one a single process gives. Each process writes its
-    progress to its own two slots of a shared array, which this one sums for ``progress``.
+    progress to its own two slots of a shared array, which this one sums for ``progress``. Cancelled (a
+    stop signal), this one terminates them: a pool would wait for their whole replay before stopping.
     """
     if options.out_file is not None or options.output_prefix is not None:
         raise InvalidConfig("--processes", options.processes, "replays in one process when it writes output")
@@ -208,57 +218,96 @@ async def _in_processes(
     portable = Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
     context = multiprocessing.get_context("spawn")
     shared = context.RawArray("q", [0, _UNKNOWN] * count)
-    loop = asyncio.get_running_loop()
-    with ProcessPoolExecutor(
-        count, mp_context=context, initializer=_share_progress, initargs=(shared,)
-    ) as pool:
-        replays = asyncio.gather(
-            *(
-                loop.run_in_executor(
-                    pool,
-                    _replay_partitions,
-                    portable,
-                    replace(options, processes=1, partitions=group),
-                    share,
-                )
-                for share, group in enumerate(groups)
-            )
+    pipes = [context.Pipe(duplex=False) for _ in groups]
+    shares = [
+        context.Process(
+            target=_replay_share,
+            args=(portable, replace(options, processes=1, partitions=group), share, shared, sender),
+            name=f"battery-worker replay {share + 1}/{count}",
+            daemon=True,
         )
-        while not replays.done():
-            await asyncio.wait([replays], timeout=0.25)
+        for share, (group, (_, sender)) in enumerate(zip(groups, pipes, strict=True))
+    ]
+    results: dict[int, ReplayResult] = {}
+    try:
+        for process in shares:
+            process.start()
+        for _, sender in pipes:
+            sender.close()  # the children hold theirs: a child that dies closes its pipe, and recv says so
+        while len(results) < count:
+            await asyncio.sleep(0.25)
+            for share, (receiver, _) in enumerate(pipes):
+                if share not in results and receiver.poll():
+                    results[share] = _share_result(receiver, shares[share])
             if progress is not None:
                 totals = shared[1::2]
                 progress(sum(shared[0::2]), None if _UNKNOWN in totals else sum(totals))
-        results = replays.result()
+    finally:
+        started_shares = [process for process in shares if process.pid is not None]
+        for process in started_shares:
+            if process.is_alive():
+                process.terminate()
+        for process in started_shares:
+            process.join(5)
+            if process.is_alive():
+                process.kill()
+                process.join()
+    merged = [results[share] for share in range(count)]
     return ReplayResult(
-        merge_reports([r.report for r in results]),
-        merge_reports([r.history for r in results]),
-        sum(r.records_read for r in results),
+        merge_reports([r.report for r in merged]),
+        merge_reports([r.history for r in merged]),
+        sum(r.records_read for r in merged),
         time.perf_counter() - started,
-        merge_counters([r.counters for r in results]),
+        merge_counters([r.counters for r in merged]),
     )
+
+
+def _share_result(receiver: Connection, process: BaseProcess) -> ReplayResult:
+    """A share's report, or its failure raised here."""
+    try:
+        done, value = receiver.recv()
+    except EOFError:
+        process.join(5)
+        raise ReplayProcessFailed(
+            f"{process.name} ended (exit code {process.exitcode}) before sending its report"
+        ) from None
+    if not done:
+        raise value
+    result: ReplayResult = value
+    return result
 
 
 _UNKNOWN = -1
 """A share's total before its process has learnt it."""
-_shared_progress: Any = None
-"""In a pool's process: the parent's array of (records read, total) per share."""
 
 
-def _share_progress(shared: Any) -> None:
-    """The pool's initializer: shared memory reaches a spawned process only as it starts."""
-    global _shared_progress
-    _shared_progress = shared
-
-
-def _replay_partitions(settings: Settings, options: ReplayOptions, share: int) -> ReplayResult:
-    """One process's share (runs in the pool's process)."""
+def _replay_share(
+    settings: Settings, options: ReplayOptions, share: int, shared: Any, results: Connection
+) -> None:
+    """One process's share (the process's target): its report, or its failure, sent to the parent."""
+    # A terminal's Ctrl-C reaches the whole process group: the parent stops the shares, which just end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def report(read: int, total: int | None) -> None:
-        _shared_progress[2 * share] = read
-        _shared_progress[2 * share + 1] = _UNKNOWN if total is None else total
+        shared[2 * share] = read
+        shared[2 * share + 1] = _UNKNOWN if total is None else total
 
-    return asyncio.run(replay(settings, options, report if _shared_progress is not None else None))
+    try:
+        outcome: tuple[bool, Any] = (True, asyncio.run(replay(settings, options, report)))
+    except Exception as error:
+        outcome = (False, _portable(error))
+    results.send(outcome)
+    results.close()
+
+
+def _portable(error: Exception) -> Exception:
+    """The error itself if it survives pickling (an error whose ``__init__`` takes other arguments than
+    it passes on does not), else one that names it."""
+    try:
+        pickle.loads(pickle.dumps(error))  # noqa: S301 (the bytes just made here)
+    except Exception:
+        return ReplayProcessFailed(f"{type(error).__name__}: {error}")
+    return error
 
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
@@ -277,18 +326,6 @@ async def _start_offsets(
         )
         return {tp: hit.offset for tp, hit in found.items() if hit is not None}
     return dict.fromkeys(prices)
-
-
-async def _records_between(
-    reader: AIOKafkaConsumer, starts: dict[TopicPartition, int | None], ends: dict[TopicPartition, int]
-) -> int:
-    """About how many records lie between each partition's start (None: its log start) and its end: the
-    offsets' distance, which also counts any transaction markers among them."""
-    from_log_start = [tp for tp, start in starts.items() if start is None]
-    beginnings = await reader.beginning_offsets(from_log_start) if from_log_start else {}
-    return sum(
-        max(0, ends[tp] - (beginnings[tp] if start is None else start)) for tp, start in starts.items()
-    )
 
 
 def _owned_sites(options: ReplayOptions, partitions: int) -> Callable[[str], bool] | None:
