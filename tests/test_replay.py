@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -286,18 +287,62 @@ async def test_ticks_a_live_worker_was_deciding_as_the_replay_read_the_record_ar
     assert result.report.sites["in-flight"].matched == result.history.sites["in-flight"].matched == 24
 
 
-@pytest.mark.parametrize(("processes", "sig"), [(1, signal.SIGTERM), (3, signal.SIGTERM), (3, signal.SIGINT)])
-async def test_a_stop_signal_ends_a_replay_without_a_verdict_and_its_processes_with_it(
+def sigterm(parent: int) -> None:
+    os.kill(parent, signal.SIGTERM)
+
+
+def ctrl_c(parent: int) -> None:
+    os.killpg(parent, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+
+
+def kill_a_share(parent: int) -> None:
+    """SIGKILL to one of the replay's share processes, as the out-of-memory killer would."""
+    children = [
+        int(stat.split()[0])
+        for stat in (path.read_text() for path in Path("/proc").glob("[0-9]*/stat") if path.exists())
+        if int(stat.rsplit(")", 1)[1].split()[1]) == parent
+    ]
+    shares = [pid for pid in children if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert len(shares) == 3, children
+    os.kill(shares[1], signal.SIGKILL)
+
+
+STOPPED = "battery-worker replay: stopped by {} before it finished, no verdict"
+"""The line a stop signal leaves (a pattern as each case's line is; it has nothing a pattern reads)."""
+
+
+@pytest.mark.parametrize(
+    ("processes", "interrupt", "code", "line"),
+    [
+        (1, sigterm, 143, STOPPED.format("SIGTERM")),
+        (3, sigterm, 143, STOPPED.format("SIGTERM")),
+        (3, ctrl_c, 130, STOPPED.format("SIGINT")),
+        pytest.param(
+            3,
+            kill_a_share,
+            1,
+            r"battery-worker: error: battery-worker replay [123]/3 ended \(exit code -9\) "
+            "before sending its report",
+            marks=pytest.mark.skipif(
+                not Path("/proc/self/stat").exists(), reason="finds the shares in /proc"
+            ),
+        ),
+    ],
+)
+async def test_a_replay_cut_short_ends_in_one_line_without_a_verdict_or_a_process_left(
     kafka_bootstrap: str,
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     processes: int,
-    sig: signal.Signals,
+    interrupt: Callable[[int], None],
+    code: int,
+    line: str,
 ) -> None:
-    """SIGTERM to the command, or Ctrl-C to its whole process group as a terminal sends it: the replay
-    stops within seconds in one line, exits 128 + the signal (0 would pass a script's audit), and leaves no
-    process behind. Before, a replay in processes waited for them to finish their whole share, then exited 0.
-    No worker ran: a replay of a log with no record takes long enough to be stopped in the middle."""
+    """SIGTERM to the command, Ctrl-C to its whole process group as a terminal sends it, or one of its
+    processes killed: the replay ends within seconds in one line, with no report and an exit code that is
+    not 0 (0 would pass a script's audit), and leaves no process behind. Before, a stopped replay exited 0,
+    and one in processes first waited for them to finish their whole share. No worker ran: a replay of a log
+    with no record takes long enough to be cut short in the middle."""
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
     week = ercot_week()
     start = week[0].timestamp
@@ -306,17 +351,20 @@ async def test_a_stop_signal_ends_a_replay_without_a_verdict_and_its_processes_w
         for hour in range(600)
     ]
     await send_raw(settings, [(f"site-{n}".encode(), tick_payload(t)) for t in ticks for n in range(100)])
-    code, out, err, took = stopped_replay(settings_env(settings), processes, sig)
-    assert code == 128 + sig, err
-    lines = [line for line in err.splitlines() if not line.startswith("replay: ")]
-    assert lines == [f"battery-worker replay: stopped by {sig.name} before it finished, no verdict"], err
+    ended, out, err, took = cut_short_replay(settings_env(settings), processes, interrupt)
+    assert ended == code, err
+    lines = [text for text in err.splitlines() if not text.startswith("replay: ")]
+    assert len(lines) == 1, err
+    assert re.fullmatch(line, lines[0]), err
     assert out == "", "no report of a replay cut short"
     assert took < 10.0
 
 
-def stopped_replay(env: dict[str, str], processes: int, sig: signal.Signals) -> tuple[int, str, str, float]:
-    """``battery-worker replay`` in a process group of its own (as run from a terminal), sent ``sig`` once
-    a tenth is replayed: its exit code, stdout, stderr and the seconds it took to end. Fails if any process
+def cut_short_replay(
+    env: dict[str, str], processes: int, interrupt: Callable[[int], None]
+) -> tuple[int, str, str, float]:
+    """``battery-worker replay`` in a process group of its own (as run from a terminal), interrupted once a
+    tenth is replayed: its exit code, stdout, stderr and the seconds it took to end. Fails if any process
     of the group outlives it by 5 s."""
     process = subprocess.Popen(
         [sys.executable, "-m", "battery_worker.cli", "replay", "--progress", "--processes", str(processes)],
@@ -331,10 +379,7 @@ def stopped_replay(env: dict[str, str], processes: int, sig: signal.Signals) -> 
         first = process.stderr.readline()
         assert first.startswith("replay: "), first  # a tenth replayed: the processes are at work
         sent = time.monotonic()
-        if sig == signal.SIGINT:
-            os.killpg(process.pid, sig)  # a terminal's Ctrl-C reaches the whole group
-        else:
-            process.send_signal(sig)
+        interrupt(process.pid)
         out, err = process.communicate(timeout=60)
         took = time.monotonic() - sent
         deadline = time.monotonic() + 5
@@ -347,9 +392,9 @@ def stopped_replay(env: dict[str, str], processes: int, sig: signal.Signals) -> 
             time.sleep(0.1)
     finally:
         if process.poll() is None:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-    return process.returncode, out, err, took
+    return process.returncode, out, first + err, took
 
 
 async def read_records(settings: Settings, topic: str, partitions: int = 3) -> list[ConsumedRecord]:
