@@ -141,11 +141,11 @@ async def replay(
             )
 
     try:
+        # For the progress's total; asked first, while no fetch is outstanding: a broker answers a
+        # connection's requests in order, so after a read this waits behind a fetch held open at an end.
+        log_starts = await reader.beginning_offsets(prices)
         # The ticks replayed are those written before the record is read, so a replay beside a running
         # worker recomputes no tick whose events came after that read (they would count as extra).
-        # Asked first, while no fetch is outstanding: a broker answers a connection's requests in order, so
-        # after a read this waits behind a fetch held open at the end of a topic (about a second a replay).
-        log_starts = await reader.beginning_offsets(prices)
         ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
