@@ -324,7 +324,8 @@ STOPPED = "battery-worker replay: stopped by {} before it finished, no verdict"
             r"battery-worker: error: battery-worker replay [123]/3 ended \(exit code -9\) "
             "before sending its report",
             marks=pytest.mark.skipif(
-                not Path("/proc/self/stat").exists(), reason="finds the shares in /proc"
+                not Path("/proc/self/stat").exists(),
+                reason="finds the replay's processes in /proc, which only Linux has (CI runs it)",
             ),
         ),
     ],
