@@ -107,6 +107,10 @@ async def test_replay_command_exit_codes(
     ok = cli("replay", "--progress", env=env)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "replay identical" in ok.stdout
+    assert any(
+        line.startswith("compared 48 decisions") and line.endswith("0 recomputed but not recorded")
+        for line in ok.stdout.splitlines()
+    ), "each line whole, not wrapped at 80 columns in a pipe (a script greps them)"
     assert "replay: 100% (48 of about 48 records" in ok.stderr, "with --progress and no terminal, a line"
     changed = cli(
         "replay",

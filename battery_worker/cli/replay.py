@@ -93,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
         # stopped audit for a passed one.
         print(f"battery-worker replay: stopped by {stopped} before it finished, no verdict", file=sys.stderr)
         return 128 + stopped.signum
-    report, out = result.report, Console()
+    # Never wrapped (rich wraps at 80 columns where stdout is no terminal): a script greps these lines.
+    report, out = result.report, Console(soft_wrap=True)
     totals = report.totals()
     out.print(
         f"replayed {result.records_read:,} records in {result.seconds:.2f} s "
