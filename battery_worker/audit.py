@@ -49,6 +49,9 @@ class SiteReport:
     reworded: int = 0
     missing: int = 0
     extra: int = 0
+    pending: int = 0
+    """Recomputed for ticks the worker had not yet committed (so not yet decided, or not for sure): not
+    compared, and no difference. Not in ``ticks``."""
     first: Divergence | None = None
 
     @property
@@ -73,6 +76,7 @@ class AuditReport:
             total.reworded += site.reworded
             total.missing += site.missing
             total.extra += site.extra
+            total.pending += site.pending
         return total
 
 
@@ -99,6 +103,10 @@ HISTORY = EventShape(
 
 def _everything(event: dict[str, Any]) -> bool:
     return True
+
+
+def _nothing(event: dict[str, Any]) -> bool:
+    return False
 
 
 def _brief(event: dict[str, Any] | None) -> str:
@@ -220,11 +228,15 @@ class Comparison:
             self._recorded_alone.add(value)
 
     def report(
-        self, shape: EventShape = ACTIONS, in_range: Callable[[dict[str, Any]], bool] = _everything
+        self,
+        shape: EventShape = ACTIONS,
+        in_range: Callable[[dict[str, Any]], bool] = _everything,
+        pending: Callable[[dict[str, Any]], bool] = _nothing,
     ) -> AuditReport:
         """The report: agreed events counted; the others paired by ``event_id``, a recorded one only if
-        ``in_range`` holds for it (its input lies in the replayed range). The first divergence per site is
-        the earliest by tick time."""
+        ``in_range`` holds for it (its input lies in the replayed range). A recomputed event with no recorded
+        version is *pending* rather than a difference if ``pending`` holds for it (the worker had not yet
+        committed its tick). The first divergence per site is the earliest by tick time."""
         self._meet_late()
         report = AuditReport()
         for site_id, agreed in self._agreed.items():
@@ -240,7 +252,7 @@ class Comparison:
             event = orjson.loads(value)
             if in_range(event):
                 old_events[event["event_id"]] = event
-        _pair(report, old_events, new_events, shape, self._site_filter)
+        _pair(report, old_events, new_events, shape, self._site_filter, pending)
         return report
 
     def _meet_late(self) -> None:
@@ -264,6 +276,7 @@ def compare(
     shape: EventShape = ACTIONS,
     site_filter: str | None = None,
     in_range: Callable[[dict[str, Any]], bool] = _everything,
+    pending: Callable[[dict[str, Any]], bool] = _nothing,
 ) -> AuditReport:
     """Compare recorded events with recomputed ones (their bytes, each with its site id), all in memory:
     the three passes of :class:`Comparison`."""
@@ -276,7 +289,7 @@ def compare(
     if comparison.unmet:
         for value in recorded:
             comparison.add_unmet(value, in_range)
-    return comparison.report(shape, in_range)
+    return comparison.report(shape, in_range, pending)
 
 
 def _pair(
@@ -285,6 +298,7 @@ def _pair(
     new_events: dict[str, dict[str, Any]],
     shape: EventShape,
     site_filter: str | None,
+    pending: Callable[[dict[str, Any]], bool] = _nothing,
 ) -> None:
     """Count the events found on one side alone, paired by id, into ``report``."""
     firsts: dict[str, Divergence] = {}
@@ -297,6 +311,9 @@ def _pair(
         if site_filter is not None and site_id != site_filter:
             continue
         site = report.sites.setdefault(site_id, SiteReport())
+        if old_event is None and pending(sample):
+            site.pending += 1
+            continue
         site.ticks += 1
         reworded = False
         if old_event is None:
@@ -338,6 +355,7 @@ def merge_reports(reports: list[AuditReport]) -> AuditReport:
             site.reworded += part.reworded
             site.missing += part.missing
             site.extra += part.extra
+            site.pending += part.pending
             if part.first is not None:
                 reworded_only = part.diverged + part.missing + part.extra == 0
                 candidate = (reworded_only, part.first.tick_timestamp, part.first)

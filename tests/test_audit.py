@@ -199,3 +199,22 @@ def test_a_recomputed_event_never_recorded_stays_extra_after_the_second_read() -
     comparison.add_unmet(orjson.dumps(action("east", 0)))
     east = comparison.report().sites["east"]
     assert (east.ticks, east.matched, east.extra) == (2, 1, 1)
+
+
+def test_a_recomputed_event_the_worker_had_not_committed_is_pending_and_no_difference() -> None:
+    """Past the group's committed offset (here 3), a recomputed event without a record is pending; below it,
+    the same is a difference; recorded events missing or differing are differences wherever they lie."""
+    ours = [action("east", offset) for offset in range(6)]
+    theirs = [ours[0], ours[1], action("east", 4, action="hold"), action("east", 9)]
+    report = compare(
+        [orjson.dumps(e) for e in theirs],
+        recomputed(*ours),
+        pending=lambda event: event["source"]["offset"] >= 3,
+    )
+    east = report.sites["east"]
+    assert (east.matched, east.extra, east.pending, east.diverged, east.missing) == (2, 1, 2, 1, 1)
+    assert east.ticks == 5, "the pending events are not compared"
+    assert not report.identical
+    only_pending = compare([orjson.dumps(e) for e in ours[:3]], recomputed(*ours), pending=lambda e: True)
+    assert only_pending.identical
+    assert only_pending.totals().pending == 3

@@ -291,6 +291,51 @@ async def test_ticks_a_live_worker_was_deciding_as_the_replay_read_the_record_ar
     assert result.report.sites["in-flight"].matched == result.history.sites["in-flight"].matched == 24
 
 
+async def test_ticks_past_the_groups_committed_offsets_are_pending_and_below_them_a_difference(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A worker behind (a backlog, a stop) has not decided the ticks past its group's committed offsets:
+    their recomputed events are counted as pending, and the replay still passes. Once the group has
+    committed past a tick, its events must be in the record, and a tick without them is a difference."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    for site in ("east", "west"):
+        await feed(settings, ticks, site)
+    assert await Worker(settings).run(max_messages=96, idle_timeout_s=20) == 96
+    await feed(settings, ticks[:24], "behind")
+
+    for processes in (1, 3):
+        behind = await replay(settings, ReplayOptions(processes=processes))
+        assert behind.identical, (processes, behind.report.totals())
+        assert behind.report.totals().matched == behind.history.totals().matched == 96
+        assert behind.report.sites["behind"].pending == behind.history.sites["behind"].pending == 24
+        assert behind.report.totals().pending == 24
+        assert behind.report.totals().extra == 0
+    shown = cli("replay", env=settings_env(settings))
+    assert shown.returncode == 0, shown.stdout + shown.stderr[-2000:]
+    pending_line = "24 recomputed for ticks past the committed offsets of group"
+    assert any(line.startswith(pending_line) for line in shown.stdout.splitlines())
+
+    # A worker of the group that records elsewhere decides the ticks and commits past them.
+    elsewhere = load_settings(
+        None,
+        {
+            **settings.model_dump(mode="python"),
+            "topics": {
+                **settings.topics.model_dump(),
+                "actions": new_topic_name(),
+                "history": new_topic_name(),
+            },
+        },
+    )
+    assert await Worker(elsewhere).run(max_messages=24, idle_timeout_s=20) == 24
+    skipped = await replay(settings, ReplayOptions())
+    assert not skipped.identical
+    assert skipped.report.sites["behind"].extra == skipped.history.sites["behind"].extra == 24
+    assert skipped.report.totals().pending == 0
+    assert skipped.report.totals().matched == 96
+
+
 def sigterm(parent: int) -> None:
     os.kill(parent, signal.SIGTERM)
 

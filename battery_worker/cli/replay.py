@@ -109,6 +109,12 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    if totals.pending:
+        out.print(
+            f"{totals.pending:,} recomputed for ticks past the committed offsets of group "
+            f"{settings.worker.group_id!r}: not yet decided by its worker, left for a later replay",
+            highlight=False,
+        )
     for topic in result.absent_topics:
         out.print(f"topic {topic} does not exist: nothing was recorded there to compare", highlight=False)
     history = result.history.totals()

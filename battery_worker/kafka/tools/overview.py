@@ -1,7 +1,8 @@
 """What ``battery-worker status`` shows besides the status topic: each site's last action and the group's lag.
 
 The last action per site is read from the tail of ``battery.actions`` (no event contract changes); the lag
-of a partition is its high watermark minus the group's committed offset. The high watermark comes from a
+of a partition is its high watermark minus the group's committed offset (which the replay reads too: the
+ticks past it are not decided yet). The high watermark comes from a
 fetch response, never from ListOffsets alone (on Tansu that under-reports a batch-written partition).
 """
 
@@ -18,7 +19,7 @@ from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import connection_options, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_count
-from battery_worker.settings import Settings
+from battery_worker.settings import KafkaSettings, Settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,23 +64,17 @@ async def last_actions(settings: Settings, tail_per_partition: int = 10_000) -> 
 
 
 async def group_lag(settings: Settings, group_id: str, timeout_s: float = 10.0) -> list[PartitionLag]:
-    """Per ``prices`` partition: high watermark, the group's committed offset, and the difference.
-
-    The committed offsets are read by a consumer of the group that never joins it (manual assignment),
-    not by the admin client: Tansu closes the connection on the admin's OffsetFetch.
-    """
+    """Per ``prices`` partition: high watermark, the group's committed offset, and the difference."""
     topic = settings.topics.prices
     count = await partition_count(settings, topic)
     if not count:
         return []
     tps = [TopicPartition(topic, p) for p in range(count)]
-    reader = AIOKafkaConsumer(
-        **connection_options(settings.kafka), group_id=group_id, enable_auto_commit=False
-    )
+    committed = await committed_offsets(settings.kafka, group_id, tps)
+    reader = make_reader(settings.kafka, committed_only=False)
     await start_client(reader, settings.kafka)
     try:
         reader.assign(tps)
-        committed = {tp: await reader.committed(tp) for tp in tps}
         beginnings = await reader.beginning_offsets(tps)
         highs = await _high_watermarks(reader, tps, timeout_s)
     finally:
@@ -91,6 +86,23 @@ async def group_lag(settings: Settings, group_id: str, timeout_s: float = 10.0) 
         start = offset if offset is not None else beginnings.get(tp, 0)
         lags.append(PartitionLag(tp.partition, high, offset, max(0, high - start)))
     return lags
+
+
+async def committed_offsets(
+    kafka: KafkaSettings, group_id: str, partitions: list[TopicPartition]
+) -> dict[TopicPartition, int | None]:
+    """The group's committed offset of each partition (None: nothing committed there).
+
+    Read by a consumer of the group that never joins it (manual assignment) and commits nothing, not by the
+    admin client: Tansu closes the connection on the admin's OffsetFetch.
+    """
+    reader = AIOKafkaConsumer(**connection_options(kafka), group_id=group_id, enable_auto_commit=False)
+    await start_client(reader, kafka)
+    try:
+        reader.assign(partitions)
+        return {tp: await reader.committed(tp) for tp in partitions}
+    finally:
+        await reader.stop()
 
 
 async def _high_watermarks(

@@ -30,6 +30,7 @@ from battery_worker.kafka.clients import make_admin, make_producer, make_reader,
 from battery_worker.kafka.exceptions import ReplayProcessFailed
 from battery_worker.kafka.reading import partition_ends, read_by_site, read_to_end
 from battery_worker.kafka.records import input_record
+from battery_worker.kafka.tools.overview import committed_offsets
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.partitioning import home_partition
@@ -186,12 +187,18 @@ async def replay(
             return start is not None and start <= offset < stops[partition]
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
+        undecided: Callable[[dict[str, Any]], bool] = _nothing_undecided
+        if unmet:
+            # Before the record's second read: a tick below an offset committed now has its events in it.
+            all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
+            committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
+            undecided = _undecided_by(committed)
         await read_recorded(unmet, lambda topic: partial(comparisons[topic].add_unmet, in_range=in_range))
     finally:
         await reader.stop()
 
-    report = comparisons[names.actions].report(ACTIONS, in_range)
-    history = comparisons[names.history].report(HISTORY, in_range)
+    report = comparisons[names.actions].report(ACTIONS, in_range, undecided)
+    history = comparisons[names.history].report(HISTORY, in_range, undecided)
     if options.out_file is not None:
         lines = b"".join(o.value + b"\n" for o in outputs if o.topic == names.actions)
         write_atomically(options.out_file, lines)
@@ -308,6 +315,30 @@ def _portable(error: Exception) -> Exception:
     except Exception:
         return ReplayProcessFailed(f"{type(error).__name__}: {error}")
     return error
+
+
+def _nothing_undecided(event: dict[str, Any]) -> bool:
+    return False
+
+
+def _undecided_by(committed: dict[TopicPartition, int | None]) -> Callable[[dict[str, Any]], bool]:
+    """Whether a recomputed event's tick lies past the worker group's committed offset of its partition.
+
+    The worker commits a tick's offset only once its events are acknowledged, so a tick below the committed
+    offset has its events in the record, and one at or past it may not have been decided yet: a worker
+    behind (a backlog, a stop) is not a difference. A partition the group has committed nothing on is all
+    undecided, unless the group has committed nowhere: then no worker of this group is known to have run
+    (a what-if, another group id) and every tick counts.
+    """
+    if all(offset is None for offset in committed.values()):
+        return _nothing_undecided
+    firsts = {tp.partition: offset or 0 for tp, offset in committed.items()}
+
+    def undecided(event: dict[str, Any]) -> bool:
+        source = event["source"]
+        return bool(source["offset"] >= firsts.get(source["partition"], 0))
+
+    return undecided
 
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
