@@ -8,11 +8,13 @@ changes the decision (action, power, energy, state of charge, the site plan); a 
 the text (e.g. a threshold named in the reason). The first divergence per site is reported, or the first
 rewording when nothing diverged.
 
-Neither side is held whole (:class:`Comparison`): the recorded events are indexed first as their event id
-and a 16-byte fingerprint of their bytes, the recomputed ones are then met one at a time and kept only when
-they disagree, and the recorded events left unmet are read again for their bytes (and for any recorded
-since, beside a live worker, that meet a recomputed event left alone). A replay of a long log
-holds about 0.4 KB a tick (two recorded events' ids and fingerprints), where both sides' bytes took 4.6.
+Neither side is held whole (:class:`Comparison`): the recorded events are indexed first by their input (the
+``source`` each names, from which its event id is made) as a 16-byte fingerprint of their bytes, in arrays
+by input partition and offset; the recomputed ones are then met one at a time and kept only when they
+disagree, and the recorded events left unmet are read again for their bytes (and for any recorded since,
+beside a live worker, that meet a recomputed event left alone). A replay of a long log holds some 40 bytes
+a tick (two recorded events' fingerprints), where a dict of their ids and fingerprints took 0.4 KB and both
+sides' bytes 4.6.
 """
 
 from __future__ import annotations
@@ -116,77 +118,237 @@ def _brief(event: dict[str, Any] | None) -> str:
     return "{" + ", ".join(f"{k}={event[k]!r}" for k in keys if k in event) + "}"
 
 
-_EVENT_ID = re.compile(rb'\{(?:"schema_version":[0-9]+,)?"event_id":"([0-9a-f-]{36})"')
-"""Where the worker writes an event's id: the first field, or the second after ``schema_version``."""
+Key = tuple[bytes, int]
+"""An event's input as its bytes name it (``source``): its topic and partition as one string, and its
+offset. What the ``event_id`` is made from, so two events with one key are versions of one event."""
+
+_SOURCE = b'"source":{"topic":"'
+_REST_OF_SOURCE = re.compile(rb'([^"\\]*","partition":[0-9]+),"offset":([0-9]+)\}')
 
 
-def _event_key(value: bytes) -> bytes | None:
-    """The event id an event's bytes name: read where the worker writes it, else parsed (None: none)."""
-    found = _EVENT_ID.match(value)
+def _event_key(value: bytes) -> Key | None:
+    """The input an event's bytes name: read where the worker writes it (``"source":{"topic":"T",
+    "partition":P,"offset":O}``, the event's last such object), else parsed (None: none). Found from the
+    end, then matched: a regular expression's search from the start took half as long again, four times a
+    tick."""
+    at = value.rfind(_SOURCE)
+    found = None if at < 0 else _REST_OF_SOURCE.match(value, at + len(_SOURCE))
     if found is not None:
-        return found.group(1)
+        return found.group(1), int(found.group(2))
     try:
         event = orjson.loads(value)
     except orjson.JSONDecodeError:
         return None
-    event_id = event.get("event_id") if isinstance(event, dict) else None
-    return event_id.encode() if isinstance(event_id, str) else None
+    source = event.get("source") if isinstance(event, dict) else None
+    if not isinstance(source, dict):
+        return None
+    topic, partition, offset = source.get("topic"), source.get("partition"), source.get("offset")
+    if isinstance(topic, str) and type(partition) is int and type(offset) is int:
+        return _named_partition(topic, partition), offset
+    return None
+
+
+def _named_partition(topic: str, partition: int) -> bytes:
+    """A key's first part, as the worker's bytes spell it: ``T","partition":P``."""
+    return orjson.dumps(topic)[1:] + b',"partition":' + str(partition).encode()
 
 
 def _fingerprint(value: bytes) -> bytes:
-    """Which version of an event these bytes are: SHA-256, cut to 128 bits. Only versions of one event id
-    are told apart by it, and no recorded bytes can be made to match a recomputed event's without a
-    second preimage of SHA-256."""
-    return hashlib.sha256(value).digest()[:16]
+    """Which version of an event these bytes are: SHA-256, cut to 128 bits, the last bit set (an empty slot
+    of :class:`_Column` is 16 zero bytes). Only versions of one event are told apart by it, and no recorded
+    bytes can be made to match a recomputed event's without a second preimage of SHA-256 (127 bits)."""
+    digest = hashlib.sha256(value).digest()
+    return digest[:15] + _LAST_BYTE[digest[15]]
+
+
+_LAST_BYTE = [bytes((b | 1,)) for b in range(256)]
+
+
+class _Fingerprints:
+    """The recorded versions by input, compactly: per input partition, the 16-byte fingerprints in one
+    buffer by offset (one version an event: nearly every one), and a dict for the rest (an event recorded in
+    versions that differ, an offset far from its partition's others). About 16 to 24 bytes an event, where
+    a dict of ids and fingerprints took some 180: a replay of a year of 5-minute ticks for 1,000 sites (105 M
+    ticks, two compared events each) needs a few GB, not 40. :meth:`add` and :meth:`pop` run four times a
+    tick, so their common case (an event's one version, the next offset of its partition) is written out."""
+
+    def __init__(self) -> None:
+        self._columns: dict[bytes, _Column] = {}
+        self._loose: dict[Key, bytes | frozenset[bytes]] = {}
+        self._in_columns = 0
+
+    def __bool__(self) -> bool:
+        return self._in_columns > 0 or bool(self._loose)
+
+    def get(self, key: Key) -> bytes | frozenset[bytes] | None:
+        if self._loose:
+            loose = self._loose.get(key)
+            if loose is not None:
+                return loose
+        column = self._columns.get(key[0])
+        return None if column is None else column.get(key[1])
+
+    def pop(self, key: Key) -> bytes | frozenset[bytes] | None:
+        if self._loose:
+            loose = self._loose.pop(key, None)
+            if loose is not None:
+                return loose
+        column = self._columns.get(key[0])
+        if column is None:
+            return None
+        at = (key[1] - column.base) * _WIDTH
+        slots = column.slots
+        if at < 0 or at >= len(slots):
+            return None
+        found = slots[at : at + _WIDTH]
+        if found == _EMPTY:
+            return None
+        slots[at : at + _WIDTH] = _EMPTY
+        column.held -= 1
+        self._in_columns -= 1
+        return bytes(found)
+
+    def add(self, key: Key, version: bytes) -> None:
+        column = self._columns.get(key[0])
+        if column is not None and not (self._loose and key in self._loose):
+            at = (key[1] - column.base) * _WIDTH
+            slots = column.slots
+            if at == len(slots):  # the next offset: nearly every event of a log read in order
+                slots += version
+                column.held += 1
+                self._in_columns += 1
+                return
+            if 0 <= at < len(slots) and slots[at : at + _WIDTH] in (_EMPTY, version):
+                if slots[at : at + _WIDTH] == _EMPTY:
+                    slots[at : at + _WIDTH] = version
+                    column.held += 1
+                    self._in_columns += 1
+                return  # the same version again: a re-emitted duplicate
+        self._add_otherwise(key, version)
+
+    def _add_otherwise(self, key: Key, version: bytes) -> None:
+        known = self.get(key)
+        if known is None:
+            column = self._columns.get(key[0])
+            if column is None:
+                column = self._columns[key[0]] = _Column(key[1])
+            placed = column.put(key[1], version)
+            if not placed and column.held <= _REBASE_AT_MOST:
+                # The few offsets held are the outliers (the partition's first event recorded was a stray):
+                # they go to the dict, and the buffer starts again here.
+                for offset, kept in column.items():
+                    self._loose[(key[0], offset)] = kept
+                self._in_columns -= column.held
+                column = self._columns[key[0]] = _Column(key[1])
+                placed = column.put(key[1], version)
+            if placed:
+                self._in_columns += 1
+            else:
+                self._loose[key] = version
+        elif isinstance(known, bytes):
+            if known != version:
+                self.pop(key)
+                self._loose[key] = frozenset((known, version))
+        else:
+            self._loose[key] = known | {version}
+
+
+_WIDTH = 16
+_EMPTY = bytes(_WIDTH)
+_GROWTH_ROOM = 4096
+"""Slots a buffer may hold beyond four per version in it before an outlying offset goes to the dict
+instead: a stray offset (a record of far offsets, a corrupt one) cannot make a buffer of billions of slots."""
+_REBASE_AT_MOST = 16
+"""A buffer holding at most this many versions when an offset lies too far from them starts again there."""
+
+
+class _Column:
+    """One input partition's fingerprints: 16 bytes at slot ``offset - base`` of a growing buffer (zeros:
+    none). A bytearray, not an array of objects: a slot costs its 16 bytes."""
+
+    __slots__ = ("base", "held", "slots")
+
+    def __init__(self, first: int) -> None:
+        self.base = first
+        self.slots = bytearray()
+        self.held = 0
+
+    def items(self) -> list[tuple[int, bytes]]:
+        found = []
+        for index in range(len(self.slots) // _WIDTH):
+            kept = bytes(self.slots[index * _WIDTH : (index + 1) * _WIDTH])
+            if kept != _EMPTY:
+                found.append((self.base + index, kept))
+        return found
+
+    def get(self, offset: int) -> bytes | None:
+        at = (offset - self.base) * _WIDTH
+        if at < 0 or at >= len(self.slots):
+            return None
+        found = self.slots[at : at + _WIDTH]
+        return None if found == _EMPTY else bytes(found)
+
+    def put(self, offset: int, version: bytes) -> bool:
+        """Keep a version of an offset with none yet; False when the offset lies too far out to grow to."""
+        size = len(self.slots) // _WIDTH
+        low, high = min(self.base, offset), max(self.base + size, offset + 1)
+        if high - low > size:
+            if high - low > 4 * (self.held + 1) + _GROWTH_ROOM:
+                return False
+            if offset < self.base:  # below: room for as many again below, as re-emits go back
+                new_base = max(0, min(offset, self.base - size // 2))
+                self.slots[0:0] = bytes((self.base - new_base) * _WIDTH)
+                self.base = new_base
+            else:  # above: the bytearray's own growth (amortised)
+                self.slots.extend(bytes((offset + 1 - self.base - size) * _WIDTH))
+        at = (offset - self.base) * _WIDTH
+        self.slots[at : at + _WIDTH] = version
+        self.held += 1
+        return True
 
 
 class Comparison:
     """One event kind's comparison, fed in three passes so that neither side is held whole.
 
-    1. :meth:`add_recorded` with every recorded event (re-emitted duplicates collapse): each is kept as its
-       event id and the fingerprints of its versions.
-    2. :meth:`add_recomputed` with every recomputed event: one whose bytes are its id's only recorded
-       version agrees and is counted, nothing more; any other is kept whole, and its id's other recorded
-       versions are noted as :attr:`unmet`.
+    1. :meth:`add_recorded` with every recorded event (re-emitted duplicates collapse): each is kept as the
+       fingerprints of its versions, by its input.
+    2. :meth:`add_recomputed` with every recomputed event: one whose bytes are its event's only recorded
+       version agrees and is counted, nothing more; any other is kept whole, and its event's other
+       recorded versions are noted as :attr:`unmet`.
     3. If :attr:`unmet`, :meth:`add_unmet` with every recorded event again: the unmet versions' bytes are
-       kept, and so are the versions of ids first recorded since pass 1 that a recomputed event met nothing
+       kept, and so are the versions of events first recorded since pass 1 that a recomputed event met nothing
        for (a live worker records a tick it was deciding as the replay began). Then :meth:`report`.
     """
 
     def __init__(self, site_filter: str | None = None) -> None:
         self._site_filter = site_filter
-        self._recorded: dict[bytes, bytes | frozenset[bytes]] = {}
-        """Event id -> the fingerprint of its recorded version (a frozenset of them if they differ)."""
-        self._disagreed: dict[bytes, frozenset[bytes]] = {}
-        """Ids met by a recomputed event that their recorded versions disagree with: those versions."""
+        self._recorded = _Fingerprints()
+        """Input -> the fingerprint of its event's recorded version (a frozenset of them if they differ)."""
+        self._disagreed: dict[Key, frozenset[bytes]] = {}
+        """Events met by a recomputed one that their recorded versions disagree with: those versions."""
         self._unkeyed: set[bytes] = set()
-        """Recorded events that name no event id: always one-sided, so kept whole."""
+        """Recorded events that name no input: always one-sided, so kept whole."""
         self._agreed: dict[str, int] = {}
         self._recomputed_alone: dict[bytes, str] = {}
         self._recorded_alone: set[bytes] = set()
-        self._alone_by_id: dict[bytes, bytes] = {}
-        """Recomputed events no recorded version met in pass 1, by event id: pass 3 may find them recorded."""
-        self._late: dict[bytes, set[bytes]] = {}
-        """Those ids' versions recorded since pass 1 (seen in pass 3)."""
+        self._alone_by_key: dict[Key, bytes] = {}
+        """Recomputed events no recorded version met in pass 1, by input: pass 3 may find them recorded."""
+        self._late: dict[Key, set[bytes]] = {}
+        """Those events' versions recorded since pass 1 (seen in pass 3)."""
+        self._named: dict[tuple[str, int], bytes] = {}
 
     def add_recorded(self, value: bytes) -> None:
         key = _event_key(value)
         if key is None:
             self._unkeyed.add(value)
             return
-        version = _fingerprint(value)
-        known = self._recorded.get(key)
-        if known is None:
-            self._recorded[key] = version
-        elif isinstance(known, bytes):
-            if known != version:
-                self._recorded[key] = frozenset((known, version))
-        else:
-            self._recorded[key] = known | {version}
+        self._recorded.add(key, _fingerprint(value))
 
-    def add_recomputed(self, value: bytes, site_id: str) -> None:
-        key = _event_key(value)
-        known = None if key is None else self._recorded.pop(key, None)
+    def add_recomputed(self, value: bytes, site_id: str, source: tuple[str, int, int] | None = None) -> None:
+        """``source``: the input record the event was made from (topic, partition, offset), which its bytes
+        name; given, they are not searched for it."""
+        key = _event_key(value) if source is None else self._source_key(*source)
+        known = None if key is None else self._recorded.pop(key)
         if self._site_filter is not None and site_id != self._site_filter:
             return
         if key is not None and known is not None:
@@ -199,19 +361,25 @@ class Comparison:
             others = frozenset((known,)) if isinstance(known, bytes) else known
             self._disagreed[key] = others - {version}
         elif key is not None:
-            self._alone_by_id[key] = value
+            self._alone_by_key[key] = value
         self._recomputed_alone[value] = site_id
+
+    def _source_key(self, topic: str, partition: int, offset: int) -> Key:
+        named = self._named.get((topic, partition))
+        if named is None:
+            named = self._named[(topic, partition)] = _named_partition(topic, partition)
+        return named, offset
 
     @property
     def unmet(self) -> bool:
         """Whether the record is read again: some recorded versions met no recomputed event (their bytes are
         wanted), or some recomputed events met no recorded one (they may have been recorded since)."""
-        return bool(self._recorded) or any(self._disagreed.values()) or bool(self._alone_by_id)
+        return bool(self._recorded) or any(self._disagreed.values()) or bool(self._alone_by_key)
 
     def add_unmet(self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything) -> None:
         """Keep the bytes of an unmet recorded version, if ``in_range`` holds for it (checked here too, so a
         replay from an offset does not keep every recorded event before it), or of a version recorded since
-        pass 1 of an id only recomputed so far."""
+        pass 1 of an event only recomputed so far."""
         key = _event_key(value)
         if key is None:
             return
@@ -219,7 +387,7 @@ class Comparison:
         if versions is None:
             versions = self._disagreed.get(key)
             if versions is None:
-                if key in self._alone_by_id:
+                if key in self._alone_by_key:
                     self._late.setdefault(key, set()).add(value)
                 return
         version = _fingerprint(value)
@@ -256,11 +424,11 @@ class Comparison:
         return report
 
     def _meet_late(self) -> None:
-        """Met as in pass 2, the recorded versions pass 3 found of ids only recomputed in pass 2: agreed when
-        the recomputed bytes are the only version, else the other versions are kept to pair with it. Their
-        input was replayed (the recomputed event comes from it), so no range applies."""
+        """Met as in pass 2, the recorded versions pass 3 found of events only recomputed in pass 2: agreed
+        when the recomputed bytes are the only version, else the other versions are kept to pair with it.
+        Their input was replayed (the recomputed event comes from it), so no range applies."""
         for key, versions in self._late.items():
-            value = self._alone_by_id.pop(key)
+            value = self._alone_by_key.pop(key)
             if versions == {value}:
                 site_id = self._recomputed_alone.pop(value)
                 self._agreed[site_id] = self._agreed.get(site_id, 0) + 1

@@ -168,7 +168,9 @@ async def replay(
                 for output in handled.outputs:
                     comparison = comparisons.get(output.topic)
                     if comparison is not None and handled.site_id is not None:
-                        comparison.add_recomputed(output.value, handled.site_id)
+                        comparison.add_recomputed(
+                            output.value, handled.site_id, (message.topic, message.partition, message.offset)
+                        )
                 writing = options.output_prefix is not None or options.out_file is not None
                 if writing and options.site in (None, handled.site_id):
                     outputs.extend(handled.outputs)
