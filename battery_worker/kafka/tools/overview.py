@@ -2,8 +2,8 @@
 
 The last action per site is read from the tail of ``battery.actions`` (no event contract changes); the lag
 of a partition is its high watermark minus the group's committed offset (which the replay reads too: the
-ticks past it are not decided yet). The high watermark comes from a
-fetch response, never from ListOffsets alone (on Tansu that under-reports a batch-written partition).
+ticks past it are not decided yet). The high watermark comes from a fetch response, never from ListOffsets
+alone (on Tansu that under-reports a batch-written partition).
 """
 
 from __future__ import annotations
