@@ -64,6 +64,10 @@ def test_demo_completes_on_the_embedded_broker(kafka_bootstrap: str) -> None:
     result = cli("--log-level", "WARNING", "demo", "--rate", "500", env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "summary: 336 actions" in result.stdout
+    assert any(
+        line.startswith("summary: 336 actions") and line.endswith("0 to DLQ, 0 stale")
+        for line in result.stdout.splitlines()
+    ), "the summary on one line in a pipe, not wrapped at 80 columns"
     assert "discharge" in result.stdout
 
 

@@ -125,7 +125,8 @@ async def _fed(
             "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
             if args.site
             else f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at "
-            f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh"
+            f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh",
+            soft_wrap=True,
         )
         feeding = asyncio.create_task(
             publish_ticks(producer, settings.topics.prices, ticks, site_id=DEMO_SITE, rate_per_s=args.rate)
@@ -153,7 +154,8 @@ async def _through_the_monitor(
         monitor = Monitor(settings.model_copy(update={"monitor": polled}))
         console.print(
             f"a local price API replays {len(ticks)} ticks at {args.rate:g}/s on {api.url}; "
-            f"battery-worker monitor polls it every {LIVE_POLL_S:g} s into '{settings.topics.prices}'"
+            f"battery-worker monitor polls it every {LIVE_POLL_S:g} s into '{settings.topics.prices}'",
+            soft_wrap=True,
         )
         monitoring = asyncio.create_task(monitor.run())
         watching = asyncio.ensure_future(watch)
@@ -168,7 +170,8 @@ async def _through_the_monitor(
             stats = await monitoring
     errors = ", ".join(f"{kind} {n}" for kind, n in sorted(stats.errors.items())) or "none"
     console.print(
-        f"monitor: {stats.polls} polls of the API, {stats.published} ticks published once, errors: {errors}"
+        f"monitor: {stats.polls} polls of the API, {stats.published} ticks published once, errors: {errors}",
+        soft_wrap=True,
     )
 
 
@@ -290,7 +293,8 @@ def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> 
         f"summary: {len(actions)} actions ({counts['charge']} charge, {counts['discharge']} discharge, "
         f"{counts['hold']} hold); charging cost {bought:,.0f} USD, avoided cost {avoided:,.0f} USD, "
         f"net {avoided - bought:,.0f} USD; battery ends at {final:.2f} MWh; "
-        f"{counters.rejected} to DLQ, {counters.stale} stale"
+        f"{counters.rejected} to DLQ, {counters.stale} stale",
+        soft_wrap=True,  # one line in a pipe or a log too (rich wraps at 80 columns there)
     )
 
 
@@ -304,5 +308,6 @@ def _site_summary(console: Console, actions: list[BatteryAction], worker: Worker
     console.print(
         f"summary: {len(actions)} ticks; machines ran {ran:,.1f} MWh, {from_battery:,.1f} MWh of it from the "
         f"battery; site net {net:,.2f} (API price units); battery ends at {final:.2f} MWh; "
-        f"{counters.rejected} to DLQ, {counters.stale} stale"
+        f"{counters.rejected} to DLQ, {counters.stale} stale",
+        soft_wrap=True,
     )
