@@ -107,7 +107,8 @@ def _everything(event: dict[str, Any]) -> bool:
     return True
 
 
-def _nothing(event: dict[str, Any]) -> bool:
+def nothing_pending(event: dict[str, Any]) -> bool:
+    """The default of ``pending``: every recomputed event without a record is a difference."""
     return False
 
 
@@ -399,7 +400,7 @@ class Comparison:
         self,
         shape: EventShape = ACTIONS,
         in_range: Callable[[dict[str, Any]], bool] = _everything,
-        pending: Callable[[dict[str, Any]], bool] = _nothing,
+        pending: Callable[[dict[str, Any]], bool] = nothing_pending,
     ) -> AuditReport:
         """The report: agreed events counted; the others paired by ``event_id``, a recorded one only if
         ``in_range`` holds for it (its input lies in the replayed range). A recomputed event with no recorded
@@ -444,7 +445,7 @@ def compare(
     shape: EventShape = ACTIONS,
     site_filter: str | None = None,
     in_range: Callable[[dict[str, Any]], bool] = _everything,
-    pending: Callable[[dict[str, Any]], bool] = _nothing,
+    pending: Callable[[dict[str, Any]], bool] = nothing_pending,
 ) -> AuditReport:
     """Compare recorded events with recomputed ones (their bytes, each with its site id), all in memory:
     the three passes of :class:`Comparison`."""
@@ -466,7 +467,7 @@ def _pair(
     new_events: dict[str, dict[str, Any]],
     shape: EventShape,
     site_filter: str | None,
-    pending: Callable[[dict[str, Any]], bool] = _nothing,
+    pending: Callable[[dict[str, Any]], bool] = nothing_pending,
 ) -> None:
     """Count the events found on one side alone, paired by id, into ``report``."""
     firsts: dict[str, Divergence] = {}

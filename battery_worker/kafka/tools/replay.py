@@ -23,7 +23,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merge_reports
+from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merge_reports, nothing_pending
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
@@ -189,7 +189,7 @@ async def replay(
             return start is not None and start <= offset < stops[partition]
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
-        undecided: Callable[[dict[str, Any]], bool] = _nothing_undecided
+        undecided: Callable[[dict[str, Any]], bool] = nothing_pending
         if unmet:
             # Before the record's second read: a tick below an offset committed now has its events in it.
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
@@ -319,10 +319,6 @@ def _portable(error: Exception) -> Exception:
     return error
 
 
-def _nothing_undecided(event: dict[str, Any]) -> bool:
-    return False
-
-
 def _undecided_by(committed: dict[TopicPartition, int | None]) -> Callable[[dict[str, Any]], bool]:
     """Whether a recomputed event's tick lies past the worker group's committed offset of its partition.
 
@@ -333,7 +329,7 @@ def _undecided_by(committed: dict[TopicPartition, int | None]) -> Callable[[dict
     (a what-if, another group id) and every tick counts.
     """
     if all(offset is None for offset in committed.values()):
-        return _nothing_undecided
+        return nothing_pending
     firsts = {tp.partition: offset or 0 for tp, offset in committed.items()}
 
     def undecided(event: dict[str, Any]) -> bool:
