@@ -12,6 +12,26 @@ import tempfile
 from pathlib import Path
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_NEW_FILE_MODE = 0o666 & ~_process_umask()
+"""What ``open(path, "w")`` would give a new file: ``mkstemp`` makes its file 0600 whatever the umask, so a
+summary or an export came out readable by its owner alone. Read once, at import: setting the umask to read
+it is not safe while other threads create files."""
+
+
+def _mode_for(target: Path) -> int:
+    """A file replaced keeps its mode; a new one gets the umask's."""
+    try:
+        return target.stat().st_mode & 0o7777
+    except FileNotFoundError:
+        return _NEW_FILE_MODE
+
+
 def write_atomically(target: Path, payload: bytes | str) -> Path:
     """Write via a temporary file beside ``target``, synced, then renamed over it: readers see the old
     file or the new one. The temporary file is removed if anything fails."""
@@ -20,6 +40,7 @@ def write_atomically(target: Path, payload: bytes | str) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(out.fileno(), _mode_for(target))
             out.write(data)
             out.flush()
             os.fsync(out.fileno())

@@ -33,3 +33,14 @@ def test_a_failed_write_leaves_the_previous_file_and_no_temporary_one(
         write_atomically(target, b"new and complete")
     assert target.read_bytes() == b"previous"
     assert [p.name for p in tmp_path.iterdir()] == ["summary.json"]
+
+
+def test_a_new_file_gets_the_mode_open_gives_and_a_replaced_one_keeps_its_own(tmp_path: Path) -> None:
+    """mkstemp's 0600 made a summary or an export readable by its owner alone, whatever the umask."""
+    reference = tmp_path / "opened.json"
+    reference.write_bytes(b"{}")
+    written = write_atomically(tmp_path / "written.json", b"{}")
+    assert written.stat().st_mode & 0o777 == reference.stat().st_mode & 0o777
+    written.chmod(0o640)
+    write_atomically(written, b"[]")
+    assert written.stat().st_mode & 0o777 == 0o640
