@@ -1,4 +1,4 @@
-"""``battery-worker backtest`` stops on SIGTERM or Ctrl-C while the optimum solves: quickly, in one line.
+"""``battery-worker backtest`` stops on SIGTERM or Ctrl-C, starting or solving: quickly, in one line.
 
 A real command in a subprocess on a generated 5-minute file long enough for the optimum to take seconds.
 Not a timing benchmark: "within a few seconds" only separates stopping from not stopping (before, HiGHS held
@@ -71,3 +71,60 @@ def test_a_stop_signal_during_the_optimum_ends_the_backtest_in_one_line(
     assert err.splitlines() == [f"battery-worker backtest: stopped by {sig.name}"], err
     assert out == ""
     assert took < 5.0
+
+
+STOPPED_WHILE_STARTING = """
+import importlib, os, signal, sys
+
+cli = importlib.import_module("battery_worker.cli.main")  # the package's ``main`` is the function
+
+build_parser = cli.build_parser
+
+
+def stopped_while_building() -> object:
+    os.kill(os.getpid(), signal.SIGTERM)  # delivered here: while the parser's imports would run
+    return build_parser()
+
+
+cli.build_parser = stopped_while_building
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "line"),
+    [
+        (["backtest", "prices.csv"], 143, "battery-worker backtest: stopped by SIGTERM"),
+        (["--log-level", "DEBUG", "replay"], 143, "battery-worker replay: stopped by SIGTERM"),
+        (["run"], 0, None),
+    ],
+)
+def test_a_stop_while_starting_is_no_result_for_a_backtest_or_replay_and_a_clean_stop_for_the_worker(
+    argv: list[str], code: int, line: str | None
+) -> None:
+    """A backtest stopped in its first 0.3 s exited 0 with no output, which a script reads as done."""
+    done = subprocess.run(
+        [sys.executable, "-c", STOPPED_WHILE_STARTING, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stderr.splitlines() == ([] if line is None else [line])
+    assert done.stdout == ""
+
+
+def test_the_command_is_found_past_every_global_option_that_takes_a_value() -> None:
+    from battery_worker.cli.main import build_parser, command_of
+
+    global_options = [
+        action.option_strings[-1]
+        for action in build_parser()._actions
+        if action.option_strings and action.nargs != 0 and action.dest != "help"
+    ]
+    assert global_options  # --log-level, --log-format
+    for option in global_options:
+        assert command_of([option, "backtest", "replay", "x"]) == "replay"
+    assert command_of(["--log-level=DEBUG", "backtest", "replay"]) == "backtest"
+    assert command_of([]) is None

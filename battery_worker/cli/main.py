@@ -313,17 +313,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+LEAVE_NO_RESULT_WHEN_STOPPED = ("backtest", "replay")
+"""Commands whose result is their output: stopped, they have none, so they exit 128 + the signal's number
+(their own handlers say so once installed; before, a stop is only the process's)."""
+_GLOBAL_OPTIONS_WITH_VALUES = ("--log-level", "--log-format")
+_stopping_leaves_no_result: str | None = None
+"""The command being started, if it is one of those."""
+
+
+def command_of(argv: list[str]) -> str | None:
+    """The command ``argv`` names, read before the parser is built (building it imports pydantic and every
+    command's module, some 0.3 s): the first word that is neither an option nor a global option's value."""
+    tokens = iter(argv)
+    for token in tokens:
+        if token in _GLOBAL_OPTIONS_WITH_VALUES:
+            next(tokens, None)
+        elif not token.startswith("-"):
+            return token
+    return None
+
+
 def _stop_before_start(signum: int, frame: object) -> None:
-    """A stop signal while still starting: nothing is in flight, so leaving at once is the graceful stop.
+    """A stop signal while still starting: nothing is in flight, so leaving at once is the graceful stop,
+    exit 0, or for a command that leaves no result then, 128 + the signal (a backtest stopped in its first
+    0.3 s exited 0 with no output, which a script reads as done).
 
     ``os._exit``, not ``SystemExit``: raised inside whatever code was running (an import, the event loop
     being set up), an exception can be caught and the stop lost; the commands' own handlers, installed
     with their event loop, replace this one before anything is sent or committed."""
     sys.stderr.flush()
-    os._exit(0)
+    if _stopping_leaves_no_result is None:
+        os._exit(0)
+    line = f"battery-worker {_stopping_leaves_no_result}: stopped by {signal.Signals(signum).name}\n"
+    os.write(2, line.encode())
+    os._exit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
+    global _stopping_leaves_no_result
+    command = command_of(sys.argv[1:] if argv is None else argv)
+    _stopping_leaves_no_result = command if command in LEAVE_NO_RESULT_WHEN_STOPPED else None
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _stop_before_start)
     parser = build_parser()
