@@ -143,6 +143,32 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert all(line.startswith("error: ") for line in err)
 
 
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--compare", ","], "--compare=','"),
+        (["--compare", ""], "--compare=''"),
+        (["--site", "--policy", "threshold"], "--policy='threshold'"),
+        (["--site", "--compare", "mpc"], "--compare='mpc'"),
+        (["--policy", "mpc", "--compare", "threshold"], "--policy='mpc'"),
+        (["--summary", "{file}/summary.json"], "is a file, not a folder"),
+    ],
+)
+def test_flags_that_cannot_be_honoured_are_refused_before_any_work(
+    flags: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: ``--compare ,`` solved the optimum and then crashed (IndexError), ``--site`` ran its own
+    policies ignoring ``--policy`` or ``--compare``, and a summary under a file failed after the whole run."""
+    a_file = tmp_path / "a.csv"
+    a_file.write_text("x")
+    argv = [str(MARA_JSON), "--no-png", *(flag.format(file=a_file) for flag in flags)]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no optimum solved, no policy run
+    assert named in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
 def test_wear_is_reported_apart_and_capture_stays_against_what_no_policy_beats(
     ercot_week: list[PriceTick],
 ) -> None:

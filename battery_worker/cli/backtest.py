@@ -9,7 +9,9 @@ output says which, with the gap to the best schedule found); capture is measured
 
 ``--site`` reports the site instead (machines and battery, docs/site.md): the profit of every machine on
 without a battery, every machine on with ``mpc``'s battery, the machines planned without a battery, and
-the ``site`` policy, each as a share of the site optimum. The site is the seed's 25 MW fleet, or with
+the ``site`` policy, each as a share of the site optimum (its summary: ``file``, ``ticks``,
+``optimum_profit`` and those ``runs``); it runs its own policies, so ``--policy`` and ``--compare`` are
+refused with it. The site is the seed's 25 MW fleet, or with
 ``--config FILE`` the ``[site]`` and ``[battery]`` of that settings file (``--site-id ID``: that site's
 ``sites.<id>`` overrides over them), resolved exactly as the worker resolves them.
 ``--hash-price`` and ``--token-price`` set those prices for market files, which carry an energy price only.
@@ -48,9 +50,9 @@ from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line
 from battery_worker.cli.common import (
     NUMBER,
     POSITIVE_NUMBER,
+    check_output_file,
     policy_value,
     price_file_ticks,
-    refuse_directory,
 )
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
@@ -74,9 +76,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("file", type=Path, help="price file: MARA JSON/CSV or a CSV with timestamp and price")
     parser.add_argument("--timestamp-column", help="CSV column holding the timestamp")
     parser.add_argument("--price-column", help="CSV column holding the energy price")
-    parser.add_argument(
-        "--policy", default="mpc", help=f"policy: {', '.join(sorted(POLICIES))} (default mpc)"
-    )
+    parser.add_argument("--policy", help=f"policy: {', '.join(sorted(POLICIES))} (default mpc)")
     parser.add_argument(
         "--policy-param",
         action="append",
@@ -232,12 +232,9 @@ def _run(args: argparse.Namespace) -> int:
     from battery_worker.backtest.optimum_process import solve_in_child
     from battery_worker.backtest.report import month_table, summary_table, write_png
 
-    refuse_directory("--png", None if args.no_png else args.png)
-    refuse_directory("--summary", args.summary)
-    if args.site:
-        names = ["mpc", "site"]
-    else:
-        names = [n.strip() for n in args.compare.split(",") if n.strip()] if args.compare else [args.policy]
+    check_output_file("--png", None if args.no_png else args.png)
+    check_output_file("--summary", args.summary)
+    names = policy_names(args)
     params = parse_params(args.policy_param)
     for owner in params:
         if owner and owner not in names:
@@ -306,6 +303,25 @@ def _run(args: argparse.Namespace) -> int:
         write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
+
+
+def policy_names(args: argparse.Namespace) -> list[str]:
+    """The policies to run, in order; flags that would be ignored are refused before any work is done."""
+    if args.site:
+        for flag, given in (("--policy", args.policy), ("--compare", args.compare)):
+            if given is not None:
+                raise InvalidConfig(flag, given, "--site runs its own policies (mpc and site); drop one")
+        return ["mpc", "site"]
+    if args.compare is None:
+        return [args.policy or "mpc"]
+    if args.policy is not None:
+        raise InvalidConfig("--policy", args.policy, "--compare names the policies; give one of the two")
+    names = [name.strip() for name in args.compare.split(",") if name.strip()]
+    if not names:
+        raise InvalidConfig(
+            "--compare", args.compare, "names no policy: give names separated by commas, or --compare alone"
+        )
+    return names
 
 
 def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[PriceTick]:

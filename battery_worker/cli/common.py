@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -123,10 +124,23 @@ class StoppedBySignal(Exception):
         self.signum = signum
 
 
-def refuse_directory(flag: str, path: Path | None) -> None:
-    """An output file flag given a directory is a bad flag (exit 2), said before any work is done."""
-    if path is not None and path.is_dir():
+def check_output_file(flag: str, path: Path | None) -> None:
+    """An output file that cannot be written is a bad flag (exit 2), said before any work is done: a
+    backtest or a replay of a year finds it only at its end otherwise, its result lost.
+
+    The file's missing folders are made when it is written, so the nearest one that exists must be a
+    folder this process may write in."""
+    if path is None:
+        return
+    if path.is_dir():
         raise InvalidConfig(flag, str(path), "is a directory; give a file name")
+    folder = path.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InvalidConfig(flag, str(path), f"{folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InvalidConfig(flag, str(path), f"no permission to write in {folder}")
 
 
 def price_file_ticks(

@@ -26,8 +26,8 @@ from battery_worker.cli.common import (
     POSITIVE_INT,
     SITE_ID,
     StoppedBySignal,
+    check_output_file,
     command_settings,
-    refuse_directory,
     run_once,
 )
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
@@ -76,7 +76,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 
 def run(args: argparse.Namespace) -> int:
     settings = command_settings(args)
-    refuse_directory("--out", args.out)
+    check_output_file("--out", args.out)
     options = ReplayOptions(
         site=args.site,
         from_offset=args.from_offset,

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from battery_worker.cli.common import command_settings, refuse_directory, run_once
+from battery_worker.cli.common import check_output_file, command_settings, run_once
 from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     from battery_worker.outputs import write_atomically
 
     settings = command_settings(args)
-    refuse_directory("--out", args.out)
+    check_output_file("--out", args.out)
     if not args.out.absolute().parent.is_dir():
         raise InvalidConfig("--out", str(args.out), "its folder does not exist")
     records = run_once(site_history(settings, args.site))
