@@ -26,7 +26,7 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from battery_worker.battery import Action, Step, apply_for, as_utc
+from battery_worker.battery import Action, Limit, Step, apply_for, as_utc
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, count_emissions, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
@@ -265,7 +265,7 @@ class BatterySystem:
         if step.gap_hours is not None:
             result["gap_hours"] = step.gap_hours
         if not success:
-            result["error"] = "battery is full" if step.action is Action.CHARGE else "battery is empty"
+            result["error"] = _why_nothing_moved(step)
         return result
 
     def _record(
@@ -318,3 +318,17 @@ def emissions_totals(totals: EmissionsState) -> dict[str, Any]:
         "unknown_steps": totals.unknown_steps,
         "coverage": counted.coverage,
     }
+
+
+def _why_nothing_moved(step: Step) -> str:
+    """The seed's error of a charge or discharge that moved no energy, for the reason it did not: "battery
+    is full" said of a battery at 50 % asked for zero hours, or with a charge rate of 0, sends its caller
+    the wrong way."""
+    charging = step.action is Action.CHARGE
+    if step.duration_hours <= 0:
+        return "nothing to do in 0 hours (duration_hours is 0)"
+    if step.requested_power_mw <= 0:
+        return "nothing to do at 0 MW (power_mw is 0)"
+    if step.limited_by is Limit.RATE:
+        return f"the battery may not {'charge' if charging else 'discharge'} (its maximum rate is 0 MW)"
+    return "battery is full" if charging else "battery is empty"

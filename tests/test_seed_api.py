@@ -74,6 +74,21 @@ def test_the_battery_charges_to_exactly_full() -> None:
     assert battery.charge(5.0, 1.0)["success"] is False
 
 
+def test_a_step_that_moves_nothing_says_why() -> None:
+    """Before, every one said "battery is full" (or "empty"), of a battery at 50 % too."""
+    half = BatterySystem()
+    assert half.charge(10.0, 0.0)["error"] == "nothing to do in 0 hours (duration_hours is 0)"
+    assert half.discharge(0.0, 1.0)["error"] == "nothing to do at 0 MW (power_mw is 0)"
+    stuck = BatterySystem(max_charge_rate_mw=0.0, max_discharge_rate_mw=0.0)
+    assert stuck.charge(10.0, 1.0)["error"] == "the battery may not charge (its maximum rate is 0 MW)"
+    assert stuck.discharge(10.0, 1.0)["error"] == "the battery may not discharge (its maximum rate is 0 MW)"
+    reason = stuck.make_decision(1.0, 1.0, 1.0)["reason"]
+    assert reason.endswith("but the battery may not charge (max_charge_rate_mw 0)")
+    assert BatterySystem(initial_charge=100.0).charge(10.0, 1.0)["error"] == "battery is full"
+    assert BatterySystem(initial_charge=0.0).discharge(10.0, 1.0)["error"] == "battery is empty"
+    assert half.get_status()["charge_level_percent"] == 50.0
+
+
 def test_decisions_step_by_the_time_between_ticks_not_a_fixed_hour() -> None:
     battery = BatterySystem(initial_charge=0.0)
     battery.make_decision(1.0, 1.0, 1.0, timestamp=T0)

@@ -88,7 +88,11 @@ def gated_by_battery(
     unless a whole hour at the maximum rate still fitted.
     """
     if wanted.action is CHARGE and not battery.can_charge(config):
+        if config.max_charge_rate_mw <= 0:
+            return hold(tick, f"{wanted.reason} but the battery may not charge (max_charge_rate_mw 0)")
         return hold(tick, f"{wanted.reason} but battery is full")
     if wanted.action is DISCHARGE and not battery.can_discharge(config):
+        if config.max_discharge_rate_mw <= 0:
+            return hold(tick, f"{wanted.reason} but the battery may not discharge (max_discharge_rate_mw 0)")
         return hold(tick, f"{wanted.reason} but battery is empty")
     return wanted
