@@ -27,15 +27,15 @@ from typing import Any
 from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.battery import Action, Limit, Step, apply_for, as_utc
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, require_finite
 from battery_worker.dispatch import SiteState, count_emissions, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
-from battery_worker.errors import InvalidInput
+from battery_worker.errors import InvalidConfig, InvalidInput
 from battery_worker.events import status_fields
 from battery_worker.fleet.model import SiteModel
 from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.payloads import emissions_payload, outcome_emissions
-from battery_worker.policies import plans_machines
+from battery_worker.policies import make_policy, plans_machines
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.ticks import CarbonIntensity, make_tick
@@ -51,7 +51,9 @@ class BatterySystem:
     """A virtual battery that decides from prices and keeps a history of what it did.
 
     ``site`` is the site around it (grid limits and fleet; the default site when None, or the ``site``
-    policy's own model): every decision's ``site_plan`` is planned on it.
+    policy's own model): every decision's ``site_plan`` is planned on it. ``policy`` is a policy's name
+    (built with its defaults, on ``site``) or a policy made by ``make_policy``; the thresholds and demands
+    are the default ``threshold`` policy's.
     """
 
     def __init__(
@@ -70,7 +72,7 @@ class BatterySystem:
         max_charge_percent: float = 100.0,
         default_step_hours: float = 1.0,
         max_step_hours: float = 2.0,
-        policy: Policy | None = None,
+        policy: Policy | str | None = None,
         site: SiteModel | None = None,
         carry_hours: float = DEFAULT_CARRY_HOURS,
         clock: Callable[[], datetime] = _utc_now,
@@ -86,6 +88,17 @@ class BatterySystem:
             default_step_hours=default_step_hours,
             max_step_hours=max_step_hours,
         )
+        if site is not None and not isinstance(site, SiteModel):
+            raise InvalidConfig("site", repr(site)[:80], "must be a SiteModel (battery_worker.fleet.model)")
+        require_finite("carry_hours", carry_hours, InvalidConfig)
+        if carry_hours < 0:
+            raise InvalidConfig("carry_hours", carry_hours, "must be >= 0 hours")
+        if isinstance(policy, str):
+            policy = make_policy(policy, site=site)
+        elif policy is not None and not callable(getattr(policy, "decide", None)):
+            raise InvalidConfig(
+                "policy", repr(policy)[:80], "must be a policy name (threshold, mpc, ...) or a Policy"
+            )
         self._policy: Policy = policy or ThresholdPolicy(
             charge_below=charge_threshold,
             discharge_above=discharge_threshold,
@@ -93,6 +106,10 @@ class BatterySystem:
             inference_demand_mw=inference_demand_mw,
         )
         policy_site = getattr(self._policy, "site", None)
+        if site is not None and isinstance(policy_site, SiteModel) and policy_site != site:
+            raise InvalidConfig(
+                "site", "SiteModel(...)", "differs from the policy's own site model; give one"
+            )
         self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours

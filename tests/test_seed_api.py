@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from battery_worker import BatterySystem, InvalidConfig, InvalidInput, InvalidTick
+from battery_worker.fleet.model import SiteModel
+from battery_worker.policies import make_policy
 
 T0 = datetime(2025, 6, 21, 12, 0, tzinfo=UTC)
 
@@ -87,6 +89,27 @@ def test_a_step_that_moves_nothing_says_why() -> None:
     assert BatterySystem(initial_charge=100.0).charge(10.0, 1.0)["error"] == "battery is full"
     assert BatterySystem(initial_charge=0.0).discharge(10.0, 1.0)["error"] == "battery is empty"
     assert half.get_status()["charge_level_percent"] == 50.0
+
+
+def test_a_policy_is_named_or_made_and_what_cannot_work_is_refused_when_built() -> None:
+    """Before, ``policy="mpc"`` failed with AttributeError, and ``site="x"`` or ``carry_hours=-1`` were
+    taken and failed (or not) at the first decision."""
+    assert BatterySystem(policy="mpc").policy.name == "mpc"
+    own = SiteModel(import_limit_mw=30.0)
+    assert BatterySystem(policy="site", site=own).policy.site == own  # type: ignore[attr-defined]
+    refused: list[tuple[dict[str, object], str]] = [
+        ({"policy": "nope"}, "policy='nope': unknown policy"),
+        ({"policy": 3}, "policy='3': must be a policy name"),
+        ({"site": "x"}, "site=\"'x'\": must be a SiteModel"),
+        ({"carry_hours": float("nan")}, "carry_hours=nan"),
+        ({"carry_hours": -1.0}, "carry_hours=-1.0: must be >= 0"),
+        ({"carry_hours": "abc"}, "carry_hours='abc'"),
+        ({"site": own, "policy": make_policy("site")}, "differs from the policy's own site model"),
+    ]
+    for kwargs, message in refused:
+        with pytest.raises(InvalidConfig) as raised:
+            BatterySystem(**kwargs)  # type: ignore[arg-type]
+        assert message in str(raised.value), kwargs
 
 
 def test_decisions_step_by_the_time_between_ticks_not_a_fixed_hour() -> None:
