@@ -26,7 +26,19 @@ class InvalidValue(BatteryWorkerError, ValueError):
         self.field = field
         self.value = value
         self.problem = problem
-        super().__init__(f"{field}={value!r}: {problem}")
+        super().__init__(f"{field}={_shown(value)}: {problem}")
+
+
+SHOWN_VALUE_CHARS = 200
+"""How much of a bad value an error's message quotes: enough to recognise it; a whole price file read as
+one value made a one-line error of 1.2 MB."""
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    if len(text) <= SHOWN_VALUE_CHARS:
+        return text
+    return f"{text[:SHOWN_VALUE_CHARS]}... ({len(text):,} characters)"
 
 
 class InvalidConfig(InvalidValue):

@@ -147,8 +147,14 @@ def _json_rows(source: Path) -> list[Mapping[str, Any]]:
             data = [orjson.loads(line) for line in raw.splitlines() if line.strip()]
         except orjson.JSONDecodeError as error:
             raise PriceFileError("file", source.name, f"not JSON: {error}") from None
-    if isinstance(data, dict):
-        data = data.get("prices", [data]) if "energy_price" not in data else [data]
+    if isinstance(data, dict) and "energy_price" not in data:
+        if "prices" not in data:
+            found = f"an object of {', '.join(sorted(map(str, data))[:5])}" if data else "an empty object"
+            expected = 'a price tick (energy_price, timestamp, ...), an array of them, or them under "prices"'
+            raise PriceFileError("file", source.name, f"{found}: expected {expected}")
+        data = data["prices"]
+    elif isinstance(data, dict):
+        data = [data]
     if not isinstance(data, list) or not all(isinstance(row, dict) for row in data):
         raise PriceFileError("file", source.name, "expected a JSON object or an array of objects")
     return data

@@ -249,6 +249,25 @@ def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Pa
         assert result.stderr.strip().count("\n") == 0, (args, result.stderr)
 
 
+def test_a_json_file_of_another_shape_is_described_not_quoted(tmp_path: Path) -> None:
+    """Before: an object wrapping the ticks under another key was read as one tick, and the error quoted
+    the whole file as its energy_price (a 1.2 MB line for 30 days of 5-minute ticks)."""
+    from battery_worker.errors import InvalidTick
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    tick = {"energy_price": 0.8, "hash_price": 0.5, "token_price": 0.9, "timestamp": "2025-06-21T16:15:00"}
+    wrapped = tmp_path / "wrapped.json"
+    wrapped.write_bytes(orjson.dumps({"data": [tick] * 10_000}))
+    with pytest.raises(PriceFileError) as raised:
+        load_ticks(wrapped)
+    assert str(raised.value).startswith("file='wrapped.json': an object of data: expected a price tick")
+    (tmp_path / "under_prices.json").write_bytes(orjson.dumps({"prices": [tick]}))
+    assert len(load_ticks(tmp_path / "under_prices.json")) == 1
+    long = str(InvalidTick("energy_price", "x" * 100_000, "Input should be a valid number"))
+    assert len(long) < 300
+    assert long.endswith("... (100,002 characters): Input should be a valid number")
+
+
 # --- 4. --policy-param ------------------------------------------------------------------------------------
 
 
