@@ -175,6 +175,11 @@ def _csv_rows(
                 {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]}
                 for row in reader
             ]
+        for flag, named in (("--timestamp-column", timestamp_column), ("--price-column", price_column)):
+            if named is not None and named not in header:
+                raise PriceFileError(
+                    flag, named, f"{source.name} has no such column (its columns: {', '.join(header)})"
+                )
         ts_col = timestamp_column or (MARKET_TIMESTAMP if MARKET_TIMESTAMP in header else None)
         price_col = price_column or (MARKET_PRICE if MARKET_PRICE in header else None)
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:

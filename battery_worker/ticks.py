@@ -25,7 +25,7 @@ PRICE_LIMIT = 1e6
 overflow the money totals to infinity and poison a site's state for good."""
 Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT, strict=True)]
 """Strict: a price is a JSON number; true, "1.5" or null are not prices."""
-CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True)]
+CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True, allow_inf_nan=False)]
 """kgCO₂eq per MWh bought from the grid; real grids stay under ~1,200, so ±1e6 bounds only absurd values."""
 
 

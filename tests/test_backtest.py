@@ -169,6 +169,27 @@ def test_flags_that_cannot_be_honoured_are_refused_before_any_work(
     assert len(captured.err.strip().splitlines()) == 1
 
 
+def test_the_output_says_how_many_ticks_were_left_out_and_names_a_missing_column(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before: a repeated hour at another price was dropped with only the JSON's ``skipped_ticks`` telling,
+    and ``--timestamp-column nope`` said it could not tell the columns, not that there is no ``nope``."""
+    prices = tmp_path / "prices.csv"
+    rows = [f"2023-08-01 {hour:02d}:00:00+00:00,{20 + hour}" for hour in range(6)]
+    prices.write_text("\n".join(["time,price", *rows, "2023-08-01 03:00:00+00:00,9999"]) + "\n")
+    flags = ["--timestamp-column", "time", "--price-column", "price", "--policy", "threshold", "--no-png"]
+    assert main([str(prices), *flags]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith(
+        "6 ticks, 2023-08-01T00:00:00+00:00 .. 2023-08-01T05:00:00+00:00 "
+        "(1 more left out: not after an earlier tick's time)"
+    ), first
+    assert main([str(prices), "--timestamp-column", "nope", "--no-png"]) == 2
+    assert "--timestamp-column='nope': prices.csv has no such column (its columns: time, price)" in (
+        capsys.readouterr().err
+    )
+
+
 def test_wear_is_reported_apart_and_capture_stays_against_what_no_policy_beats(
     ercot_week: list[PriceTick],
 ) -> None:

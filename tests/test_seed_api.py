@@ -112,6 +112,13 @@ def test_a_policy_is_named_or_made_and_what_cannot_work_is_refused_when_built() 
         assert message in str(raised.value), kwargs
 
 
+def test_a_manual_steps_intensity_that_is_not_finite_is_said_so() -> None:
+    """Before: NaN was "Input should be less than or equal to 1000000"."""
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(InvalidInput, match=r"carbon_intensity=.*: Input should be a finite number"):
+            BatterySystem().charge(1.0, 1.0, carbon_intensity=bad)
+
+
 def test_decisions_step_by_the_time_between_ticks_not_a_fixed_hour() -> None:
     battery = BatterySystem(initial_charge=0.0)
     battery.make_decision(1.0, 1.0, 1.0, timestamp=T0)

@@ -277,7 +277,11 @@ def _run(args: argparse.Namespace) -> int:
             )
         runs.append(run_)
         summaries.append(summary)
-    print(f"{args.file.name}: {summaries[0].ticks} ticks, {summaries[0].start} .. {summaries[0].end}")
+    skipped = summaries[0].skipped_ticks
+    left_out = f" ({skipped:,} more left out: not after an earlier tick's time)" if skipped else ""
+    print(
+        f"{args.file.name}: {summaries[0].ticks} ticks, {summaries[0].start} .. {summaries[0].end}{left_out}"
+    )
     print(optimum_line(optimum))
     print(summary_table(summaries))
     if config.cycle_cost_per_mwh > 0:
