@@ -198,25 +198,38 @@ class BatterySystem:
             }
 
     def charge(
-        self, power_mw: float, duration_hours: float, carbon_intensity: float | None = None
+        self,
+        power_mw: float,
+        duration_hours: float,
+        carbon_intensity: float | None = None,
+        *,
+        energy_price: float | None = None,
     ) -> dict[str, Any]:
         """Charge at ``power_mw`` (bought from the grid) for ``duration_hours``, clamped to rate and room.
 
-        The energy bought counts in the emissions as a decision's does: at ``carbon_intensity``
-        (kgCO₂eq/MWh), else at the last known one for ``carry_hours`` after the decision that gave it (the
-        clock says when this step is), else unknown. The answer carries the step's ``emissions``.
+        With ``energy_price`` the energy bought is paid for in ``charging_cost`` as a decision's is; without
+        it (the seed's call) the step moves energy and no money, so a later discharge's avoided cost counts
+        energy that cost nothing. The energy bought counts in the emissions as a decision's does: at
+        ``carbon_intensity`` (kgCO₂eq/MWh), else at the last known one for ``carry_hours`` after the
+        decision that gave it (the clock says when this step is), else unknown. The answer carries the
+        step's ``emissions``.
         """
-        return self._manual(Action.CHARGE, power_mw, duration_hours, carbon_intensity)
+        return self._manual(Action.CHARGE, power_mw, duration_hours, carbon_intensity, energy_price)
 
     def discharge(
-        self, power_mw: float, duration_hours: float, carbon_intensity: float | None = None
+        self,
+        power_mw: float,
+        duration_hours: float,
+        carbon_intensity: float | None = None,
+        *,
+        energy_price: float | None = None,
     ) -> dict[str, Any]:
         """Deliver ``power_mw`` to the site for ``duration_hours``, clamped to rate and energy left.
 
-        The grid energy this spares counts as avoided emissions, with the intensity chosen as for
-        :meth:`charge`.
+        With ``energy_price`` the grid energy this spares counts in ``avoided_cost``; the grid energy it
+        spares counts as avoided emissions, with the intensity chosen as for :meth:`charge`.
         """
-        return self._manual(Action.DISCHARGE, power_mw, duration_hours, carbon_intensity)
+        return self._manual(Action.DISCHARGE, power_mw, duration_hours, carbon_intensity, energy_price)
 
     def update_thresholds(
         self, charge_threshold: float | None = None, discharge_threshold: float | None = None
@@ -252,17 +265,23 @@ class BatterySystem:
         return write_atomically(Path(filename), json.dumps(self.history, indent=2))
 
     def _manual(
-        self, action: Action, power_mw: float, duration_hours: float, carbon_intensity: float | None
+        self,
+        action: Action,
+        power_mw: float,
+        duration_hours: float,
+        carbon_intensity: float | None,
+        energy_price: float | None,
     ) -> dict[str, Any]:
         intensity = _checked_intensity(carbon_intensity)
         with self._lock:
-            step = apply_for(self._config, self._site.battery, action, power_mw, duration_hours)
+            battery = self._site.battery
+            step = apply_for(self._config, battery, action, power_mw, duration_hours, energy_price)
             at = as_utc(self._clock())
             emissions = self._site.emissions
             found, used, totals = count_emissions(emissions, step, at, intensity, self._carry_hours)
             self._site = replace(self._site, battery=step.state, emissions=totals)
             self._last_updated = at
-            self._record(step, f"manual {action.value}", at, None, None, None)
+            self._record(step, f"manual {action.value}", at, energy_price, None, None)
             result = self._result(step)
             carried = intensity is None and used is not None
             result["emissions"] = emissions_payload(found, used, carried, totals)

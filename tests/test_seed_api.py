@@ -119,6 +119,24 @@ def test_a_manual_steps_intensity_that_is_not_finite_is_said_so() -> None:
             BatterySystem().charge(1.0, 1.0, carbon_intensity=bad)
 
 
+def test_a_manual_step_given_a_price_counts_its_money_and_without_one_moves_energy_only() -> None:
+    """Before, a manual charge could not be paid for: the energy it bought cost nothing, and a later
+    discharge's avoided cost made a profit of it."""
+    priced = BatterySystem(initial_charge=0.0)
+    priced.charge(20.0, 5.0, energy_price=30.0)
+    priced.discharge(18.0, 1.0, energy_price=100.0)
+    status = priced.get_status()
+    assert status["charging_cost"] == pytest.approx(100.0 * 30.0)
+    assert status["avoided_cost"] == pytest.approx(18.0 * 100.0)
+    assert status["net_value"] == pytest.approx(18.0 * 100.0 - 100.0 * 30.0)
+    assert [entry["energy_price"] for entry in priced.history] == [30.0, 100.0]
+    unpriced = BatterySystem(initial_charge=0.0)
+    unpriced.charge(20.0, 5.0)
+    assert unpriced.get_status()["charging_cost"] == 0.0
+    with pytest.raises(InvalidInput, match="energy_price=nan"):
+        unpriced.discharge(1.0, 1.0, energy_price=float("nan"))
+
+
 def test_decisions_step_by_the_time_between_ticks_not_a_fixed_hour() -> None:
     battery = BatterySystem(initial_charge=0.0)
     battery.make_decision(1.0, 1.0, 1.0, timestamp=T0)
