@@ -8,6 +8,7 @@ of one that a later step would read as complete; each writer had its own way, an
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -34,17 +35,31 @@ def _mode_for(target: Path) -> int:
 
 def write_atomically(target: Path, payload: bytes | str) -> Path:
     """Write via a temporary file beside ``target``, synced, then renamed over it: readers see the old
-    file or the new one. The temporary file is removed if anything fails."""
-    target.parent.mkdir(parents=True, exist_ok=True)
+    file or the new one. The temporary file is removed if anything fails.
+
+    A symbolic link is written through: the file it names is replaced and the link kept. What is not a
+    file (``/dev/stdout``, a pipe) is written to as it is: there is nothing to replace, and a rename over
+    it replaced the device's link with a file (``--out /dev/stdout`` wrote nothing a reader saw and left
+    a file where ``/dev/stdout`` was)."""
     data = payload.encode("utf-8") if isinstance(payload, str) else payload
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        named = os.stat(target)  # through links
+    except FileNotFoundError:
+        named = None
+    if named is not None and not stat.S_ISREG(named.st_mode):
+        with open(target, "wb") as out:
+            out.write(data)
+        return target
+    real = Path(os.path.realpath(target)) if target.is_symlink() else target
+    real.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp", dir=real.parent)
     try:
         with os.fdopen(fd, "wb") as out:
-            os.fchmod(out.fileno(), _mode_for(target))
+            os.fchmod(out.fileno(), _mode_for(real))
             out.write(data)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(tmp, target)
+        os.replace(tmp, real)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -44,3 +46,30 @@ def test_a_new_file_gets_the_mode_open_gives_and_a_replaced_one_keeps_its_own(tm
     written.chmod(0o640)
     write_atomically(written, b"[]")
     assert written.stat().st_mode & 0o777 == 0o640
+
+
+def test_a_link_is_written_through_and_a_pipe_written_to(tmp_path: Path) -> None:
+    """Before: the rename replaced a link with a file (the file it named unchanged), and ``--out
+    /dev/stdout`` replaced that device's link with a file, so a reader saw nothing."""
+    real = tmp_path / "real.json"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.json"
+    link.symlink_to(real)
+    write_atomically(link, b"new")
+    assert link.is_symlink()
+    assert real.read_bytes() == b"new"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "made" / "later.json")
+    write_atomically(dangling, b"made")
+    assert dangling.is_symlink()
+    assert (tmp_path / "made" / "later.json").read_bytes() == b"made"
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_bytes()), daemon=True)
+    reader.start()
+    write_atomically(pipe, b'{"through": "the pipe"}')
+    reader.join(timeout=10)
+    assert received == [b'{"through": "the pipe"}']
+    assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
