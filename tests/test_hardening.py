@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -428,6 +429,65 @@ def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0, f"SIGTERM {delay} s after start"
+
+
+async def _records_in(settings: Settings, topic: str) -> int:
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in range(3)]
+        return sum([len(batch) async for batch in read_to_end(reader, tps, timeout_s=20)])
+    finally:
+        await reader.stop()
+
+
+@pytest.mark.broker
+def test_a_feed_stopped_halfway_exits_with_the_signal_and_says_how_many_ticks_it_published(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Before: exit 0 and no line, with 37 of 336 ticks published: a script took a partial feed for a
+    whole one."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    asyncio.run(prepare_topics(settings))
+    week = DATA / "ercot_2023-08-01_07.csv"
+    command = [sys.executable, "-m", "battery_worker.cli", "feed", str(week), "--rate", "20", "--site", "s"]
+    process = subprocess.Popen(
+        command, env=settings_env(settings), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    time.sleep(4.0)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    prefix = "battery-worker feed: stopped by SIGINT: "
+    suffix = f" of 168 ticks of {week} published to {settings.topics.prices}"
+    assert lines[0].startswith(prefix), lines[0]
+    assert lines[0].endswith(suffix), lines[0]
+    said = int(lines[0].removeprefix(prefix).removesuffix(suffix))
+    assert 0 < said < 168
+    assert said == asyncio.run(_records_in(settings, settings.topics.prices))
+
+
+def test_a_status_stopped_before_it_answers_exits_with_the_signal_in_one_line() -> None:
+    """Before: exit 0 and nothing printed, as if no site had a status. A broker that takes the connection
+    and never answers holds ``status`` for its request timeout (30 s)."""
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        command = [sys.executable, "-m", "battery_worker.cli", "status", "--json"]
+        process = subprocess.Popen(
+            [*command, "--bootstrap-servers", f"127.0.0.1:{port}"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        time.sleep(3.0)
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    assert process.returncode == 143, err
+    assert out == ""
+    assert err.splitlines() == ["battery-worker status: stopped by SIGTERM"]
 
 
 def test_the_cli_entry_point_loads_neither_pydantic_nor_aiokafka_before_its_signal_handlers() -> None:

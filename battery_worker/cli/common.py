@@ -116,12 +116,13 @@ def run_once(main: Coroutine[Any, Any, T]) -> T:
 
 
 class StoppedBySignal(Exception):
-    """A one-shot command was stopped by a signal: a clean stop, exit 0 (the replay, which then has no
-    verdict, exits 128 + ``signum``)."""
+    """A one-shot command was stopped by a signal: exit 128 + ``signum`` with one line (``detail``: what
+    it had done), as ``cli.main.LEAVE_NO_RESULT_WHEN_STOPPED`` says."""
 
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+        self.detail = ""
 
 
 def check_output_file(flag: str, path: Path | None) -> None:

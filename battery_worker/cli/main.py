@@ -1,9 +1,10 @@
 """``battery-worker``: run the worker, try it on the embedded broker, feed prices, inspect what it did.
 
 Every command has ``--help``. A failure is one line on stderr, never a traceback. Exit codes: 0 done (or
-stopped by SIGTERM, SIGINT or SIGHUP; ``backtest`` and ``replay``, which then have no result, exit 128 + the
-signal's number), 1 the job could not be done (broker unreachable, authentication or authorization refused,
-a topic misconfigured, a replay that diverged), 2 bad settings, flags or input, 130 a second Ctrl+C.
+``run``, ``monitor`` or ``demo`` stopped by SIGTERM, SIGINT or SIGHUP; the one-shot commands, which then
+have no result, exit 128 + the signal's number), 1 the job could not be done (broker unreachable,
+authentication or authorization refused, a topic misconfigured, a replay that diverged), 2 bad settings,
+flags or input, 130 a second Ctrl+C.
 
 Only the standard library is imported before :func:`main` has installed its signal handlers: a SIGTERM
 that arrives while pydantic and aiokafka are still loading must be a clean stop, not a kill.
@@ -150,8 +151,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_feed(args: argparse.Namespace) -> int:
+    from aiokafka.errors import KafkaError
+
     from battery_worker.kafka.clients import make_producer
-    from battery_worker.kafka.tools.feed import publish_ticks
+    from battery_worker.kafka.tools.feed import Acknowledged, publish_ticks
     from battery_worker.kafka.topics import prepare_topics
 
     settings = command_settings(args)
@@ -161,6 +164,9 @@ def cmd_feed(args: argparse.Namespace) -> int:
     if args.limit is not None:
         ticks = ticks[: args.limit]
 
+    topic = args.topic or settings.topics.prices
+    acknowledged = Acknowledged()
+
     async def main() -> int:
         if settings.topics.create:
             await prepare_topics(settings)
@@ -168,14 +174,23 @@ def cmd_feed(args: argparse.Namespace) -> int:
         await producer.start()
         try:
             sent = await publish_ticks(
-                producer, args.topic or settings.topics.prices, ticks, site_id=args.site, rate_per_s=args.rate
+                producer, topic, ticks, site_id=args.site, rate_per_s=args.rate, acknowledged=acknowledged
             )
         finally:
-            await producer.stop()
-        print(f"published {sent} ticks from {args.file} to {args.topic or settings.topics.prices}")
+            await producer.stop()  # delivers what was handed over before a stop or a failure
+        print(f"published {sent} ticks from {args.file} to {topic}")
         return 0
 
-    return run_once(main())
+    def published() -> str:
+        return f"{acknowledged.count:,} of {len(ticks):,} ticks of {args.file} published to {topic}"
+
+    try:
+        return run_once(main())
+    except StoppedBySignal as stopped:
+        stopped.detail = published()
+        raise
+    except KafkaError as error:
+        raise BatteryWorkerError(f"Kafka: {type(error).__name__}: {error}; {published()}") from error
 
 
 # --- parser ------------------------------------------------------------------------------------------------
@@ -313,9 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LEAVE_NO_RESULT_WHEN_STOPPED = ("backtest", "replay")
-"""Commands whose result is their output: stopped, they have none, so they exit 128 + the signal's number
-(their own handlers say so once installed; before, a stop is only the process's)."""
+LEAVE_NO_RESULT_WHEN_STOPPED = ("backtest", "replay", "feed", "status", "history")
+"""Commands whose result is their output: stopped, they have none (or, for ``feed``, part of it), so they
+exit 128 + the signal's number with one line saying so; 0 would pass a script's check. The worker, the
+monitor and the demo are services: a stop is their way to end, exit 0."""
 _GLOBAL_OPTIONS_WITH_VALUES = ("--log-level", "--log-format")
 _stopping_leaves_no_result: str | None = None
 """The command being started, if it is one of those."""
@@ -366,8 +382,12 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(2, str(error))
     except BatteryWorkerError as error:
         return _fail(1, str(error))
-    except StoppedBySignal:
-        return 0
+    except StoppedBySignal as stopped:
+        if _stopping_leaves_no_result is None:
+            return 0
+        detail = f": {stopped.detail}" if stopped.detail else ""
+        print(f"battery-worker {_stopping_leaves_no_result}: stopped by {stopped}{detail}", file=sys.stderr)
+        return 128 + stopped.signum
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # the reader left (`| head`): stop quietly, as Unix tools do on SIGPIPE
