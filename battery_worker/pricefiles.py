@@ -60,7 +60,7 @@ def load_ticks(
     if not source.is_file():
         raise PriceFileError("file", str(source), "no such file")
     try:
-        if source.suffix.lower() in {".json", ".jsonl", ".ndjson"}:
+        if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(source):
             rows = _json_rows(source)
         else:
             rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
@@ -138,6 +138,14 @@ def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None
         ) from None
 
 
+def _starts_as_json(source: Path) -> bool:
+    """A MARA API answer saved under another name (``prices.txt``) is JSON: no CSV header opens with a
+    bracket or a brace."""
+    with source.open("rb") as handle:
+        start = handle.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+    return start[:1] in (b"[", b"{")
+
+
 def _json_rows(source: Path) -> list[Mapping[str, Any]]:
     raw = source.read_bytes()
     try:
@@ -200,8 +208,11 @@ def _csv_rows(
         ]
 
 
-def _parse_time(text: str) -> datetime | str:
-    """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it."""
+def _parse_time(text: str | None) -> datetime | str | None:
+    """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it. A row
+    short of the column (None) stays None, so validation names the row and field."""
+    if text is None:
+        return None
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:

@@ -250,6 +250,27 @@ def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Pa
         assert result.stderr.strip().count("\n") == 0, (args, result.stderr)
 
 
+def test_a_csv_row_short_of_its_timestamp_is_named_by_row(tmp_path: Path) -> None:
+    """Before: 'unexpected AttributeError: 'NoneType' object has no attribute 'strip' (a bug; ...)'."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    short = tmp_path / "short.csv"
+    short.write_text("Price (USD/MWh),Datetime (UTC)\n10,2023-08-01 00:00:00+00:00\n11\n")
+    with pytest.raises(PriceFileError, match=r"^timestamp=None: short.csv row 2: Input should be a valid"):
+        load_ticks(short)
+
+
+def test_a_json_price_file_under_another_name_is_read_as_json(tmp_path: Path) -> None:
+    """Before: a MARA API answer saved as .txt was read as a CSV ('cannot tell the timestamp and price
+    columns', its header quoted as '[{"energy_price":1.5')."""
+    from battery_worker.pricefiles import load_ticks
+
+    answer = DATA / "mara_api_5min_2025-05-22_48h.json"
+    saved = tmp_path / "prices.txt"
+    saved.write_bytes(answer.read_bytes())
+    assert load_ticks(saved) == load_ticks(answer)
+
+
 def test_a_json_file_of_another_shape_is_described_not_quoted(tmp_path: Path) -> None:
     """Before: an object wrapping the ticks under another key was read as one tick, and the error quoted
     the whole file as its energy_price (a 1.2 MB line for 30 days of 5-minute ticks)."""
