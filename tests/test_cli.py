@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from battery_worker.cli.common import stdout_console
 from battery_worker.cli.main import main
 from battery_worker.cli.replay import progress_line
 from tests.workerkit import DATA, cli, make_settings, settings_env
@@ -100,7 +102,17 @@ def test_feed_run_status_and_history_export(
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["alpha"]["ticks_applied"] == 48
     table = cli("status", env=env)
-    assert "alpha" in table.stdout
+    rows = [line for line in table.stdout.splitlines() if "alpha" in line]
+    assert len(rows) == 1, table.stdout  # piped: the whole row on one line, however wide
+    cells = [cell.strip() for cell in rows[0].strip("│ ").split("│")]
+    assert cells[0] == "alpha"
+    assert cells[9:11] == ["48", "0"], cells  # ticks, stale
+    assert cells[-3:-1] == ["-", "-"], "no carbon intensity: emissions unknown, not 0"
+    assert cells[-1] == "threshold"
+    narrow = on_a_terminal(80, [sys.executable, "-m", "battery_worker.cli", "status"], env)
+    assert "┃" not in narrow, "a table wider than the terminal is a paragraph a site"
+    assert "alpha: charge % " in narrow
+    assert "; ticks 48; stale 0; " in " ".join(narrow.split()), narrow
     out = tmp_path / "alpha.json"
     exported = cli("history", "export", "--site", "alpha", "--out", str(out), env=env)
     assert exported.returncode == 0, exported.stderr
@@ -108,6 +120,53 @@ def test_feed_run_status_and_history_export(
     assert len(history) == 48
     assert history[0]["timestamp"] < history[-1]["timestamp"]
     assert {"action", "reason", "energy_price", "charge_after_mwh"} <= set(history[0])
+    assert exported.stderr == ""
+    nothing = cli("history", "export", "--site", "alhpa", "--out", str(tmp_path / "none.json"), env=env)
+    assert nothing.returncode == 0, nothing.stderr
+    assert json.loads((tmp_path / "none.json").read_text()) == []
+    assert nothing.stderr.strip() == (
+        f"battery-worker history: no history of site 'alhpa' in {settings.topics.history}"
+    )
+
+
+def on_a_terminal(columns: int, command: list[str], env: dict[str, str]) -> str:
+    """What ``command`` shows on a terminal ``columns`` wide (a pseudo-terminal), its escapes removed."""
+    import fcntl
+    import pty
+    import re
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, columns, 0, 0))
+    env = {k: v for k, v in env.items() if k not in ("COLUMNS", "LINES")}
+    with subprocess.Popen(command, stdin=follower, stdout=follower, stderr=follower, env=env) as process:
+        os.close(follower)
+        shown = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:  # the terminal's other side closed: the command is done
+                break
+            if not chunk:
+                break
+            shown += chunk
+        assert process.wait(timeout=60) == 0, shown[-2000:]
+    os.close(leader)
+    return re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown.decode()).replace("\r", "")
+
+
+def test_a_reader_leaving_the_console_is_a_broken_pipe_not_a_failed_job() -> None:
+    """rich exits 1 when stdout's reader leaves, which says the job failed (``status | head -1`` exited
+    1); as a BrokenPipeError the command ends quietly with 128 + SIGPIPE, as ``print``'s output does."""
+
+    class Gone(io.StringIO):
+        def write(self, text: str) -> int:
+            raise BrokenPipeError
+
+    console = stdout_console(file=Gone())
+    with pytest.raises(BrokenPipeError):
+        console.print("battery status")
 
 
 def test_a_replay_progress_line_gives_the_share_done_and_the_time_left() -> None:

@@ -111,6 +111,9 @@ def test_get_status_and_the_status_column_give_the_running_totals() -> None:
     assert totals["site_kg"] > totals["bought_kg"], "the site imports for its machines too"
     assert site_emissions_text(_status_with(None)) == "-"
     assert site_emissions_text(_status_with(answer["emissions"])) == f"{totals['site_kg'] / 1000:,.2f}"
+    never_known = {**answer["emissions"], "total_net_kg": 0.0, "total_site_kg": 0.0, "coverage": 0.0}
+    assert emissions_text(_status_with(never_known)) == "-", "no step had an intensity: unknown, not 0"
+    assert site_emissions_text(_status_with(never_known)) == "-"
 
 
 def _status_with(emissions: dict[str, object] | None) -> BatteryStatus:

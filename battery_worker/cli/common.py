@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from battery_worker.settings import Settings
     from battery_worker.ticks import PriceTick
 
@@ -123,6 +125,21 @@ class StoppedBySignal(Exception):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.detail = ""
+
+
+def stdout_console(**options: Any) -> Console:
+    """rich's Console on stdout, whose reader leaving (``| head``) is a ``BrokenPipeError`` as for
+    ``print``: rich's own answer is exit 1, which says the job failed (``status | head -1`` exited 1 where
+    ``status --json | head -c 10`` exited 141); :func:`battery_worker.cli.main.main` ends it quietly with
+    128 + SIGPIPE, as Unix tools do."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    return _Console(**options)
 
 
 def check_output_file(flag: str, path: Path | None) -> None:

@@ -34,6 +34,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
+from battery_worker.cli.common import stdout_console
 from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.tools.feed import publish_ticks
@@ -57,7 +58,7 @@ def sample_path(name: str = SAMPLE) -> Path:
 
 def run_demo(args: argparse.Namespace) -> int:
     external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    console = Console()
+    console = stdout_console()
     if args.log_level.upper() == "INFO" and "BATTERY_WORKER_LOG_LEVEL" not in os.environ:
         # The live table is the demo's output; the worker's INFO lines would scroll it away.
         logging.getLogger("battery_worker").setLevel(logging.WARNING)

@@ -29,6 +29,7 @@ from battery_worker.cli.common import (
     check_output_file,
     command_settings,
     run_once,
+    stdout_console,
 )
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -94,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"battery-worker replay: stopped by {stopped} before it finished, no verdict", file=sys.stderr)
         return 128 + stopped.signum
     # Never wrapped (rich wraps at 80 columns where stdout is no terminal): a script greps these lines.
-    report, out = result.report, Console(soft_wrap=True)
+    report, out = result.report, stdout_console(soft_wrap=True)
     totals = report.totals()
     out.print(
         f"replayed {result.records_read:,} records in {result.seconds:.2f} s "

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from battery_worker.cli.common import check_output_file, command_settings, run_once
+from battery_worker.cli.common import check_output_file, command_settings, run_once, stdout_console
 from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -19,9 +19,10 @@ if TYPE_CHECKING:
 
 
 def emissions_text(status: BatteryStatus) -> str:
-    """Net tonnes CO2eq and the coverage; "-" for a version 1 status (no emissions counted)."""
+    """Net tonnes CO2eq and the coverage; "-" for a version 1 status (no emissions counted) and where no
+    step had an intensity: unknown, not zero."""
     counted = status.emissions
-    if counted is None or counted.steps == 0:
+    if counted is None or counted.steps == 0 or counted.coverage == 0:
         return "-"
     return f"{counted.total_net_kg / 1000:+,.2f} ({100 * counted.coverage:.0f}%)"
 
@@ -29,7 +30,7 @@ def emissions_text(status: BatteryStatus) -> str:
 def site_emissions_text(status: BatteryStatus) -> str:
     """The whole site's tonnes CO2eq (its grid import), over the same steps as the net; "-" as above."""
     counted = status.emissions
-    if counted is None or counted.steps == 0:
+    if counted is None or counted.steps == 0 or counted.coverage == 0:
         return "-"
     return f"{counted.total_site_kg / 1000:,.2f}"
 
@@ -61,38 +62,55 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     actions, lags = run_once(overview())
     now = datetime.now(UTC)
-    table = Table(title=f"battery status ({settings.topics.status}, group {settings.worker.group_id})")
+    title = f"battery status ({settings.topics.status}, group {settings.worker.group_id})"
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
     more = ("partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "site tCO2", "policy")
-    for column in (*columns, *more):
-        table.add_column(column)
+    rows = []
     for site, status in sorted(statuses.items()):
         action = actions.get(site)
         lag = None if action is None else lags.get(action.source.partition)
-        table.add_row(
-            site,
-            f"{status.charge_level_percent:.1f}",
-            f"{status.available_energy_mwh:.2f}",
-            "-" if action is None else action.action.value,
-            "-" if action is None else f"{action.power_mw:.2f}",
-            "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),
-            "-" if status.last_tick_at is None else age_text((now - status.last_tick_at).total_seconds()),
-            "-" if action is None else str(action.source.partition),
-            "-" if lag is None else str(lag.lag),
-            str(status.ticks_applied),
-            str(status.ticks_stale),
-            f"{status.net_value:,.2f}",
-            emissions_text(status),
-            site_emissions_text(status),
-            status.policy,
+        rows.append(
+            (
+                site,
+                f"{status.charge_level_percent:.1f}",
+                f"{status.available_energy_mwh:.2f}",
+                "-" if action is None else action.action.value,
+                "-" if action is None else f"{action.power_mw:.2f}",
+                "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),
+                "-" if status.last_tick_at is None else age_text((now - status.last_tick_at).total_seconds()),
+                "-" if action is None else str(action.source.partition),
+                "-" if lag is None else str(lag.lag),
+                str(status.ticks_applied),
+                str(status.ticks_stale),
+                f"{status.net_value:,.2f}",
+                emissions_text(status),
+                site_emissions_text(status),
+                status.policy,
+            )
         )
-    console = Console(width=max(160, Console().width))
-    console.print(table if statuses else "no status published yet")
+    table = Table(*columns, *more, title=title)
+    for row in rows:
+        table.add_row(*row)
+    console = stdout_console()
+    width = Console(width=100_000).measure(table).maximum
+    if not console.is_terminal:  # a pipe, a file: each row on one line, however wide
+        console = stdout_console(width=max(80, width), soft_wrap=True)
+    if not statuses:
+        console.print("no status published yet")
+    elif width <= console.width:
+        console.print(table)
+    else:  # a terminal narrower than the table: a site a paragraph, every field named, nothing cut
+        console.print(title, highlight=False)
+        names = (*columns, *more)[1:]
+        for row in rows:
+            fields = "; ".join(f"{name} {value}" for name, value in zip(names, row[1:], strict=True))
+            console.print(f"[bold]{row[0]}[/bold]: {fields}", highlight=False)
     if lags:
         total = sum(lag.lag for lag in lags.values())
         parts = ", ".join(f"{p}: {lag.lag}" for p, lag in sorted(lags.items()))
         group = settings.worker.group_id
-        console.print(f"lag of group {group} on {settings.topics.prices}: {total} ({parts})", soft_wrap=True)
+        lag_line = f"lag of group {group} on {settings.topics.prices}: {total} ({parts})"
+        console.print(lag_line, soft_wrap=True, highlight=False)
     return 0
 
 
@@ -109,5 +127,10 @@ def cmd_history_export(args: argparse.Namespace) -> int:
     records = run_once(site_history(settings, args.site))
     entries = [record.model_dump(mode="json") for record in records]
     write_atomically(Path(args.out), json.dumps(entries, indent=2))
+    if not entries:  # a mistyped site id, or another topic: said, as an empty file alone says nothing
+        print(
+            f"battery-worker history: no history of site {args.site!r} in {settings.topics.history}",
+            file=sys.stderr,
+        )
     print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
     return 0
