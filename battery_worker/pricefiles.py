@@ -80,6 +80,8 @@ def load_ticks(
 def load_carbon(path: str | Path) -> dict[datetime, float]:
     """Carbon intensity (kgCO₂eq/MWh) by UTC timestamp; rows with an empty intensity are left out."""
     source = Path(path)
+    if source.is_dir():
+        raise PriceFileError("carbon_file", str(source), "is a directory, not a carbon file")
     if not source.is_file():
         raise PriceFileError("carbon_file", str(source), "no such file")
     try:

@@ -78,6 +78,8 @@ def bootstrap_address_problem(address: str) -> str | None:
     the client, long after start-up, and accepts ports such as 0 or 99999 it can never connect to.
     """
     text = address.strip()
+    if "://" in text:
+        return "a Kafka address is HOST:PORT (localhost:9092), not a URL"
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         try:

@@ -385,3 +385,23 @@ def test_the_benchmarks_doc_is_what_its_renderer_makes_of_the_results_and_the_no
     rendered = report.render_doc(results, ROOT / "bench" / "PROFILE.md")
     doc = (ROOT / "docs" / "benchmarks.md").read_text()
     assert rendered == doc, "edit bench/PROFILE.md (or report.py), then run bench/report.py"
+
+
+def test_every_setting_is_in_the_configuration_table() -> None:
+    """``kafka.request_timeout_ms`` (what holds a command at a broker that never answers), ``client_id`` and
+    ``worker.max_poll_interval_ms`` were settings no page named."""
+    from pydantic import BaseModel
+
+    from battery_worker.settings import Settings
+
+    table = (ROOT / "docs" / "configuration.md").read_text()
+
+    def unnamed(model: type[BaseModel], prefix: str) -> Iterator[str]:
+        for name, described in model.model_fields.items():
+            kind = described.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel):
+                yield from unnamed(kind, f"{prefix}{name}.")
+            elif not any(f"`{named}" in table for named in (f"{prefix}{name}`", f"{name}`", f"{name}.<")):
+                yield f"{prefix}{name}"
+
+    assert list(unnamed(Settings, "")) == []

@@ -238,6 +238,13 @@ def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Pa
         "is a directory": ["run", "--config", str(tmp_path)],
         "IPv6 address in brackets": ["status", "--bootstrap-servers", "::::"],
         "port 'x'": ["status", "--bootstrap-servers", "kafka:x"],
+        "is HOST:PORT (localhost:9092), not a URL": ["status", "--bootstrap-servers", "http://kafka:9092"],
+        "is a directory, not a carbon file": [
+            "feed",
+            str(DATA / "ercot_2023-08-01_07.csv"),
+            "--carbon",
+            str(tmp_path),
+        ],
         "not UTF-8": ["feed", str(binary)],
         "is a directory, not a price file": ["feed", str(tmp_path)],
         "not a topic name": ["feed", str(DATA / "ercot_2023-08-01_07.csv"), "--topic", "a b"],

@@ -256,7 +256,7 @@ def add_connection(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: env KAFKA_BOOTSTRAP_SERVERS, then the config, then "
-        "localhost:9092)",
+        help="Kafka bootstrap servers (default: env BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS, then "
+        "KAFKA_BOOTSTRAP_SERVERS, then the config, then localhost:9092)",
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")

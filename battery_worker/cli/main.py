@@ -401,7 +401,8 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(error, KafkaError):
             return _fail(1, f"Kafka: {type(error).__name__}: {error}")
         log.debug("unexpected error", exc_info=True)
-        return _fail(1, f"unexpected {type(error).__name__}: {error} (a bug; --log-level DEBUG shows where)")
+        where = "battery-worker --log-level DEBUG COMMAND ... shows where"
+        return _fail(1, f"unexpected {type(error).__name__}: {error} (a bug; {where})")
     return code
 
 
