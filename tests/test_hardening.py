@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -29,6 +30,7 @@ import pytest
 from aiokafka import TopicPartition
 
 from battery_worker.battery_config import BatteryConfig
+from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.cli.common import command_settings
 from battery_worker.cli.main import build_parser
 from battery_worker.kafka.clients import make_producer, make_reader
@@ -496,6 +498,37 @@ def test_a_feed_stopped_halfway_exits_with_the_signal_and_says_how_many_ticks_it
     said = int(lines[0].removeprefix(prefix).removesuffix(suffix))
     assert 0 < said < 168
     assert said == asyncio.run(_records_in(settings, settings.topics.prices))
+
+
+def test_a_feed_the_broker_stalls_under_fails_in_one_line_that_says_what_was_published(
+    embedded_broker: EmbeddedBroker,
+) -> None:
+    """Before: ten lines of aiokafka's retries ("Unable connect to node with id 111") before a bare
+    "Kafka: RequestTimedOutError", with nothing on how much of the file had gone out."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("BATTERY_WORKER_", "KAFKA_"))}
+    env["BATTERY_WORKER_KAFKA__REQUEST_TIMEOUT_MS"] = "3000"
+    week = DATA / "ercot_2023-08-01_07.csv"
+    command = [sys.executable, "-m", "battery_worker.cli", "--log-level", "WARNING", "feed", str(week)]
+    command += ["--rate", "50", "--bootstrap-servers", embedded_broker.bootstrap_servers]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert embedded_broker.pid is not None
+    time.sleep(3.0)
+    os.kill(embedded_broker.pid, signal.SIGSTOP)
+    try:
+        out, err = process.communicate(timeout=120)
+    finally:
+        os.kill(embedded_broker.pid, signal.SIGCONT)
+    assert process.returncode == 1, err
+    assert out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    found = re.fullmatch(
+        rf"battery-worker: error: Kafka: \w+: .*; (\d+) of 168 ticks of {re.escape(str(week))} published to "
+        "prices",
+        lines[0],
+    )
+    assert found is not None, lines[0]
+    assert 0 < int(found.group(1)) < 168
 
 
 def test_a_status_stopped_before_it_answers_exits_with_the_signal_in_one_line() -> None:

@@ -377,6 +377,11 @@ def main(argv: list[str] | None = None) -> int:
         from battery_worker.ops.logs import setup_logging
 
         setup_logging(args.log_level, args.log_format)
+        if _stopping_leaves_no_result is not None and logging.getLogger().level > logging.DEBUG:
+            # A one-shot command's failure is its one line, which names the cause; aiokafka's retries
+            # before it (a stalled broker: "Unable connect to node with id 111", a line every 3 s) are
+            # the worker's to log, where they tell an operator what is happening meanwhile.
+            logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
         code: int = args.func(args)
     except InvalidValue as error:
         return _fail(2, str(error))
