@@ -11,6 +11,7 @@ import ipaddress
 import os
 import re
 import tomllib
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -270,6 +271,11 @@ class MonitorSettings(BaseModel):
     def _http_url(cls, value: str | None) -> str | None:
         if value is not None and not re.match(r"https?://[^/\s]+", value):
             raise ValueError("expected an http:// or https:// URL")
+        if value is not None and "@" in urllib.parse.urlsplit(value).netloc:
+            raise ValueError(
+                "a user and password in the URL are not sent (and would be logged): put them in a header, "
+                "monitor.headers_from_env (Authorization)"
+            )
         return value
 
     @field_validator("headers_from_env")
@@ -390,8 +396,25 @@ class Settings(BaseSettings):
         )
 
     def masked(self) -> dict[str, Any]:
-        """The settings as a dict for the start-up log line; secrets stay masked."""
-        return self.model_dump(mode="json")
+        """The settings as a dict for the start-up log line; secrets stay masked, the monitor URL's query
+        values too (:func:`shown_url`)."""
+        shown = self.model_dump(mode="json")
+        if self.monitor.url is not None:
+            shown["monitor"]["url"] = shown_url(self.monitor.url)
+        return shown
+
+
+def shown_url(url: str) -> str:
+    """A URL as logs and errors show it, a user and password and each query value masked: price APIs take
+    their key as ``?api_key=...``, and a log is read by more people than the settings are."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:  # not a URL at all: nothing in it is known to be safe
+        return "***"
+    names = (pair.partition("=") for pair in parts.query.split("&") if pair)
+    query = "&".join(f"{name}=***" if equals else name for name, equals, _ in names)
+    _, at, host = parts.netloc.rpartition("@")
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}" if at else host, query=query))
 
 
 def _known_battery_type(value: str | None) -> str | None:
@@ -469,6 +492,8 @@ def _masked_input(loc: tuple[int | str, ...], value: Any) -> Any:
     SASL setting) carries the whole ``kafka`` section as its input, password included."""
     if loc and loc[-1] in _SECRET_FIELDS:
         return "**********"
+    if tuple(loc[-2:]) == ("monitor", "url") and isinstance(value, str):
+        return shown_url(value)
     if isinstance(value, dict):
         return {key: _masked_input((key,), item) for key, item in value.items()}
     return value

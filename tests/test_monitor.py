@@ -7,6 +7,7 @@ order, a hang, a 500, garbage, a NaN. What the monitor published is read back fr
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from battery_worker.kafka.clients import make_admin, make_reader, start_client
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.monitor.service import Monitor
+from battery_worker.ops.monitor_server import MonitorServer
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
@@ -68,6 +71,7 @@ class PriceServer:
     def __init__(self) -> None:
         self.replies: list[Reply] = []
         self.requests: list[dict[str, str]] = []
+        self.asked_at: list[float] = []  # time.monotonic() of each request
         self._lock = threading.Lock()
         server = self
 
@@ -75,6 +79,7 @@ class PriceServer:
             def do_GET(self) -> None:
                 with server._lock:
                     server.requests.append(dict(self.headers.items()))
+                    server.asked_at.append(time.monotonic())
                     reply = server.replies.pop(0) if len(server.replies) > 1 else server.replies[0]
                 if reply.hang_s:
                     time.sleep(reply.hang_s)
@@ -223,6 +228,39 @@ async def test_hangs_errors_garbage_and_nan_are_counted_and_nothing_bad_is_publi
     assert "energy_price=nan" in rejections[0]
 
 
+async def test_failures_wait_the_interval_a_tick_held_back_counts_once_and_the_url_key_is_never_logged(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before: after a failed poll the monitor asked again in 1, 2, 4 s whatever its interval (6 requests
+    in a failing API's first minute at the default 60 s); a tick stamped in 2099 counted one more
+    invalid_tick at every poll that listed it; and ``?api_key=`` was in every log line."""
+    caplog.set_level(logging.INFO)
+    url = f"{price_server.url}?site=m1&api_key=secret-in-url-23"
+    settings = monitor_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), url, interval_s=0.6, backoff_initial_s=0.05
+    )
+    future = item(0) | {"timestamp": "2099-01-01T00:00:00+00:00"}
+    price_server.script(
+        Reply(b"{}", status=503),
+        Reply(b"{}", status=503),
+        Reply(orjson.dumps([future, item(1), item(0)])),
+        Reply(orjson.dumps([future, item(2), item(1)])),
+    )
+    stats = await Monitor(settings).run(max_polls=4)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(price_server.asked_at)]
+    assert len(gaps) == 3
+    assert min(gaps) >= 0.55, gaps  # the interval (0.6 s), not the 0.05 s back-off
+    assert dict(stats.errors) == {"http_status": 2, "invalid_tick": 1}
+    assert stats.published == 3
+    assert "secret-in-url-23" not in caplog.text
+    assert "?site=***&api_key=***" in caplog.text
+    assert "secret-in-url-23" not in str(settings.masked())
+
+
 async def test_a_stop_ends_the_wait_between_polls(
     kafka_bootstrap: str,
     new_topic_name: Callable[[], str],
@@ -298,10 +336,27 @@ async def test_the_monitor_waits_for_a_broker_that_comes_up_later_and_a_stop_end
 
     waiting = Monitor(monitor_settings(f"127.0.0.1:{free_port()}", prefix, group, price_server.url))
     task = asyncio.create_task(waiting.run())
-    await asyncio.sleep(0.5)
+    server = await MonitorServer(waiting, "127.0.0.1", free_port()).start()
+    try:
+        await asyncio.sleep(1.0)
+        health = await asyncio.to_thread(answer, f"http://127.0.0.1:{server.port}/health")
+    finally:
+        await server.close()
+    # Before: 200 "ok" (no poll had failed, as none had run) while nothing could be published.
+    assert health[0] == 503, health
+    assert "unavailable" in str(orjson.loads(health[1])["status"]), health
     waiting.stop()
     stopped = await asyncio.wait_for(task, 10)
     assert (stopped.polls, stopped.published, stopped.ready) == (0, 0, False)
+
+
+def answer(url: str) -> tuple[int, bytes]:
+    """The status and body of a GET, an error status included."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return reply.status, reply.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
 
 
 def test_the_command_serves_metrics_and_exits_0_on_sigterm(

@@ -50,6 +50,7 @@ def test_bad_monitor_settings_are_refused(monitor: dict[str, object], field: str
         (["--url", "http://127.0.0.1:1/p", "--header", "X-Api-Key"], "NAME=ENVIRONMENT_VARIABLE"),
         (["--url", "http://127.0.0.1:1/p", "--header", "X-Api-Key=NO_SUCH_VARIABLE_SET"], "not set"),
         (["--url", "http://127.0.0.1:1/p", "--interval", "0"], "must be above 0"),
+        (["--url", "http://user:pw123@127.0.0.1:1/p"], "put them in a header"),
     ],
 )
 def test_the_command_refuses_bad_flags_in_one_line_before_connecting(args: list[str], says: str) -> None:
@@ -58,3 +59,4 @@ def test_the_command_refuses_bad_flags_in_one_line_before_connecting(args: list[
     assert result.returncode == 2, result.stderr
     assert says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+    assert "pw123" not in result.stderr, "the refusal of a password in the URL does not print it"

@@ -41,9 +41,9 @@ from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValu
 log = logging.getLogger("battery_worker")
 
 
-def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], None]) -> int:
-    """Run ``main`` on a fresh loop; the first SIGINT/SIGTERM/SIGHUP asks for a graceful stop, the second
-    exits at once."""
+def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], None], finishing: str) -> int:
+    """Run ``main`` on a fresh loop; the first SIGINT/SIGTERM/SIGHUP asks for a graceful stop (the log says
+    what is ``finishing``), the second exits at once."""
     import asyncio
 
     async def runner() -> int:
@@ -56,7 +56,7 @@ def _serve(main: Callable[[], Coroutine[Any, Any, int]], on_stop: Callable[[], N
             if hits > 1:
                 log.error("second %s: exiting without waiting", signame)
                 os._exit(130)
-            log.info("%s received: finishing the in-flight batch, then stopping", signame)
+            log.info("%s received: finishing %s, then stopping", signame, finishing)
             on_stop()
 
         for sig in STOP_SIGNALS:
@@ -94,7 +94,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                 await server.close()
         return 0
 
-    return _serve(main, worker.stop)
+    return _serve(main, worker.stop, "the in-flight batch")
 
 
 def cmd_monitor(args: argparse.Namespace) -> int:
@@ -132,7 +132,7 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                 await server.close()
         return 0
 
-    return _serve(main, monitor.stop)
+    return _serve(main, monitor.stop, "the poll in flight")
 
 
 def _header_flag(pair: str) -> tuple[str, str]:

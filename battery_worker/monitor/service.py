@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Literal
@@ -37,7 +37,7 @@ from battery_worker.kafka.topics import partition_count
 from battery_worker.monitor.answers import Rejected, parse_answer, select_new
 from battery_worker.monitor.fetching import FetchFailed, fetch
 from battery_worker.pipeline.partitioning import home_partition
-from battery_worker.settings import Settings
+from battery_worker.settings import Settings, shown_url
 from battery_worker.ticks import PriceTick
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,18 @@ class Monitor:
         self.settings = settings
         self.config = settings.monitor
         self.url: str = settings.monitor.url
+        self.shown_url = shown_url(self.url)
+        """What the logs say of the URL: its query values (an API key) masked."""
         self.stats = MonitorStats()
         self.requested = asyncio.Event()
         """Set by :meth:`stop`; what the wait for the broker watches too."""
         self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
+        self._connector: Connector | None = None
+
+    @property
+    def connect_failure(self) -> str | None:
+        """Why the broker could not be reached yet (for ``/health``); None once connected."""
+        return None if self._connector is None else self._connector.failure
 
     @property
     def stopping(self) -> bool:
@@ -96,6 +104,7 @@ class Monitor:
         connector = Connector(
             settings, self, Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
         )
+        self._connector = connector
         producer = make_producer(kafka, linger_ms=0)
         try:
             try:
@@ -110,7 +119,7 @@ class Monitor:
             self.stats.ready = True
             log.info(
                 "monitoring %s every %g s for site %s; last tick in %s: %s (headers: %s)",
-                self.url,
+                self.shown_url,
                 self.config.interval_s,
                 self.config.site,
                 settings.topics.prices,
@@ -125,7 +134,9 @@ class Monitor:
                     break
                 if ok:
                     backoff.reset()
-                delay = self.config.interval_s if ok else backoff.next_delay()
+                # Never sooner than the interval: a failing or rate-limiting API got 6 polls in the first
+                # minute of errors (after 1, 2 and 4 s...) where it gets 1 when it answers.
+                delay = self.config.interval_s if ok else max(self.config.interval_s, backoff.next_delay())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.requested.wait(), delay)
         finally:
@@ -161,7 +172,7 @@ class Monitor:
             self.stats.errors["invalid_tick"] += len(fresh)
             log.warning(
                 "%s: %d of %d items rejected (invalid_tick), e.g. item %s: %s",
-                self.url,
+                self.shown_url,
                 len(fresh),
                 len(answer.rejected) + len(answer.ticks),
                 fresh[0].index,
@@ -173,14 +184,15 @@ class Monitor:
         now = datetime.now(UTC)
         ahead = timedelta(seconds=self.settings.worker.max_tick_ahead_s)
         selection = select_new(answer.ticks, self.stats.last_tick_at, now=now, max_ahead=ahead)
-        if selection.ahead:
-            self.stats.errors["invalid_tick"] += len(selection.ahead)
+        held = self._first_seen(f"ahead {tick.timestamp.isoformat()}" for tick in selection.ahead)
+        if held:  # each once, as a bad item: the API lists it at every poll until its time comes
+            self.stats.errors["invalid_tick"] += len(held)
             log.warning(
                 "%s: %d ticks stamped more than %g s ahead of now held back, e.g. %s",
-                self.url,
-                len(selection.ahead),
+                self.shown_url,
+                len(held),
                 ahead.total_seconds(),
-                selection.ahead[0].timestamp.isoformat(),
+                held[0].removeprefix("ahead "),
                 extra={"site_id": config.site},
             )
         try:
@@ -200,9 +212,14 @@ class Monitor:
     def _unreported(self, rejected: tuple[Rejected, ...]) -> list[Rejected]:
         """The bad items not reported before: an API lists its last day or so at every poll, so one bad
         item would otherwise be a warning and a count at every poll until it scrolls out of the answer."""
-        fresh = [r for r in rejected if r.item not in self._reported]
-        for r in fresh:
-            self._reported[r.item] = None
+        fresh = set(self._first_seen(r.item for r in rejected))
+        return [r for r in rejected if r.item in fresh]
+
+    def _first_seen(self, items: Iterable[str]) -> list[str]:
+        """Of ``items``, those not reported before, now remembered as reported (the oldest forgotten)."""
+        fresh = [item for item in dict.fromkeys(items) if item not in self._reported]
+        for item in fresh:
+            self._reported[item] = None
         while len(self._reported) > REPORTED_ITEMS_KEPT:
             del self._reported[next(iter(self._reported))]
         return fresh
@@ -224,7 +241,8 @@ class Monitor:
 
     def _failed(self, kind: ErrorKind, detail: str) -> bool:
         self.stats.errors[kind] += 1
-        log.warning("%s: poll failed (%s): %s", self.url, kind, detail, extra={"site_id": self.config.site})
+        shown = self.shown_url
+        log.warning("%s: poll failed (%s): %s", shown, kind, detail, extra={"site_id": self.config.site})
         return False
 
 

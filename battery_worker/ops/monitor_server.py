@@ -74,9 +74,10 @@ class MonitorServer(HttpEndpoints):
         if route == "/metrics":
             return Response(200, generate_latest(self._registry), CONTENT_TYPE_LATEST)
         if route == "/health":
-            healthy = stats.polls == 0 or stats.last_poll_ok
+            failure = self._monitor.connect_failure  # Kafka not reached: nothing could be published
+            healthy = failure is None and (stats.polls == 0 or stats.last_poll_ok)
             body = {
-                "status": "ok" if healthy else "the last poll failed",
+                "status": failure or ("ok" if healthy else "the last poll failed"),
                 "polls": stats.polls,
                 "errors": dict(stats.errors),
                 "uptime_s": round(time.monotonic() - self._started, 1),
