@@ -41,7 +41,7 @@ class MonitorCollector(Collector):
         )
         errors = CounterMetricFamily(
             f"{PREFIX}_errors",
-            "Failed polls by kind; invalid_tick counts the items rejected at each poll",
+            "Failed polls by kind; invalid_tick counts each bad or held-back item once",
             labels=["kind"],
         )
         for kind in ERROR_KINDS:
