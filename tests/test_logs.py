@@ -81,6 +81,22 @@ def test_text_lines_append_the_coordinates() -> None:
     assert line.endswith("x to DLQ site_id=texas-1 partition=0")
 
 
+def test_a_text_line_cannot_be_forged_by_a_site_id_or_a_message() -> None:
+    """Before: a record keyed "evil\\n2026-12-05 ... ERROR battery_worker: FORGED" printed that second
+    line as a log line of its own (a site id is a key anyone writing to ``prices`` chooses)."""
+    forged = "evil\n2026-12-05 00:00:00,000 ERROR battery_worker: FORGED"
+    record = _record(site_id=forged)
+    record.args = ("bad\r\x1b[2Jtick",)
+    line = TextFormatter().format(record)
+    assert "\n" not in line
+    assert "\r" not in line
+    assert "\x1b" not in line
+    assert line.endswith(
+        "bad\\r\\x1b[2Jtick to DLQ site_id=evil\\n2026-12-05 00:00:00,000 ERROR battery_worker: FORGED"
+    )
+    assert TextFormatter().format(_record(site_id="texas-ü")).endswith("site_id=texas-ü"), "printable stays"
+
+
 def test_auto_is_text_on_a_terminal_and_json_otherwise() -> None:
     assert resolve_format("auto", _Terminal()) == "text"
     assert resolve_format("auto", io.StringIO()) == "json"

@@ -47,18 +47,30 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(line, default=str).decode()
 
 
+def _one_line(value: object) -> str:
+    """``value`` with its control characters escaped (a newline as ``\\n``): a site id is a record key
+    anyone who can write to ``prices`` chooses, and one holding a newline forged a log line of its own."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)[1:-1]
+
+
 class TextFormatter(logging.Formatter):
-    """The classic one-liner, with the coordinates appended as ``key=value``."""
+    """The classic one-liner, with the coordinates appended as ``key=value``; one line per record (but
+    for a traceback), whatever the message and coordinates hold."""
 
     def __init__(self) -> None:
         super().__init__(_TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = _one_line(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         context = _context(record)
         if not context:
             return text
-        return text + " " + " ".join(f"{key}={value}" for key, value in context.items())
+        return text + " " + " ".join(f"{key}={_one_line(value)}" for key, value in context.items())
 
 
 def resolve_format(log_format: str, stream: IO[str]) -> Literal["json", "text"]:
