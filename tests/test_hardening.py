@@ -448,6 +448,18 @@ def _ticks_applied(settings: Settings, site: str) -> int:
     return int(orjson.loads(status.stdout).get(site, {}).get("ticks_applied", 0))
 
 
+def test_a_bounded_run_gives_up_on_a_broker_it_cannot_reach_within_its_idle_timeout() -> None:
+    """Before: ``run --idle-timeout 3`` against a wrong address waited for ever (the idle clock starts with
+    an assignment), and a job runner's SIGTERM then ended it with exit 0."""
+    started = time.monotonic()
+    result = cli(
+        "--log-level", "ERROR", "run", "--bootstrap-servers", NOBODY, "--idle-timeout", "3", timeout=60
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1].endswith("gave up after 3 s (--idle-timeout)")
+    assert time.monotonic() - started < 30
+
+
 def test_sigterm_early_in_start_up_is_a_clean_exit() -> None:
     """The handlers are installed before pydantic and aiokafka load (about 0.05 s after exec)."""
     for delay in (0.2, 0.3):

@@ -227,7 +227,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
     run.add_argument("--max-messages", type=POSITIVE_INT, help="stop after this many input records")
     run.add_argument(
-        "--idle-timeout", type=POSITIVE_NUMBER, metavar="SECONDS", help="stop after this long idle"
+        "--idle-timeout",
+        type=POSITIVE_NUMBER,
+        metavar="SECONDS",
+        help="stop after this long with no records (exit 0), or without reaching Kafka at start (exit 1)",
     )
     run.add_argument(
         "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"

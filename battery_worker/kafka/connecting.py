@@ -18,6 +18,7 @@ from aiokafka.errors import KafkaError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.clients import connection_options, make_admin
 from battery_worker.kafka.diagnose import explain
+from battery_worker.kafka.exceptions import BrokerUnavailable
 from battery_worker.kafka.topics import ensure_topics
 from battery_worker.settings import Settings
 
@@ -57,6 +58,10 @@ class Connector:
         self._backoff = backoff
         self.failure: str | None = None
         """Why the last connection attempt failed (for ``/health``); None once connected."""
+        self.give_up_after_s: float | None = None
+        """How long to wait for the broker at most: ``run --idle-timeout`` (a bounded job against a wrong
+        address waited forever, then 'succeeded' when stopped); None waits as long as waiting can help."""
+        self._waiting_since: float | None = None
 
     async def ensure_topics(self) -> dict[str, int]:
         """Check or create the topics (:func:`.topics.ensure_topics`); their partition counts by name."""
@@ -83,6 +88,7 @@ class Connector:
     def connected(self) -> None:
         self._backoff.reset()
         self.failure = None
+        self._waiting_since = None
 
     async def _wait_for_broker(self, error: KafkaError) -> None:
         """Back off after a failed connection, unless its cause is one that waiting cannot cure."""
@@ -91,7 +97,14 @@ class Connector:
         cause = await explain(error, self._settings.kafka, connection_options(self._settings.kafka))
         if not cause.retriable:
             raise cause
+        now = asyncio.get_running_loop().time()
+        waited = now - (self._waiting_since or now)
+        self._waiting_since = self._waiting_since or now
+        if self.give_up_after_s is not None and waited >= self.give_up_after_s:
+            raise BrokerUnavailable(f"{cause}; gave up after {waited:.0f} s (--idle-timeout)") from error
         delay = self._backoff.next_delay()
+        if self.give_up_after_s is not None:
+            delay = min(delay, max(0.1, self.give_up_after_s - waited))
         log.warning("%s; retrying in %.1f s", cause, delay)
         self.failure = str(cause)
         await pause(self._stop, delay)

@@ -154,7 +154,9 @@ class Worker:
 
     async def _loop(self, max_messages: int | None, idle_timeout_s: float | None) -> int:
         handled = 0
+        self._connector.give_up_after_s = idle_timeout_s  # a bounded job: the broker's absence is idle too
         await self._connect()
+        self._connector.give_up_after_s = None  # once running, an outage is waited out as ever
         idle_since = time.monotonic()
         while not self._stop.requested.is_set():
             if max_messages is not None and handled >= max_messages:
