@@ -3,10 +3,12 @@
 Two events agree when their bytes are equal: the worker writes nothing that depends on the clock, so same
 input and same config give the same bytes, and the bytes name the ``event_id`` (derived from the input
 record). So agreed events meet as bytes, whatever order they were read in, re-emitted duplicates collapse,
-and only the few that differ are parsed and paired by ``event_id``. Those are split in two: a *divergence*
-changes the decision (action, power, energy, state of charge, the site plan); a *rewording* changes only
-the text (e.g. a threshold named in the reason). The first divergence per site is reported, or the first
-rewording when nothing diverged.
+and only the few that differ are parsed and paired by ``event_id``. Those are split in two: a *rewording*
+changes only the text (the reason, e.g. a threshold named in it, or the policy's name); a *divergence*
+changes anything else (the decision, the site plan, a price or the tick time the record gives for its
+input). The first divergence per site is reported, or the first rewording when nothing diverged; a recorded
+record that is no event (not JSON, or without its id, site, input or tick time) is a difference of its own,
+named by where it was read.
 
 Neither side is held whole (:class:`Comparison`): the recorded events are indexed first by their input (the
 ``source`` each names, from which its event id is made) as a 16-byte fingerprint of their bytes, in arrays
@@ -36,10 +38,23 @@ class Divergence:
     recorded: dict[str, Any] | None
     recomputed: dict[str, Any] | None
 
-    def describe(self) -> str:
+    def describe(self, kind: str = "") -> str:
+        """One line: where, and the fields that differ on each side (the decision's when one side has
+        nothing). ``kind`` names the record (``history``) when not the actions."""
+        fields = _differing(self.recorded, self.recomputed)
+        what = "divergence" if self.diverged else "rewording"
         return (
-            f"site {self.site_id}: first divergence at tick {self.tick_timestamp} ({self.source}): "
-            f"recorded {_brief(self.recorded)} vs recomputed {_brief(self.recomputed)}"
+            f"site {self.site_id}: first {kind + ' ' if kind else ''}{what} at tick {self.tick_timestamp} "
+            f"({self.source}): recorded {_brief(self.recorded, fields)} vs recomputed "
+            f"{_brief(self.recomputed, fields)}"
+        )
+
+    @property
+    def diverged(self) -> bool:
+        return (
+            self.recorded is None
+            or self.recomputed is None
+            or not _reworded_only(self.recorded, self.recomputed)
         )
 
 
@@ -64,10 +79,13 @@ class SiteReport:
 @dataclass(slots=True)
 class AuditReport:
     sites: dict[str, SiteReport] = field(default_factory=dict)
+    unreadable: list[str] = field(default_factory=list)
+    """Recorded records that are no event of this kind (not JSON, or without its id, site, input or tick
+    time), each as ``where: why``: a difference no site can be given, never a crash of the audit."""
 
     @property
     def identical(self) -> bool:
-        return all(site.identical for site in self.sites.values())
+        return not self.unreadable and all(site.identical for site in self.sites.values())
 
     def totals(self) -> SiteReport:
         total = SiteReport()
@@ -84,23 +102,13 @@ class AuditReport:
 
 @dataclass(frozen=True, slots=True)
 class EventShape:
-    """Where an event kind keeps its tick time, and which of its fields make the decision."""
+    """Where an event kind keeps its tick time."""
 
     time_field: str
-    decision_fields: tuple[str, ...]
 
 
-_STEP_FIELDS = ("action", "power_mw", "requested_power_mw", "energy_mwh", "duration_hours")
-"""The decision fields both event kinds name alike; they differ in how they name the state of charge."""
-
-ACTIONS = EventShape(
-    time_field="tick_timestamp",
-    decision_fields=(*_STEP_FIELDS, "state_of_charge_before_mwh", "state_of_charge_after_mwh", "site_plan"),
-)
-HISTORY = EventShape(
-    time_field="timestamp",
-    decision_fields=(*_STEP_FIELDS, "charge_before_mwh", "charge_after_mwh"),
-)
+ACTIONS = EventShape(time_field="tick_timestamp")
+HISTORY = EventShape(time_field="timestamp")
 
 
 def _everything(event: dict[str, Any]) -> bool:
@@ -112,11 +120,56 @@ def nothing_pending(event: dict[str, Any]) -> bool:
     return False
 
 
-def _brief(event: dict[str, Any] | None) -> str:
+_DECISION_BRIEF = ("action", "power_mw", "state_of_charge_after_mwh", "charge_after_mwh", "reason")
+_WORDING_FIELDS = frozenset(("reason", "policy", "event_id"))
+"""What two versions of one event may differ in and still make the same decision: the reason's text and
+the policy's name (a what-if under another policy that decides alike). Any other field (a price, the tick
+time, the emissions) is a record that does not describe its input: a divergence."""
+_SHOWN_FIELDS = 5
+
+
+def _differing(recorded: dict[str, Any] | None, recomputed: dict[str, Any] | None) -> tuple[str, ...]:
+    if recorded is None or recomputed is None:
+        return _DECISION_BRIEF
+    names = [
+        k for k in {**recorded, **recomputed} if k != "event_id" and recorded.get(k) != recomputed.get(k)
+    ]
+    return tuple(names[:_SHOWN_FIELDS])
+
+
+def _reworded_only(recorded: dict[str, Any], recomputed: dict[str, Any]) -> bool:
+    return all(
+        recorded.get(name) == recomputed.get(name)
+        for name in recorded.keys() | recomputed.keys()
+        if name not in _WORDING_FIELDS
+    )
+
+
+def _brief(event: dict[str, Any] | None, keys: tuple[str, ...] = _DECISION_BRIEF) -> str:
     if event is None:
         return "nothing"
-    keys = ("action", "power_mw", "state_of_charge_after_mwh", "charge_after_mwh", "reason")
     return "{" + ", ".join(f"{k}={event[k]!r}" for k in keys if k in event) + "}"
+
+
+def _readable(value: bytes, time_field: str | None = None) -> tuple[dict[str, Any] | None, str]:
+    """The event ``value`` holds, or None and why it holds none: the fields the comparison reads."""
+    try:
+        event = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None, "not JSON"
+    if not isinstance(event, dict):
+        return None, "not a JSON object"
+    for name in ("event_id", "site_id", *(() if time_field is None else (time_field,))):
+        if not isinstance(event.get(name), str):
+            return None, f"no {name}"
+    source = event.get("source")
+    if not (
+        isinstance(source, dict)
+        and isinstance(source.get("topic"), str)
+        and all(type(source.get(name)) is int for name in ("partition", "offset"))
+    ):
+        return None, "no source (topic, partition, offset)"
+    return event, ""
 
 
 Key = tuple[bytes, int]
@@ -147,6 +200,15 @@ def _event_key(value: bytes) -> Key | None:
     if isinstance(topic, str) and type(partition) is int and type(offset) is int:
         return _named_partition(topic, partition), offset
     return None
+
+
+def _where_named(value: bytes) -> str:
+    """Where a recorded version came from, as far as its bytes tell: the input they name, if any."""
+    key = _event_key(value)
+    if key is None:
+        return "a recorded record"
+    topic_partition, offset = key
+    return f"the event of input {topic_partition.decode(errors='replace')}@{offset}"
 
 
 def _named_partition(topic: str, partition: int) -> bytes:
@@ -327,21 +389,24 @@ class Comparison:
         """Input -> the fingerprint of its event's recorded version (a frozenset of them if they differ)."""
         self._disagreed: dict[Key, frozenset[bytes]] = {}
         """Events met by a recomputed one that their recorded versions disagree with: those versions."""
-        self._unkeyed: set[bytes] = set()
-        """Recorded events that name no input: always one-sided, so kept whole."""
+        self._unkeyed: dict[bytes, str] = {}
+        """Recorded events that name no input, with where they were read: always one-sided, so kept whole."""
         self._agreed: dict[str, int] = {}
         self._recomputed_alone: dict[bytes, str] = {}
-        self._recorded_alone: set[bytes] = set()
+        self._recorded_alone: dict[bytes, str] = {}
+        """Recorded versions no recomputed event agreed with, with where they were read."""
         self._alone_by_key: dict[Key, bytes] = {}
         """Recomputed events no recorded version met in pass 1, by input: pass 3 may find them recorded."""
         self._late: dict[Key, set[bytes]] = {}
         """Those events' versions recorded since pass 1 (seen in pass 3)."""
         self._named: dict[tuple[str, int], bytes] = {}
 
-    def add_recorded(self, value: bytes) -> None:
+    def add_recorded(self, value: bytes, where: str = "") -> None:
+        """``where``: the record's coordinates (``topic[partition]@offset``), for the report's line on a
+        record that is no event."""
         key = _event_key(value)
         if key is None:
-            self._unkeyed.add(value)
+            self._unkeyed[value] = where
             return
         self._recorded.add(key, _fingerprint(value))
 
@@ -377,7 +442,9 @@ class Comparison:
         wanted), or some recomputed events met no recorded one (they may have been recorded since)."""
         return bool(self._recorded) or any(self._disagreed.values()) or bool(self._alone_by_key)
 
-    def add_unmet(self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything) -> None:
+    def add_unmet(
+        self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything, where: str = ""
+    ) -> None:
         """Keep the bytes of an unmet recorded version, if ``in_range`` holds for it (checked here too, so a
         replay from an offset does not keep every recorded event before it), or of a version recorded since
         pass 1 of an event only recomputed so far."""
@@ -393,8 +460,11 @@ class Comparison:
                 return
         version = _fingerprint(value)
         wanted = version == versions or (isinstance(versions, frozenset) and version in versions)
-        if wanted and in_range(orjson.loads(value)):
-            self._recorded_alone.add(value)
+        if not wanted:
+            return
+        event, _ = _readable(value)
+        if event is None or in_range(event):  # one that is no event is reported whatever its range
+            self._recorded_alone[value] = where
 
     def report(
         self,
@@ -417,10 +487,13 @@ class Comparison:
         old_events = {}
         # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of
         # one id that both differ, every run reports the same one.
-        for value in sorted(self._recorded_alone | self._unkeyed):
-            event = orjson.loads(value)
-            if in_range(event):
+        for value, where in sorted({**self._recorded_alone, **self._unkeyed}.items()):
+            event, why = _readable(value, shape.time_field)
+            if event is None:
+                report.unreadable.append(f"{where or _where_named(value)}: {why}")
+            elif in_range(event):
                 old_events[event["event_id"]] = event
+        report.unreadable.sort()
         _pair(report, old_events, new_events, shape, self._site_filter, pending)
         return report
 
@@ -434,7 +507,7 @@ class Comparison:
                 site_id = self._recomputed_alone.pop(value)
                 self._agreed[site_id] = self._agreed.get(site_id, 0) + 1
             else:
-                self._recorded_alone |= versions - {value}
+                self._recorded_alone.update(dict.fromkeys(versions - {value}, ""))
         self._late.clear()
 
 
@@ -489,7 +562,7 @@ def _pair(
             site.extra += 1
         elif new_event is None:
             site.missing += 1
-        elif all(old_event.get(name) == new_event.get(name) for name in shape.decision_fields):
+        elif _reworded_only(old_event, new_event):
             site.reworded += 1
             reworded = True
         else:
@@ -516,6 +589,7 @@ def merge_reports(reports: list[AuditReport]) -> AuditReport:
     merged = AuditReport()
     firsts: dict[str, tuple[bool, str, Divergence]] = {}
     for report in reports:
+        merged.unreadable.extend(report.unreadable)
         for site_id, part in report.sites.items():
             site = merged.sites.setdefault(site_id, SiteReport())
             site.ticks += part.ticks

@@ -275,3 +275,48 @@ def test_a_recomputed_event_given_its_input_meets_the_recorded_one_read_from_the
         comparison.add_unmet(orjson.dumps(event))
     east = comparison.report().sites["east"]
     assert (east.ticks, east.matched, east.reworded, east.extra, east.missing) == (3, 2, 1, 0, 0)
+
+
+def test_a_recorded_record_that_is_no_event_is_a_difference_named_where_it_was_read() -> None:
+    """Before: one record that was not JSON, or an event without its source, made every audit crash
+    ('unexpected JSONDecodeError ... (a bug)', 'unexpected KeyError: source')."""
+    ours = [action("east", 1), action("east", 2)]
+    no_source = {key: value for key, value in ours[1].items() if key != "source"}
+    comparison = Comparison()
+    comparison.add_recorded(orjson.dumps(ours[0]), "battery.actions[0]@0")
+    comparison.add_recorded(b"not json at all", "battery.actions[0]@1")
+    comparison.add_recorded(orjson.dumps(no_source), "battery.actions[0]@2")
+    comparison.add_recorded(b"[1, 2]", "battery.actions[1]@0")
+    for value, site in recomputed(*ours).items():
+        comparison.add_recomputed(value, site)
+    report = comparison.report()
+    assert not report.identical
+    assert report.unreadable == [
+        "battery.actions[0]@1: not JSON",
+        "battery.actions[0]@2: no source (topic, partition, offset)",
+        "battery.actions[1]@0: not a JSON object",
+    ]
+    east = report.sites["east"]
+    assert (east.ticks, east.matched, east.extra) == (2, 1, 1), "the event without its source met nothing"
+
+
+def test_a_record_that_misstates_its_input_diverges_and_the_line_shows_what_differs() -> None:
+    """Before: a recorded action whose energy_price and tick time were changed counted as 'reworded only'
+    (same decision fields), and its line showed the decision, the same on both sides."""
+    ours = action("east", 3, energy_price=90.6)
+    theirs = action("east", 3, energy_price=9999.0, tick_timestamp="2023-09-09T00:00:00+00:00")
+    report = compare([orjson.dumps(theirs)], recomputed(ours))
+    east = report.sites["east"]
+    assert (east.diverged, east.reworded) == (1, 0)
+    assert east.first is not None
+    line = east.first.describe()
+    assert "first divergence" in line
+    assert "recorded {tick_timestamp='2023-09-09T00:00:00+00:00', energy_price=9999.0}" in line
+    assert "recomputed {tick_timestamp='2023-08-01T03:00:00+00:00', energy_price=90.6}" in line
+
+    other_words = action("east", 3, energy_price=90.6, reason="Energy price (90.60) below 95.00")
+    reworded = compare([orjson.dumps(other_words)], recomputed(ours)).sites["east"]
+    assert (reworded.diverged, reworded.reworded) == (0, 1)
+    assert reworded.first is not None
+    assert reworded.first.describe("history").startswith("site east: first history rewording at tick ")
+    assert "{reason='Energy price (90.60) below 95.00'}" in reworded.first.describe()

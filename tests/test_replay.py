@@ -133,6 +133,77 @@ async def test_replay_command_exit_codes(
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
 
 
+async def _write_beside(settings: Settings, topic: str, like: ConsumedRecord | None, value: bytes) -> None:
+    """Produce ``value`` to ``topic`` as ``like`` was (key, partition, headers), or keyed by the site."""
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        if like is None:
+            await producer.send_and_wait(topic, value, key=b"solo", partition=key_partition(b"solo", 3))
+        else:
+            headers = list(like.headers)
+            await producer.send_and_wait(
+                topic, value, key=like.key, partition=like.partition, headers=headers
+            )
+    finally:
+        await producer.stop()
+
+
+async def test_a_record_that_is_no_event_a_history_difference_and_an_empty_range_are_each_said(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Before: a replay of a site id mistyped or of a time past the end (which the embedded broker answered
+    with offset 0) compared nothing and passed; a history record changed alone failed the audit with no
+    line saying where; and one record in battery.actions that was not JSON made every audit crash."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await feed(settings, ercot_week()[:24], "solo")
+    assert await Worker(settings).run(max_messages=24, idle_timeout_s=20) == 24
+    env = settings_env(settings)
+    for flags, said in (
+        (("--site", "solo-1"), "(of site 'solo-1')"),
+        (("--from-time", "2099-01-01T00:00"), "(written from 2099-01-01T00:00:00+00:00)"),
+    ):
+        nothing = cli("replay", *flags, env=env)
+        assert nothing.returncode == 1, nothing.stderr
+        assert f"replay compared nothing: no tick in the range replayed {said}" in nothing.stderr
+        assert "replay identical" not in nothing.stdout
+    other_policy = cli("replay", "--policy", "adaptive", env=env)
+    assert other_policy.returncode == 1
+    assert (
+        "site solo was recorded under policy 'threshold' and replayed with 'adaptive': replay with the "
+        "worker's settings" in other_policy.stdout
+    )
+
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        tps = [TopicPartition(settings.topics.history, p) for p in range(3)]
+        recorded = [r async for batch in read_to_end(reader, tps, timeout_s=20) for r in batch]
+    finally:
+        await reader.stop()
+    first = min(recorded, key=lambda r: json.loads(r.value or b"{}")["timestamp"])
+    changed = json.loads(first.value or b"{}") | {"charge_after_mwh": 1.5}
+    await _write_beside(settings, settings.topics.history, first, json.dumps(changed).encode())
+    history_only = cli("replay", env=env)
+    assert history_only.returncode == 1
+    assert "compared 24 decisions over 1 sites: 24 identical" in history_only.stdout
+    assert "history: 24 records compared, 23 identical, 1 different" in history_only.stdout
+    lines = [line for line in history_only.stdout.splitlines() if "first history divergence" in line]
+    assert len(lines) == 1, history_only.stdout
+    assert lines[0].startswith(f"site solo: first history divergence at tick {changed['timestamp']} ")
+    assert "recorded {charge_after_mwh=1.5}" in lines[0]
+
+    await _write_beside(settings, settings.topics.actions, None, b"not json at all")
+    unreadable = cli("replay", env=env)
+    assert unreadable.returncode == 1, unreadable.stderr
+    assert "unexpected" not in unreadable.stderr
+    found = re.search(
+        rf"1 records of {re.escape(settings.topics.actions)} are no event: (\S+): not JSON", unreadable.stdout
+    )
+    assert found is not None, unreadable.stdout
+    assert found.group(1).startswith(f"{settings.topics.actions}[{key_partition(b'solo', 3)}]@")
+
+
 async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
 ) -> None:

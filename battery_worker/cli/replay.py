@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.progress import (
@@ -34,6 +35,10 @@ from battery_worker.cli.common import (
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 
+if TYPE_CHECKING:
+    from battery_worker.audit import AuditReport
+    from battery_worker.settings import Settings
+
 LINE_EVERY_SECONDS = 10.0
 """Without a terminal and with ``--progress``: a line at least this often (and at every tenth done)."""
 
@@ -57,7 +62,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     start = parser.add_mutually_exclusive_group()
     start.add_argument("--from-offset", type=NON_NEGATIVE_INT, help="start every partition at this offset")
     start.add_argument(
-        "--from-time", type=ISO_TIME, help="start at the first record at/after this ISO time (UTC if no zone)"
+        "--from-time",
+        type=ISO_TIME,
+        help="start at the first record written at/after this ISO time (UTC if no zone): the Kafka record "
+        "timestamp, when the tick was published, not the tick's own time",
     )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
     parser.add_argument("--output-prefix", help="publish the recomputed events to PREFIX.<topic> topics")
@@ -124,14 +132,54 @@ def run(args: argparse.Namespace) -> int:
         f"{history.diverged + history.reworded + history.missing + history.extra:,} different",
         highlight=False,
     )
-    for _, site in sorted(report.sites.items()):
-        if site.first is not None:
-            out.print(site.first.describe(), highlight=False)
+    for kind, audited in (("", report), ("history", result.history)):
+        if audited.unreadable:
+            shown = "; ".join(audited.unreadable[:3])
+            more = f" (and {len(audited.unreadable) - 3:,} more)" if len(audited.unreadable) > 3 else ""
+            topic = settings.topics.history if kind else settings.topics.actions
+            out.print(
+                f"{len(audited.unreadable):,} records of {topic} are no event: {shown}{more}", highlight=False
+            )
+        for _, site in sorted(audited.sites.items()):
+            if site.first is not None:
+                out.print(site.first.describe(kind), highlight=False)
+    hint = _policy_hint(settings, report)
+    if hint:
+        out.print(hint, highlight=False)
+    if result.compared_nothing:
+        said = _range_said(options)
+        print(f"replay compared nothing: no tick in the range replayed{said}", file=sys.stderr)
+        return 1
     if result.identical:
         out.print("replay identical: every recorded decision was reproduced", highlight=False)
         return 0
     print("replay diverged", file=sys.stderr)
     return 1
+
+
+def _range_said(options: ReplayOptions) -> str:
+    said = [f"of site {options.site!r}"] if options.site is not None else []
+    if options.from_offset is not None:
+        said.append(f"from offset {options.from_offset:,}")
+    if options.from_time is not None:
+        said.append(f"written from {options.from_time.isoformat()}")
+    return f" ({', '.join(said)})" if said else ""
+
+
+def _policy_hint(settings: Settings, report: AuditReport) -> str | None:
+    """When a difference was recorded under another policy than the replay's: the likeliest cause is the
+    replay's settings, not the worker (the worker ran with --policy, the replay without)."""
+    directory = settings.site_directory()
+    for site_id, site in sorted(report.sites.items()):
+        recorded = None if site.first is None or site.first.recorded is None else site.first.recorded
+        policy = None if recorded is None else recorded.get("policy")
+        replayed = directory.setup(site_id).policy.name
+        if isinstance(policy, str) and policy != replayed:
+            return (
+                f"site {site_id} was recorded under policy {policy!r} and replayed with {replayed!r}: "
+                "replay with the worker's settings (--config, --policy, --policy-param) to audit it"
+            )
+    return None
 
 
 @contextmanager

@@ -70,7 +70,14 @@ class ReplayResult:
 
     @property
     def identical(self) -> bool:
-        return self.report.identical and self.history.identical
+        return self.report.identical and self.history.identical and not self.compared_nothing
+
+    @property
+    def compared_nothing(self) -> bool:
+        """No decision in the range, recorded or recomputed, pending or not: an audit of nothing (a site id
+        mistyped, an offset past the end) proves nothing, so it does not pass."""
+        reports = (self.report, self.history)
+        return all(not r.unreadable and r.totals().ticks == 0 and r.totals().pending == 0 for r in reports)
 
     @property
     def records_per_second(self) -> float:
@@ -128,7 +135,7 @@ async def replay(
     read = 0
     owned = _owned_sites(options, counts[names.prices])
 
-    async def read_recorded(topics: list[str], keep: Callable[[str], Callable[[bytes], None]]) -> None:
+    async def read_recorded(topics: list[str], keep: Callable[[str], Callable[[bytes, str], None]]) -> None:
         for topic in topics:
             partitions = counts.get(topic, 0)
             await _recorded(
@@ -195,7 +202,7 @@ async def replay(
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
             committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
             undecided = _undecided_by(committed)
-        await read_recorded(unmet, lambda topic: partial(comparisons[topic].add_unmet, in_range=in_range))
+        await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], in_range))
     finally:
         await reader.stop()
 
@@ -350,10 +357,11 @@ async def _start_offsets(
     if options.from_offset is not None:
         return {tp: options.from_offset for tp in prices}
     if options.from_time is not None:
-        found = await reader.offsets_for_times(
-            {tp: int(options.from_time.timestamp() * 1000) for tp in prices}
-        )
-        return {tp: hit.offset for tp, hit in found.items() if hit is not None}
+        wanted = int(options.from_time.timestamp() * 1000)
+        found = await reader.offsets_for_times(dict.fromkeys(prices, wanted))
+        # A hit stamped before the time asked is none: the embedded broker answers offset 0 with timestamp
+        # -1 for a time past every record, which replayed the whole log.
+        return {tp: hit.offset for tp, hit in found.items() if hit is not None and hit.timestamp >= wanted}
     return dict.fromkeys(prices)
 
 
@@ -400,7 +408,7 @@ async def _recorded(
     partitions: int,
     first: list[int],
     owned: Callable[[str], bool] | None,
-    keep: Callable[[bytes], None],
+    keep: Callable[[bytes, str], None],
     *,
     history: bool,
 ) -> None:
@@ -420,7 +428,13 @@ async def _recorded(
             site_id = site_of(message.key)
             if owned is not None and site_id is not None and not owned(site_id):
                 continue
-            keep(message.value)
+            keep(message.value, f"{topic}[{message.partition}]@{message.offset}")
+
+
+def _add_unmet(
+    comparison: Comparison, in_range: Callable[[dict[str, Any]], bool], value: bytes, where: str
+) -> None:
+    comparison.add_unmet(value, in_range, where)
 
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
