@@ -5,6 +5,8 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -71,6 +73,69 @@ def test_demo_completes_on_the_embedded_broker(kafka_bootstrap: str) -> None:
         for line in result.stdout.splitlines()
     ), "the summary on one line in a pipe, not wrapped at 80 columns"
     assert "discharge" in result.stdout
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("live", [False, True], ids=["fed", "live"])
+def test_the_demo_ends_when_a_tick_is_stale_or_dead_lettered(
+    kafka_bootstrap: str, tmp_path: Path, live: bool
+) -> None:
+    """Before: the demo waited for as many actions as ticks, so a repeated hour (stale) or a tick stamped
+    in 2099 (dead-lettered; held back by the monitor) left it waiting for ever, with no summary."""
+    rows = [f"2023-08-01 {hour:02d}:00:00+00:00,{20 + 5 * hour}" for hour in range(20)]
+    rows.insert(5, "2023-08-01 04:00:00+00:00,999")  # a repeated hour
+    rows.append("2099-01-01 00:00:00+00:00,50")
+    prices = tmp_path / "prices.csv"
+    prices.write_text("\n".join(["Datetime (UTC),Price (USD/MWh)", *rows]) + "\n")
+    args = ["--log-level", "ERROR", "demo", "--file", str(prices), "--rate", "200"]
+    result = cli(*args, *(["--live"] if live else []), "--bootstrap-servers", kafka_bootstrap, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = [line for line in result.stdout.splitlines() if line.startswith("summary: ")]
+    assert len(summary) == 1, result.stdout[-2000:]
+    assert summary[0].startswith("summary: 20 actions")
+    # Fed, the worker sees both; live, the monitor publishes neither (each timestamp once, none ahead).
+    assert summary[0].endswith("0 to DLQ, 0 stale" if live else "1 to DLQ, 1 stale"), summary[0]
+
+
+@pytest.mark.broker
+def test_the_demo_takes_the_broker_from_the_environment_and_its_follow_hint_feeds_it(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """Before: BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS was ignored (the demo started its own broker, though
+    its help said otherwise), and --follow's hint, `battery-worker feed FILE`, fed another broker's or
+    another topic than the demo's."""
+    first = [f"2023-08-01 {hour:02d}:00:00+00:00,{20 + 5 * hour}" for hour in range(6)]
+    later = [f"2023-08-01 {hour:02d}:00:00+00:00,{150 + hour}" for hour in range(6, 9)]
+    for name, rows in (("first.csv", first), ("later.csv", later)):
+        (tmp_path / name).write_text("\n".join(["Datetime (UTC),Price (USD/MWh)", *rows]) + "\n")
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}
+    env["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"] = kafka_bootstrap
+    command = [sys.executable, "-m", "battery_worker.cli", "--log-level", "ERROR", "demo", "--follow"]
+    command += ["--file", str(tmp_path / "first.csv"), "--rate", "200"]
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    shown: list[str] = []
+    try:
+        assert process.stdout is not None
+        while not shown or not shown[-1].startswith("following: "):
+            line = process.stdout.readline()
+            assert line, f"the demo ended: {shown} {process.stderr.read() if process.stderr else ''}"
+            shown.append(line.rstrip("\n"))
+        assert not any("embedded" in line for line in shown), shown
+        hint = re.fullmatch(r"following: feed more prices with `(.*)`; Ctrl\+C stops", shown[-1])
+        assert hint is not None, shown[-1]
+        feed = shlex.split(hint.group(1).replace("FILE", str(tmp_path / "later.csv")))
+        assert f"--bootstrap-servers {kafka_bootstrap}" in hint.group(1)
+        fed = cli(*feed[1:], env=env)
+        assert fed.returncode == 0, fed.stderr
+        for hour in range(6, 9):
+            line = process.stdout.readline()
+            assert line.startswith(f"2023-08-01 {hour:02d}:00"), (line, shown)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.mark.broker

@@ -252,11 +252,18 @@ def TOPIC(text: str) -> str:
 ISO_TIME = _iso_time
 
 
-def add_connection(parser: argparse.ArgumentParser) -> None:
+EXTERNAL_BROKER_VARIABLES = ("BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+"""Where a command reads the bootstrap servers from before the settings file, in this order."""
+
+
+def add_connection(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
+    """``--bootstrap-servers`` and ``--config``; ``default`` says what an unset address means instead of
+    the settings' (the demo's own embedded broker)."""
+    then = default or "the config, then localhost:9092"
+    variables = ", then ".join(EXTERNAL_BROKER_VARIABLES)
     parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",
-        help="Kafka bootstrap servers (default: env BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS, then "
-        "KAFKA_BOOTSTRAP_SERVERS, then the config, then localhost:9092)",
+        help=f"Kafka bootstrap servers (default: env {variables}, then {then})",
     )
     parser.add_argument("--config", type=Path, help="TOML settings file (see docs/configuration.md)")

@@ -25,6 +25,7 @@ import os
 import uuid
 from collections import Counter, deque
 from collections.abc import Coroutine
+from datetime import UTC, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from battery_worker.cli.common import stdout_console
+from battery_worker.cli.common import EXTERNAL_BROKER_VARIABLES, stdout_console
 from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.tools.feed import publish_ticks
@@ -57,7 +58,8 @@ def sample_path(name: str = SAMPLE) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    external = args.bootstrap_servers or os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    variables = (os.environ.get(name) for name in EXTERNAL_BROKER_VARIABLES)
+    external = args.bootstrap_servers or next((value for value in variables if value), None)
     console = stdout_console()
     if args.log_level.upper() == "INFO" and "BATTERY_WORKER_LOG_LEVEL" not in os.environ:
         # The live table is the demo's output; the worker's INFO lines would scroll it away.
@@ -94,21 +96,37 @@ async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, f
     worker_task = asyncio.create_task(worker.run())
     seen: deque[BatteryAction] = deque(maxlen=14)
     actions: list[BatteryAction] = []
+    read_to: dict[TopicPartition, int] = {}
     try:
-        watch = _watch(settings, len(ticks), actions, seen, console, worker_task, site=args.site)
+        # Each record fed is handled once (applied, stale or dead-lettered); the live monitor publishes each
+        # timestamp once. Waiting for as many actions as ticks hung on a stale or dead-lettered tick.
+        expected = _published_by_the_monitor(ticks, settings) if args.live else len(ticks)
+        watch = _watch(
+            settings, expected, actions, seen, console, worker, worker_task, read_to, site=args.site
+        )
         if args.live:
             await _through_the_monitor(args, settings, ticks, console, watch)
         else:
             await _fed(args, settings, ticks, console, watch)
         (_site_summary if args.site else _summary)(console, actions, worker)
         if args.follow:
-            console.print("following: feed more prices with `battery-worker feed FILE`; Ctrl+C stops")
-            await worker_task
+            feed = (
+                f"battery-worker feed FILE --site {DEMO_SITE} --bootstrap-servers {bootstrap} "
+                f"--topic {settings.topics.prices}"
+            )
+            console.print(f"following: feed more prices with `{feed}`; Ctrl+C stops", soft_wrap=True)
+            await _watch(settings, None, actions, seen, console, worker, worker_task, read_to, site=args.site)
     finally:
         worker.stop()
         with contextlib.suppress(asyncio.CancelledError):
             await worker_task
     return 0
+
+
+def _published_by_the_monitor(ticks: list[PriceTick], settings: Settings) -> int:
+    """How many of ``ticks`` the monitor publishes: each timestamp once, none too far ahead of now."""
+    ahead = datetime.now(UTC) + timedelta(seconds=settings.worker.max_tick_ahead_s)
+    return len({tick.timestamp for tick in ticks if tick.timestamp <= ahead})
 
 
 async def _fed(
@@ -121,12 +139,20 @@ async def _fed(
     producer = make_producer(settings.kafka)
     await start_client(producer, settings.kafka)
     try:
-        console.print(
-            f"feeding {len(ticks)} MARA 5-minute ticks to '{settings.topics.prices}' at {args.rate:g}/s; "
-            "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
+        what = (
+            f"{len(ticks)} ticks of {args.file.name}"
+            if args.file is not None
+            else f"{len(ticks)} MARA 5-minute ticks"
             if args.site
-            else f"feeding {len(ticks)} hourly ERCOT prices to '{settings.topics.prices}' at "
-            f"{args.rate:g}/s; policy: charge < 25, discharge > 100 USD/MWh",
+            else f"{len(ticks)} hourly ERCOT prices"
+        )
+        console.print(
+            f"feeding {what} to '{settings.topics.prices}' at {args.rate:g}/s; "
+            + (
+                "policy: site (machines and battery; 24 h warm-up, then the event day's spike)"
+                if args.site
+                else "policy: charge < 25, discharge > 100 USD/MWh"
+            ),
             soft_wrap=True,
         )
         feeding = asyncio.create_task(
@@ -178,23 +204,31 @@ async def _through_the_monitor(
 
 async def _watch(
     settings: Settings,
-    expected: int,
+    expected: int | None,
     actions: list[BatteryAction],
     seen: deque[BatteryAction],
     console: Console,
+    worker: Worker,
     worker_task: asyncio.Task[int],
+    read_to: dict[TopicPartition, int],
     *,
     site: bool = False,
 ) -> None:
+    """Show the actions as they come, until the worker has handled ``expected`` records and every applied
+    one's action has arrived (``None``: until the worker stops, for ``--follow``). ``read_to``: where the
+    previous watch stopped reading, and where this one stops."""
+    counters = worker.processor.counters
     reader = make_reader(settings.kafka)
     line, table = (_site_line, _site_table) if site else (_line, _table)
     await start_client(reader, settings.kafka)
     try:
         partitions = await _partitions(reader, settings.topics.actions)
         reader.assign([TopicPartition(settings.topics.actions, p) for p in partitions])
+        for tp, offset in read_to.items():
+            reader.seek(tp, offset)
         live = Live(table(seen), console=console, refresh_per_second=8) if console.is_terminal else None
         with live or contextlib.nullcontext():
-            while len(actions) < expected:
+            while expected is None or counters.total < expected or len(actions) < counters.applied:
                 if worker_task.done():
                     worker_task.result()
                     break
@@ -208,6 +242,8 @@ async def _watch(
                             console.print(line(action), highlight=False, soft_wrap=True)
                 if live is not None:
                     live.update(table(seen))
+        for tp in reader.assignment():
+            read_to[tp] = await reader.position(tp)
     finally:
         await reader.stop()
 
@@ -288,15 +324,20 @@ def _summary(console: Console, actions: list[BatteryAction], worker: Worker) -> 
     counts = Counter(action.action.value for action in actions)
     bought = sum(a.energy_mwh * a.energy_price for a in actions if a.action.value == "charge")
     avoided = sum(a.energy_mwh * a.energy_price for a in actions if a.action.value == "discharge")
-    final = actions[-1].state_of_charge_after_mwh if actions else float("nan")
     counters = worker.processor.counters
     console.print(
         f"summary: {len(actions)} actions ({counts['charge']} charge, {counts['discharge']} discharge, "
         f"{counts['hold']} hold); charging cost {bought:,.0f} USD, avoided cost {avoided:,.0f} USD, "
-        f"net {avoided - bought:,.0f} USD; battery ends at {final:.2f} MWh; "
+        f"net {avoided - bought:,.0f} USD; {_battery_end(actions)}; "
         f"{counters.rejected} to DLQ, {counters.stale} stale",
         soft_wrap=True,  # one line in a pipe or a log too (rich wraps at 80 columns there)
     )
+
+
+def _battery_end(actions: list[BatteryAction]) -> str:
+    if not actions:
+        return "no tick applied, the battery untouched"
+    return f"battery ends at {actions[-1].state_of_charge_after_mwh:.2f} MWh"
 
 
 def _site_summary(console: Console, actions: list[BatteryAction], worker: Worker) -> None:
@@ -304,11 +345,10 @@ def _site_summary(console: Console, actions: list[BatteryAction], worker: Worker
     net = sum(plan.net for plan in plans)
     ran = sum((plan.mining_mw + plan.inference_mw) * plan.hours for plan in plans)
     from_battery = sum(-plan.battery_mw * plan.hours for plan in plans if plan.battery_mw < 0)
-    final = actions[-1].state_of_charge_after_mwh if actions else float("nan")
     counters = worker.processor.counters
     console.print(
         f"summary: {len(actions)} ticks; machines ran {ran:,.1f} MWh, {from_battery:,.1f} MWh of it from the "
-        f"battery; site net {net:,.2f} (API price units); battery ends at {final:.2f} MWh; "
+        f"battery; site net {net:,.2f} (API price units); {_battery_end(actions)}; "
         f"{counters.rejected} to DLQ, {counters.stale} stale",
         soft_wrap=True,
     )

@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser(
         "demo", help="start the embedded broker, feed real ERCOT prices, show the worker's decisions"
     )
-    add_connection(demo)
+    add_connection(demo, default="the embedded broker, started for the demo")
     demo.add_argument("--follow", action="store_true", help="keep running after the sample (Ctrl+C stops)")
     demo.add_argument("--rate", type=POSITIVE_NUMBER, default=60.0, help="ticks per second fed (default 60)")
     demo.add_argument("--file", type=Path, help="price file to feed instead of the bundled sample")
