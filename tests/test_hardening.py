@@ -251,6 +251,7 @@ def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Pa
         "is a directory, not a price file": ["feed", str(tmp_path)],
         "not a topic name": ["feed", str(DATA / "ercot_2023-08-01_07.csv"), "--topic", "a b"],
         "not an ISO time": ["replay", "--from-time", "yesterday"],
+        "--output-prefix='': is empty": ["replay", "--output-prefix", ""],
     }
     for expected, args in cases.items():
         result = cli(*args, timeout=60)

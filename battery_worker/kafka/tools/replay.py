@@ -89,6 +89,8 @@ async def replay(
 ) -> ReplayResult:
     names = settings.topics.names()
     if options.output_prefix is not None:
+        if not options.output_prefix.strip("."):
+            raise InvalidConfig("--output-prefix", options.output_prefix, "is empty: name the topics' prefix")
         live = {names.actions, names.status, names.history, names.state, names.dlq, names.prices}
         if any(f"{options.output_prefix}.{t}" in live for t in ("battery.actions", "battery.status")):
             raise InvalidConfig("--output-prefix", options.output_prefix, "would write to the live topics")
