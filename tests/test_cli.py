@@ -112,30 +112,32 @@ def test_the_demo_takes_the_broker_from_the_environment_and_its_follow_hint_feed
     env["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"] = kafka_bootstrap
     command = [sys.executable, "-m", "battery_worker.cli", "--log-level", "ERROR", "demo", "--follow"]
     command += ["--file", str(tmp_path / "first.csv"), "--rate", "200"]
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     shown: list[str] = []
-    try:
-        assert process.stdout is not None
-        while not shown or not shown[-1].startswith("following: "):
-            line = process.stdout.readline()
-            assert line, f"the demo ended: {shown} {process.stderr.read() if process.stderr else ''}"
-            shown.append(line.rstrip("\n"))
-        assert not any("embedded" in line for line in shown), shown
-        hint = re.fullmatch(r"following: feed more prices with `(.*)`; Ctrl\+C stops", shown[-1])
-        assert hint is not None, shown[-1]
-        feed = shlex.split(hint.group(1).replace("FILE", str(tmp_path / "later.csv")))
-        assert f"--bootstrap-servers {kafka_bootstrap}" in hint.group(1)
-        fed = cli(*feed[1:], env=env)
-        assert fed.returncode == 0, fed.stderr
-        for hour in range(6, 9):
-            line = process.stdout.readline()
-            assert line.startswith(f"2023-08-01 {hour:02d}:00"), (line, shown)
-        process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=60) == 0
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    with subprocess.Popen(
+        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as process:  # its pipes closed on the way out
+        try:
+            assert process.stdout is not None
+            while not shown or not shown[-1].startswith("following: "):
+                line = process.stdout.readline()
+                assert line, f"the demo ended: {shown} {process.stderr.read() if process.stderr else ''}"
+                shown.append(line.rstrip("\n"))
+            assert not any("embedded" in line for line in shown), shown
+            hint = re.fullmatch(r"following: feed more prices with `(.*)`; Ctrl\+C stops", shown[-1])
+            assert hint is not None, shown[-1]
+            feed = shlex.split(hint.group(1).replace("FILE", str(tmp_path / "later.csv")))
+            assert f"--bootstrap-servers {kafka_bootstrap}" in hint.group(1)
+            fed = cli(*feed[1:], env=env)
+            assert fed.returncode == 0, fed.stderr
+            for hour in range(6, 9):
+                line = process.stdout.readline()
+                assert line.startswith(f"2023-08-01 {hour:02d}:00"), (line, shown)
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(timeout=60) == 0
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
 
 
 @pytest.mark.broker
