@@ -427,6 +427,10 @@ def _known_battery_type(value: str | None) -> str | None:
     return value.strip().lower()
 
 
+BOOTSTRAP_VARIABLES = ("BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
+"""Where the bootstrap servers are read from before the settings file, in this order."""
+
+
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from a TOML file, the environment and explicit overrides, validated as one.
 
@@ -436,9 +440,10 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     if toml_path is not None:
         _check_toml(toml_path)
     init: dict[str, Any] = dict(overrides or {})
-    bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
+    own, plain = BOOTSTRAP_VARIABLES
+    bootstrap = os.environ.get(plain)
     explicit = "bootstrap_servers" in init.get("kafka", {})
-    if bootstrap and not explicit and "BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS" not in os.environ:
+    if bootstrap and not explicit and own not in os.environ:
         init["kafka"] = {**init.get("kafka", {}), "bootstrap_servers": bootstrap}
 
     class _Loaded(Settings):

@@ -252,15 +252,13 @@ def TOPIC(text: str) -> str:
 ISO_TIME = _iso_time
 
 
-EXTERNAL_BROKER_VARIABLES = ("BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS", "KAFKA_BOOTSTRAP_SERVERS")
-"""Where a command reads the bootstrap servers from before the settings file, in this order."""
-
-
 def add_connection(parser: argparse.ArgumentParser, *, default: str | None = None) -> None:
     """``--bootstrap-servers`` and ``--config``; ``default`` says what an unset address means instead of
     the settings' (the demo's own embedded broker)."""
+    from battery_worker.settings import BOOTSTRAP_VARIABLES  # pydantic: not before the signal handlers
+
     then = default or "the config, then localhost:9092"
-    variables = ", then ".join(EXTERNAL_BROKER_VARIABLES)
+    variables = ", then ".join(BOOTSTRAP_VARIABLES)
     parser.add_argument(
         "--bootstrap-servers",
         metavar="HOST:PORT",

@@ -35,14 +35,14 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from battery_worker.cli.common import EXTERNAL_BROKER_VARIABLES, stdout_console
+from battery_worker.cli.common import stdout_console
 from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pricefiles import load_ticks
-from battery_worker.settings import Settings, load_settings
+from battery_worker.settings import BOOTSTRAP_VARIABLES, Settings, load_settings
 from battery_worker.ticks import PriceTick
 
 DEMO_SITE = "demo-site"
@@ -58,7 +58,7 @@ def sample_path(name: str = SAMPLE) -> Path:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    variables = (os.environ.get(name) for name in EXTERNAL_BROKER_VARIABLES)
+    variables = (os.environ.get(name) for name in BOOTSTRAP_VARIABLES)
     external = args.bootstrap_servers or next((value for value in variables if value), None)
     console = stdout_console()
     if args.log_level.upper() == "INFO" and "BATTERY_WORKER_LOG_LEVEL" not in os.environ:

@@ -171,8 +171,7 @@ def _policy_hint(settings: Settings, report: AuditReport) -> str | None:
     replay's settings, not the worker (the worker ran with --policy, the replay without)."""
     directory = settings.site_directory()
     for site_id, site in sorted(report.sites.items()):
-        recorded = None if site.first is None or site.first.recorded is None else site.first.recorded
-        policy = None if recorded is None else recorded.get("policy")
+        policy = (site.first.recorded or {}).get("policy") if site.first is not None else None
         replayed = directory.setup(site_id).policy.name
         if isinstance(policy, str) and policy != replayed:
             return (
