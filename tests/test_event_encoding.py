@@ -232,3 +232,25 @@ def test_stored_state_records_are_parsed_one_by_one_and_an_unreadable_one_is_ski
     assert restored.restore(stored.records()) == 2
     assert restored.sites() == processor.sites()
     assert "state record for b'broken' is unreadable, the site starts afresh" in caplog.text
+
+
+def test_a_stored_policy_memory_that_cannot_be_read_starts_the_policy_afresh(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A compacted record whose memory is garbage raised InvalidConfig out of the restore, which stopped
+    every worker assigned its partition, at every start: now the battery is kept, the policy starts over."""
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice("mpc", {}))
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    at = datetime(2023, 8, 1, tzinfo=UTC)
+    for hour, price in enumerate([30.0, 20.0, 90.0, 40.0]):
+        value = {"energy_price": price, "hash_price": 0, "token_price": 0}
+        tick = orjson.dumps({**value, "timestamp": (at + timedelta(hours=hour)).isoformat()})
+        processor.handle(InputRecord("prices", home_partition("s", 3), hour, b"s", tick))
+    (record,) = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
+    broken = record.model_copy(update={"policy_memory": {"garbage": 1}})
+    restored = TickProcessor(directory, TOPICS, prices_partitions=3)
+    assert restored.restore([broken]) == 1
+    site = restored.sites()["s"]
+    assert site.battery == processor.sites()["s"].battery
+    assert site.policy_memory == directory.setup("s").policy.initial_memory()
+    assert "policy memory of site 's' is unreadable, its mpc policy starts afresh" in caplog.text

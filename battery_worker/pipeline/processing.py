@@ -20,6 +20,7 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -44,9 +45,12 @@ from battery_worker.pipeline.payloads import (
     state_payload,
     status_payload,
 )
+from battery_worker.policies.base import PolicyMemory
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory, SiteSetup
 from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
+
+log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
 
@@ -199,6 +203,27 @@ class TickProcessor:
 
     # --- state: restore, drop, snapshot -------------------------------------------------------------
 
+    @staticmethod
+    def _stored_memory(record: BatteryStateRecord, setup: SiteSetup) -> PolicyMemory | None:
+        """The policy's stored memory, or a fresh one where it cannot be read.
+
+        As an unreadable state record (``kafka/store.py``), an unreadable memory never stops the worker: the
+        compacted record would stop every worker assigned its partition, at every start. The battery's own
+        state is kept; only the policy starts over (its decisions may differ until its window fills again).
+        """
+        if record.policy != setup.policy.name:
+            return setup.policy.initial_memory()
+        try:
+            return setup.policy.load_memory(record.policy_memory)
+        except InvalidValue as error:
+            log.error(
+                "policy memory of site %r is unreadable, its %s policy starts afresh (battery kept): %s",
+                record.site_id,
+                record.policy,
+                error,
+            )
+            return setup.policy.initial_memory()
+
     def restore(self, records: Iterable[BatteryStateRecord]) -> int:
         """Load stored site states (the latest per site wins); returns how many sites were loaded."""
         loaded = 0
@@ -216,11 +241,7 @@ class TickProcessor:
                 avoided_cost=record.avoided_cost,
                 delivered_today_mwh=record.delivered_today_mwh,
             )
-            memory = (
-                setup.policy.load_memory(record.policy_memory)
-                if record.policy == setup.policy.name
-                else setup.policy.initial_memory()
-            )
+            memory = self._stored_memory(record, setup)
             source = record.source
             self._sites[record.site_id] = _Site(
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
