@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import re
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import TopicPartition
 
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka import reading
 from battery_worker.kafka.batching import key_partition, partition_of, send_and_wait
 from battery_worker.kafka.clients import make_producer, make_reader
@@ -33,7 +35,7 @@ from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_site
 from battery_worker.pipeline.processing import TickProcessor
-from battery_worker.settings import Settings, load_settings
+from battery_worker.settings import Settings, TopicNames, load_settings
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
 pytestmark = pytest.mark.broker
@@ -663,3 +665,19 @@ async def test_one_sites_history_of_the_old_layout_is_read_whole_and_of_the_new_
     read.clear()
     assert len(await site_history(settings, "solo")) == 24
     assert all(partitions in ([home], []) for partitions in read), read
+
+
+def test_an_output_prefix_is_refused_only_where_a_topic_it_writes_is_live() -> None:
+    """The check named the default topics, not the configured ones, and left history and dead letters out:
+    with actions 'x.y' and history 'y', prefix 'x' wrote the replay's history into the live actions; with
+    the live topics under 'site.', prefix 'site' (writing 'site.site.*') was refused."""
+    crossed = TopicNames(actions="x.y", history="y")
+    with pytest.raises(InvalidConfig, match=r"would write to the live topic x\.y"):
+        replay_module.check_output_prefix("x", crossed)
+    dead_letters = TopicNames(dlq="z", prices="w.z")
+    with pytest.raises(InvalidConfig, match=r"would write to the live topic w\.z"):
+        replay_module.check_output_prefix("w", dead_letters)
+    under_site = TopicNames(**{f: f"site.{v}" for f, v in dataclasses.asdict(TopicNames()).items()})
+    replay_module.check_output_prefix("site", under_site)
+    with pytest.raises(InvalidConfig, match="is empty"):
+        replay_module.check_output_prefix("..", TopicNames())

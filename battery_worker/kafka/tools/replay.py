@@ -36,7 +36,7 @@ from battery_worker.outputs import write_atomically
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import HISTORY_BY_SITE, key_site
 from battery_worker.pipeline.processing import Counters, OutputRecord, TickProcessor, merge_counters
-from battery_worker.settings import Settings, topic_name_problem
+from battery_worker.settings import Settings, TopicNames, topic_name_problem
 
 Progress = Callable[[int, int | None], None]
 """Called as records are replayed: how many so far, and about how many in all (from the partitions' start
@@ -84,19 +84,28 @@ class ReplayResult:
         return self.records_read / self.seconds if self.seconds > 0 else float("inf")
 
 
+def check_output_prefix(prefix: str, names: TopicNames) -> None:
+    """Refuse a ``--output-prefix`` whose topics are no valid names or would be one of the live topics."""
+    if not prefix.strip("."):
+        raise InvalidConfig("--output-prefix", prefix, "is empty: name the topics' prefix")
+    live = {names.actions, names.status, names.history, names.state, names.dlq, names.prices}
+    # Every topic _publish may write: the processor's outputs, renamed.
+    written = [f"{prefix}.{topic}" for topic in (names.actions, names.status, names.history, names.dlq)]
+    clash = sorted(live.intersection(written))
+    if clash:
+        raise InvalidConfig("--output-prefix", prefix, f"would write to the live topic {clash[0]}")
+    for topic in written:
+        problem = topic_name_problem(topic)
+        if problem is not None:
+            raise InvalidConfig("--output-prefix", prefix, problem)
+
+
 async def replay(
     settings: Settings, options: ReplayOptions, progress: Progress | None = None
 ) -> ReplayResult:
     names = settings.topics.names()
     if options.output_prefix is not None:
-        if not options.output_prefix.strip("."):
-            raise InvalidConfig("--output-prefix", options.output_prefix, "is empty: name the topics' prefix")
-        live = {names.actions, names.status, names.history, names.state, names.dlq, names.prices}
-        if any(f"{options.output_prefix}.{t}" in live for t in ("battery.actions", "battery.status")):
-            raise InvalidConfig("--output-prefix", options.output_prefix, "would write to the live topics")
-        problem = topic_name_problem(f"{options.output_prefix}.{names.actions}")
-        if problem is not None:
-            raise InvalidConfig("--output-prefix", options.output_prefix, problem)
+        check_output_prefix(options.output_prefix, names)
     started = time.perf_counter()
     admin = make_admin(settings.kafka)
     await start_client(admin, settings.kafka)
