@@ -39,6 +39,7 @@ from battery_worker.errors import InvalidConfig, InvalidValue
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.settings import config_error
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
+from battery_worker.ticks import DEFAULT_SITE_ID, SiteId
 
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 """at-least-once: a crash re-emits byte-identical events; exactly-once: Kafka transactions, no re-emits."""
@@ -256,7 +257,7 @@ class MonitorSettings(BaseModel):
     model_config = _FROZEN
 
     url: str | None = Field(None, description="the price API (http or https), MARA format")
-    site: str = Field("default", min_length=1, max_length=200, description="the key of the ticks published")
+    site: SiteId = Field(DEFAULT_SITE_ID, description="the key of the ticks published")
     interval_s: float = Field(60.0, gt=0, description="between polls (the MARA API changes every 5 min)")
     timeout_s: float = Field(10.0, gt=0, description="a poll's whole HTTP request, connect to last byte")
     backoff_initial_s: float = Field(1.0, gt=0, description="the first wait after a failed poll, doubled")
@@ -355,7 +356,7 @@ class Settings(BaseSettings):
     policy: PolicySettings = PolicySettings()
     emissions: EmissionsSettings = EmissionsSettings()
     site: SiteModel = Field(SiteModel(), description="grid limits and fleet (fleet/model.py)")
-    sites: dict[str, SiteSettings] = Field(default_factory=dict)
+    sites: dict[SiteId, SiteSettings] = Field(default_factory=dict)
 
     @field_validator("battery_type")
     @classmethod

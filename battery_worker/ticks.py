@@ -13,11 +13,42 @@ from datetime import datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic_core import PydanticCustomError
 
 from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidTick
 
 DEFAULT_SITE_ID = "default"
+MAX_SITE_ID_BYTES = 200
+"""A site id is a Kafka message key, so it is measured in bytes of UTF-8, wherever one is taken."""
+
+
+def site_id_problem(site_id: str) -> str | None:
+    """What makes ``site_id`` no site id, or None: the one rule for a tick's key and body, the settings and
+    the command line (each kept its own: characters here, bytes there, blank allowed in one)."""
+    if not site_id.strip():
+        return "a site id is not blank"
+    size = len(site_id.encode("utf-8", "surrogatepass"))
+    if size > MAX_SITE_ID_BYTES:
+        return f"a site id has at most {MAX_SITE_ID_BYTES} bytes of UTF-8, not {size}"
+    return None
+
+
+def _valid_site_id(site_id: str) -> str:
+    problem = site_id_problem(site_id)
+    if problem is not None:
+        raise PydanticCustomError("site_id", problem)  # the problem as it is, no "Value error, " before it
+    return site_id
+
+
+SiteId = Annotated[
+    str,
+    AfterValidator(_valid_site_id),
+    Field(
+        description=f"not blank, at most {MAX_SITE_ID_BYTES} bytes of UTF-8",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_SITE_ID_BYTES},  # what a schema can say of it
+    ),
+]
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 PRICE_LIMIT = 1e6
@@ -38,7 +69,7 @@ class PriceTick(BaseModel):
     hash_price: Price
     token_price: Price
     timestamp: UtcDatetime
-    site_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    site_id: SiteId | None = None
     carbon_intensity: CarbonIntensity | None = None
 
 

@@ -33,6 +33,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.cli.common import command_settings
 from battery_worker.cli.main import build_parser
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.clients import make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -40,7 +41,7 @@ from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.processing import InputRecord, TickProcessor
-from battery_worker.settings import Settings, TopicNames
+from battery_worker.settings import Settings, TopicNames, load_settings
 from battery_worker.sites import PolicyChoice, SiteDirectory
 from tests.workerkit import DATA, cli, ercot_week, make_settings, settings_env, start_worker_process
 
@@ -356,7 +357,7 @@ def test_bad_policy_params_are_refused_not_ignored(command: str, params: list[st
         (["--rate", "-5"], "--rate: -5 must be above 0"),
         (["--rate", "inf"], "not a finite number"),
         (["--site", "s" * 300], "at most 200 bytes"),
-        (["--site", ""], "not empty"),
+        (["--site", ""], "not blank"),
         (["--hash-price", "nan"], "not a finite number"),
     ],
 )
@@ -592,3 +593,27 @@ def test_a_session_timeout_the_broker_refuses_is_a_settings_error(apache_kafka: 
     assert len(errors) == 1
     assert "worker.session_timeout_ms" in errors[0]
     assert "rewinding" not in result.stderr
+
+
+@pytest.mark.parametrize("site_id", ["é" * 150, "   "])
+def test_a_site_id_is_refused_alike_as_a_key_in_a_tick_in_the_settings_and_on_the_command_line(
+    site_id: str,
+) -> None:
+    """One rule, 200 bytes of UTF-8 and not blank: the settings took 300 bytes of 'é' (200 characters) for
+    monitor.site, whose every tick the worker then dead-lettered by its key, and a tick carrying the same id
+    in its body was applied; a blank id was refused on the command line only."""
+    settings = load_settings(None, {})
+    processor = TickProcessor(settings.site_directory(), settings.topics.names(), prices_partitions=1)
+    tick = {"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": "2024-01-01T00:00:00Z"}
+    keyed = processor.handle(InputRecord("prices", 0, 0, site_id.encode(), orjson.dumps(tick)))
+    in_body = processor.handle(InputRecord("prices", 0, 1, None, orjson.dumps({**tick, "site_id": site_id})))
+    assert (keyed.kind, in_body.kind) == ("rejected", "rejected")
+    with pytest.raises(InvalidConfig, match=r"monitor\.site"):
+        load_settings(None, {"monitor": {"site": site_id}})
+    with pytest.raises(InvalidConfig, match="sites"):
+        load_settings(None, {"sites": {site_id: {}}})
+    result = cli(
+        "feed", str(DATA / "ercot_2023-08-01_07.csv"), "--site", site_id, "--bootstrap-servers", NOBODY
+    )
+    assert result.returncode == 2
+    assert ("at most 200 bytes" if site_id.strip() else "not blank") in result.stderr

@@ -211,13 +211,11 @@ def _number(*, positive: bool = False) -> Callable[[str], float]:
 
 
 def _site_id(text: str) -> str:
-    from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES
+    from battery_worker.ticks import site_id_problem
 
-    size = len(text.encode("utf-8"))
-    if not text.strip():
-        raise argparse.ArgumentTypeError("a site id is not empty")
-    if size > MAX_SITE_ID_BYTES:
-        raise argparse.ArgumentTypeError(f"a site id has at most {MAX_SITE_ID_BYTES} bytes, not {size}")
+    problem = site_id_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
     return text
 
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 
-from battery_worker.pipeline.processing import MAX_SITE_ID_BYTES, Handled, InputRecord
+from battery_worker.pipeline.processing import Handled, InputRecord
+from battery_worker.ticks import MAX_SITE_ID_BYTES
 
 log = logging.getLogger("battery_worker.records")
 

@@ -48,13 +48,12 @@ from battery_worker.pipeline.payloads import (
 from battery_worker.policies.base import PolicyMemory
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory, SiteSetup
-from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, tick_error
+from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, site_id_problem, tick_error
 
 log = logging.getLogger(__name__)
 
 OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
 
-MAX_SITE_ID_BYTES = 200
 DLQ_MAX_VALUE_BYTES = 900_000
 """Dead letters keep the original bytes up to this size (under the producer's 1 MiB batch); a larger
 input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
@@ -349,10 +348,8 @@ class TickProcessor:
                 raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
             if not key_site:
                 key_site = None
-            elif len(record.key) > MAX_SITE_ID_BYTES:
-                raise InvalidTick(
-                    "key", f"{len(record.key)} bytes", f"a site id has at most {MAX_SITE_ID_BYTES}"
-                )
+            elif (problem := site_id_problem(key_site)) is not None:
+                raise InvalidTick("key", repr(record.key[:50]), problem)
         if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
             raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
         return tick, key_site or tick.site_id or DEFAULT_SITE_ID
