@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from aiokafka import TopicPartition
 
 from battery_worker.kafka.checkpoint import Checkpoint
+from battery_worker.kafka.tail import BatchTail
 
 P0, P1 = TopicPartition("prices", 0), TopicPartition("prices", 1)
 
@@ -60,3 +63,16 @@ def test_a_rewind_drops_what_is_pending() -> None:
     checkpoint.drop()
     assert not checkpoint.pending
     assert checkpoint.take() == {}
+
+
+async def test_a_tail_cut_short_on_exit_has_ended_before_the_clients_close() -> None:
+    """``settle_on_exit`` cancelled a tail stuck on a frozen broker and returned at once, so the producer
+    was stopped under a tail still running; it now waits (briefly) for the cancellation to land."""
+    stuck = asyncio.Event()
+    tail = BatchTail()
+    await tail.start_after_previous(stuck.wait())
+    await asyncio.sleep(0)
+    task = tail._task
+    assert task is not None
+    await tail.settle_on_exit(0.01)
+    assert task.cancelled()

@@ -92,6 +92,8 @@ class BatchTail:
             await asyncio.wait_for(asyncio.shield(task), max(0.0, budget_s))
         except TimeoutError:
             task.cancel()
+            # Ended before the clients close under it (wait raises neither its cancellation nor its error).
+            await asyncio.wait({task}, timeout=1.0)
             log.warning("the last batch's state was not stored in time; its records will be re-read")
         except Exception as error:  # on the way out: report it, never mask the exit
             log.warning(_FAILED, error)
