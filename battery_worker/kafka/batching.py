@@ -21,7 +21,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from battery_worker.pipeline.partitioning import murmur2
+from battery_worker.pipeline.partitioning import key_partition_uncached
 from battery_worker.pipeline.processing import OutputRecord
 
 _MAX_CACHED_KEYS = 200_000
@@ -38,7 +38,7 @@ def key_partition(key: bytes, partitions: int) -> int:
     cached = _key_partition.get((key, partitions))
     if cached is not None:
         return cached
-    partition: int = (murmur2(key) & 0x7FFFFFFF) % partitions
+    partition = key_partition_uncached(key, partitions)
     if len(_key_partition) >= _MAX_CACHED_KEYS:
         _key_partition.clear()
     _key_partition[(key, partitions)] = partition

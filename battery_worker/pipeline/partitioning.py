@@ -57,8 +57,13 @@ def _words(count: int) -> struct.Struct:
     return words
 
 
+def key_partition_uncached(key: bytes, partitions: int) -> int:
+    """The default partitioner's choice for ``key`` among ``partitions`` (Kafka's Java client's formula)."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def home_partition(site_id: str, partitions: int) -> int:
     """The ``prices`` partition of ``site_id``'s ticks (and of its state record) among ``partitions``."""
     if partitions < 1:
         raise ValueError(f"partitions={partitions!r}: a topic has at least one partition")
-    return (murmur2(site_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+    return key_partition_uncached(site_id.encode("utf-8"), partitions)
