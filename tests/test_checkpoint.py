@@ -69,8 +69,12 @@ async def test_a_tail_cut_short_on_exit_has_ended_before_the_clients_close() -> 
     """``settle_on_exit`` cancelled a tail stuck on a frozen broker and returned at once, so the producer
     was stopped under a tail still running; it now waits (briefly) for the cancellation to land."""
     stuck = asyncio.Event()
+
+    async def frozen_broker() -> None:
+        await stuck.wait()
+
     tail = BatchTail()
-    await tail.start_after_previous(stuck.wait())
+    await tail.start_after_previous(frozen_broker())
     await asyncio.sleep(0)
     task = tail._task
     assert task is not None

@@ -32,7 +32,7 @@ def test_ruff_is_clean() -> None:
 
 def test_mypy_strict_is_clean() -> None:
     result = subprocess.run(
-        [tool("mypy"), "battery_worker", "tests", "bench"],
+        [tool("mypy")],  # the files are pyproject's: the test checks the command a developer runs
         cwd=ROOT,
         capture_output=True,
         text=True,
