@@ -120,14 +120,6 @@ class PartitionTransactions:
         """Stable per group and input partition: the id the partition's next owner fences this one with."""
         return f"battery-worker.{self._group_id}.{self._prices_topic}.{partition}"
 
-    @property
-    def partitions(self) -> set[TopicPartition]:
-        return set(self._producers)
-
-    @property
-    def any_producer(self) -> AIOKafkaProducer | None:
-        return next(iter(self._producers.values()), None)
-
     async def open(self, partitions: Iterable[TopicPartition]) -> None:
         """Start a producer for each partition that has none: this fences the previous owner and waits
         until its open transaction is aborted, so a restore afterwards reads its final state."""
