@@ -6,7 +6,9 @@ import json
 from pathlib import Path
 
 import jsonschema
+import pytest
 
+from battery_worker.cli import schemas
 from battery_worker.cli.schemas import DEFAULT_DIR, main, out_of_sync, render
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -14,7 +16,18 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_checked_in_schemas_match_the_models() -> None:
     assert DEFAULT_DIR == ROOT / "schemas"
-    assert out_of_sync(DEFAULT_DIR) == [], "run: python -m battery_worker.cli.schemas"
+    assert out_of_sync(ROOT / "schemas") == [], "run: python -m battery_worker.cli.schemas"
+
+
+def test_outside_a_checkout_the_directory_must_be_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Installed from a wheel, the default was the directory beside site-packages, written into."""
+    monkeypatch.setattr(schemas, "DEFAULT_DIR", None)
+    with pytest.raises(SystemExit) as stopped:
+        schemas.main(["--check"])
+    assert stopped.value.code == 2
+    assert "--dir names the schemas' directory" in capsys.readouterr().err
 
 
 def test_a_changed_schema_is_detected(tmp_path: Path) -> None:

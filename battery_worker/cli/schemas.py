@@ -14,7 +14,10 @@ import orjson
 
 from battery_worker.events import EVENT_MODELS
 
-DEFAULT_DIR = Path(__file__).resolve().parents[2] / "schemas"
+_CHECKOUT = Path(__file__).resolve().parents[2]
+DEFAULT_DIR: Path | None = _CHECKOUT / "schemas" if (_CHECKOUT / "pyproject.toml").is_file() else None
+"""The checkout's ``schemas/``; installed from a wheel there is none, and ``--dir`` must say where (the
+default would have written beside site-packages)."""
 
 
 def render() -> dict[str, bytes]:
@@ -45,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--check", action="store_true", help="only compare; exit 1 when out of sync")
     args = parser.parse_args(argv)
+    if args.dir is None:
+        parser.error("not run from a source checkout: --dir names the schemas' directory")
     if args.check:
         wrong = out_of_sync(args.dir)
         for name in wrong:
