@@ -230,7 +230,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--idle-timeout",
         type=POSITIVE_NUMBER,
         metavar="SECONDS",
-        help="stop after this long with no records (exit 0), or without reaching Kafka at start (exit 1)",
+        help=(
+            "stop after this long with no records while partitions are assigned (exit 0), or without "
+            "reaching Kafka at start (exit 1); a worker given no partition waits for one"
+        ),
     )
     run.add_argument(
         "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
