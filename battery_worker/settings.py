@@ -12,7 +12,7 @@ import os
 import re
 import tomllib
 import urllib.parse
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -173,6 +173,16 @@ class TopicSettings(BaseModel):
             raise ValueError(problem)
         return value
 
+    @model_validator(mode="after")
+    def _six_topics(self) -> Self:
+        # One topic in two roles made the worker read its own actions back as prices and dead-letter them.
+        seen: dict[str, str] = {}
+        for role, name in asdict(self.names()).items():
+            if name in seen:
+                raise ValueError(f"topics.{role} is {name!r}, the same topic as topics.{seen[name]}")
+            seen[name] = role
+        return self
+
     def names(self) -> TopicNames:
         return TopicNames(self.prices, self.actions, self.status, self.state, self.history, self.dlq)
 
@@ -225,6 +235,17 @@ class WorkerSettings(BaseModel):
         le=900_000,
         description="exactly-once: the broker aborts a transaction left open this long (a dead worker's)",
     )
+
+    @model_validator(mode="after")
+    def _heartbeats_fit_in_the_session(self) -> Self:
+        # Java's client refuses the same: a member that beats no more often than its session lasts is
+        # dropped between beats, and the group rebalances for ever without committing an offset.
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError(
+                f"worker.heartbeat_interval_ms ({self.heartbeat_interval_ms}) must be below "
+                f"worker.session_timeout_ms ({self.session_timeout_ms}); a third of it is usual"
+            )
+        return self
 
     @model_validator(mode="after")
     def _transactions_outlive_the_session(self) -> Self:

@@ -85,6 +85,12 @@ def test_settings_are_frozen() -> None:
         ({"sites": {"x": {"battery": {"max_cycles_per_day": 0}}}}, "sites.x.battery.max_cycles_per_day"),
         ({"battery": {"cycle_day_timezone": "Texas/Austin"}}, "battery"),
         ({"sites": {"x": {"battery": {"cycle_day_timezone": "CST"}}}}, "sites.x.battery.cycle_day_timezone"),
+        # Accepted before, then the group rebalanced for ever (a beat no more often than the session lasts).
+        ({"worker": {"session_timeout_ms": 1000}}, "worker"),
+        ({"worker": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 6000}}, "worker"),
+        # Accepted before: the worker read its own actions back as prices and dead-lettered each one.
+        ({"topics": {"prices": "x", "actions": "x"}}, "topics"),
+        ({"topics": {"state": "battery.history"}}, "topics"),
     ],
 )
 def test_bad_settings_name_the_field(overrides: dict[str, object], field: str) -> None:

@@ -44,4 +44,5 @@ def config_error(where: str, error: ValidationError) -> InvalidConfig:
     cause = first.get("ctx", {}).get("error")
     if isinstance(cause, InvalidValue):
         return InvalidConfig(f"{path}.{cause.field}".strip("."), cause.value, cause.problem)
-    return InvalidConfig(path or "settings", first.get("input"), first["msg"])
+    problem = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a check's own ValueError
+    return InvalidConfig(path or "settings", first.get("input"), problem)
