@@ -9,6 +9,7 @@ import pytest
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.inspect import latest_status, site_history
+from battery_worker.kafka.topics import partition_count, state_configs_problem
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.processing import InputRecord
 from tests.workerkit import (
@@ -193,3 +194,29 @@ async def test_a_3_mb_message_is_dead_lettered_truncated_and_the_worker_goes_on(
     assert dead[0].value is not None
     assert len(dead[0].value) == 900_000
     assert dict(dead[1].headers)["error.field"] == b"key"
+
+
+def test_a_state_topic_that_also_deletes_is_refused_unless_it_keeps_for_ever() -> None:
+    """'compact,delete' passed the check (a substring match): retention then removed the state of any site
+    quiet for 7 days, which started afresh without a word."""
+    assert state_configs_problem("s", {"cleanup.policy": "compact"}) is None
+    assert state_configs_problem("s", {"cleanup.policy": "compact,delete", "retention.ms": "-1"}) is None
+    both = state_configs_problem("s", {"cleanup.policy": "compact,delete"})
+    assert both is not None
+    assert "retention.ms=604800000" in both
+    assert "must be compact" in (state_configs_problem("s", {"cleanup.policy": "delete"}) or "")
+    assert "must be compact" in (state_configs_problem("s", {}) or ""), "not reported: the default, delete"
+
+
+async def test_a_misconfigured_state_topic_is_refused_before_the_other_topics_are_created(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await create_topics(
+        settings,
+        [(settings.topics.state, 3, {"cleanup.policy": "compact,delete", "retention.ms": "86400000"})],
+    )
+    with pytest.raises(TopicMisconfigured, match=r"retention\.ms=86400000"):
+        await Worker(settings).run(idle_timeout_s=1)
+    assert await partition_count(settings, settings.topics.prices) == 0, "created before the refusal"
+    assert await partition_count(settings, settings.topics.actions) == 0

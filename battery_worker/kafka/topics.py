@@ -78,6 +78,10 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
         raise TopicMisconfigured(
             f"topics missing and topics.create is off: {', '.join(s.name for s in missing)}"
         )
+    if topics.state in existing:  # refused before anything is created, not after
+        if topics.prices in existing:
+            _check_partitions(topics, existing[topics.prices], existing[topics.state])
+        await _check_state_configs(admin, topics.state)
     first = [spec for spec in missing if spec.name != topics.state]
     if first:
         await _create(admin, first, topics, topics.partitions)
@@ -126,18 +130,46 @@ async def verify_state_topic(
     if prices is None or state is None:
         name = topics.prices if prices is None else topics.state
         raise TopicMisconfigured(f"topic {name} not found (or this principal may not DESCRIBE it)")
+    _check_partitions(topics, prices, state)
+    await _check_state_configs(admin, topics.state)
+
+
+def _check_partitions(topics: TopicSettings, prices: int, state: int) -> None:
     if prices != state:
         raise TopicMisconfigured(
             f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: "
             "they must match (recreate the state topic with the same partition count)"
         )
-    policy = (await topic_configs(admin, topics.state)).get("cleanup.policy", "delete")
-    if "compact" not in policy:
-        raise TopicMisconfigured(
-            f"state topic {topics.state} has cleanup.policy={policy}; it must be compact "
-            f"(kafka-configs --alter --entity-type topics --entity-name {topics.state} "
-            "--add-config cleanup.policy=compact)"
+
+
+async def _check_state_configs(admin: AIOKafkaAdminClient, state: str) -> None:
+    problem = state_configs_problem(state, await topic_configs(admin, state))
+    if problem is not None:
+        raise TopicMisconfigured(f"state topic {state} has {problem}")
+
+
+def state_configs_problem(state: str, configs: dict[str, str]) -> str | None:
+    """What in the state topic's configs would lose a site's state, or None.
+
+    Not compacted, a site's older records would go and its latest with them. Compacted and deleted
+    (``compact,delete``), retention removes the latest record of a site quiet for longer than
+    ``retention.ms``, which then starts afresh from ``initial_charge_percent`` without a word.
+    """
+    policy = configs.get("cleanup.policy", "delete")
+    parts = {part.strip() for part in policy.split(",")}
+    fix = (
+        f"kafka-configs --alter --entity-type topics --entity-name {state} --add-config "
+        "cleanup.policy=compact"
+    )
+    if "compact" not in parts:
+        return f"cleanup.policy={policy}; it must be compact ({fix})"
+    retention = configs.get("retention.ms", "604800000")  # the broker's default, 7 days, where not reported
+    if "delete" in parts and retention != "-1":
+        return (
+            f"cleanup.policy={policy} with retention.ms={retention}: a site quiet that long would lose its "
+            f"state; it must be compact alone, or keep retention.ms=-1 ({fix})"
         )
+    return None
 
 
 async def topic_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
