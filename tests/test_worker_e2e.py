@@ -36,6 +36,7 @@ async def test_real_prices_give_the_domain_cores_decisions(
     worker = Worker(settings)
     handled = await worker.run(max_messages=2 * len(ticks), idle_timeout_s=20)
     assert handled == 2 * len(ticks)
+    assert worker.stats.rebalances == 0, "the first join revokes nothing (the metric counted it)"
 
     expected, final = reference(settings, ticks)
     published = await read_published(settings)

@@ -413,7 +413,8 @@ class Worker:
                 stored = await self._tail.settle_quietly()
             if not stored:
                 self._needs_rewind = True
-            self.stats.rebalances += 1
+            if revoked:  # aiokafka calls this with nothing revoked on the first join too: no rebalance
+                self.stats.rebalances += 1
             self.assignment.restored = False
             dropped = self.processor.drop_partitions(tp.partition for tp in revoked)
             self.assignment.partitions -= set(revoked)
