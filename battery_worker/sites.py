@@ -9,6 +9,7 @@ carried, :mod:`battery_worker.emissions`) is the same for every site.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -89,19 +90,22 @@ class SiteDirectory:
         except InvalidConfig as error:
             raise InvalidConfig(f"sites.{site_id}.battery_type", error.value, error.problem) from None
         fields = {**preset, **override.battery}
+        unknown = sorted(set(fields) - {f.name for f in dataclasses.fields(BatteryConfig)})
+        if unknown:  # replace() would say "BatteryConfig.__init__() got an unexpected keyword argument"
+            raise InvalidConfig(f"sites.{site_id}.battery.{unknown[0]}", fields[unknown[0]], "no such field")
         try:
             config = replace(self._default.config, **fields)
-        except TypeError as error:
-            raise InvalidConfig(f"sites.{site_id}.battery", dict(override.battery), str(error)) from None
         except InvalidConfig as error:
             raise InvalidConfig(
                 f"sites.{site_id}.battery.{error.field}", error.value, error.problem
             ) from None
         site = site_model_with(self._default.site, override.site, f"sites.{site_id}.site")
         choice = override.policy or self._policy
-        policy = (
-            self._default.policy
-            if override.policy is None and site == self._default.site
-            else make_policy(choice.name, choice.params, site=site)
-        )
+        if override.policy is None and site == self._default.site:
+            policy = self._default.policy
+        else:
+            try:
+                policy = make_policy(choice.name, choice.params, site=site)
+            except InvalidConfig as error:  # the site's own table, not the [policy] one an operator reads
+                raise InvalidConfig(f"sites.{site_id}.{error.field}", error.value, error.problem) from None
         return SiteSetup(config, policy, site, self._default.carry_hours)

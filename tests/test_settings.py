@@ -85,6 +85,10 @@ def test_settings_are_frozen() -> None:
         ({"sites": {"x": {"battery": {"max_cycles_per_day": 0}}}}, "sites.x.battery.max_cycles_per_day"),
         ({"battery": {"cycle_day_timezone": "Texas/Austin"}}, "battery"),
         ({"sites": {"x": {"battery": {"cycle_day_timezone": "CST"}}}}, "sites.x.battery.cycle_day_timezone"),
+        # Named the [policy] table or echoed Python's TypeError before, not the site's own table.
+        ({"sites": {"x": {"policy": {"name": "thresold"}}}}, "sites.x.policy"),
+        ({"sites": {"x": {"policy": {"name": "threshold", "params": {"a": 1}}}}}, "sites.x.policy.params"),
+        ({"sites": {"x": {"battery": {"capacity_mhw": 2.0}}}}, "sites.x.battery.capacity_mhw"),
         # Accepted before, then the group rebalanced for ever (a beat no more often than the session lasts).
         ({"worker": {"session_timeout_ms": 1000}}, "worker"),
         ({"worker": {"session_timeout_ms": 6000, "heartbeat_interval_ms": 6000}}, "worker"),
