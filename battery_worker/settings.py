@@ -453,6 +453,23 @@ BOOTSTRAP_VARIABLES = ("BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS", "KAFKA_BOOTSTR
 """Where the bootstrap servers are read from before the settings file, in this order."""
 
 
+def _check_environment_sections() -> None:
+    """A variable of a section that does not exist is refused, as one of a field that does not exist is.
+
+    pydantic-settings reads only the sections it knows, so ``BATTERY_WORKER_WORKR__GROUP_ID`` was ignored
+    without a word while ``BATTERY_WORKER_WORKER__GROUPID`` was refused. The value is not shown: it may be
+    a secret whose name was mistyped.
+    """
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    for name in sorted(os.environ):
+        if not name.upper().startswith(prefix.upper()) or "__" not in name[len(prefix) :]:
+            continue
+        section = name[len(prefix) :].split("__", 1)[0].lower()
+        if section not in Settings.model_fields:
+            known = ", ".join(sorted(Settings.model_fields))
+            raise InvalidConfig(name, "…", f"no such section of the settings (known: {known})")
+
+
 def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
     """Settings from a TOML file, the environment and explicit overrides, validated as one.
 
@@ -461,6 +478,7 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
     toml_path = None if config_file is None else Path(config_file)
     if toml_path is not None:
         _check_toml(toml_path)
+    _check_environment_sections()
     init: dict[str, Any] = dict(overrides or {})
     own, plain = BOOTSTRAP_VARIABLES
     bootstrap = os.environ.get(plain)

@@ -197,3 +197,18 @@ def test_the_cycle_day_zone_per_site_from_toml_and_the_environment(
     assert (berlin.cycle_day_timezone, berlin.capacity_mwh) == ("Europe/Berlin", 50.0)
     assert sites.setup("elsewhere").config.cycle_day_timezone == "America/Chicago"
     assert BatteryConfig().cycle_day_timezone == "UTC"
+
+
+def test_a_variable_of_a_section_that_does_not_exist_is_refused_without_its_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """BATTERY_WORKER_WORKR__GROUP_ID was ignored without a word (a mistyped field was already refused)."""
+    monkeypatch.setenv("BATTERY_WORKER_KAFAK__SASL_PASSWORD", "s3cret")
+    with pytest.raises(InvalidConfig, match="no such section") as caught:
+        load_settings()
+    assert caught.value.field == "BATTERY_WORKER_KAFAK__SASL_PASSWORD"
+    assert "s3cret" not in str(caught.value)
+    monkeypatch.delenv("BATTERY_WORKER_KAFAK__SASL_PASSWORD")
+    monkeypatch.setenv("BATTERY_WORKER_LOG_FORMAT", "json")  # not a section: the CLI's own variables pass
+    monkeypatch.setenv("BATTERY_WORKER_WORKER__GROUP_ID", "g")
+    assert load_settings().worker.group_id == "g"
