@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from battery_worker.cli.common import stdout_console
-from battery_worker.cli.main import main
+from battery_worker.cli.main import build_parser, main
 from battery_worker.cli.replay import progress_line
 from tests.workerkit import DATA, cli, make_settings, settings_env
 
@@ -241,3 +241,22 @@ def test_a_replay_progress_line_gives_the_share_done_and_the_time_left() -> None
     assert progress_line(1000, 1000, 4.0) == "replay: 100% (1,000 of about 1,000 records, 250/s)"
     assert progress_line(1010, 1000, 4.0).startswith("replay: 100% (1,010 of about 1,000"), "an estimate"
     assert progress_line(300, None, 2.0) == "replay: 300 records (150/s)"
+
+
+@pytest.mark.parametrize(
+    ("argv", "level", "form"),
+    [
+        (["run"], "INFO", "auto"),
+        (["--log-format", "text", "run", "--log-level", "DEBUG"], "DEBUG", "text"),
+        (["--log-format", "text", "backtest", "f.csv", "--log-format", "json"], "INFO", "json"),
+        (["history", "export", "--site", "a", "--out", "x", "--log-level", "ERROR"], "ERROR", "auto"),
+    ],
+)
+def test_the_log_options_are_taken_after_the_command_too(
+    argv: list[str], level: str, form: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """'battery-worker run --log-format json' said 'unrecognized arguments: --log-format json'."""
+    monkeypatch.delenv("BATTERY_WORKER_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("BATTERY_WORKER_LOG_FORMAT", raising=False)
+    args = build_parser().parse_args(argv)
+    assert (args.log_level, args.log_format) == (level, form)

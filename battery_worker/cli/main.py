@@ -331,7 +331,29 @@ def build_parser() -> argparse.ArgumentParser:
         except ImportError:
             continue
         extension.add_parser(commands)
+    _take_global_options_after_the_command(parser)
     return parser
+
+
+def _take_global_options_after_the_command(
+    parser: argparse.ArgumentParser, options: list[argparse.Action] | None = None
+) -> None:
+    """``battery-worker run --log-format json`` as well as ``battery-worker --log-format json run``: the
+    first said 'unrecognized arguments'. Given after the command, the option wins; not given there, it
+    leaves the one before it (or its default) alone (``SUPPRESS``)."""
+    if options is None:
+        options = [a for a in parser._actions if set(a.option_strings) & set(_GLOBAL_OPTIONS_WITH_VALUES)]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command in action.choices.values():
+                for option in options:
+                    command.add_argument(
+                        *option.option_strings,
+                        choices=option.choices,
+                        default=argparse.SUPPRESS,
+                        help=option.help,
+                    )
+                _take_global_options_after_the_command(command, options)
 
 
 LEAVE_NO_RESULT_WHEN_STOPPED = ("backtest", "replay", "feed", "status", "history")
