@@ -48,12 +48,16 @@ def load_ticks(
     *,
     timestamp_column: str | None = None,
     price_column: str | None = None,
-    hash_price: float = 0.0,
-    token_price: float = 0.0,
+    hash_price: float | None = None,
+    token_price: float | None = None,
     site_id: str | None = None,
     carbon_file: str | Path | None = None,
 ) -> list[PriceTick]:
-    """All ticks of a price file, oldest first; with ``carbon_file``, each with its carbon intensity."""
+    """All ticks of a price file, oldest first; with ``carbon_file``, each with its carbon intensity.
+
+    ``hash_price`` and ``token_price`` are for a market file, which has none (0 when not given); a MARA
+    file carries its own, and is refused with them rather than have them ignored.
+    """
     source = Path(path)
     if source.is_dir():
         raise PriceFileError("file", str(source), "is a directory, not a price file")
@@ -61,6 +65,7 @@ def load_ticks(
         raise PriceFileError("file", str(source), "no such file")
     try:
         if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(source):
+            _refuse_given_prices(source, hash_price, token_price)
             rows = _json_rows(source)
         else:
             rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
@@ -170,17 +175,24 @@ def _json_rows(source: Path) -> list[Mapping[str, Any]]:
     return data
 
 
+def _refuse_given_prices(source: Path, hash_price: float | None, token_price: float | None) -> None:
+    for flag, given in (("--hash-price", hash_price), ("--token-price", token_price)):
+        if given is not None:
+            raise PriceFileError(flag, given, f"{source.name} carries its own hash and token prices")
+
+
 def _csv_rows(
     source: Path,
     timestamp_column: str | None,
     price_column: str | None,
-    hash_price: float,
-    token_price: float,
+    hash_price: float | None,
+    token_price: float | None,
 ) -> list[Mapping[str, Any]]:
     with source.open(newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
+            _refuse_given_prices(source, hash_price, token_price)
             return [
                 {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]}
                 for row in reader
@@ -202,8 +214,8 @@ def _csv_rows(
         return [
             {
                 "energy_price": _number(row[price_col]),
-                "hash_price": hash_price,
-                "token_price": token_price,
+                "hash_price": 0.0 if hash_price is None else hash_price,
+                "token_price": 0.0 if token_price is None else token_price,
                 "timestamp": _parse_time(row[ts_col]),
             }
             for row in reader

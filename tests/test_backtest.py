@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import orjson
@@ -19,7 +20,7 @@ from battery_worker.backtest.engine import (
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.backtest.optimum_process import solve_in_child
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.cli.backtest import main, parse_params
+from battery_worker.cli.backtest import main, parse_params, warmup_ticks
 from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.emissions import EmissionsState
 from battery_worker.errors import InvalidConfig
@@ -167,6 +168,44 @@ def test_flags_that_cannot_be_honoured_are_refused_before_any_work(
     assert captured.out == ""  # no optimum solved, no policy run
     assert named in captured.err
     assert len(captured.err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--png", "chart.txt"], "name it .png"),  # matplotlib's ValueError after the run, 'a bug'
+        (["--png", "x.png", "--no-png"], "given with --no-png"),  # the chart silently not drawn
+        (["--site", "--png", "x.png"], "--site draws no chart"),
+        (["--site", "--months", "--no-png"], "--site draws no chart"),
+        (["--carbon-price", "100", "--no-png"], "needs --carbon FILE"),  # ignored: no carbon data
+        (["--carbon-price", "-100", "--no-png"], "must be >= 0"),  # the optimum rewarded for emitting
+        (["--compare", "mpc,mpc", "--no-png"], "names mpc twice"),
+        (["--hash-price", "3", "--no-png"], "carries its own hash and token prices"),  # ignored
+    ],
+)
+def test_flags_that_would_be_ignored_or_fail_late_are_refused_first(
+    flags: list[str], named: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main([str(MARA_JSON), *flags]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert named in captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+
+
+def test_the_chart_is_a_png_where_it_was_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder that did not exist failed after the whole run (the summary lost); a name without an ending
+    was written as NAME.png and reported as NAME."""
+    summary = tmp_path / "s.json"
+    for chart in (tmp_path / "new" / "folder" / "chart.png", tmp_path / "chart"):
+        argv = [str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--png", str(chart)]
+        assert main([*argv, "--summary", str(summary)]) == 0
+        assert f"chart: {chart}" in capsys.readouterr().out
+        assert chart.read_bytes().startswith(b"\x89PNG")
+        assert summary.is_file()
+    assert not (tmp_path / "chart.png").exists()
 
 
 def test_the_output_says_how_many_ticks_were_left_out_and_names_a_missing_column(
@@ -321,3 +360,25 @@ def test_cli_cycle_day_timezone_moves_the_days_the_cap_counts(capsys: pytest.Cap
     assert chicago.endswith(", exact")
     assert main([week, "--cycle-day-timezone", "Mars/Base", "--no-png"]) == 2
     assert capsys.readouterr().err.startswith("error: cycle_day_timezone='Mars/Base': not a time zone")
+
+
+def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--warmup ignored --carbon: a carbon-aware mpc learnt from ticks without intensities (69.7 % against
+    85.6 % of the optimum on the review's ERCOT slice)."""
+    week = (DATA / "ercot_2023-08-01_07.csv").read_text().splitlines()
+    run_file = tmp_path / "last_day.csv"
+    run_file.write_text("\n".join([week[0], *week[-24:]]) + "\n")
+    args = argparse.Namespace(
+        warmup=DATA / "ercot_2023-08-01_07.csv",
+        carbon=DATA / "ercot_carbon_2023-08-01_07.csv",
+        timestamp_column=None,
+        price_column=None,
+        hash_price=None,
+        token_price=None,
+    )
+    warm = warmup_ticks(args, load_ticks(run_file))
+    assert len(warm) == 168 - 24
+    assert all(tick.carbon_intensity is not None for tick in warm)
+    assert "warm-up: 144 ticks" in capsys.readouterr().out

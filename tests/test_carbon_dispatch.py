@@ -184,7 +184,8 @@ def test_cli_site_backtest_reports_the_whole_sites_emissions(
 ) -> None:
     """Every machine on and no battery: the site imports its whole fleet (25 MW) every hour."""
     out = tmp_path / "site.json"
-    assert main([str(PRICES), "--carbon", str(CARBON), "--site", "--summary", str(out)]) == 0
+    zeros = ["--hash-price", "0", "--token-price", "0"]  # a market file: no machine earns, said so
+    assert main([str(PRICES), "--carbon", str(CARBON), "--site", *zeros, "--summary", str(out)]) == 0
     assert "site emissions (t CO₂eq)" in capsys.readouterr().out
     runs = orjson.loads(out.read_bytes())["runs"]
     fleet_mw = SiteModel().fleet_mw
@@ -196,7 +197,7 @@ def test_cli_site_backtest_reports_the_whole_sites_emissions(
     assert optimum_kg is not None
     assert summary["optimum_grid_import_kg"] == pytest.approx(optimum_kg)
     assert 0 < optimum_kg < runs["all_on"]["grid_import_kg"]  # the optimum leaves machines off at some prices
-    assert main([str(PRICES), "--site", "--summary", str(out)]) == 0
+    assert main([str(PRICES), "--site", *zeros, "--summary", str(out)]) == 0
     assert "site emissions" not in capsys.readouterr().out
     summary = orjson.loads(out.read_bytes())
     assert "grid_import_kg" not in summary["runs"]["site"]

@@ -122,7 +122,11 @@ def test_backtest_site_report_takes_hash_and_token_prices_for_a_market_file(
     runs = orjson.loads(summary.read_bytes())["runs"]
     assert runs["planned"]["profit"] > runs["all_on"]["profit"]
     assert runs["site"]["share_of_optimum"] <= 1.0
-    assert main(["backtest", market, "--site", "--summary", str(summary)]) == 0
+    # Without them every machine's revenue was 0, the shares of the optimum nonsense: refused, unless said.
+    assert main(["backtest", market, "--site", "--summary", str(summary)]) == 2
+    assert "give --hash-price and --token-price" in capsys.readouterr().err
+    zeros = ["--hash-price", "0", "--token-price", "0"]
+    assert main(["backtest", market, "--site", *zeros, "--summary", str(summary)]) == 0
     capsys.readouterr()
     zero = orjson.loads(summary.read_bytes())["runs"]
     assert zero["planned"]["profit"] == pytest.approx(0.0), "hash and token at 0: every machine curtailed"

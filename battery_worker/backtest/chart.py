@@ -18,6 +18,7 @@ draws, with matplotlib (the optional ``plot`` extra) on its Agg backend: files, 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -41,6 +42,7 @@ from battery_worker.backtest.report import (
 from battery_worker.battery import as_utc
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig, InvalidInput
+from battery_worker.outputs import write_atomically
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -81,11 +83,14 @@ def write_png(
     pyplot = _pyplot(path)
     figure = draw_figure(runs, optimum, config, title=title)
     target = Path(path)
+    image = io.BytesIO()
     try:
-        figure.savefig(target, dpi=DPI)
+        # A PNG whatever the name's ending (matplotlib went by it: '.txt' failed after the whole run, no
+        # ending wrote PATH.png), written as the summary is: missing folders made, never half a file.
+        figure.savefig(image, dpi=DPI, format="png")
     finally:
         pyplot.close(figure)
-    return target
+    return write_atomically(target, image.getvalue())
 
 
 def draw_figure(

@@ -66,6 +66,9 @@ if TYPE_CHECKING:
     from battery_worker.backtest.engine import BacktestRun, BacktestSummary
 
 
+DEFAULT_PNG = Path("backtest.png")
+
+
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = subparsers.add_parser(
         "backtest",
@@ -115,8 +118,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument(
         "--carbon-price", type=NUMBER, default=0.0, help="money per tonne CO2eq for mpc and an optimum (0)"
     )
-    parser.add_argument("--hash-price", type=NUMBER, default=0.0, help="for market files (default 0)")
-    parser.add_argument("--token-price", type=NUMBER, default=0.0, help="for market files (default 0)")
+    parser.add_argument("--hash-price", type=NUMBER, help="for a market file, which has none (default 0)")
+    parser.add_argument("--token-price", type=NUMBER, help="for a market file, which has none (default 0)")
     battery = BatteryConfig()
     parser.add_argument(
         "--battery-type",
@@ -142,7 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         metavar="ZONE",
         help="where the cap's day starts, e.g. America/Chicago (default UTC)",
     )
-    parser.add_argument("--png", type=Path, default=Path("backtest.png"), help="chart (default backtest.png)")
+    parser.add_argument("--png", type=Path, help=f"chart, a PNG (default {DEFAULT_PNG})")
     parser.add_argument("--no-png", action="store_true", help="do not draw the chart")
     parser.add_argument("--summary", type=Path, metavar="OUT.json", help="write a JSON summary here")
     parser.add_argument("--months", action="store_true", help="print per-month figures")
@@ -232,8 +235,10 @@ def _run(args: argparse.Namespace) -> int:
     from battery_worker.backtest.optimum_process import solve_in_child
     from battery_worker.backtest.report import month_table, summary_table, write_png
 
-    check_output_file("--png", None if args.no_png else args.png)
+    png = chart_file(args)
+    check_output_file("--png", png)
     check_output_file("--summary", args.summary)
+    check_carbon_flags(args)
     names = policy_names(args)
     params = parse_params(args.policy_param)
     for owner in params:
@@ -253,6 +258,15 @@ def _run(args: argparse.Namespace) -> int:
     ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
+    given = args.hash_price is not None or args.token_price is not None
+    if args.site and not given and not any(tick.hash_price or tick.token_price for tick in ticks):
+        # A market file has no hash or token price: every machine's revenue was 0 and the shares nonsense.
+        raise InvalidConfig(
+            "--site",
+            str(args.file),
+            "needs the hash and token prices, which the file has none of: "
+            "give --hash-price and --token-price",
+        )
     warmup = warmup_ticks(args, ticks)
     progress = Progress(args.progress)
     if args.site:
@@ -296,9 +310,9 @@ def _run(args: argparse.Namespace) -> int:
         for summary in summaries:
             print()
             print(month_table(summary))
-    if not args.no_png:
-        write_png(args.png, runs, optimum, config, title=f"{args.file.name}: policies against the optimum")
-        print(f"chart: {args.png}")
+    if png is not None:
+        write_png(png, runs, optimum, config, title=f"{args.file.name}: policies against the optimum")
+        print(f"chart: {png}")
     if args.summary is not None:
         data = summaries[0].to_json()
         data["file"] = str(args.file)
@@ -307,6 +321,34 @@ def _run(args: argparse.Namespace) -> int:
         write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
+
+
+def chart_file(args: argparse.Namespace) -> Path | None:
+    """Where the chart goes, or None; flags the chart would ignore are refused (``--site`` draws none)."""
+    if args.site:
+        for flag, given in (("--png", args.png), ("--months", args.months or None)):
+            if given is not None:
+                raise InvalidConfig(flag, str(given), "--site draws no chart and has no months; drop one")
+        return None
+    if args.no_png:
+        if args.png is not None:
+            raise InvalidConfig("--png", str(args.png), "given with --no-png; drop one")
+        return None
+    png: Path = args.png or DEFAULT_PNG
+    if png.suffix and png.suffix.lower() != ".png":
+        raise InvalidConfig("--png", str(png), "the chart is a PNG: name it .png")
+    return png
+
+
+def check_carbon_flags(args: argparse.Namespace) -> None:
+    """``--carbon-price`` needs ``--carbon`` (it was ignored without it) and is never below 0 (the optimum
+    was rewarded for emitting; ``mpc`` refused it in words of its own)."""
+    if args.carbon_price < 0:
+        raise InvalidConfig("--carbon-price", args.carbon_price, "must be >= 0 (money per tonne avoided)")
+    if args.carbon_price and args.carbon is None:
+        raise InvalidConfig(
+            "--carbon-price", args.carbon_price, "needs --carbon FILE, the intensities it prices"
+        )
 
 
 def policy_names(args: argparse.Namespace) -> list[str]:
@@ -321,6 +363,9 @@ def policy_names(args: argparse.Namespace) -> list[str]:
     if args.policy is not None:
         raise InvalidConfig("--policy", args.policy, "--compare names the policies; give one of the two")
     names = [name.strip() for name in args.compare.split(",") if name.strip()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if twice:
+        raise InvalidConfig("--compare", args.compare, f"names {twice[0]} twice")
     if not names:
         raise InvalidConfig(
             "--compare", args.compare, "names no policy: give names separated by commas, or --compare alone"
@@ -334,7 +379,7 @@ def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[Price
 
     if args.warmup is None:
         return []
-    warmup = before_first(price_file_ticks(args, args.warmup), ticks)
+    warmup = before_first(price_file_ticks(args, args.warmup, args.carbon), ticks)
     if not warmup:
         raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {ticks[0].timestamp}")
     span = f"{warmup[0].timestamp} .. {warmup[-1].timestamp}"

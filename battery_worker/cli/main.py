@@ -297,8 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     feed.add_argument("--limit", type=POSITIVE_INT, help="publish only the first N ticks")
     feed.add_argument("--timestamp-column", help="CSV column of the timestamp")
     feed.add_argument("--price-column", help="CSV column of the energy price")
-    feed.add_argument("--hash-price", type=NUMBER, default=0.0, help="hash price for files without one")
-    feed.add_argument("--token-price", type=NUMBER, default=0.0, help="token price for files without one")
+    feed.add_argument("--hash-price", type=NUMBER, help="hash price for a market file, which has none (0)")
+    feed.add_argument("--token-price", type=NUMBER, help="token price for a market file, which has none (0)")
     feed.add_argument(
         "--carbon", type=Path, metavar="FILE", help="grid carbon intensity, joined by timestamp"
     )
