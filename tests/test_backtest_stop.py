@@ -73,6 +73,62 @@ def test_a_stop_signal_during_the_optimum_ends_the_backtest_in_one_line(
     assert took < 5.0
 
 
+@pytest.fixture(scope="module")
+def carbon_file(five_minute_file: Path) -> Path:
+    """An hourly intensity over the same days, in the shared carbon files' columns."""
+    t0 = datetime(2025, 1, 1, tzinfo=UTC)
+    rows = ["Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)"]
+    rows += [
+        f"{(t0 + timedelta(hours=h)).strftime('%Y-%m-%d %H:%M:%S')},{300 + 100 * (h % 7)}"
+        for h in range(DAYS * 24)
+    ]
+    path = five_minute_file.parent / "carbon.csv"
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flags", "solving"),
+    [
+        (["--site"], "site optimum: solving"),
+        (
+            ["--policy", "threshold", "--carbon", "{carbon}", "--carbon-price", "100"],
+            "carbon-priced optimum: solving",
+        ),
+    ],
+)
+def test_the_site_and_carbon_optima_stop_at_once_too(
+    five_minute_file: Path, carbon_file: Path, flags: list[str], solving: str
+) -> None:
+    """They were solved in the command's own process: HiGHS held a stop until it finished (2.6 s after the
+    signal on 90 days), and --progress said nothing meanwhile."""
+    argv = [str(five_minute_file), "--no-png", "--progress", *(f.format(carbon=carbon_file) for f in flags)]
+    with subprocess.Popen(
+        [sys.executable, "-m", "battery_worker.cli", "backtest", *argv],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as process:
+        try:
+            assert process.stderr is not None
+            seen: list[str] = []
+            while not (line := process.stderr.readline()).startswith(solving):
+                assert line, f"ended before {solving!r}: {seen}"
+                seen.append(line)
+            time.sleep(0.5)  # into the solve
+            sent = time.monotonic()
+            process.send_signal(signal.SIGINT)
+            _out, err = process.communicate(timeout=60)
+            took = time.monotonic() - sent
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 130, err
+    assert err.splitlines() == ["battery-worker backtest: stopped by SIGINT"], err
+    assert took < 2.0
+
+
 STOPPED_WHILE_STARTING = """
 import importlib, os, signal, sys
 

@@ -10,7 +10,7 @@ carbon price of 0 the inputs are the price-only optimum's, unchanged.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -122,12 +122,18 @@ def carbon_report(
     optimum: Optimum,
     carbon_price: float,
     carry_hours: float = DEFAULT_CARRY_HOURS,
+    solve: Callable[[BatteryConfig, OptimumInputs], Optimum] | None = None,
 ) -> str:
-    """The emissions table: each policy, the price-only optimum and (carbon price > 0) the carbon one."""
+    """The emissions table: each policy, the price-only optimum and (carbon price > 0) the carbon one.
+
+    ``solve`` solves the carbon-priced optimum (``inputs.solve(config)`` by default); the command line's
+    solves it in a child process, so that a stop signal ends it at once (``optimum_process``).
+    """
     rows = [run_figures(run, summary) for run, summary in zip(runs, summaries, strict=True)]
     rows.append(optimum_figures("optimum (price only)", optimum, ticks, config, carry_hours))
     if carbon_price:
-        carbon_optimum = carbon_inputs(ticks, config, carbon_price, carry_hours).solve(config)
+        inputs = carbon_inputs(ticks, config, carbon_price, carry_hours)
+        carbon_optimum = inputs.solve(config) if solve is None else solve(config, inputs)
         name = f"optimum (carbon {carbon_price:g}/t)"
         rows.append(optimum_figures(name, carbon_optimum, ticks, config, carry_hours))
     return carbon_table(rows)

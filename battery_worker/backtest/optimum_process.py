@@ -24,15 +24,18 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any, TypeVar
 
 from battery_worker.backtest.engine import OptimumInputs
 from battery_worker.backtest.optimum import Optimum, OptimumError
 from battery_worker.battery_config import BatteryConfig
 
 _BLOCKED = {signal.SIGINT, signal.SIGTERM, signal.SIGHUP}
+T = TypeVar("T")
 
 
 def solve_in_child(
@@ -48,13 +51,34 @@ def solve_in_child(
     ends the wait early (an exception from ``on_wait`` or from a signal handler) kills the child first.
     Raises :class:`OptimumError` when the solve fails or the child dies.
     """
+    return call_in_child(_solve_inputs, (config, inputs), on_wait=on_wait, poll_seconds=poll_seconds)
+
+
+def _solve_inputs(config: BatteryConfig, inputs: OptimumInputs) -> Optimum:
+    return inputs.solve(config)
+
+
+def call_in_child(
+    function: Callable[..., T],
+    args: tuple[Any, ...],
+    *,
+    kwargs: dict[str, Any] | None = None,
+    on_wait: Callable[[float], None] | None = None,
+    poll_seconds: float = 0.1,
+) -> T:
+    """``function(*args)`` in a child process, as :func:`solve_in_child` solves there: any solve that HiGHS
+    runs (the site optimum, the carbon-priced one) stops within ``poll_seconds`` of a signal.
+
+    ``function`` must be importable by name (a module's function: it is pickled by reference). An
+    :class:`OptimumError` it raises is raised here with its problem.
+    """
     context = multiprocessing.get_context("spawn")
     connection, child_end = context.Pipe()
     child = context.Process(target=_solve, args=(child_end, os.getpid()), daemon=True)
     try:
         _start(child)
         child_end.close()
-        connection.send((config, inputs))
+        connection.send((function, args, kwargs or {}))
         outcome = _wait(connection, child, on_wait, poll_seconds)
     finally:
         if child.is_alive():
@@ -62,9 +86,17 @@ def solve_in_child(
         if child.pid is not None:
             child.join()
         connection.close()
-    if isinstance(outcome, str):
-        raise OptimumError("optimum", "child", outcome)
-    return outcome
+    if isinstance(outcome, _Failed):
+        raise OptimumError("optimum", "child", outcome.problem)
+    result: T = outcome
+    return result
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    """What the child sends back when the call raised (the call's own result may be any value)."""
+
+    problem: str
 
 
 def _start(child: BaseProcess) -> None:
@@ -100,20 +132,20 @@ def _wait(
     child: BaseProcess,
     on_wait: Callable[[float], None] | None,
     poll_seconds: float,
-) -> Optimum | str:
+) -> Any:
     started = time.monotonic()
     while not receiver.poll(poll_seconds):
         if on_wait is not None:
             on_wait(time.monotonic() - started)
     try:
-        outcome: Optimum | str = receiver.recv()
+        outcome = receiver.recv()
     except EOFError:
         raise OptimumError("optimum", child.exitcode, "the solving process ended without an answer") from None
     return outcome
 
 
 def _solve(connection: Connection, parent: int) -> None:
-    """The child's whole life: receive the inputs, solve, send the optimum (or the error's text), exit.
+    """The child's whole life: receive the call, make it, send its result (or the error's text), exit.
 
     A parent that stops early closes the pipe mid-way: the child then leaves quietly.
     """
@@ -122,16 +154,16 @@ def _solve(connection: Connection, parent: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _BLOCKED)
     _die_with_parent(parent)
     try:
-        config, inputs = connection.recv()
+        function, args, kwargs = connection.recv()
     except (EOFError, OSError, pickle.UnpicklingError):
         return
-    result: Optimum | str
+    result: Any
     try:
-        result = inputs.solve(config)
+        result = function(*args, **kwargs)
     except OptimumError as error:
-        result = error.problem
+        result = _Failed(error.problem)
     except Exception as error:  # sent as text: the parent reports it in one line
-        result = f"unexpected {type(error).__name__}: {error}"
+        result = _Failed(f"unexpected {type(error).__name__}: {error}")
     with contextlib.suppress(OSError):
         connection.send(result)  # fails only if the parent stopped waiting
     connection.close()

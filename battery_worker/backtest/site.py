@@ -21,7 +21,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.accounting import SiteProfit, no_battery_profit, run_profit
 from battery_worker.fleet.model import SiteModel
-from battery_worker.fleet.optimum import site_optimum
+from battery_worker.fleet.optimum import SiteOptimum, site_optimum
 from battery_worker.policies.base import Policy
 from battery_worker.ticks import PriceTick
 
@@ -74,10 +74,12 @@ def compare_site(
     announce: Announce | None = None,
     carry_hours: float = DEFAULT_CARRY_HOURS,
     warmup: Sequence[PriceTick] = (),
+    solve: Callable[..., SiteOptimum] = site_optimum,
 ) -> SiteComparison:
     """Run the four comparisons and solve the optimum; ``site_policy`` must plan on ``site``.
 
-    ``warmup``: past ticks the two policies learn from first (:func:`warmed_site`).
+    ``warmup``: past ticks the two policies learn from first (:func:`warmed_site`). ``solve``: called as
+    :func:`site_optimum` is (the command line's solves it in a child process, to stop at once).
     """
 
     def run(policy: Policy, key: str) -> BacktestRun:
@@ -85,7 +87,7 @@ def compare_site(
         start = warmed_site(warmup, config, policy) if warmup else None
         return run_policy(ticks, config, policy, site=start, on_tick=on_tick, carry_hours=carry_hours)
 
-    optimum = site_optimum(site, config, ticks, carry_hours=carry_hours)
+    optimum = solve(site, config, ticks, carry_hours=carry_hours)
     profits = {
         "all_on": no_battery_profit(site, config, ticks, carry_hours=carry_hours),
         "all_on_mpc": run_profit(site, config, run(mpc, "all_on_mpc"), curtail=False),

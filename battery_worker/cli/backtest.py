@@ -63,7 +63,8 @@ from battery_worker.policies.base import Policy
 from battery_worker.ticks import PriceTick
 
 if TYPE_CHECKING:
-    from battery_worker.backtest.engine import BacktestRun, BacktestSummary
+    from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs
+    from battery_worker.backtest.optimum import Optimum
 
 
 DEFAULT_PNG = Path("backtest.png")
@@ -305,7 +306,16 @@ def _run(args: argparse.Namespace) -> int:
                 f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {summary.value:,.0f}"
             )
     if args.carbon is not None:
-        print(carbon_report(ticks, config, runs, summaries, optimum, args.carbon_price, carry_hours))
+
+        def solve_carbon(config: BatteryConfig, inputs: OptimumInputs) -> Optimum:
+            negative = int(np.count_nonzero(inputs.prices < 0))
+            with progress.optimum(inputs.prices.size, negative, "carbon-priced optimum") as on_wait:
+                return solve_in_child(config, inputs, on_wait=on_wait)
+
+        report = carbon_report(
+            ticks, config, runs, summaries, optimum, args.carbon_price, carry_hours, solve=solve_carbon
+        )
+        print(report)
     if args.months:
         for summary in summaries:
             print()
@@ -400,7 +410,18 @@ def site_report(
     """``--site``: the site's runs against the site optimum, printed as a table (and ``--summary``)."""
     import orjson
 
+    from battery_worker.backtest.optimum_process import call_in_child
     from battery_worker.backtest.site import compare_site, site_line, site_table
+    from battery_worker.fleet.optimum import SiteOptimum, site_optimum
+
+    def solve(
+        site: SiteModel, config: BatteryConfig, ticks: list[PriceTick], *, carry_hours: float
+    ) -> SiteOptimum:
+        negative = sum(1 for tick in ticks if tick.energy_price < 0)
+        with progress.optimum(len(ticks), negative, "site optimum") as on_wait:
+            return call_in_child(
+                site_optimum, (site, config, ticks), kwargs={"carry_hours": carry_hours}, on_wait=on_wait
+            )
 
     mpc, site_policy = policies
     with ExitStack() as bar:
@@ -418,6 +439,7 @@ def site_report(
             announce=announce,
             carry_hours=carry_hours,
             warmup=warmup,
+            solve=solve,
         )
     print(f"{args.file.name}: {comparison.ticks} ticks, {ticks[0].timestamp} .. {ticks[-1].timestamp}")
     print(site_line(site))

@@ -75,9 +75,11 @@ class Progress:
             print(line, file=sys.stderr, flush=True)
 
     @contextmanager
-    def optimum(self, steps: int, negative: int) -> Iterator[Callable[[float], None] | None]:
-        """Around the optimum's solve; yields the ``on_wait(elapsed_seconds)`` callback."""
-        label = f"optimum: solving {steps:,} steps ({negative:,} at negative prices)"
+    def optimum(
+        self, steps: int, negative: int, what: str = "optimum"
+    ) -> Iterator[Callable[[float], None] | None]:
+        """Around an optimum's solve; yields the ``on_wait(elapsed_seconds)`` callback."""
+        label = f"{what}: solving {steps:,} steps ({negative:,} at negative prices)"
         if not self._show:
             yield None
         elif self._terminal:
