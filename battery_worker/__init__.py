@@ -12,7 +12,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from battery_worker.battery import Action, BatteryState
     from battery_worker.battery_config import BatteryConfig
-    from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidInput, InvalidTick
+    from battery_worker.errors import (
+        BatteryWorkerError,
+        InvalidConfig,
+        InvalidInput,
+        InvalidTick,
+        TimestampNotIncreasing,
+    )
     from battery_worker.seed_api import BatterySystem
     from battery_worker.ticks import PriceTick
 
@@ -25,6 +31,7 @@ _HOMES = {
     "InvalidConfig": "battery_worker.errors",
     "InvalidInput": "battery_worker.errors",
     "InvalidTick": "battery_worker.errors",
+    "TimestampNotIncreasing": "battery_worker.errors",
     "PriceTick": "battery_worker.ticks",
 }
 
@@ -38,6 +45,7 @@ __all__ = [
     "InvalidInput",
     "InvalidTick",
     "PriceTick",
+    "TimestampNotIncreasing",
 ]
 
 

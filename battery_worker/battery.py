@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from battery_worker.battery_config import PRICE_LIMIT
+
 # Re-exported while callers move to battery_config (policies/ still import it from here).
 from battery_worker.battery_config import BatteryConfig as BatteryConfig
 from battery_worker.battery_config import require_finite as require_finite
@@ -237,6 +239,8 @@ def _check_request(action: Action, power_mw: float, energy_price: float | None) 
         raise InvalidInput("power_mw", power_mw, "must be >= 0")
     if energy_price is not None:
         require_finite("energy_price", energy_price, InvalidInput)
+        if not -PRICE_LIMIT <= energy_price <= PRICE_LIMIT:  # a tick's price is held to it when read
+            raise InvalidInput("energy_price", energy_price, f"beyond ±{PRICE_LIMIT:g}")
 
 
 def apply_for(

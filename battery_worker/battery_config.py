@@ -16,10 +16,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from battery_worker.errors import InvalidConfig, InvalidInput
 
-__all__ = ["BatteryConfig", "BatteryFields", "require_finite"]
+__all__ = ["PRICE_LIMIT", "BatteryConfig", "BatteryFields", "require_finite"]
 
 
 _NUMBER = (int, float)
+PRICE_LIMIT = 1e6
+"""Prices beyond ±1e6 (200× ERCOT's cap, in any unit) are refused, a tick's or a manual step's: finite but
+absurd values would overflow the money totals to infinity and poison a site's state for good."""
 
 BatteryFields = dict[str, Any]
 """Some of :class:`BatteryConfig`'s fields by name (a preset, a site's overrides): numbers but for
@@ -85,6 +88,12 @@ class BatteryConfig:
         for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
             if getattr(self, name) <= 0:
                 raise InvalidConfig(name, getattr(self, name), "must be > 0")
+        if self.default_step_hours > self.max_step_hours:  # else a gap counted for more than it lasted
+            raise InvalidConfig(
+                "default_step_hours",
+                self.default_step_hours,
+                f"must not exceed max_step_hours ({self.max_step_hours})",
+            )
         for name in ("max_charge_rate_mw", "max_discharge_rate_mw"):
             if getattr(self, name) < 0:
                 raise InvalidConfig(name, getattr(self, name), "must be >= 0")

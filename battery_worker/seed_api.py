@@ -16,6 +16,7 @@ to run beside the battery's step and the step's money (:func:`battery_worker.fle
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import threading
 from collections.abc import Callable
@@ -28,6 +29,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.battery import Action, Limit, Step, apply_for, as_utc
 from battery_worker.battery_config import BatteryConfig, require_finite
+from battery_worker.chemistries import chemistry_fields
 from battery_worker.dispatch import SiteState, count_emissions, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, EmissionsState
 from battery_worker.errors import InvalidConfig, InvalidInput
@@ -58,36 +60,49 @@ class BatterySystem:
 
     def __init__(
         self,
-        capacity_mwh: float = 100.0,
-        max_charge_rate_mw: float = 20.0,
-        max_discharge_rate_mw: float = 20.0,
-        efficiency: float = 0.9,
-        initial_charge: float = 50.0,
+        capacity_mwh: float | None = None,
+        max_charge_rate_mw: float | None = None,
+        max_discharge_rate_mw: float | None = None,
+        efficiency: float | None = None,
+        initial_charge: float | None = None,
         *,
-        charge_threshold: float = 1.7,
-        discharge_threshold: float = 2.0,
-        mining_demand_mw: float = 15.0,
-        inference_demand_mw: float = 10.0,
-        min_charge_percent: float = 0.0,
-        max_charge_percent: float = 100.0,
-        default_step_hours: float = 1.0,
-        max_step_hours: float = 2.0,
+        charge_threshold: float | None = None,
+        discharge_threshold: float | None = None,
+        mining_demand_mw: float | None = None,
+        inference_demand_mw: float | None = None,
+        min_charge_percent: float | None = None,
+        max_charge_percent: float | None = None,
+        default_step_hours: float | None = None,
+        max_step_hours: float | None = None,
+        battery_type: str | None = None,
+        cycle_cost_per_mwh: float | None = None,
+        max_cycles_per_day: float | None = None,
+        cycle_day_timezone: str | None = None,
         policy: Policy | str | None = None,
         site: SiteModel | None = None,
         carry_hours: float = DEFAULT_CARRY_HOURS,
         clock: Callable[[], datetime] = _utc_now,
     ) -> None:
-        self._config = BatteryConfig(
-            capacity_mwh=capacity_mwh,
-            max_charge_rate_mw=max_charge_rate_mw,
-            max_discharge_rate_mw=max_discharge_rate_mw,
-            efficiency=efficiency,
-            initial_charge_percent=initial_charge,
-            min_charge_percent=min_charge_percent,
-            max_charge_percent=max_charge_percent,
-            default_step_hours=default_step_hours,
-            max_step_hours=max_step_hours,
-        )
+        """A field left at None is :class:`BatteryConfig`'s (100 MWh, 20 MW each way, 90 %, 50 %
+        charged, ...) or the threshold policy's (1.7 / 2.0, 15 + 10 MW), where ``battery_type`` (``lfp``,
+        ``nmc``: :mod:`battery_worker.chemistries`) does not set it: the preset fills what is not given,
+        as the settings' ``battery_type`` does."""
+        given = {
+            "capacity_mwh": capacity_mwh,
+            "max_charge_rate_mw": max_charge_rate_mw,
+            "max_discharge_rate_mw": max_discharge_rate_mw,
+            "efficiency": efficiency,
+            "initial_charge_percent": initial_charge,
+            "min_charge_percent": min_charge_percent,
+            "max_charge_percent": max_charge_percent,
+            "default_step_hours": default_step_hours,
+            "max_step_hours": max_step_hours,
+            "cycle_cost_per_mwh": cycle_cost_per_mwh,
+            "max_cycles_per_day": max_cycles_per_day,
+            "cycle_day_timezone": cycle_day_timezone,
+        }
+        explicit = {name: _plain(value) for name, value in given.items() if value is not None}
+        self._config = BatteryConfig(**{**chemistry_fields(battery_type), **explicit})
         if site is not None and not isinstance(site, SiteModel):
             raise InvalidConfig("site", repr(site)[:80], "must be a SiteModel (battery_worker.fleet.model)")
         require_finite("carry_hours", carry_hours, InvalidConfig)
@@ -99,11 +114,14 @@ class BatterySystem:
             raise InvalidConfig(
                 "policy", repr(policy)[:80], "must be a policy name (threshold, mpc, ...) or a Policy"
             )
+        thresholds = {
+            "charge_below": charge_threshold,
+            "discharge_above": discharge_threshold,
+            "mining_demand_mw": mining_demand_mw,
+            "inference_demand_mw": inference_demand_mw,
+        }
         self._policy: Policy = policy or ThresholdPolicy(
-            charge_below=charge_threshold,
-            discharge_above=discharge_threshold,
-            mining_demand_mw=mining_demand_mw,
-            inference_demand_mw=inference_demand_mw,
+            **{name: _plain(value) for name, value in thresholds.items() if value is not None}
         )
         policy_site = getattr(self._policy, "site", None)
         if site is not None and isinstance(policy_site, SiteModel) and policy_site != site:
@@ -114,8 +132,20 @@ class BatterySystem:
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours
         self._clock = clock
-        self._last_updated: datetime = clock()
+        self._last_updated: datetime = as_utc(clock())  # UTC as every later one (a step's time) is
         self._history: list[dict[str, Any]] = []
+        self._lock = threading.RLock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled and copied as its state, without the lock (a lock cannot be): a battery can be saved
+        and resumed. The clock goes too, so it must be picklable (the default is)."""
+        with self._lock:
+            state = self.__dict__.copy()
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
         self._lock = threading.RLock()
 
     @property
@@ -273,6 +303,8 @@ class BatterySystem:
         energy_price: float | None,
     ) -> dict[str, Any]:
         intensity = _checked_intensity(carbon_intensity)
+        power_mw, duration_hours = _plain(power_mw), _plain(duration_hours)
+        energy_price = _plain(energy_price)
         with self._lock:
             battery = self._site.battery
             step = apply_for(self._config, battery, action, power_mw, duration_hours, energy_price)
@@ -329,6 +361,15 @@ class BatterySystem:
                 "token_price": token_price,
             }
         )
+
+
+def _plain(value: Any) -> Any:
+    """A number of any real type (numpy's, Decimal's) as the float the domain checks and stores: a
+    ``make_decision`` price took them while the constructor refused ``np.int64(100)`` as "not a finite
+    number". Anything else is left for the domain's check to refuse by name."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool | float):
+        return float(value)
+    return value
 
 
 def _checked_intensity(value: float | None) -> float | None:

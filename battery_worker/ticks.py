@@ -16,6 +16,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from battery_worker.battery import as_utc
+from battery_worker.battery_config import PRICE_LIMIT
 from battery_worker.errors import InvalidTick
 
 DEFAULT_SITE_ID = "default"
@@ -51,9 +52,6 @@ SiteId = Annotated[
 ]
 
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
-PRICE_LIMIT = 1e6
-"""Prices beyond ±1e6 (200× ERCOT's cap, in any unit) are rejected: finite but absurd values would
-overflow the money totals to infinity and poison a site's state for good."""
 Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT, strict=True)]
 """Strict: a price is a JSON number; true, "1.5" or null are not prices."""
 CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True, allow_inf_nan=False)]

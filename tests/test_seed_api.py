@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import threading
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from battery_worker import BatterySystem, InvalidConfig, InvalidInput, InvalidTick
+from battery_worker import BatteryConfig, BatterySystem, InvalidConfig, InvalidInput, InvalidTick
+from battery_worker.chemistries import chemistry_fields
 from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import make_policy
 
@@ -241,3 +246,70 @@ def test_concurrent_use_from_threads_keeps_the_books_balanced() -> None:
     assert len(battery.history) == 8 * 200 * 2
     expected = 50.0 + status["total_energy_stored_mwh"] - status["total_energy_used_mwh"] / 0.9**0.5
     assert status["available_energy_mwh"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_battery_type_and_its_wear_are_chosen_by_name_and_given_fields_win() -> None:
+    """The seed's 'multiple battery types': the presets existed for the settings and the CLI only."""
+    lfp = BatterySystem(battery_type="lfp", capacity_mwh=200.0, cycle_cost_per_mwh=12.0)
+    preset = chemistry_fields("lfp")
+    assert lfp.config.efficiency == preset["efficiency"]
+    assert lfp.config.max_cycles_per_day == preset["max_cycles_per_day"]
+    assert (lfp.config.capacity_mwh, lfp.config.cycle_cost_per_mwh) == (200.0, 12.0)
+    assert BatterySystem().config == BatteryConfig(), "nothing given: the defaults, as before"
+    with pytest.raises(InvalidConfig, match="battery_type"):
+        BatterySystem(battery_type="lead-acid")
+
+
+def test_numbers_of_any_real_type_are_taken_as_a_decisions_prices_are() -> None:
+    """np.int64(100) was refused by the constructor ('must be a finite number') and charge()."""
+    numpy_types: dict[str, Any] = {"capacity_mwh": np.int64(100), "efficiency": np.float32(0.9)}
+    battery = BatterySystem(**numpy_types)
+    assert battery.config.capacity_mwh == 100.0
+    assert type(battery.config.capacity_mwh) is float
+    power: Any = np.float32(5)
+    assert battery.charge(power, np.int64(1))["energy_mwh"] == pytest.approx(5.0)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="power_mw"):
+        battery.charge("5", 1)  # type: ignore[arg-type]
+
+
+def test_a_manual_price_is_bounded_as_a_ticks_is() -> None:
+    """Two charges at 1e308 made charging_cost inf and net_value -inf for good."""
+    battery = BatterySystem(capacity_mwh=1000)
+    with pytest.raises(InvalidInput, match=r"energy_price=1e\+308: beyond"):
+        battery.charge(20, 1, energy_price=1e308)
+    assert battery.get_status()["charging_cost"] == 0.0
+
+
+def test_a_battery_can_be_pickled_and_resumed_where_it_stood() -> None:
+    """pickle and deepcopy failed on the lock: a library user could not save a battery and resume it."""
+    battery = BatterySystem(policy="mpc")
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    for hour, price in enumerate([30.0, 20.0, 90.0]):
+        battery.make_decision(price, 1, 1, timestamp=start + timedelta(hours=hour))
+    resumed = pickle.loads(pickle.dumps(battery))
+    copied = copy.deepcopy(battery)
+    later = start + timedelta(hours=3)
+    expected = battery.make_decision(60.0, 1, 1, timestamp=later)
+    assert resumed.make_decision(60.0, 1, 1, timestamp=later) == expected
+    assert copied.make_decision(60.0, 1, 1, timestamp=later) == expected
+    assert resumed.history == battery.history
+
+
+def test_a_default_step_longer_than_the_longest_step_is_refused() -> None:
+    """A 1.5 h gap with default 3 h and max 1 h counted as 3 h of charging."""
+    with pytest.raises(InvalidConfig, match="default_step_hours"):
+        BatterySystem(default_step_hours=3, max_step_hours=1)
+
+
+def test_last_updated_is_utc_from_the_start() -> None:
+    """With a Tokyo clock the first status said +09:00 (a naive clock: no offset), UTC after any step."""
+    tokyo = datetime(2025, 1, 1, 9, tzinfo=timezone(timedelta(hours=9)))
+    assert BatterySystem(clock=lambda: tokyo).get_status()["last_updated"] == "2025-01-01T00:00:00+00:00"
+    naive = datetime(2025, 1, 1)
+    assert BatterySystem(clock=lambda: naive).get_status()["last_updated"] == "2025-01-01T00:00:00+00:00"
+
+
+def test_the_timestamp_error_is_a_public_name() -> None:
+    import battery_worker
+
+    assert issubclass(battery_worker.TimestampNotIncreasing, InvalidTick)
