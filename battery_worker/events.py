@@ -224,8 +224,9 @@ class HistoryRecord(_Event):
     """One applied tick, kept in the compacted ``battery.history`` topic under the key ``site|timestamp``.
 
     The key is unique per applied tick, so compaction only removes re-emitted duplicates and the topic keeps
-    the whole operation log (what ``history export`` and the seed's ``save_history`` return). The record is
-    partitioned by the site id, not by that key, so a site's history is in one partition, in order.
+    the whole operation log (what ``history export`` writes, record by record; the library's
+    ``save_history`` writes the seed's shorter entries instead). The record is partitioned by the site id,
+    not by that key, so a site's history is in one partition, in order.
     """
 
     timestamp: datetime

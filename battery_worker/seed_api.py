@@ -10,7 +10,7 @@ the step; pass timestamps to get fully reproducible results. Its answer carries 
 to run beside the battery's step and the step's money (:func:`battery_worker.fleet.plan_step`, made by
 :func:`dispatch` as for the worker), exactly what the worker publishes in ``battery.actions``, and
 ``emissions``, the step's and the running totals (``get_status()["emissions"]``, with the whole site's
-``site_kg``) counted as the worker counts them.
+``total_site_kg``) counted as the worker counts them.
 """
 
 from __future__ import annotations
@@ -383,18 +383,14 @@ def _checked_intensity(value: float | None) -> float | None:
 
 
 def emissions_totals(totals: EmissionsState) -> dict[str, Any]:
-    """The running emissions as ``get_status`` gives them: kg CO₂eq over the steps with an intensity
-    (``site_kg``: the whole site's grid import, machines and battery)."""
-    counted = totals.totals()
-    return {
-        "bought_kg": counted.bought_kg,
-        "avoided_kg": counted.avoided_kg,
-        "net_kg": counted.net_kg,
-        "site_kg": totals.site_kg,
-        "steps": counted.steps,
-        "unknown_steps": totals.unknown_steps,
-        "coverage": counted.coverage,
-    }
+    """The running emissions as ``get_status`` gives them: the running part of the events' ``emissions``,
+    under the same names (``total_bought_kg``, ...; it said ``bought_kg`` for a total, the name a decision's
+    answer gives the step's figure)."""
+    payload = emissions_payload(None, None, False, totals)
+    return {key: value for key, value in payload.items() if key.startswith("total_") or key in _COUNTS}
+
+
+_COUNTS = ("steps", "unknown_steps", "coverage")
 
 
 def _why_nothing_moved(step: Step) -> str:

@@ -120,8 +120,8 @@ async def test_worker_replay_backtest_and_api_agree_on_emissions(
     ]
     assert api_steps == worker_steps
     totals = api.get_status()["emissions"]
-    assert (totals["net_kg"], totals["unknown_steps"]) == (last.total_net_kg, 2)
-    assert totals["site_kg"] == last.total_site_kg
+    assert (totals["total_net_kg"], totals["unknown_steps"]) == (last.total_net_kg, 2)
+    assert totals["total_site_kg"] == last.total_site_kg
 
     same = await replay(settings, ReplayOptions())
     assert same.identical

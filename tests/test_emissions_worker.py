@@ -89,10 +89,10 @@ def test_a_shorter_carry_leaves_more_steps_unknown() -> None:
 def test_get_status_and_the_status_column_give_the_running_totals() -> None:
     api = BatterySystem(charge_threshold=25.0, discharge_threshold=100.0)
     assert api.get_status()["emissions"] == {
-        "bought_kg": 0.0,
-        "avoided_kg": 0.0,
-        "net_kg": 0.0,
-        "site_kg": 0.0,
+        "total_bought_kg": 0.0,
+        "total_avoided_kg": 0.0,
+        "total_net_kg": 0.0,
+        "total_site_kg": 0.0,
         "steps": 0,
         "unknown_steps": 0,
         "coverage": 0.0,
@@ -103,14 +103,14 @@ def test_get_status_and_the_status_column_give_the_running_totals() -> None:
         )
     assert answer["emissions"]["net_kg"] is None, "the last hour is unknown, not zero"
     totals = api.get_status()["emissions"]
-    assert totals["bought_kg"] == pytest.approx(16_000.0)
+    assert totals["total_bought_kg"] == pytest.approx(16_000.0)
     assert (totals["steps"], totals["unknown_steps"]) == (7, 1)
     assert emissions_text(_status_with(None)) == "-"
     shown = emissions_text(_status_with(answer["emissions"]))
-    assert shown == f"{totals['net_kg'] / 1000:+,.2f} (86%)"
-    assert totals["site_kg"] > totals["bought_kg"], "the site imports for its machines too"
+    assert shown == f"{totals['total_net_kg'] / 1000:+,.2f} (86%)"
+    assert totals["total_site_kg"] > totals["total_bought_kg"], "the site imports for its machines too"
     assert site_emissions_text(_status_with(None)) == "-"
-    assert site_emissions_text(_status_with(answer["emissions"])) == f"{totals['site_kg'] / 1000:,.2f}"
+    assert site_emissions_text(_status_with(answer["emissions"])) == f"{totals['total_site_kg'] / 1000:,.2f}"
     never_known = {**answer["emissions"], "total_net_kg": 0.0, "total_site_kg": 0.0, "coverage": 0.0}
     assert emissions_text(_status_with(never_known)) == "-", "no step had an intensity: unknown, not 0"
     assert site_emissions_text(_status_with(never_known)) == "-"
