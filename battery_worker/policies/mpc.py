@@ -18,9 +18,12 @@ steps and the plan is the hourly one. ``sub_hourly=False`` plans hourly on any t
 The plan pays what the battery pays: wear per MWh delivered, and under a cycle cap no day of the plan (the
 battery's cycle day) delivers more than the cap (the current day only what is left of it).
 
-Energy left at the horizon's end is worth ``terminal_quantile`` of the recent prices per MWh in the cells
-(less the wear of delivering it), so the LP does not empty the battery at the end of every horizon and keeps
-a reserve for prices it cannot foresee.
+Energy left at the horizon's end is worth ``terminal_quantile`` of the recent prices per MWh in the cells,
+so the LP does not empty the battery at the end of every horizon and keeps a reserve for prices it cannot
+foresee. Under wear, what it ends with above its charge now is worth that less the wear of delivering it:
+energy bought now must pay its wear to be worth buying, while the charge it has is not sold for less than
+it would cost again (valued all alike, it sold its charge whenever a price topped the wear and never
+bought again: below doing nothing where the spread never pays the wear).
 
 Before ``warmup_hours`` of prices there is no daily shape to repeat, but holding for a day throws away runs
 shorter than that (the 9-hour MARA event file). From ``plan_from_hours`` on, the LP plans on a flat future

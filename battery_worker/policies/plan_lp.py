@@ -4,7 +4,9 @@ Apart from :mod:`battery_worker.policies.mpc` (which builds the steps from the t
 the LP has its own rules. Variables: bought ``c``, delivered ``d`` and state of charge ``s``, one each per
 step; ``s_t − s_{t−1} − √η c_t + d_t/√η = 0``. The objective is what the optimum maximises
 (:mod:`battery_worker.backtest.optimum_lp`), over the forecast: ``Σ price_t (d_t − c_t) − wear Σ d_t`` plus
-the energy left in the cells at the end, worth ``end_value`` per MWh.
+the energy left in the cells at the end, worth ``end_value`` per MWh; under wear, what it ends with above
+the charge it starts from is worth ``end_value`` less the wear of delivering it (an ``excess`` column and
+row: a concave value, still an LP).
 
 Wear and the cap are added only when the battery has them, so a battery without wear solves exactly the LP
 it solved before they existed (the same matrices, the same decisions, bit for bit).
@@ -72,30 +74,46 @@ def solve_plan(
     delivered_cost = -prices
     if config.cycle_cost_per_mwh > 0:
         delivered_cost = config.cycle_cost_per_mwh - prices
-    cost = np.concatenate([prices, delivered_cost, np.zeros(n)])
-    cost[-1] = -end_value_after_wear(config, end_value)
+    worn = config.cycle_cost_per_mwh > 0
+    cost = np.concatenate([prices, delivered_cost, np.zeros(n + worn)])
+    if worn:
+        # Energy left below today's charge is worth end_value (the deficit is bought again to be delivered
+        # later anyway, wear or not); only a surplus pays the wear of delivering it: the excess column.
+        # One value for both, minus the wear, made the plan sell the charge it starts with whenever the
+        # price topped the wear and then never buy again: below doing nothing where wear beats the spread.
+        cost[3 * n - 1] = -end_value
+        cost[3 * n] = end_value - end_value_after_wear(config, end_value)
+    else:
+        cost[-1] = -end_value
     if not np.isfinite(cost).all():
         raise ValueError("the plan's prices and end value must be finite")
     low, high = config.min_energy_mwh, config.max_energy_mwh
-    lower = np.zeros(3 * n)
-    lower[2 * n :] = min(low, soc)
-    upper = np.empty(3 * n)
+    lower = np.zeros(3 * n + worn)
+    lower[2 * n : 3 * n] = min(low, soc)
+    upper = np.full(3 * n + worn, highspy.kHighsInf)
     upper[:n] = config.max_charge_rate_mw * hours
     upper[n : 2 * n] = config.max_discharge_rate_mw * hours
-    upper[2 * n :] = max(high, soc)
+    upper[2 * n : 3 * n] = max(high, soc)
     day = None if config.daily_delivery_cap_mwh is None else _cycle_days(steps.days)
     caps = 0 if day is None else int(day.max()) + 1
+    row_lower, row_upper = _row_bounds(config, soc, n, day, caps, delivered_today_mwh)
+    start, index, value = _columns(n, config.one_way_efficiency, day, caps)
+    if worn:  # the excess row: s_end − excess ≤ soc, the last row, its two entries last in their columns
+        row_lower, row_upper = np.append(row_lower, -highspy.kHighsInf), np.append(row_upper, soc)
+        excess_row = caps + n
+        index = np.append(index, np.array([excess_row, excess_row], np.int32))
+        value = np.append(value, [1.0, -1.0])
+        start = np.append(start, start[-1] + 2)
+        start[-2] += 1
     lp = highspy.HighsLp()
-    lp.num_col_ = lp.a_matrix_.num_col_ = 3 * n
-    lp.num_row_ = lp.a_matrix_.num_row_ = caps + n
+    lp.num_col_ = lp.a_matrix_.num_col_ = 3 * n + worn
+    lp.num_row_ = lp.a_matrix_.num_row_ = row_lower.size
     lp.col_cost_ = cost
     lp.col_lower_ = lower
     lp.col_upper_ = upper
-    lp.row_lower_, lp.row_upper_ = _row_bounds(config, soc, n, day, caps, delivered_today_mwh)
+    lp.row_lower_, lp.row_upper_ = row_lower, row_upper
     lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = _columns(
-        n, config.one_way_efficiency, day, caps
-    )
+    lp.a_matrix_.start_, lp.a_matrix_.index_, lp.a_matrix_.value_ = start, index, value
     solver = _solver()
     solver.setOptionValue("simplex_iteration_limit", max_iterations)
     solver.passModel(lp)
