@@ -19,6 +19,7 @@ import json
 import numbers
 import os
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -40,9 +41,14 @@ from battery_worker.pipeline.payloads import emissions_payload, outcome_emission
 from battery_worker.policies import make_policy, plans_machines
 from battery_worker.policies.base import Policy
 from battery_worker.policies.threshold import ThresholdPolicy
+from battery_worker.sites import SiteSetup
 from battery_worker.ticks import CarbonIntensity, make_tick
 
 _INTENSITY: TypeAdapter[float | None] = TypeAdapter(CarbonIntensity | None)
+
+
+class ImportLimitWarning(UserWarning):
+    """The site plans may report an import above the site's limit (:meth:`SiteSetup.import_limit_warning`)."""
 
 
 def _utc_now() -> datetime:
@@ -129,6 +135,9 @@ class BatterySystem:
                 "site", "SiteModel(...)", "differs from the policy's own site model; give one"
             )
         self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
+        warning = SiteSetup(self._config, self._policy, self._site_model).import_limit_warning()
+        if warning is not None:
+            warnings.warn(warning, ImportLimitWarning, stacklevel=2)
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours
         self._clock = clock

@@ -49,6 +49,24 @@ class SiteSetup:
         """Whether the policy chose the machines (``site``) or every machine runs, as before (the rest)."""
         return plans_machines(self.policy.name)
 
+    def import_limit_warning(self) -> str | None:
+        """Why the site plans may import more than the site's limit, or None.
+
+        A policy that runs every machine charges the battery at its own rate beside them: the plan reports
+        that import as it is. Said, not refused: the battery's decisions do not depend on the site.
+        """
+        if self.plans_machines:
+            return None
+        peak = self.site.fleet_mw + self.config.max_charge_rate_mw
+        if peak <= self.site.import_limit_mw:
+            return None
+        return (
+            f"every machine ({self.site.fleet_mw:g} MW) and a full-rate charge "
+            f"({self.config.max_charge_rate_mw:g} MW) import {peak:g} MW, above the site's import limit of "
+            f"{self.site.import_limit_mw:g} MW: under {self.policy.name} the site plans report such an "
+            "import as it is (the site policy and the optimum keep to the limit)"
+        )
+
 
 class SiteDirectory:
     """Resolves and caches each site's setup; building one validates it, so a bad override fails early."""
@@ -74,6 +92,12 @@ class SiteDirectory:
     @property
     def default(self) -> SiteSetup:
         return self._default
+
+    def import_limit_warnings(self) -> dict[str, str]:
+        """:meth:`SiteSetup.import_limit_warning` of the default (key ``""``) and of each overridden site."""
+        setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
+        warnings = {key: setup.import_limit_warning() for key, setup in setups.items()}
+        return {key: warning for key, warning in warnings.items() if warning is not None}
 
     def setup(self, site_id: str) -> SiteSetup:
         cached = self._cache.get(site_id)

@@ -6,6 +6,7 @@ import copy
 import json
 import pickle
 import threading
+import warnings
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from battery_worker import BatteryConfig, BatterySystem, InvalidConfig, InvalidI
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import make_policy
+from battery_worker.seed_api import ImportLimitWarning
 
 T0 = datetime(2025, 6, 21, 12, 0, tzinfo=UTC)
 
@@ -314,3 +316,16 @@ def test_the_timestamp_error_is_a_public_name() -> None:
     import battery_worker
 
     assert issubclass(battery_worker.TimestampNotIncreasing, InvalidTick)
+
+
+def test_a_plan_that_may_import_beyond_the_sites_limit_is_said() -> None:
+    """With a 30 MW charge rate every machine (25 MW) and the charge imported 55 MW against the default
+    limit of 45, in every site plan, without a word; the site policy plans within it."""
+    with pytest.warns(ImportLimitWarning, match="import 55 MW, above the site's import limit of 45 MW"):
+        battery = BatterySystem(max_charge_rate_mw=30.0)
+    plan = battery.make_decision(1.0, 1.0, 1.0, timestamp="2025-01-01T00:00:00Z")["site_plan"]
+    assert plan["grid_import_mw"] == pytest.approx(50.0), "its 25 MW charge beside 25 MW, reported as it is"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        BatterySystem()  # 25 + 20 = 45: at the limit
+        BatterySystem(max_charge_rate_mw=30.0, policy="site")

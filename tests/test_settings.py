@@ -212,3 +212,19 @@ def test_a_variable_of_a_section_that_does_not_exist_is_refused_without_its_valu
     monkeypatch.setenv("BATTERY_WORKER_LOG_FORMAT", "json")  # not a section: the CLI's own variables pass
     monkeypatch.setenv("BATTERY_WORKER_WORKER__GROUP_ID", "g")
     assert load_settings().worker.group_id == "g"
+
+
+def test_sites_whose_plans_may_import_beyond_the_limit_are_named_for_the_worker_to_warn() -> None:
+    settings = load_settings(
+        None,
+        {
+            "battery": {"max_charge_rate_mw": 30.0},
+            "sites": {
+                "small": {"battery": {"max_charge_rate_mw": 10.0}},
+                "planned": {"policy": {"name": "site"}},
+            },
+        },
+    )
+    warnings = settings.site_directory().import_limit_warnings()
+    assert sorted(warnings) == [""], "the site policy ('planned') keeps to the limit; 'small' fits"
+    assert "import 55 MW" in warnings[""]
