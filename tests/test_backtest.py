@@ -19,6 +19,7 @@ from battery_worker.backtest.engine import (
 )
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.backtest.optimum_process import solve_in_child
+from battery_worker.backtest.report import amount
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main, parse_params, warmup_ticks
 from battery_worker.dispatch import dispatch, new_site_state
@@ -382,3 +383,14 @@ def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(
     assert len(warm) == 168 - 24
     assert all(tick.carbon_intensity is not None for tick in warm)
     assert "warm-up: 144 ticks" in capsys.readouterr().out
+
+
+def test_figures_in_small_units_keep_their_digits(capsys: pytest.CaptureFixture[str]) -> None:
+    """On a MARA file (prices about 1) the optimum printed '124' and a policy '-0': whole units only."""
+    assert [amount(v, 124.31) for v in (124.31, -0.04, 5.0)] == ["124.3", "0.0", "5.0"]
+    assert [amount(v, 63.19) for v in (63.19, 0.4)] == ["63.19", "0.40"]
+    assert amount(5_068_030.2, 5_068_030.2) == "5,068,030"
+    assert main([str(MARA_JSON), "--policy", "threshold", "--no-png"]) == 0
+    out = capsys.readouterr().out
+    assert "optimum: 64.38, exact" in out
+    assert "| threshold | 5.38 | 64.38 | 8.4% |" in out

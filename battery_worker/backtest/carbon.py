@@ -24,6 +24,7 @@ from battery_worker.backtest.engine import (
     optimum_inputs,
 )
 from battery_worker.backtest.optimum import Optimum, terminal_value
+from battery_worker.backtest.report import amount
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import (
     DEFAULT_CARRY_HOURS,
@@ -99,10 +100,11 @@ def carbon_table(rows: Sequence[CarbonFigures]) -> str:
         "| run | value | net emissions (t CO₂eq) | bought (t) | avoided (t) | coverage | cycles |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    scale = max((abs(row.value) for row in rows), default=0.0)
     for row in rows:
         e = row.emissions
         lines.append(
-            f"| {row.name} | {row.value:,.0f} | {e.net_tonnes:+,.1f} | {e.bought_kg / 1000:,.1f} "
+            f"| {row.name} | {amount(row.value, scale)} | {e.net_tonnes:+,.1f} | {e.bought_kg / 1000:,.1f} "
             f"| {e.avoided_kg / 1000:,.1f} | {100 * e.coverage:.1f}% | {row.cycles:.1f} |"
         )
     return "\n".join(lines)

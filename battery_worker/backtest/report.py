@@ -9,6 +9,7 @@ the week it zooms on (:func:`zoom_window`) and the emissions panel (:func:`shows
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,15 +32,26 @@ def ratio_text(value: float | None) -> str:
     return "n/a" if value is None else f"{100.0 * value:.1f}%"
 
 
+def amount(value: float, reference: float) -> str:
+    """``value`` with the decimals the run's scale (``reference``, its largest figure) needs for four digits,
+    at most two: whole units from 1,000 on, 124.3 and 63.19 below (a MARA file's optimum of 124.3 showed as
+    '124' and a policy's −0.04 as '-0'). Never '-0'."""
+    size = abs(reference)
+    decimals = 0 if size >= 1000 or size == 0 else min(2, 3 - math.floor(math.log10(size)))
+    return f"{round(value, decimals) + 0.0:,.{decimals}f}"
+
+
 def summary_table(summaries: Sequence[BacktestSummary]) -> str:
     """One Markdown row per policy: value, share of the optimum, cycles, energy lost."""
     lines = [
         "| policy | value | optimum | captured | cycles | energy lost (MWh) | final charge |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    scale = max((abs(x) for s in summaries for x in (s.value, s.optimum_value)), default=0.0)
     for s in summaries:
         lines.append(
-            f"| {s.policy} | {s.value:,.0f} | {s.optimum_value:,.0f} | {ratio_text(s.capture_ratio)} "
+            f"| {s.policy} | {amount(s.value, scale)} | {amount(s.optimum_value, scale)} "
+            f"| {ratio_text(s.capture_ratio)} "
             f"| {s.cycles:.1f} | {s.energy_lost_mwh:,.0f} | {s.final_charge_percent:.0f}% |"
         )
     return "\n".join(lines)
@@ -52,10 +64,12 @@ def month_table(summary: BacktestSummary) -> str:
         "| month | ticks | value | optimum | captured | cycles | energy lost (MWh) |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
+    scale = max((abs(x) for m in summary.months for x in (m.value, m.optimum_value)), default=0.0)
     for m in summary.months:
         ratio = capture(m.value, m.optimum_value)
         lines.append(
-            f"| {m.month} | {m.ticks} | {m.value:,.0f} | {m.optimum_value:,.0f} | {ratio_text(ratio)} "
+            f"| {m.month} | {m.ticks} | {amount(m.value, scale)} | {amount(m.optimum_value, scale)} "
+            f"| {ratio_text(ratio)} "
             f"| {m.cycles:.1f} | {m.energy_lost_mwh:,.0f} |"
         )
     return "\n".join(lines)

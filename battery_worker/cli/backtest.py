@@ -234,7 +234,7 @@ def _run(args: argparse.Namespace) -> int:
     from battery_worker.backtest.carbon import carbon_param, carbon_report
     from battery_worker.backtest.engine import backtest, optimum_inputs
     from battery_worker.backtest.optimum_process import solve_in_child
-    from battery_worker.backtest.report import month_table, summary_table, write_png
+    from battery_worker.backtest.report import amount, month_table, summary_table, write_png
 
     png = chart_file(args)
     check_output_file("--png", png)
@@ -301,9 +301,11 @@ def _run(args: argparse.Namespace) -> int:
     print(summary_table(summaries))
     if config.cycle_cost_per_mwh > 0:
         for summary in summaries:
+            scale = summary.gross_value
             print(
-                f"{summary.policy}: gross {summary.gross_value:,.0f}, wear {summary.wear_cost:,.0f} "
-                f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {summary.value:,.0f}"
+                f"{summary.policy}: gross {amount(summary.gross_value, scale)}, "
+                f"wear {amount(summary.wear_cost, scale)} "
+                f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {amount(summary.value, scale)}"
             )
     if args.carbon is not None:
 

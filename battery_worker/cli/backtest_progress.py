@@ -54,12 +54,15 @@ def stoppable() -> Iterator[None]:
 
 def optimum_line(optimum: Optimum, seconds: float | None = None) -> str:
     """One line on what the optimum figure is: exact, or a bound with the best schedule and the gap."""
+    from battery_worker.backtest.report import amount
+
     took = "" if seconds is None else f" ({seconds:.1f} s)"
     if optimum.exact:
-        return f"optimum: {optimum.value:,.0f}, exact{took}"
+        return f"optimum: {amount(optimum.value, optimum.value)}, exact{took}"
+    bound = amount(optimum.bound, optimum.bound)
     return (
-        f"optimum: at most {optimum.bound:,.0f} (LP bound; capture is measured against it), best schedule "
-        f"found {optimum.value:,.0f}, gap {100 * optimum.relative_gap:.2f}%{took}"
+        f"optimum: at most {bound} (LP bound; capture is measured against it), best schedule "
+        f"found {amount(optimum.value, optimum.bound)}, gap {100 * optimum.relative_gap:.2f}%{took}"
     )
 
 
