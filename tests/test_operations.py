@@ -7,6 +7,7 @@ import json
 import signal
 import socket
 import sys
+import time
 import urllib.error
 import urllib.request
 from collections import Counter
@@ -204,6 +205,37 @@ async def test_not_ready_and_not_healthy_before_the_worker_has_connected() -> No
     parsed = samples(metrics[1].decode())
     assert parsed[("battery_worker_ready", ())] == 0
     assert parsed[("battery_worker_ticks_total", (("outcome", "applied"),))] == 0
+
+
+async def test_health_answers_within_a_second_while_the_broker_is_silent(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A frozen broker held /health for the check's whole 3 s: a Kubernetes probe (1 s timeout) failed by
+    timeout, not by 503. The check now runs in the background and a probe waits for it 0.8 s at most."""
+    worker = Worker(make_settings("127.0.0.1:1", "never", "never"))
+    answers = [True]
+
+    async def reachable(timeout_s: float = 3.0) -> bool:
+        if not answers:
+            await asyncio.sleep(timeout_s)  # frozen: no answer until the check's own timeout
+            return False
+        return answers.pop()
+
+    monkeypatch.setattr(worker, "broker_reachable", reachable)
+    server = await OpsServer(worker, "127.0.0.1", 0).start()
+    loop = asyncio.get_running_loop()
+    try:
+        healthy = await loop.run_in_executor(None, get, server.port, "/health")
+        await asyncio.sleep(2.1)  # past the cached answer: the next probe checks again, of a silent broker
+        started = time.monotonic()
+        silent = await loop.run_in_executor(None, get, server.port, "/health")
+        took = time.monotonic() - started
+    finally:
+        await server.close()
+    assert healthy[0] == 200
+    assert silent[0] == 503
+    assert orjson.loads(silent[1])["broker_reachable"] is False
+    assert took < 1.0
 
 
 @pytest.mark.broker

@@ -31,6 +31,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BROKER_CHECK_CACHE_S = 2.0
+_BROKER_SILENT_S = 0.8
+"""A check in flight this long answers 503 at once: a probe's own timeout is 1 s by default (Kubernetes),
+and a frozen broker held /health for the check's whole 3 s, so the probe failed by timeout, not by 503."""
 _REQUEST_TIMEOUT_S = 5.0
 
 
@@ -125,7 +128,16 @@ class OpsServer(HttpEndpoints):
         self._registry = build_registry(self._collector)
         self._broker_checked_at = -1e9
         self._broker_ok = False
+        self._broker_check: asyncio.Task[None] | None = None
+        self._broker_check_started = 0.0
         self._started = time.monotonic()
+
+    async def close(self) -> None:
+        check = self._broker_check
+        if check is not None:  # a check of a silent broker is still waiting
+            check.cancel()
+            await asyncio.wait({check}, timeout=1.0)
+        await super().close()
 
     # --- routes -------------------------------------------------------------------------------------
 
@@ -158,9 +170,24 @@ class OpsServer(HttpEndpoints):
         return Response(404, b'{"error":"not found: try /metrics, /health, /ready or /live"}')
 
     async def _broker_reachable(self) -> bool:
-        """Cached for a moment, so a burst of probes costs one metadata request."""
+        """Within ``_BROKER_SILENT_S`` whatever the broker does: a check runs in the background (one at a
+        time, its answer kept for a moment, so a burst of probes costs one metadata request) and a probe
+        waits for it only until then; a broker silent that long is unreachable."""
         now = time.monotonic()
-        if now - self._broker_checked_at > _BROKER_CHECK_CACHE_S:
+        if self._broker_check is None and now - self._broker_checked_at > _BROKER_CHECK_CACHE_S:
+            self._broker_check_started = now
+            self._broker_check = asyncio.create_task(self._check_broker())
+        check = self._broker_check
+        if check is None:
+            return self._broker_ok
+        waited = _BROKER_SILENT_S - (now - self._broker_check_started)
+        if waited > 0:
+            await asyncio.wait({check}, timeout=waited)
+        return self._broker_ok if check.done() else False
+
+    async def _check_broker(self) -> None:
+        try:
             self._broker_ok = await self._worker.broker_reachable()
+        finally:
             self._broker_checked_at = time.monotonic()
-        return self._broker_ok
+            self._broker_check = None
