@@ -1,9 +1,11 @@
 """One GET of the price API with the standard library, in a thread, within a deadline.
 
 ``urllib`` rather than an HTTP client dependency: one request a minute needs no connection pool. The
-request runs in a worker thread (``asyncio.to_thread``) so the event loop, and with it SIGTERM and the
-metrics server, stays responsive while a server hangs; the socket timeout ends the thread, and
-``wait_for`` bounds the whole request even when a server trickles bytes slower than the socket timeout.
+request runs in a thread of its own pool (not the loop's default one, which aiokafka's DNS lookups use), so
+the event loop, and with it SIGTERM and the metrics server, stays responsive while a server hangs.
+``wait_for`` bounds the wait for the whole request; the thread itself reads the body a piece at a time
+against the same deadline, so a server that trickles bytes (each within the socket timeout) cannot keep it
+running: it ends at most a socket timeout after the deadline.
 
 Every failure is a :class:`FetchFailed` of one kind; header values never appear in its message.
 """
@@ -11,10 +13,13 @@ Every failure is a :class:`FetchFailed` of one kind; header values never appear 
 from __future__ import annotations
 
 import asyncio
+import functools
 import http.client
 import socket
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 FetchKind = Literal["timeout", "http_status", "connection", "malformed"]
@@ -29,13 +34,16 @@ class FetchFailed(Exception):
         super().__init__(f"{kind}: {detail}")
 
 
+_REQUESTS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="price-api")
+"""The monitor asks one request at a time; two threads leave room for one that has not ended yet."""
+
+
 async def fetch(url: str, headers: dict[str, str], *, timeout_s: float, max_bytes: int) -> bytes:
     """The body of a 2xx answer to ``GET url``; :class:`FetchFailed` otherwise."""
+    loop = asyncio.get_running_loop()
+    request = functools.partial(fetch_blocking, url, headers, timeout_s=timeout_s, max_bytes=max_bytes)
     try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(fetch_blocking, url, headers, timeout_s=timeout_s, max_bytes=max_bytes),
-            timeout_s,
-        )
+        return await asyncio.wait_for(loop.run_in_executor(_REQUESTS, request), timeout_s)
     except TimeoutError:
         raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s") from None
 
@@ -44,9 +52,10 @@ def fetch_blocking(url: str, headers: dict[str, str], *, timeout_s: float, max_b
     request = urllib.request.Request(  # noqa: S310 (the URL is checked to be http or https in the settings)
         url, headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers}
     )
+    deadline = time.monotonic() + timeout_s
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (as above)
-            body: bytes = response.read(max_bytes + 1)
+            body = _read_until(response, deadline, max_bytes + 1, timeout_s)
     except urllib.error.HTTPError as error:
         error.close()
         raise FetchFailed("http_status", f"HTTP {error.code} {error.reason}") from None
@@ -61,3 +70,18 @@ def fetch_blocking(url: str, headers: dict[str, str], *, timeout_s: float, max_b
     if len(body) > max_bytes:
         raise FetchFailed("malformed", f"answer larger than {max_bytes} bytes")
     return body
+
+
+def _read_until(response: http.client.HTTPResponse, deadline: float, limit: int, timeout_s: float) -> bytes:
+    """At most ``limit`` bytes of the body, each piece as it arrives (``read1``), until ``deadline``."""
+    pieces: list[bytes] = []
+    size = 0
+    while size < limit:
+        if time.monotonic() > deadline:
+            raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s")
+        piece = response.read1(min(65_536, limit - size))
+        if not piece:
+            break
+        pieces.append(piece)
+        size += len(piece)
+    return b"".join(pieces)

@@ -1,0 +1,69 @@
+"""One GET of the price API: a server that trickles its answer ends the request and its thread too."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import FrameType
+
+import pytest
+
+from battery_worker.monitor import fetching
+from battery_worker.monitor.fetching import FetchFailed, fetch
+from tests.waiting import wait_until
+
+
+class Trickling(BaseHTTPRequestHandler):
+    """Headers at once, then the body a byte every 0.2 s: each read well within the socket timeout."""
+
+    def do_GET(self) -> None:
+        body = b"[" + b" " * 60 + b"]"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        for byte in body:
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture
+def trickling_url() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickling)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/prices"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _threads_in_a_request() -> int:
+    """Threads now inside :func:`fetching.fetch_blocking`, whichever pool runs them."""
+    count = 0
+    for frame in sys._current_frames().values():
+        found: FrameType | None = frame
+        while found is not None and found.f_code is not fetching.fetch_blocking.__code__:
+            found = found.f_back
+        count += found is not None
+    return count
+
+
+async def test_a_trickled_answer_ends_the_request_and_its_thread(trickling_url: str) -> None:
+    """The thread read the body whole (12 s here) after wait_for had given up at 1 s: a few such polls
+    filled the loop's default pool, which aiokafka's DNS lookups share."""
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="timeout"):
+        await fetch(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)
+    assert time.monotonic() - started < 1.5
+    wait_until(lambda: _threads_in_a_request() == 0, 3.0, "the request's thread to end", poll_s=0.05)
