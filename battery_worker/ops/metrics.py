@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 PREFIX = "battery_worker"
 
 _ERRORS: dict[FailureKind, str] = {
-    "fetch": "Failed fetches of input records",
+    "fetch": "Fetches of input records that failed to the worker (not aiokafka's own retries)",
     "produce": "Failed sends of events or state records",
     "commit": "Failed offset commits, other than refused after a rebalance",
     "restore": "Failed state restores (on assignment or in a rewind)",
