@@ -284,6 +284,12 @@ class MonitorSettings(BaseModel):
     backoff_initial_s: float = Field(1.0, gt=0, description="the first wait after a failed poll, doubled")
     backoff_max_s: float = Field(300.0, gt=0, description="the longest wait after failed polls")
     max_answer_bytes: int = Field(16_777_216, ge=1024, description="a larger answer is malformed")
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="the monitor's /metrics, /health, /ready and /live (none: off)"
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="address of that server; apart from the worker's, which may run beside it"
+    )
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="HTTP header name → the environment variable holding its value"
     )

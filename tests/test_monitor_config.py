@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from battery_worker.cli.common import command_settings
+from battery_worker.cli.main import build_parser
 from battery_worker.errors import InvalidConfig
 from battery_worker.settings import load_settings
 from tests.workerkit import cli
@@ -60,3 +62,16 @@ def test_the_command_refuses_bad_flags_in_one_line_before_connecting(args: list[
     assert says in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
     assert "pw123" not in result.stderr, "the refusal of a password in the URL does not print it"
+
+
+def test_the_monitors_server_has_its_own_port_apart_from_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The monitor served on worker.metrics_port: a worker and a monitor reading one environment (or one
+    file) both bound it, and the second failed to start."""
+    monkeypatch.setenv("BATTERY_WORKER_WORKER__METRICS_PORT", "9400")
+    args = build_parser().parse_args(
+        ["monitor", "--url", "http://127.0.0.1:1/prices", "--metrics-port", "9401"]
+    )
+    settings = command_settings(args)
+    assert (settings.worker.metrics_port, settings.monitor.metrics_port) == (9400, 9401)
+    worker = command_settings(build_parser().parse_args(["run", "--metrics-port", "9402"]))
+    assert (worker.worker.metrics_port, worker.monitor.metrics_port) == (9402, None)

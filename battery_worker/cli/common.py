@@ -39,10 +39,13 @@ def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = No
         overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
     if getattr(args, "group_id", None) is not None:
         overrides.setdefault("worker", {})["group_id"] = args.group_id
+    # The monitor's server is its own (monitor.*): a worker and a monitor reading one file or environment
+    # would otherwise both bind worker.metrics_port.
+    serving = "monitor" if getattr(args, "command", None) == "monitor" else "worker"
     if getattr(args, "metrics_port", None) is not None:
-        overrides.setdefault("worker", {})["metrics_port"] = args.metrics_port
+        overrides.setdefault(serving, {})["metrics_port"] = args.metrics_port
     if getattr(args, "metrics_host", None) is not None:
-        overrides.setdefault("worker", {})["metrics_host"] = args.metrics_host
+        overrides.setdefault(serving, {})["metrics_host"] = args.metrics_host
     if getattr(args, "processing_guarantee", None) is not None:
         overrides.setdefault("worker", {})["processing_guarantee"] = args.processing_guarantee
     config = getattr(args, "config", None)

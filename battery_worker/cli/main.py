@@ -117,14 +117,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         raise InvalidConfig("monitor.url", None, "give --url or BATTERY_WORKER_MONITOR__URL")
     settings.monitor.headers()  # a variable unset is a bad setting (exit 2), said before connecting
     monitor = Monitor(settings)
-    port = settings.worker.metrics_port
+    port = settings.monitor.metrics_port
 
     async def main() -> int:
         server = None
         if port is not None:
             from battery_worker.ops.monitor_server import MonitorServer
 
-            server = await MonitorServer(monitor, settings.worker.metrics_host, port).start()
+            server = await MonitorServer(monitor, settings.monitor.metrics_host, port).start()
         try:
             await monitor.run(max_polls=args.max_polls)
         finally:
