@@ -1,5 +1,6 @@
 # battery-worker as a container: slim base, non-root, graceful stop on SIGTERM, JSON logs,
-# metrics and probes on port 9400 (/metrics, /health, /ready, /live).
+# metrics and probes on port 9400 (/metrics, /health, /ready, /live), of the worker or the monitor
+# (one of them per container: each has its own port setting).
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -13,7 +14,9 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 ENV PYTHONUNBUFFERED=1 \
     BATTERY_WORKER_LOG_FORMAT=json \
     BATTERY_WORKER_WORKER__METRICS_HOST=0.0.0.0 \
-    BATTERY_WORKER_WORKER__METRICS_PORT=9400
+    BATTERY_WORKER_WORKER__METRICS_PORT=9400 \
+    BATTERY_WORKER_MONITOR__METRICS_HOST=0.0.0.0 \
+    BATTERY_WORKER_MONITOR__METRICS_PORT=9400
 EXPOSE 9400
 USER 10001
 # The worker finishes its in-flight batch, commits and exits 0 on SIGTERM, within
