@@ -47,8 +47,11 @@ def write_atomically(target: Path, payload: bytes | str) -> Path:
     except FileNotFoundError:
         named = None
     if named is not None and not stat.S_ISREG(named.st_mode):
-        with open(target, "wb") as out:
-            out.write(data)
+        try:
+            with open(target, "wb") as out:
+                out.write(data)
+        except OSError as error:  # a full device's write names no file: the message must
+            raise OSError(error.errno, error.strerror, str(target)) from None
         return target
     real = Path(os.path.realpath(target)) if target.is_symlink() else target
     real.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +63,11 @@ def write_atomically(target: Path, payload: bytes | str) -> Path:
             out.flush()
             os.fsync(out.fileno())
         os.replace(tmp, real)
+    except OSError as error:
+        Path(tmp).unlink(missing_ok=True)
+        if error.filename is None:  # a full disk's write names no file: the message must
+            raise OSError(error.errno, error.strerror, str(target)) from None
+        raise
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -182,6 +182,7 @@ def test_flags_that_cannot_be_honoured_are_refused_before_any_work(
         (["--carbon-price", "-100", "--no-png"], "must be >= 0"),  # the optimum rewarded for emitting
         (["--compare", "mpc,mpc", "--no-png"], "names mpc twice"),
         (["--hash-price", "3", "--no-png"], "carries its own hash and token prices"),  # ignored
+        (["--max-rate-mw", "-1", "--no-png"], "--max-rate-mw=-1.0: must be >= 0"),  # said max_charge_rate_mw
     ],
 )
 def test_flags_that_would_be_ignored_or_fail_late_are_refused_first(

@@ -73,3 +73,10 @@ def test_a_link_is_written_through_and_a_pipe_written_to(tmp_path: Path) -> None
     reader.join(timeout=10)
     assert received == [b'{"through": "the pipe"}']
     assert stat.S_ISFIFO(os.lstat(pipe).st_mode)
+
+
+def test_a_write_that_fails_names_the_file() -> None:
+    """'--summary /dev/full' said 'No space left on device (OSError)', naming no file."""
+    with pytest.raises(OSError, match="No space left") as caught:
+        write_atomically(Path("/dev/full"), b"x" * 10_000)
+    assert caught.value.filename == "/dev/full"

@@ -202,19 +202,28 @@ def configured_carry_hours(args: argparse.Namespace) -> float:
 
 def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) -> BatteryConfig:
     """``base`` (the defaults when None), then the ``--battery-type`` preset, then the battery flags given."""
-    flags = {
-        "capacity_mwh": args.capacity_mwh,
-        "max_charge_rate_mw": args.max_rate_mw,
-        "max_discharge_rate_mw": args.max_rate_mw,
-        "efficiency": args.efficiency,
-        "initial_charge_percent": args.initial_charge_percent,
-        "cycle_cost_per_mwh": args.cycle_cost_per_mwh,
-        "max_cycles_per_day": args.max_cycles_per_day,
-        "cycle_day_timezone": args.cycle_day_timezone,
-    }
+    flags = {field: getattr(args, flag[2:].replace("-", "_")) for field, flag in _BATTERY_FLAGS.items()}
     given = {name: value for name, value in flags.items() if value is not None}
     fields = {**chemistry_fields(args.battery_type), **given}
-    return BatteryConfig(**fields) if base is None else replace(base, **fields)
+    try:
+        return BatteryConfig(**fields) if base is None else replace(base, **fields)
+    except InvalidConfig as error:  # named by the flag given, not the field it sets
+        flag = _BATTERY_FLAGS.get(error.field) if error.field in given else None
+        if flag is None:
+            raise
+        raise InvalidConfig(flag, error.value, error.problem) from None
+
+
+_BATTERY_FLAGS = {  # each battery field the flags set: the flag that sets it
+    "capacity_mwh": "--capacity-mwh",
+    "max_charge_rate_mw": "--max-rate-mw",
+    "max_discharge_rate_mw": "--max-rate-mw",
+    "efficiency": "--efficiency",
+    "initial_charge_percent": "--initial-charge-percent",
+    "cycle_cost_per_mwh": "--cycle-cost-per-mwh",
+    "max_cycles_per_day": "--max-cycles-per-day",
+    "cycle_day_timezone": "--cycle-day-timezone",
+}
 
 
 def run(args: argparse.Namespace) -> int:
