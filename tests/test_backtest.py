@@ -361,7 +361,7 @@ def test_cli_cycle_day_timezone_moves_the_days_the_cap_counts(capsys: pytest.Cap
     assert utc.endswith(", exact")
     assert chicago.endswith(", exact")
     assert main([week, "--cycle-day-timezone", "Mars/Base", "--no-png"]) == 2
-    assert capsys.readouterr().err.startswith("error: cycle_day_timezone='Mars/Base': not a time zone")
+    assert capsys.readouterr().err.startswith("error: --cycle-day-timezone='Mars/Base': not a time zone")
 
 
 def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(
@@ -383,7 +383,8 @@ def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(
     warm = warmup_ticks(args, load_ticks(run_file))
     assert len(warm) == 168 - 24
     assert all(tick.carbon_intensity is not None for tick in warm)
-    assert "warm-up: 144 ticks" in capsys.readouterr().out
+    span = "2023-08-01T00:00:00+00:00 .. 2023-08-06T23:00:00+00:00"  # as the run's first line writes times
+    assert f"warm-up: 144 ticks of ercot_2023-08-01_07.csv, {span}" in capsys.readouterr().out
 
 
 def test_figures_in_small_units_keep_their_digits(capsys: pytest.CaptureFixture[str]) -> None:

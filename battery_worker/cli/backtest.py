@@ -402,8 +402,9 @@ def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[Price
         return []
     warmup = before_first(price_file_ticks(args, args.warmup, args.carbon), ticks)
     if not warmup:
-        raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {ticks[0].timestamp}")
-    span = f"{warmup[0].timestamp} .. {warmup[-1].timestamp}"
+        first = ticks[0].timestamp.isoformat()
+        raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {first}")
+    span = f"{warmup[0].timestamp.isoformat()} .. {warmup[-1].timestamp.isoformat()}"
     print(f"warm-up: {len(warmup)} ticks of {args.warmup.name}, {span}")
     return warmup
 
@@ -452,7 +453,8 @@ def site_report(
             warmup=warmup,
             solve=solve,
         )
-    print(f"{args.file.name}: {comparison.ticks} ticks, {ticks[0].timestamp} .. {ticks[-1].timestamp}")
+    span = f"{ticks[0].timestamp.isoformat()} .. {ticks[-1].timestamp.isoformat()}"
+    print(f"{args.file.name}: {comparison.ticks} ticks, {span}")
     print(site_line(site))
     print(site_table(comparison))
     if args.summary is not None:
