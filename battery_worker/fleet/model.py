@@ -17,10 +17,10 @@ only serve the site's own load.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, cast
 
+from battery_worker.battery_config import require_finite
 from battery_worker.errors import InvalidConfig
 
 PaidBy = Literal["hash", "token"]
@@ -29,9 +29,8 @@ KW_PER_MW = 1000.0
 
 
 def _finite(field: str, value: object) -> float:
-    if not isinstance(value, int | float) or isinstance(value, bool) or not math.isfinite(value):
-        raise InvalidConfig(field, value, "must be a finite number")
-    return float(value)
+    require_finite(field, value, InvalidConfig)
+    return float(cast(float, value))  # an int or a float: require_finite said so
 
 
 def _count(field: str, value: object) -> int:
