@@ -22,12 +22,18 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
+from battery_worker.errors import BatteryWorkerError
+
 FetchKind = Literal["timeout", "http_status", "connection", "malformed"]
 
 USER_AGENT = "battery-worker-monitor"
 
 
-class FetchFailed(Exception):
+class FetchFailed(BatteryWorkerError):
+    """One poll of the price API failed, of one ``kind``: retriable, the next poll may answer."""
+
+    retriable = True
+
     def __init__(self, kind: FetchKind, detail: str) -> None:
         self.kind: FetchKind = kind
         self.detail = detail

@@ -28,6 +28,7 @@ from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.connecting import Connector, StopRequested
@@ -74,7 +75,7 @@ class Monitor:
 
     def __init__(self, settings: Settings) -> None:
         if settings.monitor.url is None:
-            raise ValueError("settings.monitor.url is required")
+            raise InvalidConfig("monitor.url", None, "give --url or BATTERY_WORKER_MONITOR__URL")
         self.settings = settings
         self.config = settings.monitor
         self.url: str = settings.monitor.url
