@@ -20,7 +20,7 @@ if TYPE_CHECKING:
         TimestampNotIncreasing,
     )
     from battery_worker.seed_api import BatterySystem
-    from battery_worker.ticks import PriceTick
+    from battery_worker.ticks import PriceTick, make_tick
 
 _HOMES = {
     "Action": "battery_worker.battery",
@@ -33,6 +33,7 @@ _HOMES = {
     "InvalidTick": "battery_worker.errors",
     "TimestampNotIncreasing": "battery_worker.errors",
     "PriceTick": "battery_worker.ticks",
+    "make_tick": "battery_worker.ticks",
 }
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "InvalidTick",
     "PriceTick",
     "TimestampNotIncreasing",
+    "make_tick",
 ]
 
 

@@ -59,7 +59,11 @@ CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True, al
 
 
 class PriceTick(BaseModel):
-    """One price observation. Unknown fields are ignored so the monitor can add fields without breaking us."""
+    """One price observation. Unknown fields are ignored so the monitor can add fields without breaking us.
+
+    A pydantic model: built directly, a bad field raises pydantic's ``ValidationError`` (a ``ValueError``);
+    :func:`make_tick` builds one and raises the project's :class:`InvalidTick` naming the field instead.
+    """
 
     model_config = ConfigDict(frozen=True, allow_inf_nan=False, extra="ignore")
 

@@ -312,10 +312,12 @@ def test_last_updated_is_utc_from_the_start() -> None:
     assert BatterySystem(clock=lambda: naive).get_status()["last_updated"] == "2025-01-01T00:00:00+00:00"
 
 
-def test_the_timestamp_error_is_a_public_name() -> None:
+def test_the_timestamp_error_and_the_checked_tick_builder_are_public_names() -> None:
     import battery_worker
 
     assert issubclass(battery_worker.TimestampNotIncreasing, InvalidTick)
+    with pytest.raises(InvalidTick, match="energy_price"):  # PriceTick(...) raises pydantic's error
+        battery_worker.make_tick(float("nan"), 1.0, 1.0, "2025-01-01T00:00:00Z")
 
 
 def test_a_plan_that_may_import_beyond_the_sites_limit_is_said() -> None:
