@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -150,6 +152,17 @@ class Readiness:
             await asyncio.sleep(_PROBE_RETRY_S)
 
 
+def _die_with_owner() -> None:
+    """In the broker's process before it runs: SIGTERM when the thread that started it ends. An owner
+    killed by a signal runs no ``atexit`` nor ``with`` exit, and left the broker running with init as its
+    parent (a JVM of 1 GiB, its port taken). The thread, not the process: brokers are started from the
+    main thread (the tests' fixtures, the demo, the benchmarks), which ends with the process."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1
+
+
 def stop_process(proc: subprocess.Popen[bytes], timeout_s: float, name: str) -> None:
     """SIGTERM, then SIGKILL if ``proc`` has not exited after ``timeout_s``; nothing if it already exited."""
     if proc.poll() is not None:
@@ -211,7 +224,11 @@ class BrokerProcess:
         try:
             # argv: the launcher's resolved executable, fixed flags and generated config; no shell.
             self._proc = subprocess.Popen(  # noqa: S603
-                command, stdin=subprocess.DEVNULL, stdout=self._log_file, stderr=subprocess.STDOUT
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_owner if sys.platform.startswith("linux") else None,
             )
         except OSError as exc:
             self._close_log()
