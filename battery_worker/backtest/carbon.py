@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -44,6 +45,19 @@ class CarbonFigures:
     value: float
     cycles: float
     emissions: Emissions
+
+    def to_json(self) -> dict[str, Any]:
+        """The row as ``--summary`` writes it under ``carbon``: every figure the table prints, in kg."""
+        e = self.emissions
+        return {
+            "run": self.name,
+            "value": self.value,
+            "cycles": self.cycles,
+            "net_kg": e.net_kg,
+            "bought_kg": e.bought_kg,
+            "avoided_kg": e.avoided_kg,
+            "coverage": e.coverage,
+        }
 
 
 def carbon_inputs(
@@ -116,7 +130,7 @@ def carbon_param(name: str, carbon_price: float) -> dict[str, float]:
     return {"carbon_price": carbon_price} if carbon_price and "carbon_price" in fields else {}
 
 
-def carbon_report(
+def carbon_rows(
     ticks: Sequence[PriceTick],
     config: BatteryConfig,
     runs: Sequence[BacktestRun],
@@ -125,8 +139,9 @@ def carbon_report(
     carbon_price: float,
     carry_hours: float = DEFAULT_CARRY_HOURS,
     solve: Callable[[BatteryConfig, OptimumInputs], Optimum] | None = None,
-) -> str:
-    """The emissions table: each policy, the price-only optimum and (carbon price > 0) the carbon one.
+) -> list[CarbonFigures]:
+    """The emissions report's rows: each policy, the price-only optimum and (carbon price > 0) the carbon
+    one (:func:`carbon_table` prints them, ``--summary`` writes them).
 
     ``solve`` solves the carbon-priced optimum (``inputs.solve(config)`` by default); the command line's
     solves it in a child process, so that a stop signal ends it at once (``optimum_process``).
@@ -138,4 +153,4 @@ def carbon_report(
         carbon_optimum = inputs.solve(config) if solve is None else solve(config, inputs)
         name = f"optimum (carbon {carbon_price:g}/t)"
         rows.append(optimum_figures(name, carbon_optimum, ticks, config, carry_hours))
-    return carbon_table(rows)
+    return rows

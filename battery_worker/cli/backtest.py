@@ -63,6 +63,7 @@ from battery_worker.policies.base import Policy
 from battery_worker.ticks import PriceTick
 
 if TYPE_CHECKING:
+    from battery_worker.backtest.carbon import CarbonFigures
     from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs
     from battery_worker.backtest.optimum import Optimum
 
@@ -240,7 +241,7 @@ def _run(args: argparse.Namespace) -> int:
     import numpy as np
     import orjson
 
-    from battery_worker.backtest.carbon import carbon_param, carbon_report
+    from battery_worker.backtest.carbon import carbon_param, carbon_rows, carbon_table
     from battery_worker.backtest.engine import backtest, optimum_inputs
     from battery_worker.backtest.optimum_process import solve_in_child
     from battery_worker.backtest.report import amount, month_table, summary_table, write_png
@@ -316,6 +317,7 @@ def _run(args: argparse.Namespace) -> int:
                 f"wear {amount(summary.wear_cost, scale)} "
                 f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {amount(summary.value, scale)}"
             )
+    carbon: list[CarbonFigures] = []
     if args.carbon is not None:
 
         def solve_carbon(config: BatteryConfig, inputs: OptimumInputs) -> Optimum:
@@ -323,10 +325,10 @@ def _run(args: argparse.Namespace) -> int:
             with progress.optimum(inputs.prices.size, negative, "carbon-priced optimum") as on_wait:
                 return solve_in_child(config, inputs, on_wait=on_wait)
 
-        report = carbon_report(
+        carbon = carbon_rows(
             ticks, config, runs, summaries, optimum, args.carbon_price, carry_hours, solve=solve_carbon
         )
-        print(report)
+        print(carbon_table(carbon))
     if args.months:
         for summary in summaries:
             print()
@@ -339,6 +341,8 @@ def _run(args: argparse.Namespace) -> int:
         data["file"] = str(args.file)
         if len(summaries) > 1:
             data["policies"] = [s.to_json() for s in summaries]
+        if carbon:  # the table's rows, the optima's among them (the policies' are in their summaries too)
+            data["carbon"] = [row.to_json() for row in carbon]
         write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
