@@ -176,6 +176,10 @@ class BatterySystem:
             return [dict(entry) for entry in self._history]
 
     def get_status(self) -> dict[str, Any]:
+        """The seed's status fields (``charge_level_percent``, ``available_energy_mwh``, ``capacity_mwh``,
+        the rates, ``efficiency``, ``total_energy_stored_mwh``, ``total_energy_used_mwh``, ``can_charge``,
+        ``can_discharge``, ``last_updated``), the money and energy totals of the status event, ``policy``,
+        the thresholds under ``threshold``, and ``emissions`` (the running totals, named as in the events)."""
         with self._lock:
             status: dict[str, Any] = {
                 **status_fields(self._site.battery, self._config, self._last_updated),
@@ -199,6 +203,10 @@ class BatterySystem:
         carbon_intensity: float | None = None,
     ) -> dict[str, Any]:
         """Decide from the prices and apply the decision for the time since the previous decision.
+
+        Returns ``action`` (charge, discharge, hold), ``reason``, ``result`` (``success``, ``power_mw``,
+        ``duration_hours``, ``energy_mwh``, ``charge_level_percent``, and ``limited_by``, ``gap_hours`` or
+        ``error`` when they apply), ``site_plan`` (as in ``battery.actions``) and ``emissions``.
 
         ``carbon_intensity`` (kgCO₂eq/MWh) counts the step's emissions, as the worker does; without it the
         last known one is carried for ``carry_hours``, then the step's emissions are unknown.
@@ -285,6 +293,7 @@ class BatterySystem:
             self._policy = replace(self._policy, **changes)
 
     def display_status(self) -> None:
+        """Print the status as the seed did, for a person at a terminal (:meth:`get_status` for code)."""
         status = self.get_status()
         print("🔋 Battery System Status:")
         print(f"   Charge Level: {status['charge_level_percent']:.1f}%")
