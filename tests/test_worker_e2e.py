@@ -221,3 +221,18 @@ async def test_a_misconfigured_state_topic_is_refused_before_the_other_topics_ar
         await Worker(settings).run(idle_timeout_s=1)
     assert await partition_count(settings, settings.topics.prices) == 0, "created before the refusal"
     assert await partition_count(settings, settings.topics.actions) == 0
+
+
+async def test_a_compacted_log_topic_is_said_at_start(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A compacted battery.actions keeps only each site's last action: it started without a word."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await create_topics(settings, [(settings.topics.actions, 3, {"cleanup.policy": "compact"})])
+    await Worker(settings).run(idle_timeout_s=0.5)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(f"topic {settings.topics.actions} has cleanup.policy=compact" in line for line in warned)
+    assert not any(settings.topics.prices + " has" in line for line in warned), "the worker made it: delete"

@@ -82,6 +82,9 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
         if topics.prices in existing:
             _check_partitions(topics, existing[topics.prices], existing[topics.state])
         await _check_state_configs(admin, topics.state)
+    for log_topic in (topics.prices, topics.actions, topics.dlq):
+        if log_topic in existing:
+            await _warn_if_compacted(admin, log_topic)
     first = [spec for spec in missing if spec.name != topics.state]
     if first:
         await _create(admin, first, topics, topics.partitions)
@@ -170,6 +173,20 @@ def state_configs_problem(state: str, configs: dict[str, str]) -> str | None:
             f"state; it must be compact alone, or keep retention.ms=-1 ({fix})"
         )
     return None
+
+
+async def _warn_if_compacted(admin: AIOKafkaAdminClient, name: str) -> None:
+    """A log topic (prices, actions, dead letters) keyed by site and compacted keeps only each site's
+    latest record: downstream loses every action but the last, the audit every price. Said, not refused:
+    an operator may compact with a long lag on purpose."""
+    policy = (await topic_configs(admin, name)).get("cleanup.policy", "delete")
+    if "compact" in {part.strip() for part in policy.split(",")}:
+        log.warning(
+            "topic %s has cleanup.policy=%s: keyed by site, compaction keeps only each site's latest record "
+            "(downstream and the audit replay lose the rest); it is a log, delete is its policy",
+            name,
+            policy,
+        )
 
 
 async def topic_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
