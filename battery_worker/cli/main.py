@@ -204,7 +204,12 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from battery_worker.settings import ProcessingGuarantee  # pydantic: only once the signal handlers are set
+    # pydantic: only once the signal handlers are set
+    from battery_worker.settings import MonitorSettings, ProcessingGuarantee, WorkerSettings
+
+    group = WorkerSettings.model_fields["group_id"].default  # the defaults the help names are the settings'
+    worker_host = WorkerSettings.model_fields["metrics_host"].default
+    monitor_host = MonitorSettings.model_fields["metrics_host"].default
 
     parser = _Parser(
         prog="battery-worker", description="Dispatch a virtual battery against live energy prices over Kafka."
@@ -222,7 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="run the worker: prices in, actions and status out")
     add_connection(run)
-    run.add_argument("--group-id", help="consumer group (default battery-worker)")
+    run.add_argument("--group-id", help=f"consumer group (default {group})")
     run.add_argument("--policy", help="policy name (threshold, ...)")
     run.add_argument("--policy-param", action="append", metavar="KEY=VALUE", help="policy parameter")
     run.add_argument("--max-messages", type=POSITIVE_INT, help="stop after this many input records")
@@ -238,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
     )
-    run.add_argument("--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)")
+    run.add_argument(
+        "--metrics-host", metavar="ADDRESS", help=f"address of that server (default {worker_host})"
+    )
     run.add_argument(
         "--processing-guarantee",
         choices=get_args(ProcessingGuarantee),
@@ -265,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=PORT, metavar="PORT", help="serve /metrics, /health, /ready and /live on PORT"
     )
     monitor.add_argument(
-        "--metrics-host", metavar="ADDRESS", help="address of that server (default 127.0.0.1)"
+        "--metrics-host", metavar="ADDRESS", help=f"address of that server (default {monitor_host})"
     )
     monitor.set_defaults(func=cmd_monitor)
 
@@ -307,7 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="latest battery status per site, read from the broker")
     add_connection(status)
     status.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    status.add_argument("--group-id", help="consumer group whose lag is shown (default battery-worker)")
+    status.add_argument("--group-id", help=f"consumer group whose lag is shown (default {group})")
     status.add_argument(
         "--actions-tail",
         type=POSITIVE_INT,
