@@ -176,9 +176,9 @@ def _json_rows(source: Path) -> list[Mapping[str, Any]]:
 
 
 def _refuse_given_prices(source: Path, hash_price: float | None, token_price: float | None) -> None:
-    for flag, given in (("--hash-price", hash_price), ("--token-price", token_price)):
+    for field, given in (("hash_price", hash_price), ("token_price", token_price)):
         if given is not None:
-            raise PriceFileError(flag, given, f"{source.name} carries its own hash and token prices")
+            raise PriceFileError(field, given, f"{source.name} carries its own hash and token prices")
 
 
 def _csv_rows(

@@ -45,8 +45,8 @@ def row(path: Path, ticks: list[PriceTick]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("files", type=Path, nargs="*", default=list(DEFAULT_FILES))
-    parser.add_argument("--hash-price", type=float, default=0.0, help="for market files (default 0)")
-    parser.add_argument("--token-price", type=float, default=0.0, help="for market files (default 0)")
+    parser.add_argument("--hash-price", type=float, help="for market files, which have none (default 0)")
+    parser.add_argument("--token-price", type=float, help="for market files, which have none (default 0)")
     args = parser.parse_args()
     print("| file | ticks | optimum | " + " | ".join(label for _key, label in RUNS) + " | seconds |")
     print("|---|---:|---:|" + "---:|" * len(RUNS) + "---:|")

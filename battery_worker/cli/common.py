@@ -168,16 +168,22 @@ def price_file_ticks(
     args: argparse.Namespace, path: Path, carbon_file: Path | None = None
 ) -> list[PriceTick]:
     """A price file read with the command's column and price flags (``feed`` and ``backtest`` share them)."""
-    from battery_worker.pricefiles import load_ticks
+    from battery_worker.pricefiles import PriceFileError, load_ticks
 
-    return load_ticks(
-        path,
-        timestamp_column=args.timestamp_column,
-        price_column=args.price_column,
-        hash_price=args.hash_price,
-        token_price=args.token_price,
-        carbon_file=carbon_file,
-    )
+    try:
+        return load_ticks(
+            path,
+            timestamp_column=args.timestamp_column,
+            price_column=args.price_column,
+            hash_price=args.hash_price,
+            token_price=args.token_price,
+            carbon_file=carbon_file,
+        )
+    except PriceFileError as error:  # named by the flag that gave it
+        flag = {"hash_price": "--hash-price", "token_price": "--token-price"}.get(error.field)
+        if flag is None:
+            raise
+        raise PriceFileError(flag, error.value, error.problem) from None
 
 
 # --- argument types ----------------------------------------------------------------------------------------
