@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from battery_worker.errors import InvalidConfig, InvalidInput
 
-__all__ = ["PRICE_LIMIT", "BatteryConfig", "BatteryFields", "require_finite"]
+__all__ = ["PRICE_LIMIT", "BatteryConfig", "BatteryFields", "end_value_after_wear", "require_finite"]
 
 
 _NUMBER = (int, float)
@@ -173,3 +173,16 @@ class BatteryConfig:
         if self.max_cycles_per_day is None:
             return None
         return self.max_cycles_per_day * self.usable_energy_mwh
+
+
+def end_value_after_wear(config: BatteryConfig, end_value: float) -> float:
+    """Worth of one MWh left in the cells once the wear of delivering it later is paid (never below 0 by it):
+    what the mpc plan and the site plan value an end surplus at (the charge they start from keeps
+    ``end_value``).
+
+    Delivering a cell MWh later delivers √η MWh, each paying ``cycle_cost_per_mwh``. Without wear the value
+    is returned unchanged (not ``end_value − 0.0``), so the LP is the one it was before wear existed.
+    """
+    if config.cycle_cost_per_mwh <= 0:
+        return end_value
+    return max(min(end_value, 0.0), end_value - config.one_way_efficiency * config.cycle_cost_per_mwh)

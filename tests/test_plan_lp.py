@@ -13,13 +13,13 @@ from scipy.optimize import linprog
 
 from battery_worker.backtest.engine import backtest
 from battery_worker.battery import BatteryConfig
+from battery_worker.battery_config import end_value_after_wear
 from battery_worker.policies import make_policy
 from battery_worker.policies.plan_lp import (
     PlanSteps,
     _columns,
     _cycle_days,
     _row_bounds,
-    end_value_after_wear,
     solve_plan,
 )
 from battery_worker.ticks import make_tick
@@ -143,14 +143,16 @@ def test_a_price_that_is_not_finite_is_refused() -> None:
         solve_plan(BatteryConfig(), 2.0, steps, 45.0, 0.0, 2000)
 
 
-def test_under_wear_a_plan_keeps_the_charge_it_has_where_no_spread_pays_the_wear() -> None:
+@pytest.mark.parametrize("policy", ["mpc", "site"])
+def test_under_wear_a_plan_keeps_the_charge_it_has_where_no_spread_pays_the_wear(policy: str) -> None:
     """One end value for every MWh, less the wear, made the plan sell the charge it started with as soon as
     a price topped the wear, and never buy again: on a daily 10-30 sinusoid at LFP's 28 per MWh, mpc lost
-    927 where the optimum (doing nothing) made 0. Below the start, the end charge is worth the end value."""
+    927 where the optimum (doing nothing) made 0 (the site policy's plan, valuing its end alike, lost 331).
+    Below the start, the end charge is worth the end value."""
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
     prices = [20 + 10 * np.sin(hour * 2 * np.pi / 24) for hour in range(72)]
-    ticks = [make_tick(float(p), 1.0, 1.0, t0 + timedelta(hours=h)) for h, p in enumerate(prices)]
-    _run, summary = backtest(ticks, BatteryConfig(cycle_cost_per_mwh=28.0), make_policy("mpc"))
+    ticks = [make_tick(float(p), 1000.0, 1000.0, t0 + timedelta(hours=h)) for h, p in enumerate(prices)]
+    _run, summary = backtest(ticks, BatteryConfig(cycle_cost_per_mwh=28.0), make_policy(policy))
     assert summary.optimum_value == pytest.approx(0.0, abs=1e-6)
     assert summary.value == pytest.approx(0.0, abs=1e-6)
     assert summary.cycles == 0

@@ -25,7 +25,7 @@ from scipy import sparse
 from scipy.optimize import linprog
 
 from battery_worker.backtest.optimum_lp import end_prices
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, end_value_after_wear
 from battery_worker.fleet.model import SiteModel
 
 FloatArray = NDArray[np.float64]
@@ -76,7 +76,8 @@ def solve_site(
     """The best plan over ``series``; None if HiGHS gave up (status not optimal, or the iteration cap).
 
     The end: by default the battery ends at ``start_mwh``. With ``end_value`` it may end anywhere, each MWh
-    in the cells worth ``end_value`` (the ``mpc`` policy's rule). With ``terminal_price`` the end is valued
+    in the cells below ``start_mwh`` worth ``end_value`` and each above it that less the wear of delivering
+    it (the ``mpc`` plan's rule). With ``terminal_price`` the end is valued
     as the backtest values it: a surplus sold after the discharge loss, a deficit bought back with the
     charge loss (:func:`battery_worker.backtest.optimum_lp.end_prices`). The state-of-charge bounds widen to
     include ``start_mwh``, as the battery itself allows.
@@ -177,8 +178,8 @@ def _end_prices(
     config: BatteryConfig, end_value: float | None, terminal_price: float | None
 ) -> tuple[float, float]:
     """Worth of a MWh of end surplus and cost of a MWh of end deficit (0, 0 when the end is fixed)."""
-    if end_value is not None:
-        return end_value, end_value
+    if end_value is not None:  # a surplus pays the wear of delivering it; the charge kept is worth end_value
+        return end_value_after_wear(config, end_value), end_value
     if terminal_price is not None:
         return end_prices(config, terminal_price)
     return 0.0, 0.0

@@ -28,7 +28,7 @@ import highspy
 import numpy as np
 from numpy.typing import NDArray
 
-from battery_worker.battery_config import BatteryConfig
+from battery_worker.battery_config import BatteryConfig, end_value_after_wear
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -43,17 +43,6 @@ class PlanSteps:
     prices: FloatArray
     hours: FloatArray
     days: IntArray | None
-
-
-def end_value_after_wear(config: BatteryConfig, end_value: float) -> float:
-    """Worth of one MWh left in the cells once the wear of delivering it later is paid (never below 0 by it).
-
-    Delivering a cell MWh later delivers √η MWh, each paying ``cycle_cost_per_mwh``. Without wear the value
-    is returned unchanged (not ``end_value − 0.0``), so the LP is the one it was before wear existed.
-    """
-    if config.cycle_cost_per_mwh <= 0:
-        return end_value
-    return max(min(end_value, 0.0), end_value - config.one_way_efficiency * config.cycle_cost_per_mwh)
 
 
 def solve_plan(
