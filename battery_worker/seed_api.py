@@ -382,7 +382,7 @@ class BatterySystem:
 
 
 def _plain(value: Any) -> Any:
-    """A number of any real type (numpy's, Decimal's) as the float the domain checks and stores: a
+    """A number of any real type (numpy's) as the float the domain checks and stores: a
     ``make_decision`` price took them while the constructor refused ``np.int64(100)`` as "not a finite
     number". Anything else is left for the domain's check to refuse by name."""
     if isinstance(value, numbers.Real) and not isinstance(value, bool | float):

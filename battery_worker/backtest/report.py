@@ -37,7 +37,11 @@ def amount(value: float, reference: float) -> str:
     at most two: whole units from 1,000 on, 124.3 and 63.19 below (a MARA file's optimum of 124.3 showed as
     '124' and a policy's −0.04 as '-0'). Never '-0'."""
     size = abs(reference)
-    decimals = 0 if size >= 1000 or size == 0 else min(2, 3 - math.floor(math.log10(size)))
+    decimals = (
+        0
+        if size >= 1000 or size == 0 or not math.isfinite(size)
+        else min(2, 3 - math.floor(math.log10(size)))
+    )
     return f"{round(value, decimals) + 0.0:,.{decimals}f}"
 
 

@@ -311,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
     print(summary_table(summaries))
     if config.cycle_cost_per_mwh > 0:
         for summary in summaries:
-            scale = summary.gross_value
+            scale = max(abs(summary.gross_value), abs(summary.wear_cost), abs(summary.value))
             print(
                 f"{summary.policy}: gross {amount(summary.gross_value, scale)}, "
                 f"wear {amount(summary.wear_cost, scale)} "

@@ -133,7 +133,7 @@ class Worker:
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
         for site_id, warning in self.settings.site_directory().import_limit_warnings().items():
-            log.warning("%s: %s", f"site {site_id}" if site_id else "every site", warning)
+            log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
         self._stop.guard(asyncio.current_task())
         try:
             try:

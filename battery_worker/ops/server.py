@@ -188,6 +188,9 @@ class OpsServer(HttpEndpoints):
     async def _check_broker(self) -> None:
         try:
             self._broker_ok = await self._worker.broker_reachable()
+        except Exception:  # not a stale "ok" in its place, nor an exception nobody retrieves
+            self._broker_ok = False
+            log.exception("the broker check failed")
         finally:
             self._broker_checked_at = time.monotonic()
             self._broker_check = None
