@@ -236,3 +236,14 @@ async def test_a_compacted_log_topic_is_said_at_start(
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any(f"topic {settings.topics.actions} has cleanup.policy=compact" in line for line in warned)
     assert not any(settings.topics.prices + " has" in line for line in warned), "the worker made it: delete"
+
+
+async def test_a_state_topic_of_other_partitions_than_prices_would_get_is_refused_before_creating_it(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """With the state topic there and prices not, prices and four more were created, then refused."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await create_topics(settings, [(settings.topics.state, 2, {"cleanup.policy": "compact"})])
+    with pytest.raises(TopicMisconfigured, match=r"would be created with topics\.partitions=3"):
+        await Worker(settings).run(idle_timeout_s=1)
+    assert await partition_count(settings, settings.topics.prices) == 0

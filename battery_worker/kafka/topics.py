@@ -79,8 +79,14 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
             f"topics missing and topics.create is off: {', '.join(s.name for s in missing)}"
         )
     if topics.state in existing:  # refused before anything is created, not after
+        stored = existing[topics.state]
         if topics.prices in existing:
-            _check_partitions(topics, existing[topics.prices], existing[topics.state])
+            _check_partitions(topics, existing[topics.prices], stored)
+        elif stored != topics.partitions:
+            raise TopicMisconfigured(
+                f"state topic {topics.state} has {stored} partitions but {topics.prices}, missing, would be "
+                f"created with topics.partitions={topics.partitions}: they must match (set it to {stored})"
+            )
         await _check_state_configs(admin, topics.state)
     for log_topic in (topics.prices, topics.actions, topics.dlq):
         if log_topic in existing:
@@ -179,7 +185,12 @@ async def _warn_if_compacted(admin: AIOKafkaAdminClient, name: str) -> None:
     """A log topic (prices, actions, dead letters) keyed by site and compacted keeps only each site's
     latest record: downstream loses every action but the last, the audit every price. Said, not refused:
     an operator may compact with a long lag on purpose."""
-    policy = (await topic_configs(admin, name)).get("cleanup.policy", "delete")
+    try:
+        configs = await topic_configs(admin, name)
+    except KafkaError as error:  # no DESCRIBE_CONFIGS on it: enough for the worker, which needs none here
+        log.info("cannot check topic %s's cleanup.policy (%s); carrying on", name, error)
+        return
+    policy = configs.get("cleanup.policy", "delete")
     if "compact" in {part.strip() for part in policy.split(",")}:
         log.warning(
             "topic %s has cleanup.policy=%s: keyed by site, compaction keeps only each site's latest record "
