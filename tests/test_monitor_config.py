@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -75,3 +78,18 @@ def test_the_monitors_server_has_its_own_port_apart_from_the_workers(monkeypatch
     assert (settings.worker.metrics_port, settings.monitor.metrics_port) == (9400, 9401)
     worker = command_settings(build_parser().parse_args(["run", "--metrics-port", "9402"]))
     assert (worker.worker.metrics_port, worker.monitor.metrics_port) == (9402, None)
+
+
+def test_a_monitor_given_only_the_workers_port_says_it_serves_none() -> None:
+    """Deployed with BATTERY_WORKER_WORKER__METRICS_PORT, as before its own setting, it lost its probes
+    without a word."""
+    env = {**os.environ, "BATTERY_WORKER_WORKER__METRICS_PORT": "9400", "BATTERY_WORKER_LOG_FORMAT": "text"}
+    argv = [sys.executable, "-m", "battery_worker.cli", "monitor", "--url", "http://127.0.0.1:1/prices"]
+    with subprocess.Popen(
+        [*argv, "--bootstrap-servers", "127.0.0.1:1"], env=env, stderr=subprocess.PIPE, text=True
+    ) as monitor:
+        assert monitor.stderr is not None
+        first = monitor.stderr.readline()
+        monitor.send_signal(signal.SIGTERM)
+        monitor.communicate(timeout=30)
+    assert "worker.metrics_port is set and monitor.metrics_port is not" in first

@@ -118,6 +118,11 @@ def cmd_monitor(args: argparse.Namespace) -> int:
     settings.monitor.headers()  # a variable unset is a bad setting (exit 2), said before connecting
     monitor = Monitor(settings)
     port = settings.monitor.metrics_port
+    if port is None and settings.worker.metrics_port is not None:  # the setting it read before its own
+        log.warning(
+            "worker.metrics_port is set and monitor.metrics_port is not: the monitor serves no metrics "
+            "(set monitor.metrics_port, BATTERY_WORKER_MONITOR__METRICS_PORT or --metrics-port)"
+        )
 
     async def main() -> int:
         server = None
