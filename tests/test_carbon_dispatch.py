@@ -180,7 +180,8 @@ def test_cli_backtest_carries_for_the_configs_carry_hours_and_writes_emissions_i
     # The table's rows, the optimum's among them (it was printed and never written).
     rows = {row["run"]: row for row in summary["carbon"]}
     assert sorted(rows) == ["mpc", "optimum (price only)"]
-    assert rows["mpc"]["net_kg"] == pytest.approx(summary["emissions_net_kg"])
+    assert rows["mpc"]["emissions_net_kg"] == pytest.approx(summary["emissions_net_kg"])
+    assert rows["mpc"]["emissions_coverage"] == pytest.approx(summary["emissions_coverage"])
     assert rows["optimum (price only)"]["value"] == pytest.approx(summary["optimum_value"])
 
 

@@ -47,16 +47,17 @@ class CarbonFigures:
     emissions: Emissions
 
     def to_json(self) -> dict[str, Any]:
-        """The row as ``--summary`` writes it under ``carbon``: every figure the table prints, in kg."""
+        """The row as ``--summary`` writes it under ``carbon``: every figure the table prints, in kg, named
+        as a policy's summary names its run's (``emissions_net_kg``, ...)."""
         e = self.emissions
         return {
             "run": self.name,
             "value": self.value,
             "cycles": self.cycles,
-            "net_kg": e.net_kg,
-            "bought_kg": e.bought_kg,
-            "avoided_kg": e.avoided_kg,
-            "coverage": e.coverage,
+            "emissions_net_kg": e.net_kg,
+            "emissions_bought_kg": e.bought_kg,
+            "emissions_avoided_kg": e.avoided_kg,
+            "emissions_coverage": e.coverage,
         }
 
 
