@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -152,12 +153,25 @@ class Readiness:
             await asyncio.sleep(_PROBE_RETRY_S)
 
 
-def _die_with_owner() -> None:
-    """In the broker's process before it runs: SIGTERM when the thread that started it ends. An owner
-    killed by a signal runs no ``atexit`` nor ``with`` exit, and left the broker running with init as its
-    parent (a JVM of 1 GiB, its port taken). The thread, not the process: brokers are started from the
-    main thread (the tests' fixtures, the demo, the benchmarks), which ends with the process."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _dying_with(owner: int) -> Callable[[], None] | None:
+    """What the broker's process runs before the broker: SIGTERM when the thread that started it ends.
+
+    An owner killed by a signal runs no ``atexit`` nor ``with`` exit, and left the broker running with init
+    as its parent (a JVM of 1 GiB, its port taken). The thread, not the process (Linux's rule): brokers are
+    started from the main thread (the tests' fixtures, the demo, the benchmarks), which ends with the
+    process. ``prctl`` is found here, in the owner; the child only calls it (no loading between fork and
+    exec), then checks its owner is still the one that forked it. None off Linux.
+    """
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+
+    def die_with_owner() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != owner:  # it ended before the line above: nobody will send the signal
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return die_with_owner
 
 
 _PR_SET_PDEATHSIG = 1
@@ -228,7 +242,7 @@ class BrokerProcess:
                 stdin=subprocess.DEVNULL,
                 stdout=self._log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_owner if sys.platform.startswith("linux") else None,
+                preexec_fn=_dying_with(os.getpid()),
             )
         except OSError as exc:
             self._close_log()
