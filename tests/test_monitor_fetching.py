@@ -36,9 +36,26 @@ class Trickling(BaseHTTPRequestHandler):
         return
 
 
-@pytest.fixture
-def trickling_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Trickling)
+class TricklingHeaders(BaseHTTPRequestHandler):
+    """The status line and headers themselves a byte every 0.2 s: urlopen reads them before any body."""
+
+    def do_GET(self) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n"
+        for byte in head + b"[]":
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+@pytest.fixture(params=[Trickling, TricklingHeaders], ids=["body", "headers"])
+def trickling_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), request.param)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
@@ -61,7 +78,8 @@ def _threads_in_a_request() -> int:
 
 async def test_a_trickled_answer_ends_the_request_and_its_thread(trickling_url: str) -> None:
     """The thread read the body whole (12 s here) after wait_for had given up at 1 s: a few such polls
-    filled the loop's default pool, which aiokafka's DNS lookups share."""
+    filled the loop's default pool, which aiokafka's DNS lookups share. Headers trickled the same way kept
+    it reading them after the body's deadline check came in (a review run)."""
     started = time.monotonic()
     with pytest.raises(FetchFailed, match="timeout"):
         await fetch(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)

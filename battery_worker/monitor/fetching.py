@@ -13,14 +13,16 @@ Every failure is a :class:`FetchFailed` of one kind; header values never appear 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import http.client
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from typing import Literal
+from typing import Any, Literal
 
 from battery_worker.errors import BatteryWorkerError
 
@@ -58,9 +60,74 @@ def fetch_blocking(url: str, headers: dict[str, str], *, timeout_s: float, max_b
     request = urllib.request.Request(  # noqa: S310 (the URL is checked to be http or https in the settings)
         url, headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers}
     )
+    watched = _Connections()
+    opener = urllib.request.build_opener(_HTTPHandler(watched), _HTTPSHandler(watched))
+    cut = threading.Timer(timeout_s, watched.cut)  # headers trickled a byte at a time are cut off too
+    cut.daemon = True
+    cut.start()
+    try:
+        return _get(opener, request, timeout_s=timeout_s, max_bytes=max_bytes)
+    except FetchFailed as failure:
+        if watched.expired and failure.kind != "timeout":  # what a cut connection looks like
+            raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s") from None
+        raise
+    finally:
+        cut.cancel()
+
+
+class _Connections:
+    """The connections a request opened, to shut down at its deadline from the timer's thread."""
+
+    def __init__(self) -> None:
+        self.opened: list[http.client.HTTPConnection] = []
+        self.expired = False
+
+    def plain(self, host: str, **options: Any) -> http.client.HTTPConnection:
+        connection = http.client.HTTPConnection(host, **options)
+        self.opened.append(connection)
+        return connection
+
+    def secure(self, host: str, **options: Any) -> http.client.HTTPConnection:
+        connection = http.client.HTTPSConnection(host, **options)
+        self.opened.append(connection)
+        return connection
+
+    def cut(self) -> None:
+        self.expired = True
+        for connection in self.opened:
+            if connection.sock is not None:
+                with contextlib.suppress(OSError):
+                    connection.sock.shutdown(socket.SHUT_RDWR)
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def http_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.plain, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, connections: _Connections) -> None:
+        super().__init__()
+        self._connections = connections
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        return self.do_open(self._connections.secure, req)  # the default context, as urlopen's
+
+
+def _get(
+    opener: urllib.request.OpenerDirector,
+    request: urllib.request.Request,
+    *,
+    timeout_s: float,
+    max_bytes: int,
+) -> bytes:
     deadline = time.monotonic() + timeout_s
     try:
-        with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310 (as above)
+        with opener.open(request, timeout=timeout_s) as response:
             body = _read_until(response, deadline, max_bytes + 1, timeout_s)
     except urllib.error.HTTPError as error:
         error.close()
