@@ -142,7 +142,7 @@ def test_cli_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert main([str(MARA_JSON), "--policy", "mpc", "--policy-param", "horizon_hours=0", "--no-png"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 3
-    assert all(line.startswith("error: ") for line in err)
+    assert all(line.startswith("battery-worker backtest: error: ") for line in err)
 
 
 @pytest.mark.parametrize(
@@ -330,10 +330,10 @@ def test_warmup_ticks_at_or_after_the_first_tick_are_not_the_past(ercot_week: li
 def test_cli_warmup_says_what_it_learned_from(capsys: pytest.CaptureFixture[str]) -> None:
     week, early = DATA / "ercot_2023-08-01_07.csv", DATA / "ercot_2023_first_2400h.csv"
     assert main([str(week), "--warmup", str(early), "--policy", "adaptive", "--no-png"]) == 0
-    assert "warm-up: 2400 ticks of ercot_2023_first_2400h.csv" in capsys.readouterr().out
+    assert "warm-up: 2,400 ticks of ercot_2023_first_2400h.csv" in capsys.readouterr().out
     assert main([str(early), "--warmup", str(week), "--no-png"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: --warmup")
+    assert err.startswith("battery-worker backtest: error: --warmup")
     assert "holds no price tick before 2023-01-01" in err
 
 
@@ -361,7 +361,8 @@ def test_cli_cycle_day_timezone_moves_the_days_the_cap_counts(capsys: pytest.Cap
     assert utc.endswith(", exact")
     assert chicago.endswith(", exact")
     assert main([week, "--cycle-day-timezone", "Mars/Base", "--no-png"]) == 2
-    assert capsys.readouterr().err.startswith("error: --cycle-day-timezone='Mars/Base': not a time zone")
+    err = capsys.readouterr().err
+    assert err.startswith("battery-worker backtest: error: --cycle-day-timezone='Mars/Base': not a time zone")
 
 
 def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(

@@ -188,7 +188,7 @@ async def test_a_record_that_is_no_event_a_history_difference_and_an_empty_range
     await _write_beside(settings, settings.topics.history, first, json.dumps(changed).encode())
     history_only = cli("replay", env=env)
     assert history_only.returncode == 1
-    assert "compared 24 decisions over 1 sites: 24 identical" in history_only.stdout
+    assert "compared 24 decisions over 1 site: 24 identical" in history_only.stdout  # not '1 sites'
     assert "history: 24 records compared, 23 identical, 1 different" in history_only.stdout
     lines = [line for line in history_only.stdout.splitlines() if "first history divergence" in line]
     assert len(lines) == 1, history_only.stdout

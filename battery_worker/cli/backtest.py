@@ -51,6 +51,7 @@ from battery_worker.cli.common import (
     NUMBER,
     POSITIVE_NUMBER,
     check_output_file,
+    counted,
     policy_value,
     price_file_ticks,
 )
@@ -305,7 +306,8 @@ def _run(args: argparse.Namespace) -> int:
     skipped = summaries[0].skipped_ticks
     left_out = f" ({skipped:,} more left out: not after an earlier tick's time)" if skipped else ""
     print(
-        f"{args.file.name}: {summaries[0].ticks} ticks, {summaries[0].start} .. {summaries[0].end}{left_out}"
+        f"{args.file.name}: {counted(summaries[0].ticks, 'tick')}, {summaries[0].start} .. {summaries[0].end}"
+        f"{left_out}"
     )
     print(optimum_line(optimum))
     print(summary_table(summaries))
@@ -409,7 +411,7 @@ def warmup_ticks(args: argparse.Namespace, ticks: list[PriceTick]) -> list[Price
         first = ticks[0].timestamp.isoformat()
         raise InvalidConfig("--warmup", str(args.warmup), f"holds no price tick before {first}")
     span = f"{warmup[0].timestamp.isoformat()} .. {warmup[-1].timestamp.isoformat()}"
-    print(f"warm-up: {len(warmup)} ticks of {args.warmup.name}, {span}")
+    print(f"warm-up: {counted(len(warmup), 'tick')} of {args.warmup.name}, {span}")
     return warmup
 
 
@@ -458,7 +460,7 @@ def site_report(
             solve=solve,
         )
     span = f"{ticks[0].timestamp.isoformat()} .. {ticks[-1].timestamp.isoformat()}"
-    print(f"{args.file.name}: {comparison.ticks} ticks, {span}")
+    print(f"{args.file.name}: {counted(comparison.ticks, 'tick')}, {span}")
     print(site_line(site))
     print(site_table(comparison))
     if args.summary is not None:
@@ -476,7 +478,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = args.func(args)
     except BatteryWorkerError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"battery-worker backtest: error: {error}", file=sys.stderr)
         return 2
     return code
 

@@ -26,6 +26,11 @@ STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 T = TypeVar("T")
 
 
+def counted(count: int, noun: str) -> str:
+    """``1 tick``, ``2 ticks``, ``1,200 ticks``: a count and its noun in the right number."""
+    return f"{count:,} {noun}{'' if count == 1 else 's'}"
+
+
 def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> Settings:
     """Settings with this command's flags applied on top of the file and the environment.
 

@@ -29,6 +29,7 @@ from battery_worker.cli.common import (
     StoppedBySignal,
     check_output_file,
     command_settings,
+    counted,
     run_once,
     stdout_console,
 )
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         highlight=False,
     )
     out.print(
-        f"compared {totals.ticks:,} decisions over {len(report.sites)} sites: {totals.matched:,} identical, "
+        f"compared {counted(totals.ticks, 'decision')} over {counted(len(report.sites), 'site')}: "
+        f"{totals.matched:,} identical, "
         f"{totals.diverged:,} diverged, {totals.reworded:,} reworded only, "
         f"{totals.missing:,} recorded but not recomputed, "
         f"{totals.extra:,} recomputed but not recorded",
