@@ -16,41 +16,41 @@ from battery_worker.monitor.fetching import FetchFailed, fetch
 from tests.waiting import wait_until
 
 
-class Trickling(BaseHTTPRequestHandler):
-    """Headers at once, then the body a byte every 0.2 s: each read well within the socket timeout."""
+class _Trickle(BaseHTTPRequestHandler):
+    """Sends ``answer()`` a byte every 0.2 s: each read well within the socket timeout, the whole not."""
+
+    def answer(self) -> bytes:
+        raise NotImplementedError
 
     def do_GET(self) -> None:
+        for byte in self.answer():
+            try:
+                self.wfile.write(bytes([byte]))
+                self.wfile.flush()
+            except OSError:
+                return
+            time.sleep(0.2)
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+class Trickling(_Trickle):
+    """Headers at once, then the body trickled."""
+
+    def answer(self) -> bytes:
         body = b"[" + b" " * 60 + b"]"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        for byte in body:
-            try:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-            except OSError:
-                return
-            time.sleep(0.2)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+        return body
 
 
-class TricklingHeaders(BaseHTTPRequestHandler):
-    """The status line and headers themselves a byte every 0.2 s: urlopen reads them before any body."""
+class TricklingHeaders(_Trickle):
+    """The status line and headers themselves trickled: urlopen reads them before any body."""
 
-    def do_GET(self) -> None:
-        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n"
-        for byte in head + b"[]":
-            try:
-                self.wfile.write(bytes([byte]))
-                self.wfile.flush()
-            except OSError:
-                return
-            time.sleep(0.2)
-
-    def log_message(self, format: str, *args: object) -> None:
-        return
+    def answer(self) -> bytes:
+        return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n[]"
 
 
 @pytest.fixture(params=[Trickling, TricklingHeaders], ids=["body", "headers"])
