@@ -422,4 +422,8 @@ def _why_nothing_moved(step: Step) -> str:
         return "nothing to do at 0 MW (power_mw is 0)"
     if step.limited_by is Limit.RATE:
         return f"the battery may not {'charge' if charging else 'discharge'} (its maximum rate is 0 MW)"
+    if step.limited_by is Limit.CYCLES:
+        return "the day's cycle cap is reached (max_cycles_per_day)"
+    if step.limited_by is None:  # nothing held it back: what was asked is too small to move any energy
+        return f"{step.requested_power_mw:g} MW for {step.duration_hours:g} h moves no energy"
     return "battery is full" if charging else "battery is empty"

@@ -331,3 +331,13 @@ def test_a_plan_that_may_import_beyond_the_sites_limit_is_said() -> None:
         warnings.simplefilter("error")
         BatterySystem()  # 25 + 20 = 45: at the limit
         BatterySystem(max_charge_rate_mw=30.0, policy="site")
+
+
+def test_a_step_that_moves_nothing_says_why_when_neither_full_nor_empty() -> None:
+    """'battery is full' at 50 % for a charge too small to move energy, and 'battery is empty' at 99 %
+    for a discharge the day's cycle cap had used up."""
+    assert BatterySystem().charge(5e-324, 0.5)["error"].endswith("moves no energy")
+    capped = BatterySystem(max_cycles_per_day=0.01, initial_charge=100.0)
+    assert capped.discharge(20.0, 1.0)["limited_by"] == "cycles"
+    assert capped.discharge(20.0, 1.0)["error"] == "the day's cycle cap is reached (max_cycles_per_day)"
+    assert BatterySystem(initial_charge=100.0).charge(5.0, 1.0)["error"] == "battery is full"
