@@ -19,6 +19,7 @@ keeps ``carbon_intensity`` None: unknown, never zero.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Mapping
 from datetime import datetime
@@ -61,14 +62,16 @@ def load_ticks(
     source = Path(path)
     if source.is_dir():
         raise PriceFileError("file", str(source), "is a directory, not a price file")
-    if not source.is_file():
+    if not source.exists():
         raise PriceFileError("file", str(source), "no such file")
     try:
-        if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(source):
+        raw = source.read_bytes()  # read once: a pipe (/dev/stdin) cannot be read again
+        if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(raw):
             _refuse_given_prices(source, hash_price, token_price)
-            rows = _json_rows(source)
+            rows = _json_rows(source, raw)
         else:
-            rows = _csv_rows(source, timestamp_column, price_column, hash_price, token_price)
+            text = raw.decode("utf-8-sig")
+            rows = _csv_rows(source, text, timestamp_column, price_column, hash_price, token_price)
     except UnicodeDecodeError:
         raise PriceFileError("file", str(source), "is not UTF-8 text (a binary file?)") from None
     except csv.Error as error:
@@ -145,16 +148,14 @@ def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None
         ) from None
 
 
-def _starts_as_json(source: Path) -> bool:
+def _starts_as_json(raw: bytes) -> bool:
     """A MARA API answer saved under another name (``prices.txt``) is JSON: no CSV header opens with a
     bracket or a brace."""
-    with source.open("rb") as handle:
-        start = handle.read(256).lstrip(b"\xef\xbb\xbf \t\r\n")
+    start = raw[:256].lstrip(b"\xef\xbb\xbf \t\r\n")
     return start[:1] in (b"[", b"{")
 
 
-def _json_rows(source: Path) -> list[Mapping[str, Any]]:
-    raw = source.read_bytes()
+def _json_rows(source: Path, raw: bytes) -> list[Mapping[str, Any]]:
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -183,12 +184,13 @@ def _refuse_given_prices(source: Path, hash_price: float | None, token_price: fl
 
 def _csv_rows(
     source: Path,
+    text: str,
     timestamp_column: str | None,
     price_column: str | None,
     hash_price: float | None,
     token_price: float | None,
 ) -> list[Mapping[str, Any]]:
-    with source.open(newline="", encoding="utf-8-sig") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import threading
 from pathlib import Path
 
 import orjson
@@ -397,3 +399,18 @@ def test_figures_in_small_units_keep_their_digits(capsys: pytest.CaptureFixture[
     out = capsys.readouterr().out
     assert "optimum: 64.38, exact" in out
     assert "| threshold | 5.38 | 64.38 | 8.4% |" in out
+
+
+def test_a_price_file_may_be_a_pipe(tmp_path: Path) -> None:
+    """'backtest /dev/stdin' said 'no such file' (a pipe is no regular file), and a file read twice (its
+    start for JSON, then whole) would have lost the pipe's first bytes."""
+    fifo = tmp_path / "prices.csv"
+    os.mkfifo(fifo)
+    text = (DATA / "ercot_2023-08-01_07.csv").read_bytes()
+    writer = threading.Thread(target=fifo.write_bytes, args=(text,))
+    writer.start()
+    try:
+        ticks = load_ticks(fifo)
+    finally:
+        writer.join(timeout=10)
+    assert ticks == load_ticks(DATA / "ercot_2023-08-01_07.csv")
