@@ -414,3 +414,11 @@ def test_a_price_file_may_be_a_pipe(tmp_path: Path) -> None:
     finally:
         writer.join(timeout=10)
     assert ticks == load_ticks(DATA / "ercot_2023-08-01_07.csv")
+
+
+def test_a_price_file_after_a_bare_compare_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    """'backtest --compare FILE' said 'the following arguments are required: file': --compare took it."""
+    assert main(["--compare", str(MARA_JSON), "--no-png"]) == 2
+    assert "is the price file: give it before --compare" in capsys.readouterr().err
+    assert main(["--no-png"]) == 2
+    assert "give the price file" in capsys.readouterr().err

@@ -79,7 +79,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("file", type=Path, help="price file: MARA JSON/CSV or a CSV with timestamp and price")
+    parser.add_argument(
+        "file",
+        type=Path,
+        nargs="?",  # checked in policy_names: '--compare FILE' takes the file as the names
+        help="price file: MARA JSON/CSV or a CSV with timestamp and price",
+    )
     parser.add_argument("--timestamp-column", help="CSV column holding the timestamp")
     parser.add_argument("--price-column", help="CSV column holding the energy price")
     parser.add_argument("--policy", help=f"policy: {', '.join(sorted(POLICIES))} (default mpc)")
@@ -380,6 +385,12 @@ def check_carbon_flags(args: argparse.Namespace) -> None:
 
 def policy_names(args: argparse.Namespace) -> list[str]:
     """The policies to run, in order; flags that would be ignored are refused before any work is done."""
+    if args.file is None:
+        if args.compare is not None and Path(args.compare).exists():
+            raise InvalidConfig(
+                "--compare", args.compare, "is the price file: give it before --compare, or --compare=NAMES"
+            )
+        raise InvalidConfig("file", None, "give the price file to run over")
     if args.site:
         for flag, given in (("--policy", args.policy), ("--compare", args.compare)):
             if given is not None:
