@@ -12,10 +12,11 @@ import logging
 import uuid
 
 import pytest
+from aiokafka import TopicPartition
 
 from battery_worker.dispatch import SiteState
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
-from battery_worker.kafka.store import restore_sites
+from battery_worker.kafka.store import load_states, restore_latest, restore_sites
 from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.worker_stats import WorkerStats
 from battery_worker.pipeline.partitioning import home_partition
@@ -105,3 +106,41 @@ async def test_a_partition_read_twice_restores_what_one_read_restores(
     assert twice == expected
     assert once_count == twice_count == len(expected)
     assert caplog.text.count(f"state record for {UNREADABLE.encode()!r} is unreadable") == 2
+
+
+async def test_a_site_deleted_between_the_two_reads_stays_deleted(kafka_bootstrap: str) -> None:
+    """The second read skipped tombstones, so a site deleted after the first read came back from the
+    record before it, against 'the latest wins, as in one read'."""
+    settings = make_settings(kafka_bootstrap, f"restore-{uuid.uuid4().hex[:8]}", "unused")
+    state_topic = settings.topics.names().state
+    await create_topics(settings, [(state_topic, PARTITIONS, {})])
+    records, written = written_state(settings)
+    deleted = SITES[2]
+    home = home_partition(deleted, PARTITIONS)
+    producer = make_producer(settings.kafka)
+    reader = make_reader(settings.kafka)
+    await start_client(producer, settings.kafka)
+    await start_client(reader, settings.kafka)
+    try:
+        for key, value, partition in records:
+            await producer.send_and_wait(state_topic, value, key=key, partition=partition)
+        first = await load_states(reader, state_topic, [home], timeout_s=60, hold_bytes=1)
+        assert first.latest_offsets is not None
+        assert deleted.encode() in first.latest_offsets
+        await producer.send_and_wait(state_topic, None, key=deleted.encode(), partition=home)  # meanwhile
+        processor = TickProcessor(
+            settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS
+        )
+        tp = TopicPartition(state_topic, home)
+        count = await restore_latest(reader, processor, tp, first.latest_offsets, timeout_s=60)
+    finally:
+        await producer.stop()
+        await reader.stop()
+    kept = {site for site in SITES if home_partition(site, PARTITIONS) == home} - {
+        deleted,
+        FORGOTTEN,
+        UNREADABLE,
+    }
+    assert set(processor.sites()) == kept
+    assert count == len(kept)
+    assert all(processor.sites()[site] == written[site] for site in kept)

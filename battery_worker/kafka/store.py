@@ -98,18 +98,22 @@ async def restore_latest(
     fetch's records at a time; returns how many sites were restored.
 
     A site's record written after the first read (by a previous owner still finishing) is newer than the
-    one that read found and is restored over it: the latest wins, as in one read. A site the first read did
-    not see, or whose latest was a tombstone, is not restored.
+    one that read found and is restored over it: the latest wins, as in one read, a tombstone too (the site
+    is forgotten again). A site the first read did not see, or whose latest was a tombstone, is not restored.
     """
     restored: set[str] = set()
     async for batch in read_to_end(reader, [partition], timeout_s=timeout_s):
         values: dict[bytes, bytes] = {}
         for record in batch:
             key, value = record.key, record.value
-            if key is None or value is None:
+            wanted = None if key is None else latest_offsets.get(key)
+            if key is None or wanted is None or record.offset < wanted:
                 continue
-            wanted = latest_offsets.get(key)
-            if wanted is not None and record.offset >= wanted:
+            if value is None:  # deleted since the first read: the record before it no longer counts
+                values.pop(key, None)
+                processor.forget(key.decode("utf-8", "replace"))
+                restored.discard(key.decode("utf-8", "replace"))
+            else:
                 values[key] = value
         processor.restore(_noted(Stored(values, len(batch)).records(), restored))
     return len(restored)

@@ -264,6 +264,11 @@ class TickProcessor:
             self._dirty.discard(site_id)
         return len(doomed)
 
+    def forget(self, site_id: str) -> None:
+        """Forget one site, as a tombstone in the state topic says (it starts afresh at its next tick)."""
+        self._sites.pop(site_id, None)
+        self._dirty.discard(site_id)
+
     def drop_all(self) -> None:
         self._sites.clear()
         self._dirty.clear()
