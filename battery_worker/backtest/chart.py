@@ -221,10 +221,14 @@ def _emissions(
     axis.axhline(0.0, color="black", lw=0.6)
     coverage = ratio_text(runs[0].emissions.coverage)
     axis.set_title(
-        f"net emissions over the whole run, t CO₂eq (below 0: lower); intensity coverage {coverage}"
+        f"net emissions over the whole run, t CO₂eq (below 0: lower); intensity coverage {coverage}",
+        pad=30,  # room for the legend's row under it
     )
     axis.set_ylabel("net t CO₂eq")
-    axis.legend(loc="upper left", frameon=False, fontsize=10)
+    # One row between the title and the plot: inside, it covered the curves of a week's daily cycles.
+    axis.legend(
+        loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=len(runs) + 1, frameon=False, fontsize=10
+    )
     _dates(axis)
 
 
