@@ -112,7 +112,8 @@ def optimum_figures(
 def carbon_table(rows: Sequence[CarbonFigures]) -> str:
     """Markdown: value, net emissions effect in tonnes (+ raises, − lowers), coverage and cycles per row."""
     lines = [
-        "| run | value | net emissions (t CO₂eq) | bought (t) | avoided (t) | coverage | cycles |",
+        "| run | value | net emissions (t CO₂eq, below 0: lower) | bought (t) | avoided (t) | coverage "
+        "| cycles |",
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     scale = max((abs(row.value) for row in rows), default=0.0)
