@@ -17,6 +17,7 @@ from battery_worker.backtest.engine import BacktestRun, backtest, optimum_for, r
 from battery_worker.backtest.optimum import Optimum
 from battery_worker.backtest.report import (
     cumulative_net_tonnes,
+    money,
     monthly_capture,
     shows_emissions,
     write_png,
@@ -210,3 +211,10 @@ def test_ticks_with_carbon_intensity_add_the_emissions_panel(tmp_path: Path) -> 
         plt.close(figure)
     target = write_png(tmp_path / "carbon.png", runs, optimum, CONFIG)
     assert png_size(target) == (round(WIDTH_INCHES * DPI), round(figure_height_inches(1, True) * DPI))
+
+
+def test_legend_figures_keep_their_third_digit() -> None:
+    """The legend read 'mpc: 4.9 M' beside '3.18 M' (a review run): a trailing zero is a digit there."""
+    assert money(4.9e6, keep_zeros=True) == "4.90 M"
+    assert money(917.0, keep_zeros=True) == "917"
+    assert money(4.9e6) == "4.9 M", "axes keep their short labels (50 k, not 50.0 k)"

@@ -165,7 +165,7 @@ def _draw(
         f"{first.timestamps[0]:%Y-%m-%d} to {first.timestamps[-1]:%Y-%m-%d} (UTC)"
     )
     notes = [] if show_months else ["capture per month not shown: the run lies within one calendar month"]
-    labels = [f"optimum: {money(optimum.value)}"] + [_policy_label(s) for s in summaries]
+    labels = [f"optimum: {money(optimum.value, keep_zeros=True)}"] + [_policy_label(s) for s in summaries]
     # The title heads the legend: a suptitle and an outside legend would be drawn over each other.
     legend = figure.legend(
         list(value_axis.lines),
@@ -183,7 +183,7 @@ def _draw(
 def _policy_label(summary: BacktestSummary) -> str:
     """Value and share of the optimum, as the table gives them; no share when the optimum earns nothing."""
     share = "" if summary.capture_ratio is None else f" = {ratio_text(summary.capture_ratio)} of the optimum"
-    return f"{summary.policy}: {money(summary.value)}{share}"
+    return f"{summary.policy}: {money(summary.value, keep_zeros=True)}{share}"
 
 
 def _cumulative(

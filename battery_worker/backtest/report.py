@@ -156,12 +156,17 @@ def optimum_net_kg(optimum: Optimum, intensities: Sequence[float | None]) -> Flo
     return np.array([np.nan if kg is None else kg for kg in net], dtype=np.float64)
 
 
-def money(amount: float, _position: object = None) -> str:
-    """Three significant digits and a unit, for axes and legends: 5.07 M, 311 k, 1.39 k, 917, 5.13."""
+def money(amount: float, _position: object = None, *, keep_zeros: bool = False) -> str:
+    """Three significant digits and a unit, for axes and legends: 5.07 M, 311 k, 1.39 k, 917, 5.13.
+
+    ``keep_zeros`` (the legends, where figures stand side by side) keeps a trailing zero as a digit: 4.90 M
+    beside 3.18 M, not 4.9 M. Axes drop it (50 k, not 50.0 k).
+    """
+    form = "#.3g" if keep_zeros else ".3g"
     for scale, unit in ((1e6, " M"), (1e3, " k")):
         if abs(amount) >= 0.9995 * scale:  # what rounds to 1,000 of a unit takes the next unit
-            return f"{amount / scale:.3g}{unit}"
-    return f"{amount:.3g}"
+            return f"{amount / scale:{form}}".rstrip(".") + unit
+    return f"{amount:{form}}".rstrip(".")
 
 
 def write_png(
