@@ -421,6 +421,26 @@ async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
     await assert_actions_are_the_domain_s(settings)
 
 
+async def test_describe_configs_on_the_state_topic_alone_is_enough_to_run(
+    apache_kafka: ApacheKafkaBroker,
+    settings: Settings,
+) -> None:
+    """The log topics' cleanup.policy is checked for a warning only: without DESCRIBE_CONFIGS on them the
+    worker says it cannot look, and runs. The three are asked in one request, whose answer is per topic."""
+    await prepare_topics(settings)
+    await feed_sites(settings)
+    granted = [operation for operation in WORKER_TOPIC_OPERATIONS if operation != "DESCRIBE_CONFIGS"]
+    await grant_worker(apache_kafka, "alice", settings, granted)
+    await apache_kafka.grant("alice", "topic", settings.topics.state, ["DESCRIBE_CONFIGS"])
+    env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "alice")
+    run = await cli(env, "run", "--max-messages", str(len(SITES) * TICKS), "--idle-timeout", "20")
+    assert run.returncode == 0, run.stderr[-3000:]
+    names = settings.topics.names()
+    for topic in (names.prices, names.actions, names.dlq):
+        assert f"cannot check topic {topic}'s cleanup.policy" in run.stderr, run.stderr[-3000:]
+    await assert_actions_are_the_domain_s(settings)
+
+
 @pytest.mark.parametrize("refused", ["group", "state topic"])
 async def test_no_read_on_the_group_or_the_state_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.inspect import latest_status, site_history
@@ -231,11 +233,43 @@ async def test_a_compacted_log_topic_is_said_at_start(
 ) -> None:
     """A compacted battery.actions keeps only each site's last action: it started without a word."""
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    await create_topics(settings, [(settings.topics.actions, 3, {"cleanup.policy": "compact"})])
+    topics = settings.topics
+    await create_topics(
+        settings,
+        [
+            (topics.actions, 3, {"cleanup.policy": "compact"}),
+            (topics.dlq, 3, {"cleanup.policy": "compact,delete"}),
+        ],
+    )
     await Worker(settings).run(idle_timeout_s=0.5)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert any(f"topic {settings.topics.actions} has cleanup.policy=compact" in line for line in warned)
-    assert not any(settings.topics.prices + " has" in line for line in warned), "the worker made it: delete"
+    assert any(f"topic {topics.actions} has cleanup.policy=compact:" in line for line in warned)
+    assert any(f"topic {topics.dlq} has cleanup.policy=compact,delete:" in line for line in warned)
+    assert not any(topics.prices + " has" in line for line in warned), "the worker made it: delete"
+
+
+async def test_a_start_on_existing_topics_describes_their_configs_in_two_requests(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The state topic's configs, checked before anything is created, were asked for again after, and each
+    log topic's in a request of its own: five DescribeConfigs at every start. Now the state topic's and
+    the three log topics' (prices, actions, dead letters) together."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await Worker(settings).run(idle_timeout_s=0.2)  # creates the topics
+    asked: list[list[str]] = []
+    describe = AIOKafkaAdminClient.describe_configs
+
+    async def counted(self: AIOKafkaAdminClient, resources: list[Any], *args: Any, **kwargs: Any) -> Any:
+        asked.append(sorted(resource.name for resource in resources))
+        return await describe(self, resources, *args, **kwargs)
+
+    monkeypatch.setattr(AIOKafkaAdminClient, "describe_configs", counted)
+    await Worker(settings).run(idle_timeout_s=0.2)
+    topics = settings.topics
+    assert asked == [[topics.state], sorted([topics.prices, topics.actions, topics.dlq])]
 
 
 async def test_a_state_topic_of_other_partitions_than_prices_would_get_is_refused_before_creating_it(

@@ -72,7 +72,7 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
     """
     specs = topic_specs(topics)
     names = [spec.name for spec in specs]
-    existing = await partition_counts(admin, names)
+    existing = existing_before = await partition_counts(admin, names)
     missing = [spec for spec in specs if spec.name not in existing]
     if missing and not topics.create:
         raise TopicMisconfigured(
@@ -88,9 +88,7 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
                 f"created with topics.partitions={topics.partitions}: they must match (set it to {stored})"
             )
         await _check_state_configs(admin, topics.state)
-    for log_topic in (topics.prices, topics.actions, topics.dlq):
-        if log_topic in existing:
-            await _warn_if_compacted(admin, log_topic)
+    await _warn_if_compacted(admin, [t for t in (topics.prices, topics.actions, topics.dlq) if t in existing])
     first = [spec for spec in missing if spec.name != topics.state]
     if first:
         await _create(admin, first, topics, topics.partitions)
@@ -101,7 +99,8 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
         existing = await _visible(admin, names)
     if missing:
         log.info("created topics %s", ", ".join(spec.name for spec in missing))
-    await verify_state_topic(admin, topics, existing)
+    # An existing state topic's configs were checked above, before anything was created.
+    await verify_state_topic(admin, topics, existing, check_configs=topics.state not in existing_before)
     return existing
 
 
@@ -133,14 +132,19 @@ async def _visible(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, in
 
 
 async def verify_state_topic(
-    admin: AIOKafkaAdminClient, topics: TopicSettings, partitions: dict[str, int]
+    admin: AIOKafkaAdminClient,
+    topics: TopicSettings,
+    partitions: dict[str, int],
+    *,
+    check_configs: bool = True,
 ) -> None:
     prices, state = partitions.get(topics.prices), partitions.get(topics.state)
     if prices is None or state is None:
         name = topics.prices if prices is None else topics.state
         raise TopicMisconfigured(f"topic {name} not found (or this principal may not DESCRIBE it)")
     _check_partitions(topics, prices, state)
-    await _check_state_configs(admin, topics.state)
+    if check_configs:
+        await _check_state_configs(admin, topics.state)
 
 
 def _check_partitions(topics: TopicSettings, prices: int, state: int) -> None:
@@ -165,7 +169,7 @@ def state_configs_problem(state: str, configs: dict[str, str]) -> str | None:
     ``retention.ms``, which then starts afresh from ``initial_charge_percent`` without a word.
     """
     policy = configs.get("cleanup.policy", "delete")
-    parts = {part.strip() for part in policy.split(",")}
+    parts = cleanup_policies(configs)
     fix = (
         f"kafka-configs --alter --entity-type topics --entity-name {state} --add-config "
         "cleanup.policy=compact"
@@ -181,43 +185,67 @@ def state_configs_problem(state: str, configs: dict[str, str]) -> str | None:
     return None
 
 
-async def _warn_if_compacted(admin: AIOKafkaAdminClient, name: str) -> None:
+def cleanup_policies(configs: dict[str, str]) -> set[str]:
+    """The parts of ``cleanup.policy`` (``compact,delete`` is both); ``delete``, the default, if unsaid."""
+    return {part.strip() for part in configs.get("cleanup.policy", "delete").split(",")}
+
+
+async def _warn_if_compacted(admin: AIOKafkaAdminClient, names: list[str]) -> None:
     """A log topic (prices, actions, dead letters) keyed by site and compacted keeps only each site's
     latest record: downstream loses every action but the last, the audit every price. Said, not refused:
     an operator may compact with a long lag on purpose."""
-    try:
-        configs = await topic_configs(admin, name)
-    except KafkaError as error:  # no DESCRIBE_CONFIGS on it: enough for the worker, which needs none here
-        log.info("cannot check topic %s's cleanup.policy (%s); carrying on", name, error)
+    if not names:
         return
-    policy = configs.get("cleanup.policy", "delete")
-    if "compact" in {part.strip() for part in policy.split(",")}:
-        log.warning(
-            "topic %s has cleanup.policy=%s: keyed by site, compaction keeps only each site's latest record "
-            "(downstream and the audit replay lose the rest); it is a log, delete is its policy",
-            name,
-            policy,
-        )
+    try:
+        described = await _describe_configs(admin, names)
+    except KafkaError as error:
+        log.info("cannot check the cleanup.policy of %s (%s); carrying on", ", ".join(names), error)
+        return
+    for name in names:
+        configs = described.get(name)
+        if isinstance(configs, KafkaError):  # no DESCRIBE_CONFIGS on it: the worker needs none here
+            log.info("cannot check topic %s's cleanup.policy (%s); carrying on", name, configs)
+        elif configs is not None and "compact" in cleanup_policies(configs):
+            log.warning(
+                "topic %s has cleanup.policy=%s: keyed by site, compaction keeps only each site's latest "
+                "record (downstream and the audit replay lose the rest); it is a log, delete is its policy",
+                name,
+                configs["cleanup.policy"],
+            )
 
 
 async def topic_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
     """The topic's configs as the broker reports them (some brokers report only explicitly set ones)."""
-    responses = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, name)])
-    configs: dict[str, str] = {}
-    for response in responses:
+    configs = (await _describe_configs(admin, [name])).get(name, {})
+    if isinstance(configs, KafkaError):
+        raise configs
+    return configs
+
+
+async def _describe_configs(
+    admin: AIOKafkaAdminClient, names: list[str]
+) -> dict[str, dict[str, str] | KafkaError]:
+    """Each topic's configs, or the authorisation error that hid them, from one request per broker asked."""
+    resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in names]
+    described: dict[str, dict[str, str] | KafkaError] = {}
+    for response in await admin.describe_configs(resources):
         for resource in response.to_object().get("resources", []):
+            name = str(resource["resource_name"])
             code = resource.get("error_code", 0)
             if code in _AUTHORIZATION_CODES:  # not "no configs": that would read as cleanup.policy=delete
                 message = resource.get("error_message")
-                raise for_code(code)(
+                described[name] = for_code(code)(
                     f"cannot describe the configs of topic {name}: {message} (needs DESCRIBE_CONFIGS on it)"
                 )
+                continue
+            configs: dict[str, str] = {}
             for entry in resource.get("config_entries", []):
                 key = entry.get("config_names", entry.get("name"))
                 value = entry.get("config_value", entry.get("value"))
                 if key is not None and value is not None:
                     configs[str(key)] = str(value)
-    return configs
+            described[name] = configs
+    return described
 
 
 def _topic_errors(response: Any) -> list[tuple[str, int, Any]]:

@@ -86,8 +86,9 @@ class Worker:
     ) -> None:
         self.settings = settings
         self.topics = settings.topics.names()
+        self.site_directory = settings.site_directory()
         self.processor = TickProcessor(
-            settings.site_directory(),
+            self.site_directory,
             self.topics,
             prices_partitions=settings.topics.partitions,
             max_message_bytes=settings.worker.max_message_bytes,
@@ -132,7 +133,7 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
-        for site_id, warning in self.settings.site_directory().import_limit_warnings().items():
+        for site_id, warning in self.site_directory.import_limit_warnings().items():
             log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
         self._stop.guard(asyncio.current_task())
         try:
