@@ -353,8 +353,8 @@ class TickProcessor:
                 raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
             if not key_site:
                 key_site = None
-            elif (problem := site_id_problem(key_site)) is not None:
-                raise InvalidTick("key", repr(record.key[:50]), problem)
+            elif key_site not in self._sites and (problem := site_id_problem(key_site)) is not None:
+                raise InvalidTick("key", repr(record.key[:50]), problem)  # a known site's id passed it
         if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
             raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
         return tick, key_site or tick.site_id or DEFAULT_SITE_ID
