@@ -17,7 +17,9 @@ from tests.waiting import wait_until
 
 
 class _Trickle(BaseHTTPRequestHandler):
-    """Sends ``answer()`` a byte every 0.2 s: each read well within the socket timeout, the whole not."""
+    """Sends ``answer()`` a byte every ``pause_s``: each read within the socket timeout, the whole not."""
+
+    pause_s = 0.2
 
     def answer(self) -> bytes:
         raise NotImplementedError
@@ -29,7 +31,7 @@ class _Trickle(BaseHTTPRequestHandler):
                 self.wfile.flush()
             except OSError:
                 return
-            time.sleep(0.2)
+            time.sleep(self.pause_s)
 
     def log_message(self, format: str, *args: object) -> None:
         return
@@ -53,7 +55,21 @@ class TricklingHeaders(_Trickle):
         return b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Padding: " + b"x" * 40 + b"\r\n\r\n[]"
 
 
-@pytest.fixture(params=[Trickling, TricklingHeaders], ids=["body", "headers"])
+class TricklingUntilClosed(_Trickle):
+    """No Content-Length: the body ends where the server closes, so a cut connection reads as its end.
+    Its bytes 0.8 s apart: the 1 s deadline falls in a wait, a read past it would take the next byte."""
+
+    pause_s = 0.8
+
+    def answer(self) -> bytes:
+        self.send_response(200)
+        self.end_headers()
+        return b"[" + b" " * 60 + b"]"
+
+
+@pytest.fixture(
+    params=[Trickling, TricklingHeaders, TricklingUntilClosed], ids=["body", "headers", "unsized"]
+)
 def trickling_url(request: pytest.FixtureRequest) -> Iterator[str]:
     server = ThreadingHTTPServer(("127.0.0.1", 0), request.param)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
@@ -85,3 +101,14 @@ async def test_a_trickled_answer_ends_the_request_and_its_thread(trickling_url: 
         await fetch(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)
     assert time.monotonic() - started < 1.5
     wait_until(lambda: _threads_in_a_request() == 0, 3.0, "the request's thread to end", poll_s=0.05)
+
+
+def test_a_body_cut_at_the_deadline_is_a_timeout_not_a_short_answer(trickling_url: str) -> None:
+    """The thread's own view, without the loop's ``wait_for``. An unsized answer hands its socket from the
+    connection to the response, so the timer found no socket to cut and the thread read on to the next
+    byte (or the socket timeout); a cut body ends as if the server had closed it, and must not come back
+    as a short answer (then malformed)."""
+    started = time.monotonic()
+    with pytest.raises(FetchFailed, match="timeout"):
+        fetching.fetch_blocking(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)
+    assert time.monotonic() - started < 1.4, "read on past the deadline"

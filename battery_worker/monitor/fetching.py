@@ -3,9 +3,9 @@
 ``urllib`` rather than an HTTP client dependency: one request a minute needs no connection pool. The
 request runs in a thread of its own pool (not the loop's default one, which aiokafka's DNS lookups use), so
 the event loop, and with it SIGTERM and the metrics server, stays responsive while a server hangs.
-``wait_for`` bounds the wait for the whole request; the thread itself reads the body a piece at a time
-against the same deadline, so a server that trickles bytes (each within the socket timeout) cannot keep it
-running: it ends at most a socket timeout after the deadline.
+``wait_for`` bounds the wait for the whole request; in the thread, a timer shuts the request's sockets down
+at the same deadline, so a server that trickles its headers or body (each byte within the socket timeout)
+cannot keep the thread running either.
 
 Every failure is a :class:`FetchFailed` of one kind; header values never appear in its message.
 """
@@ -18,7 +18,6 @@ import functools
 import http.client
 import socket
 import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
@@ -66,38 +65,72 @@ def fetch_blocking(url: str, headers: dict[str, str], *, timeout_s: float, max_b
     cut.daemon = True
     cut.start()
     try:
-        return _get(opener, request, timeout_s=timeout_s, max_bytes=max_bytes)
+        body = _get(opener, request, timeout_s=timeout_s, max_bytes=max_bytes)
     except FetchFailed as failure:
         if watched.expired and failure.kind != "timeout":  # what a cut connection looks like
             raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s") from None
         raise
     finally:
         cut.cancel()
+    if watched.expired:  # cut: an answer that ends where the server closes ended there
+        raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s")
+    return body
 
 
 class _Connections:
-    """The connections a request opened, to shut down at its deadline from the timer's thread."""
+    """The sockets a request opened, to shut down at its deadline from the timer's thread.
+
+    Sockets, not connections: an answer that ends where the server closes (no Content-Length) takes the
+    socket from its connection, whose ``sock`` is then None while the body is still being read.
+    """
 
     def __init__(self) -> None:
-        self.opened: list[http.client.HTTPConnection] = []
+        self._sockets: list[socket.socket] = []
+        self._lock = threading.Lock()
         self.expired = False
 
     def plain(self, host: str, **options: Any) -> http.client.HTTPConnection:
-        connection = http.client.HTTPConnection(host, **options)
-        self.opened.append(connection)
-        return connection
+        return _WatchedHTTPConnection(self, host, **options)
 
     def secure(self, host: str, **options: Any) -> http.client.HTTPConnection:
-        connection = http.client.HTTPSConnection(host, **options)
-        self.opened.append(connection)
-        return connection
+        return _WatchedHTTPSConnection(self, host, **options)
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._lock:
+            self._sockets.append(sock)
+            if self.expired:  # connected as the deadline passed
+                _shut(sock)
 
     def cut(self) -> None:
-        self.expired = True
-        for connection in self.opened:
-            if connection.sock is not None:
-                with contextlib.suppress(OSError):
-                    connection.sock.shutdown(socket.SHUT_RDWR)
+        with self._lock:
+            self.expired = True
+            for sock in self._sockets:
+                _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+class _WatchedHTTPConnection(http.client.HTTPConnection):
+    def __init__(self, connections: _Connections, host: str, **options: Any) -> None:
+        super().__init__(host, **options)
+        self._connections = connections
+
+    def connect(self) -> None:
+        super().connect()
+        self._connections.opened(self.sock)
+
+
+class _WatchedHTTPSConnection(http.client.HTTPSConnection):
+    def __init__(self, connections: _Connections, host: str, **options: Any) -> None:
+        super().__init__(host, **options)
+        self._connections = connections
+
+    def connect(self) -> None:
+        super().connect()  # wraps the socket in TLS: the one to shut down
+        self._connections.opened(self.sock)
 
 
 class _HTTPHandler(urllib.request.HTTPHandler):
@@ -125,10 +158,9 @@ def _get(
     timeout_s: float,
     max_bytes: int,
 ) -> bytes:
-    deadline = time.monotonic() + timeout_s
     try:
         with opener.open(request, timeout=timeout_s) as response:
-            body = _read_until(response, deadline, max_bytes + 1, timeout_s)
+            body = _read_until(response, max_bytes + 1)
     except urllib.error.HTTPError as error:
         error.close()
         raise FetchFailed("http_status", f"HTTP {error.code} {error.reason}") from None
@@ -145,13 +177,12 @@ def _get(
     return body
 
 
-def _read_until(response: http.client.HTTPResponse, deadline: float, limit: int, timeout_s: float) -> bytes:
-    """At most ``limit`` bytes of the body, each piece as it arrives (``read1``), until ``deadline``."""
+def _read_until(response: http.client.HTTPResponse, limit: int) -> bytes:
+    """At most ``limit`` bytes of the body, each piece as it arrives (``read1``): a larger one is refused
+    unread, and the timer's cut ends a trickled one."""
     pieces: list[bytes] = []
     size = 0
     while size < limit:
-        if time.monotonic() > deadline:
-            raise FetchFailed("timeout", f"no whole answer within {timeout_s:g} s")
         piece = response.read1(min(65_536, limit - size))
         if not piece:
             break
