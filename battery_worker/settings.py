@@ -8,6 +8,7 @@ Environment variables use the prefix ``BATTERY_WORKER_`` and ``__`` between leve
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import re
 import tomllib
@@ -364,6 +365,11 @@ class SiteSettings(BaseModel):
     def _known_type(cls, value: str | None) -> str | None:
         return _known_battery_type(value)
 
+    @field_validator("site", mode="before")
+    @classmethod
+    def _machines_from_json(cls, value: Any) -> Any:
+        return machines_from_json(value)
+
 
 class Settings(BaseSettings):
     """Everything the worker needs. Frozen: read once at start, logged once with secrets masked."""
@@ -389,6 +395,11 @@ class Settings(BaseSettings):
     @classmethod
     def _known_type(cls, value: str | None) -> str | None:
         return _known_battery_type(value)
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _machines_from_json(cls, value: Any) -> Any:
+        return machines_from_json(value)
 
     @model_validator(mode="before")
     @classmethod
@@ -443,6 +454,22 @@ def shown_url(url: str) -> str:
     query = "&".join(f"{name}=***" if equals else name for name, equals, _ in names)
     _, at, host = parts.netloc.rpartition("@")
     return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}" if at else host, query=query))
+
+
+def machines_from_json(site: Any) -> Any:
+    """``machines`` given as JSON text, as an environment variable does (``BATTERY_WORKER_SITE__MACHINES``).
+
+    pydantic-settings decodes JSON only for fields it sees as lists or models; the site model is a
+    dataclass, so the list of machines arrived as text and was refused as "not a valid tuple".
+    """
+    if not isinstance(site, dict) or not isinstance(site.get("machines"), str):
+        return site
+    try:
+        machines = json.loads(site["machines"])
+    except ValueError as error:
+        problem = f"not JSON ({error}): a list of {{name, power_kw, output, count, paid_by}}"
+        raise InvalidConfig("machines", site["machines"], problem) from None
+    return {**site, "machines": machines}
 
 
 def _known_battery_type(value: str | None) -> str | None:

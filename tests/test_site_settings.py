@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from battery_worker.errors import InvalidConfig
-from battery_worker.fleet import DEFAULT_MACHINES, SiteModel
+from battery_worker.fleet import DEFAULT_MACHINES, MachineType, SiteModel
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy, plans_machines
 from battery_worker.policies.site import SitePolicy
 from battery_worker.settings import load_settings
@@ -66,6 +66,28 @@ def test_the_environment_sets_site_fields(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setenv("BATTERY_WORKER_SITE__EXPORT_PRICE_FACTOR", "0.5")
     settings = load_settings()
     assert (settings.site.import_limit_mw, settings.site.export_price_factor) == (50.0, 0.5)
+
+
+@pytest.mark.parametrize(
+    ("variable", "field"),
+    [
+        ("BATTERY_WORKER_SITE__MACHINES", "site.machines"),
+        ("BATTERY_WORKER_SITES__A__SITE__MACHINES", "sites.a.site.machines"),
+    ],
+)
+def test_the_environment_gives_machines_as_json(
+    monkeypatch: pytest.MonkeyPatch, variable: str, field: str
+) -> None:
+    """As docs/site.md says; the JSON text was refused as "Input should be a valid tuple" (a review run)."""
+    monkeypatch.setenv(
+        variable, '[{"name": "h", "power_kw": 5, "output": 5000, "count": 100, "paid_by": "hash"}]'
+    )
+    site = load_settings().site_directory().setup("a").site
+    assert site.machines == (MachineType("h", power_kw=5.0, output=5000.0, count=100, paid_by="hash"),)
+    monkeypatch.setenv(variable, '[{"name": "h",')
+    with pytest.raises(InvalidConfig, match="not JSON") as caught:
+        load_settings()
+    assert caught.value.field == field
 
 
 @pytest.mark.parametrize(
