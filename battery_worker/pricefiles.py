@@ -20,24 +20,27 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidTick
-from battery_worker.ticks import PriceTick, tick_error
+from battery_worker.ticks import CarbonIntensity, PriceTick, tick_error
 
 MARKET_TIMESTAMP = "Datetime (UTC)"
 MARKET_PRICE = "Price (USD/MWh)"
 MARA_FIELDS = ("energy_price", "hash_price", "token_price", "timestamp")
 CARBON_TIMESTAMPS = (MARKET_TIMESTAMP, "timestamp")
 CARBON_COLUMNS = ("Carbon Intensity gCO₂eq/kWh (direct)", "carbon_intensity")
+
+
+_INTENSITY: TypeAdapter[float] = TypeAdapter(CarbonIntensity)
+"""A tick's rule for its intensity: a file's row the worker would dead-letter is refused here."""
 
 
 class PriceFileError(InvalidTick):
@@ -81,8 +84,21 @@ def load_ticks(
     ticks = [_tick(source, number, row, site_id) for number, row in enumerate(rows, start=1)]
     ticks.sort(key=lambda tick: tick.timestamp)
     if carbon_file is not None:
-        ticks = join_carbon(ticks, load_carbon(carbon_file))
+        intensity = load_carbon(carbon_file)
+        ticks = join_carbon(ticks, intensity)
+        if ticks and intensity and all(tick.carbon_intensity is None for tick in ticks):
+            # another year, or local times read as UTC: figures of nothing known would hide the mistake
+            raise PriceFileError(
+                "carbon_file",
+                str(carbon_file),
+                f"gives no tick an intensity: it covers {_span(min(intensity), max(intensity))}, "
+                f"the prices {_span(ticks[0].timestamp, ticks[-1].timestamp)}",
+            )
     return ticks
+
+
+def _span(first: datetime, last: datetime) -> str:
+    return f"{as_utc(first):%Y-%m-%d %H:%M} to {as_utc(last):%Y-%m-%d %H:%M} UTC"
 
 
 def load_carbon(path: str | Path) -> dict[datetime, float]:
@@ -108,19 +124,25 @@ def load_carbon(path: str | Path) -> dict[datetime, float]:
     except (csv.Error, OSError) as error:
         raise PriceFileError("carbon_file", str(source), f"cannot be read ({error})") from None
     intensity: dict[datetime, float] = {}
+    first_row: dict[datetime, int] = {}
     for number, stamp, text in rows:
         if text is None or not text.strip():
             continue
+        where = f"{source.name} row {number}"
         try:
             at = as_utc(datetime.fromisoformat((stamp or "").strip()))
-            value = float(text)
         except ValueError:
-            raise PriceFileError(
-                "carbon_intensity", text, f"{source.name} row {number}: not a timestamp and a number"
-            ) from None
-        if not (math.isfinite(value) and value >= 0):
-            raise PriceFileError("carbon_intensity", text, f"{source.name} row {number}: must be >= 0")
+            raise PriceFileError(ts_col, stamp, f"{where}: not a timestamp") from None
+        try:
+            value = _INTENSITY.validate_python(float(text))
+        except ValueError as error:  # float()'s, or the bound a tick's intensity has (ValidationError)
+            problem = error.errors()[0]["msg"] if isinstance(error, ValidationError) else "not a number"
+            raise PriceFileError("carbon_intensity", text, f"{where}: {problem}") from None
+        if at in first_row:
+            problem = f"{where}: a second intensity for {at.isoformat()} (row {first_row[at]} has one)"
+            raise PriceFileError(ts_col, stamp, problem)
         intensity[at] = value
+        first_row[at] = number
     return intensity
 
 

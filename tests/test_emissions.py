@@ -3,6 +3,7 @@ to price files: hand-computed cases."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,9 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from battery_worker.backtest.carbon import CarbonFigures, carbon_table
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import dispatch, new_site_state
 from battery_worker.emissions import (
+    Emissions,
     EmissionsState,
     carried_intensities,
     effective_price,
@@ -160,6 +163,55 @@ def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
         load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
     with pytest.raises(PriceFileError, match="no such file"):
         load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=tmp_path / "missing.csv")
+
+
+@pytest.mark.parametrize(
+    ("row", "field", "problem"),
+    [
+        ("2023-08-01 25:00:00,336.2", "Datetime (UTC)", "row 2: not a timestamp"),
+        ("2023-08-01 01:00:00,2000000", "carbon_intensity", "row 2: Input should be less than or equal to"),
+        ("2023-08-01 01:00:00,nan", "carbon_intensity", "row 2: Input should be a finite number"),
+        ("2023-08-01 01:00:00,lots", "carbon_intensity", "row 2: not a number"),
+        (
+            "2023-08-01 00:00:00,999",
+            "Datetime (UTC)",
+            "row 2: a second intensity for 2023-08-01T00:00:00+00:00",
+        ),
+    ],
+)
+def test_a_carbon_row_a_tick_could_not_carry_is_refused_by_its_field(
+    tmp_path: Path, row: str, field: str, problem: str
+) -> None:
+    """A bad time blamed the intensity beside it; 2e6, which the worker dead-letters, was fed and counted
+    (a row of 1e9 made a backtest figure of 14.9 Mt); nan said 'must be >= 0'; a second row for an hour
+    replaced the first without a word (a review run)."""
+    carbon = tmp_path / "carbon.csv"
+    carbon.write_text(
+        f"Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)\n2023-08-01 00:00:00,400\n{row}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(PriceFileError, match=re.escape(problem)) as caught:
+        load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
+    assert caught.value.field == field
+
+
+def test_a_carbon_file_that_gives_no_tick_an_intensity_is_refused(tmp_path: Path) -> None:
+    """Another year's file ran, its tonnes printed as +0.0 beside 0.0 % coverage (a review run)."""
+    source = (DATA / "ercot_carbon_2023-08-01_07.csv").read_text(encoding="utf-8")
+    carbon = tmp_path / "carbon.csv"
+    carbon.write_text(source.replace("\n2023-", "\n2022-"), encoding="utf-8")
+    with pytest.raises(
+        PriceFileError, match="gives no tick an intensity: it covers 2022-08-01 00:00"
+    ) as caught:
+        load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
+    assert caught.value.field == "carbon_file"
+
+
+def test_a_carbon_row_of_nothing_known_is_unknown_not_zero() -> None:
+    """The table printed +0.0 t and the summary 0.0 kg where no step had an intensity."""
+    empty = CarbonFigures("mpc", 10.0, 1.0, Emissions(0.0, 0.0, 0.0, 24, 0, 0))
+    assert empty.to_json()["emissions_net_kg"] is None
+    assert "| mpc | 10.00 | - | - | - | 0.0% | 1.0 |" in carbon_table([empty])
 
 
 def test_a_fed_tick_carries_its_intensity_and_a_tick_without_one_is_the_apis_object() -> None:

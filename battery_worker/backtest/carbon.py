@@ -50,13 +50,14 @@ class CarbonFigures:
         """The row as ``--summary`` writes it under ``carbon``: every figure the table prints, in kg, named
         as a policy's summary names its run's (``emissions_net_kg``, ...)."""
         e = self.emissions
+        some = e.coverage > 0  # none known is None, never 0, as in a policy's summary
         return {
             "run": self.name,
             "value": self.value,
             "cycles": self.cycles,
-            "emissions_net_kg": e.net_kg,
-            "emissions_bought_kg": e.bought_kg,
-            "emissions_avoided_kg": e.avoided_kg,
+            "emissions_net_kg": e.net_kg if some else None,
+            "emissions_bought_kg": e.bought_kg if some else None,
+            "emissions_avoided_kg": e.avoided_kg if some else None,
             "emissions_coverage": e.coverage,
         }
 
@@ -119,10 +120,13 @@ def carbon_table(rows: Sequence[CarbonFigures]) -> str:
     scale = max((abs(row.value) for row in rows), default=0.0)
     for row in rows:
         e = row.emissions
-        lines.append(
-            f"| {row.name} | {amount(row.value, scale)} | {e.net_tonnes:+,.1f} | {e.bought_kg / 1000:,.1f} "
-            f"| {e.avoided_kg / 1000:,.1f} | {100 * e.coverage:.1f}% | {row.cycles:.1f} |"
+        tonnes = (
+            f"{e.net_tonnes:+,.1f} | {e.bought_kg / 1000:,.1f} | {e.avoided_kg / 1000:,.1f}"
+            if e.coverage > 0
+            else "- | - | -"  # nothing known: unknown, not 0
         )
+        value = amount(row.value, scale)
+        lines.append(f"| {row.name} | {value} | {tonnes} | {100 * e.coverage:.1f}% | {row.cycles:.1f} |")
     return "\n".join(lines)
 
 
