@@ -161,6 +161,89 @@ async def test_three_workers_joining_leaving_and_dying_give_the_single_worker_re
     print(f"\nrebalances: {verdict.events} events, {verdict.reemitted} re-emitted byte-identical")
 
 
+@pytest.mark.parametrize("new_owner", ["keeps running", "has stopped"])
+async def test_a_worker_paused_past_its_session_leaves_the_state_to_the_new_owner(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    tmp_path: Path,
+    new_owner: str,
+) -> None:
+    """At-least-once. A worker SIGSTOPped past its session with a checkpoint pending, then SIGCONTed:
+    aiokafka calls on_partitions_revoked as for any rebalance, and the worker stored its old checkpoint
+    after the new owner's newer state; the partition's next owner restored that, behind the committed
+    offsets, and the site had applied 11 ticks of 21. With the group empty, its commit (made without a
+    generation, which the broker takes from an empty group) also moved the offsets back (a review run)."""
+    prefix, group = new_topic_name(), new_group_id()
+    worker = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 500}  # a session longer than a restore
+    paused_settings = make_settings(
+        kafka_bootstrap, prefix, group, partitions=1, worker={**worker, "commit_interval_ms": 600_000}
+    )
+    settings = make_settings(kafka_bootstrap, prefix, group, partitions=1, worker=worker)
+    x = "site-00"
+    streams = site_streams(sites=(x,), per_site=21)
+    backlog = site_streams(sites=tuple(f"backlog-{i:03d}" for i in range(100)), per_site=60)
+    logs = [tmp_path / "paused.log", tmp_path / "new-owner.log"]
+    workers = [start_worker_process(paused_settings, logs[0])]
+    try:
+        await feed(settings, streams[x][:10], x)
+        await wait_until_async(_applied(settings, x, 10), 60, "the first worker to apply 10 ticks")
+        await asyncio.sleep(1)
+        workers[0].send_signal(signal.SIGSTOP)  # its checkpoint of those 10 is pending
+        await paced_feed(settings, interleaved(backlog), rate_per_s=100_000)
+        await feed(settings, streams[x][10:20], x)
+        workers.append(start_worker_process(settings, logs[1]))
+        await wait_until_async(_stored(settings, x, 20), 120, "the new owner to store 20 ticks of the site")
+        if new_owner == "has stopped":
+            assert stop(workers[1], signal.SIGTERM) == 0, log_tail(logs[1])
+        workers[0].send_signal(signal.SIGCONT)
+        await wait_until_async(
+            _logged(logs[0], "revoked [0]"),
+            60,
+            "the paused worker's revocation",
+            detail=lambda: log_tail(logs[0]),
+        )
+        await feed(settings, streams[x][20:], x)
+        await wait_until_async(all_applied(settings, streams), 60, "the last tick applied")
+        for index, process in enumerate(workers):
+            if process.poll() is None:
+                assert stop(process, signal.SIGTERM) == 0, log_tail(logs[index])
+    finally:
+        for process in workers:
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+                process.wait()
+    stored = [json.loads(value) for value in await raw_values(settings, settings.topics.state)]
+    offsets = [record["source"]["offset"] for record in stored if record["site_id"] == x]
+    assert offsets == sorted(offsets), f"an older state of {x} stored after a newer one: {offsets}"
+    last = [record for record in stored if record["site_id"] == x][-1]
+    assert last["ticks_applied"] == 21, last
+
+
+def _logged(log: Path, text: str) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        return text in log_tail(log)
+
+    return check
+
+
+def _applied(settings: Settings, site: str, ticks: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        actions = [orjson.loads(v) for v in await raw_values(settings, settings.topics.actions)]
+        return len({a["event_id"] for a in actions if a["site_id"] == site}) >= ticks
+
+    return check
+
+
+def _stored(settings: Settings, site: str, ticks: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        records = [json.loads(value) for value in await raw_values(settings, settings.topics.state)]
+        return any(r["site_id"] == site and r["ticks_applied"] >= ticks for r in records)
+
+    return check
+
+
 async def test_a_broker_stalled_for_30_s_is_survived_without_a_restart(
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],

@@ -98,6 +98,20 @@ def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafk
     )
 
 
+def membership_lost(consumer: AIOKafkaConsumer) -> bool:
+    """True once the group has dropped this member: a pause past the session, or past
+    ``max_poll_interval_ms``, and the group gave its partitions to another.
+
+    aiokafka has no ``onPartitionsLost`` (Java's callback for this case): it resets the generation, then
+    calls ``on_partitions_revoked`` as for any rebalance, and a commit made meanwhile goes out without a
+    generation, which the broker accepts from an empty group (a simple consumer's commit), moving the
+    group's offsets back. So the worker asks the coordinator's generation before it stores or commits.
+    """
+    coordinator = getattr(consumer, "_coordinator", None)
+    generation = getattr(coordinator, "generation", None)
+    return isinstance(generation, int) and generation < 0
+
+
 def make_reader(kafka: KafkaSettings, *, committed_only: bool = True) -> AIOKafkaConsumer:
     """A group-less consumer for reading topics end to end (restore, status, history export, replay).
 

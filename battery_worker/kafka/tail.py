@@ -17,6 +17,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.batching import send_and_wait
+from battery_worker.kafka.clients import membership_lost
 from battery_worker.kafka.worker_stats import WorkerStats, counting_failures
 from battery_worker.pipeline.processing import OutputRecord
 
@@ -34,17 +35,38 @@ async def store_and_commit(
     states: list[OutputRecord],
     commits: dict[TopicPartition, int],
 ) -> None:
-    """A batch's tail, run while the next batch goes through steps 1 to 3."""
+    """A batch's tail, run while the next batch goes through steps 1 to 3.
+
+    Neither step is taken once the group has dropped this worker (:func:`membership_lost`): the new owner
+    of its partitions has newer state and offsets. A step already under way when the group drops it still
+    lands; exactly-once fences that too (docs/delivery.md).
+    """
     # Step 4. state records: one per site the batch touched, all acknowledged
+    if _dropped(consumer, stats, "store its state"):
+        return
     with counting_failures(stats, "produce"):
         await send_and_wait(producer, states)
     # Step 5. commit the batch's input offsets, now that its state is stored
+    if _dropped(consumer, stats, "commit"):
+        return
     with counting_failures(stats, "commit"):
         try:
             await consumer.commit(commits)
         except CommitFailedError as error:
             stats.commit_failures += 1
-            log.warning("commit failed after a rebalance (state is stored, nothing lost): %s", error)
+            log.warning(
+                "commit failed after a rebalance (the state is stored; the partitions' new owner goes on "
+                "from the last committed offsets): %s",
+                error,
+            )
+
+
+def _dropped(consumer: AIOKafkaConsumer, stats: WorkerStats, step: str) -> bool:
+    if not membership_lost(consumer):
+        return False
+    stats.commit_failures += 1
+    log.warning("the group dropped this worker before its checkpoint could %s: left to the new owner", step)
+    return True
 
 
 class BatchTail:

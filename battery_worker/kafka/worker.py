@@ -54,7 +54,7 @@ from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.batching import drained, send_and_wait
 from battery_worker.kafka.checkpoint import Checkpoint
-from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader
+from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader, membership_lost
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
 from battery_worker.kafka.latency import BatchLatency
@@ -409,9 +409,19 @@ class Worker:
 
     async def on_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
-            # The revoked partitions' state and offsets first, so the next owner carries on from them.
+            # The revoked partitions' state and offsets first, so the next owner carries on from them;
+            # unless the group dropped this worker already: its partitions have another owner, whose
+            # state is newer than this checkpoint, and a commit would move the group's offsets back.
             stored = await self._tail.settle_quietly()
-            if stored and not self._needs_rewind and self._checkpoint.pending:
+            lost = self._consumer is not None and membership_lost(self._consumer)
+            if lost and self._checkpoint.pending:
+                log.warning(
+                    "the group had dropped this worker before it could store its last checkpoint (paused "
+                    "past worker.session_timeout_ms?): its partitions' new owner carries on from newer "
+                    "state; the ticks since the last stored checkpoint are left to it"
+                )
+                self._checkpoint.drop()
+            elif stored and not self._needs_rewind and self._checkpoint.pending:
                 await self._take_checkpoint()  # the previous tail is settled: starting it cannot fail
                 stored = await self._tail.settle_quietly()
             if not stored:
