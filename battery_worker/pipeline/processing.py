@@ -179,6 +179,7 @@ class TickProcessor:
         self._emit_status = emit_status
         self._sites: dict[str, _Site] = {}
         self._dirty: set[str] = set()
+        self._warned_other_log: set[str] = set()
         self.counters = Counters()
 
     @property
@@ -226,6 +227,7 @@ class TickProcessor:
     def restore(self, records: Iterable[BatteryStateRecord]) -> int:
         """Load stored site states (the latest per site wins); returns how many sites were loaded."""
         loaded = 0
+        moved: list[str] = []
         for record in records:
             setup = self._directory.setup(record.site_id)
             battery = BatteryState(
@@ -240,12 +242,18 @@ class TickProcessor:
                 avoided_cost=record.avoided_cost,
                 delivered_today_mwh=record.delivered_today_mwh,
             )
-            memory = self._stored_memory(record, setup)
             source = record.source
+            home = home_partition(record.site_id, self._partitions)
+            if source.partition != home:
+                held = self._sites.get(record.site_id)
+                if held is not None and held.source is not None and held.source.partition == home:
+                    continue  # stored before prices grew: the state stored from its home is newer
+                moved.append(f"{record.site_id} ({source.partition} → {home})")
+            memory = self._stored_memory(record, setup)
             self._sites[record.site_id] = _Site(
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
                 _RestoredSource(sys.intern(source.topic), source.partition, source.offset),
-                home_partition(record.site_id, self._partitions),
+                home,
                 setup,
                 record.site_id.encode(),
                 setup.plans_machines,
@@ -253,6 +261,14 @@ class TickProcessor:
             )
             self._dirty.discard(record.site_id)
             loaded += 1
+        if moved:
+            log.warning(
+                "%d restored sites were stored from another prices partition than their home now (%s): the "
+                "partition count of prices changed; a site's state is found only by the owner of the "
+                "partition it was stored from (docs/delivery.md, 'Adding partitions')",
+                len(moved),
+                ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""),
+            )
         return loaded
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
@@ -310,9 +326,13 @@ class TickProcessor:
             site = _Site(state, None, home, setup, site_id.encode(), setup.plans_machines)
             self._sites[site_id] = site
         source = record  # its topic, partition and offset: the coordinates the state and events carry
-        if site.source is not None and record.offset <= site.source.offset:
-            self.counters.already_applied += 1
-            return Handled("already_applied", site_id, ())
+        last = site.source
+        if last is not None and record.partition == last.partition and record.offset <= last.offset:
+            if site.state.is_stale(tick):  # the state covers it: a record read again (restart, rewind)
+                self.counters.already_applied += 1
+                return Handled("already_applied", site_id, ())
+            # A tick newer than the state at an offset the state says it passed: not this log's offsets.
+            self._warn_other_log(site_id, record, last)
         if site.state.is_stale(tick):
             site.ticks_stale += 1
             site.source = source
@@ -335,6 +355,23 @@ class TickProcessor:
         action = outcome.step.action.value
         self.counters.actions[action] = self.counters.actions.get(action, 0) + 1
         return Handled("applied", site_id, self._events(site_id, site, tick, outcome, source), outcome)
+
+    def _warn_other_log(self, site_id: str, record: InputRecord, last: Source) -> None:
+        """Said once per site: ``prices`` deleted and created again (its offsets start over) under a kept
+        state topic. Its ticks were skipped as already applied until the offsets passed the stored one."""
+        if site_id in self._warned_other_log:
+            return
+        self._warned_other_log.add(site_id)
+        log.warning(
+            "site %s: tick at offset %d of %s-%d is newer than its state, which was stored at offset %d: "
+            "the topic was created again under the kept state topic; applying it (a tick at or before the "
+            "state's last is still stale)",
+            site_id,
+            record.offset,
+            record.topic,
+            record.partition,
+            last.offset,
+        )
 
     def _parse(self, record: InputRecord) -> tuple[PriceTick, str]:
         if record.value is None:
