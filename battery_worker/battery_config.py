@@ -16,13 +16,24 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from battery_worker.errors import InvalidConfig, InvalidInput
 
-__all__ = ["PRICE_LIMIT", "BatteryConfig", "BatteryFields", "end_value_after_wear", "require_finite"]
+__all__ = [
+    "PRICE_LIMIT",
+    "SIZE_LIMIT",
+    "BatteryConfig",
+    "BatteryFields",
+    "end_value_after_wear",
+    "require_finite",
+]
 
 
 _NUMBER = (int, float)
 PRICE_LIMIT = 1e6
 """Prices beyond ±1e6 (200× ERCOT's cap, in any unit) are refused, a tick's or a manual step's: finite but
 absurd values would overflow the money totals to infinity and poison a site's state for good."""
+
+SIZE_LIMIT = 1e6
+"""MWh of capacity and MW of a rate or a grid limit at most: a thousand times the largest battery built.
+A capacity of 1e308 was taken: the charge became infinite, and every event and state record carried null."""
 
 BatteryFields = dict[str, Any]
 """Some of :class:`BatteryConfig`'s fields by name (a preset, a site's overrides): numbers but for
@@ -97,6 +108,9 @@ class BatteryConfig:
         for name in ("max_charge_rate_mw", "max_discharge_rate_mw"):
             if getattr(self, name) < 0:
                 raise InvalidConfig(name, getattr(self, name), "must be >= 0")
+        for name in ("capacity_mwh", "max_charge_rate_mw", "max_discharge_rate_mw"):
+            if getattr(self, name) > SIZE_LIMIT:
+                raise InvalidConfig(name, getattr(self, name), f"must be at most {SIZE_LIMIT:g}")
         if not 0 < self.efficiency <= 1:
             raise InvalidConfig("efficiency", self.efficiency, "must be in (0, 1]")
         for name in ("initial_charge_percent", "min_charge_percent", "max_charge_percent"):

@@ -30,6 +30,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -137,7 +138,7 @@ class KafkaSettings(BaseModel):
             missing = [
                 name
                 for name in ("sasl_mechanism", "sasl_username", "sasl_password")
-                if getattr(self, name) is None
+                if _blank(getattr(self, name))
             ]
             if missing:
                 raise ValueError(
@@ -153,6 +154,24 @@ class KafkaSettings(BaseModel):
         return self
 
 
+def _blank(value: object) -> bool:
+    """Unset, or set to nothing: an empty SASL user passed the check and failed at connection."""
+    if isinstance(value, SecretStr):
+        value = value.get_secret_value()
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _not_blank(value: str | None) -> str | None:
+    if value is not None and not value.strip():
+        raise InvalidConfig("", value, "must not be blank (leave it unset instead)")
+    return value
+
+
+def _check_backoff(initial: float, longest: float) -> None:
+    if initial > longest:  # the first wait was the initial one, longer than the longest
+        raise InvalidConfig("backoff_initial_s", initial, f"must not exceed backoff_max_s ({longest:g})")
+
+
 class TopicSettings(BaseModel):
     model_config = _FROZEN
 
@@ -162,8 +181,8 @@ class TopicSettings(BaseModel):
     state: str = _DEFAULT_TOPICS.state
     history: str = _DEFAULT_TOPICS.history
     dlq: str = _DEFAULT_TOPICS.dlq
-    partitions: int = Field(3, ge=1, description="partitions of topics created by the worker")
-    replication_factor: int = Field(1, ge=1)
+    partitions: int = Field(3, ge=1, le=10_000, description="partitions of topics created by the worker")
+    replication_factor: int = Field(1, ge=1, le=32_767)  # 2e9 partitions made Tansu ask for 192 GB
     create: bool = Field(True, description="create missing topics at start")
 
     @field_validator("prices", "actions", "status", "state", "history", "dlq")
@@ -195,8 +214,8 @@ class WorkerSettings(BaseModel):
     group_instance_id: str | None = Field(
         None, description="static membership: a stable id per process avoids rebalances on quick restarts"
     )
-    max_batch_records: int = Field(2000, ge=1)
-    poll_timeout_ms: int = Field(100, ge=1)
+    max_batch_records: int = Field(2000, ge=1, le=1_000_000)
+    poll_timeout_ms: int = Field(100, ge=1, le=60_000)  # a longer poll held --idle-timeout and a stop
     commit_interval_ms: int = Field(
         1000,
         ge=0,
@@ -205,15 +224,15 @@ class WorkerSettings(BaseModel):
             "a crash re-emits up to this much output, byte-identical. Exactly-once commits every batch"
         ),
     )
-    max_message_bytes: int = Field(65_536, ge=64)
+    max_message_bytes: int = Field(65_536, ge=64, le=104_857_600)
     max_tick_ahead_s: float = Field(
         DEFAULT_MAX_TICK_AHEAD_S,
         gt=0,
         description="a tick stamped later than its record's Kafka timestamp plus this goes to the DLQ",
     )
-    session_timeout_ms: int = Field(10_000, ge=1000)
+    session_timeout_ms: int = Field(10_000, ge=1000, le=1_800_000)  # Kafka's group.max.session.timeout.ms
     heartbeat_interval_ms: int = Field(1_000, ge=100)
-    max_poll_interval_ms: int = Field(300_000, ge=1000)
+    max_poll_interval_ms: int = Field(300_000, ge=1000, le=86_400_000)
     restore_timeout_s: float = Field(120.0, gt=0)
     shutdown_timeout_s: float = Field(
         20.0, gt=0, description="bounds the whole stop (in-flight batch and closing); below the grace period"
@@ -236,6 +255,17 @@ class WorkerSettings(BaseModel):
         le=900_000,
         description="exactly-once: the broker aborts a transaction left open this long (a dead worker's)",
     )
+
+    @field_validator("group_instance_id", "metrics_host")
+    @classmethod
+    def _given_or_unset(cls, value: str | None) -> str | None:
+        # metrics_host '' listened on every interface; group_instance_id '' is no id
+        return _not_blank(value)
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> Self:
+        _check_backoff(self.backoff_initial_s, self.backoff_max_s)
+        return self
 
     @model_validator(mode="after")
     def _heartbeats_fit_in_the_session(self) -> Self:
@@ -294,6 +324,16 @@ class MonitorSettings(BaseModel):
     headers_from_env: dict[str, str] = Field(
         default_factory=dict, description="HTTP header name → the environment variable holding its value"
     )
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _given_host(cls, value: str) -> str | None:
+        return _not_blank(value)
+
+    @model_validator(mode="after")
+    def _backoff_in_order(self) -> Self:
+        _check_backoff(self.backoff_initial_s, self.backoff_max_s)
+        return self
 
     @field_validator("url")
     @classmethod
@@ -542,8 +582,23 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), first["msg"]) from None
+        if first["type"] == "extra_forbidden":  # a mistyped name: its value may be a secret (sasl_pasword)
+            raise InvalidConfig(field, "**********", "no such field (its value is not shown)") from None
+        problem = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a check's own ValueError
+        raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), problem) from None
+    except SettingsError as error:  # a variable pydantic-settings could not decode (JSON, a bare section)
+        problem = "not JSON, which a variable giving a section, a list or a table must be"
+        raise InvalidConfig("environment", _undecodable_variable(error), problem) from None
     return settings
+
+
+def _undecodable_variable(error: SettingsError) -> str:
+    """The variable behind pydantic-settings' 'error parsing value for field "monitor"', named (not its
+    value: it may hold a secret)."""
+    found = re.search(r'field "(\w+)"', str(error))
+    section = found.group(1).upper() if found else ""
+    names = sorted(name for name in os.environ if name.upper().startswith(f"BATTERY_WORKER_{section}"))
+    return ", ".join(names) or "BATTERY_WORKER_*"
 
 
 def _check_toml(path: Path) -> None:

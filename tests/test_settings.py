@@ -95,6 +95,23 @@ def test_settings_are_frozen() -> None:
         # Accepted before: the worker read its own actions back as prices and dead-lettered each one.
         ({"topics": {"prices": "x", "actions": "x"}}, "topics"),
         ({"topics": {"state": "battery.history"}}, "topics"),
+        # Accepted before (a review run): each broke something later, or did what it should not.
+        ({"topics": {"partitions": 2_000_000_000}}, "topics.partitions"),  # Tansu asked for 192 GB, died
+        ({"topics": {"replication_factor": 40_000}}, "topics.replication_factor"),  # "(a bug)" at start
+        ({"battery": {"capacity_mwh": 1e308}}, "battery.capacity_mwh"),  # the charge became inf, events null
+        ({"battery": {"max_discharge_rate_mw": 1e7}}, "battery.max_discharge_rate_mw"),
+        ({"site": {"import_limit_mw": 1e300}}, "site.import_limit_mw"),
+        ({"worker": {"poll_timeout_ms": 99_999_999_999}}, "worker.poll_timeout_ms"),  # held a stop 12 s
+        ({"worker": {"session_timeout_ms": 99_999_999_999}}, "worker.session_timeout_ms"),
+        ({"worker": {"metrics_host": ""}}, "worker.metrics_host"),  # listened on every interface
+        ({"monitor": {"metrics_host": " "}}, "monitor.metrics_host"),
+        ({"worker": {"group_instance_id": ""}}, "worker.group_instance_id"),
+        ({"worker": {"backoff_initial_s": 100, "backoff_max_s": 1}}, "worker.backoff_initial_s"),
+        ({"monitor": {"backoff_initial_s": 100, "backoff_max_s": 1}}, "monitor.backoff_initial_s"),
+        (
+            {"kafka": {"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN", "sasl_username": ""}},
+            "kafka",  # an empty user or password passed the check and failed at connection
+        ),
     ],
 )
 def test_bad_settings_name_the_field(overrides: dict[str, object], field: str) -> None:
@@ -228,3 +245,28 @@ def test_sites_whose_plans_may_import_beyond_the_limit_are_named_for_the_worker_
     warnings = settings.site_directory().import_limit_warnings()
     assert sorted(warnings) == [""], "the site policy ('planned') keeps to the limit; 'small' fits"
     assert "import 55 MW" in warnings[""]
+
+
+@pytest.mark.parametrize("variable", ["BATTERY_WORKER_KAFKA__SASL_PASWORD", "BATTERY_WORKER_WORKER__GROUPID"])
+def test_a_mistyped_variable_is_named_without_its_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """'kafka.sasl_pasword='hunter2': Extra inputs are not permitted' showed a password (a review run)."""
+    monkeypatch.setenv(variable, "hunter2")
+    with pytest.raises(InvalidConfig, match="no such field") as caught:
+        load_settings()
+    assert "hunter2" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [("BATTERY_WORKER_MONITOR__HEADERS_FROM_ENV", "not json"), ("BATTERY_WORKER_KAFKA", "x")],
+)
+def test_a_variable_that_is_not_the_json_it_must_be_is_named(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str
+) -> None:
+    """pydantic-settings' SettingsError escaped as 'unexpected SettingsError ... (a bug)', exit 1."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(InvalidConfig, match="not JSON") as caught:
+        load_settings()
+    assert caught.value.value == variable

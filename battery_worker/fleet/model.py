@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from battery_worker.battery_config import require_finite
+from battery_worker.battery_config import SIZE_LIMIT, require_finite
 from battery_worker.errors import InvalidConfig
 
 PaidBy = Literal["hash", "token"]
@@ -121,6 +121,9 @@ class SiteModel:
             raise InvalidConfig("import_limit_mw", self.import_limit_mw, "must be > 0")
         if _finite("export_limit_mw", self.export_limit_mw) < 0:
             raise InvalidConfig("export_limit_mw", self.export_limit_mw, "must be >= 0")
+        for name in ("import_limit_mw", "export_limit_mw"):
+            if getattr(self, name) > SIZE_LIMIT:
+                raise InvalidConfig(name, getattr(self, name), f"must be at most {SIZE_LIMIT:g}")
         if not 0 <= _finite("export_price_factor", self.export_price_factor) <= 1:
             # Above 1 the site would earn by importing only to export again.
             raise InvalidConfig("export_price_factor", self.export_price_factor, "must be within 0-1")
