@@ -21,7 +21,7 @@ from battery_worker.backtest.engine import (
 )
 from battery_worker.backtest.optimum import terminal_value
 from battery_worker.backtest.optimum_process import solve_in_child
-from battery_worker.backtest.report import amount
+from battery_worker.backtest.report import amount, ratio_text
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.cli.backtest import main, parse_params, warmup_ticks
 from battery_worker.dispatch import dispatch, new_site_state
@@ -388,6 +388,12 @@ def test_the_warm_up_is_read_with_the_carbon_file_as_the_run_is(
     assert all(tick.carbon_intensity is not None for tick in warm)
     span = "2023-08-01T00:00:00+00:00 .. 2023-08-06T23:00:00+00:00"  # as the run's first line writes times
     assert f"warm-up: 144 ticks of ercot_2023-08-01_07.csv, {span}" in capsys.readouterr().out
+
+
+def test_a_share_near_zero_keeps_two_digits() -> None:
+    """threshold on ERCOT 2023 made -1.39 k of 5.07 M: the chart's legend said '-0.0% of the optimum'."""
+    shares = [-1_390 / 5_068_030, 0.0, 0.967, 1.0, None]
+    assert [ratio_text(share) for share in shares] == ["-0.027%", "0.0%", "96.7%", "100.0%", "n/a"]
 
 
 def test_figures_in_small_units_keep_their_digits(capsys: pytest.CaptureFixture[str]) -> None:

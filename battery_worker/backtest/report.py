@@ -29,7 +29,13 @@ ZOOM_DAYS = 7
 
 
 def ratio_text(value: float | None) -> str:
-    return "n/a" if value is None else f"{100.0 * value:.1f}%"
+    """A share with one decimal; one below 0.05 % keeps two significant digits ('-0.027%', not '-0.0%')."""
+    if value is None:
+        return "n/a"
+    percent = 100.0 * value
+    if percent != 0 and abs(percent) < 0.05 and math.isfinite(percent):
+        return f"{percent:.{min(6, 1 - math.floor(math.log10(abs(percent))))}f}%"
+    return f"{percent:.1f}%"
 
 
 def amount(value: float, reference: float) -> str:
