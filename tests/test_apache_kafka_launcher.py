@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import ssl
 import subprocess
 import sys
@@ -26,7 +27,12 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, Topi
 from battery_worker.brokers import apache_kafka
 from battery_worker.brokers.apache_kafka import ApacheKafkaBroker, ensure_jars, find_java, kafka_version
 from battery_worker.brokers.embedded import EmbeddedBroker
-from battery_worker.kafka.exceptions import ApacheKafkaUnavailable
+from battery_worker.kafka.exceptions import (
+    ApacheKafkaError,
+    ApacheKafkaUnavailable,
+    EmbeddedBrokerError,
+    EmbeddedBrokerUnavailable,
+)
 from tests.conftest import PrivateBroker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -87,6 +93,27 @@ def test_no_java_is_one_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: P
     with pytest.raises(ApacheKafkaUnavailable, match=r"no `java` on PATH; install a JDK 17") as caught:
         ApacheKafkaBroker(home=tmp_path / "home").start()
     assert caught.value.retriable is False
+
+
+def test_a_port_another_broker_holds_is_refused_before_starting(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """With --port taken by another broker, the launcher said 'is ready': the probe reached the other
+    one, while its own JVM failed to bind and died seconds later (a review run, twice)."""
+    fake_jdk(tmp_path / "bin")
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        with pytest.raises(ApacheKafkaError, match=f"port {port} on 127.0.0.1 is taken"):
+            ApacheKafkaBroker(port, home=tmp_path / "home").start()
+        try:
+            embedded = EmbeddedBroker(port=port)
+            with pytest.raises(EmbeddedBrokerError, match=f"port {port} on 127.0.0.1 is taken"):
+                embedded.start()
+        except EmbeddedBrokerUnavailable:
+            pass  # no Tansu here: the Apache Kafka half above still ran
 
 
 def test_java_older_than_17_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -38,7 +38,7 @@ from battery_worker.brokers.apache_config import (
 )
 from battery_worker.brokers.apache_jars import ensure_jars, find_java, kafka_version
 from battery_worker.brokers.apache_tls import CA_FILE, make_keystores
-from battery_worker.brokers.launcher import BrokerProcess, Readiness, free_port
+from battery_worker.brokers.launcher import BrokerProcess, Readiness, free_port, port_taken_problem
 from battery_worker.kafka.exceptions import ApacheKafkaError, ApacheKafkaUnavailable
 
 __all__ = ["ApacheKafkaBroker"]
@@ -205,6 +205,10 @@ class ApacheKafkaBroker:
             if self.running:
                 return self
             java, keytool = find_java()
+            if self._requested_port is not None:
+                taken = port_taken_problem(HOST, self._requested_port)
+                if taken is not None:
+                    raise ApacheKafkaError(taken)
             lib = ensure_jars(self._home)
             began = time.monotonic()
             deadline = began + self._startup_timeout

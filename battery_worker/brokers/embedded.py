@@ -26,7 +26,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from battery_worker.brokers.launcher import LOOPBACK, BrokerProcess, Readiness, free_port
+from battery_worker.brokers.launcher import LOOPBACK, BrokerProcess, Readiness, free_port, port_taken_problem
 from battery_worker.kafka.exceptions import EmbeddedBrokerError, EmbeddedBrokerUnavailable
 
 __all__ = ["EmbeddedBroker", "resolve_tansu_binary"]
@@ -146,6 +146,10 @@ class EmbeddedBroker:
             if self.running:
                 return self
             binary = self._binary or resolve_tansu_binary()
+            if self._requested_port is not None:
+                taken = port_taken_problem(_HOST, self._requested_port)
+                if taken is not None:
+                    raise EmbeddedBrokerError(taken)
             deadline = time.monotonic() + self._startup_timeout
             # Retry only when we chose the port ourselves: a lost port race shows up as an exit.
             attempts = 1 if self._requested_port is not None else 3

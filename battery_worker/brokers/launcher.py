@@ -27,7 +27,16 @@ from typing import IO
 from aiokafka import AIOKafkaClient
 from aiokafka.errors import KafkaError
 
-__all__ = ["LOOPBACK", "BrokerProcess", "Readiness", "free_port", "log_tail", "port_accepts", "stop_process"]
+__all__ = [
+    "LOOPBACK",
+    "BrokerProcess",
+    "Readiness",
+    "free_port",
+    "log_tail",
+    "port_accepts",
+    "port_taken_problem",
+    "stop_process",
+]
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +55,22 @@ def free_port(host: str = LOOPBACK) -> int:
         sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def port_taken_problem(host: str, port: int) -> str | None:
+    """Why a broker asked for ``host:port`` cannot listen there, or None.
+
+    Asked before the broker starts: another broker on that port answered the readiness probe, so the
+    launcher said ready while its own broker failed to bind and died seconds later, and every command
+    went to the other one.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a port in TIME_WAIT is free to a server
+        try:
+            sock.bind((host, port))
+        except OSError as error:
+            return f"port {port} on {host} is taken ({error.strerror}): another broker? choose another --port"
+    return None
 
 
 def port_accepts(host: str, port: int) -> bool:
