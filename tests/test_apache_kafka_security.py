@@ -486,3 +486,28 @@ async def test_a_topic_operation_withheld_at_start_is_one_line(
         line = assert_refused_cleanly(result, took, *needles)
         assert "cleanup.policy" not in line, line
     assert await committed_offsets(settings) == {}
+
+
+async def test_commands_of_a_user_who_may_not_see_the_topics_say_so(
+    apache_kafka: ApacheKafkaBroker,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """Kafka leaves a topic the principal may not DESCRIBE out of the list of all topics, so it looked
+    missing: ``status`` said 'no status published yet' and exited 0, ``history export`` wrote an empty
+    file, ``replay`` said 'topic not found' (exit 2) and ``run`` asked for CREATE (a review run)."""
+    await prepare_topics(settings)
+    await feed_sites(settings)
+    await grant_worker(apache_kafka, "bob", settings, topic_operations=())  # the group only
+    env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "bob")
+    commands = [
+        ("run",),
+        ("status",),
+        ("history", "export", "--site", "site-a", "--out", str(tmp_path / "h.json")),
+        ("replay",),
+    ]
+    for args in commands:
+        result, took = await timed_cli(env, *args)
+        line = assert_refused_cleanly(result, took, "refused bob", "may not DESCRIBE")
+        assert "cannot create" not in line, line
+    assert not (tmp_path / "h.json").exists()

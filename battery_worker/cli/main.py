@@ -444,11 +444,24 @@ def main(argv: list[str] | None = None) -> int:
         from aiokafka.errors import KafkaError
 
         if isinstance(error, KafkaError):
-            return _fail(1, f"Kafka: {type(error).__name__}: {error}")
+            known = _known_kafka_error(args, error)
+            return _fail(1, str(known) if known else f"Kafka: {type(error).__name__}: {error}")
         log.debug("unexpected error", exc_info=True)
         where = "battery-worker --log-level DEBUG COMMAND ... shows where"
         return _fail(1, f"unexpected {type(error).__name__}: {error} (a bug; {where})")
     return code
+
+
+def _known_kafka_error(args: argparse.Namespace, error: Exception) -> Exception | None:
+    """A refusal a command met, worded as the worker words it: whom the broker refused, and what rights
+    the worker's principal needs (``status`` said only '[Error 29] TopicAuthorizationFailedError')."""
+    from battery_worker.cli.common import command_settings
+    from battery_worker.kafka.diagnose import typed
+
+    try:
+        return typed(error, command_settings(args).kafka)
+    except Exception:  # settings that loaded a moment ago; if they no longer do, the plain line
+        return None
 
 
 def _discard_stdout() -> None:

@@ -16,6 +16,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import KafkaError, for_code
+from aiokafka.protocol.metadata import MetadataRequest
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.settings import Settings, TopicSettings
@@ -53,11 +54,34 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
     """
     wanted = set(names)
     described = await admin.describe_topics(None)
-    return {
+    counts = {
         entry["topic"]: len(entry["partitions"])
         for entry in described
         if entry["topic"] in wanted and entry.get("error_code", 0) == 0 and entry.get("partitions")
     }
+    unseen = sorted(wanted - counts.keys())
+    if unseen:
+        await _refuse_hidden(admin, unseen)
+    return counts
+
+
+async def _refuse_hidden(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+    """A topic this principal may not DESCRIBE is left out of the list of all topics, so it looked
+    missing: ``status`` said 'no status published yet' and exited 0, ``replay`` 'topic not found', and
+    the worker tried to create it and asked for CREATE. Asked by name (without auto-creation), the broker
+    says which are hidden rather than absent."""
+    request = MetadataRequest(names, allow_auto_topic_creation=False)
+    response = await admin._send_request(request)  # describe_topics cannot refuse auto-creation
+    hidden = [
+        entry["topic"]
+        for entry in response.to_object()["topics"]
+        if entry.get("error_code", 0) in _AUTHORIZATION_CODES
+    ]
+    if hidden:
+        which = f"topic {hidden[0]}: this principal may not DESCRIBE it"
+        if len(hidden) > 1:
+            which = f"topics {', '.join(hidden)}: this principal may not DESCRIBE them"
+        raise for_code(29)(f"cannot see {which}")
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> dict[str, int]:
