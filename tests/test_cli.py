@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import os
@@ -260,3 +261,20 @@ def test_the_log_options_are_taken_after_the_command_too(
     monkeypatch.delenv("BATTERY_WORKER_LOG_FORMAT", raising=False)
     args = build_parser().parse_args(argv)
     assert (args.log_level, args.log_format) == (level, form)
+
+
+@pytest.mark.parametrize("site", [False, True])
+def test_the_demo_runs_its_own_policy_whatever_policy_a_config_file_names(tmp_path: Path, site: bool) -> None:
+    """A file's [policy] params were deep-merged into the demo's: 'unknown parameters for policy
+    threshold' with mpc's carbon_price, and 'for policy site' with the docs' threshold example."""
+    from battery_worker.cli.demo import DEMO_POLICY, SITE_POLICY, _demo_settings
+
+    config = tmp_path / "c.toml"
+    config.write_text(
+        '[policy]\nname = "mpc"\nparams = {carbon_price = 10.0}\n[battery]\ncapacity_mwh = 50.0\n'
+    )
+    args = argparse.Namespace(config=config, site=site)
+    settings = _demo_settings(args, "127.0.0.1:9092", fresh_topics=True)
+    expected = SITE_POLICY if site else DEMO_POLICY
+    assert (settings.policy.name, settings.policy.params) == (expected["name"], expected["params"])
+    assert settings.battery.capacity_mwh == 50.0, "the rest of the file is taken"

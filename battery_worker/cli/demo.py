@@ -42,7 +42,7 @@ from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pricefiles import load_ticks
-from battery_worker.settings import BOOTSTRAP_VARIABLES, Settings, load_settings
+from battery_worker.settings import BOOTSTRAP_VARIABLES, PolicySettings, Settings, load_settings
 from battery_worker.ticks import PriceTick
 
 DEMO_SITE = "demo-site"
@@ -77,7 +77,6 @@ def run_demo(args: argparse.Namespace) -> int:
 def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool) -> Settings:
     overrides: dict[str, Any] = {
         "kafka": {"bootstrap_servers": bootstrap},
-        "policy": SITE_POLICY if args.site else DEMO_POLICY,
         "worker": {"group_id": "battery-worker-demo"},
     }
     if fresh_topics:
@@ -85,7 +84,14 @@ def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool)
         names = ("prices", "actions", "status", "state", "history", "dlq")
         overrides["topics"] = {name: f"demo.{run}.{name}" for name in names}
         overrides["worker"]["group_id"] = f"battery-worker-demo-{run}"
-    return load_settings(getattr(args, "config", None), overrides)
+    settings = load_settings(getattr(args, "config", None), overrides)
+    # The demo's own policy replaces the file's whole: through load_settings, a file's [policy] params were
+    # deep-merged into it ("unknown parameters for policy 'threshold'", with mpc's carbon_price).
+    demo = settings.model_copy(
+        update={"policy": PolicySettings(**(SITE_POLICY if args.site else DEMO_POLICY))}
+    )
+    demo.site_directory()
+    return demo
 
 
 async def _demo(args: argparse.Namespace, bootstrap: str, console: Console, *, fresh_topics: bool) -> int:
