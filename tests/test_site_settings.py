@@ -128,3 +128,23 @@ def test_site_is_registered_and_battery_tables_keep_the_battery_policies() -> No
     assert policy.site == small
     assert make_policy("site") == SitePolicy()
     assert make_policy("threshold", {}, site=small) == make_policy("threshold")
+
+
+@pytest.mark.parametrize(
+    ("name", "params", "field"),
+    [
+        ("site", {"carbon_price": -5}, "policy.params.carbon_price"),
+        ("mpc", {"horizon_hours": 0}, "policy.params.horizon_hours"),
+    ],
+)
+def test_a_bad_policy_parameter_is_one_short_line_naming_it(
+    name: str, params: dict[str, object], field: str
+) -> None:
+    """The site policy's printed its whole values, the SiteModel's 646 characters among them, with
+    pydantic's 'Value error, ' before the problem (a review run)."""
+    with pytest.raises(InvalidConfig) as caught:
+        make_policy(name, params)
+    assert caught.value.field == field
+    assert "SiteModel" not in str(caught.value)
+    assert "Value error" not in str(caught.value)
+    assert len(str(caught.value)) < 120, str(caught.value)

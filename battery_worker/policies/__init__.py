@@ -19,6 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.model import SiteModel
+from battery_worker.fleet.settings import config_error
 from battery_worker.policies.base import Decision, Policy
 from battery_worker.policies.threshold import ThresholdPolicy
 
@@ -69,10 +70,8 @@ def make_policy(
         values["site"] = SiteModel() if site is None else site
     try:
         policy: Policy = TypeAdapter(cast(Any, factory)).validate_python(values)
-    except ValidationError as error:
-        first = error.errors(include_url=False)[0]
-        field = ".".join(["policy.params", *(str(part) for part in first["loc"])])
-        raise InvalidConfig(field, first.get("input"), first["msg"]) from None
+    except ValidationError as error:  # the field, its value and the problem; not the values' echo
+        raise config_error("policy.params", error) from None
     return policy
 
 
