@@ -192,7 +192,7 @@ def test_cli_site_backtest_reports_the_whole_sites_emissions(
     out = tmp_path / "site.json"
     zeros = ["--hash-price", "0", "--token-price", "0"]  # a market file: no machine earns, said so
     assert main([str(PRICES), "--carbon", str(CARBON), "--site", *zeros, "--summary", str(out)]) == 0
-    assert "site emissions (t CO₂eq)" in capsys.readouterr().out
+    assert "site emissions (t CO₂eq; 100.0 % of ticks with an intensity)" in capsys.readouterr().out
     runs = orjson.loads(out.read_bytes())["runs"]
     fleet_mw = SiteModel().fleet_mw
     expected = sum(fleet_mw * 1.0 * (tick.carbon_intensity or 0.0) for tick in week)

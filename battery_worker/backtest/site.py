@@ -18,7 +18,7 @@ from typing import Any
 
 from battery_worker.backtest.engine import BacktestRun, run_policy, warmed_site
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.emissions import DEFAULT_CARRY_HOURS
+from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
 from battery_worker.fleet.accounting import SiteProfit, no_battery_profit, run_profit
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import SiteOptimum, site_optimum
@@ -43,6 +43,8 @@ class SiteComparison:
     optimum: float
     profits: dict[str, SiteProfit]
     optimum_grid_import_kg: float | None = None
+    emissions_coverage: float = 0.0
+    """The share of ticks whose intensity was known or carried: the tonnes cover those ticks only."""
 
     def share(self, key: str) -> float:
         return self.profits[key].profit / self.optimum if self.optimum else float("nan")
@@ -61,6 +63,7 @@ class SiteComparison:
         summary: dict[str, Any] = {"ticks": self.ticks, "optimum_profit": self.optimum}
         if self.counts_emissions:
             summary["optimum_grid_import_kg"] = self.optimum_grid_import_kg
+            summary["emissions_coverage"] = self.emissions_coverage
         return {**summary, "runs": runs}
 
 
@@ -94,11 +97,13 @@ def compare_site(
         "planned": no_battery_profit(site, config, ticks, curtail=True, carry_hours=carry_hours),
         "site": run_profit(site, config, run(site_policy, "site")),
     }
+    used = carried_intensities([t.timestamp for t in ticks], [t.carbon_intensity for t in ticks], carry_hours)
     return SiteComparison(
         ticks=len(ticks),
         optimum=optimum.profit,
         profits=profits,
         optimum_grid_import_kg=optimum.grid_import_kg,
+        emissions_coverage=sum(value is not None for value in used) / len(used) if used else 0.0,
     )
 
 
@@ -108,7 +113,8 @@ def site_table(comparison: SiteComparison) -> str:
     carbon = comparison.counts_emissions
     extra = ("", "", "")
     if carbon:
-        extra = (" site emissions (t CO₂eq) |", "---:|", _tonnes(comparison.optimum_grid_import_kg))
+        known = f"{100 * comparison.emissions_coverage:.1f} % of ticks with an intensity"
+        extra = (f" site emissions (t CO₂eq; {known}) |", "---:|", _tonnes(comparison.optimum_grid_import_kg))
     lines = [
         "| site run | profit | share of optimum |" + extra[0],
         "|---|---:|---:|" + extra[1],

@@ -270,6 +270,11 @@ def _run(args: argparse.Namespace) -> int:
         )
         for name in names
     ]
+    for policy in policies:  # as --carbon-price: without intensities it would change nothing, unsaid
+        price = getattr(policy, "carbon_price", 0.0)
+        if price and args.carbon is None:
+            shown = f"{policy.name}.carbon_price={price:g}"
+            raise InvalidConfig("--policy-param", shown, "needs --carbon FILE, the intensities it prices")
     config = battery_config(args, base)
     carry_hours = configured_carry_hours(args)
     ticks = price_file_ticks(args, args.file, args.carbon)
@@ -473,6 +478,11 @@ def site_report(
     span = f"{ticks[0].timestamp.isoformat()} .. {ticks[-1].timestamp.isoformat()}"
     print(f"{args.file.name}: {counted(comparison.ticks, 'tick')}, {span}")
     print(site_line(site))
+    if args.carbon_price:  # it changes the policies' runs, not the optimum: said, not left to be guessed
+        print(
+            f"carbon price {args.carbon_price:g} per t CO2eq: given to mpc and the site policy; "
+            "the site optimum is by profit alone"
+        )
     print(site_table(comparison))
     if args.summary is not None:
         data = {"file": str(args.file), **comparison.to_json()}
