@@ -51,6 +51,10 @@ class ImportLimitWarning(UserWarning):
     """The site plans may report an import above the site's limit (:meth:`SiteSetup.import_limit_warning`)."""
 
 
+class SpillWarning(UserWarning):
+    """A discharge may be more than the site takes, the rest spilled (:meth:`SiteSetup.spill_warning`)."""
+
+
 def _utc_now() -> datetime:
     return datetime.now(UTC)
 
@@ -135,9 +139,13 @@ class BatterySystem:
                 "site", "SiteModel(...)", "differs from the policy's own site model; give one"
             )
         self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
-        warning = SiteSetup(self._config, self._policy, self._site_model).import_limit_warning()
-        if warning is not None:
-            warnings.warn(warning, ImportLimitWarning, stacklevel=2)
+        setup = SiteSetup(self._config, self._policy, self._site_model)
+        for said, kind in (
+            (setup.import_limit_warning(), ImportLimitWarning),
+            (setup.spill_warning(), SpillWarning),
+        ):
+            if said is not None:
+                warnings.warn(said, kind, stacklevel=2)
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours
         self._clock = clock

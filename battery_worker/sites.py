@@ -67,6 +67,30 @@ class SiteSetup:
             "import as it is (the site policy and the optimum keep to the limit)"
         )
 
+    def spill_warning(self) -> str | None:
+        """Why a discharge may be partly spilled, or None.
+
+        Under a policy that runs every machine the battery discharges at its own rate; what the machines
+        and the export limit cannot take is spilled (the site plan's ``spilled_mw``, paid as lost), while
+        the battery's emissions count all it delivered as avoided. Said, not refused: a site may be built so.
+        """
+        if self.plans_machines:
+            return None
+        takes = self.site.fleet_mw + self.site.export_limit_mw
+        rate = self.config.max_discharge_rate_mw
+        if rate <= takes:
+            return None
+        return (
+            f"a full-rate discharge ({rate:g} MW) is more than the site takes (every machine "
+            f"{self.site.fleet_mw:g} MW and an export limit of {self.site.export_limit_mw:g} MW): under "
+            f"{self.policy.name} the rest is spilled, paid as lost in the site plan, while the battery's "
+            "emissions count it as avoided"
+        )
+
+    def warnings(self) -> list[str]:
+        """What the worker says at start and :class:`BatterySystem` warns of about this setup."""
+        return [found for found in (self.import_limit_warning(), self.spill_warning()) if found is not None]
+
 
 class SiteDirectory:
     """Resolves and caches each site's setup; building one validates it, so a bad override fails early."""
@@ -93,11 +117,11 @@ class SiteDirectory:
     def default(self) -> SiteSetup:
         return self._default
 
-    def import_limit_warnings(self) -> dict[str, str]:
-        """:meth:`SiteSetup.import_limit_warning` of the default (key ``""``) and of each overridden site."""
+    def warnings(self) -> dict[str, list[str]]:
+        """:meth:`SiteSetup.warnings` of the default (key ``""``) and of each overridden site, where any."""
         setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
-        warnings = {key: setup.import_limit_warning() for key, setup in setups.items()}
-        return {key: warning for key, warning in warnings.items() if warning is not None}
+        found = {key: setup.warnings() for key, setup in setups.items()}
+        return {key: said for key, said in found.items() if said}
 
     def setup(self, site_id: str) -> SiteSetup:
         cached = self._cache.get(site_id)

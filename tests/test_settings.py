@@ -242,9 +242,9 @@ def test_sites_whose_plans_may_import_beyond_the_limit_are_named_for_the_worker_
             },
         },
     )
-    warnings = settings.site_directory().import_limit_warnings()
+    warnings = settings.site_directory().warnings()
     assert sorted(warnings) == [""], "the site policy ('planned') keeps to the limit; 'small' fits"
-    assert "import 55 MW" in warnings[""]
+    assert "import 55 MW" in warnings[""][0]
 
 
 @pytest.mark.parametrize("variable", ["BATTERY_WORKER_KAFKA__SASL_PASWORD", "BATTERY_WORKER_WORKER__GROUPID"])

@@ -4,6 +4,7 @@ a fleet the grid connection cannot feed. The ``site`` policy is built with its s
 from __future__ import annotations
 
 import os
+from dataclasses import asdict
 from pathlib import Path
 
 import pytest
@@ -148,3 +149,22 @@ def test_a_bad_policy_parameter_is_one_short_line_naming_it(
     assert "SiteModel" not in str(caught.value)
     assert "Value error" not in str(caught.value)
     assert len(str(caught.value)) < 120, str(caught.value)
+
+
+@pytest.mark.parametrize("machines", [DEFAULT_MACHINES[:1], ()])
+def test_a_discharge_the_site_cannot_take_is_said(machines: tuple[MachineType, ...]) -> None:
+    """A 3.5 MW fleet (or none) and a 20 MW discharge: 16.5 MW spilled, and the battery's emissions
+    counted all 20 as avoided, without a word (a review run)."""
+    from battery_worker.seed_api import BatterySystem, SpillWarning
+
+    site = SiteModel(machines=machines)
+    with pytest.warns(SpillWarning, match=r"a full-rate discharge \(20 MW\) is more than the site takes"):
+        BatterySystem(site=site)
+    said = (
+        load_settings(None, {"site": {"machines": [asdict(m) for m in machines]}}).site_directory().warnings()
+    )
+    assert any("is more than the site takes" in line for line in said[""])
+    planned = load_settings(
+        None, {"site": {"machines": [asdict(m) for m in machines]}, "policy": {"name": "site"}}
+    )
+    assert planned.site_directory().warnings() == {}, "the site policy plans the battery with the machines"

@@ -133,8 +133,9 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
-        for site_id, warning in self.site_directory.import_limit_warnings().items():
-            log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
+        for site_id, warnings in self.site_directory.warnings().items():
+            for warning in warnings:
+                log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
         self._stop.guard(asyncio.current_task())
         try:
             try:
