@@ -97,6 +97,7 @@ def test_settings_are_frozen() -> None:
         ({"topics": {"state": "battery.history"}}, "topics"),
         # Accepted before (a review run): each broke something later, or did what it should not.
         ({"topics": {"partitions": 2_000_000_000}}, "topics.partitions"),  # Tansu asked for 192 GB, died
+        ({"policy": {"params": {"charge_below": True}}}, "policy.params.charge_below"),  # taken as 1.0
         ({"topics": {"replication_factor": 40_000}}, "topics.replication_factor"),  # "(a bug)" at start
         ({"battery": {"capacity_mwh": 1e308}}, "battery.capacity_mwh"),  # the charge became inf, events null
         ({"battery": {"max_discharge_rate_mw": 1e7}}, "battery.max_discharge_rate_mw"),

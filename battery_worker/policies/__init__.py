@@ -66,6 +66,11 @@ def make_policy(
     if unknown:
         raise InvalidConfig("policy.params", unknown, f"unknown parameters for policy {name!r}")
     values = dict(params or {})
+    declared = getattr(factory, "__dataclass_fields__", {})
+    for key, value in values.items():  # lax validation took true for 1.0: a number's place takes no bool
+        kind = str(getattr(declared.get(key), "type", ""))
+        if isinstance(value, bool) and "bool" not in kind and ("float" in kind or "int" in kind):
+            raise InvalidConfig(f"policy.params.{key}", value, "must be a number, not true or false")
     if "site" in fields:
         values["site"] = SiteModel() if site is None else site
     try:
