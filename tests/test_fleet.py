@@ -11,6 +11,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet import MachineType, SiteModel, SitePlan, plan_site
 from battery_worker.fleet.optimum import site_optimum
+from battery_worker.settings import load_settings
 from battery_worker.ticks import PriceTick, make_tick
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
@@ -50,15 +51,17 @@ def test_a_fleet_over_the_import_limit_is_refused_with_one_clear_line() -> None:
 @pytest.mark.parametrize(
     ("change", "field"),
     [
-        ({"count": -1}, "machines.hydro.count"),
-        ({"power_kw": 0.0}, "machines.hydro.power_kw"),
-        ({"output": float("nan")}, "machines.hydro.output"),
-        ({"paid_by": "coins"}, "machines.hydro.paid_by"),
-        ({"min_running": 11}, "machines.hydro.min_running"),
-        ({"name": " "}, "machines.name"),
+        ({"count": -1}, "count"),
+        ({"power_kw": 0.0}, "power_kw"),
+        ({"output": float("nan")}, "output"),
+        ({"paid_by": "coins"}, "paid_by"),
+        ({"min_running": 11}, "min_running"),
+        ({"name": " "}, "name"),
     ],
 )
 def test_a_bad_machine_type_names_its_field(change: dict[str, object], field: str) -> None:
+    """Named as the field alone: the settings put the machine's place before it. 'machines.hydro.' made
+    site.machines.0.machines.hydro.min_running (a review run)."""
     fields: dict[str, object] = {
         "name": "hydro",
         "power_kw": 5.0,
@@ -69,6 +72,10 @@ def test_a_bad_machine_type_names_its_field(change: dict[str, object], field: st
     with pytest.raises(InvalidConfig) as caught:
         MachineType(**{**fields, **change})  # type: ignore[arg-type]
     assert caught.value.field == field
+    machine = {**fields, **change}
+    with pytest.raises(InvalidConfig) as in_settings:
+        load_settings(None, {"site": {"machines": [machine]}})
+    assert in_settings.value.field == f"site.machines.0.{field}"
 
 
 def test_bad_site_limits_and_duplicate_names_are_refused() -> None:

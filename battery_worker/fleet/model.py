@@ -53,21 +53,21 @@ class MachineType:
     min_running: int = 0
 
     def __post_init__(self) -> None:
+        # Fields named as they are, the machine in the problem: the settings put the list's place before
+        # them (site.machines.0.power_kw), where 'machines.x.' made site.machines.0.machines.x.power_kw.
         if not isinstance(self.name, str) or not self.name.strip():
-            raise InvalidConfig("machines.name", self.name, "must be a non-empty name")
-        where = f"machines.{self.name}"
-        if _finite(f"{where}.power_kw", self.power_kw) <= 0:
-            raise InvalidConfig(f"{where}.power_kw", self.power_kw, "must be > 0")
-        if _finite(f"{where}.output", self.output) < 0:
-            raise InvalidConfig(f"{where}.output", self.output, "must be >= 0")
-        object.__setattr__(self, "count", _count(f"{where}.count", self.count))
-        object.__setattr__(self, "min_running", _count(f"{where}.min_running", self.min_running))
+            raise InvalidConfig("name", self.name, "must be a non-empty name")
+        of = f"(machine {self.name!r})"
+        if _finite("power_kw", self.power_kw) <= 0:
+            raise InvalidConfig("power_kw", self.power_kw, f"must be > 0 {of}")
+        if _finite("output", self.output) < 0:
+            raise InvalidConfig("output", self.output, f"must be >= 0 {of}")
+        object.__setattr__(self, "count", _count("count", self.count))
+        object.__setattr__(self, "min_running", _count("min_running", self.min_running))
         if self.paid_by not in ("hash", "token"):
-            raise InvalidConfig(f"{where}.paid_by", self.paid_by, "must be 'hash' or 'token'")
+            raise InvalidConfig("paid_by", self.paid_by, f"must be 'hash' or 'token' {of}")
         if self.min_running > self.count:
-            raise InvalidConfig(
-                f"{where}.min_running", self.min_running, f"must not exceed count {self.count}"
-            )
+            raise InvalidConfig("min_running", self.min_running, f"must not exceed count {self.count} {of}")
 
     @property
     def machine_mw(self) -> float:
