@@ -56,14 +56,6 @@ def fault_settings(bootstrap: str, prefix: str, group: str, **worker: object) ->
     )
 
 
-@pytest.fixture
-def stoppable_broker(private_broker: PrivateBroker) -> PrivateBroker:
-    """A broker of the test's own, to SIGSTOP; an external cluster (``KAFKA_BOOTSTRAP_SERVERS``) has none."""
-    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
-        pytest.xfail("needs a broker of its own to SIGSTOP; not runnable against an external cluster")
-    return private_broker
-
-
 async def test_kill_9_at_20_random_points_gives_the_uninterrupted_results(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
@@ -248,10 +240,10 @@ async def test_a_broker_stalled_for_30_s_is_survived_without_a_restart(
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     tmp_path: Path,
-    stoppable_broker: PrivateBroker,
+    private_broker: PrivateBroker,
 ) -> None:
     """The broker process (Tansu, or the Apache Kafka JVM) SIGSTOPped for 30 s mid-stream."""
-    broker = stoppable_broker
+    broker = private_broker  # its own, to SIGSTOP (an embedded one beside an external cluster)
     settings = fault_settings(
         broker.bootstrap_servers, new_topic_name(), new_group_id(), max_batch_records=20
     )
@@ -373,11 +365,11 @@ async def test_sigterm_with_the_broker_frozen_exits_within_the_shutdown_budget_a
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     tmp_path: Path,
-    stoppable_broker: PrivateBroker,
+    private_broker: PrivateBroker,
 ) -> None:
     """Kubernetes sends SIGKILL after its grace period: the worker must be gone before, broker or not."""
     budget_s = 6.0
-    broker = stoppable_broker
+    broker = private_broker  # its own, to SIGSTOP (an embedded one beside an external cluster)
     settings = fault_settings(
         broker.bootstrap_servers,
         new_topic_name(),

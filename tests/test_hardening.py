@@ -43,7 +43,16 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.processing import InputRecord, TickProcessor
 from battery_worker.settings import Settings, TopicNames, load_settings
 from battery_worker.sites import PolicyChoice, SiteDirectory
-from tests.workerkit import DATA, cli, ercot_week, make_settings, settings_env, start_worker_process
+from tests.faultkit import raw_values
+from tests.waiting import wait_until
+from tests.workerkit import (
+    DATA,
+    cli,
+    ercot_week,
+    make_settings,
+    settings_env,
+    start_worker_process,
+)
 
 T0 = datetime(2023, 8, 1, tzinfo=UTC)
 NOW_MS = int(datetime(2023, 8, 10, tzinfo=UTC).timestamp() * 1000)
@@ -523,10 +532,15 @@ def test_a_feed_the_broker_stalls_under_fails_in_one_line_that_says_what_was_pub
     env["BATTERY_WORKER_KAFKA__REQUEST_TIMEOUT_MS"] = "3000"
     week = DATA / "ercot_2023-08-01_07.csv"
     command = [sys.executable, "-m", "battery_worker.cli", "--log-level", "WARNING", "feed", str(week)]
-    command += ["--rate", "50", "--bootstrap-servers", embedded_broker.bootstrap_servers]
+    command += ["--rate", "20", "--bootstrap-servers", embedded_broker.bootstrap_servers]
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert embedded_broker.pid is not None
-    time.sleep(3.0)
+    settings = load_settings(None, {"kafka": {"bootstrap_servers": embedded_broker.bootstrap_servers}})
+
+    def published() -> int:  # the broker stopped once some ticks are out (8.4 s at 20/s), not by a clock
+        return len(asyncio.run(raw_values(settings, settings.topics.prices)))  # Tansu's ListOffsets is off
+
+    wait_until(lambda: published() > 0, 60, "the feed to publish its first ticks")
     os.kill(embedded_broker.pid, signal.SIGSTOP)
     try:
         out, err = process.communicate(timeout=120)

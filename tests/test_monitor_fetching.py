@@ -111,4 +111,4 @@ def test_a_body_cut_at_the_deadline_is_a_timeout_not_a_short_answer(trickling_ur
     started = time.monotonic()
     with pytest.raises(FetchFailed, match="timeout"):
         fetching.fetch_blocking(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)
-    assert time.monotonic() - started < 1.4, "read on past the deadline"
+    assert time.monotonic() - started < 1.5, "read on past the deadline (the next byte came at 1.6 s)"

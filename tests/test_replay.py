@@ -223,6 +223,9 @@ async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
     assert seen[-1] == (18, 18), "the progress's total counts from the offset"
     assert (solo.ticks, solo.missing, solo.extra) == (18, 0, 0)
     assert later.history.sites["solo"].ticks == 18
+    # From offset 30 the battery starts fresh: where that changes a decision, the first difference lies
+    # in the replayed range, and the verdict says so.
+    assert later.identical == (solo.first is None)
     assert solo.first is None or solo.first.source.endswith(tuple(f"@{o}" for o in range(30, 48)))
     from_start = await replay(settings, ReplayOptions(from_offset=0))
     assert from_start.identical

@@ -75,7 +75,9 @@ def test_pipeline_backtest_and_python_api_give_the_same_plans(mara_48h: list[Pri
 
 def test_the_battery_policies_run_every_machine(mara_48h: list[PriceTick]) -> None:
     site = SiteModel()
-    for plan in pipeline_plans(PolicyChoice("threshold"), mara_48h[:50]):
+    plans = pipeline_plans(PolicyChoice("threshold"), mara_48h[:50])
+    assert len(plans) == 50, "every action carries its site plan"
+    for plan in plans:
         assert [m["running"] for m in plan["machines"]] == [m.count for m in site.machines]
         assert plan["mining_mw"] + plan["inference_mw"] == pytest.approx(site.fleet_mw)
         assert plan["net"] == pytest.approx(

@@ -57,7 +57,9 @@ def test_decisions_are_deterministic_and_a_restart_decides_as_an_uninterrupted_r
 
 def test_the_plans_respect_the_site_limits(mara_48h: list[PriceTick]) -> None:
     run = run_policy(mara_48h[:72], CONFIG, SitePolicy(warmup_hours=2, horizon_hours=12))
-    for plan in run_plans(SITE, run):
+    plans = run_plans(SITE, run)
+    assert len(plans) == 72
+    for plan in plans:
         assert plan.grid_import_mw <= SITE.import_limit_mw + 1e-9
         assert plan.grid_export_mw == plan.spilled_mw == pytest.approx(0.0)
 

@@ -9,6 +9,7 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
+from battery_worker.events import event_id
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.inspect import latest_status, site_history
 from battery_worker.kafka.topics import partition_count, state_configs_problem
@@ -71,6 +72,8 @@ async def test_events_carry_schema_version_and_input_derived_ids(
     assert first.source.offset == 0
     assert len({a.event_id for a in published.actions}) == 10
     assert not {a.event_id for a in published.actions} & {s.event_id for s in published.statuses}
+    prices = settings.topics.prices  # derived from the input's coordinates, so a re-emit has the same id
+    assert [a.event_id for a in published.actions] == [event_id("action", prices, 0, n) for n in range(10)]
 
 
 async def test_bad_input_goes_to_the_dlq_with_headers_and_valid_ticks_around_it_are_processed(
