@@ -57,6 +57,7 @@ from battery_worker.kafka.checkpoint import Checkpoint
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader, membership_lost
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
+from battery_worker.kafka.freezes import FreezeWatch
 from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.positions import Positions
 from battery_worker.kafka.probes import broker_answers, consumer_lag
@@ -110,6 +111,7 @@ class Worker:
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
         self._transactions: PartitionTransactions | None = None
+        self._freezes = FreezeWatch(settings.worker.session_timeout_ms / 1000)
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
@@ -137,6 +139,7 @@ class Worker:
             for warning in warnings:
                 log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
         self._stop.guard(asyncio.current_task())
+        self._freezes.start()
         try:
             try:
                 return await self._loop(max_messages, idle_timeout_s)
@@ -149,6 +152,7 @@ class Worker:
                 return self.processor.counters.total
         finally:
             self._stop.closing()
+            await self._freezes.stop()
             await self._tail.settle_on_exit(self._stop.remaining_s() / 2)
             if self._transactions is not None:
                 await self._transactions.close_all()
@@ -270,6 +274,17 @@ class Worker:
         """
         assert self._producer is not None
         assert self._consumer is not None
+        froze = self._freezes.froze_for()
+        if froze is not None:  # the group has dropped it, and aiokafka may not know yet (kafka/freezes.py)
+            log.warning(
+                "this worker stood still for %.1f s, longer than worker.session_timeout_ms: the group has "
+                "given its partitions to another, whose state is newer; its checkpoint is not stored, and "
+                "it rewinds to the stored state",
+                froze,
+            )
+            self._checkpoint.drop()
+            self._needs_rewind = True
+            return
         states = self.processor.take_state_records()
         tail = store_and_commit(self._producer, self._consumer, self.stats, states, self._checkpoint.take())
         await self._tail.start_after_previous(tail)
@@ -354,6 +369,7 @@ class Worker:
             await self._restore(assigned)
             await self._seek(assigned)
             self._needs_rewind = False
+            self._freezes.clear()
             self.assignment.restored = True
 
     async def _seek(self, partitions: set[TopicPartition]) -> None:
@@ -418,8 +434,8 @@ class Worker:
             if lost and self._checkpoint.pending:
                 log.warning(
                     "the group had dropped this worker before it could store its last checkpoint (paused "
-                    "past worker.session_timeout_ms?): its partitions' new owner carries on from newer "
-                    "state; the ticks since the last stored checkpoint are left to it"
+                    "past worker.session_timeout_ms or max_poll_interval_ms?): not stored; its partitions' "
+                    "next owner, this worker again or another, goes on from the stored state"
                 )
                 self._checkpoint.drop()
             elif stored and not self._needs_rewind and self._checkpoint.pending:
@@ -451,6 +467,8 @@ class Worker:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
             self.assignment.restored = not self._needs_rewind
+            if self.assignment.restored:  # its sites are the stored ones now, whatever it froze before
+                self._freezes.clear()
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
 
