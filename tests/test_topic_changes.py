@@ -69,3 +69,20 @@ def test_a_site_moved_by_a_new_partition_count_goes_on_from_its_state(
         again = processor(after)
         again.restore(order)
         assert again.sites()[moved].battery.ticks_applied == 40
+
+
+def test_a_state_behind_the_one_restored_does_not_replace_it() -> None:
+    """A paused worker's late write lands after the new owner's newer record: read in log order, the late
+    one won, and the site went back to it (the restore's rule; the worker also keeps from writing it)."""
+    home = home_partition(SITE, 3)
+    first = processor()
+    run(first, home, range(30), range(30))
+    older = stored(first)
+    second = processor()
+    second.restore(older)
+    run(second, home, range(30, 40), range(30, 40))
+    newer = stored(second)
+    for order in (newer + older, older + newer):
+        restarted = processor()
+        restarted.restore(order)
+        assert restarted.sites()[SITE].battery.ticks_applied == 40

@@ -24,6 +24,7 @@ import logging
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from pydantic import ValidationError
@@ -142,6 +143,11 @@ class _Site:
     ticks_stale: int = 0
 
 
+def _behind(stored: datetime | None, held: datetime | None) -> bool:
+    """Whether a stored state's last tick is older than the held one's (no tick yet is oldest)."""
+    return held is not None and (stored is None or stored < held)
+
+
 @fast_init
 @dataclass(frozen=True, slots=True)
 class Handled:
@@ -180,6 +186,7 @@ class TickProcessor:
         self._sites: dict[str, _Site] = {}
         self._dirty: set[str] = set()
         self._warned_other_log: set[str] = set()
+        self._warned_moved: set[str] = set()
         self.counters = Counters()
 
     @property
@@ -225,10 +232,18 @@ class TickProcessor:
             return setup.policy.initial_memory()
 
     def restore(self, records: Iterable[BatteryStateRecord]) -> int:
-        """Load stored site states (the latest per site wins); returns how many sites were loaded."""
+        """Load stored site states; returns how many were loaded.
+
+        The latest per site wins, unless its last tick is older than that of the state already loaded for
+        the site: a late write of a worker the group had dropped, or a record stored before ``prices``
+        grew, in the partition the site has left (docs/delivery.md), whatever order they are read in.
+        """
         loaded = 0
         moved: list[str] = []
         for record in records:
+            held = self._sites.get(record.site_id)
+            if held is not None and _behind(record.last_tick_at, held.state.battery.last_tick_at):
+                continue
             setup = self._directory.setup(record.site_id)
             battery = BatteryState(
                 state_of_charge_mwh=record.state_of_charge_mwh,
@@ -244,10 +259,8 @@ class TickProcessor:
             )
             source = record.source
             home = home_partition(record.site_id, self._partitions)
-            if source.partition != home:
-                held = self._sites.get(record.site_id)
-                if held is not None and held.source is not None and held.source.partition == home:
-                    continue  # stored before prices grew: the state stored from its home is newer
+            if source.partition != home and record.site_id not in self._warned_moved:
+                self._warned_moved.add(record.site_id)
                 moved.append(f"{record.site_id} ({source.partition} → {home})")
             memory = self._stored_memory(record, setup)
             self._sites[record.site_id] = _Site(
