@@ -250,8 +250,9 @@ class BatteryStateRecord(BaseModel):
     """A site's whole restorable state, in the compacted ``battery.state`` topic keyed by site.
 
     Written after the events of the ticks it reflects are acknowledged. ``source`` is the last input record
-    the state reflects: on restore, input records of that partition at or before ``source.offset`` are
-    already applied and are skipped, so no tick is applied twice and none is skipped.
+    the state reflects: on restore, input records of that partition at or before ``source.offset`` whose
+    tick is no newer than ``last_tick_at`` are already applied and are skipped, so no tick is applied twice
+    and none is skipped (a newer one there comes from a ``prices`` created again, and is applied).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid")

@@ -162,7 +162,7 @@ def _blank(value: object) -> bool:
 
 
 def _not_blank(value: str | None) -> str | None:
-    if value is not None and not value.strip():
+    if value is not None and _blank(value):
         raise InvalidConfig("", value, "must not be blank (leave it unset instead)")
     return value
 
@@ -181,8 +181,9 @@ class TopicSettings(BaseModel):
     state: str = _DEFAULT_TOPICS.state
     history: str = _DEFAULT_TOPICS.history
     dlq: str = _DEFAULT_TOPICS.dlq
+    # 2e9 partitions made Tansu ask for 192 GB; a replication factor is Kafka's int16
     partitions: int = Field(3, ge=1, le=10_000, description="partitions of topics created by the worker")
-    replication_factor: int = Field(1, ge=1, le=32_767)  # 2e9 partitions made Tansu ask for 192 GB
+    replication_factor: int = Field(1, ge=1, le=32_767)
     create: bool = Field(True, description="create missing topics at start")
 
     @field_validator("prices", "actions", "status", "state", "history", "dlq")
@@ -597,7 +598,10 @@ def _undecodable_variable(error: SettingsError) -> str:
     value: it may hold a secret)."""
     found = re.search(r'field "(\w+)"', str(error))
     section = found.group(1).upper() if found else ""
-    names = sorted(name for name in os.environ if name.upper().startswith(f"BATTERY_WORKER_{section}"))
+    variable = f"BATTERY_WORKER_{section}"
+    names = sorted(
+        name for name in os.environ if name.upper() == variable or name.upper().startswith(f"{variable}__")
+    )
     return ", ".join(names) or "BATTERY_WORKER_*"
 
 

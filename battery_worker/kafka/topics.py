@@ -81,7 +81,7 @@ async def _refuse_hidden(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         which = f"topic {hidden[0]}: this principal may not DESCRIBE it"
         if len(hidden) > 1:
             which = f"topics {', '.join(hidden)}: this principal may not DESCRIBE them"
-        raise for_code(29)(f"cannot see {which}")
+        raise for_code(29)(f"cannot see {which} (Kafka answers so whether a topic exists or not)")
 
 
 async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> dict[str, int]:

@@ -5,7 +5,8 @@ request runs in a thread of its own pool (not the loop's default one, which aiok
 the event loop, and with it SIGTERM and the metrics server, stays responsive while a server hangs.
 ``wait_for`` bounds the wait for the whole request; in the thread, a timer shuts the request's sockets down
 at the same deadline, so a server that trickles its headers or body (each byte within the socket timeout)
-cannot keep the thread running either.
+cannot keep the thread running either. A socket is known once connected, TLS handshake included: until
+then only the socket timeout bounds each step.
 
 Every failure is a :class:`FetchFailed` of one kind; header values never appear in its message.
 """
