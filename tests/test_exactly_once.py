@@ -399,7 +399,7 @@ async def test_records_a_poll_returns_after_a_rebalance_sought_are_handled_not_d
         kafka_bootstrap,
         new_topic_name(),
         new_group_id(),
-        worker={"processing_guarantee": "exactly-once", "poll_timeout_ms": 120_000},
+        worker={"processing_guarantee": "exactly-once", "poll_timeout_ms": 60_000},  # the longest allowed
     )
     week = ercot_week()[:48]
     await feed(settings, week[:24], "alpha")
