@@ -139,13 +139,9 @@ class BatterySystem:
                 "site", "SiteModel(...)", "differs from the policy's own site model; give one"
             )
         self._site_model = site or (policy_site if isinstance(policy_site, SiteModel) else SiteModel())
-        setup = SiteSetup(self._config, self._policy, self._site_model)
-        for said, kind in (
-            (setup.import_limit_warning(), ImportLimitWarning),
-            (setup.spill_warning(), SpillWarning),
-        ):
-            if said is not None:
-                warnings.warn(said, kind, stacklevel=2)
+        categories = {"import_limit": ImportLimitWarning, "spill": SpillWarning}
+        for kind, said in SiteSetup(self._config, self._policy, self._site_model).warnings().items():
+            warnings.warn(said, categories.get(kind, UserWarning), stacklevel=2)
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours
         self._clock = clock

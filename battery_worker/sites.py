@@ -87,9 +87,11 @@ class SiteSetup:
             "emissions count it as avoided"
         )
 
-    def warnings(self) -> list[str]:
-        """What the worker says at start and :class:`BatterySystem` warns of about this setup."""
-        return [found for found in (self.import_limit_warning(), self.spill_warning()) if found is not None]
+    def warnings(self) -> dict[str, str]:
+        """What the worker says at start and :class:`BatterySystem` warns of about this setup, by kind
+        (``import_limit``, ``spill``)."""
+        found = {"import_limit": self.import_limit_warning(), "spill": self.spill_warning()}
+        return {kind: text for kind, text in found.items() if text is not None}
 
 
 class SiteDirectory:
@@ -120,7 +122,7 @@ class SiteDirectory:
     def warnings(self) -> dict[str, list[str]]:
         """:meth:`SiteSetup.warnings` of the default (key ``""``) and of each overridden site, where any."""
         setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
-        found = {key: setup.warnings() for key, setup in setups.items()}
+        found = {key: list(setup.warnings().values()) for key, setup in setups.items()}
         return {key: said for key, said in found.items() if said}
 
     def setup(self, site_id: str) -> SiteSetup:

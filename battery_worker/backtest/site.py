@@ -16,9 +16,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from battery_worker.backtest.engine import BacktestRun, run_policy, warmed_site
+from battery_worker.backtest.engine import (
+    BacktestRun,
+    applicable_ticks,
+    applied_intensities,
+    run_policy,
+    warmed_site,
+)
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.emissions import DEFAULT_CARRY_HOURS, carried_intensities
+from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.fleet.accounting import SiteProfit, no_battery_profit, run_profit
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.optimum import SiteOptimum, site_optimum
@@ -97,7 +103,7 @@ def compare_site(
         "planned": no_battery_profit(site, config, ticks, curtail=True, carry_hours=carry_hours),
         "site": run_profit(site, config, run(site_policy, "site")),
     }
-    used = carried_intensities([t.timestamp for t in ticks], [t.carbon_intensity for t in ticks], carry_hours)
+    used = applied_intensities(applicable_ticks(ticks), carry_hours)  # what the runs' emissions used
     return SiteComparison(
         ticks=len(ticks),
         optimum=optimum.profit,

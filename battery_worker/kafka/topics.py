@@ -46,7 +46,9 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
     ]
 
 
-async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, int]:
+async def partition_counts(
+    admin: AIOKafkaAdminClient, names: list[str], *, refuse_hidden: bool = True
+) -> dict[str, int]:
     """Partition counts of those of ``names`` that exist.
 
     Asks for all topics rather than for ``names``: a metadata request naming a missing topic makes brokers
@@ -60,7 +62,7 @@ async def partition_counts(admin: AIOKafkaAdminClient, names: list[str]) -> dict
         if entry["topic"] in wanted and entry.get("error_code", 0) == 0 and entry.get("partitions")
     }
     unseen = sorted(wanted - counts.keys())
-    if unseen:
+    if unseen and refuse_hidden:
         await _refuse_hidden(admin, unseen)
     return counts
 
@@ -149,7 +151,7 @@ async def _visible(admin: AIOKafkaAdminClient, names: list[str]) -> dict[str, in
     """
     deadline = time.monotonic() + VISIBLE_TIMEOUT_S
     while True:
-        existing = await partition_counts(admin, names)
+        existing = await partition_counts(admin, names, refuse_hidden=False)  # just created: not yet
         if set(names) <= existing.keys() or time.monotonic() > deadline:
             return existing
         await asyncio.sleep(0.05)
