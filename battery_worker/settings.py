@@ -41,6 +41,7 @@ from battery_worker.errors import InvalidConfig, InvalidValue
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.settings import config_error
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
+from battery_worker.strict_numbers import refuse_bool_for_number
 from battery_worker.ticks import DEFAULT_SITE_ID, SiteId
 
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
@@ -444,6 +445,12 @@ class Settings(BaseSettings):
 
     @model_validator(mode="before")
     @classmethod
+    def _no_bool_for_a_number(cls, data: Any) -> Any:
+        refuse_bool_for_number(cls, data)
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _preset_under_the_battery_table(cls, data: Any) -> Any:
         """The battery type's preset fills the battery fields the table (file, environment) leaves unset."""
         if not isinstance(data, dict) or not data.get("battery_type"):
@@ -510,6 +517,7 @@ def machines_from_json(site: Any) -> Any:
     except ValueError as error:
         problem = f"not JSON ({error}): a list of {{name, power_kw, output, count, paid_by}}"
         raise InvalidConfig("machines", site["machines"], problem) from None
+    refuse_bool_for_number(SiteModel, {"machines": machines})
     return {**site, "machines": machines}
 
 

@@ -52,6 +52,7 @@ PURE_MODULES = (
     "seed_api",
     "outputs",
     "settings",
+    "strict_numbers",
     "monitor",
     "monitor.answers",
 )

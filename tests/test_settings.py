@@ -271,3 +271,40 @@ def test_a_variable_that_is_not_the_json_it_must_be_is_named(
     with pytest.raises(InvalidConfig, match="not JSON") as caught:
         load_settings()
     assert caught.value.value == variable
+
+
+@pytest.mark.parametrize(
+    ("toml", "field"),
+    [
+        ("[battery]\ncapacity_mwh = true", "battery.capacity_mwh"),
+        ("[kafka]\nrequest_timeout_ms = false", "kafka.request_timeout_ms"),
+        ("[emissions]\ncarry_hours = true", "emissions.carry_hours"),
+        ("[sites.s1.battery]\nmax_charge_rate_mw = false", "sites.s1.battery.max_charge_rate_mw"),
+        ("[sites.s1.site]\nimport_limit_mw = true", "sites.s1.site.import_limit_mw"),
+        (
+            '[site]\nmachines = [{name="x", power_kw=3.0, output=1.0, count=true, paid_by="hash"}]',
+            "site.machines.0.count",
+        ),
+    ],
+)
+def test_true_or_false_for_a_number_is_refused_not_read_as_one_or_zero(
+    tmp_path: Path, toml: str, field: str
+) -> None:
+    path = tmp_path / "battery-worker.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(InvalidConfig, match=r"must be a number, not true or false") as raised:
+        load_settings(config_file=path).site_directory()
+    assert raised.value.field == field
+
+
+def test_machines_from_the_environment_refuse_true_for_a_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    machines = '[{"name": "x", "power_kw": 3.0, "output": 1.0, "count": true, "paid_by": "hash"}]'
+    monkeypatch.setenv("BATTERY_WORKER_SITE__MACHINES", machines)
+    with pytest.raises(InvalidConfig, match=r"site\.machines\.0\.count=True: must be a number"):
+        load_settings()
+
+
+def test_true_and_false_still_set_the_switches(tmp_path: Path) -> None:
+    path = tmp_path / "battery-worker.toml"
+    path.write_text("[topics]\ncreate = false\n")
+    assert load_settings(config_file=path).topics.create is False

@@ -16,6 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.errors import InvalidConfig, InvalidValue
 from battery_worker.fleet.model import SiteModel
+from battery_worker.strict_numbers import refuse_bool_for_number
 
 _SITE_MODEL: TypeAdapter[SiteModel] = TypeAdapter(SiteModel)
 
@@ -27,6 +28,7 @@ def site_model_with(base: SiteModel, fields: Mapping[str, Any], where: str) -> S
     unknown = sorted(set(fields) - set(SiteModel.__dataclass_fields__))
     if unknown:
         raise InvalidConfig(where, unknown, "unknown site fields")
+    refuse_bool_for_number(SiteModel, fields, where)
     try:
         return _SITE_MODEL.validate_python({**asdict(base), **fields})
     except ValidationError as error:
