@@ -16,10 +16,11 @@ def action(
     site: str, offset: int, partition: int = 0, topic: str = "prices", **changes: Any
 ) -> dict[str, Any]:
     """An action event as the worker writes it, reduced to the fields the comparison reads."""
+    tick_at = f"2023-08-01T{offset:02d}:00:00+00:00"
     event = {
-        "event_id": event_id("action", topic, partition, offset),
+        "event_id": event_id("action", topic, partition, offset, tick_at),
         "site_id": site,
-        "tick_timestamp": f"2023-08-01T{offset:02d}:00:00+00:00",
+        "tick_timestamp": tick_at,
         "action": "charge",
         "power_mw": 20.0,
         "requested_power_mw": 25.0,

@@ -631,7 +631,8 @@ async def test_one_sites_history_of_the_old_layout_is_read_whole_and_of_the_new_
     home = home_partition("solo", 3)
     # Old ticks whose history lies away from the site's partition: after the upgrade that partition holds
     # only records of the new layout, and only the other partitions' oldest records tell the old one.
-    away = [tick for tick in week[:48] if key_partition(history_key("solo", tick), 3) != home][:8]
+    away = [t for t in week[:48] if key_partition(history_key("solo", t.timestamp.isoformat()), 3) != home]
+    away = away[:8]
     cases = (
         ("old layout", week[:24], None, False),
         ("upgraded after 24 ticks", week[:48], 24, False),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 
+import orjson
 import pytest
 
 from battery_worker.events import BatteryStateRecord
@@ -24,12 +25,23 @@ def stored(proc: TickProcessor) -> list[BatteryStateRecord]:
     return [BatteryStateRecord.model_validate_json(r.value or b"") for r in proc.take_state_records()]
 
 
-def run(proc: TickProcessor, partition: int, offsets: range, hours: range, site: str = SITE) -> list[str]:
+def run(
+    proc: TickProcessor,
+    partition: int,
+    offsets: range,
+    hours: range,
+    site: str = SITE,
+    event_ids: list[str] | None = None,
+) -> list[str]:
+    """Each record's outcome; the ids of the events published go to ``event_ids``."""
     records = [
         InputRecord("prices", partition, offset, site.encode(), tick_bytes(hour), NOW_MS)
         for offset, hour in zip(offsets, hours, strict=True)
     ]
-    return [proc.handle(record).kind for record in records]
+    handled = [proc.handle(record) for record in records]
+    if event_ids is not None:
+        event_ids += [orjson.loads(out.value or b"")["event_id"] for h in handled for out in h.outputs]
+    return [h.kind for h in handled]
 
 
 def test_ticks_of_prices_created_again_are_applied_and_a_record_read_again_is_not(
@@ -37,16 +49,22 @@ def test_ticks_of_prices_created_again_are_applied_and_a_record_read_again_is_no
 ) -> None:
     home = home_partition(SITE, 3)
     first = processor()
-    assert run(first, home, range(30), range(30)) == ["applied"] * 30
+    published: list[str] = []
+    assert run(first, home, range(30), range(30), event_ids=published) == ["applied"] * 30
     restarted = processor()
     restarted.restore(stored(first))
     assert run(restarted, home, range(20, 30), range(20, 30)) == ["already_applied"] * 10
     with caplog.at_level(logging.WARNING):
-        assert run(restarted, home, range(10), range(30, 40)) == ["applied"] * 10  # all skipped before
+        applied = run(restarted, home, range(10), range(30, 40), event_ids=published)
+        assert applied == ["applied"] * 10  # all skipped before
     said = [r.getMessage() for r in caplog.records if "the topic was created again" in r.getMessage()]
     assert len(said) == 1, said
     assert run(restarted, home, range(10, 12), range(5, 7)) == ["stale"] * 2, "an old tick is still stale"
     assert restarted.sites()[SITE].battery.ticks_applied == 40
+    # Offsets 0-9 again, other ticks: their events are other events, with ids of their own (they had the
+    # old ticks' ids, and a consumer deduplicating on event_id dropped them).
+    assert len(published) == 40 * 3
+    assert len(set(published)) == len(published)
 
 
 def test_a_site_moved_by_a_new_partition_count_goes_on_from_its_state(

@@ -73,7 +73,10 @@ async def test_events_carry_schema_version_and_input_derived_ids(
     assert len({a.event_id for a in published.actions}) == 10
     assert not {a.event_id for a in published.actions} & {s.event_id for s in published.statuses}
     prices = settings.topics.prices  # derived from the input's coordinates, so a re-emit has the same id
-    assert [a.event_id for a in published.actions] == [event_id("action", prices, 0, n) for n in range(10)]
+    actions = published.actions
+    assert [a.event_id for a in actions] == [
+        event_id("action", prices, 0, n, a.tick_timestamp.isoformat()) for n, a in enumerate(actions)
+    ]
 
 
 async def test_bad_input_goes_to_the_dlq_with_headers_and_valid_ticks_around_it_are_processed(

@@ -155,9 +155,10 @@ could lie on any partition; a record without this header is of that layout, and 
 history then reads the whole topic (:func:`battery_worker.kafka.reading.read_by_site`)."""
 
 
-def history_key(site_id: str, tick: PriceTick) -> bytes:
-    """A history record's key: the site and the tick time, so a compacted copy keeps every tick of a site."""
-    return f"{site_id}|{tick.timestamp.isoformat()}".encode()
+def history_key(site_id: str, tick_at: str) -> bytes:
+    """A history record's key: the site and the tick time (``isoformat``), so a compacted copy keeps every
+    tick of a site."""
+    return f"{site_id}|{tick_at}".encode()
 
 
 def key_site(key: bytes | None, *, history: bool) -> str | None:

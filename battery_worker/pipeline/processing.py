@@ -436,7 +436,8 @@ class TickProcessor:
         self, site_id: str, site: _Site, tick: PriceTick, outcome: Outcome, source: Source
     ) -> tuple[OutputRecord, ...]:
         setup = site.setup
-        coords = (source.topic, source.partition, source.offset)
+        tick_at = tick.timestamp.isoformat()
+        coords = (source.topic, source.partition, source.offset, tick_at)
         policy = setup.policy.name
         key = site.key
         plan = outcome.plan
@@ -449,7 +450,7 @@ class TickProcessor:
         actions = OutputRecord(self._topics.actions, key, dumped(action))
         histories = OutputRecord(
             self._topics.history,
-            history_key(site_id, tick),
+            history_key(site_id, tick_at),
             dumped(history),
             headers=_HISTORY_HEADERS,
             partition_key=key,
