@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,8 @@ MARA_FIELDS = ("energy_price", "hash_price", "token_price", "timestamp")
 CARBON_TIMESTAMPS = (MARKET_TIMESTAMP, "timestamp")
 CARBON_COLUMNS = ("Carbon Intensity gCO₂eq/kWh (direct)", "carbon_intensity")
 
+
+NOT_UTF8 = "is not UTF-8 text (a spreadsheet's export in a Windows code page? save it as UTF-8)"
 
 _INTENSITY: TypeAdapter[float] = TypeAdapter(CarbonIntensity)
 """A tick's rule for its intensity: a file's row the worker would dead-letter is refused here."""
@@ -71,18 +74,20 @@ def load_ticks(
         raw = source.read_bytes()  # read once: a pipe (/dev/stdin) cannot be read again
         if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(raw):
             _refuse_given_prices(source, hash_price, token_price)
-            rows = _json_rows(source, raw)
+            rows = [(f"object {n}", row) for n, row in enumerate(_json_rows(source, raw), start=1)]
         else:
             text = raw.decode("utf-8-sig")
             rows = _csv_rows(source, text, timestamp_column, price_column, hash_price, token_price)
     except UnicodeDecodeError:
-        raise PriceFileError("file", str(source), "is not UTF-8 text (a binary file?)") from None
+        raise PriceFileError("file", str(source), NOT_UTF8) from None
     except csv.Error as error:
         raise PriceFileError("file", str(source), f"is not a readable CSV file ({error})") from None
     except OSError as error:
         raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
-    ticks = [_tick(source, number, row, site_id) for number, row in enumerate(rows, start=1)]
-    ticks.sort(key=lambda tick: tick.timestamp)
+    located = [(where, row, _tick(source, where, row, site_id)) for where, row in rows]
+    located.sort(key=lambda found: found[2].timestamp)  # stable: rows of one time stay in file order
+    _refuse_two_prices_for_one_time(source, located)
+    ticks = [tick for _, _, tick in located]
     if carbon_file is not None:
         intensity = load_carbon(carbon_file)
         ticks = join_carbon(ticks, intensity)
@@ -95,6 +100,40 @@ def load_ticks(
                 f"the prices {_span(ticks[0].timestamp, ticks[-1].timestamp)}",
             )
     return ticks
+
+
+def _refuse_two_prices_for_one_time(
+    source: Path, located: list[tuple[str, Mapping[str, Any], PriceTick]]
+) -> None:
+    """Rows of one time must agree: which of two prices a run takes would depend on their order in the
+    file (the backtest kept the first, a worker fed both applied the first and called the second stale).
+    A row repeated as it was is harmless, and left out later as not after the tick before it."""
+    for (where_a, _, a), (where_b, row_b, b) in itertools.pairwise(located):
+        if a.timestamp != b.timestamp or _prices(a) == _prices(b):
+            continue
+        problem = (
+            f"{source.name} {where_b}: a second price for {b.timestamp.isoformat()} ({where_a} has "
+            f"{a.energy_price:g}, this one {b.energy_price:g})"
+        )
+        if _zone_less(row_b.get("timestamp")):
+            problem += (
+                "; its times have no UTC offset, so they are read as UTC: a file in local time repeats "
+                "an hour when the clocks go back (write the offsets, e.g. +01:00, or UTC times)"
+            )
+        raise PriceFileError("timestamp", b.timestamp.isoformat(), problem)
+
+
+def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:
+    return (tick.energy_price, tick.hash_price, tick.token_price, tick.carbon_intensity)
+
+
+def _zone_less(stamp: object) -> bool:
+    if isinstance(stamp, str):
+        try:
+            stamp = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
+        except ValueError:
+            return False
+    return isinstance(stamp, datetime) and stamp.tzinfo is None
 
 
 def _span(first: datetime, last: datetime) -> str:
@@ -118,9 +157,9 @@ def load_carbon(path: str | Path) -> dict[datetime, float]:
                 raise PriceFileError(
                     "columns", header, f"{source.name}: no timestamp and carbon intensity columns"
                 )
-            rows = [(number, row[ts_col], row[value_col]) for number, row in enumerate(reader, start=1)]
+            rows = [(reader.line_num, row[ts_col], row[value_col]) for row in reader]
     except UnicodeDecodeError:
-        raise PriceFileError("carbon_file", str(source), "is not UTF-8 text (a binary file?)") from None
+        raise PriceFileError("carbon_file", str(source), NOT_UTF8) from None
     except (csv.Error, OSError) as error:
         raise PriceFileError("carbon_file", str(source), f"cannot be read ({error})") from None
     intensity: dict[datetime, float] = {}
@@ -128,7 +167,7 @@ def load_carbon(path: str | Path) -> dict[datetime, float]:
     for number, stamp, text in rows:
         if text is None or not text.strip():
             continue
-        where = f"{source.name} row {number}"
+        where = f"{source.name} line {number}"
         try:
             at = as_utc(datetime.fromisoformat((stamp or "").strip()))
         except ValueError:
@@ -139,7 +178,7 @@ def load_carbon(path: str | Path) -> dict[datetime, float]:
             problem = error.errors()[0]["msg"] if isinstance(error, ValidationError) else "not a number"
             raise PriceFileError("carbon_intensity", text, f"{where}: {problem}") from None
         if at in first_row:
-            problem = f"{where}: a second intensity for {at.isoformat()} (row {first_row[at]} has one)"
+            problem = f"{where}: a second intensity for {at.isoformat()} (line {first_row[at]} has one)"
             raise PriceFileError(ts_col, stamp, problem)
         intensity[at] = value
         first_row[at] = number
@@ -157,7 +196,7 @@ def join_carbon(ticks: list[PriceTick], intensity: Mapping[datetime, float]) -> 
     return joined
 
 
-def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None) -> PriceTick:
+def _tick(source: Path, where: str, row: Mapping[str, Any], site_id: str | None) -> PriceTick:
     data = dict(row)
     if site_id is not None:
         data["site_id"] = site_id
@@ -166,7 +205,7 @@ def _tick(source: Path, number: int, row: Mapping[str, Any], site_id: str | None
     except ValidationError as error:
         problem = tick_error(error)
         raise PriceFileError(
-            problem.field, problem.value, f"{source.name} row {number}: {problem.problem}"
+            problem.field, problem.value, f"{source.name} {where}: {problem.problem}"
         ) from None
 
 
@@ -211,14 +250,18 @@ def _csv_rows(
     price_column: str | None,
     hash_price: float | None,
     token_price: float | None,
-) -> list[Mapping[str, Any]]:
+) -> list[tuple[str, Mapping[str, Any]]]:
+    """Each row with where it is: ``line N`` of the file, as an editor counts (the header is line 1)."""
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
             _refuse_given_prices(source, hash_price, token_price)
             return [
-                {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]}
+                (
+                    f"line {reader.line_num}",
+                    {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]},
+                )
                 for row in reader
             ]
         for flag, named in (("--timestamp-column", timestamp_column), ("--price-column", price_column)):
@@ -229,21 +272,32 @@ def _csv_rows(
         ts_col = timestamp_column or (MARKET_TIMESTAMP if MARKET_TIMESTAMP in header else None)
         price_col = price_column or (MARKET_PRICE if MARKET_PRICE in header else None)
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
-            raise PriceFileError(
-                "columns",
-                header,
-                f"{source.name}: cannot tell the timestamp and price columns; "
-                "name them with --timestamp-column and --price-column",
-            )
+            raise PriceFileError("columns", header, f"{source.name}: {_columns_problem(header)}")
         return [
-            {
-                "energy_price": _number(row[price_col]),
-                "hash_price": 0.0 if hash_price is None else hash_price,
-                "token_price": 0.0 if token_price is None else token_price,
-                "timestamp": _parse_time(row[ts_col]),
-            }
+            (
+                f"line {reader.line_num}",
+                {
+                    "energy_price": _number(row[price_col]),
+                    "hash_price": 0.0 if hash_price is None else hash_price,
+                    "token_price": 0.0 if token_price is None else token_price,
+                    "timestamp": _parse_time(row[ts_col]),
+                },
+            )
             for row in reader
         ]
+
+
+def _columns_problem(header: Sequence[str]) -> str:
+    """Why the columns are not found: a file not separated by commas says so, where flags cannot help."""
+    if not header:
+        return "is empty: no header line of columns"
+    if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
+        separator = "semicolons" if ";" in header[0] else "tabs"
+        return (
+            f"its columns are separated by {separator}, not commas (a spreadsheet's regional export?): "
+            "save it as CSV with commas, decimal points and ISO times (2023-06-05T19:45:00+02:00)"
+        )
+    return "cannot tell the timestamp and price columns; name them with --timestamp-column and --price-column"
 
 
 def _parse_time(text: str | None) -> datetime | str | None:

@@ -219,11 +219,12 @@ def test_the_chart_is_a_png_where_it_was_asked_for(
 def test_the_output_says_how_many_ticks_were_left_out_and_names_a_missing_column(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Before: a repeated hour at another price was dropped with only the JSON's ``skipped_ticks`` telling,
-    and ``--timestamp-column nope`` said it could not tell the columns, not that there is no ``nope``."""
+    """Before: a repeated hour was dropped with only the JSON's ``skipped_ticks`` telling, and
+    ``--timestamp-column nope`` said it could not tell the columns, not that there is no ``nope``. A
+    repeated hour at another price was taken at the price of the row first in the file: it is refused."""
     prices = tmp_path / "prices.csv"
     rows = [f"2023-08-01 {hour:02d}:00:00+00:00,{20 + hour}" for hour in range(6)]
-    prices.write_text("\n".join(["time,price", *rows, "2023-08-01 03:00:00+00:00,9999"]) + "\n")
+    prices.write_text("\n".join(["time,price", *rows, "2023-08-01 03:00:00+00:00,23"]) + "\n")
     flags = ["--timestamp-column", "time", "--price-column", "price", "--policy", "threshold", "--no-png"]
     assert main([str(prices), *flags]) == 0
     first = capsys.readouterr().out.splitlines()[0]
@@ -231,6 +232,12 @@ def test_the_output_says_how_many_ticks_were_left_out_and_names_a_missing_column
         "6 ticks, 2023-08-01T00:00:00+00:00 .. 2023-08-01T05:00:00+00:00 "
         "(1 more left out: not after an earlier tick's time)"
     ), first
+    prices.write_text("\n".join(["time,price", *rows, "2023-08-01 03:00:00+00:00,9999"]) + "\n")
+    assert main([str(prices), *flags]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "battery-worker backtest: error: timestamp='2023-08-01T03:00:00+00:00': prices.csv line 8: a second "
+        "price for 2023-08-01T03:00:00+00:00 (line 5 has 23, this one 9999)"
+    ]
     assert main([str(prices), "--timestamp-column", "nope", "--no-png"]) == 2
     assert "--timestamp-column='nope': prices.csv has no such column (its columns: time, price)" in (
         capsys.readouterr().err

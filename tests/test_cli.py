@@ -84,7 +84,7 @@ def test_the_demo_ends_when_a_tick_is_stale_or_dead_lettered(
     """Before: the demo waited for as many actions as ticks, so a repeated hour (stale) or a tick stamped
     in 2099 (dead-lettered; held back by the monitor) left it waiting for ever, with no summary."""
     rows = [f"2023-08-01 {hour:02d}:00:00+00:00,{20 + 5 * hour}" for hour in range(20)]
-    rows.insert(5, "2023-08-01 04:00:00+00:00,999")  # a repeated hour
+    rows.insert(5, rows[4])  # a repeated hour (at another price, the file is refused)
     rows.append("2099-01-01 00:00:00+00:00,50")
     prices = tmp_path / "prices.csv"
     prices.write_text("\n".join(["Datetime (UTC),Price (USD/MWh)", *rows]) + "\n")

@@ -156,7 +156,7 @@ def test_hours_without_a_carbon_row_get_none_and_sub_hourly_ticks_take_their_hou
 def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
     carbon = tmp_path / "carbon.csv"
     carbon.write_text("timestamp,carbon_intensity\n2023-08-01T00:00:00,-3\n")
-    with pytest.raises(PriceFileError, match="row 1"):
+    with pytest.raises(PriceFileError, match="line 2"):
         load_ticks(DATA / "ercot_2023-08-01_07.csv", carbon_file=carbon)
     carbon.write_text("when,what\n")
     with pytest.raises(PriceFileError, match="carbon intensity columns"):
@@ -168,14 +168,14 @@ def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("row", "field", "problem"),
     [
-        ("2023-08-01 25:00:00,336.2", "Datetime (UTC)", "row 2: not a timestamp"),
-        ("2023-08-01 01:00:00,2000000", "carbon_intensity", "row 2: Input should be less than or equal to"),
-        ("2023-08-01 01:00:00,nan", "carbon_intensity", "row 2: Input should be a finite number"),
-        ("2023-08-01 01:00:00,lots", "carbon_intensity", "row 2: not a number"),
+        ("2023-08-01 25:00:00,336.2", "Datetime (UTC)", "line 3: not a timestamp"),
+        ("2023-08-01 01:00:00,2000000", "carbon_intensity", "line 3: Input should be less than or equal to"),
+        ("2023-08-01 01:00:00,nan", "carbon_intensity", "line 3: Input should be a finite number"),
+        ("2023-08-01 01:00:00,lots", "carbon_intensity", "line 3: not a number"),
         (
             "2023-08-01 00:00:00,999",
             "Datetime (UTC)",
-            "row 2: a second intensity for 2023-08-01T00:00:00+00:00",
+            "line 3: a second intensity for 2023-08-01T00:00:00+00:00",
         ),
     ],
 )

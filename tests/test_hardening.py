@@ -271,14 +271,69 @@ def test_bad_addresses_toml_and_price_files_are_one_line_and_exit_2(tmp_path: Pa
         assert result.stderr.strip().count("\n") == 0, (args, result.stderr)
 
 
-def test_a_csv_row_short_of_its_timestamp_is_named_by_row(tmp_path: Path) -> None:
+def test_a_csv_row_short_of_its_timestamp_is_named_by_its_line(tmp_path: Path) -> None:
     """Before: 'unexpected AttributeError: 'NoneType' object has no attribute 'strip' (a bug; ...)'."""
     from battery_worker.pricefiles import PriceFileError, load_ticks
 
     short = tmp_path / "short.csv"
     short.write_text("Price (USD/MWh),Datetime (UTC)\n10,2023-08-01 00:00:00+00:00\n11\n")
-    with pytest.raises(PriceFileError, match=r"^timestamp=None: short.csv row 2: Input should be a valid"):
+    with pytest.raises(PriceFileError, match=r"^timestamp=None: short.csv line 3: Input should be a valid"):
         load_ticks(short)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "Datum;Preis (EUR/MWh)\n05.06.2023 19:45;77,1\n",
+            "its columns are separated by semicolons, not commas",
+        ),
+        ("time\tprice\n2023-06-05T19:45:00Z\t77.1\n", "its columns are separated by tabs, not commas"),
+        ("", "is empty: no header line of columns"),
+    ],
+)
+def test_a_file_not_separated_by_commas_is_told_so_not_to_name_its_columns(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """Before: 'cannot tell the timestamp and price columns; name them with --timestamp-column ...', a fix
+    that cannot help a European spreadsheet's export."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    exported = tmp_path / "export.csv"
+    exported.write_text(text)
+    with pytest.raises(PriceFileError, match=problem):
+        load_ticks(exported)
+
+
+def test_two_prices_for_one_time_are_refused_naming_both_lines(tmp_path: Path) -> None:
+    """A local-time export without offsets repeats an hour when the clocks go back; read as UTC, the
+    second hour's prices were dropped as "not after an earlier tick's time", or, in another order, kept
+    instead of the first. Rows repeated as they were still pass."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    local = tmp_path / "local.csv"
+    rows = [
+        "2023-10-29 01:00:00,80",
+        "2023-10-29 02:00:00,70",
+        "2023-10-29 02:00:00,60",
+        "2023-10-29 03:00:00,50",
+    ]
+    local.write_text("\n".join(["Datetime (UTC),Price (USD/MWh)", *rows]) + "\n")
+    with pytest.raises(PriceFileError) as raised:
+        load_ticks(local)
+    assert str(raised.value).startswith(
+        "timestamp='2023-10-29T02:00:00+00:00': local.csv line 4: a second price for "
+        "2023-10-29T02:00:00+00:00 (line 3 has 70, this one 60); its times have no UTC offset"
+    ), raised.value
+    local.write_text("\n".join(["Datetime (UTC),Price (USD/MWh)", *rows[:2], rows[1], rows[3]]) + "\n")
+    assert [t.energy_price for t in load_ticks(local)] == [80, 70, 70, 50]
+    mara = tmp_path / "mara.json"
+    tick = '{"energy_price": %s, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:00:00Z"}'
+    mara.write_text(f"[{tick % 1}, {tick % 2}]")
+    with pytest.raises(
+        PriceFileError, match=r"mara.json object 2: a second price .* \(object 1 has 1, this one 2\)$"
+    ):
+        load_ticks(mara)
 
 
 def test_a_json_price_file_under_another_name_is_read_as_json(tmp_path: Path) -> None:

@@ -83,7 +83,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "file",
         type=Path,
         nargs="?",  # checked in policy_names: '--compare FILE' takes the file as the names
-        help="price file: MARA JSON/CSV or a CSV with timestamp and price",
+        help="price file: MARA JSON/CSV or a CSV with timestamp and price (times without an offset are UTC)",
     )
     parser.add_argument("--timestamp-column", help="CSV column holding the timestamp")
     parser.add_argument("--price-column", help="CSV column holding the energy price")

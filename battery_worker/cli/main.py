@@ -300,7 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.set_defaults(func=cmd_demo)
 
-    feed = commands.add_parser("feed", help="publish a price file (CSV or MARA JSON) to the prices topic")
+    feed = commands.add_parser(
+        "feed",
+        help="publish a price file (CSV or MARA JSON) to the prices topic",
+        description="Publish a price file (CSV or MARA JSON) to the prices topic, oldest tick first. "
+        "Times without a UTC offset are UTC.",
+    )
     add_connection(feed)
     feed.add_argument("file", type=Path)
     feed.add_argument("--site", type=SITE_ID, help="site id used as the message key (default: default)")
