@@ -7,12 +7,14 @@ Environment variables use the prefix ``BATTERY_WORKER_`` and ``__`` between leve
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import re
 import tomllib
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -552,14 +554,22 @@ def _check_environment_sections() -> None:
             raise InvalidConfig(name, "…", f"no such section of the settings (known: {known})")
 
 
-def load_settings(config_file: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Settings:
+def load_settings(
+    config_file: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    choose_policy: Callable[[PolicySettings], PolicySettings] | None = None,
+) -> Settings:
     """Settings from a TOML file, the environment and explicit overrides, validated as one.
+
+    ``choose_policy`` turns the policy the file and the environment configure into the one to run (the
+    command line's ``--policy``), before the policy is built and checked: parameters configured for a
+    policy the flags replace are not checked against it.
 
     Raises :class:`InvalidConfig` naming the first bad field.
     """
     toml_path = None if config_file is None else Path(config_file)
-    if toml_path is not None:
-        _check_toml(toml_path)
+    toml_data = {} if toml_path is None else _check_toml(toml_path)
     _check_environment_sections()
     init: dict[str, Any] = dict(overrides or {})
     own, plain = BOOTSTRAP_VARIABLES
@@ -585,6 +595,9 @@ def load_settings(config_file: str | Path | None = None, overrides: dict[str, An
 
     try:
         settings: Settings = _Loaded(**init)
+        settings = _policy_params_of_the_layer_naming_it(settings, toml_data)
+        if choose_policy is not None:
+            settings = settings.model_copy(update={"policy": choose_policy(settings.policy)})
         settings.site_directory()
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
@@ -613,12 +626,46 @@ def _undecodable_variable(error: SettingsError) -> str:
     return ", ".join(names) or "BATTERY_WORKER_*"
 
 
-def _check_toml(path: Path) -> None:
+_POLICY_VARIABLE = "BATTERY_WORKER_POLICY__"
+
+
+def _policy_params_of_the_layer_naming_it(settings: Settings, toml_data: dict[str, Any]) -> Settings:
+    """A policy's parameters are for the policy named beside them: where the environment names another
+    policy than the file, the file's parameters are left out, as ``--policy`` leaves them out.
+
+    Layers are deep-merged, so ``BATTERY_WORKER_POLICY__NAME=mpc`` over a file's ``threshold`` table kept
+    its ``charge_below``, and ``mpc`` refused it: a valid file and variable that could not run together.
+    """
+    variables = {name.upper(): value for name, value in os.environ.items()}
+    named = variables.get(f"{_POLICY_VARIABLE}NAME")
+    in_file = toml_data.get("policy", {})
+    if named is None or not isinstance(in_file, dict):
+        return settings
+    if named.strip() == str(in_file.get("name", PolicySettings().name)).strip():
+        return settings
+    from_environment = {
+        name.removeprefix(f"{_POLICY_VARIABLE}PARAMS__").lower()
+        for name in variables
+        if name.startswith(f"{_POLICY_VARIABLE}PARAMS__")
+    }
+    table = variables.get(f"{_POLICY_VARIABLE}PARAMS", "{}")
+    with contextlib.suppress(ValueError, TypeError):  # a JSON table of them: pydantic names it if bad
+        from_environment |= {str(key).lower() for key in json.loads(table)}
+    file_params = {str(key) for key in in_file.get("params", {})}
+    params = {
+        key: value
+        for key, value in settings.policy.params.items()
+        if key not in file_params or key.lower() in from_environment
+    }
+    return settings.model_copy(update={"policy": PolicySettings(name=settings.policy.name, params=params)})
+
+
+def _check_toml(path: Path) -> dict[str, Any]:
     """A missing, unreadable or malformed settings file is one :class:`InvalidConfig`, not a traceback."""
     if path.is_dir():
         raise InvalidConfig("config", str(path), "is a directory, not a TOML file")
     try:
-        tomllib.loads(path.read_bytes().decode("utf-8"))
+        return tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InvalidConfig("config", str(path), "no such file") from None
     except OSError as error:

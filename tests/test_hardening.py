@@ -390,6 +390,37 @@ def test_policy_params_without_policy_apply_to_the_configured_policy(
     assert params == {"window_hours": 48}, "another policy: the flags' only"
 
 
+def test_a_policy_named_by_a_later_layer_takes_no_parameters_of_the_earlier_layers_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review run: the file's threshold parameters under BATTERY_WORKER_POLICY__NAME=mpc were refused by
+    mpc, and --policy could not help; variables for the configured threshold were checked against it under
+    --policy adaptive. Defaults <- file <- environment <- flags: each layer's parameters go with its name."""
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[policy]\nname = "threshold"\nparams = { charge_below = 25.0, discharge_above = 100.0 }\n'
+    )
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("BATTERY_WORKER_POLICY__NAME", "mpc")
+    run = ["run", "--config", str(config)]
+    policy = command_settings(build_parser().parse_args(run)).policy
+    assert (policy.name, dict(policy.params)) == ("mpc", {})
+    monkeypatch.setenv("BATTERY_WORKER_POLICY__PARAMS__HORIZON_HOURS", "24")
+    policy = command_settings(build_parser().parse_args(run)).policy
+    assert (policy.name, dict(policy.params)) == ("mpc", {"horizon_hours": "24"})  # built: mpc took it
+    policy = command_settings(build_parser().parse_args([*run, "--policy", "threshold"])).policy
+    assert policy.name == "threshold"
+    assert dict(policy.params) == {}, "--policy of another policy than the environment's: the flags' only"
+
+    monkeypatch.delenv("BATTERY_WORKER_POLICY__NAME")
+    monkeypatch.delenv("BATTERY_WORKER_POLICY__PARAMS__HORIZON_HOURS")
+    monkeypatch.setenv("BATTERY_WORKER_POLICY__PARAMS__CHARGE_BELOW", "250")  # above discharge_above
+    with pytest.raises(InvalidConfig, match="charge_below"):
+        command_settings(build_parser().parse_args(run))
+    policy = command_settings(build_parser().parse_args([*run, "--policy", "adaptive"])).policy
+    assert (policy.name, dict(policy.params)) == ("adaptive", {})
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [

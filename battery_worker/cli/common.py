@@ -54,19 +54,15 @@ def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = No
     if getattr(args, "processing_guarantee", None) is not None:
         overrides.setdefault("worker", {})["processing_guarantee"] = args.processing_guarantee
     config = getattr(args, "config", None)
-    settings = load_settings(config, overrides)
     name, pairs = getattr(args, "policy", None), getattr(args, "policy_param", None) or []
-    if not (name or pairs):
-        return settings
-    configured = settings.policy
-    params = {**configured.params} if name in (None, configured.name) else {}
-    params.update(policy_params(pairs))
-    # Not through load_settings: it deep-merges the file's parameters into these, of another policy too.
-    chosen = settings.model_copy(
-        update={"policy": PolicySettings(name=name or configured.name, params=params)}
-    )
-    chosen.site_directory()  # builds the policy: unknown or bad parameters are one InvalidConfig
-    return chosen
+    flagged = policy_params(pairs)
+
+    def choose(configured: PolicySettings) -> PolicySettings:
+        params = {**configured.params} if name in (None, configured.name) else {}
+        return PolicySettings(name=name or configured.name, params={**params, **flagged})
+
+    # Not as overrides: they are deep-merged with the file's parameters, of another policy too.
+    return load_settings(config, overrides, choose_policy=choose if (name or pairs) else None)
 
 
 def policy_params(pairs: list[str]) -> dict[str, Any]:
