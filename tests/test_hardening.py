@@ -50,6 +50,7 @@ from tests.workerkit import (
     DATA,
     cli,
     ercot_week,
+    feed,
     make_settings,
     settings_env,
     start_worker_process,
@@ -537,6 +538,35 @@ async def test_sighup_stops_the_worker_gracefully_and_commits(
     again = start_worker_process(settings, tmp_path / "again.log", "--idle-timeout", "2")
     assert again.wait(timeout=60) == 0
     assert "stopped: 0 records" in (tmp_path / "again.log").read_text(), "offsets were committed"
+
+
+@pytest.mark.broker
+async def test_the_idle_clock_of_a_bounded_run_starts_with_its_assignment(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    """A review run: a worker started with --idle-timeout while the group waited out a killed member's
+    session got its partitions after the timeout had passed, and stopped at its first empty poll with the
+    backlog unread. Here the join waits some 6 s (the killed member's session), past a 3 s idle timeout."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    week = ercot_week()
+    await feed(settings, week[:24], "late")
+    short_polls = settings.worker.model_copy(update={"poll_timeout_ms": 1})
+    polling = settings.model_copy(update={"worker": short_polls})
+    log = tmp_path / "killed.log"
+    killed = start_worker_process(settings, log)
+    deadline = time.monotonic() + 60
+    while _ticks_applied(settings, "late") < 24:
+        assert time.monotonic() < deadline, log.read_text()[-2000:]
+        await asyncio.sleep(0.5)
+    killed.kill()
+    killed.wait()
+    await feed(settings, week[24:48], "late")
+    worker = Worker(polling)  # short polls: the first after the assignment comes back before any record
+    started = time.monotonic()
+    handled = await worker.run(idle_timeout_s=3)
+    assert time.monotonic() - started > 3, "the join waited out the killed member's session"
+    assert handled >= 24, "the backlog was read, not left for the next run"
+    assert worker.processor.sites()["late"].battery.ticks_applied == 48
 
 
 def _ticks_applied(settings: Settings, site: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -287,3 +288,24 @@ async def test_a_state_topic_of_other_partitions_than_prices_would_get_is_refuse
     with pytest.raises(TopicMisconfigured, match=r"would be created with topics\.partitions=3"):
         await Worker(settings).run(idle_timeout_s=1)
     assert await partition_count(settings, settings.topics.prices) == 0
+
+
+async def test_a_backlog_of_dear_ticks_is_taken_in_batches_the_session_outlasts(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A review run: 2,000 ``site`` policy ticks in one batch held the event loop past the session, and the
+    worker rewound and emitted the whole backlog again. Here each tick holds the loop 20 ms: 160 of them in
+    one batch hold it 3.2 s, past a 2 s session."""
+    settings = make_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1, worker={"session_timeout_ms": 2000}
+    )
+    ticks = ercot_week()[:160]
+    await feed(settings, ticks, "dear")
+    worker = Worker(settings, on_handled=lambda _record, _handled: time.sleep(0.02))
+    assert await worker.run(max_messages=len(ticks), idle_timeout_s=20) == len(ticks)
+    assert (worker.stats.rewinds, worker.stats.commit_failures) == (0, 0)
+    assert worker.stats.checkpoints >= 1, "the checkpoint is stored: no stand-still past the session"
+    assert worker.stats.batches >= 4, "at most a fifth of the session's worth of ticks a batch"
+    assert await Worker(settings).run(idle_timeout_s=3) == 0, "nothing is left to read again"
+    published = await read_published(settings)
+    assert [a.tick_timestamp for a in published.actions] == [t.timestamp for t in ticks], "each once"

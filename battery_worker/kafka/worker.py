@@ -3,7 +3,8 @@
 One batch, in this order (the order is the delivery guarantee; each step is marked ``# Step N`` where it
 happens):
 
-1. Fetch: ``getmany`` a batch of ``prices`` records.
+1. Fetch: ``getmany`` a batch of ``prices`` records, as many as step 2 can handle in a fifth of the session
+   (:mod:`.batch_size`), at most ``worker.max_batch_records``.
 2. Process: hand each record of a partition this worker still owns to :class:`TickProcessor` (validate,
    decide, apply), partition by partition in offset order.
 3. Send and await events: the batch's actions, status, history and dead letters, sent together and all
@@ -52,6 +53,7 @@ from aiokafka.errors import KafkaError
 
 from battery_worker.errors import BatteryWorkerError
 from battery_worker.kafka.backoff import Backoff
+from battery_worker.kafka.batch_size import BatchSize
 from battery_worker.kafka.batching import drained, send_and_wait
 from battery_worker.kafka.checkpoint import Checkpoint
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader, membership_lost
@@ -111,7 +113,9 @@ class Worker:
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
         self._transactions: PartitionTransactions | None = None
-        self._freezes = FreezeWatch(settings.worker.session_timeout_ms / 1000)
+        session_s = settings.worker.session_timeout_ms / 1000
+        self._freezes = FreezeWatch(session_s)
+        self._batch_size = BatchSize(session_s, settings.worker.max_batch_records)
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
@@ -190,7 +194,7 @@ class Worker:
             elif (
                 idle_timeout_s is not None
                 and self.assignment.partitions
-                and now - idle_since > idle_timeout_s
+                and now - max(idle_since, self.assignment.assigned_at) > idle_timeout_s  # from an assignment
             ):
                 break
         try:  # a stop or the end of a run: what is stored and committed now is not re-emitted on restart
@@ -224,7 +228,7 @@ class Worker:
 
     async def _poll_once(self, limit: int | None) -> int:
         assert self._consumer is not None
-        max_records = self.settings.worker.max_batch_records
+        max_records = self._batch_size.limit()
         if limit is not None:
             max_records = max(1, min(max_records, limit))
         # Step 1. fetch
@@ -325,6 +329,7 @@ class Worker:
     def _handle_all(self, records: Sequence[ConsumedRecord], now_ms: int, outputs: list[OutputRecord]) -> int:
         """Step 2 for one partition's records, in offset order; their outputs are appended to ``outputs``."""
         debug = log_handled_debug()
+        started = time.perf_counter()
         for message in records:
             record = input_record(message)
             handled = self.processor.handle(record, now_ms)
@@ -333,6 +338,7 @@ class Worker:
                 log_handled(record, handled)
             if self._on_handled is not None:
                 self._on_handled(record, handled)
+        self._batch_size.handled(len(records), time.perf_counter() - started)
         return len(records)
 
     async def _send_all(self, outputs: list[OutputRecord]) -> None:
@@ -467,6 +473,7 @@ class Worker:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
             self.assignment.restored = not self._needs_rewind
+            self.assignment.assigned_at = time.monotonic()  # after the restore: it is not idle time either
             if self.assignment.restored:  # its sites are the stored ones now, whatever it froze before
                 self._freezes.clear()
             partitions = sorted(tp.partition for tp in assigned)

@@ -70,6 +70,9 @@ class Assignment:
 
     partitions: set[TopicPartition] = field(default_factory=set)
     restored: bool = False
+    assigned_at: float = 0.0
+    """When partitions were last assigned (monotonic): a bounded run's idle clock starts no earlier, so a
+    join that waits out another member's session is not idle time."""
 
 
 @contextlib.contextmanager

@@ -1,0 +1,48 @@
+"""How many records a batch may take, so that handling it keeps the event loop free well within the session.
+
+Why: a batch's records are handled in one stretch of the event loop (step 2 of :mod:`.worker`), and the
+consumer's heartbeats wait for it. At the default 2,000 records, a backlog of ``site`` policy ticks (a few
+ms each, more on a busy machine) held the loop past ``worker.session_timeout_ms``: the group dropped the
+worker, which rewound and emitted the whole backlog again (a review run: 3,204 of 3,204 actions twice).
+The batch is sized from what records have cost so far, so a stretch lasts about a fifth of the session;
+a cheap policy still takes ``worker.max_batch_records`` at a time. Time is measured here, never in the
+domain.
+"""
+
+from __future__ import annotations
+
+__all__ = ["BatchSize"]
+
+FIRST_BATCH_RECORDS = 50
+"""Before any record has been timed: small enough for the dearest policy, and the next batch is sized."""
+SESSION_SHARE = 0.2
+"""The share of the session one batch's handling may take: heartbeats (a third of it apart, usually) still
+go out with room for a machine twice as slow as the last batches."""
+_WEIGHT = 0.5
+"""How much the latest batch weighs in the cost per record: the policy mix changes, a batch is noisy."""
+
+
+class BatchSize:
+    """The records the next batch may take, from the cost per record of the batches handled so far."""
+
+    def __init__(self, session_timeout_s: float, most: int) -> None:
+        self._budget_s = session_timeout_s * SESSION_SHARE
+        self._most = most
+        self._seconds_per_record: float | None = None
+
+    def limit(self) -> int:
+        """At most ``most``; fewer when the records handled so far say a batch that long would take longer
+        than the budget."""
+        if self._seconds_per_record is None:
+            return min(self._most, FIRST_BATCH_RECORDS)
+        if self._seconds_per_record <= 0:
+            return self._most
+        return max(1, min(self._most, int(self._budget_s / self._seconds_per_record)))
+
+    def handled(self, records: int, seconds: float) -> None:
+        """``records`` were handled in one stretch of ``seconds``."""
+        if records <= 0:
+            return
+        latest = max(seconds, 0.0) / records
+        before = self._seconds_per_record
+        self._seconds_per_record = latest if before is None else _WEIGHT * latest + (1 - _WEIGHT) * before
