@@ -297,7 +297,11 @@ async def test_a_backlog_of_dear_ticks_is_taken_in_batches_the_session_outlasts(
     worker rewound and emitted the whole backlog again. Here each tick holds the loop 20 ms: 160 of them in
     one batch hold it 3.2 s, past a 2 s session."""
     settings = make_settings(
-        kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1, worker={"session_timeout_ms": 2000}
+        kafka_bootstrap,
+        new_topic_name(),
+        new_group_id(),
+        partitions=1,
+        worker={"session_timeout_ms": 2000, "heartbeat_interval_ms": 600},
     )
     ticks = ercot_week()[:160]
     await feed(settings, ticks, "dear")

@@ -4,16 +4,17 @@ Why: a batch's records are handled in one stretch of the event loop (step 2 of :
 consumer's heartbeats wait for it. At the default 2,000 records, a backlog of ``site`` policy ticks (a few
 ms each, more on a busy machine) held the loop past ``worker.session_timeout_ms``: the group dropped the
 worker, which rewound and emitted the whole backlog again (a review run: 3,204 of 3,204 actions twice).
-The batch is sized from what records have cost so far, so a stretch lasts about a fifth of the session;
-a cheap policy still takes ``worker.max_batch_records`` at a time. Time is measured here, never in the
-domain.
+The batch is sized from what records have cost so far, so a stretch lasts about a fifth of the session
+(less where heartbeats are far apart for the session: a heartbeat due just as a stretch starts goes out
+after it); a cheap policy still takes ``worker.max_batch_records`` at a time. Time is measured here, never
+in the domain.
 """
 
 from __future__ import annotations
 
 __all__ = ["BatchSize"]
 
-FIRST_BATCH_RECORDS = 50
+FIRST_BATCH_RECORDS = 10
 """Before any record has been timed: small enough for the dearest policy, and the next batch is sized."""
 SESSION_SHARE = 0.2
 """The share of the session one batch's handling may take: heartbeats (a third of it apart, usually) still
@@ -25,8 +26,10 @@ _WEIGHT = 0.5
 class BatchSize:
     """The records the next batch may take, from the cost per record of the batches handled so far."""
 
-    def __init__(self, session_timeout_s: float, most: int) -> None:
-        self._budget_s = session_timeout_s * SESSION_SHARE
+    def __init__(self, session_timeout_s: float, heartbeat_interval_s: float, most: int) -> None:
+        # A heartbeat held by a stretch goes out up to a heartbeat interval plus the stretch after the last.
+        gap_left_s = session_timeout_s - heartbeat_interval_s
+        self._budget_s = min(session_timeout_s * SESSION_SHARE, gap_left_s / 2)
         self._most = most
         self._seconds_per_record: float | None = None
 

@@ -115,7 +115,8 @@ class Worker:
         self._transactions: PartitionTransactions | None = None
         session_s = settings.worker.session_timeout_ms / 1000
         self._freezes = FreezeWatch(session_s)
-        self._batch_size = BatchSize(session_s, settings.worker.max_batch_records)
+        heartbeat_s = settings.worker.heartbeat_interval_ms / 1000
+        self._batch_size = BatchSize(session_s, heartbeat_s, settings.worker.max_batch_records)
 
     def stop(self) -> None:
         """Ask for a graceful stop: the in-flight batch finishes, is flushed and committed.
