@@ -313,3 +313,35 @@ async def test_a_backlog_of_dear_ticks_is_taken_in_batches_the_session_outlasts(
     assert await Worker(settings).run(idle_timeout_s=3) == 0, "nothing is left to read again"
     published = await read_published(settings)
     assert [a.tick_timestamp for a in published.actions] == [t.timestamp for t in ticks], "each once"
+
+
+async def test_the_topics_read_whole_are_created_to_roll_a_segment_each_hour(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A soak: the active segment, which Kafka never compacts, held every state record written since the
+    topic's creation, and each restore read them all (300 sites: 118,659 records after 11 minutes)."""
+    from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+    from battery_worker.kafka.clients import make_admin
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await Worker(settings).run(idle_timeout_s=0.2)  # creates the topics
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        topics = [settings.topics.state, settings.topics.status, settings.topics.history]
+        resources = [ConfigResource(ConfigResourceType.TOPIC, topic) for topic in topics]
+        described = await admin.describe_configs(resources)
+    finally:
+        await admin.close()
+    configs = {
+        name: {entry[0]: entry[1] for entry in resource[4]}
+        for response in described
+        for resource in response.resources
+        for name in [resource[3]]
+    }
+    for topic in topics[:2]:
+        assert configs[topic]["segment.ms"] == "3600000", topic
+        assert configs[topic]["segment.bytes"] == str(100 * 1024 * 1024), topic
+        assert configs[topic]["cleanup.policy"] == "compact", topic
+    assert configs[settings.topics.history]["cleanup.policy"] == "compact"

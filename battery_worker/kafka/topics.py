@@ -24,6 +24,11 @@ from battery_worker.settings import Settings, TopicSettings
 log = logging.getLogger(__name__)
 
 COMPACT = {"cleanup.policy": "compact"}
+ROLLED_HOURLY = {"segment.ms": "3600000", "segment.bytes": str(100 * 1024 * 1024)}
+"""For the topics read whole (state at every restore, status by ``status``): Kafka never compacts the
+active segment, 1 GiB or 7 days by default, so a restore read every record written since, not each site's
+latest (a soak: 118,659 records for 300 sites in 11 minutes, restore 0.02 → 0.59 s and growing, some 40 s
+after 14 h at 200 ticks/s). A segment closed each hour, or at 100 MiB, is compacted soon after."""
 _AUTHORIZATION_CODES = (29, 31)  # TOPIC_AUTHORIZATION_FAILED, CLUSTER_AUTHORIZATION_FAILED
 VISIBLE_TIMEOUT_S = 10.0
 """How long a created topic may take to appear in the broker's metadata (KRaft applies it asynchronously)."""
@@ -39,8 +44,8 @@ def topic_specs(topics: TopicSettings) -> list[TopicSpec]:
     return [
         TopicSpec(topics.prices, {}),
         TopicSpec(topics.actions, {}),
-        TopicSpec(topics.status, dict(COMPACT)),
-        TopicSpec(topics.state, dict(COMPACT)),
+        TopicSpec(topics.status, {**COMPACT, **ROLLED_HOURLY}),
+        TopicSpec(topics.state, {**COMPACT, **ROLLED_HOURLY}),
         TopicSpec(topics.history, dict(COMPACT)),
         TopicSpec(topics.dlq, {}),
     ]
