@@ -252,3 +252,23 @@ def test_a_coordinator_missing_for_long_is_a_warning_once_per_interval() -> None
     other = _aiokafka_line("aiokafka.consumer.fetcher", "Unexpected error: %s", "x")
     assert noise.filter(other)
     assert other.levelname == "ERROR"
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_a_heartbeat_answered_rebalancing_is_info_not_a_warning() -> None:
+    """A soak on Apache Kafka: one WARNING per worker at every deploy, which an operator alerting on
+    WARNING was paged for; the worker's own revoked/assigned lines say what happened."""
+    out = io.StringIO()
+    setup_logging("info", "json", out)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "battery-worker")
+    (line,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert line["level"] == "INFO"
+    assert line["message"] == "Heartbeat failed for group battery-worker because it is rebalancing"
+    out = io.StringIO()
+    setup_logging("warning", "json", out)
+    coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "battery-worker")
+    coordinator.warning("Marking the coordinator dead (node %s)for group %s.", 1, "battery-worker")
+    (kept,) = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert kept["level"] == "WARNING"
+    assert kept["message"].startswith("Marking the coordinator dead")

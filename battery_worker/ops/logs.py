@@ -106,6 +106,9 @@ def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str]
 BOOTSTRAP_FAILURES = ('Unable connect to "', 'Unable to request metadata from "')
 """aiokafka's lines for a bootstrap server that does not answer (``host:port`` in quotes; a known broker is
 named by its node id instead, and those lines stay)."""
+REBALANCING = "Heartbeat failed for group %s because it is rebalancing"
+"""aiokafka's WARNING at every rebalance of the group (a deploy, a scale-out): the worker logs the
+rebalance itself (``revoked``, ``assigned``), so it is ``INFO``."""
 COORDINATOR_LOOKUP_FAILED = "Group Coordinator Request failed: %s"
 """aiokafka's line for each failed lookup of the group's coordinator, logged at ERROR and retried."""
 
@@ -116,6 +119,7 @@ class KafkaClientNoise(logging.Filter):
 
     - A bootstrap server that does not answer: the worker and the commands report the same failure
       themselves, with its cause (``kafka/diagnose.py``), so the line is dropped (kept at ``DEBUG``).
+    - A heartbeat answered "rebalancing": routine at every rebalance, which the worker logs itself (``INFO``).
     - A retriable failure to find the group's coordinator: a brand-new cluster answers so until it has
       created ``__consumer_offsets``, and aiokafka asks again every 100 ms. The first lines of a run of them
       are ``INFO``; once the run has lasted ``persist_s`` the coordinator is really missing (for example
@@ -142,6 +146,9 @@ class KafkaClientNoise(logging.Filter):
             return self._level <= logging.DEBUG
         if message == COORDINATOR_LOOKUP_FAILED and _retriable(record):
             return self._coordinator_lookup(record)
+        if message == REBALANCING:
+            _relevel(record, logging.INFO)
+            return self._level <= logging.INFO
         return True
 
     def _coordinator_lookup(self, record: logging.LogRecord) -> bool:
