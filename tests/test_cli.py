@@ -190,10 +190,11 @@ def test_feed_run_status_and_history_export(
     assert {"action", "reason", "energy_price", "charge_after_mwh"} <= set(history[0])
     assert exported.stderr == ""
     nothing = cli("history", "export", "--site", "alhpa", "--out", str(tmp_path / "none.json"), env=env)
-    assert nothing.returncode == 0, nothing.stderr
-    assert json.loads((tmp_path / "none.json").read_text()) == []
+    assert nothing.returncode == 1, "a mistyped site: the job could not be done (it exited 0 with [])"
+    assert not (tmp_path / "none.json").exists()
     assert nothing.stderr.strip() == (
-        f"battery-worker history: no history of site 'alhpa' in {settings.topics.history}"
+        f"battery-worker history: no history of site 'alhpa' in {settings.topics.history}; "
+        f"{tmp_path / 'none.json'} not written"
     )
 
 

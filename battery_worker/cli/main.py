@@ -32,6 +32,7 @@ from battery_worker.cli.common import (
     StoppedBySignal,
     add_connection,
     command_settings,
+    counted,
     price_file_ticks,
     run_once,
 )
@@ -183,7 +184,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
             )
         finally:
             await producer.stop()  # delivers what was handed over before a stop or a failure
-        print(f"published {sent} ticks from {args.file} to {topic}")
+        print(f"published {counted(sent, 'tick')} from {args.file} to {topic}")
         return 0
 
     def published() -> str:

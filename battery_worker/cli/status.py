@@ -126,11 +126,14 @@ def cmd_history_export(args: argparse.Namespace) -> int:
         raise InvalidConfig("--out", str(args.out), "its folder does not exist")
     records = run_once(site_history(settings, args.site))
     entries = [record.model_dump(mode="json") for record in records]
-    write_atomically(Path(args.out), json.dumps(entries, indent=2))
-    if not entries:  # a mistyped site id, or another topic: said, as an empty file alone says nothing
+    if not entries:  # a mistyped site id, or another topic: a script given an empty file and 0 went on
         print(
-            f"battery-worker history: no history of site {args.site!r} in {settings.topics.history}",
+            f"battery-worker history: no history of site {args.site!r} in {settings.topics.history}; "
+            f"{args.out} not written",
             file=sys.stderr,
         )
-    print(f"wrote {len(entries)} history entries of site {args.site} to {args.out}")
+        return 1
+    write_atomically(Path(args.out), json.dumps(entries, indent=2))
+    entries_text = f"{len(entries):,} history {'entry' if len(entries) == 1 else 'entries'}"
+    print(f"wrote {entries_text} of site {args.site} to {args.out}")
     return 0
