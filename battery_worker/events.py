@@ -15,9 +15,9 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
-from battery_worker.battery import Action, BatteryState
+from battery_worker.battery import Action, BatteryState, Limit
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.ticks import PriceTick
@@ -55,8 +55,19 @@ def event_id(kind: EventKind, topic: str, partition: int, offset: int, tick_at: 
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 
 
+def _version_required(schema: dict[str, Any]) -> None:
+    """Every record is written with its ``schema_version``; the field has a default only so that the models
+    build events without naming it, which left it optional in the schemas a consumer generates code from."""
+    required = schema.setdefault("required", [])
+    if "schema_version" not in required:
+        required.insert(0, "schema_version")
+
+
+_VERSIONED = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_version_required)
+
+
 class _Event(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _VERSIONED
 
     schema_version: int = SCHEMA_VERSION
     event_id: str
@@ -158,7 +169,11 @@ class BatteryAction(_Event):
     token_price: float
     state_of_charge_before_mwh: float
     state_of_charge_after_mwh: float
-    limited_by: str | None
+    limited_by: Limit | None = Field(
+        description="what held the step below the power asked for: the rate limit, a full or an empty "
+        "battery, the daily cycle cap; null when nothing did. A hold the policy chose has none: why it held "
+        "is in reason, and status.can_charge / can_discharge say whether the battery could have moved"
+    )
     gap_hours: float | None
     policy: str
     source: SourceRef
@@ -260,7 +275,7 @@ class BatteryStateRecord(BaseModel):
     and none is skipped (a newer one there comes from a ``prices`` created again, and is applied).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = _VERSIONED
 
     schema_version: int = SCHEMA_VERSION
     site_id: str

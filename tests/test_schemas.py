@@ -45,3 +45,22 @@ def test_the_price_tick_schema_accepts_the_mara_api_object() -> None:
         {"energy_price": 1.8, "hash_price": 1.7, "token_price": 1.0, "timestamp": "2025-06-21T12:00:00"},
         schema,
     )
+
+
+@pytest.mark.parametrize("name", ["battery_action", "battery_status", "battery_history", "battery_state"])
+def test_every_output_schema_requires_its_version(name: str) -> None:
+    """A review run as a downstream consumer: "every output event has schema_version", but the schemas
+    left it optional, so models generated from them could not rely on it."""
+    schema = json.loads(render()[f"{name}.schema.json"])
+    assert schema["required"][0] == "schema_version"
+    event = {field: None for field in schema["required"]}
+    del event["schema_version"]
+    errors = [e.message for e in jsonschema.Draft202012Validator(schema).iter_errors(event)]
+    assert "'schema_version' is a required property" in errors
+
+
+def test_what_limited_a_step_is_one_of_four_names() -> None:
+    """``limited_by`` was a bare string: the values a consumer may see were written down nowhere together."""
+    schema = json.loads(render()["battery_action.schema.json"])
+    assert schema["$defs"]["Limit"]["enum"] == ["rate", "full", "empty", "cycles"]
+    assert "a full or an empty battery" in schema["properties"]["limited_by"]["description"]
