@@ -154,6 +154,8 @@ def check_simple(words: list[str], functions: frozenset[str]) -> list[str]:
         return [f"pytest: no such test path {a}" for a in missing]
     if program == "docker":
         return check_docker(args)
+    if program == "kafka-configs.sh":
+        return check_kafka_configs(args)
     if program in TOOLS or program in functions:
         return []
     return [f"unknown command {program!r}: teach tests/test_docs.py how to check it"]
@@ -210,6 +212,16 @@ def check_docker(args: list[str]) -> list[str]:
     services = set(re.findall(r"^  ([\w-]+):$", compose.read_text(), flags=re.MULTILINE))
     named = [a for a in args[4:] if not a.startswith("-")]
     return [f"{args[2]} has no service {name!r}" for name in named if name not in services]
+
+
+def check_kafka_configs(args: list[str]) -> list[str]:
+    """Kafka's own tool, shown to give a topic the configs the worker creates it with: those must match."""
+    from battery_worker.kafka.topics import ROLLED_HOURLY
+
+    if "--add-config" not in args:
+        return ["kafka-configs.sh: only --alter --add-config of the worker's own topic configs is shown"]
+    given = dict(pair.split("=", 1) for pair in args[args.index("--add-config") + 1].split(","))
+    return [] if given == ROLLED_HOURLY else [f"kafka-configs.sh --add-config {given} != {ROLLED_HOURLY}"]
 
 
 def exists(path: str) -> bool:
