@@ -4,11 +4,12 @@ At each tick the policy solves a small LP (:mod:`battery_worker.policies.plan_lp
 current tick, whose price and step length are known exactly (the battery applies this decision to the step
 ending now, at this price); on sub-hourly ticks the ticks still to come in the current hour follow at the
 tick interval, priced from the daily profile's value for this hour, the level (how far recent ticks stood
-from the profile, exponentially weighted with a time constant of ``level_minutes``) and the learned
+from the profile, exponentially weighted with a time constant of ``level_minutes``; or the last tick's own
+departure where that has predicted the next tick better, ``IntraHour.estimate``) and the learned
 intra-hour shape (:mod:`battery_worker.policies.intra_hour`); then the next ``horizon_hours`` hours get
 prices from the daily profile (:func:`daily_profile`: the shape of the last days, tracking yesterday, spikes
 capped) plus today's departure from it, fading by ``level_decay`` per hour: on hourly ticks the current
-hour's price less its profile value, on sub-hourly ticks that same level. The next day of that forecast is
+hour's price less its profile value, on sub-hourly ticks that same estimate. The next day of that forecast is
 then blended with what followed the ``analog_neighbours`` past days most like today's last
 ``analog_window_hours`` (:func:`analog_forecast`, over ``analog_days`` days), weighing ``analog_weight``
 times how much nearer they are than a typical past day. Only the first
@@ -44,7 +45,8 @@ has none and is planned on its price alone. At 0 the price is used as it is, bit
 
 Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of :attr:`MpcPolicy.memory_hours` floats
 (696 by default: the analogs' 28 days and a window; the profile, the terminal value and the fallback read
-the last ``history_hours`` of them), plus 37 numbers: the current hour, the intra-hour shape and the level.
+the last ``history_hours`` of them), plus 39 numbers: the current hour, the intra-hour shape, the level,
+and whether it or the last tick is the better estimate.
 """
 
 from __future__ import annotations
@@ -216,10 +218,10 @@ class MpcPolicy:
             # Too short for a daily shape: plan on what is known, a flat future at its median.
             forecast = flat_forecast(known, self.horizon_hours)
         else:
-            if near is None or seen.level is None:
+            if near is None or seen.estimate is None:
                 forecast = departed(profile, float(known[-1]) - profile[0], self.level_decay)
             else:
-                forecast = departed(profile, seen.level, self.level_decay)
+                forecast = departed(profile, seen.estimate, self.level_decay)
             forecast = analog_forecast(
                 kept,
                 forecast,
