@@ -17,14 +17,17 @@ __all__ = ["BatchSize"]
 FIRST_BATCH_RECORDS = 10
 """Before any record has been timed: small enough for the dearest policy, and the next batch is sized."""
 SESSION_SHARE = 0.2
-"""The share of the session one batch's handling may take: heartbeats (a third of it apart, usually) still
-go out with room for a machine twice as slow as the last batches."""
+"""The share of the session one batch's handling may take: heartbeats still go out, with room for a
+machine several times slower than the last batches were."""
+GROWTH = 2
+"""A batch takes at most this many times the last one's limit: a run of cheap records (re-read after a
+restart, stale, dead-lettered) says little of what the next applied ticks cost."""
 _WEIGHT = 0.5
-"""How much the latest batch weighs in the cost per record: the policy mix changes, a batch is noisy."""
+"""How much the latest stretch weighs in the cost per record: the policy mix changes, a stretch is noisy."""
 
 
 class BatchSize:
-    """The records the next batch may take, from the cost per record of the batches handled so far."""
+    """The records the next batch may take, from the cost per applied tick of the stretches handled so far."""
 
     def __init__(self, session_timeout_s: float, heartbeat_interval_s: float, most: int) -> None:
         # A heartbeat held by a stretch goes out up to a heartbeat interval plus the stretch after the last.
@@ -32,20 +35,22 @@ class BatchSize:
         self._budget_s = min(session_timeout_s * SESSION_SHARE, gap_left_s / 2)
         self._most = most
         self._seconds_per_record: float | None = None
+        self._last = min(most, FIRST_BATCH_RECORDS)
 
     def limit(self) -> int:
-        """At most ``most``; fewer when the records handled so far say a batch that long would take longer
-        than the budget."""
+        """At most ``most`` and twice the last limit; fewer when the ticks applied so far say a batch that
+        long would take longer than the budget."""
         if self._seconds_per_record is None:
-            return min(self._most, FIRST_BATCH_RECORDS)
-        if self._seconds_per_record <= 0:
-            return self._most
-        return max(1, min(self._most, int(self._budget_s / self._seconds_per_record)))
+            return self._last
+        fits = self._most if self._seconds_per_record <= 0 else int(self._budget_s / self._seconds_per_record)
+        self._last = max(1, min(self._most, GROWTH * self._last, fits))
+        return self._last
 
-    def handled(self, records: int, seconds: float) -> None:
-        """``records`` were handled in one stretch of ``seconds``."""
-        if records <= 0:
+    def handled(self, applied: int, seconds: float) -> None:
+        """``applied`` ticks were applied in a stretch of ``seconds`` (with whatever else it handled: a
+        stretch that applied none says nothing of what a tick costs)."""
+        if applied <= 0:
             return
-        latest = max(seconds, 0.0) / records
+        latest = max(seconds, 0.0) / applied
         before = self._seconds_per_record
         self._seconds_per_record = latest if before is None else _WEIGHT * latest + (1 - _WEIGHT) * before

@@ -331,15 +331,17 @@ class Worker:
         """Step 2 for one partition's records, in offset order; their outputs are appended to ``outputs``."""
         debug = log_handled_debug()
         started = time.perf_counter()
+        applied = 0
         for message in records:
             record = input_record(message)
             handled = self.processor.handle(record, now_ms)
             outputs.extend(handled.outputs)
             if handled.kind != "applied" or debug:
                 log_handled(record, handled)
+            applied += handled.kind == "applied"
             if self._on_handled is not None:
                 self._on_handled(record, handled)
-        self._batch_size.handled(len(records), time.perf_counter() - started)
+        self._batch_size.handled(applied, time.perf_counter() - started)
         return len(records)
 
     async def _send_all(self, outputs: list[OutputRecord]) -> None:
