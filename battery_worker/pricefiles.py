@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import io
-import itertools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -47,7 +46,8 @@ _INTENSITY: TypeAdapter[float] = TypeAdapter(CarbonIntensity)
 
 
 class PriceFileError(InvalidTick):
-    """A price file cannot be read: the message names the file, the row and the problem."""
+    """A price file cannot be read: the message names the file, where in it (a CSV line, a JSON object) and
+    the problem."""
 
 
 def load_ticks(
@@ -85,8 +85,8 @@ def load_ticks(
     except OSError as error:
         raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
     located = [(where, row, _tick(source, where, row, site_id)) for where, row in rows]
-    located.sort(key=lambda found: found[2].timestamp)  # stable: rows of one time stay in file order
-    _refuse_two_prices_for_one_time(source, located)
+    _refuse_two_prices_for_one_time(source, located)  # in file order: the first of two rows is named first
+    located.sort(key=lambda found: found[2].timestamp)
     ticks = [tick for _, _, tick in located]
     if carbon_file is not None:
         intensity = load_carbon(carbon_file)
@@ -105,22 +105,29 @@ def load_ticks(
 def _refuse_two_prices_for_one_time(
     source: Path, located: list[tuple[str, Mapping[str, Any], PriceTick]]
 ) -> None:
-    """Rows of one time must agree: which of two prices a run takes would depend on their order in the
-    file (the backtest kept the first, a worker fed both applied the first and called the second stale).
-    A row repeated as it was is harmless, and left out later as not after the tick before it."""
-    for (where_a, _, a), (where_b, row_b, b) in itertools.pairwise(located):
-        if a.timestamp != b.timestamp or _prices(a) == _prices(b):
+    """Rows of one site and time must agree: which of two prices a run takes would depend on their order in
+    the file (the backtest kept the first, a worker fed both applied the first and called the second stale).
+    A row repeated as it was is harmless, and left out later as not after the tick before it. Two sites of
+    a MARA file (``site_id``) may share a time."""
+    first: dict[tuple[str | None, datetime], tuple[str, PriceTick]] = {}
+    for where, row, tick in located:
+        key = (tick.site_id, tick.timestamp)
+        if key not in first:
+            first[key] = (where, tick)
+            continue
+        where_first, earlier = first[key]
+        if _prices(earlier) == _prices(tick):
             continue
         problem = (
-            f"{source.name} {where_b}: a second price for {b.timestamp.isoformat()} ({where_a} has "
-            f"{a.energy_price:g}, this one {b.energy_price:g})"
+            f"{source.name} {where}: a second price for {tick.timestamp.isoformat()} ({where_first} has "
+            f"{earlier.energy_price:g}, this one {tick.energy_price:g})"
         )
-        if _zone_less(row_b.get("timestamp")):
+        if _zone_less(row.get("timestamp")):
             problem += (
                 "; its times have no UTC offset, so they are read as UTC: a file in local time repeats "
                 "an hour when the clocks go back (write the offsets, e.g. +01:00, or UTC times)"
             )
-        raise PriceFileError("timestamp", b.timestamp.isoformat(), problem)
+        raise PriceFileError("timestamp", tick.timestamp.isoformat(), problem)
 
 
 def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:

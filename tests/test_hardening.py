@@ -335,6 +335,16 @@ def test_two_prices_for_one_time_are_refused_naming_both_lines(tmp_path: Path) -
         PriceFileError, match=r"mara.json object 2: a second price .* \(object 1 has 1, this one 2\)$"
     ):
         load_ticks(mara)
+    # Two sites of one MARA file may share a time (a review of the diff: this was refused), and a row of
+    # another time between two of one time does not hide them.
+    sited = '{"site_id": "%s", "energy_price": %s, "hash_price": 1, "token_price": 1, "timestamp": "%s"}'
+    at, later = "2025-06-20T10:00:00Z", "2025-06-20T10:05:00Z"
+    mara.write_text(f"[{sited % ('a', 1, at)}, {sited % ('b', 2, at)}]")
+    assert [(t.site_id, t.energy_price) for t in load_ticks(mara)] == [("a", 1), ("b", 2)]
+    mara.write_text(f"[{sited % ('a', 1, at)}, {sited % ('a', 5, later)}, {sited % ('a', 2, at)}]")
+    third = r"object 3: a second price .* \(object 1 has 1, this one 2\)$"
+    with pytest.raises(PriceFileError, match=third):
+        load_ticks(mara)
 
 
 def test_a_json_price_file_under_another_name_is_read_as_json(tmp_path: Path) -> None:
