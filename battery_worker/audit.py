@@ -3,12 +3,15 @@
 Two events agree when their bytes are equal: the worker writes nothing that depends on the clock, so same
 input and same config give the same bytes, and the bytes name the ``event_id`` (derived from the input
 record). So agreed events meet as bytes, whatever order they were read in, re-emitted duplicates collapse,
-and only the few that differ are parsed and paired by ``event_id``. Those are split in two: a *rewording*
-changes only the text (the reason, e.g. a threshold named in it, or the policy's name); a *divergence*
-changes anything else (the decision, the site plan, a price or the tick time the record gives for its
-input). The first divergence per site is reported, or the first rewording when nothing diverged; a recorded
-record that is no event (not JSON, or without its id, site, input or tick time) is a difference of its own,
-named by where it was read.
+and only the few that differ are parsed and paired by the input record they name (``source``), as the
+first passes meet them, not by the ``event_id``: an event recorded before the id took the site and the tick
+time in (2026-12-05) pairs with its recomputed twin as a rewording of its id, not as one event missing and
+another extra, and a record that misstates its site or tick time diverges. Those are split in two: a
+*rewording* changes only the text (the reason, e.g. a threshold named in it, the policy's name, the id); a
+*divergence* changes anything else (the decision, the site plan, a price or the tick time the record gives
+for its input). The first divergence per site is reported, or the first rewording when nothing diverged;
+a recorded record that is no event (not JSON, or without its id, site, input or tick time) is a difference
+of its own, named by where it was read.
 
 Neither side is held whole (:class:`Comparison`): the recorded events are indexed first by their input (the
 ``source`` each names, from which its event id is made) as a 16-byte fingerprint of their bytes, in arrays
@@ -122,8 +125,9 @@ def nothing_pending(event: dict[str, Any]) -> bool:
 
 _DECISION_BRIEF = ("action", "power_mw", "state_of_charge_after_mwh", "charge_after_mwh", "reason")
 _WORDING_FIELDS = frozenset(("reason", "policy", "event_id"))
-"""What two versions of one event may differ in and still make the same decision: the reason's text and
-the policy's name (a what-if under another policy that decides alike). Any other field (a price, the tick
+"""What two versions of one event may differ in and still make the same decision: the reason's text, the
+policy's name (a what-if under another policy that decides alike) and the id (recorded before the id took
+the site and the tick time in, 2026-12-05). Any other field (a price, the tick
 time, the emissions) is a record that does not describe its input: a divergence."""
 _SHOWN_FIELDS = 5
 
@@ -174,7 +178,8 @@ def _readable(value: bytes, time_field: str | None = None) -> tuple[dict[str, An
 
 Key = tuple[bytes, int]
 """An event's input as its bytes name it (``source``): its topic and partition as one string, and its
-offset. What the ``event_id`` is made from, so two events with one key are versions of one event."""
+offset. With the site and the tick time, what the ``event_id`` is made from, so two events with one key
+are versions of one event (or of two sites' ticks at one offset of a ``prices`` topic created again)."""
 
 _SOURCE = b'"source":{"topic":"'
 _REST_OF_SOURCE = re.compile(rb'([^"\\]*","partition":[0-9]+),"offset":([0-9]+)\}')
@@ -472,7 +477,7 @@ class Comparison:
         in_range: Callable[[dict[str, Any]], bool] = _everything,
         pending: Callable[[dict[str, Any]], bool] = nothing_pending,
     ) -> AuditReport:
-        """The report: agreed events counted; the others paired by ``event_id``, a recorded one only if
+        """The report: agreed events counted; the others paired (:func:`_pairing`), a recorded one only if
         ``in_range`` holds for it (its input lies in the replayed range). A recomputed event with no recorded
         version is *pending* rather than a difference if ``pending`` holds for it (the worker had not yet
         committed its tick). The first divergence per site is the earliest by tick time."""
@@ -483,7 +488,7 @@ class Comparison:
         new_events = {}
         for value in self._recomputed_alone:
             event = orjson.loads(value)
-            new_events[event["event_id"]] = event
+            new_events[_pairing(event)] = event
         old_events = {}
         # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of
         # one id that both differ, every run reports the same one.
@@ -492,7 +497,7 @@ class Comparison:
             if event is None:
                 report.unreadable.append(f"{where or _where_named(value)}: {why}")
             elif in_range(event):
-                old_events[event["event_id"]] = event
+                old_events[_pairing(event)] = event
         report.unreadable.sort()
         _pair(report, old_events, new_events, shape, self._site_filter, pending)
         return report
@@ -534,19 +539,28 @@ def compare(
     return comparison.report(shape, in_range, pending)
 
 
+Pairing = tuple[str, int, int]
+"""The input record an event names (``source``: topic, partition, offset): what its two versions share."""
+
+
+def _pairing(event: dict[str, Any]) -> Pairing:
+    source = event["source"]
+    return (source["topic"], source["partition"], source["offset"])
+
+
 def _pair(
     report: AuditReport,
-    old_events: dict[str, dict[str, Any]],
-    new_events: dict[str, dict[str, Any]],
+    old_events: dict[Pairing, dict[str, Any]],
+    new_events: dict[Pairing, dict[str, Any]],
     shape: EventShape,
     site_filter: str | None,
     pending: Callable[[dict[str, Any]], bool] = nothing_pending,
 ) -> None:
-    """Count the events found on one side alone, paired by id, into ``report``."""
+    """Count the events found on one side alone, paired by the input they name, into ``report``."""
     firsts: dict[str, Divergence] = {}
     rewordings: dict[str, Divergence] = {}
-    for event_id in old_events.keys() | new_events.keys():
-        old_event, new_event = old_events.get(event_id), new_events.get(event_id)
+    for pairing in old_events.keys() | new_events.keys():
+        old_event, new_event = old_events.get(pairing), new_events.get(pairing)
         sample = new_event or old_event
         assert sample is not None
         site_id = sample["site_id"]

@@ -18,7 +18,7 @@ def action(
     """An action event as the worker writes it, reduced to the fields the comparison reads."""
     tick_at = f"2023-08-01T{offset:02d}:00:00+00:00"
     event = {
-        "event_id": event_id("action", topic, partition, offset, tick_at),
+        "event_id": event_id("action", topic, partition, offset, site, tick_at),
         "site_id": site,
         "tick_timestamp": tick_at,
         "action": "charge",
@@ -321,3 +321,18 @@ def test_a_record_that_misstates_its_input_diverges_and_the_line_shows_what_diff
     assert reworded.first is not None
     assert reworded.first.describe("history").startswith("site east: first history rewording at tick ")
     assert "{reason='Energy price (90.60) below 95.00'}" in reworded.first.describe()
+
+
+def test_an_event_recorded_with_an_id_of_the_old_formula_is_a_rewording_of_its_id() -> None:
+    """Before 2026-12-05 the id was made of the input's coordinates alone. Paired by id, each such event
+    was one event recorded but not recomputed and another recomputed but not recorded; paired by what
+    the id is made from, it is the same decision worded with another id."""
+    ours = [action("east", hour) for hour in range(1, 4)]
+    old_id = event_id("action", "prices", 0, 2, "", "")  # any other id
+    theirs = [ours[0], {**ours[1], "event_id": old_id}, ours[2]]
+    report = compare([orjson.dumps(e) for e in theirs], recomputed(*ours))
+    east = report.sites["east"]
+    assert (east.ticks, east.matched, east.reworded, east.missing, east.extra) == (3, 2, 1, 0, 0)
+    assert east.first is not None
+    assert east.first.recorded is not None
+    assert east.first.recorded["event_id"] == old_id

@@ -100,15 +100,16 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
     assert checked > 3000
 
 
-def test_event_id_is_the_uuid5_of_the_coordinates_and_the_tick_time() -> None:
+def test_event_id_is_the_uuid5_of_the_coordinates_the_site_and_the_tick_time() -> None:
     rng = random.Random(7)
     for _ in range(5000):
         kind = rng.choice(["action", "status", "history", "state"])
         topic = rng.choice(["prices", "a.prices", "prix-é"])
         partition, offset = rng.randrange(1000), rng.randrange(10**15)
         tick_at = datetime.fromtimestamp(rng.randrange(2 * 10**9), UTC).isoformat()
-        expected = str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}:{topic}:{partition}:{offset}:{tick_at}"))
-        assert event_id(kind, topic, partition, offset, tick_at) == expected  # type: ignore[arg-type]
+        site = rng.choice(["default", "texas-1", "site-é"])
+        expected = str(uuid.uuid5(_EVENT_NAMESPACE, f"{kind}:{topic}:{partition}:{offset}:{site}:{tick_at}"))
+        assert event_id(kind, topic, partition, offset, site, tick_at) == expected  # type: ignore[arg-type]
 
 
 def test_without_status_the_other_outputs_are_the_same_bytes() -> None:

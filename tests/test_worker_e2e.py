@@ -76,7 +76,7 @@ async def test_events_carry_schema_version_and_input_derived_ids(
     prices = settings.topics.prices  # derived from the input's coordinates, so a re-emit has the same id
     actions = published.actions
     assert [a.event_id for a in actions] == [
-        event_id("action", prices, 0, n, a.tick_timestamp.isoformat()) for n, a in enumerate(actions)
+        event_id("action", prices, 0, n, "s1", a.tick_timestamp.isoformat()) for n, a in enumerate(actions)
     ]
 
 

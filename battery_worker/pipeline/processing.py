@@ -437,7 +437,7 @@ class TickProcessor:
     ) -> tuple[OutputRecord, ...]:
         setup = site.setup
         tick_at = tick.timestamp.isoformat()
-        coords = (source.topic, source.partition, source.offset, tick_at)
+        coords = (source.topic, source.partition, source.offset, site_id, tick_at)
         policy = setup.policy.name
         key = site.key
         plan = outcome.plan
