@@ -76,8 +76,7 @@ class _Event(BaseModel):
 
 
 class SourceRef(BaseModel):
-    """Where the input tick was read: what ``event_id`` is derived from (with the tick's time) and what
-    restore compares against."""
+    """Where the input tick was read: what ``event_id`` is derived from and restore compares against."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -7,14 +7,13 @@ Environment variables use the prefix ``BATTERY_WORKER_`` and ``__`` between leve
 
 from __future__ import annotations
 
-import contextlib
 import ipaddress
 import json
 import os
 import re
 import tomllib
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -626,38 +625,70 @@ def _undecodable_variable(error: SettingsError) -> str:
     return ", ".join(names) or "BATTERY_WORKER_*"
 
 
-_POLICY_VARIABLE = "BATTERY_WORKER_POLICY__"
+def policy_over(earlier: PolicySettings, name: str | None, params: Mapping[str, Any]) -> PolicySettings:
+    """A later layer's policy (the environment's over the file's, the flags' over both): naming the same
+    policy, or none, it changes the earlier parameters key by key; naming another, it has its own only."""
+    kept = dict(earlier.params) if name in (None, earlier.name) else {}
+    return PolicySettings(name=name or earlier.name, params={**kept, **params})
 
 
 def _policy_params_of_the_layer_naming_it(settings: Settings, toml_data: dict[str, Any]) -> Settings:
     """A policy's parameters are for the policy named beside them: where the environment names another
-    policy than the file, the file's parameters are left out, as ``--policy`` leaves them out.
+    policy than the file, the file's parameters are left out, as ``--policy`` leaves them out. So for the
+    default policy (``[policy]``) and for each site's (``[sites.<id>.policy]``).
 
     Layers are deep-merged, so ``BATTERY_WORKER_POLICY__NAME=mpc`` over a file's ``threshold`` table kept
     its ``charge_below``, and ``mpc`` refused it: a valid file and variable that could not run together.
     """
     variables = {name.upper(): value for name, value in os.environ.items()}
-    named = variables.get(f"{_POLICY_VARIABLE}NAME")
-    in_file = toml_data.get("policy", {})
+    policy = _layered(settings.policy, toml_data.get("policy"), "BATTERY_WORKER_POLICY", variables)
+    file_sites = toml_data.get("sites")
+    sites = dict(settings.sites)
+    for site_id, site in settings.sites.items():
+        in_file = file_sites.get(site_id, {}) if isinstance(file_sites, dict) else {}
+        prefix = f"BATTERY_WORKER_SITES__{site_id.upper()}__POLICY"
+        if site.policy is not None and isinstance(in_file, dict):
+            layered = _layered(site.policy, in_file.get("policy"), prefix, variables)
+            sites[site_id] = site.model_copy(update={"policy": layered})
+    return settings.model_copy(update={"policy": policy, "sites": sites})
+
+
+def _layered(
+    merged: PolicySettings, in_file: object, prefix: str, variables: Mapping[str, str]
+) -> PolicySettings:
+    """``merged`` (the file's table and the variables under ``prefix``, deep-merged) as the variables'
+    policy over the file's (:func:`policy_over`)."""
+    table = _json_table(variables.get(prefix))
+    named = variables.get(f"{prefix}__NAME", table.get("name"))
     if named is None or not isinstance(in_file, dict):
-        return settings
-    if named.strip() == str(in_file.get("name", PolicySettings().name)).strip():
-        return settings
-    from_environment = {
-        name.removeprefix(f"{_POLICY_VARIABLE}PARAMS__").lower()
+        return merged
+    file_params = in_file.get("params", {})
+    file_policy = PolicySettings(
+        name=str(in_file.get("name", PolicySettings().name)).strip(),
+        params=dict(file_params) if isinstance(file_params, dict) else {},
+    )
+    given = {
+        name.removeprefix(f"{prefix}__PARAMS__").lower()
         for name in variables
-        if name.startswith(f"{_POLICY_VARIABLE}PARAMS__")
+        if name.startswith(f"{prefix}__PARAMS__")
     }
-    table = variables.get(f"{_POLICY_VARIABLE}PARAMS", "{}")
-    with contextlib.suppress(ValueError, TypeError):  # a JSON table of them: pydantic names it if bad
-        from_environment |= {str(key).lower() for key in json.loads(table)}
-    file_params = {str(key) for key in in_file.get("params", {})}
-    params = {
-        key: value
-        for key, value in settings.policy.params.items()
-        if key not in file_params or key.lower() in from_environment
-    }
-    return settings.model_copy(update={"policy": PolicySettings(name=settings.policy.name, params=params)})
+    given |= {str(key).lower() for key in _json_table(variables.get(f"{prefix}__PARAMS"))}
+    given |= {str(key).lower() for key in _json_table(table.get("params"))}
+    own = {key: value for key, value in merged.params.items() if key.lower() in given}
+    return policy_over(file_policy, str(named).strip(), own)
+
+
+def _json_table(text: object) -> dict[str, Any]:
+    """A variable's JSON table, or {} (pydantic-settings names a variable that is not JSON)."""
+    if isinstance(text, dict):
+        return text
+    if not isinstance(text, str):
+        return {}
+    try:
+        table = json.loads(text)
+    except ValueError:
+        return {}
+    return table if isinstance(table, dict) else {}
 
 
 def _check_toml(path: Path) -> dict[str, Any]:

@@ -432,6 +432,29 @@ def test_a_policy_named_by_a_later_layer_takes_no_parameters_of_the_earlier_laye
     assert (policy.name, dict(policy.params)) == ("adaptive", {})
 
 
+def test_the_later_layers_policy_rule_holds_for_a_json_table_and_for_a_sites_policy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of the diff: the whole [policy] table as JSON, and a site's policy named by a variable,
+    still took the file's parameters of another policy, and were refused."""
+    config = tmp_path / "worker.toml"
+    threshold = 'name = "threshold"\nparams = { charge_below = 25.0, discharge_above = 100.0 }\n'
+    config.write_text(f"[policy]\n{threshold}[sites.s1.policy]\n{threshold}")
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("BATTERY_WORKER_POLICY", '{"name": "mpc"}')
+    monkeypatch.setenv("BATTERY_WORKER_SITES__S1__POLICY__NAME", "adaptive")
+    settings = command_settings(build_parser().parse_args(["run", "--config", str(config)]))
+    assert (settings.policy.name, dict(settings.policy.params)) == ("mpc", {})
+    site = settings.sites["s1"].policy
+    assert site is not None
+    assert (site.name, dict(site.params)) == ("adaptive", {})
+    monkeypatch.setenv("BATTERY_WORKER_SITES__S1__POLICY__NAME", "threshold")
+    monkeypatch.setenv("BATTERY_WORKER_SITES__S1__POLICY__PARAMS__CHARGE_BELOW", "20")
+    site = command_settings(build_parser().parse_args(["run", "--config", str(config)])).sites["s1"].policy
+    assert site is not None
+    assert (site.name, dict(site.params)) == ("threshold", {"charge_below": "20", "discharge_above": 100.0})
+
+
 @pytest.mark.parametrize(
     ("params", "expected"),
     [

@@ -360,12 +360,12 @@ def test_the_estimate_is_the_last_tick_where_prices_hold_and_the_level_where_the
         return memory
 
     held = memory_after([10.0 + 5.0 * (i // 4 % 3) for i in range(96)], 15)  # a step each hour
-    assert held.level_wins is not None
-    assert held.level_wins < 0.5
+    assert held.level_share is not None
+    assert held.level_share < 0.5
     assert held.estimate == held.last_departure != held.level
     wobbling = memory_after([10.0 + (3.0 if i % 2 else -3.0) for i in range(96)], 5)
-    assert wobbling.level_wins is not None
-    assert wobbling.level_wins > 0.5
+    assert wobbling.level_share is not None
+    assert wobbling.level_share > 0.5
     assert wobbling.estimate == wobbling.level != wobbling.last_departure
     near = held.near_term(7200.0, expected=10.0)
     assert near is not None
@@ -374,8 +374,32 @@ def test_the_estimate_is_the_last_tick_where_prices_hold_and_the_level_where_the
     dumped = orjson.loads(orjson.dumps(held.dump()))
     assert IntraHour.load(dumped) == held
     # Stored before the share existed: the level prices the plan, as it did then, until the next tick.
-    older = IntraHour.load({k: v for k, v in dumped.items() if k not in ("last_departure", "level_wins")})
+    older = IntraHour.load(
+        {k: v for k, v in dumped.items() if k not in ("last_departure", "level_wins", "wins_weight")}
+    )
     assert older.estimate == older.level == held.level
+    # Its next tick starts the last departure, the one after the share: held prices turn to the last tick.
+    at = T0 + timedelta(minutes=15 * 96)
+    for i in range(8):
+        price = 10.0 + 5.0 * ((96 + i) // 4 % 3)
+        older = older.add(at + timedelta(minutes=15 * i), price, 0.95).with_level(price, 10.0, 3600.0)
+    assert older.level_share is not None
+    assert older.level_share < 0.5
+    assert older.estimate == older.last_departure
+
+
+def test_one_early_tick_does_not_decide_the_estimate_for_a_day() -> None:
+    """The share is of the ticks seen so far (a weighted sum over its weight, not a mean started at the
+    first result): a jump held for two ticks at the start, which the last tick predicts best, does not keep
+    the estimate on the last tick through the wobbling after it."""
+    memory = IntraHour(HourlyHistory(24))
+    prices = [10.0, 20.0, 20.0, 20.0, *(10.0 + (3.0 if i % 2 else -3.0) for i in range(40))]
+    for i, price in enumerate(prices):
+        at = T0 + timedelta(minutes=5 * i)
+        memory = memory.add(at, price, 0.95).with_level(price, 10.0, 3600.0)
+    assert memory.level_share is not None
+    assert memory.level_share > 0.5, "forty ticks of wobbling outweigh one early jump"
+    assert memory.estimate == memory.level
 
 
 def test_hourly_prices_over_15_minute_ticks_plan_as_the_hourly_prices_do(ercot_week: list[PriceTick]) -> None:
@@ -465,7 +489,7 @@ def test_a_restored_intra_hour_memory_holds_its_slots_as_packed_doubles() -> Non
     history = HourlyHistory(policy.memory_hours).dump()
     stored: dict[str, object] = {"history": history, "last_at": 1.7e9, "gap_seconds": 300.0}
     stored |= {"shape": shape, "slot_sums": sums, "slot_counts": [1] * 12, "level": 0.5}  # dump()'s order
-    stored |= {"last_departure": 0.25, "level_wins": 0.75}
+    stored |= {"last_departure": 0.25, "level_wins": 0.75, "wins_weight": 0.9}
     raw = orjson.dumps(stored)
     restored, held = load_traced(policy, raw)
     assert isinstance(restored, IntraHour)

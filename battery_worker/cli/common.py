@@ -37,7 +37,7 @@ def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = No
     ``--policy-param`` without ``--policy`` changes the configured policy's parameters (the flags win
     over the file's, key by key); with ``--policy NAME`` of another policy, only the flags' parameters.
     """
-    from battery_worker.settings import PolicySettings, load_settings
+    from battery_worker.settings import PolicySettings, load_settings, policy_over
 
     overrides: dict[str, Any] = dict(extra or {})
     if getattr(args, "bootstrap_servers", None) is not None:
@@ -58,8 +58,7 @@ def command_settings(args: argparse.Namespace, extra: dict[str, Any] | None = No
     flagged = policy_params(pairs)
 
     def choose(configured: PolicySettings) -> PolicySettings:
-        params = {**configured.params} if name in (None, configured.name) else {}
-        return PolicySettings(name=name or configured.name, params={**params, **flagged})
+        return policy_over(configured, name, flagged)
 
     # Not as overrides: they are deep-merged with the file's parameters, of another policy too.
     return load_settings(config, overrides, choose_policy=choose if (name or pairs) else None)

@@ -1,7 +1,7 @@
 """The MPC's memory: the hourly history plus what sub-hourly ticks teach about the hour they fall in. Pure.
 
 On 5-minute ticks (the MARA API, real-time markets) an hourly plan cannot see a spread inside the hour. This
-memory keeps, besides the :class:`HourlyHistory`, four bounded things learned from past ticks only:
+memory keeps, besides the :class:`HourlyHistory`, five bounded things learned from past ticks only:
 
 * the last tick's time and the last gap between ticks: the tick interval the near-term plan steps at;
 * this hour's price sums and counts per 5-minute slot of the hour (12 each);
@@ -12,11 +12,12 @@ memory keeps, besides the :class:`HourlyHistory`, four bounded things learned fr
   over past ticks of each tick's price less its slot's shape and the profile's value for its hour. A tick
   ``gap`` seconds after the last one weighs ``1 − exp(−gap / level_seconds)``;
 * which predicts the next tick's departure better, that level or the last tick's own departure: the share
-  of ticks the level came closer, weighted over a day (``WINS_SECONDS``). Where prices wobble from tick to
-  tick (the MARA 5-minute files) the smoothed level does; where a tick's price holds until the next or moves
-  smoothly (15- and 30-minute markets, or hourly prices at a finer tick) the last departure does, and the
-  level lags every move by its time constant (a review run: 87.6 % of the optimum on DE-LU hourly prices
-  held over 15 minutes against 89.8 % planning hourly). :attr:`IntraHour.estimate` is the better of the two.
+  of ticks the level came closer, weighted over a day (``WINS_SECONDS``; a weighted sum and its weight).
+  Where prices wobble from tick to tick (the MARA 5-minute files) the smoothed level does; where a tick's
+  price holds until the next or moves smoothly (15- and 30-minute markets, or hourly prices at a finer
+  tick) the last departure does, and the level lags every move by its time constant (a review run: 87.6 %
+  of the optimum on DE-LU hourly prices held over 15 minutes against 89.8 % planning hourly).
+  :attr:`IntraHour.estimate` is the better of the two.
   A share, not the errors' size: squared errors let the MARA event's first hour, a fall from 3.00 after a
   month within 0.65-1.35, outweigh the month, and the estimate followed the last tick down (81.5 % against
   91.7 %).
@@ -27,7 +28,7 @@ forecast departs from the profile by that same estimate. Why a level that slides
 from the profile: the mean of the current hour's ticks so far, which this used before, lags an hour that
 moves (the MARA event's first hour falls from 3.00 to 2.07 while its mean still says 2.56) and starts each
 hour from one noisy tick; measured from the profile, the daily cycle is not mistaken for a departure.
-Memory is 12 + 12 + 12 + 3 numbers beside the history, whatever the tick rate; it dumps to plain JSON and
+Memory is 2 + 12 + 12 + 12 + 4 numbers beside the history, whatever the tick rate; it dumps to plain JSON and
 loads back to an equal value. The shape and the slot sums are kept as packed doubles, as the history is
 (``HourlyHistory.packed_means``): as tuples of float objects they took 850 bytes a site, packed 260, the
 same values (a worker holds 10,000 sites, ``bench/state_memory.py``).
@@ -76,6 +77,7 @@ class IntraHourDump(TypedDict):
     level: float | None
     last_departure: float | None
     level_wins: float | None
+    wins_weight: float | None
 
 
 def slot_of(seconds: float) -> int:
@@ -103,14 +105,22 @@ class IntraHour:
     level: float | None = None
     last_departure: float | None = None
     level_wins: float | None = None
+    wins_weight: float | None = None
+
+    @property
+    def level_share(self) -> float | None:
+        """The share of ticks, the last day's most, whose departure the level came closer to than the last
+        tick's did; None before two ticks."""
+        if self.level_wins is None or not self.wins_weight:
+            return None
+        return self.level_wins / self.wins_weight
 
     @property
     def estimate(self) -> float | None:
         """How far prices stand from the profile now: the level, or the last tick's departure where that
         has come closer to the next tick's more often."""
-        if self.level_wins is None or self.level_wins >= 0.5:
-            return self.level
-        return self.last_departure
+        share = self.level_share
+        return self.level if share is None or share >= 0.5 else self.last_departure
 
     @property
     def shape(self) -> tuple[float, ...]:
@@ -175,17 +185,21 @@ class IntraHour:
         if self.level is None or self.gap_seconds is None:
             return replace(self, level=departure, last_departure=departure)
         weight = math.exp(-self.gap_seconds / level_seconds)
-        wins = self.level_wins
+        wins, weight_of_wins = self.level_wins, self.wins_weight
         if self.last_departure is not None:  # which would have predicted this tick closer
             by_level, by_last = abs(departure - self.level), abs(departure - self.last_departure)
             won = 1.0 if by_level < by_last else 0.0 if by_last < by_level else 0.5
+            # A weighted sum and its weight, not a mean started at the first result: one early tick would
+            # decide for most of a day. The share is their ratio: the ticks seen so far, the last day most.
             kept = math.exp(-self.gap_seconds / WINS_SECONDS)
-            wins = won if wins is None else kept * wins + (1.0 - kept) * won
+            wins = kept * (wins or 0.0) + (1.0 - kept) * won
+            weight_of_wins = kept * (weight_of_wins or 0.0) + (1.0 - kept)
         return replace(
             self,
             level=weight * self.level + (1.0 - weight) * departure,
             last_departure=departure,
             level_wins=wins,
+            wins_weight=weight_of_wins,
         )
 
     def near_term(self, max_gap_seconds: float, expected: float) -> NearTerm | None:
@@ -217,6 +231,7 @@ class IntraHour:
             "level": self.level,
             "last_departure": self.last_departure,
             "level_wins": self.level_wins,
+            "wins_weight": self.wins_weight,
         }
 
     @staticmethod
@@ -240,6 +255,7 @@ class IntraHour:
                 # Absent from what the mpc stored before the estimate chose: the level alone, as then.
                 last_departure=_optional(fields.get("last_departure")),
                 level_wins=_optional(fields.get("level_wins")),
+                wins_weight=_optional(fields.get("wins_weight")),
             )
         except (KeyError, TypeError, ValueError) as error:
             raise InvalidConfig("policy_memory", str(error), "not an intra-hour memory") from None

@@ -45,7 +45,7 @@ has none and is planned on its price alone. At 0 the price is used as it is, bit
 
 Memory: one :class:`IntraHour`: a bounded :class:`HourlyHistory` of :attr:`MpcPolicy.memory_hours` floats
 (696 by default: the analogs' 28 days and a window; the profile, the terminal value and the fallback read
-the last ``history_hours`` of them), plus 39 numbers: the current hour, the intra-hour shape, the level,
+the last ``history_hours`` of them), plus 42 numbers: the current hour, the intra-hour shape, the level,
 and whether it or the last tick is the better estimate.
 """
 
