@@ -553,16 +553,10 @@ def test_sigterm_while_waiting_for_a_broker_is_exit_0(tmp_path: Path) -> None:
 async def test_sighup_stops_the_worker_gracefully_and_commits(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
-    from tests.workerkit import feed
-
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
     await feed(settings, ercot_week()[:24], "hup")
     log = tmp_path / "worker.log"
-    process = start_worker_process(settings, log)
-    deadline = time.monotonic() + 60
-    while _ticks_applied(settings, "hup") < 24:
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        await asyncio.sleep(0.5)
+    process = await _worker_that_applied(settings, log, "hup", 24)
     process.send_signal(signal.SIGHUP)
     assert process.wait(timeout=30) == 0, log.read_text()[-2000:]
     text = log.read_text()
@@ -585,12 +579,7 @@ async def test_the_idle_clock_of_a_bounded_run_starts_with_its_assignment(
     await feed(settings, week[:24], "late")
     short_polls = settings.worker.model_copy(update={"poll_timeout_ms": 1})
     polling = settings.model_copy(update={"worker": short_polls})
-    log = tmp_path / "killed.log"
-    killed = start_worker_process(settings, log)
-    deadline = time.monotonic() + 60
-    while _ticks_applied(settings, "late") < 24:
-        assert time.monotonic() < deadline, log.read_text()[-2000:]
-        await asyncio.sleep(0.5)
+    killed = await _worker_that_applied(settings, tmp_path / "killed.log", "late", 24)
     killed.kill()
     killed.wait()
     await feed(settings, week[24:48], "late")
@@ -600,6 +589,22 @@ async def test_the_idle_clock_of_a_bounded_run_starts_with_its_assignment(
     assert time.monotonic() - started > 3, "the join waited out the killed member's session"
     assert handled >= 24, "the backlog was read, not left for the next run"
     assert worker.processor.sites()["late"].battery.ticks_applied == 48
+
+
+async def _worker_that_applied(
+    settings: Settings, log: Path, site: str, ticks: int
+) -> subprocess.Popen[bytes]:
+    """``battery-worker run`` in a process of its own, once its status says ``site`` applied ``ticks``."""
+    process = start_worker_process(settings, log)
+    deadline = time.monotonic() + 60
+    while _ticks_applied(settings, site) < ticks:
+        assert time.monotonic() < deadline, _last_lines(log)
+        await asyncio.sleep(0.5)
+    return process
+
+
+def _last_lines(log: Path) -> str:
+    return log.read_text()[-2000:]
 
 
 def _ticks_applied(settings: Settings, site: str) -> int:
