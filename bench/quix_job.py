@@ -121,7 +121,8 @@ class Job:
         record = _stored(outcome.state, ticks_stale)
         record["policy_memory"] = policy.dump_memory(outcome.state.policy_memory)
         state.set("battery", record)
-        coords = (context.topic, context.partition, context.offset)
+        tick_at = tick.timestamp.isoformat()
+        coords = (context.topic, context.partition, context.offset, site_id, tick_at)
         source = SourceRef.model_construct(topic=coords[0], partition=coords[1], offset=coords[2])
         plan = outcome.plan
         assert plan is not None, "dispatched with the site model"
@@ -129,7 +130,7 @@ class Job:
         battery = outcome.state.battery
         actions, status, history = self.topics
         key = site_id.encode()
-        history_key = f"{site_id}|{tick.timestamp.isoformat()}".encode()
+        history_key = f"{site_id}|{tick_at}".encode()
         return [
             (
                 actions,
