@@ -135,12 +135,9 @@ def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:
 
 
 def _zone_less(stamp: object) -> bool:
-    if isinstance(stamp, str):
-        try:
-            stamp = datetime.fromisoformat(stamp.strip().replace("Z", "+00:00"))
-        except ValueError:
-            return False
-    return isinstance(stamp, datetime) and stamp.tzinfo is None
+    """A row's time given without a UTC offset: a CSV's cell is parsed already, a JSON object's is text."""
+    parsed = _parse_time(stamp) if isinstance(stamp, str) else stamp
+    return isinstance(parsed, datetime) and parsed.tzinfo is None
 
 
 def _span(first: datetime, last: datetime) -> str:
