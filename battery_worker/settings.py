@@ -14,7 +14,7 @@ import re
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, is_dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
 
@@ -545,12 +545,43 @@ def _check_environment_sections() -> None:
     """
     prefix = str(Settings.model_config.get("env_prefix", ""))
     for name in sorted(os.environ):
-        if not name.upper().startswith(prefix.upper()) or "__" not in name[len(prefix) :]:
+        if not name.upper().startswith(prefix.upper()):
             continue
-        section = name[len(prefix) :].split("__", 1)[0].lower()
+        rest = name[len(prefix) :]
+        if "__" not in rest:
+            _check_single_underscore(name, rest.lower(), prefix)
+            continue
+        section = rest.split("__", 1)[0].lower()
         if section not in Settings.model_fields:
             known = ", ".join(sorted(Settings.model_fields))
             raise InvalidConfig(name, "…", f"no such section of the settings (known: {known})")
+
+
+def _check_single_underscore(name: str, rest: str, prefix: str) -> None:
+    """``BATTERY_WORKER_KAFKA_BOOTSTRAP_SERVERS`` (one underscore where the sections take two) named a field
+    of a section, and was ignored: the worker went to localhost:9092 without a word. A variable that reads
+    as a section's field, or as a field of one section alone, is refused with the name meant; any other
+    name under the prefix is left alone (the CLI's own, or one a monitor header is read from)."""
+    if rest in Settings.model_fields:
+        return
+    meant: list[str] = []
+    for section, info in Settings.model_fields.items():
+        fields = _field_names(info.annotation)
+        if rest.startswith(f"{section}_") and rest.removeprefix(f"{section}_") in fields:
+            meant = [f"{section}__{rest.removeprefix(f'{section}_')}"]
+            break
+        if rest in fields:
+            meant.append(f"{section}__{rest}")
+    if len(meant) == 1:
+        raise InvalidConfig(
+            name, "…", f"no such setting; a section's field takes two underscores: {prefix}{meant[0].upper()}"
+        )
+
+
+def _field_names(annotation: Any) -> set[str]:
+    if is_dataclass(annotation):
+        return {field.name for field in fields(annotation)}
+    return set(getattr(annotation, "model_fields", {}))
 
 
 def load_settings(

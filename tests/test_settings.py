@@ -308,3 +308,36 @@ def test_true_and_false_still_set_the_switches(tmp_path: Path) -> None:
     path = tmp_path / "battery-worker.toml"
     path.write_text("[topics]\ncreate = false\n")
     assert load_settings(config_file=path).topics.create is False
+
+
+@pytest.mark.parametrize(
+    ("variable", "meant"),
+    [
+        ("BATTERY_WORKER_KAFKA_BOOTSTRAP_SERVERS", "BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"),
+        ("BATTERY_WORKER_GROUP_ID", "BATTERY_WORKER_WORKER__GROUP_ID"),
+        ("BATTERY_WORKER_BATTERY_CAPACITY_MWH", "BATTERY_WORKER_BATTERY__CAPACITY_MWH"),
+        ("BATTERY_WORKER_SITE_IMPORT_LIMIT_MW", "BATTERY_WORKER_SITE__IMPORT_LIMIT_MW"),
+    ],
+)
+def test_a_section_field_given_with_one_underscore_is_refused_with_the_name_meant(
+    monkeypatch: pytest.MonkeyPatch, variable: str, meant: str
+) -> None:
+    """BATTERY_WORKER_KAFKA_BOOTSTRAP_SERVERS was ignored: the worker went to localhost:9092 unwarned."""
+    monkeypatch.setenv(variable, "s3cret")
+    with pytest.raises(InvalidConfig, match=f"two underscores: {meant}$") as caught:
+        load_settings()
+    assert caught.value.field == variable
+    assert "s3cret" not in str(caught.value)
+
+
+def test_other_names_under_the_prefix_without_two_underscores_pass(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's own variables, a monitor header's secret, and the top-level fields are not refused."""
+    for name, value in {
+        "BATTERY_WORKER_LOG_LEVEL": "DEBUG",
+        "BATTERY_WORKER_MARA_API_KEY": "k",
+        "BATTERY_WORKER_KAFKA_HOME": "/tmp",
+        "BATTERY_WORKER_TEST_BROKER": "embedded",
+        "BATTERY_WORKER_BATTERY_TYPE": "lfp",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert load_settings().battery_type == "lfp"
