@@ -107,6 +107,12 @@ class BatteryState:
         """Energy is left above the minimum charge and the battery may discharge at all (rate above zero)."""
         return self.state_of_charge_mwh > config.min_energy_mwh and config.max_discharge_rate_mw > 0
 
+    def cycle_cap_reached(self, config: BatteryConfig, at: datetime | None) -> bool:
+        """The cycle day of ``at`` has delivered all ``max_cycles_per_day`` allows: a discharge there moves
+        nothing."""
+        cap = config.daily_delivery_cap_mwh
+        return cap is not None and delivered_today(config, self, at) >= cap
+
 
 _new = object.__new__
 _SOC, _AT, _TICKS, _BOUGHT, _STORED, _DRAWN, _DELIVERED, _COST, _AVOIDED, _TODAY = slot_setters(BatteryState)

@@ -188,7 +188,10 @@ class BatteryStatus(_Event):
 
     last_tick_at: datetime | None
     charge_level_percent: float
-    available_energy_mwh: float
+    available_energy_mwh: float = Field(
+        description="the energy in the cells (the seed's meaning); what a discharge can draw is what lies "
+        "above the battery's min_charge_percent"
+    )
     capacity_mwh: float
     max_charge_rate_mw: float
     max_discharge_rate_mw: float
@@ -203,7 +206,10 @@ class BatteryStatus(_Event):
     avoided_cost: float
     net_value: float
     can_charge: bool
-    can_discharge: bool
+    can_discharge: bool = Field(
+        description="energy is left above the minimum charge, the battery may discharge at all, and the "
+        "cycle day of last_tick_at has not reached its max_cycles_per_day"
+    )
     ticks_applied: int
     ticks_stale: int
     policy: str
@@ -236,7 +242,8 @@ def status_fields(
         "avoided_cost": float(battery.avoided_cost),
         "net_value": float(battery.net_value),
         "can_charge": battery.can_charge(config),
-        "can_discharge": battery.can_discharge(config),
+        "can_discharge": battery.can_discharge(config)
+        and not battery.cycle_cap_reached(config, battery.last_tick_at),
     }
 
 

@@ -130,6 +130,11 @@ class BatterySystem:
             "mining_demand_mw": mining_demand_mw,
             "inference_demand_mw": inference_demand_mw,
         }
+        if policy is not None:  # they were dropped without a word: BatterySystem(policy="mpc", ...)
+            for argument, value in zip(_THRESHOLD_ARGUMENTS, thresholds.values(), strict=True):
+                if value is not None:
+                    problem = "is the threshold policy's; with policy given, give it to that policy"
+                    raise InvalidConfig(argument, value, problem)
         self._policy: Policy = policy or ThresholdPolicy(
             **{name: _plain(value) for name, value in thresholds.items() if value is not None}
         )
@@ -183,7 +188,9 @@ class BatterySystem:
         """The seed's status fields (``charge_level_percent``, ``available_energy_mwh``, ``capacity_mwh``,
         the rates, ``efficiency``, ``total_energy_stored_mwh``, ``total_energy_used_mwh``, ``can_charge``,
         ``can_discharge``, ``last_updated``), the money and energy totals of the status event, ``policy``,
-        the thresholds under ``threshold``, and ``emissions`` (the running totals, named as in the events)."""
+        the thresholds under ``threshold``, ``wear_cost`` and ``net_value_after_wear`` (``net_value`` is
+        before wear, as in the status event), and ``emissions`` (the running totals, named as in the
+        events)."""
         with self._lock:
             status: dict[str, Any] = {
                 **status_fields(self._site.battery, self._config, self._last_updated),
@@ -195,6 +202,8 @@ class BatterySystem:
             if isinstance(self._policy, ThresholdPolicy):
                 status["charge_threshold"] = self._policy.charge_below
                 status["discharge_threshold"] = self._policy.discharge_above
+            status["wear_cost"] = self._site.battery.wear_cost(self._config)
+            status["net_value_after_wear"] = self._site.battery.net_value_after_wear(self._config)
             status["emissions"] = emissions_totals(self._site.emissions)
             return status
 
@@ -203,10 +212,13 @@ class BatterySystem:
         energy_price: float,
         hash_price: float,
         token_price: float,
-        timestamp: datetime | str | None = None,
+        timestamp: datetime | str | float | None = None,
         carbon_intensity: float | None = None,
     ) -> dict[str, Any]:
         """Decide from the prices and apply the decision for the time since the previous decision.
+
+        ``timestamp`` is the tick's time: a datetime, ISO 8601 text, or seconds since the Unix epoch (as
+        pydantic reads a number, above 2e10 as milliseconds); None is the clock's now.
 
         Returns ``action`` (charge, discharge, hold), ``reason``, ``result`` (``success``, ``power_mw``,
         ``duration_hours``, ``energy_mwh``, ``charge_level_percent``, and ``limited_by``, ``gap_hours`` or
@@ -230,13 +242,13 @@ class BatterySystem:
             self._site = outcome.state
             self._last_updated = tick.timestamp
             result = self._result(outcome.step)
-            self._record(
+            self._record(  # the tick's floats: np.float32 or Decimal kept raw made save_history fail
                 outcome.step,
                 outcome.decision.reason,
                 tick.timestamp,
-                energy_price,
-                hash_price,
-                token_price,
+                tick.energy_price,
+                tick.hash_price,
+                tick.token_price,
             )
             plan = outcome.plan
             assert plan is not None, "dispatched with the site model"
@@ -383,6 +395,9 @@ class BatterySystem:
                 "token_price": token_price,
             }
         )
+
+
+_THRESHOLD_ARGUMENTS = ("charge_threshold", "discharge_threshold", "mining_demand_mw", "inference_demand_mw")
 
 
 def _plain(value: Any) -> Any:

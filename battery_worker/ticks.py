@@ -86,7 +86,7 @@ def make_tick(
     energy_price: float,
     hash_price: float,
     token_price: float,
-    timestamp: datetime | str,
+    timestamp: datetime | str | float,
     site_id: str | None = None,
     carbon_intensity: float | None = None,
 ) -> PriceTick:

@@ -8,6 +8,7 @@ import pickle
 import threading
 import warnings
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -341,3 +342,63 @@ def test_a_step_that_moves_nothing_says_why_when_neither_full_nor_empty() -> Non
     assert capped.discharge(20.0, 1.0)["limited_by"] == "cycles"
     assert capped.discharge(20.0, 1.0)["error"] == "the day's cycle cap is reached (max_cycles_per_day)"
     assert BatterySystem(initial_charge=100.0).charge(5.0, 1.0)["error"] == "battery is full"
+
+
+@pytest.mark.parametrize(
+    "price", [np.float32(1.0), np.int64(1), Decimal("1.0")], ids=["float32", "int64", "Decimal"]
+)
+def test_a_decision_priced_in_any_real_type_keeps_a_history_that_saves(price: Any, tmp_path: Path) -> None:
+    """The history kept the raw price: save_history failed with 'Object of type float32 is not JSON
+    serializable', for good, after one such decision."""
+    battery = BatterySystem()
+    battery.make_decision(price, price, price, timestamp="2025-01-01T00:00:00Z")
+    entry = battery.history[-1]
+    assert [type(entry[name]) for name in ("energy_price", "hash_price", "token_price")] == [float] * 3
+    saved = json.loads(battery.save_history(tmp_path / "history.json").read_text())
+    assert saved[-1]["energy_price"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "argument", ["charge_threshold", "discharge_threshold", "mining_demand_mw", "inference_demand_mw"]
+)
+def test_a_threshold_argument_beside_another_policy_is_refused(argument: str) -> None:
+    """BatterySystem(policy="mpc", charge_threshold=1.5) was built without a word, the 1.5 dropped."""
+    value = 2.5 if argument == "discharge_threshold" else 1.5  # a threshold pair the policy takes
+    given: dict[str, Any] = {argument: value}
+    with pytest.raises(InvalidConfig, match=f"^{argument}={value}: is the threshold policy's"):
+        BatterySystem(policy="mpc", **given)
+    with pytest.raises(InvalidConfig, match=argument):
+        BatterySystem(policy=make_policy("threshold"), **given)
+    assert BatterySystem(**given).policy.name == "threshold"
+
+
+def test_a_discharge_past_the_days_cycle_cap_is_a_hold_and_the_status_says_it_cannot() -> None:
+    """A discharge of 0 MW ('success': False, limited by cycles) was the decision once the cap was reached,
+    and can_discharge stayed True: the schedulers downstream were told to expect power."""
+    battery = BatterySystem(max_cycles_per_day=0.3, initial_charge=100.0)
+    start = datetime(2025, 1, 1, tzinfo=UTC)
+    decisions = [battery.make_decision(5.0, 1, 1, timestamp=start + timedelta(hours=h)) for h in range(4)]
+    assert decisions[0]["action"] == "discharge"
+    assert decisions[1]["action"] == "discharge"
+    assert decisions[1]["result"]["limited_by"] == "cycles"
+    assert decisions[2]["action"] == "hold"
+    assert decisions[2]["reason"].endswith("but the day's cycle cap is reached")
+    assert decisions[2]["result"]["success"] is True
+    assert battery.get_status()["can_discharge"] is False
+    next_day = battery.make_decision(5.0, 1, 1, timestamp=start + timedelta(days=1))
+    assert next_day["action"] == "discharge"
+    assert next_day["result"]["energy_mwh"] > 0
+    assert battery.get_status()["can_discharge"] is True
+
+
+def test_the_status_gives_the_wear_and_the_value_after_it() -> None:
+    """net_value is before wear (as in the status event); the wear was reachable only through private
+    fields, so the library's figure overstated what the backtest reports."""
+    battery = BatterySystem(cycle_cost_per_mwh=20.0, initial_charge=100.0)
+    battery.make_decision(5.0, 1, 1, timestamp="2025-01-01T00:00:00Z")
+    battery.make_decision(5.0, 1, 1, timestamp="2025-01-01T01:00:00Z")
+    status = battery.get_status()
+    delivered = status["total_energy_used_mwh"]
+    assert delivered > 0
+    assert status["wear_cost"] == pytest.approx(20.0 * delivered)
+    assert status["net_value_after_wear"] == pytest.approx(status["net_value"] - 20.0 * delivered)

@@ -82,7 +82,8 @@ def decision(tick: PriceTick, action: Action, power_mw: float, reason: str) -> D
 def gated_by_battery(
     tick: PriceTick, wanted: Decision, battery: BatteryState, config: BatteryConfig
 ) -> Decision:
-    """Turn a charge into a hold when the battery is full, a discharge into a hold when it is empty.
+    """Turn a charge into a hold when the battery is full, a discharge into a hold when it is empty or the
+    day's cycle cap is reached (a "discharge" of 0 MW told the schedulers downstream to expect power).
 
     This is what the seed's ``can_charge``/``can_discharge`` meant, without its flaw of refusing any charge
     unless a whole hour at the maximum rate still fitted.
@@ -95,4 +96,6 @@ def gated_by_battery(
         if config.max_discharge_rate_mw <= 0:
             return hold(tick, f"{wanted.reason} but the battery may not discharge (max_discharge_rate_mw 0)")
         return hold(tick, f"{wanted.reason} but battery is empty")
+    if wanted.action is DISCHARGE and battery.cycle_cap_reached(config, tick.timestamp):
+        return hold(tick, f"{wanted.reason} but the day's cycle cap is reached")
     return wanted
