@@ -28,6 +28,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 import orjson
@@ -61,6 +62,27 @@ class Divergence:
         )
 
 
+class Outside(Enum):
+    """Where a recorded event's input lies when it is not in what was replayed."""
+
+    BEFORE_START = "before the replay's start"
+    AFTER_END = "recorded since the replay began"
+    PRICES_DELETED = "their prices are deleted (retention, or records deleted)"
+    OTHER_PRICES_TOPIC = "their ticks came from another prices topic"
+
+    @property
+    def unverified(self) -> bool:
+        """A decision an audit of the whole log should have checked and could not: counted and said, and
+        the replay does not pass (before, 500 decisions whose prices retention had deleted were left out
+        and the replay said every recorded decision was reproduced). One before a start asked for, or
+        recorded since the replay began, is out of range by choice."""
+        return self in (Outside.PRICES_DELETED, Outside.OTHER_PRICES_TOPIC)
+
+
+Placement = Callable[[dict[str, Any]], Outside | None]
+"""Where a recorded event's input lies: None when in what was replayed."""
+
+
 @dataclass(slots=True)
 class SiteReport:
     ticks: int = 0
@@ -85,10 +107,16 @@ class AuditReport:
     unreadable: list[str] = field(default_factory=list)
     """Recorded records that are no event of this kind (not JSON, or without its id, site, input or tick
     time), each as ``where: why``: a difference no site can be given, never a crash of the audit."""
+    unverified: dict[Outside, dict[str, int]] = field(default_factory=dict)
+    """Recorded decisions whose input could not be replayed, by why (:attr:`Outside.unverified`) and site."""
 
     @property
     def identical(self) -> bool:
-        return not self.unreadable and all(site.identical for site in self.sites.values())
+        return (
+            not self.unreadable
+            and not self.unverified
+            and all(site.identical for site in self.sites.values())
+        )
 
     def totals(self) -> SiteReport:
         total = SiteReport()
@@ -114,8 +142,8 @@ ACTIONS = EventShape(time_field="tick_timestamp")
 HISTORY = EventShape(time_field="timestamp")
 
 
-def _everything(event: dict[str, Any]) -> bool:
-    return True
+def _everything(event: dict[str, Any]) -> Outside | None:
+    return None
 
 
 def nothing_pending(event: dict[str, Any]) -> bool:
@@ -405,6 +433,7 @@ class Comparison:
         self._late: dict[Key, set[bytes]] = {}
         """Those events' versions recorded since pass 1 (seen in pass 3)."""
         self._named: dict[tuple[str, int], bytes] = {}
+        self._unverified: dict[Outside, dict[str, int]] = {}
 
     def add_recorded(self, value: bytes, where: str = "") -> None:
         """``where``: the record's coordinates (``topic[partition]@offset``), for the report's line on a
@@ -447,12 +476,11 @@ class Comparison:
         wanted), or some recomputed events met no recorded one (they may have been recorded since)."""
         return bool(self._recorded) or any(self._disagreed.values()) or bool(self._alone_by_key)
 
-    def add_unmet(
-        self, value: bytes, in_range: Callable[[dict[str, Any]], bool] = _everything, where: str = ""
-    ) -> None:
-        """Keep the bytes of an unmet recorded version, if ``in_range`` holds for it (checked here too, so a
-        replay from an offset does not keep every recorded event before it), or of a version recorded since
-        pass 1 of an event only recomputed so far."""
+    def add_unmet(self, value: bytes, outside: Placement = _everything, where: str = "") -> None:
+        """Keep the bytes of an unmet recorded version if its input lies in the replayed range (``outside``
+        says None; checked here too, so a replay from an offset does not keep every recorded event before
+        it), or of a version recorded since pass 1 of an event only recomputed so far. One whose input could
+        not be replayed (:attr:`Outside.unverified`) is counted, once whatever its versions."""
         key = _event_key(value)
         if key is None:
             return
@@ -468,21 +496,30 @@ class Comparison:
         if not wanted:
             return
         event, _ = _readable(value)
-        if event is None or in_range(event):  # one that is no event is reported whatever its range
+        placed = (
+            None if event is None else outside(event)
+        )  # one that is no event: reported whatever its range
+        if placed is None:
             self._recorded_alone[value] = where
+        elif placed.unverified and event is not None:
+            self._recorded.pop(key)  # its versions' fingerprints: counted once, the later copies not kept
+            site_id = str(event["site_id"])
+            if self._site_filter in (None, site_id):
+                by_site = self._unverified.setdefault(placed, {})
+                by_site[site_id] = by_site.get(site_id, 0) + 1
 
     def report(
         self,
         shape: EventShape = ACTIONS,
-        in_range: Callable[[dict[str, Any]], bool] = _everything,
+        outside: Placement = _everything,
         pending: Callable[[dict[str, Any]], bool] = nothing_pending,
     ) -> AuditReport:
         """The report: agreed events counted; the others paired (:func:`_pairing`), a recorded one only if
-        ``in_range`` holds for it (its input lies in the replayed range). A recomputed event with no recorded
+        its input lies in the replayed range (``outside`` says None). A recomputed event with no recorded
         version is *pending* rather than a difference if ``pending`` holds for it (the worker had not yet
         committed its tick). The first divergence per site is the earliest by tick time."""
         self._meet_late()
-        report = AuditReport()
+        report = AuditReport(unverified={why: dict(sites) for why, sites in self._unverified.items()})
         for site_id, agreed in self._agreed.items():
             report.sites[site_id] = SiteReport(ticks=agreed, matched=agreed)
         new_events = {}
@@ -496,7 +533,7 @@ class Comparison:
             event, why = _readable(value, shape.time_field)
             if event is None:
                 report.unreadable.append(f"{where or _where_named(value)}: {why}")
-            elif in_range(event):
+            elif outside(event) is None:
                 old_events[_pairing(event)] = event
         report.unreadable.sort()
         _pair(report, old_events, new_events, shape, self._site_filter, pending)
@@ -522,7 +559,7 @@ def compare(
     *,
     shape: EventShape = ACTIONS,
     site_filter: str | None = None,
-    in_range: Callable[[dict[str, Any]], bool] = _everything,
+    outside: Placement = _everything,
     pending: Callable[[dict[str, Any]], bool] = nothing_pending,
 ) -> AuditReport:
     """Compare recorded events with recomputed ones (their bytes, each with its site id), all in memory:
@@ -535,8 +572,8 @@ def compare(
         comparison.add_recomputed(value, site_id)
     if comparison.unmet:
         for value in recorded:
-            comparison.add_unmet(value, in_range)
-    return comparison.report(shape, in_range, pending)
+            comparison.add_unmet(value, outside)
+    return comparison.report(shape, outside, pending)
 
 
 Pairing = tuple[str, int, int]
@@ -604,6 +641,10 @@ def merge_reports(reports: list[AuditReport]) -> AuditReport:
     firsts: dict[str, tuple[bool, str, Divergence]] = {}
     for report in reports:
         merged.unreadable.extend(report.unreadable)
+        for why, sites in report.unverified.items():
+            by_site = merged.unverified.setdefault(why, {})
+            for site_id, count in sites.items():
+                by_site[site_id] = by_site.get(site_id, 0) + count
         for site_id, part in report.sites.items():
             site = merged.sites.setdefault(site_id, SiteReport())
             site.ticks += part.ticks

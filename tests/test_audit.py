@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from battery_worker.audit import HISTORY, Comparison, compare
+from battery_worker.audit import HISTORY, Comparison, Outside, compare, merge_reports
 from battery_worker.events import event_id
 
 
@@ -82,13 +82,46 @@ def test_missing_and_extra_events_and_the_replayed_range() -> None:
     after = action("east", 7)  # in the range, but not recomputed: missing from the recomputation
     # ours[1] is recomputed but was never recorded: extra in the recomputation
     recorded = [orjson.dumps(e) for e in (before, ours[0], after)]
-    report = compare(recorded, recomputed(*ours), in_range=lambda e: e["source"]["offset"] >= 5)
+
+    def outside(event: dict[str, Any]) -> Outside | None:
+        return None if event["source"]["offset"] >= 5 else Outside.BEFORE_START
+
+    report = compare(recorded, recomputed(*ours), outside=outside)
     east = report.sites["east"]
     assert (east.ticks, east.matched, east.missing, east.extra) == (4 - 1, 1, 1, 1)
     assert not report.identical
 
     everything = compare(recorded, recomputed(*ours))
     assert everything.sites["east"].missing == 2, "without a range every recorded event counts"
+
+
+def test_recorded_decisions_whose_prices_cannot_be_replayed_are_counted_once_and_fail_the_audit() -> None:
+    """A replay of a prices partition that retention had emptied said every recorded decision was
+    reproduced: the 500 decisions recorded from it were left out of every count."""
+    replayed = [action("east", 5), action("east", 6)]
+    deleted = [action("west", 1), action("west", 2)]
+    elsewhere = action("east", 9, topic="old.prices")
+    before = action("east", 3)
+    recorded = [orjson.dumps(e) for e in (*replayed, *deleted, deleted[0], elsewhere, before)]
+
+    def outside(event: dict[str, Any]) -> Outside | None:
+        if event["source"]["topic"] != "prices":
+            return Outside.OTHER_PRICES_TOPIC
+        if event["site_id"] == "west":
+            return Outside.PRICES_DELETED
+        return None if event["source"]["offset"] >= 5 else Outside.BEFORE_START
+
+    report = compare(recorded, recomputed(*replayed), outside=outside)
+    assert report.sites["east"].matched == 2
+    assert report.sites["east"].missing == 0, "out of range by choice: no difference"
+    assert report.unverified == {Outside.PRICES_DELETED: {"west": 2}, Outside.OTHER_PRICES_TOPIC: {"east": 1}}
+    assert not report.identical
+    merged = merge_reports([report, report])
+    assert merged.unverified[Outside.PRICES_DELETED] == {"west": 4}
+    only_east = compare(recorded, recomputed(*replayed), site_filter="east", outside=outside)
+    assert only_east.unverified == {Outside.OTHER_PRICES_TOPIC: {"east": 1}}
+    chosen = compare([orjson.dumps(e) for e in (*replayed, before)], recomputed(*replayed), outside=outside)
+    assert chosen.identical, "a decision before a start asked for is out of range, not unverified"
 
 
 def test_a_recorded_copy_that_disagrees_with_an_agreed_one_is_reported() -> None:

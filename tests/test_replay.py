@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
+from battery_worker.audit import Outside
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka import reading
 from battery_worker.kafka.batching import key_partition, partition_of, send_and_wait
@@ -36,6 +38,7 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_site
 from battery_worker.pipeline.processing import TickProcessor
 from battery_worker.settings import Settings, TopicNames, load_settings
+from tests.conftest import BrokerKind
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
 pytestmark = pytest.mark.broker
@@ -685,3 +688,100 @@ def test_an_output_prefix_is_refused_only_where_a_topic_it_writes_is_live() -> N
     replay_module.check_output_prefix("site", under_site)
     with pytest.raises(InvalidConfig, match="is empty"):
         replay_module.check_output_prefix("..", TopicNames())
+
+
+async def test_recorded_decisions_whose_prices_the_replay_cannot_read_are_said_and_fail_it(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Decisions recorded from another prices topic were left out of every count, and so were those whose
+    prices retention had deleted: the replay said every recorded decision was reproduced, exit 0."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    await feed(settings, ticks, "solo")
+    assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
+    elsewhere = settings.model_copy(
+        update={
+            "topics": settings.topics.model_copy(update={"prices": f"{new_topic_name()}.prices"}),
+            "worker": settings.worker.model_copy(update={"group_id": new_group_id()}),
+        }
+    )
+    await feed(elsewhere, ticks[:24], "other")  # recorded in the same battery.actions
+    assert await Worker(elsewhere).run(max_messages=24, idle_timeout_s=20) == 24
+
+    result = await replay(settings, ReplayOptions())
+    assert result.report.totals().matched == 48
+    assert result.report.unverified == {Outside.OTHER_PRICES_TOPIC: {"other": 24}}
+    assert not result.identical
+    run = cli("replay", env=settings_env(settings))
+    assert run.returncode == 1
+    assert (
+        "24 recorded decisions of 1 site (other) not verified: their ticks came from another prices topic"
+        in run.stdout
+    )
+    assert "replay incomplete" in run.stderr
+    assert "replay identical" not in run.stdout
+
+
+async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the_replay(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    broker_kind: BrokerKind,
+) -> None:
+    """A prices partition that retention had emptied left its 500 recorded decisions out of every count, and
+    the replay passed; one cut in the middle blamed the worker for every decision after the cut."""
+    if broker_kind == "embedded":
+        pytest.skip(
+            "the embedded broker (Tansu) has no DeleteRecords (it closes the connection): Apache Kafka"
+        )
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    await feed(settings, ticks, "solo")
+    assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
+    home = TopicPartition(settings.topics.prices, home_partition("solo", 3))
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({home: RecordsToDelete(before_offset=20)}, timeout_ms=10_000)
+        cut = await replay(settings, ReplayOptions())
+        from_offset = await replay(settings, ReplayOptions(from_offset=30))
+        await admin.delete_records({home: RecordsToDelete(before_offset=48)}, timeout_ms=10_000)
+    finally:
+        await admin.close()
+    assert cut.report.unverified == {Outside.PRICES_DELETED: {"solo": 20}}
+    assert cut.prices_begin == {home.partition: 20}
+    run = cli("replay", env=settings_env(settings))
+    assert run.returncode == 1
+    assert "48 recorded decisions of 1 site (solo) not verified: their prices are deleted" in run.stdout
+    assert f"{home.topic}[{home.partition}] begins at offset 48: its earlier ticks are deleted" in run.stdout
+    assert "replay identical" not in run.stdout
+    assert from_offset.report.unverified == {}, "before a start asked for: out of range by choice"
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_records({home: RecordsToDelete(before_offset=48)}, timeout_ms=10_000)
+    finally:
+        await admin.close()
+
+
+async def test_a_replay_under_a_dear_policy_stops_within_a_moment_of_the_signal(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A fetch holds thousands of ticks, which mpc or site took 15 s and more to recompute before a stop
+    signal was seen, and the progress said nothing meanwhile. No worker ran: nothing is compared."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    week = ercot_week()
+    start = week[0].timestamp
+    ticks = [
+        week[hour % len(week)].model_copy(update={"timestamp": start + timedelta(hours=hour)})
+        for hour in range(3000)
+    ]
+    await send_raw(settings, [(b"dear", tick_payload(t)) for t in ticks])
+    env = {**settings_env(settings), "BATTERY_WORKER_POLICY__NAME": "mpc"}
+    env = {k: v for k, v in env.items() if not k.startswith("BATTERY_WORKER_POLICY__PARAMS__")}
+    ended, out, err, took = cut_short_replay(env, 1, sigterm)
+    first = err.splitlines()[0]
+    assert not first.startswith("replay: 100%"), "progress said while the fetched ticks are recomputed"
+    assert ended == 143, err
+    assert out == ""
+    assert took < 5.0, f"{took:.1f} s from the signal to the end"

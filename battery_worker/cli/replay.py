@@ -21,6 +21,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from battery_worker.audit import Outside
 from battery_worker.cli.common import (
     ISO_TIME,
     NON_NEGATIVE_INT,
@@ -120,6 +121,21 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    for why, sites in report.unverified.items():
+        named = ", ".join(sorted(sites)[:3]) + (f" and {len(sites) - 3:,} more" if len(sites) > 3 else "")
+        advice = _UNVERIFIED_HINTS.get(why, "")
+        out.print(
+            f"{counted(sum(sites.values()), 'recorded decision')} of {counted(len(sites), 'site')} "
+            f"({named}) not verified: {why.value}{advice}",
+            highlight=False,
+        )
+    for partition, offset in sorted(result.prices_begin.items()):
+        out.print(
+            f"{settings.topics.prices}[{partition}] begins at offset {offset:,}: its earlier ticks are "
+            "deleted, so the replay starts there with a fresh battery, and its decisions match the record "
+            "only where the battery then stood as new",
+            highlight=False,
+        )
     if totals.pending:
         out.print(
             f"{totals.pending:,} recomputed for ticks past the committed offsets of group "
@@ -155,8 +171,17 @@ def run(args: argparse.Namespace) -> int:
     if result.identical:
         out.print("replay identical: every recorded decision was reproduced", highlight=False)
         return 0
+    if report.unverified and report.totals().ticks == report.totals().matched:
+        print("replay incomplete: what was replayed is identical, but not every decision", file=sys.stderr)
+        return 1
     print("replay diverged", file=sys.stderr)
     return 1
+
+
+_UNVERIFIED_HINTS = {
+    Outside.PRICES_DELETED: " (keep prices as long as audits need it: its retention.ms)",
+    Outside.OTHER_PRICES_TOPIC: " (replay with the topics.prices the worker read)",
+}
 
 
 def _range_said(options: ReplayOptions) -> str:

@@ -13,7 +13,7 @@ import pickle
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
 from multiprocessing.connection import Connection
@@ -23,7 +23,16 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from battery_worker.audit import ACTIONS, HISTORY, AuditReport, Comparison, merge_reports, nothing_pending
+from battery_worker.audit import (
+    ACTIONS,
+    HISTORY,
+    AuditReport,
+    Comparison,
+    Outside,
+    Placement,
+    merge_reports,
+    nothing_pending,
+)
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
@@ -67,6 +76,9 @@ class ReplayResult:
     counters: Counters
     absent_topics: tuple[str, ...] = ()
     """Topics of the record (actions, history) that do not exist: nothing can have been recorded there."""
+    prices_begin: dict[int, int] = field(default_factory=dict)
+    """``prices`` partitions replayed from their beginning whose first offset is not 0, with it: their
+    earlier ticks are deleted, and the replay starts there with a fresh battery."""
 
     @property
     def identical(self) -> bool:
@@ -180,31 +192,24 @@ async def replay(
             start_offsets=_known(starts),
             stop_offsets=ends,
         ):
-            for message in batch:
-                first_offsets.setdefault(message.partition, message.offset)
-                handled = processor.handle(input_record(message), message.timestamp)
-                for output in handled.outputs:
-                    comparison = comparisons.get(output.topic)
-                    if comparison is not None and handled.site_id is not None:
-                        comparison.add_recomputed(
-                            output.value, handled.site_id, (message.topic, message.partition, message.offset)
-                        )
-                writing = options.output_prefix is not None or options.out_file is not None
-                if writing and options.site in (None, handled.site_id):
-                    outputs.extend(handled.outputs)
-            read += len(batch)
-            if progress is not None:
-                progress(read, total)
+            for at in range(0, len(batch), _RECORDS_BETWEEN_YIELDS):
+                for message in batch[at : at + _RECORDS_BETWEEN_YIELDS]:
+                    first_offsets.setdefault(message.partition, message.offset)
+                    handled = processor.handle(input_record(message), message.timestamp)
+                    for output in handled.outputs:
+                        comparison = comparisons.get(output.topic)
+                        if comparison is not None and handled.site_id is not None:
+                            where = (message.topic, message.partition, message.offset)
+                            comparison.add_recomputed(output.value, handled.site_id, where)
+                    writing = options.output_prefix is not None or options.out_file is not None
+                    if writing and options.site in (None, handled.site_id):
+                        outputs.extend(handled.outputs)
+                read += len(batch[at : at + _RECORDS_BETWEEN_YIELDS])
+                if progress is not None:
+                    progress(read, total)
+                await asyncio.sleep(0)  # a stop signal's cancellation comes in here, not after the fetch
 
-        stops = {tp.partition: offset for tp, offset in ends.items()}
-
-        def in_range(event: dict[str, Any]) -> bool:
-            """Whether a recorded event's input lies in what was replayed: from its partition's first offset
-            to where the partition ended as the replay began (a live worker records later ticks meanwhile)."""
-            source = event["source"]
-            partition, offset = source["partition"], source["offset"]
-            start = first_offsets.get(partition)
-            return start is not None and start <= offset < stops[partition]
+        outside = _placement(names.prices, starts, log_starts, first_offsets, ends)
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
         undecided: Callable[[dict[str, Any]], bool] = nothing_pending
@@ -213,18 +218,69 @@ async def replay(
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
             committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
             undecided = _undecided_by(committed)
-        await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], in_range))
+        await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], outside))
     finally:
         await reader.stop()
 
-    report = comparisons[names.actions].report(ACTIONS, in_range, undecided)
-    history = comparisons[names.history].report(HISTORY, in_range, undecided)
+    report = comparisons[names.actions].report(ACTIONS, outside, undecided)
+    history = comparisons[names.history].report(HISTORY, outside, undecided)
+    begin = {
+        tp.partition: log_starts[tp]
+        for tp, start in starts.items()
+        if start is None and first_offsets.get(tp.partition, log_starts[tp]) > 0
+    }
     if options.out_file is not None:
         lines = b"".join(o.value + b"\n" for o in outputs if o.topic == names.actions)
         write_atomically(options.out_file, lines)
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
-    return ReplayResult(report, history, read, time.perf_counter() - started, processor.counters, absent)
+    seconds = time.perf_counter() - started
+    return ReplayResult(report, history, read, seconds, processor.counters, absent, prices_begin=begin)
+
+
+_RECORDS_BETWEEN_YIELDS = 100
+"""Records recomputed between two returns to the event loop: a fetch holds up to 50,000, which under
+``mpc`` or ``site`` took 15 s and more to recompute, so a stop signal waited that long (at 270 ticks/s,
+100 take under half a second)."""
+
+
+def _placement(
+    prices: str,
+    starts: dict[TopicPartition, int | None],
+    log_starts: dict[TopicPartition, int],
+    first_offsets: dict[int, int],
+    ends: dict[TopicPartition, int],
+) -> Placement:
+    """Where a recorded event's input lies against what was replayed: from its partition's first offset
+    replayed to where the partition ended as the replay began (a live worker records later ticks meanwhile).
+
+    Replayed from its beginning, a partition's ticks before the first one read are deleted (retention, or
+    deleted records: the first offset read, as the broker's log start may be answered wrongly), and a
+    partition with nothing left to read has them all deleted below its log start. An event naming another
+    ``prices`` topic was made from ticks this replay cannot read.
+    """
+    stops = {tp.partition: offset for tp, offset in ends.items()}
+    from_beginning = {tp.partition for tp, start in starts.items() if start is None}
+    log_start = {tp.partition: offset for tp, offset in log_starts.items()}
+
+    def outside(event: dict[str, Any]) -> Outside | None:
+        source = event["source"]
+        if source["topic"] != prices:
+            return Outside.OTHER_PRICES_TOPIC
+        partition, offset = source["partition"], source["offset"]
+        stop = stops.get(partition)
+        if stop is None:
+            return Outside.BEFORE_START  # a partition this replay does not read (another process's)
+        first = first_offsets.get(partition, min(stop, log_start.get(partition, stop)))
+        if offset >= stop:
+            return Outside.AFTER_END
+        if offset < first:
+            return Outside.PRICES_DELETED if partition in from_beginning else Outside.BEFORE_START
+        if partition not in first_offsets:
+            return Outside.BEFORE_START  # a start past every tick of the partition
+        return None
+
+    return outside
 
 
 async def _in_processes(
@@ -286,6 +342,7 @@ async def _in_processes(
         sum(r.records_read for r in merged),
         time.perf_counter() - started,
         merge_counters([r.counters for r in merged]),
+        prices_begin={p: o for r in merged for p, o in r.prices_begin.items()},
     )
 
 
@@ -442,10 +499,8 @@ async def _recorded(
             keep(message.value, f"{topic}[{message.partition}]@{message.offset}")
 
 
-def _add_unmet(
-    comparison: Comparison, in_range: Callable[[dict[str, Any]], bool], value: bytes, where: str
-) -> None:
-    comparison.add_unmet(value, in_range, where)
+def _add_unmet(comparison: Comparison, outside: Placement, value: bytes, where: str) -> None:
+    comparison.add_unmet(value, outside, where)
 
 
 async def _publish(settings: Settings, prefix: str, outputs: list[OutputRecord]) -> None:
