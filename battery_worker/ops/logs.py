@@ -111,6 +111,20 @@ REBALANCING = "Heartbeat failed for group %s because it is rebalancing"
 rebalance itself (``revoked``, ``assigned``), so it is ``INFO``."""
 COORDINATOR_LOOKUP_FAILED = "Group Coordinator Request failed: %s"
 """aiokafka's line for each failed lookup of the group's coordinator, logged at ERROR and retried."""
+CONNECTION_FAILURES = frozenset(
+    (
+        "Unable connect to node with id %s: %s",
+        "Unable to update metadata from %s",
+        "Unable to request metadata from node with id %s: %r",
+        "Failed fetch messages from %s: %s",
+        "Failed fetch offsets from %s: %s",
+        "Got error produce response: %s",
+        "Cannot send %r to %s: %r",
+        "Heartbeat send request failed: %s. Will retry.",
+    )
+)
+"""aiokafka's lines for a known broker it cannot reach, each retried: in a broker outage of 87 s, some 9,000
+of them (4,981 of the first alone), about 100 a second, ERROR most of them."""
 
 
 class KafkaClientNoise(logging.Filter):
@@ -120,6 +134,10 @@ class KafkaClientNoise(logging.Filter):
     - A bootstrap server that does not answer: the worker and the commands report the same failure
       themselves, with its cause (``kafka/diagnose.py``), so the line is dropped (kept at ``DEBUG``).
     - A heartbeat answered "rebalancing": routine at every rebalance, which the worker logs itself (``INFO``).
+    - A known broker that cannot be reached (:data:`CONNECTION_FAILURES`): the first line of a run of them is
+      a ``WARNING`` that says the rest are counted; then one ``WARNING`` per ``persist_s`` gives how long
+      and how many, with the latest line; a run ends when none has come for ``persist_s``. A failed
+      coordinator lookup within such a run is one of them (not the hint about ``__consumer_offsets``).
     - A retriable failure to find the group's coordinator: a brand-new cluster answers so until it has
       created ``__consumer_offsets``, and aiokafka asks again every 100 ms. The first lines of a run of them
       are ``INFO``; once the run has lasted ``persist_s`` the coordinator is really missing (for example
@@ -137,6 +155,10 @@ class KafkaClientNoise(logging.Filter):
         self._run_started: float | None = None
         self._last_failure = 0.0
         self._last_warning: float | None = None
+        self._outage_started: float | None = None
+        self._last_connection_failure = 0.0
+        self._last_outage_line = 0.0
+        self._not_shown = 0
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("aiokafka"):
@@ -144,12 +166,45 @@ class KafkaClientNoise(logging.Filter):
         message = str(record.msg)
         if message.startswith(BOOTSTRAP_FAILURES):
             return self._level <= logging.DEBUG
+        if message in CONNECTION_FAILURES and _connection_trouble(record):
+            return self._connection_failure(record)
         if message == COORDINATOR_LOOKUP_FAILED and _retriable(record):
+            if self._in_outage(self._clock()):
+                return self._connection_failure(record)
             return self._coordinator_lookup(record)
         if message == REBALANCING:
             _relevel(record, logging.INFO)
             return self._level <= logging.INFO
         return True
+
+    def _in_outage(self, now: float) -> bool:
+        return self._outage_started is not None and now - self._last_connection_failure <= self._persist_s
+
+    def _connection_failure(self, record: logging.LogRecord) -> bool:
+        if self._level <= logging.DEBUG:
+            return True  # every line, as aiokafka logged it
+        now = self._clock()
+        if not self._in_outage(now):
+            self._outage_started, self._last_outage_line, self._not_shown = now, now, 0
+            self._last_connection_failure = now
+            _relevel(record, logging.WARNING)
+            record.msg = (
+                f"{record.msg} (the Kafka client retries; lines like it are counted, not shown, until none "
+                f"has come for {self._persist_s:.0f} s)"
+            )
+            return self._level <= logging.WARNING
+        assert self._outage_started is not None
+        self._last_connection_failure = now
+        self._not_shown += 1
+        if now - self._last_outage_line < self._persist_s:
+            return False
+        _relevel(record, logging.WARNING)
+        record.msg = (
+            f"Kafka unreachable for {now - self._outage_started:.0f} s: {self._not_shown:,} client errors in "
+            f"the last {now - self._last_outage_line:.0f} s, the latest: {record.msg}"
+        )
+        self._last_outage_line, self._not_shown = now, 0
+        return self._level <= logging.WARNING
 
     def _coordinator_lookup(self, record: logging.LogRecord) -> bool:
         now = self._clock()
@@ -168,6 +223,14 @@ class KafkaClientNoise(logging.Filter):
             "(can the brokers create and lead __consumer_offsets?): %s"
         )
         return self._level <= logging.WARNING
+
+
+def _connection_trouble(record: logging.LogRecord) -> bool:
+    """A line of :data:`CONNECTION_FAILURES` for a broker out of reach: no error in it, or a retriable one
+    (a produce or fetch error such as an authorization failure stays as aiokafka logged it)."""
+    args = record.args if isinstance(record.args, tuple) else ()
+    errors = [arg for arg in args if isinstance(arg, BaseException)]
+    return not errors or any(getattr(e, "retriable", False) is True or isinstance(e, OSError) for e in errors)
 
 
 def _retriable(record: logging.LogRecord) -> bool:
