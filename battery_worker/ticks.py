@@ -104,3 +104,17 @@ def make_tick(
         )
     except ValidationError as error:
         raise tick_error(error) from None
+
+
+def seconds_too_far_ahead(tick_time: datetime, published_ms: int, max_ahead_s: float) -> float | None:
+    """How far a tick lies after its publishing (its record's Kafka timestamp, ms), when that is more than
+    ``max_ahead_s``; else None (so too for a record without a timestamp, -1).
+
+    The worker dead-letters such a tick: applied, it would stand as the site's newest and turn every tick
+    published after it, in its time, into a stale one. The monitor's read-back and ``feed`` hold to the same
+    rule, so none of them takes for published what the worker refused.
+    """
+    if published_ms < 0:
+        return None
+    ahead_s = tick_time.timestamp() - published_ms / 1000
+    return ahead_s if ahead_s > max_ahead_s else None

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,19 @@ def test_a_missing_price_file_is_one_clear_line() -> None:
     assert result.returncode == 2
     assert "no such file" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_file_with_ticks_the_worker_would_dead_letter_for_their_time_is_refused(tmp_path: Path) -> None:
+    """A row a day ahead was published, exit 0; the worker dead-lettered it, and the monitor, reading it back
+    as the last tick published, published nothing after it."""
+    hour = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    rows = [f"{(hour + timedelta(hours=h)).isoformat()},1,1,1" for h in (-1, 0, 30)]
+    prices = tmp_path / "future.csv"
+    prices.write_text("\n".join(["timestamp,energy_price,hash_price,token_price", *rows]) + "\n")
+    result = cli("feed", str(prices), "--bootstrap-servers", "127.0.0.1:1")
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"battery-worker: error: file='1 tick from {rows[2].split(',')[0]}'")
+    assert "the worker dead-letters them" in result.stderr
 
 
 def test_output_into_a_closed_pipe_stops_quietly() -> None:

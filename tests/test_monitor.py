@@ -40,7 +40,7 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pricefiles import load_ticks
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
-from tests.workerkit import cli, make_settings, reference, settings_env
+from tests.workerkit import cli, make_settings, reference, send_raw, settings_env
 
 pytestmark = pytest.mark.broker
 
@@ -420,3 +420,35 @@ def test_demo_live_runs_the_chain_from_a_local_api_to_actions(kafka_bootstrap: s
     split = Counter(action for _, action, _, _ in trace)
     counts = f"{split['charge']} charge, {split['discharge']} discharge, {split['hold']} hold"
     assert f"summary: {len(trace)} actions ({counts})" in result.stdout
+
+
+async def test_a_tick_the_worker_dead_letters_for_its_time_does_not_stop_the_monitor_and_a_lag_is_said(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """One record in prices stamped a day after it was published (the worker dead-letters it) was read back
+    as the last tick published: the monitor then published nothing, '4 polls, 0 ticks published, errors:
+    none', and no line said why."""
+    settings = monitor_settings(kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url)
+    tomorrow = item(0)
+    tomorrow["timestamp"] = (datetime.now(UTC) + timedelta(days=1)).replace(tzinfo=None).isoformat()
+    await send_raw(settings, [(b"site-m", orjson.dumps(tomorrow))])
+    price_server.script(Reply(listing(2, 1, 0)))
+    with caplog.at_level(logging.INFO, logger="battery_worker.monitor"):
+        stats = await Monitor(settings).run(max_polls=2)
+    assert stats.published == 3
+    assert numbers((await published(settings))[1:]) == [0, 1, 2]
+    assert any("stamped more than 3600 s after they were published" in m for m in caplog.messages)
+
+    caplog.clear()
+    price_server.script(Reply(listing(1, 0)))  # the API's newest is older than the last published (2)
+    with caplog.at_level(logging.WARNING, logger="battery_worker.monitor"):
+        behind = await Monitor(settings).run(max_polls=3)
+    assert behind.published == 0
+    said = [m for m in caplog.messages if "is older than the last one published" in m]
+    assert len(said) == 1, caplog.messages
+    assert "2025-06-20T10:05:00+00:00" in said[0]
+    assert "2025-06-20T10:10:00+00:00" in said[0]

@@ -17,9 +17,10 @@ import logging
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, get_args
+from typing import TYPE_CHECKING, Any, NoReturn, get_args
 
 from battery_worker.cli.common import (
     NUMBER,
@@ -38,6 +39,9 @@ from battery_worker.cli.common import (
 )
 from battery_worker.cli.status import cmd_history_export, cmd_status
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
+
+if TYPE_CHECKING:
+    from battery_worker.ticks import PriceTick
 
 log = logging.getLogger("battery_worker")
 
@@ -169,6 +173,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         raise InvalidConfig("file", str(args.file), "holds no price rows")
     if args.limit is not None:
         ticks = ticks[: args.limit]
+    _refuse_ticks_the_worker_would_dead_letter(ticks, settings.worker.max_tick_ahead_s)
 
     topic = args.topic or settings.topics.prices
     acknowledged = Acknowledged()
@@ -197,6 +202,22 @@ def cmd_feed(args: argparse.Namespace) -> int:
         raise
     except KafkaError as error:
         raise BatteryWorkerError(f"Kafka: {type(error).__name__}: {error}; {published()}") from error
+
+
+def _refuse_ticks_the_worker_would_dead_letter(ticks: list[PriceTick], max_ahead_s: float) -> None:
+    """A row a day ahead was published (exit 0), then dead-lettered by the worker; and the monitor took it
+    for the last tick published. Refused before anything is sent."""
+    from battery_worker.ticks import seconds_too_far_ahead
+
+    now_ms = int(time.time() * 1000)
+    ahead = [tick for tick in ticks if seconds_too_far_ahead(tick.timestamp, now_ms, max_ahead_s) is not None]
+    if ahead:
+        raise InvalidConfig(
+            "file",
+            f"{counted(len(ahead), 'tick')} from {ahead[0].timestamp.isoformat()}",
+            f"stamped more than worker.max_tick_ahead_s={max_ahead_s:g} s after now, when they would be "
+            "published: the worker dead-letters them",
+        )
 
 
 # --- parser ------------------------------------------------------------------------------------------------

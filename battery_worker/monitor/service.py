@@ -35,11 +35,11 @@ from battery_worker.kafka.connecting import Connector, StopRequested
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.topics import partition_count
-from battery_worker.monitor.answers import Rejected, parse_answer, select_new
+from battery_worker.monitor.answers import Rejected, Selection, latest, parse_answer, select_new
 from battery_worker.monitor.fetching import FetchFailed, fetch
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings, shown_url
-from battery_worker.ticks import PriceTick
+from battery_worker.ticks import PriceTick, seconds_too_far_ahead
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +86,7 @@ class Monitor:
         """Set by :meth:`stop`; what the wait for the broker watches too."""
         self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
         self._connector: Connector | None = None
+        self._behind_said: datetime | None = None
 
     @property
     def connect_failure(self) -> str | None:
@@ -196,6 +197,7 @@ class Monitor:
                 held[0].removeprefix("ahead "),
                 extra={"site_id": config.site},
             )
+        self._say_if_behind(answer.ticks, selection)
         try:
             await self._publish(producer, selection.new)
         except KafkaError as error:
@@ -209,6 +211,24 @@ class Monitor:
             )
         self.stats.last_poll_ok = True
         return True
+
+    def _say_if_behind(self, ticks: Sequence[PriceTick], selection: Selection) -> None:
+        """An answer whose newest tick is older than the last published one publishes nothing, poll after
+        poll, and said nothing (a tick published ahead of its time, or the API's clock gone back): said once
+        for each last published tick it happens under."""
+        newest, last = latest(ticks), self.stats.last_tick_at
+        if selection.new or newest is None or last is None or newest >= last or self._behind_said == last:
+            return
+        self._behind_said = last
+        log.warning(
+            "%s: its newest tick, %s, is older than the last one published, %s: nothing is published until "
+            "the API passes it (ticks are published once each, in time order; a tick published ahead of its "
+            "time holds back every older one)",
+            self.shown_url,
+            newest.isoformat(),
+            last.isoformat(),
+            extra={"site_id": self.config.site},
+        )
 
     def _unreported(self, rejected: tuple[Rejected, ...]) -> list[Rejected]:
         """The bad items not reported before: an API lists its last day or so at every poll, so one bad
@@ -260,6 +280,8 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
     reader = make_reader(settings.kafka)
     await start_client(reader, settings.kafka)
     key, newest = site.encode(), None
+    max_ahead_s = settings.worker.max_tick_ahead_s
+    refused: list[datetime] = []
     try:
         home = TopicPartition(topic, home_partition(site, partitions))
         async for batch in read_to_end(reader, [home], timeout_s=settings.worker.restore_timeout_s):
@@ -270,8 +292,22 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
                     stamp = PriceTick.model_validate_json(record.value).timestamp
                 except ValidationError:
                     continue
+                if seconds_too_far_ahead(stamp, record.timestamp, max_ahead_s) is not None:
+                    refused.append(stamp)  # dead-lettered by the worker: it stopped the monitor for good
+                    continue
                 if newest is None or stamp > newest:
                     newest = stamp
     finally:
         await reader.stop()
+    if refused:
+        log.warning(
+            "%s holds %d ticks for site %s stamped more than %g s after they were published, which the "
+            "worker dead-letters; not taken as published (the latest: %s)",
+            topic,
+            len(refused),
+            site,
+            max_ahead_s,
+            max(refused).isoformat(),
+            extra={"site_id": site, "topic": topic},
+        )
     return newest

@@ -49,7 +49,13 @@ from battery_worker.pipeline.payloads import (
 from battery_worker.policies.base import PolicyMemory
 from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory, SiteSetup
-from battery_worker.ticks import DEFAULT_SITE_ID, PriceTick, site_id_problem, tick_error
+from battery_worker.ticks import (
+    DEFAULT_SITE_ID,
+    PriceTick,
+    seconds_too_far_ahead,
+    site_id_problem,
+    tick_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -323,16 +329,13 @@ class TickProcessor:
                 "key price messages by site id"
             )
             return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
-        if record.timestamp_ms >= 0:
-            ahead_s = tick.timestamp.timestamp() - record.timestamp_ms / 1000
-            if ahead_s > self._max_ahead_s:
-                problem = (
-                    f"{ahead_s:.0f} s after the record's Kafka timestamp "
-                    f"(at most worker.max_tick_ahead_s={self._max_ahead_s:g})"
-                )
-                return self._reject(
-                    record, InvalidTick("timestamp", tick.timestamp.isoformat(), problem), now_ms
-                )
+        ahead_s = seconds_too_far_ahead(tick.timestamp, record.timestamp_ms, self._max_ahead_s)
+        if ahead_s is not None:
+            problem = (
+                f"{ahead_s:.0f} s after the record's Kafka timestamp "
+                f"(at most worker.max_tick_ahead_s={self._max_ahead_s:g})"
+            )
+            return self._reject(record, InvalidTick("timestamp", tick.timestamp.isoformat(), problem), now_ms)
         if site is None:
             setup = self._directory.setup(site_id)
             state = new_site_state(setup.config, setup.policy)
