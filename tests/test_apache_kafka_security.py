@@ -355,6 +355,33 @@ async def test_a_ca_that_did_not_sign_the_broker_s_certificate_is_one_tls_line(
         assert "self-signed certificate in certificate chain" in line, line
 
 
+@pytest.mark.parametrize(
+    ("protocol", "listener", "needles"),
+    [
+        ("PLAINTEXT", "SSL", ("closed (the broker closes the connection", "is the listener TLS?")),
+        ("SSL", "PLAINTEXT", ("is the listener plain (no TLS)? kafka.security_protocol is SSL",)),
+        ("SASL_PLAINTEXT", "PLAINTEXT", ("the listener does not take SASL: check kafka.security_protocol",)),
+    ],
+)
+async def test_a_client_of_another_protocol_than_the_listener_is_told_to_check_the_protocol(
+    apache_kafka: ApacheKafkaBroker,
+    settings: Settings,
+    protocol: Listener,
+    listener: Listener,
+    needles: tuple[str, ...],
+) -> None:
+    """A plain client at the TLS listener, or a TLS one at the plain listener, was retried as an outage,
+    forever, and the SASL one was told 'IllegalSaslStateError': nothing pointed at the protocol."""
+    env = broker_env(apache_kafka, settings, protocol)
+    address = apache_kafka.worker_env(listener)["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"]
+    env["BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"] = address
+    result = await cli(env, "status")
+    assert result.returncode == 1, result.stderr[-3000:]
+    line = the_error_line(result.stderr)
+    for needle in needles:
+        assert needle in line, line
+
+
 def _names_not_in_the_certificate() -> list[str]:
     """Addresses of the SSL listener (127.0.0.1) that its certificate (SANs 127.0.0.1, localhost) lacks.
 

@@ -65,10 +65,15 @@ def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | No
     """The project's error for an aiokafka error whose cause is already known, else None."""
     servers = kafka.bootstrap_servers
     if isinstance(error, AUTHENTICATION_ERRORS):
+        hint = (
+            " (the listener does not take SASL: check kafka.security_protocol and the port)"
+            if isinstance(error, IllegalSaslStateError)
+            else ""
+        )
         return AuthenticationFailed(
             f"authentication to Kafka at {servers} failed ({kafka.security_protocol}, "
             f"{kafka.sasl_mechanism or 'no SASL mechanism'}, user {kafka.sasl_username!r}): "
-            f"{_describe(error)}"
+            f"{_describe(error)}{hint}"
         )
     if isinstance(error, AUTHORIZATION_ERRORS):
         principal = kafka.sasl_username or "the client's principal"
@@ -115,12 +120,28 @@ async def explain(error: BaseException, kafka: KafkaSettings, options: dict[str,
             found = typed(cause, kafka)
             if found is not None:
                 return found
-            causes.append(f"{address}: {_describe(cause)}")
+            causes.append(f"{address}: {_describe(cause)}{_protocol_hint(cause, kafka)}")
             continue
         with contextlib.suppress(Exception):
             conn.close()
         causes.append(f"{address}: connects, but {_describe(error)}")
     return BrokerUnavailable(f"Kafka at {kafka.bootstrap_servers} unavailable ({'; '.join(causes)})")
+
+
+def _protocol_hint(cause: BaseException, kafka: KafkaSettings) -> str:
+    """What a connection closed as soon as it is made most often means: a listener of another protocol. A
+    plain client at a TLS listener, or a TLS client at a plain one, was retried as an outage, forever, with
+    nothing pointing at ``kafka.security_protocol``."""
+    protocol = kafka.security_protocol
+    tls = protocol in ("SSL", "SASL_SSL")
+    closed = "closed" in str(cause) or isinstance(cause, ConnectionResetError | EOFError)
+    if not closed and not (tls and isinstance(cause, ssl.SSLError | ConnectionError)):
+        return ""
+    other = "plain (no TLS)" if tls else "TLS"
+    return (
+        f" (the broker closes the connection as soon as it is made: is the listener {other}? "
+        f"kafka.security_protocol is {protocol})"
+    )
 
 
 def _describe(error: BaseException) -> str:
