@@ -634,14 +634,37 @@ def load_settings(
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
+        given = _where_given(first["loc"], toml_data, toml_path)
         if first["type"] == "extra_forbidden":  # a mistyped name: its value may be a secret (sasl_pasword)
-            raise InvalidConfig(field, "**********", "no such field (its value is not shown)") from None
+            said = f"{given}; its value is not shown" if given else "its value is not shown"
+            raise InvalidConfig(field, "**********", f"no such field ({said})") from None
         problem = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a check's own ValueError
-        raise InvalidConfig(field, _masked_input(first["loc"], first.get("input")), problem) from None
+        masked = _masked_input(first["loc"], first.get("input"))
+        raise InvalidConfig(field, masked, f"{problem} ({given})" if given else problem) from None
     except SettingsError as error:  # a variable pydantic-settings could not decode (JSON, a bare section)
         problem = "not JSON, which a variable giving a section, a list or a table must be"
         raise InvalidConfig("environment", _undecodable_variable(error), problem) from None
     return settings
+
+
+def _where_given(loc: tuple[int | str, ...], toml_data: Mapping[str, Any], toml_path: Path | None) -> str:
+    """Where a refused setting came from, when it can be told: the variable (``given by
+    BATTERY_WORKER_KAFKA__SASL_PASWORD``), else the file (``in worker.toml``); else "". A refusal naming only
+    ``kafka.sasl_pasword`` left the operator to search the environment, the file and the flags for it."""
+    parts = [str(part) for part in loc]
+    if not parts:
+        return ""
+    prefix = str(Settings.model_config.get("env_prefix", ""))
+    variable = (prefix + "__".join(parts)).upper()
+    named = [name for name in os.environ if name.upper() == variable]
+    if named:
+        return f"given by {named[0]}"
+    found: Any = toml_data
+    for part in parts:
+        if not isinstance(found, Mapping) or part not in found:
+            return ""
+        found = found[part]
+    return f"in {toml_path}" if toml_path is not None else ""
 
 
 def _undecodable_variable(error: SettingsError) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -341,3 +342,30 @@ def test_other_names_under_the_prefix_without_two_underscores_pass(monkeypatch: 
     }.items():
         monkeypatch.setenv(name, value)
     assert load_settings().battery_type == "lfp"
+
+
+def test_a_refused_setting_names_the_variable_or_the_file_it_came_from(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """'kafka.sasl_pasword: no such field' left the operator to search the environment, the file and the
+    flags for where it was given."""
+    monkeypatch.setenv("BATTERY_WORKER_KAFKA__SASL_PASWORD", "s3cret")
+    with pytest.raises(InvalidConfig) as caught:
+        load_settings()
+    assert caught.value.problem == (
+        "no such field (given by BATTERY_WORKER_KAFKA__SASL_PASWORD; its value is not shown)"
+    )
+    assert "s3cret" not in str(caught.value)
+    monkeypatch.delenv("BATTERY_WORKER_KAFKA__SASL_PASWORD")
+    config = tmp_path / "worker.toml"
+    config.write_text('[worker]\ngroupid = "g"\n')
+    with pytest.raises(InvalidConfig, match=re.escape(f"no such field (in {config}; its value")):
+        load_settings(config)
+    config.write_text("[worker]\nsession_timeout_ms = '10s'\n")
+    with pytest.raises(InvalidConfig, match=re.escape(f"(in {config})")):
+        load_settings(config)
+    monkeypatch.setenv("BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS", "ten")
+    with pytest.raises(
+        InvalidConfig, match=re.escape("(given by BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS)")
+    ):
+        load_settings(config)
