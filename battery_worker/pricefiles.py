@@ -257,29 +257,31 @@ def _csv_rows(
 ) -> list[tuple[str, Mapping[str, Any]]]:
     """Each row with where it is: ``line N`` of the file, as an editor counts (the header is line 1)."""
     with io.StringIO(text, newline="") as handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(handle, restkey=_EXTRA)
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
             _refuse_given_prices(source, hash_price, token_price)
+            rows = _whole_rows(reader, source, len(header))
             return [
                 (
-                    f"line {reader.line_num}",
+                    where,
                     {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]},
                 )
-                for row in reader
+                for where, row in rows
             ]
         for flag, named in (("--timestamp-column", timestamp_column), ("--price-column", price_column)):
             if named is not None and named not in header:
                 raise PriceFileError(
                     flag, named, f"{source.name} has no such column (its columns: {', '.join(header)})"
                 )
-        ts_col = timestamp_column or (MARKET_TIMESTAMP if MARKET_TIMESTAMP in header else None)
-        price_col = price_column or (MARKET_PRICE if MARKET_PRICE in header else None)
+        ts_col = timestamp_column or _first_in(header, MARKET_TIMESTAMP, MARA_FIELDS[3])
+        price_col = price_column or _first_in(header, MARKET_PRICE, MARA_FIELDS[0])
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
             raise PriceFileError("columns", header, f"{source.name}: {_columns_problem(header)}")
+        rows = _whole_rows(reader, source, len(header))
         return [
             (
-                f"line {reader.line_num}",
+                where,
                 {
                     "energy_price": _number(row[price_col]),
                     "hash_price": 0.0 if hash_price is None else hash_price,
@@ -287,8 +289,35 @@ def _csv_rows(
                     "timestamp": _parse_time(row[ts_col]),
                 },
             )
-            for row in reader
+            for where, row in rows
         ]
+
+
+_EXTRA = "\x00extra"
+"""Where ``csv.DictReader`` puts the fields of a row beyond the header's."""
+
+
+def _whole_rows(reader: csv.DictReader[str], source: Path, columns: int) -> list[tuple[str, dict[str, Any]]]:
+    """Each row with its line, refused when its fields are more or fewer than the header's: a short row was
+    blamed on a flag nobody gave (``--token-price=None``), and a row with one field too many was taken."""
+    rows = []
+    for row in reader:
+        where = f"line {reader.line_num}"
+        extra = row.get(_EXTRA)
+        fields = columns + len(extra) if isinstance(extra, list) else sum(v is not None for v in row.values())
+        if fields != columns:
+            named = ", ".join(str(name) for name in reader.fieldnames or [])
+            plural = "" if fields == 1 else "s"
+            problem = f"{where} has {fields} field{plural} where the header has {columns} ({named})"
+            raise PriceFileError("file", source.name, problem)
+        rows.append((where, row))
+    return rows
+
+
+def _first_in(header: Sequence[str], *names: str) -> str | None:
+    """The first of ``names`` the header has: a market file's own column, else the MARA API's name for it
+    (a ``timestamp,energy_price`` file was not recognised)."""
+    return next((name for name in names if name in header), None)
 
 
 def _columns_problem(header: Sequence[str]) -> str:

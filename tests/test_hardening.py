@@ -278,8 +278,49 @@ def test_a_csv_row_short_of_its_timestamp_is_named_by_its_line(tmp_path: Path) -
 
     short = tmp_path / "short.csv"
     short.write_text("Price (USD/MWh),Datetime (UTC)\n10,2023-08-01 00:00:00+00:00\n11\n")
-    with pytest.raises(PriceFileError, match=r"^timestamp=None: short.csv line 3: Input should be a valid"):
+    with pytest.raises(
+        PriceFileError, match=r"^file='short.csv': line 3 has 1 field where the header has 2 "
+    ):
         load_ticks(short)
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (
+            "timestamp,energy_price,hash_price,token_price\n2025-01-01T00:00:00Z,1,1,1\n2025-01-01T01:00:00Z,1,1\n",
+            "line 3 has 3 fields where the header has 4",
+        ),
+        (
+            "timestamp,energy_price,hash_price,token_price\n2025-01-01T00:00:00Z,1,1,1,2\n",
+            "line 2 has 5 fields where the header has 4",
+        ),
+    ],
+)
+def test_a_row_of_more_or_fewer_fields_than_the_header_is_refused_by_its_line(
+    tmp_path: Path, text: str, problem: str
+) -> None:
+    """A MARA row short of its token price was blamed on '--token-price=None', a flag nobody gave; a row
+    with a field too many was taken."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    with pytest.raises(PriceFileError, match=f"^file='rows.csv': {problem} "):
+        load_ticks(path)
+
+
+def test_a_file_of_the_mara_apis_time_and_energy_price_alone_is_read_as_a_market_file(tmp_path: Path) -> None:
+    """'timestamp,energy_price' (the API's own names) was 'cannot tell the timestamp and price columns'."""
+    from battery_worker.pricefiles import load_ticks
+
+    path = tmp_path / "two.csv"
+    path.write_text("timestamp,energy_price\n2025-01-01T00:00:00Z,1.5\n2025-01-01T01:00:00Z,2.5\n")
+    ticks = load_ticks(path, hash_price=3.0)
+    assert [(t.energy_price, t.hash_price, t.token_price) for t in ticks] == [
+        (1.5, 3.0, 0.0),
+        (2.5, 3.0, 0.0),
+    ]
 
 
 @pytest.mark.parametrize(
