@@ -69,7 +69,9 @@ class BatteryConfig:
     max_step_hours: float = 2.0
     # Wear. A cycle is the usable window (max - min charge) delivered once, measured on the site side.
     # ``cycle_cost_per_mwh`` is charged per MWh delivered; 0 (the default) leaves every result as before.
-    # ``max_cycles_per_day`` caps delivered energy at that many windows per calendar day; None: no cap.
+    # ``max_cycles_per_day`` caps delivered energy at that many windows per calendar day; None: no cap
+    # (given as infinity, e.g. TOML's ``inf``, it is None: the one way to lift a chemistry preset's cap,
+    # where None means "not given" and the preset fills it).
     # ``cycle_day_timezone`` (an IANA name) says where that day starts and ends: the site's or the market's.
     cycle_cost_per_mwh: float = 0.0
     max_cycles_per_day: float | None = None
@@ -91,10 +93,13 @@ class BatteryConfig:
             require_finite(name, getattr(self, name), InvalidConfig)
         if self.cycle_cost_per_mwh < 0:
             raise InvalidConfig("cycle_cost_per_mwh", self.cycle_cost_per_mwh, "must be >= 0")
+        if self.max_cycles_per_day == math.inf:
+            object.__setattr__(self, "max_cycles_per_day", None)
         if self.max_cycles_per_day is not None:
             require_finite("max_cycles_per_day", self.max_cycles_per_day, InvalidConfig)
             if self.max_cycles_per_day <= 0:
-                raise InvalidConfig("max_cycles_per_day", self.max_cycles_per_day, "must be > 0 (or unset)")
+                problem = "must be > 0 (inf: no cap)"
+                raise InvalidConfig("max_cycles_per_day", self.max_cycles_per_day, problem)
         _ = self.cycle_day_zone  # an unknown zone is refused here, not at the first capped discharge
         for name in ("capacity_mwh", "default_step_hours", "max_step_hours"):
             if getattr(self, name) <= 0:

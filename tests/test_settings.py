@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
+from battery_worker import BatterySystem
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, PACK_PRICE_PER_MWH
+from battery_worker.cli.common import CAP
 from battery_worker.errors import InvalidConfig
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.settings import load_settings
@@ -369,3 +372,20 @@ def test_a_refused_setting_names_the_variable_or_the_file_it_came_from(
         InvalidConfig, match=re.escape("(given by BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS)")
     ):
         load_settings(config)
+
+
+def test_a_presets_cycle_cap_is_lifted_by_infinity_in_a_file_the_environment_or_the_library(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """None means 'not given', so the preset filled it, inf was 'must be a finite number' and 'none' not a
+    number: nothing could lift the LFP preset's two cycles a day."""
+    config = tmp_path / "worker.toml"
+    config.write_text('battery_type = "lfp"\n[battery]\nmax_cycles_per_day = inf\n')
+    assert load_settings(config).battery.max_cycles_per_day is None
+    assert load_settings(None, {"battery_type": "lfp"}).battery.max_cycles_per_day == 2.0
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY_TYPE", "lfp")
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__MAX_CYCLES_PER_DAY", "inf")
+    assert load_settings().battery.max_cycles_per_day is None
+    assert BatterySystem(battery_type="lfp", max_cycles_per_day=math.inf).config.max_cycles_per_day is None
+    assert CAP("none") == math.inf
+    assert CAP("1.5") == 1.5

@@ -48,8 +48,8 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.cli.backtest_progress import Progress, Stopped, optimum_line, stoppable
 from battery_worker.cli.common import (
+    CAP,
     NUMBER,
-    POSITIVE_NUMBER,
     check_output_file,
     counted,
     policy_value,
@@ -152,8 +152,8 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     parser.add_argument("--cycle-cost-per-mwh", type=NUMBER, help="wear, per MWh delivered (default 0)")
     parser.add_argument(
         "--max-cycles-per-day",
-        type=POSITIVE_NUMBER,
-        help="cap per calendar day, in usable windows (default none)",
+        type=CAP,
+        help="cap per calendar day, in usable windows (default none; none lifts a --battery-type's cap)",
     )
     parser.add_argument(
         "--cycle-day-timezone",

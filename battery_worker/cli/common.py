@@ -239,12 +239,23 @@ def _iso_time(text: str) -> Any:
         raise argparse.ArgumentTypeError(f"{text!r} is not an ISO time such as 2023-08-01T12:00") from None
 
 
+def _cap(text: str) -> float:
+    """A positive number, or ``none`` (infinity: no cap, which lifts a chemistry preset's)."""
+    if text.strip().lower() in ("none", "inf"):
+        return float("inf")
+    parsed: float = POSITIVE_NUMBER(text)
+    return parsed
+
+
+_cap.__name__ = "positive number or none"
+
 POSITIVE_INT = _whole(1)
 NON_NEGATIVE_INT = _whole(0)
 PORT = _whole(0)
 POSITIVE_NUMBER = _number(positive=True)
 NUMBER = _number()
 SITE_ID = _site_id
+CAP = _cap
 
 
 def TOPIC(text: str) -> str:
