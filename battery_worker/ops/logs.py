@@ -100,7 +100,7 @@ def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str]
 
         raise InvalidConfig("log_level", level, "expected DEBUG, INFO, WARNING, ERROR or CRITICAL") from None
     logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
-    # A first chart of a new install logged "generated new fontManager" as a JSON line amid a backtest's table.
+    # A first chart of a new install logged "generated new fontManager" amid a backtest's table.
     logging.getLogger("matplotlib").setLevel(max(logging.WARNING, root.level))
     handler.addFilter(KafkaClientNoise(root.level))
 
