@@ -103,15 +103,20 @@ async def test_replay_reproduces_every_decision_and_finds_the_first_divergence(
 
 
 async def test_replay_command_exit_codes(
-    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
     await feed(settings, ercot_week()[:48], "solo")
     assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
     env = settings_env(settings)
-    ok = cli("replay", "--progress", env=env)
+    report = tmp_path / "audit" / "report.json"
+    ok = cli("replay", "--progress", "--report", str(report), env=env)
     assert ok.returncode == 0, ok.stderr[-2000:]
     assert "replay identical" in ok.stdout
+    said = json.loads(report.read_text())
+    assert (said["verdict"], said["records_read"], said["applied"]) == ("identical", 48, 48)
+    assert said["actions"]["sites"]["solo"]["identical"] == 48
+    assert said["history"]["totals"]["compared"] == 48
     assert any(
         line.startswith("compared 48 decisions") and line.endswith("0 recomputed but not recorded")
         for line in ok.stdout.splitlines()
@@ -119,6 +124,8 @@ async def test_replay_command_exit_codes(
     assert "replay: 100% (48 of about 48 records" in ok.stderr, "with --progress and no terminal, a line"
     changed = cli(
         "replay",
+        "--report",
+        str(report),
         "--policy",
         "threshold",
         "--policy-param",
@@ -129,6 +136,9 @@ async def test_replay_command_exit_codes(
     )
     assert changed.returncode == 1
     assert "first divergence at tick" in changed.stdout
+    first = json.loads(report.read_text())["actions"]["sites"]["solo"]["first"]
+    assert first["kind"] == "divergence"
+    assert first["recorded"] != first["recomputed"]
     what_if = cli("replay", "--output-prefix", "whatif", env=env)
     assert what_if.returncode == 0
     misnamed = cli("replay", env={**env, "BATTERY_WORKER_TOPICS__ACTIONS": "no-such.actions"})
@@ -691,7 +701,7 @@ def test_an_output_prefix_is_refused_only_where_a_topic_it_writes_is_live() -> N
 
 
 async def test_recorded_decisions_whose_prices_the_replay_cannot_read_are_said_and_fail_it(
-    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
     """Decisions recorded from another prices topic were left out of every count, and so were those whose
     prices retention had deleted: the replay said every recorded decision was reproduced, exit 0."""
@@ -712,7 +722,8 @@ async def test_recorded_decisions_whose_prices_the_replay_cannot_read_are_said_a
     assert result.report.totals().matched == 48
     assert result.report.unverified == {Outside.OTHER_PRICES_TOPIC: {"other": 24}}
     assert not result.identical
-    run = cli("replay", env=settings_env(settings))
+    report = tmp_path / "report.json"
+    run = cli("replay", "--report", str(report), env=settings_env(settings))
     assert run.returncode == 1
     assert (
         "24 recorded decisions of 1 site (other) not verified: their ticks came from another prices topic"
@@ -720,6 +731,16 @@ async def test_recorded_decisions_whose_prices_the_replay_cannot_read_are_said_a
     )
     assert "replay incomplete" in run.stderr
     assert "replay identical" not in run.stdout
+    said = json.loads(report.read_text())
+    assert said["verdict"] == "incomplete"
+    assert said["actions"]["totals"]["identical"] == 48
+    assert said["actions"]["unverified"] == [
+        {
+            "reason": "other_prices_topic",
+            "said": "their ticks came from another prices topic",
+            "sites": {"other": 24},
+        }
+    ]
 
 
 async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the_replay(

@@ -9,8 +9,9 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Literal
 
+import orjson
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -36,9 +37,11 @@ from battery_worker.cli.common import (
 )
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
+from battery_worker.outputs import write_atomically
 
 if TYPE_CHECKING:
-    from battery_worker.audit import AuditReport
+    from battery_worker.audit import AuditReport, Divergence, SiteReport
+    from battery_worker.kafka.tools.replay import ReplayResult
     from battery_worker.settings import Settings
 
 LINE_EVERY_SECONDS = 10.0
@@ -70,6 +73,11 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "timestamp, when the tick was published, not the tick's own time",
     )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        help="write the verdict and every figure printed as one JSON object, for a script",
+    )
     parser.add_argument("--output-prefix", help="publish the recomputed events to PREFIX.<topic> topics")
     parser.add_argument(
         "--processes",
@@ -88,6 +96,7 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def run(args: argparse.Namespace) -> int:
     settings = command_settings(args)
     check_output_file("--out", args.out)
+    check_output_file("--report", args.report)
     options = ReplayOptions(
         site=args.site,
         from_offset=args.from_offset,
@@ -164,18 +173,96 @@ def run(args: argparse.Namespace) -> int:
     hint = _policy_hint(settings, report)
     if hint:
         out.print(hint, highlight=False)
-    if result.compared_nothing:
+    verdict = _verdict(result)
+    if args.report is not None:
+        write_atomically(args.report, orjson.dumps(_report(result, verdict), option=orjson.OPT_INDENT_2))
+    if verdict == "nothing compared":
         said = _range_said(options)
         print(f"replay compared nothing: no tick in the range replayed{said}", file=sys.stderr)
         return 1
-    if result.identical:
+    if verdict == "identical":
         out.print("replay identical: every recorded decision was reproduced", highlight=False)
         return 0
-    if report.unverified and report.totals().ticks == report.totals().matched:
+    if verdict == "incomplete":
         print("replay incomplete: what was replayed is identical, but not every decision", file=sys.stderr)
         return 1
     print("replay diverged", file=sys.stderr)
     return 1
+
+
+Verdict = Literal["identical", "diverged", "incomplete", "nothing compared"]
+
+
+def _verdict(result: ReplayResult) -> Verdict:
+    """The exit code's reason: 0 for ``identical`` alone."""
+    if result.compared_nothing:
+        return "nothing compared"
+    if result.identical:
+        return "identical"
+    reports = (result.report, result.history)
+    if any(r.unverified for r in reports) and all(_only_unverified(r) for r in reports):
+        return "incomplete"
+    return "diverged"
+
+
+def _only_unverified(report: AuditReport) -> bool:
+    """Nothing compared differs: what keeps the report from identical is decisions it could not verify."""
+    return not report.unreadable and all(site.identical for site in report.sites.values())
+
+
+def _report(result: ReplayResult, verdict: Verdict) -> dict[str, Any]:
+    """``--report``: what the lines say, as JSON (an auditor's script read Python reprs in text lines)."""
+
+    def audited(report: AuditReport) -> dict[str, Any]:
+        return {
+            "totals": _counts(report.totals()),
+            "sites": {
+                site_id: {**_counts(site), "first": _first(site.first)}
+                for site_id, site in sorted(report.sites.items())
+            },
+            "unreadable": report.unreadable,
+            "unverified": [
+                {"reason": why.name.lower(), "said": why.value, "sites": dict(sorted(sites.items()))}
+                for why, sites in report.unverified.items()
+            ],
+        }
+
+    return {
+        "verdict": verdict,
+        "records_read": result.records_read,
+        "seconds": round(result.seconds, 3),
+        "applied": result.counters.applied,
+        "stale": result.counters.stale,
+        "rejected": result.counters.rejected,
+        "absent_topics": list(result.absent_topics),
+        "prices_begin": {str(p): offset for p, offset in sorted(result.prices_begin.items())},
+        "actions": audited(result.report),
+        "history": audited(result.history),
+    }
+
+
+def _counts(site: SiteReport) -> dict[str, int]:
+    return {
+        "compared": site.ticks,
+        "identical": site.matched,
+        "diverged": site.diverged,
+        "reworded": site.reworded,
+        "recorded_not_recomputed": site.missing,
+        "recomputed_not_recorded": site.extra,
+        "pending": site.pending,
+    }
+
+
+def _first(first: Divergence | None) -> dict[str, Any] | None:
+    if first is None:
+        return None
+    return {
+        "kind": "divergence" if first.diverged else "rewording",
+        "tick_timestamp": first.tick_timestamp,
+        "source": first.source,
+        "recorded": first.recorded,
+        "recomputed": first.recomputed,
+    }
 
 
 _UNVERIFIED_HINTS = {
