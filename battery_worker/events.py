@@ -157,24 +157,35 @@ class BatteryAction(_Event):
     """
 
     schema_version: int = ACTION_SCHEMA_VERSION
-    tick_timestamp: datetime
+    tick_timestamp: datetime = Field(
+        description="the tick's own time (UTC): the action holds from it until the site's next action"
+    )
     action: Action
-    power_mw: float
-    requested_power_mw: float
-    energy_mwh: float
-    duration_hours: float
-    reason: str
+    power_mw: float = Field(
+        description="MW, never negative, site side: bought from the grid to charge, delivered to the site "
+        "to discharge; 0 for a hold (site_plan.battery_mw is the signed figure, + charging)"
+    )
+    requested_power_mw: float = Field(description="MW the policy asked for, before the battery's limits")
+    energy_mwh: float = Field(description="power_mw × duration_hours: the MWh the step moved, site side")
+    duration_hours: float = Field(
+        description="the step the model books: the gap since the site's previous tick (default_step_hours "
+        "for its first tick or after a gap over max_step_hours)"
+    )
+    reason: str = Field(description="why, for people; not a stable format")
     energy_price: float
     hash_price: float
     token_price: float
-    state_of_charge_before_mwh: float
-    state_of_charge_after_mwh: float
+    state_of_charge_before_mwh: float = Field(description="MWh in the cells before the step (the model's)")
+    state_of_charge_after_mwh: float = Field(description="MWh in the cells after the step (the model's)")
     limited_by: Limit | None = Field(
         description="what held the step below the power asked for: the rate limit, a full or an empty "
         "battery, the daily cycle cap; null when nothing did. A hold the policy chose has none: why it held "
         "is in reason, and status.can_charge / can_discharge say whether the battery could have moved"
     )
-    gap_hours: float | None
+    gap_hours: float | None = Field(
+        description="hours since the site's previous tick when over max_step_hours (the step then books "
+        "default_step_hours); null otherwise"
+    )
     policy: str
     source: SourceRef
     # Always written from version 2 on; optional so that version 1 actions (none) still load with this model.
