@@ -15,6 +15,7 @@ from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.inspect import latest_status, site_history
 from battery_worker.kafka.topics import partition_count, state_configs_problem
 from battery_worker.kafka.worker import Worker
+from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.processing import InputRecord
 from tests.workerkit import (
     create_topics,
@@ -313,6 +314,32 @@ async def test_a_backlog_of_dear_ticks_is_taken_in_batches_the_session_outlasts(
     assert await Worker(settings).run(idle_timeout_s=3) == 0, "nothing is left to read again"
     published = await read_published(settings)
     assert [a.tick_timestamp for a in published.actions] == [t.timestamp for t in ticks], "each once"
+
+
+async def test_a_backlog_on_every_partition_is_taken_from_each_in_turn_not_one_partition_first(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """An auditor's run: a backlog's first partition, under the slow site policy, held the worker while the
+    sites of the other two got no decision (after 23 s, their lag had not moved). aiokafka hands out one
+    partition's whole fetch before the next's."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    sites: dict[int, str] = {}
+    for n in range(50):
+        sites.setdefault(home_partition(f"site-{n}", 3), f"site-{n}")
+    ticks = ercot_week()[:120]
+    for site in sites.values():
+        await feed(settings, ticks, site)
+    order: list[str] = []
+    worker = Worker(settings, on_handled=lambda record, _handled: order.append((record.key or b"").decode()))
+    assert await worker.run(max_messages=3 * len(ticks), idle_timeout_s=20) == 3 * len(ticks)
+    assert set(order[:30]) == set(sites.values()), order[:30]
+    for site in sites.values():  # each site's ticks still in order, each once
+        assert order.count(site) == len(ticks)
+    published = await read_published(settings)
+    for site in sites.values():
+        assert [a.tick_timestamp for a in published.actions if a.site_id == site] == [
+            t.timestamp for t in ticks
+        ]
 
 
 async def test_the_topics_read_whole_are_created_to_roll_a_segment_each_hour(

@@ -59,6 +59,7 @@ from battery_worker.kafka.checkpoint import Checkpoint
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader, membership_lost
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
+from battery_worker.kafka.fair_fetch import FairFetch
 from battery_worker.kafka.freezes import FreezeWatch
 from battery_worker.kafka.latency import BatchLatency
 from battery_worker.kafka.positions import Positions
@@ -112,6 +113,7 @@ class Worker:
         self._tail = BatchTail()
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
+        self._fetch: FairFetch | None = None
         self._transactions: PartitionTransactions | None = None
         session_s = settings.worker.session_timeout_ms / 1000
         self._freezes = FreezeWatch(session_s)
@@ -220,6 +222,7 @@ class Worker:
         self._producer = make_producer(settings.kafka)
         self._reader = make_reader(settings.kafka)
         self._consumer = make_group_consumer(settings.kafka, settings.worker)
+        self._fetch = FairFetch(self._consumer, self._positions, settings.worker.poll_timeout_ms)
         for client in (self._producer, self._reader, self._consumer):
             await self._connector.start(client)
         self._consumer.subscribe([self.topics.prices], listener=_Rebalance(self))
@@ -232,20 +235,18 @@ class Worker:
         max_records = self._batch_size.limit()
         if limit is not None:
             max_records = max(1, min(max_records, limit))
-        # Step 1. fetch
+        # Step 1. fetch: each partition's share first (kafka/fair_fetch.py)
+        assert self._fetch is not None
         with counting_failures(self.stats, "fetch"):
-            batch = await self._consumer.getmany(
-                timeout_ms=self.settings.worker.poll_timeout_ms, max_records=max_records
-            )
-        fetched = self._positions.stamp()  # no await since getmany returned: see Positions
-        if not batch:
+            fetched = await self._fetch.fetch(max_records)
+        if not fetched:
             return 0
         started = time.monotonic()
         async with self._lock:
             if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
-            count = await self._process(self._positions.still_current(fetched, batch))
-        self.latency.observe_batch(batch, started)
+            count = await self._process(fetched.current(self._positions))
+        self.latency.observe_batch(fetched.batch, started)
         return count
 
     async def _process(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
