@@ -261,7 +261,7 @@ def _csv_rows(
         header = reader.fieldnames or []
         if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
             _refuse_given_prices(source, hash_price, token_price)
-            rows = _whole_rows(reader, source, len(header))
+            rows = _whole_rows(reader, source, MARA_FIELDS)
             return [
                 (
                     where,
@@ -278,7 +278,7 @@ def _csv_rows(
         price_col = price_column or _first_in(header, MARKET_PRICE, MARA_FIELDS[0])
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
             raise PriceFileError("columns", header, f"{source.name}: {_columns_problem(header)}")
-        rows = _whole_rows(reader, source, len(header))
+        rows = _whole_rows(reader, source, (ts_col, price_col))
         return [
             (
                 where,
@@ -297,18 +297,29 @@ _EXTRA = "\x00extra"
 """Where ``csv.DictReader`` puts the fields of a row beyond the header's."""
 
 
-def _whole_rows(reader: csv.DictReader[str], source: Path, columns: int) -> list[tuple[str, dict[str, Any]]]:
-    """Each row with its line, refused when its fields are more or fewer than the header's: a short row was
-    blamed on a flag nobody gave (``--token-price=None``), and a row with one field too many was taken."""
+def _whole_rows(
+    reader: csv.DictReader[str], source: Path, needed: Sequence[str]
+) -> list[tuple[str, dict[str, Any]]]:
+    """Each row with its line, refused when it has values beyond the header's columns, or lacks a column
+    the file is read by: a short row was blamed on a flag nobody gave (``--token-price=None``), and a row
+    with a value too many was taken. Empty fields past the end (a spreadsheet's trailing comma) pass, and
+    so does a row short of a column nothing reads."""
+    header = list(reader.fieldnames or [])
+    named = ", ".join(header)
     rows = []
     for row in reader:
         where = f"line {reader.line_num}"
         extra = row.get(_EXTRA)
-        fields = columns + len(extra) if isinstance(extra, list) else sum(v is not None for v in row.values())
-        if fields != columns:
-            named = ", ".join(str(name) for name in reader.fieldnames or [])
-            plural = "" if fields == 1 else "s"
-            problem = f"{where} has {fields} field{plural} where the header has {columns} ({named})"
+        if isinstance(extra, list) and any(str(value).strip() for value in extra):
+            problem = (
+                f"{where} has {len(header) + len(extra)} fields where the header has {len(header)} ({named})"
+            )
+            raise PriceFileError("file", source.name, problem)
+        missing = [column for column in needed if row.get(column) is None]
+        if missing:
+            problem = (
+                f"{where} has no {', '.join(missing)}: fewer fields than the header's {len(header)} ({named})"
+            )
             raise PriceFileError("file", source.name, problem)
         rows.append((where, row))
     return rows

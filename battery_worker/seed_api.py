@@ -118,26 +118,30 @@ class BatterySystem:
         require_finite("carry_hours", carry_hours, InvalidConfig)
         if carry_hours < 0:
             raise InvalidConfig("carry_hours", carry_hours, "must be >= 0 hours")
+        arguments = {
+            "charge_threshold": charge_threshold,
+            "discharge_threshold": discharge_threshold,
+            "mining_demand_mw": mining_demand_mw,
+            "inference_demand_mw": inference_demand_mw,
+        }
+        thresholds = {
+            _THRESHOLD_PARAMETERS[argument]: _plain(value)
+            for argument, value in arguments.items()
+            if value is not None
+        }
+        if policy == "threshold":
+            policy = None  # the named threshold policy: built with the thresholds given, as by default
         if isinstance(policy, str):
             policy = make_policy(policy, site=site)
         elif policy is not None and not callable(getattr(policy, "decide", None)):
             raise InvalidConfig(
                 "policy", repr(policy)[:80], "must be a policy name (threshold, mpc, ...) or a Policy"
             )
-        thresholds = {
-            "charge_below": charge_threshold,
-            "discharge_above": discharge_threshold,
-            "mining_demand_mw": mining_demand_mw,
-            "inference_demand_mw": inference_demand_mw,
-        }
-        if policy is not None:  # they were dropped without a word: BatterySystem(policy="mpc", ...)
-            for argument, value in zip(_THRESHOLD_ARGUMENTS, thresholds.values(), strict=True):
-                if value is not None:
-                    problem = "is the threshold policy's; with policy given, give it to that policy"
-                    raise InvalidConfig(argument, value, problem)
-        self._policy: Policy = policy or ThresholdPolicy(
-            **{name: _plain(value) for name, value in thresholds.items() if value is not None}
-        )
+        stray = [(argument, value) for argument, value in arguments.items() if value is not None]
+        if policy is not None and stray:  # they were dropped without a word: BatterySystem(policy="mpc", ...)
+            problem = f"is the threshold policy's, not taken with policy {policy.name!r} (its own parameters)"
+            raise InvalidConfig(stray[0][0], stray[0][1], problem)
+        self._policy: Policy = policy or ThresholdPolicy(**thresholds)
         policy_site = getattr(self._policy, "site", None)
         if site is not None and isinstance(policy_site, SiteModel) and policy_site != site:
             raise InvalidConfig(
@@ -397,7 +401,13 @@ class BatterySystem:
         )
 
 
-_THRESHOLD_ARGUMENTS = ("charge_threshold", "discharge_threshold", "mining_demand_mw", "inference_demand_mw")
+_THRESHOLD_PARAMETERS = {
+    "charge_threshold": "charge_below",
+    "discharge_threshold": "discharge_above",
+    "mining_demand_mw": "mining_demand_mw",
+    "inference_demand_mw": "inference_demand_mw",
+}
+"""The seed's threshold arguments, by the threshold policy's parameter each sets."""
 
 
 def _plain(value: Any) -> Any:

@@ -560,22 +560,17 @@ def _check_environment_sections() -> None:
 def _check_single_underscore(name: str, rest: str, prefix: str) -> None:
     """``BATTERY_WORKER_KAFKA_BOOTSTRAP_SERVERS`` (one underscore where the sections take two) named a field
     of a section, and was ignored: the worker went to localhost:9092 without a word. A variable that reads
-    as a section's field, or as a field of one section alone, is refused with the name meant; any other
-    name under the prefix is left alone (the CLI's own, or one a monitor header is read from)."""
+    as a section and one of its fields is refused with the name meant; any other name under the prefix is
+    left alone (the CLI's own, one a monitor header is read from: ``BATTERY_WORKER_URL`` is no mistake)."""
     if rest in Settings.model_fields:
         return
-    meant: list[str] = []
     for section, info in Settings.model_fields.items():
-        fields = _field_names(info.annotation)
-        if rest.startswith(f"{section}_") and rest.removeprefix(f"{section}_") in fields:
-            meant = [f"{section}__{rest.removeprefix(f'{section}_')}"]
-            break
-        if rest in fields:
-            meant.append(f"{section}__{rest}")
-    if len(meant) == 1:
-        raise InvalidConfig(
-            name, "…", f"no such setting; a section's field takes two underscores: {prefix}{meant[0].upper()}"
-        )
+        field_name = rest.removeprefix(f"{section}_")
+        if field_name != rest and field_name in _field_names(info.annotation):
+            meant = f"{prefix}{section}__{field_name}".upper()
+            raise InvalidConfig(
+                name, "…", f"no such setting; a section's field takes two underscores: {meant}"
+            )
 
 
 def _field_names(annotation: Any) -> set[str]:
@@ -634,7 +629,7 @@ def load_settings(
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        given = _where_given(first["loc"], toml_data, toml_path)
+        given = _where_given(first["loc"], init, toml_data, toml_path)
         if first["type"] == "extra_forbidden":  # a mistyped name: its value may be a secret (sasl_pasword)
             said = f"{given}; its value is not shown" if given else "its value is not shown"
             raise InvalidConfig(field, "**********", f"no such field ({said})") from None
@@ -647,24 +642,40 @@ def load_settings(
     return settings
 
 
-def _where_given(loc: tuple[int | str, ...], toml_data: Mapping[str, Any], toml_path: Path | None) -> str:
-    """Where a refused setting came from, when it can be told: the variable (``given by
-    BATTERY_WORKER_KAFKA__SASL_PASWORD``), else the file (``in worker.toml``); else "". A refusal naming only
-    ``kafka.sasl_pasword`` left the operator to search the environment, the file and the flags for it."""
-    parts = [str(part) for part in loc]
+def _where_given(
+    loc: tuple[int | str, ...],
+    overrides: Mapping[str, Any],
+    toml_data: Mapping[str, Any],
+    toml_path: Path | None,
+) -> str:
+    """Where a refused setting came from, when it can be told, in the layers' order: a flag (``given by a
+    flag``), the variable (``given by BATTERY_WORKER_KAFKA__SASL_PASWORD``), the file (``in worker.toml``);
+    else "". A refusal naming only ``kafka.sasl_pasword`` left the operator to search the environment, the
+    file and the flags for it. A list's item is named by the list."""
+    parts: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            break
+        parts.append(str(part))
     if not parts:
         return ""
+    if _holds(overrides, parts):
+        return "given by a flag"
     prefix = str(Settings.model_config.get("env_prefix", ""))
     variable = (prefix + "__".join(parts)).upper()
     named = [name for name in os.environ if name.upper() == variable]
     if named:
         return f"given by {named[0]}"
-    found: Any = toml_data
-    for part in parts:
+    return f"in {toml_path}" if toml_path is not None and _holds(toml_data, parts) else ""
+
+
+def _holds(table: Mapping[str, Any], path: list[str]) -> bool:
+    found: Any = table
+    for part in path:
         if not isinstance(found, Mapping) or part not in found:
-            return ""
+            return False
         found = found[part]
-    return f"in {toml_path}" if toml_path is not None else ""
+    return True
 
 
 def _undecodable_variable(error: SettingsError) -> str:

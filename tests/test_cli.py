@@ -60,6 +60,11 @@ def test_a_file_with_ticks_the_worker_would_dead_letter_for_their_time_is_refuse
     assert result.returncode == 2
     assert result.stderr.startswith(f"battery-worker: error: file='1 tick from {rows[2].split(',')[0]}'")
     assert "the worker dead-letters them" in result.stderr
+    hourly = [f"{(hour + timedelta(hours=2 * h)).isoformat()},1,1,1" for h in range(3)]
+    prices.write_text("\n".join(["timestamp,energy_price,hash_price,token_price", *hourly]) + "\n")
+    played = cli("feed", str(prices), "--rate", str(1 / 7200), "--bootstrap-servers", "127.0.0.1:1")
+    assert "dead-letters" not in played.stderr, "played in real time, each tick is sent near its time"
+    assert played.returncode == 1, played.stderr  # on to the broker, which is not there
 
 
 def test_output_into_a_closed_pipe_stops_quietly() -> None:

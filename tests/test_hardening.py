@@ -279,7 +279,7 @@ def test_a_csv_row_short_of_its_timestamp_is_named_by_its_line(tmp_path: Path) -
     short = tmp_path / "short.csv"
     short.write_text("Price (USD/MWh),Datetime (UTC)\n10,2023-08-01 00:00:00+00:00\n11\n")
     with pytest.raises(
-        PriceFileError, match=r"^file='short.csv': line 3 has 1 field where the header has 2 "
+        PriceFileError, match=r"^file='short.csv': line 3 has no Datetime \(UTC\): fewer fields"
     ):
         load_ticks(short)
 
@@ -289,7 +289,7 @@ def test_a_csv_row_short_of_its_timestamp_is_named_by_its_line(tmp_path: Path) -
     [
         (
             "timestamp,energy_price,hash_price,token_price\n2025-01-01T00:00:00Z,1,1,1\n2025-01-01T01:00:00Z,1,1\n",
-            "line 3 has 3 fields where the header has 4",
+            "line 3 has no token_price: fewer fields than the header's 4",
         ),
         (
             "timestamp,energy_price,hash_price,token_price\n2025-01-01T00:00:00Z,1,1,1,2\n",
@@ -308,6 +308,24 @@ def test_a_row_of_more_or_fewer_fields_than_the_header_is_refused_by_its_line(
     path.write_text(text)
     with pytest.raises(PriceFileError, match=f"^file='rows.csv': {problem} "):
         load_ticks(path)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "timestamp,energy_price,hash_price,token_price\n2025-01-01T00:00:00Z,1,1,1,\n",
+        "timestamp,energy_price,hash_price,token_price,\n2025-01-01T00:00:00Z,1,1,1\n",
+        "timestamp,energy_price,note,note\n2025-01-01T00:00:00Z,1,a,b\n",
+    ],
+    ids=["a trailing comma on rows", "a trailing comma on the header", "a column named twice"],
+)
+def test_empty_fields_past_the_end_and_columns_nothing_reads_pass(tmp_path: Path, text: str) -> None:
+    """A spreadsheet's trailing comma: the diff review found it refused by the first row-length check."""
+    from battery_worker.pricefiles import load_ticks
+
+    path = tmp_path / "rows.csv"
+    path.write_text(text)
+    assert [tick.energy_price for tick in load_ticks(path)] == [1.0]
 
 
 def test_a_file_of_the_mara_apis_time_and_energy_price_alone_is_read_as_a_market_file(tmp_path: Path) -> None:

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -285,9 +286,9 @@ def test_a_broker_out_of_reach_is_one_warning_then_one_every_interval_not_a_hund
         "client retries; lines like it are counted, not shown, until none has come for 10 s)"
     )
     assert shown[1][1].startswith(
-        "Kafka unreachable for 10 s: 100 client errors in the last 10 s, the latest: "
+        "Kafka connections failing for 10 s: 100 client errors in the last 10 s, the latest: "
     )
-    assert shown[2][1].startswith("Kafka unreachable for 20 s: 100 client errors in the last 10 s")
+    assert shown[2][1].startswith("Kafka connections failing for 20 s: 100 client errors in the last 10 s")
     assert not any("__consumer_offsets" in message for _, message in shown)
 
     now[0] += 11  # back for longer than the interval: the next failure is a new run, shown
@@ -299,6 +300,13 @@ def test_a_broker_out_of_reach_is_one_warning_then_one_every_interval_not_a_hund
     )
     assert noise.filter(denied)
     assert denied.levelname == "ERROR", "an error that is no connection failure stays as aiokafka logged it"
+    refused_certificate = _aiokafka_line(
+        "aiokafka.client", "Unable connect to node with id %s: %s", 1, ssl.SSLCertVerificationError("no")
+    )
+    assert noise.filter(refused_certificate)
+    assert refused_certificate.levelname == "ERROR", (
+        "a refused certificate is no outage: as aiokafka logged it"
+    )
     debug = KafkaClientNoise(logging.DEBUG, persist_s=10.0, clock=lambda: now[0])
     assert all(
         debug.filter(_aiokafka_line("aiokafka.client", "Unable to update metadata from %s", [1]))

@@ -748,6 +748,7 @@ async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the
     new_topic_name: Callable[[], str],
     new_group_id: Callable[[], str],
     broker_kind: BrokerKind,
+    tmp_path: Path,
 ) -> None:
     """A prices partition that retention had emptied left its 500 recorded decisions out of every count, and
     the replay passed; one cut in the middle blamed the worker for every decision after the cut."""
@@ -776,7 +777,14 @@ async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the
     assert "48 recorded decisions of 1 site (solo) not verified: their prices are deleted" in run.stdout
     assert f"{home.topic}[{home.partition}] begins at offset 48: its earlier ticks are deleted" in run.stdout
     assert "replay identical" not in run.stdout
+    assert "replay incomplete" in run.stderr, "the verdict is the deletion, not the range"
     assert from_offset.report.unverified == {}, "before a start asked for: out of range by choice"
+    asked_before = cli(
+        "replay", "--from-offset", "10", "--report", str(tmp_path / "r.json"), env=settings_env(settings)
+    )
+    assert asked_before.returncode == 1
+    said = json.loads((tmp_path / "r.json").read_text())["actions"]["unverified"]
+    assert said[0]["sites"] == {"solo": 38}, "from the offset asked for to the log start: deleted"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
     try:

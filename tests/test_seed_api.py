@@ -365,11 +365,16 @@ def test_a_threshold_argument_beside_another_policy_is_refused(argument: str) ->
     """BatterySystem(policy="mpc", charge_threshold=1.5) was built without a word, the 1.5 dropped."""
     value = 2.5 if argument == "discharge_threshold" else 1.5  # a threshold pair the policy takes
     given: dict[str, Any] = {argument: value}
-    with pytest.raises(InvalidConfig, match=f"^{argument}={value}: is the threshold policy's"):
+    with pytest.raises(
+        InvalidConfig, match=f"^{argument}={value}: is the threshold policy's, not taken with"
+    ):
         BatterySystem(policy="mpc", **given)
     with pytest.raises(InvalidConfig, match=argument):
         BatterySystem(policy=make_policy("threshold"), **given)
-    assert BatterySystem(**given).policy.name == "threshold"
+    assert BatterySystem(**given).policy == BatterySystem(policy="threshold", **given).policy
+    assert BatterySystem(**given).policy != BatterySystem().policy, (
+        "taken, whether the policy is named or not"
+    )
 
 
 def test_a_discharge_past_the_days_cycle_cap_is_a_hold_and_the_status_says_it_cannot() -> None:

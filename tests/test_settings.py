@@ -318,7 +318,7 @@ def test_true_and_false_still_set_the_switches(tmp_path: Path) -> None:
     ("variable", "meant"),
     [
         ("BATTERY_WORKER_KAFKA_BOOTSTRAP_SERVERS", "BATTERY_WORKER_KAFKA__BOOTSTRAP_SERVERS"),
-        ("BATTERY_WORKER_GROUP_ID", "BATTERY_WORKER_WORKER__GROUP_ID"),
+        ("BATTERY_WORKER_WORKER_GROUP_ID", "BATTERY_WORKER_WORKER__GROUP_ID"),
         ("BATTERY_WORKER_BATTERY_CAPACITY_MWH", "BATTERY_WORKER_BATTERY__CAPACITY_MWH"),
         ("BATTERY_WORKER_SITE_IMPORT_LIMIT_MW", "BATTERY_WORKER_SITE__IMPORT_LIMIT_MW"),
     ],
@@ -342,6 +342,8 @@ def test_other_names_under_the_prefix_without_two_underscores_pass(monkeypatch: 
         "BATTERY_WORKER_KAFKA_HOME": "/tmp",
         "BATTERY_WORKER_TEST_BROKER": "embedded",
         "BATTERY_WORKER_BATTERY_TYPE": "lfp",
+        "BATTERY_WORKER_URL": "https://prices.example",  # a field of one section alone: no mistake
+        "BATTERY_WORKER_GROUP_ID": "g",
     }.items():
         monkeypatch.setenv(name, value)
     assert load_settings().battery_type == "lfp"
@@ -372,6 +374,11 @@ def test_a_refused_setting_names_the_variable_or_the_file_it_came_from(
         InvalidConfig, match=re.escape("(given by BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS)")
     ):
         load_settings(config)
+    flag = {
+        "worker": {"session_timeout_ms": "abc"}
+    }  # flags win over both: the diff review saw the file named
+    with pytest.raises(InvalidConfig, match=re.escape("(given by a flag)")):
+        load_settings(config, flag)
 
 
 def test_a_presets_cycle_cap_is_lifted_by_infinity_in_a_file_the_environment_or_the_library(

@@ -173,7 +173,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
         raise InvalidConfig("file", str(args.file), "holds no price rows")
     if args.limit is not None:
         ticks = ticks[: args.limit]
-    _refuse_ticks_the_worker_would_dead_letter(ticks, settings.worker.max_tick_ahead_s)
+    _refuse_ticks_the_worker_would_dead_letter(ticks, settings.worker.max_tick_ahead_s, args.rate)
 
     topic = args.topic or settings.topics.prices
     acknowledged = Acknowledged()
@@ -204,19 +204,27 @@ def cmd_feed(args: argparse.Namespace) -> int:
         raise BatteryWorkerError(f"Kafka: {type(error).__name__}: {error}; {published()}") from error
 
 
-def _refuse_ticks_the_worker_would_dead_letter(ticks: list[PriceTick], max_ahead_s: float) -> None:
+def _refuse_ticks_the_worker_would_dead_letter(
+    ticks: list[PriceTick], max_ahead_s: float, rate_per_s: float | None
+) -> None:
     """A row a day ahead was published (exit 0), then dead-lettered by the worker; and the monitor took it
-    for the last tick published. Refused before anything is sent."""
+    for the last tick published. Refused before anything is sent; with ``--rate``, each tick against when
+    it will be sent (a file played in real time may lie ahead of now)."""
     from battery_worker.ticks import seconds_too_far_ahead
 
     now_ms = int(time.time() * 1000)
-    ahead = [tick for tick in ticks if seconds_too_far_ahead(tick.timestamp, now_ms, max_ahead_s) is not None]
+    step_ms = 0.0 if rate_per_s is None else 1000 / rate_per_s
+    ahead = [
+        tick
+        for index, tick in enumerate(ticks)
+        if seconds_too_far_ahead(tick.timestamp, int(now_ms + index * step_ms), max_ahead_s) is not None
+    ]
     if ahead:
         raise InvalidConfig(
             "file",
             f"{counted(len(ahead), 'tick')} from {ahead[0].timestamp.isoformat()}",
-            f"stamped more than worker.max_tick_ahead_s={max_ahead_s:g} s after now, when they would be "
-            "published: the worker dead-letters them",
+            f"stamped more than worker.max_tick_ahead_s={max_ahead_s:g} s after they would be published: the "
+            "worker dead-letters them",
         )
 
 

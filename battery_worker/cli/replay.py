@@ -130,14 +130,17 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
-    for why, sites in report.unverified.items():
-        named = ", ".join(sorted(sites)[:3]) + (f" and {len(sites) - 3:,} more" if len(sites) > 3 else "")
-        advice = _UNVERIFIED_HINTS.get(why, "")
-        out.print(
-            f"{counted(sum(sites.values()), 'recorded decision')} of {counted(len(sites), 'site')} "
-            f"({named}) not verified: {why.value}{advice}",
-            highlight=False,
-        )
+    for kind, audited in (("", report), ("history: ", result.history)):
+        if kind and audited.unverified == report.unverified:
+            continue  # the history records of the same decisions: said once
+        for why, sites in audited.unverified.items():
+            named = ", ".join(sorted(sites)[:3]) + (f" and {len(sites) - 3:,} more" if len(sites) > 3 else "")
+            advice = _UNVERIFIED_HINTS.get(why, "")
+            out.print(
+                f"{kind}{counted(sum(sites.values()), 'recorded decision')} of {counted(len(sites), 'site')} "
+                f"({named}) not verified: {why.value}{advice}",
+                highlight=False,
+            )
     for partition, offset in sorted(result.prices_begin.items()):
         out.print(
             f"{settings.topics.prices}[{partition}] begins at offset {offset:,}: its earlier ticks are "

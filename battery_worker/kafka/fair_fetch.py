@@ -11,7 +11,9 @@ had anything waits, as before, for the first records of any.
 Every ``getmany`` is an ``await``: a rebalance callback may seek between two of them. So each call's
 records keep the positions' stamp taken as it returned (:class:`~battery_worker.kafka.positions.Positions`),
 and are checked against it, not against the first call's: records fetched after a seek are from the new
-position and must not be dropped as stale.
+position and must not be dropped as stale. A ``getmany`` that raises loses the records the calls before it
+took (the consumer's position is past them): safe only because the worker answers every ``KafkaError`` by
+rewinding to the stored state and the committed offsets, which reads them again.
 """
 
 from __future__ import annotations
@@ -66,20 +68,29 @@ class FairFetch:
 
     async def fetch(self, max_records: int) -> Fetched:
         fetched = Fetched()
-        left = max_records
         assigned = sorted(self._consumer.assignment(), key=lambda tp: (tp.topic, tp.partition))
-        if len(assigned) > 1:
-            share = max(1, max_records // len(assigned))
-            self._turn = (self._turn + 1) % len(assigned)
-            for tp in assigned[self._turn :] + assigned[: self._turn]:
-                left -= await self._take(fetched, min(share, left), tp)
-                if left <= 0:
-                    return fetched
-            if fetched:  # topped up from the partitions that have more, without waiting
-                left -= await self._take(fetched, left)
+        if len(assigned) <= 1:
+            await self._take(fetched, max_records, timeout_ms=self._timeout_ms)
+            return fetched
+        share = max(1, max_records // len(assigned))
+        self._turn = (self._turn + 1) % len(assigned)
+        turn = assigned[self._turn :] + assigned[: self._turn]
+        left = await self._shares(fetched, turn, share, max_records)
+        if not fetched:  # nothing buffered: wait for a share of any, then share what the fetch brought
+            left -= await self._take(fetched, share, timeout_ms=self._timeout_ms)
+            if not fetched:
                 return fetched
-        await self._take(fetched, left, timeout_ms=self._timeout_ms)
+            left = await self._shares(fetched, turn, share, left)
+        if left > 0:  # topped up from the partitions that have more, without waiting
+            await self._take(fetched, left)
         return fetched
+
+    async def _shares(self, fetched: Fetched, turn: list[TopicPartition], share: int, left: int) -> int:
+        for tp in turn:
+            if left <= 0:
+                break
+            left -= await self._take(fetched, min(share, left), tp)
+        return left
 
     async def _take(
         self, fetched: Fetched, max_records: int, *partitions: TopicPartition, timeout_ms: int = 0

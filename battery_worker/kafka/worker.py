@@ -3,8 +3,9 @@
 One batch, in this order (the order is the delivery guarantee; each step is marked ``# Step N`` where it
 happens):
 
-1. Fetch: ``getmany`` a batch of ``prices`` records, as many as step 2 can handle in a fifth of the session
-   (:mod:`.batch_size`), at most ``worker.max_batch_records``.
+1. Fetch: a batch of ``prices`` records, each assigned partition's share first (:mod:`.fair_fetch`), as
+   many as step 2 can handle in a fifth of the session (:mod:`.batch_size`), at most
+   ``worker.max_batch_records``.
 2. Process: hand each record of a partition this worker still owns to :class:`TickProcessor` (validate,
    decide, apply), partition by partition in offset order.
 3. Send and await events: the batch's actions, status, history and dead letters, sent together and all

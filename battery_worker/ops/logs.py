@@ -10,6 +10,7 @@ and, where the call site passed them with ``extra=``, the coordinates ``site_id`
 from __future__ import annotations
 
 import logging
+import ssl
 import sys
 import time
 from collections.abc import Callable
@@ -202,8 +203,8 @@ class KafkaClientNoise(logging.Filter):
             return False
         _relevel(record, logging.WARNING)
         record.msg = (
-            f"Kafka unreachable for {now - self._outage_started:.0f} s: {self._not_shown:,} client errors in "
-            f"the last {now - self._last_outage_line:.0f} s, the latest: {record.msg}"
+            f"Kafka connections failing for {now - self._outage_started:.0f} s: {self._not_shown:,} client "
+            f"errors in the last {now - self._last_outage_line:.0f} s, the latest: {record.msg}"
         )
         self._last_outage_line, self._not_shown = now, 0
         return self._level <= logging.WARNING
@@ -232,6 +233,8 @@ def _connection_trouble(record: logging.LogRecord) -> bool:
     (a produce or fetch error such as an authorization failure stays as aiokafka logged it)."""
     args = record.args if isinstance(record.args, tuple) else ()
     errors = [arg for arg in args if isinstance(arg, BaseException)]
+    if any(isinstance(e, ssl.SSLError) for e in errors):
+        return False  # an OSError, but a certificate or a host name refused: waiting cannot cure it
     return not errors or any(getattr(e, "retriable", False) is True or isinstance(e, OSError) for e in errors)
 
 

@@ -87,9 +87,13 @@ class ReplayResult:
     @property
     def compared_nothing(self) -> bool:
         """No decision in the range, recorded or recomputed, pending or not: an audit of nothing (a site id
-        mistyped, an offset past the end) proves nothing, so it does not pass."""
+        mistyped, an offset past the end) proves nothing, so it does not pass. Recorded decisions that could
+        not be verified (their prices deleted) are something: that is the verdict, not the range."""
         reports = (self.report, self.history)
-        return all(not r.unreadable and r.totals().ticks == 0 and r.totals().pending == 0 for r in reports)
+        return all(
+            not r.unreadable and not r.unverified and r.totals().ticks == 0 and r.totals().pending == 0
+            for r in reports
+        )
 
     @property
     def records_per_second(self) -> float:
@@ -254,13 +258,13 @@ def _placement(
     """Where a recorded event's input lies against what was replayed: from its partition's first offset
     replayed to where the partition ended as the replay began (a live worker records later ticks meanwhile).
 
-    Replayed from its beginning, a partition's ticks before the first one read are deleted (retention, or
-    deleted records: the first offset read, as the broker's log start may be answered wrongly), and a
-    partition with nothing left to read has them all deleted below its log start. An event naming another
-    ``prices`` topic was made from ticks this replay cannot read.
+    A partition's ticks from the start asked for (its beginning, an offset, a time) to the first one read
+    are deleted (retention, or deleted records: the first offset read, as the broker's log start may be
+    answered wrongly), and a partition with nothing left to read has them all deleted below its log start.
+    An event naming another ``prices`` topic was made from ticks this replay cannot read.
     """
     stops = {tp.partition: offset for tp, offset in ends.items()}
-    from_beginning = {tp.partition for tp, start in starts.items() if start is None}
+    asked = {tp.partition: start or 0 for tp, start in starts.items()}
     log_start = {tp.partition: offset for tp, offset in log_starts.items()}
 
     def outside(event: dict[str, Any]) -> Outside | None:
@@ -274,8 +278,9 @@ def _placement(
         first = first_offsets.get(partition, min(stop, log_start.get(partition, stop)))
         if offset >= stop:
             return Outside.AFTER_END
-        if offset < first:
-            return Outside.PRICES_DELETED if partition in from_beginning else Outside.BEFORE_START
+        if offset < first:  # at or after the start asked for (0: the beginning), yet not read: deleted
+            start = asked.get(partition)
+            return Outside.PRICES_DELETED if start is not None and offset >= start else Outside.BEFORE_START
         if partition not in first_offsets:
             return Outside.BEFORE_START  # a start past every tick of the partition
         return None
