@@ -141,6 +141,9 @@ async def test_replay_command_exit_codes(
     assert first["recorded"] != first["recomputed"]
     what_if = cli("replay", "--output-prefix", "whatif", env=env)
     assert what_if.returncode == 0
+    past_the_end = cli("replay", "--from-offset", "5000", env=env)
+    assert past_the_end.returncode == 1, "sought past the end, the reader's reset replayed the whole log"
+    assert "replay compared nothing: no tick in the range replayed (from offset 5,000)" in past_the_end.stderr
     misnamed = cli("replay", env={**env, "BATTERY_WORKER_TOPICS__ACTIONS": "no-such.actions"})
     assert misnamed.returncode == 1, "48 decisions recomputed and none recorded"
     assert "topic no-such.actions does not exist: nothing was recorded there" in misnamed.stdout
@@ -500,13 +503,22 @@ async def test_a_replay_cut_short_ends_in_one_line_without_a_verdict_or_a_proces
 
 
 def cut_short_replay(
-    env: dict[str, str], processes: int, interrupt: Callable[[int], None]
+    env: dict[str, str], processes: int, interrupt: Callable[[int], None], *more: str
 ) -> tuple[int, str, str, float]:
     """``battery-worker replay`` in a process group of its own (as run from a terminal), interrupted once a
     tenth is replayed: its exit code, stdout, stderr and the seconds it took to end. Fails if any process
     of the group outlives it by 5 s."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "battery_worker.cli", "replay", "--progress", "--processes", str(processes)],
+        [
+            sys.executable,
+            "-m",
+            "battery_worker.cli",
+            "replay",
+            "--progress",
+            "--processes",
+            str(processes),
+            *more,
+        ],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -779,6 +791,8 @@ async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the
     assert "replay identical" not in run.stdout
     assert "replay incomplete" in run.stderr, "the verdict is the deletion, not the range"
     assert from_offset.report.unverified == {}, "before a start asked for: out of range by choice"
+    by_time = cli("replay", "--from-time", "2020-01-01T00:00", env=settings_env(settings))
+    assert "48 recorded decisions of 1 site (solo) not verified" in by_time.stdout, "published after 2020"
     asked_before = cli(
         "replay", "--from-offset", "10", "--report", str(tmp_path / "r.json"), env=settings_env(settings)
     )
@@ -794,7 +808,7 @@ async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the
 
 
 async def test_a_replay_under_a_dear_policy_stops_within_a_moment_of_the_signal(
-    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
 ) -> None:
     """A fetch holds thousands of ticks, which mpc or site took 15 s and more to recompute before a stop
     signal was seen, and the progress said nothing meanwhile. No worker ran: nothing is compared."""
@@ -808,7 +822,10 @@ async def test_a_replay_under_a_dear_policy_stops_within_a_moment_of_the_signal(
     await send_raw(settings, [(b"dear", tick_payload(t)) for t in ticks])
     env = {**settings_env(settings), "BATTERY_WORKER_POLICY__NAME": "mpc"}
     env = {k: v for k, v in env.items() if not k.startswith("BATTERY_WORKER_POLICY__PARAMS__")}
-    ended, out, err, took = cut_short_replay(env, 1, sigterm)
+    report = tmp_path / "report.json"
+    report.write_text('{"verdict": "identical"}')  # an earlier run's
+    ended, out, err, took = cut_short_replay(env, 1, sigterm, "--report", str(report))
+    assert json.loads(report.read_text()) == {"verdict": "stopped", "signal": "SIGTERM"}
     first = err.splitlines()[0]
     assert not first.startswith("replay: 100%"), "progress said while the fetched ticks are recomputed"
     assert ended == 143, err

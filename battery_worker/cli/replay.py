@@ -110,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
             result = run_once(replay(settings, options, progress))
     except StoppedBySignal as stopped:
         # Not 0, which says every decision was reproduced: a script reading the exit code must not take a
-        # stopped audit for a passed one.
+        # stopped audit for a passed one; nor one reading the report an earlier run left there.
+        if args.report is not None:
+            stopped_report = {"verdict": "stopped", "signal": str(stopped)}
+            write_atomically(args.report, orjson.dumps(stopped_report, option=orjson.OPT_INDENT_2))
         print(f"battery-worker replay: stopped by {stopped} before it finished, no verdict", file=sys.stderr)
         return 128 + stopped.signum
     # Never wrapped (rich wraps at 80 columns where stdout is no terminal): a script greps these lines.
@@ -122,8 +125,9 @@ def run(args: argparse.Namespace) -> int:
         f"{result.counters.stale} stale, {result.counters.rejected} rejected",
         highlight=False,
     )
+    compared_sites = sum(1 for site in report.sites.values() if site.ticks)  # not those only pending
     out.print(
-        f"compared {counted(totals.ticks, 'decision')} over {counted(len(report.sites), 'site')}: "
+        f"compared {counted(totals.ticks, 'decision')} over {counted(compared_sites, 'site')}: "
         f"{totals.matched:,} identical, "
         f"{totals.diverged:,} diverged, {totals.reworded:,} reworded only, "
         f"{totals.missing:,} recorded but not recomputed, "
@@ -187,7 +191,12 @@ def run(args: argparse.Namespace) -> int:
         out.print("replay identical: every recorded decision was reproduced", highlight=False)
         return 0
     if verdict == "incomplete":
-        print("replay incomplete: what was replayed is identical, but not every decision", file=sys.stderr)
+        said = (
+            "what was replayed is identical, but not every decision"
+            if totals.ticks
+            else "no recorded decision could be verified"
+        )
+        print(f"replay incomplete: {said}", file=sys.stderr)
         return 1
     print("replay diverged", file=sys.stderr)
     return 1
@@ -226,7 +235,7 @@ def _report(result: ReplayResult, verdict: Verdict) -> dict[str, Any]:
             "unreadable": report.unreadable,
             "unverified": [
                 {"reason": why.name.lower(), "said": why.value, "sites": dict(sorted(sites.items()))}
-                for why, sites in report.unverified.items()
+                for why, sites in sorted(report.unverified.items(), key=lambda item: item[0].name)
             ],
         }
 

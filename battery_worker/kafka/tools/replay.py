@@ -184,6 +184,9 @@ async def replay(
         ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
         starts = await _start_offsets(reader, prices, options)
+        # An offset past a partition's end reads nothing there: sought as given, it was out of range, and the
+        # reader's reset to the earliest record replayed the whole partition.
+        starts = {tp: None if start is None else min(start, ends[tp]) for tp, start in starts.items()}
         total = sum(
             max(0, ends[tp] - (log_starts[tp] if start is None else start)) for tp, start in starts.items()
         )  # about: transaction markers take offsets too
@@ -213,7 +216,8 @@ async def replay(
                     progress(read, total)
                 await asyncio.sleep(0)  # a stop signal's cancellation comes in here, not after the fetch
 
-        outside = _placement(names.prices, starts, log_starts, first_offsets, ends)
+        by_time = options.from_time is not None
+        outside = _placement(names.prices, starts, log_starts, first_offsets, ends, by_time=by_time)
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
         undecided: Callable[[dict[str, Any]], bool] = nothing_pending
@@ -254,6 +258,8 @@ def _placement(
     log_starts: dict[TopicPartition, int],
     first_offsets: dict[int, int],
     ends: dict[TopicPartition, int],
+    *,
+    by_time: bool = False,
 ) -> Placement:
     """Where a recorded event's input lies against what was replayed: from its partition's first offset
     replayed to where the partition ended as the replay began (a live worker records later ticks meanwhile).
@@ -261,11 +267,20 @@ def _placement(
     A partition's ticks from the start asked for (its beginning, an offset, a time) to the first one read
     are deleted (retention, or deleted records: the first offset read, as the broker's log start may be
     answered wrongly), and a partition with nothing left to read has them all deleted below its log start.
-    An event naming another ``prices`` topic was made from ticks this replay cannot read.
+    An event naming another ``prices`` topic was made from ticks this replay cannot read. A time asked for
+    that finds a partition's first record left asks, as far as can be told, for the deleted ones before it
+    too (when they were published is deleted with them).
     """
     stops = {tp.partition: offset for tp, offset in ends.items()}
-    asked = {tp.partition: start or 0 for tp, start in starts.items()}
     log_start = {tp.partition: offset for tp, offset in log_starts.items()}
+    asked = {
+        tp.partition: 0 if start is None or (by_time and start <= log_start.get(tp.partition, 0)) else start
+        for tp, start in starts.items()
+    }
+    if by_time:  # a partition with nothing left has no record at any time: its deleted ones may be after it
+        asked.update(
+            {tp.partition: 0 for tp, end in ends.items() if tp not in starts and log_starts[tp] >= end}
+        )
 
     def outside(event: dict[str, Any]) -> Outside | None:
         source = event["source"]
