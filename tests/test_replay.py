@@ -38,6 +38,7 @@ from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_site
 from battery_worker.pipeline.processing import TickProcessor
 from battery_worker.settings import Settings, TopicNames, load_settings
+from battery_worker.ticks import PriceTick
 from tests.conftest import BrokerKind
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
@@ -486,12 +487,7 @@ async def test_a_replay_cut_short_ends_in_one_line_without_a_verdict_or_a_proces
     and one in processes first waited for them to finish their whole share. No worker ran: a replay of a log
     with no record takes long enough to be cut short in the middle."""
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    week = ercot_week()
-    start = week[0].timestamp
-    ticks = [
-        week[hour % len(week)].model_copy(update={"timestamp": start + timedelta(hours=hour)})
-        for hour in range(600)
-    ]
+    ticks = hourly_ticks(600)
     await send_raw(settings, [(f"site-{n}".encode(), tick_payload(t)) for t in ticks for n in range(100)])
     ended, out, err, took = cut_short_replay(settings_env(settings), processes, interrupt)
     assert ended == code, err
@@ -500,6 +496,16 @@ async def test_a_replay_cut_short_ends_in_one_line_without_a_verdict_or_a_proces
     assert re.fullmatch(line, lines[0]), err
     assert out == "", "no report of a replay cut short"
     assert took < 10.0
+
+
+def hourly_ticks(hours: int) -> list[PriceTick]:
+    """The ERCOT week's prices over and over, an hour apart: a log as long as a test needs."""
+    week = ercot_week()
+    start = week[0].timestamp
+    return [
+        week[hour % len(week)].model_copy(update={"timestamp": start + timedelta(hours=hour)})
+        for hour in range(hours)
+    ]
 
 
 def cut_short_replay(
@@ -813,13 +819,7 @@ async def test_a_replay_under_a_dear_policy_stops_within_a_moment_of_the_signal(
     """A fetch holds thousands of ticks, which mpc or site took 15 s and more to recompute before a stop
     signal was seen, and the progress said nothing meanwhile. No worker ran: nothing is compared."""
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    week = ercot_week()
-    start = week[0].timestamp
-    ticks = [
-        week[hour % len(week)].model_copy(update={"timestamp": start + timedelta(hours=hour)})
-        for hour in range(3000)
-    ]
-    await send_raw(settings, [(b"dear", tick_payload(t)) for t in ticks])
+    await send_raw(settings, [(b"dear", tick_payload(t)) for t in hourly_ticks(3000)])
     env = {**settings_env(settings), "BATTERY_WORKER_POLICY__NAME": "mpc"}
     env = {k: v for k, v in env.items() if not k.startswith("BATTERY_WORKER_POLICY__PARAMS__")}
     report = tmp_path / "report.json"
