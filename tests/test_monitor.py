@@ -452,3 +452,24 @@ async def test_a_tick_the_worker_dead_letters_for_its_time_does_not_stop_the_mon
     assert len(said) == 1, caplog.messages
     assert "2025-06-20T10:05:00+00:00" in said[0]
     assert "2025-06-20T10:10:00+00:00" in said[0]
+
+
+async def test_a_price_corrected_after_it_was_published_is_said_once(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The monitor team's review: a corrected price for a tick already published (1.5 re-sent as 9.99) was
+    dropped with no line, no counter: the worker had decided on the first price, and nobody was told."""
+    settings = monitor_settings(kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url)
+    corrected = [item(2, 3.0), item(1, 9.99), item(0, 1.0)]  # tick 1 was published at 2.0
+    price_server.script(Reply(listing(1, 0)), Reply(orjson.dumps(corrected)))
+    with caplog.at_level(logging.WARNING, logger="battery_worker.monitor"):
+        stats = await Monitor(settings).run(max_polls=4)
+    assert stats.published == 3
+    said = [m for m in caplog.messages if "listed again with other prices" in m]
+    assert len(said) == 1, caplog.messages
+    assert "2025-06-20T10:05:00+00:00: energy price 9.99, published 2" in said[0]
+    assert [tick.energy_price for _, _, tick in await published(settings)] == [1.0, 2.0, 3.0]

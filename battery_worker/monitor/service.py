@@ -87,6 +87,8 @@ class Monitor:
         self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
         self._connector: Connector | None = None
         self._behind_said: datetime | None = None
+        self._published: dict[datetime, tuple[float, float, float]] = {}
+        """The prices of the ticks this monitor published, by time (bounded): a correction is told."""
 
     @property
     def connect_failure(self) -> str | None:
@@ -198,6 +200,7 @@ class Monitor:
                 extra={"site_id": config.site},
             )
         self._say_if_behind(answer.ticks, selection)
+        self._say_corrections(answer.ticks)
         try:
             await self._publish(producer, selection.new)
         except KafkaError as error:
@@ -230,6 +233,37 @@ class Monitor:
             extra={"site_id": self.config.site},
         )
 
+    def _say_corrections(self, ticks: Sequence[PriceTick]) -> None:
+        """A tick already published that the API lists again with other prices (a correction) was dropped
+        without a line: ticks are published once each, and the worker decided on the first prices. Said once
+        for each correction (the API lists it at every poll)."""
+        corrected = []
+        for tick in ticks:
+            sent = self._published.get(tick.timestamp)
+            now = (tick.energy_price, tick.hash_price, tick.token_price)
+            if sent is not None and sent != now:
+                corrected.append((tick, sent))
+        keyed = {
+            f"corrected {t.timestamp.isoformat()} {(t.energy_price, t.hash_price, t.token_price)!r}": (
+                t,
+                sent,
+            )
+            for t, sent in corrected
+        }
+        told = [keyed[key] for key in self._first_seen(keyed)]
+        if told:
+            tick, sent = told[0]
+            log.warning(
+                "%s: %d ticks already published listed again with other prices, e.g. %s: energy price %g, "
+                "published %g (a tick is published once: the worker decided on the prices first published)",
+                self.shown_url,
+                len(told),
+                tick.timestamp.isoformat(),
+                tick.energy_price,
+                sent[0],
+                extra={"site_id": self.config.site},
+            )
+
     def _unreported(self, rejected: tuple[Rejected, ...]) -> list[Rejected]:
         """The bad items not reported before: an API lists its last day or so at every poll, so one bad
         item would otherwise be a warning and a count at every poll until it scrolls out of the answer."""
@@ -259,6 +293,9 @@ class Monitor:
                 raise result if isinstance(result, KafkaError) else KafkaError(str(result))
             self.stats.last_tick_at = tick.timestamp
             self.stats.published += 1
+            self._published[tick.timestamp] = (tick.energy_price, tick.hash_price, tick.token_price)
+        while len(self._published) > REPORTED_ITEMS_KEPT:
+            del self._published[next(iter(self._published))]
 
     def _failed(self, kind: ErrorKind, detail: str) -> bool:
         self.stats.errors[kind] += 1
