@@ -15,6 +15,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import KafkaError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
@@ -179,11 +180,45 @@ async def verify_state_topic(
 
 
 def _check_partitions(topics: TopicSettings, prices: int, state: int) -> None:
-    if prices != state:
-        raise TopicMisconfigured(
-            f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: "
-            "they must match (recreate the state topic with the same partition count)"
+    """A site's state lies in the state partition numbered as its home in ``prices``: the counts match."""
+    if prices == state:
+        return
+    if state < prices:  # prices grew and the state topic did not (yet): it may grow too
+        fix = (
+            f"grow it to {prices} as well (kafka-topics --alter --topic {topics.state} --partitions "
+            f"{prices}), then start the worker again; docs/delivery.md, 'Adding partitions'"
         )
+    else:
+        fix = "recreate the state topic with the same partition count"
+    raise TopicMisconfigured(
+        f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: "
+        f"they must match ({fix})"
+    )
+
+
+def check_partition_counts(topics: TopicSettings, counts: dict[str, int]) -> int:
+    """The count of ``prices`` when the state topic has as many partitions; :class:`TopicMisconfigured`
+    otherwise (also when either is missing from ``counts``)."""
+    prices, state = counts.get(topics.prices), counts.get(topics.state)
+    if prices is None or state is None:
+        name = topics.prices if prices is None else topics.state
+        raise TopicMisconfigured(f"topic {name} not found (deleted while the worker ran?)")
+    _check_partitions(topics, prices, state)
+    return prices
+
+
+async def current_partition_counts(
+    client: AIOKafkaClient, names: list[str], timeout_s: float
+) -> dict[str, int]:
+    """Partition counts of ``names`` from metadata asked for now: a rebalance's assignment may name
+    partitions the client's cached metadata does not know yet."""
+    await asyncio.wait_for(client.force_metadata_update(), timeout_s)
+    counts = {}
+    for name in names:
+        partitions = client.cluster.partitions_for_topic(name)
+        if partitions:
+            counts[name] = len(partitions)
+    return counts
 
 
 async def _check_state_configs(admin: AIOKafkaAdminClient, state: str) -> None:

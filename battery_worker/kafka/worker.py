@@ -60,6 +60,7 @@ from battery_worker.kafka.checkpoint import Checkpoint
 from battery_worker.kafka.clients import make_group_consumer, make_producer, make_reader, membership_lost
 from battery_worker.kafka.connecting import Connector, StopRequested, pause
 from battery_worker.kafka.diagnose import typed
+from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.fair_fetch import FairFetch
 from battery_worker.kafka.freezes import FreezeWatch
 from battery_worker.kafka.latency import BatchLatency
@@ -70,6 +71,7 @@ from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.shutdown import BoundedStop, close_clients
 from battery_worker.kafka.store import restore_sites
 from battery_worker.kafka.tail import BatchTail, store_and_commit
+from battery_worker.kafka.topics import check_partition_counts, current_partition_counts
 from battery_worker.kafka.transactions import PartitionTransactions, PartitionWork, require_transactions
 from battery_worker.kafka.worker_stats import Assignment, WorkerStats, counting_failures, summary
 from battery_worker.pipeline.processing import Handled, InputRecord, OutputRecord, TickProcessor
@@ -106,6 +108,8 @@ class Worker:
         self._stop = BoundedStop(settings.worker.shutdown_timeout_s)
         self._lock = asyncio.Lock()
         self._needs_rewind = False
+        self._misconfigured: TopicMisconfigured | None = None
+        """Set by a rebalance that found the topics unfit to run on; the loop raises it."""
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._reader: AIOKafkaConsumer | None = None
@@ -178,6 +182,8 @@ class Worker:
             if max_messages is not None and handled >= max_messages:
                 break
             try:
+                if self._misconfigured is not None:
+                    raise self._misconfigured
                 if self._tail.ended:
                     await self._tail.settle()  # a failed tail while idle: rewind now, not at the next batch
                 if self._needs_rewind:
@@ -244,6 +250,8 @@ class Worker:
             return 0
         started = time.monotonic()
         async with self._lock:
+            if self._misconfigured is not None:  # a rebalance found the topics unfit meanwhile
+                raise self._misconfigured
             if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
                 return 0
             count = await self._process(fetched.current(self._positions))
@@ -425,7 +433,12 @@ class Worker:
     @property
     def ready(self) -> bool:
         """State restored for every assigned partition and consuming (not stopping, no rewind pending)."""
-        return self.assignment.restored and not self._needs_rewind and not self._stop.requested.is_set()
+        return (
+            self.assignment.restored
+            and not self._needs_rewind
+            and self._misconfigured is None
+            and not self._stop.requested.is_set()
+        )
 
     async def lag(self) -> dict[TopicPartition, int]:
         return await consumer_lag(self._consumer, self.assignment.partitions)
@@ -470,10 +483,13 @@ class Worker:
         async with self._lock:
             self.assignment.partitions |= set(assigned)
             try:
+                await self._follow_partition_counts()
                 await self._open_transactions(set(assigned))
                 await self._restore(set(assigned))
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
                     await self._seek(set(assigned))
+            except TopicMisconfigured as error:  # the loop raises it: not a failure a rewind cures
+                self._misconfigured = error
             except (KafkaError, BatteryWorkerError) as error:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
@@ -483,6 +499,28 @@ class Worker:
                 self._freezes.clear()
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
+
+    async def _follow_partition_counts(self) -> None:
+        """``prices`` grown while the worker runs (its consumers rebalance on it): sites' homes follow the
+        new count. Kept at the old one, every tick of a moved site came on "another partition than its
+        home" and was dead-lettered, its offset committed: lost. A state topic that did not grow as well
+        has no partition for the new homes' state (its restore waited for good): the worker stops with
+        :class:`TopicMisconfigured` rather than apply ticks without their state."""
+        assert self._producer is not None
+        names = [self.topics.prices, self.topics.state]
+        timeout_s = self.settings.worker.restore_timeout_s
+        counts = await current_partition_counts(self._producer.client, names, timeout_s)
+        partitions = check_partition_counts(self.settings.topics, counts)
+        if partitions != self.processor.prices_partitions:
+            log.warning(
+                "%s has %d partitions now, not %d (its state topic too): sites' homes follow the new "
+                "count; a site whose home moved to a partition another worker owns starts there from its "
+                "initial state (docs/delivery.md, 'Adding partitions')",
+                self.topics.prices,
+                partitions,
+                self.processor.prices_partitions,
+            )
+            self.processor.prices_partitions = partitions
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]

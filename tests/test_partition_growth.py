@@ -1,0 +1,141 @@
+"""``prices`` given more partitions while a worker runs (a review run as the operator of a fleet).
+
+The running workers kept the partition count they started with. Every tick of a site the new count moved
+came "on another partition than its home" and was dead-lettered, its offset committed: lost (23,760 of
+48,000 ticks). With the state topic left at the old count, the restore of a new partition waited for good,
+``/ready`` 503 and nothing in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+import pytest
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
+
+from battery_worker.kafka.clients import make_producer
+from battery_worker.kafka.exceptions import TopicMisconfigured
+from battery_worker.kafka.tools.feed import publish_ticks
+from battery_worker.kafka.worker import Worker
+from battery_worker.pipeline.partitioning import home_partition
+from battery_worker.settings import Settings
+from battery_worker.ticks import PriceTick
+from tests.conftest import BrokerKind
+from tests.faultkit import raw_values
+from tests.waiting import wait_until_async
+from tests.workerkit import (
+    ercot_week,
+    feed,
+    list_offsets_end,
+    make_settings,
+    read_published,
+    reference,
+    trace_of,
+)
+
+pytestmark = pytest.mark.broker
+
+
+@pytest.fixture(autouse=True)
+def _create_partitions(broker_kind: BrokerKind) -> None:
+    if broker_kind == "embedded":
+        pytest.skip("the embedded broker (Tansu) has no CreatePartitions (no API version): Apache Kafka")
+
+
+MOVED = next(f"site-{n}" for n in range(100) if home_partition(f"site-{n}", 6) >= 3)
+"""A site whose home is one of the new partitions once ``prices`` has 6 rather than 3."""
+
+
+async def grow(settings: Settings, topics: list[str], partitions: int) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.create_partitions({topic: NewPartitions(partitions) for topic in topics})
+    finally:
+        await admin.close()
+
+
+async def publish(settings: Settings, ticks: list[PriceTick], site: str) -> None:
+    """As a producer does, with no check of the topics (``feed`` refuses unequal counts)."""
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await publish_ticks(producer, settings.topics.prices, ticks, site_id=site)
+    finally:
+        await producer.stop()
+
+
+async def refresh_metadata(worker: Worker) -> None:
+    """What the consumer's periodic metadata refresh (``metadata_max_age_ms``, 5 min) does: it learns the
+    new count, and the group rebalances on it."""
+    consumer = worker._consumer
+    assert consumer is not None
+    await consumer._client.force_metadata_update()
+
+
+async def until(condition: Callable[[], bool], what: str) -> None:
+    async def holds() -> bool:
+        return condition()
+
+    await wait_until_async(holds, 60, what, poll_s=0.2)
+
+
+async def test_sites_follow_the_new_partition_count_when_prices_and_state_grow(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:48]
+    before, after = ticks[:24], ticks[24:]
+    await feed(settings, before, MOVED)
+    worker = Worker(settings)
+    running = asyncio.create_task(worker.run(idle_timeout_s=60))
+    try:
+        await until(lambda: worker.processor.counters.applied == 24, "the first day applied")
+        await grow(settings, [settings.topics.prices, settings.topics.state], 6)
+        with caplog.at_level(logging.WARNING):
+            await refresh_metadata(worker)
+            await until(lambda: worker.stats.rebalances >= 1 and worker.ready, "a rebalance on the new count")
+        await feed(settings, after, MOVED)  # its ticks now land on the new home
+        await until(lambda: worker.processor.counters.total >= 48, "every tick handled")
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 30)
+    assert worker.processor.counters.rejected == 0, "ticks of a moved site were dead-lettered"
+    assert worker.processor.counters.applied == 48
+    assert await raw_values(settings, settings.topics.dlq) == []
+    expected, _ = reference(settings, ticks)
+    published = await read_published(settings)
+    assert trace_of(published.actions, MOVED) == expected, "the moved site went on from its state"
+    said = [r.getMessage() for r in caplog.records if "partitions now, not 3" in r.getMessage()]
+    assert said, [r.getMessage() for r in caplog.records]
+
+
+async def test_a_state_topic_that_did_not_grow_stops_the_worker_with_the_fix(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks: list[PriceTick] = ercot_week()[:24]
+    await feed(settings, ticks[:12], MOVED)
+    worker = Worker(settings)
+    running = asyncio.create_task(worker.run(idle_timeout_s=60))
+    await until(lambda: worker.processor.counters.applied == 12, "the first ticks applied")
+    await grow(settings, [settings.topics.prices], 6)
+    await publish(settings, ticks[12:], MOVED)
+    await refresh_metadata(worker)
+    with pytest.raises(TopicMisconfigured) as raised:
+        await asyncio.wait_for(running, 60)  # before, the restore of partition 3 or more waited for good
+    assert str(raised.value) == (
+        f"state topic {settings.topics.state} has 3 partitions but {settings.topics.prices} has 6: they must "
+        f"match (grow it to 6 as well (kafka-topics --alter --topic {settings.topics.state} --partitions 6), "
+        "then start the worker again; docs/delivery.md, 'Adding partitions')"
+    )
+    assert not worker.ready
+    assert worker.processor.counters.rejected == 0, "no tick is dead-lettered for it"
+    dlq = [TopicPartition(settings.topics.dlq, p) for p in range(3)]
+    assert set((await list_offsets_end(settings, dlq)).values()) == {0}  # feed's read refuses the topics
