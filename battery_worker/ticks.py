@@ -9,10 +9,19 @@ grid's intensity omit it, and it is None; when given it is finite and not negati
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+)
 from pydantic_core import PydanticCustomError
 
 from battery_worker.battery import as_utc
@@ -51,7 +60,41 @@ SiteId = Annotated[
     ),
 ]
 
-UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+WIRE_TIMESTAMP_PATTERN = "^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt _][0-9]{2}:[0-9]{2}"
+"""How a tick's time begins on the wire: a date and a time of day, as ISO 8601 / RFC 3339 text."""
+_WIRE_TIMESTAMP = re.compile(WIRE_TIMESTAMP_PATTERN)
+
+
+def _text_on_the_wire(value: Any, info: ValidationInfo) -> Any:
+    """A tick read from JSON gives its time as text with a date and a time of day. A number's unit is a
+    guess (pydantic reads 1690922800 as seconds and 1690922800000 as milliseconds), and a date alone is
+    midnight by accident; the published schema says text, so the worker takes what the schema says. A tick
+    built in Python (the library, price files, the monitor's parsed answers) may still give epoch seconds."""
+    if info.mode == "json" and not (isinstance(value, str) and _WIRE_TIMESTAMP.match(value)):
+        raise PydanticCustomError(
+            "timestamp",
+            "a tick's timestamp is a date and a time of day as text (ISO 8601, such as "
+            "2025-06-21T16:15:00Z; without a zone it is UTC), not a number or a date alone",
+        )
+    return value
+
+
+def _wire_timestamp_schema(schema: dict[str, Any]) -> None:
+    schema.pop("format", None)  # RFC 3339's date-time needs a zone; a zone-less time is UTC here
+    schema["pattern"] = WIRE_TIMESTAMP_PATTERN
+    schema["description"] = (
+        "a date and a time of day as text, ISO 8601 (such as 2025-06-21T16:15:00Z or "
+        "2025-06-21T16:15:00+02:00); without a zone it is UTC; not a number"
+    )
+
+
+WireDatetime = Annotated[
+    datetime,
+    BeforeValidator(_text_on_the_wire),
+    AfterValidator(as_utc),
+    Field(json_schema_extra=_wire_timestamp_schema),
+]
+"""A tick's time: text on the wire (JSON), any datetime, ISO text or epoch seconds from Python; UTC after."""
 Price = Annotated[float, Field(ge=-PRICE_LIMIT, le=PRICE_LIMIT, strict=True)]
 """Strict: a price is a JSON number; true, "1.5" or null are not prices."""
 CarbonIntensity = Annotated[float, Field(ge=0.0, le=PRICE_LIMIT, strict=True, allow_inf_nan=False)]
@@ -70,7 +113,7 @@ class PriceTick(BaseModel):
     energy_price: Price
     hash_price: Price
     token_price: Price
-    timestamp: UtcDatetime
+    timestamp: WireDatetime
     site_id: SiteId | None = None
     carbon_intensity: CarbonIntensity | None = None
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 
+import orjson
 import pytest
+from pydantic import ValidationError
 
 from battery_worker.errors import InvalidTick
-from battery_worker.ticks import PriceTick, make_tick
+from battery_worker.ticks import WIRE_TIMESTAMP_PATTERN, PriceTick, make_tick, tick_error
 
 
 def test_the_mara_api_object_is_a_tick_and_zone_less_means_utc() -> None:
@@ -46,6 +49,38 @@ def test_bad_prices_are_invalid_ticks_naming_the_field(field: str, value: object
     with pytest.raises(InvalidTick) as caught:
         make_tick(timestamp="2023-01-01T00:00:00", **values)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        (b"1690922800", None),  # a unit guessed: seconds here, milliseconds from 2e10
+        (b"1690922800000", None),
+        (b'"1690922800"', None),
+        (b'"2023-08-01"', None),  # a date alone: midnight by accident
+        (b"0", None),
+        (b'"2023-08-01 20:46"', datetime(2023, 8, 1, 20, 46, tzinfo=UTC)),
+        (b'"2023-08-01T20:46:00.5Z"', datetime(2023, 8, 1, 20, 46, 0, 500000, tzinfo=UTC)),
+        (b'"2023-08-01T22:46:00+02:00"', datetime(2023, 8, 1, 20, 46, tzinfo=UTC)),
+    ],
+)
+def test_a_tick_on_the_wire_gives_its_time_as_text_with_a_time_of_day(
+    raw: bytes, expected: datetime | None
+) -> None:
+    """The schema said a date-time string; the worker took numbers, numeric text and a date alone."""
+    body = b'{"energy_price": 1.8, "hash_price": 1.7, "token_price": 1.0, "timestamp": ' + raw + b"}"
+    if expected is not None:
+        assert PriceTick.model_validate_json(body).timestamp == expected
+        assert re.match(WIRE_TIMESTAMP_PATTERN, orjson.loads(raw))  # the schema's pattern takes it too
+        return
+    with pytest.raises(ValidationError) as caught:
+        PriceTick.model_validate_json(body)
+    assert tick_error(caught.value).field == "timestamp"
+    assert "not a number or a date alone" in str(caught.value)
+
+
+def test_a_tick_built_in_python_may_still_give_epoch_seconds() -> None:
+    assert make_tick(1.0, 1.0, 1.0, 1690922800).timestamp == datetime(2023, 8, 1, 20, 46, 40, tzinfo=UTC)
 
 
 def test_a_bad_timestamp_is_an_invalid_tick() -> None:
