@@ -9,8 +9,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from battery_worker.events import EVENT_MODELS
 
@@ -22,13 +24,43 @@ default would have written beside site-packages)."""
 
 def render() -> dict[str, bytes]:
     """File name → schema bytes, pretty-printed with sorted keys so diffs stay readable."""
+    pretty = orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
     return {
-        f"{name}.schema.json": orjson.dumps(
-            model.model_json_schema(), option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS
-        )
-        + b"\n"
+        f"{name}.schema.json": orjson.dumps(published(model), option=pretty) + b"\n"
         for name, model in EVENT_MODELS.items()
     }
+
+
+def published(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's schema as consumers get it: open to fields a later version adds.
+
+    A version only adds fields (docs/delivery.md, "Versions"), but the models forbid unknown fields, and
+    their ``additionalProperties: false`` made a consumer validating with these files reject the next
+    version's events: a version 3 action failed the version 2 schema on ``emissions``.
+    """
+    schema = model.model_json_schema()
+    _open_to_new_fields(schema)
+    version = model.model_fields.get("schema_version")
+    if version is not None:
+        schema["properties"]["schema_version"].update(
+            minimum=1,
+            description=(
+                f"{version.default} for the newest events; earlier versions validate too (the fields they "
+                "lack are optional), and so do later ones, which only add fields"
+            ),
+        )
+    return schema
+
+
+def _open_to_new_fields(node: Any) -> None:
+    if isinstance(node, dict):
+        if node.get("additionalProperties") is False:
+            del node["additionalProperties"]
+        for value in node.values():
+            _open_to_new_fields(value)
+    elif isinstance(node, list):
+        for value in node:
+            _open_to_new_fields(value)
 
 
 def out_of_sync(directory: Path) -> list[str]:
