@@ -69,6 +69,9 @@ class Outside(Enum):
     AFTER_END = "recorded since the replay began"
     PRICES_DELETED = "their prices are deleted (retention, or records deleted)"
     OTHER_PRICES_TOPIC = "their ticks came from another prices topic"
+    AWAY_FROM_HOME = (
+        "their ticks lie on another prices partition than their site's home under its partition count now"
+    )
 
     @property
     def unverified(self) -> bool:
@@ -76,7 +79,7 @@ class Outside(Enum):
         the replay does not pass (before, 500 decisions whose prices retention had deleted were left out
         and the replay said every recorded decision was reproduced). One before a start asked for, or
         recorded since the replay began, is out of range by choice."""
-        return self in (Outside.PRICES_DELETED, Outside.OTHER_PRICES_TOPIC)
+        return self in (Outside.PRICES_DELETED, Outside.OTHER_PRICES_TOPIC, Outside.AWAY_FROM_HOME)
 
 
 Placement = Callable[[dict[str, Any]], Outside | None]

@@ -16,9 +16,11 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
+from battery_worker.audit import Outside
 from battery_worker.kafka.clients import make_producer
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.feed import publish_ticks
+from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
@@ -47,6 +49,7 @@ def _create_partitions(broker_kind: BrokerKind) -> None:
 
 MOVED = next(f"site-{n}" for n in range(100) if home_partition(f"site-{n}", 6) >= 3)
 """A site whose home is one of the new partitions once ``prices`` has 6 rather than 3."""
+STAYS = next(f"s-{n}" for n in range(100) if home_partition(f"s-{n}", 6) == home_partition(f"s-{n}", 3))
 
 
 async def grow(settings: Settings, topics: list[str], partitions: int) -> None:
@@ -93,27 +96,39 @@ async def test_sites_follow_the_new_partition_count_when_prices_and_state_grow(
     ticks = ercot_week()[:48]
     before, after = ticks[:24], ticks[24:]
     await feed(settings, before, MOVED)
+    await feed(settings, before, STAYS)
     worker = Worker(settings)
     running = asyncio.create_task(worker.run(idle_timeout_s=60))
     try:
-        await until(lambda: worker.processor.counters.applied == 24, "the first day applied")
+        await until(lambda: worker.processor.counters.applied == 48, "the first day applied")
         await grow(settings, [settings.topics.prices, settings.topics.state], 6)
         with caplog.at_level(logging.WARNING):
             await refresh_metadata(worker)
             await until(lambda: worker.stats.rebalances >= 1 and worker.ready, "a rebalance on the new count")
         await feed(settings, after, MOVED)  # its ticks now land on the new home
-        await until(lambda: worker.processor.counters.total >= 48, "every tick handled")
+        await until(lambda: worker.processor.counters.total >= 72, "every tick handled")
     finally:
         worker.stop()
         await asyncio.wait_for(running, 30)
     assert worker.processor.counters.rejected == 0, "ticks of a moved site were dead-lettered"
-    assert worker.processor.counters.applied == 48
+    assert worker.processor.counters.applied == 72
     assert await raw_values(settings, settings.topics.dlq) == []
     expected, _ = reference(settings, ticks)
     published = await read_published(settings)
     assert trace_of(published.actions, MOVED) == expected, "the moved site went on from its state"
     said = [r.getMessage() for r in caplog.records if "partitions now, not 3" in r.getMessage()]
     assert said, [r.getMessage() for r in caplog.records]
+
+    # The replay reads ticks by today's count: the moved site's first day lies away from its home now. Its
+    # decisions are counted as not verified, in one process and in two (the site's owner does not read the
+    # old partition: they were in no count).
+    for processes in (1, 2):
+        audited = await replay(settings, ReplayOptions(processes=processes))
+        assert not audited.identical
+        assert audited.report.unverified == {Outside.AWAY_FROM_HOME: {MOVED: 24}}
+        assert audited.report.sites[STAYS].identical
+        assert audited.report.sites[STAYS].matched == 24
+        assert audited.report.sites[MOVED].missing == 0
 
 
 async def test_a_state_topic_that_did_not_grow_stops_the_worker_with_the_fix(

@@ -280,6 +280,10 @@ def _first(first: Divergence | None) -> dict[str, Any] | None:
 _UNVERIFIED_HINTS = {
     Outside.PRICES_DELETED: " (keep prices as long as audits need it: its retention.ms)",
     Outside.OTHER_PRICES_TOPIC: " (replay with the topics.prices the worker read)",
+    Outside.AWAY_FROM_HOME: (
+        " (prices grew after they were decided: a replay reads ticks by today's count; docs/delivery.md, "
+        "'Adding partitions')"
+    ),
 }
 
 

@@ -217,7 +217,10 @@ async def replay(
                 await asyncio.sleep(0)  # a stop signal's cancellation comes in here, not after the fetch
 
         by_time = options.from_time is not None
-        outside = _placement(names.prices, starts, log_starts, first_offsets, ends, by_time=by_time)
+        count = counts[names.prices]
+        outside = _placement(
+            names.prices, starts, log_starts, first_offsets, ends, by_time=by_time, partitions=count
+        )
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
         undecided: Callable[[dict[str, Any]], bool] = nothing_pending
@@ -260,6 +263,7 @@ def _placement(
     ends: dict[TopicPartition, int],
     *,
     by_time: bool = False,
+    partitions: int | None = None,
 ) -> Placement:
     """Where a recorded event's input lies against what was replayed: from its partition's first offset
     replayed to where the partition ended as the replay began (a live worker records later ticks meanwhile).
@@ -270,6 +274,12 @@ def _placement(
     An event naming another ``prices`` topic was made from ticks this replay cannot read. A time asked for
     that finds a partition's first record left asks, as far as can be told, for the deleted ones before it
     too (when they were published is deleted with them).
+
+    With ``partitions`` (the count of ``prices``), an event whose tick lies away from its site's home under
+    that count was decided under another count: ``prices`` grew since. This replay rejects such a tick (as a
+    worker now would), and in several processes the site's owner does not read its partition: its recorded
+    decisions were left out of every count (a review run grew ``prices`` from 3 to 6 partitions, and 192,000
+    recorded decisions went unsaid).
     """
     stops = {tp.partition: offset for tp, offset in ends.items()}
     log_start = {tp.partition: offset for tp, offset in log_starts.items()}
@@ -287,6 +297,8 @@ def _placement(
         if source["topic"] != prices:
             return Outside.OTHER_PRICES_TOPIC
         partition, offset = source["partition"], source["offset"]
+        if partitions is not None and home_partition(str(event["site_id"]), partitions) != partition:
+            return Outside.AWAY_FROM_HOME
         stop = stops.get(partition)
         if stop is None:
             return Outside.BEFORE_START  # a partition this replay does not read (another process's)
