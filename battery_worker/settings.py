@@ -489,7 +489,15 @@ class Settings(BaseSettings):
         shown = self.model_dump(mode="json")
         if self.monitor.url is not None:
             shown["monitor"]["url"] = shown_url(self.monitor.url)
+        sites = shown["sites"]
+        if len(sites) > _SITES_SHOWN:  # 2,000 sites made it one line of 324 KB, which log shippers cut
+            first = dict(list(sites.items())[:_SITES_SHOWN])
+            shown["sites"] = {**first, "...": f"and {len(sites) - _SITES_SHOWN:,} more sites (not shown)"}
         return shown
+
+
+_SITES_SHOWN = 10
+"""Sites' overrides shown in the start-up line; the rest are counted."""
 
 
 def shown_url(url: str) -> str:

@@ -94,6 +94,14 @@ class SiteSetup:
         return {kind: text for kind, text in found.items() if text is not None}
 
 
+_NAMED = 10
+"""Sites named in a line that stands for many."""
+
+
+def _whose(site_key: str) -> str:
+    return f"site {site_key}" if site_key else "sites without an override"
+
+
 class SiteDirectory:
     """Resolves and caches each site's setup; building one validates it, so a bad override fails early."""
 
@@ -124,6 +132,26 @@ class SiteDirectory:
         setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
         found = {key: list(setup.warnings().values()) for key, setup in setups.items()}
         return {key: said for key, said in found.items() if said}
+
+    def warning_lines(self, examples: int = 3) -> list[str]:
+        """:meth:`warnings` as the worker logs them at start: each site's own, or, for a kind more than
+        ``examples`` sites share, one line with the first site's words and the others named. A fleet of
+        2,000 overridden sites logged 3,252 WARNING lines at every start of every worker."""
+        by_kind: dict[str, list[tuple[str, str]]] = {}
+        setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
+        for key, setup in setups.items():
+            for kind, text in setup.warnings().items():
+                by_kind.setdefault(kind, []).append((key, text))
+        lines = []
+        for found in by_kind.values():
+            if len(found) <= examples:
+                lines += [f"{_whose(key)}: {text}" for key, text in found]
+                continue
+            (key, text), others = found[0], [key for key, _ in found[1:]]
+            named = ", ".join(others[:_NAMED])
+            more = f" and {len(others) - _NAMED:,} more" if len(others) > _NAMED else ""
+            lines.append(f"{_whose(key)}: {text}; so do {len(others):,} more sites: {named}{more}")
+        return lines
 
     def setup(self, site_id: str) -> SiteSetup:
         cached = self._cache.get(site_id)

@@ -252,6 +252,33 @@ def test_sites_whose_plans_may_import_beyond_the_limit_are_named_for_the_worker_
     assert "import 55 MW" in warnings[""][0]
 
 
+def test_a_fleet_s_start_says_each_kind_of_warning_once_and_shows_a_few_sites() -> None:
+    """A review run as the operator of 2,000 sites: every start of every worker logged 3,252 WARNING lines,
+    two per site, and the settings as one line of 324 KB."""
+    fleet = {
+        f"site-{n:04d}": {"battery": {"capacity_mwh": 200, "max_charge_rate_mw": 40}} for n in range(2000)
+    }
+    few = {**{f"site-{n}": {"battery": {"max_charge_rate_mw": 40 + n}} for n in range(2)}, "fits": {}}
+    lines = load_settings(None, {"sites": fleet}).site_directory().warning_lines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "site site-0000: every machine (25 MW) and a full-rate charge (40 MW) import 65"
+    )
+    assert lines[0].endswith(
+        "; so do 1,999 more sites: " + ", ".join(f"site-{n:04d}" for n in range(1, 11)) + " and 1,989 more"
+    )
+    assert load_settings(None, {"sites": few}).site_directory().warning_lines() == [
+        f"site site-{n}: every machine (25 MW) and a full-rate charge ({40 + n} MW) import {65 + n} MW, "
+        "above the site's import limit of 45 MW: under threshold the site plans report such an import as it "
+        "is (the site policy and the optimum keep to the limit)"
+        for n in range(2)
+    ]
+    shown = load_settings(None, {"sites": fleet}).masked()["sites"]
+    assert list(shown)[:10] == [f"site-{n:04d}" for n in range(10)]
+    assert shown["..."] == "and 1,990 more sites (not shown)"
+    assert len(str(shown)) < 5000
+
+
 @pytest.mark.parametrize("variable", ["BATTERY_WORKER_KAFKA__SASL_PASWORD", "BATTERY_WORKER_WORKER__GROUPID"])
 def test_a_mistyped_variable_is_named_without_its_value(
     monkeypatch: pytest.MonkeyPatch, variable: str

@@ -147,9 +147,8 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
-        for site_id, warnings in self.site_directory.warnings().items():
-            for warning in warnings:
-                log.warning("%s: %s", f"site {site_id}" if site_id else "sites without an override", warning)
+        for line in self.site_directory.warning_lines():
+            log.warning("%s", line)
         self._stop.guard(asyncio.current_task())
         self._freezes.start()
         try:
