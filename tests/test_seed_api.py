@@ -17,6 +17,7 @@ import pytest
 
 from battery_worker import BatteryConfig, BatterySystem, InvalidConfig, InvalidInput, InvalidTick
 from battery_worker.chemistries import chemistry_fields
+from battery_worker.errors import TimestampNotIncreasing
 from battery_worker.fleet.model import SiteModel
 from battery_worker.policies import make_policy
 from battery_worker.seed_api import ImportLimitWarning
@@ -407,3 +408,62 @@ def test_the_status_gives_the_wear_and_the_value_after_it() -> None:
     assert delivered > 0
     assert status["wear_cost"] == pytest.approx(20.0 * delivered)
     assert status["net_value_after_wear"] == pytest.approx(status["net_value"] - 20.0 * delivered)
+
+
+def test_a_copy_taken_while_threads_decide_agrees_with_itself() -> None:
+    """A review run as a seed user: deepcopy walked the live log after the lock was let go, and 4 of 4
+    copies taken beside 3 deciding threads had more history entries than their state had steps."""
+    battery = BatterySystem(capacity_mwh=1e5)
+    for _ in range(20_000):  # a long log: deepcopy walks it for a while
+        battery.charge(1.0, 0.001)
+    stop = threading.Event()
+
+    def decide() -> None:
+        while not stop.is_set():
+            battery.charge(1.0, 0.001)
+
+    threads = [threading.Thread(target=decide) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        for _ in range(4):
+            for copied in (copy.deepcopy(battery), pickle.loads(pickle.dumps(battery))):
+                history, status = copied.history, copied.get_status()
+                assert len(history) == status["emissions"]["steps"]  # every step counts once
+                assert history[-1]["charge_after_mwh"] == pytest.approx(status["available_energy_mwh"])
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+
+
+def test_a_long_running_battery_may_keep_only_its_newest_history() -> None:
+    """Each entry is about 1 KB and the log kept all of them: a loop deciding every minute grew by 500 MB a
+    year, with no way to trim it."""
+    battery = BatterySystem(max_history=3)
+    for hour in range(5):
+        battery.make_decision(1.5, 1.0, 1.0, timestamp=T0 + timedelta(hours=hour))
+    assert [entry["timestamp"] for entry in battery.history] == [
+        (T0 + timedelta(hours=hour)).isoformat() for hour in (2, 3, 4)
+    ]
+    assert [e["timestamp"] for e in pickle.loads(pickle.dumps(battery)).history] == [
+        e["timestamp"] for e in battery.history
+    ]
+    with pytest.raises(InvalidConfig, match="max_history"):
+        BatterySystem(max_history=-1)
+    with pytest.raises(InvalidConfig, match="max_history"):
+        BatterySystem(max_history=2.5)  # type: ignore[arg-type]
+
+
+def test_a_clock_set_back_is_named_when_no_timestamp_was_given() -> None:
+    """The error named a timestamp the caller never passed, with nothing saying it was the clock's."""
+    times = iter([T0, T0 + timedelta(hours=1), T0 + timedelta(minutes=59)])
+    battery = BatterySystem(clock=lambda: next(times))
+    battery.make_decision(1.8, 1.0, 1.0)
+    with pytest.raises(TimestampNotIncreasing) as caught:
+        battery.make_decision(1.8, 1.0, 1.0)
+    assert "no timestamp was given, so this is the clock's now (a clock set back" in str(caught.value)
+    assert len(battery.history) == 1
+    with pytest.raises(TimestampNotIncreasing) as given:
+        battery.make_decision(1.8, 1.0, 1.0, timestamp=T0)
+    assert "clock" not in str(given.value)
