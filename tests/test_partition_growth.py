@@ -25,6 +25,7 @@ from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.settings import Settings
 from battery_worker.ticks import PriceTick
+from tests.capabilities import lacks_admin
 from tests.conftest import BrokerKind
 from tests.faultkit import raw_values
 from tests.waiting import wait_until_async
@@ -42,9 +43,13 @@ pytestmark = pytest.mark.broker
 
 
 @pytest.fixture(autouse=True)
-def _create_partitions(broker_kind: BrokerKind) -> None:
+def _create_partitions(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> None:
     if broker_kind == "embedded":
         pytest.skip("the embedded broker (Tansu) has no CreatePartitions (no API version): Apache Kafka")
+    if broker_kind == "external":
+        lacking = asyncio.run(lacks_admin(request.getfixturevalue("kafka_bootstrap"), "CreatePartitions"))
+        if lacking:
+            pytest.skip(lacking)
 
 
 MOVED = next(f"site-{n}" for n in range(100) if home_partition(f"site-{n}", 6) >= 3)

@@ -39,6 +39,7 @@ from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_s
 from battery_worker.pipeline.processing import TickProcessor
 from battery_worker.settings import Settings, TopicNames, load_settings
 from battery_worker.ticks import PriceTick
+from tests.capabilities import lacks_admin
 from tests.conftest import BrokerKind
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
@@ -774,6 +775,8 @@ async def test_recorded_decisions_whose_prices_are_deleted_are_said_and_fail_the
         pytest.skip(
             "the embedded broker (Tansu) has no DeleteRecords (it closes the connection): Apache Kafka"
         )
+    if broker_kind == "external" and (lacking := await lacks_admin(kafka_bootstrap, "DeleteRecords")):
+        pytest.skip(lacking)
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
     ticks = ercot_week()[:48]
     await feed(settings, ticks, "solo")

@@ -1,0 +1,47 @@
+"""What a broker given by ``KAFKA_BOOTSTRAP_SERVERS`` can do, found by doing it: a test that needs what the
+broker lacks skips with the reason rather than failing (the embedded broker's gaps are known by name,
+``conftest.broker_kind``; any other broker is asked)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+from aiokafka import TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
+from aiokafka.errors import KafkaError
+
+from battery_worker.kafka.exceptions import TransactionsUnsupported
+from battery_worker.kafka.transactions import require_transactions
+from battery_worker.settings import KafkaSettings
+
+_PROBE_TIMEOUT_S = 30.0
+
+
+async def lacks_transactions(bootstrap: str) -> str | None:
+    try:
+        await require_transactions(KafkaSettings(bootstrap_servers=bootstrap))
+    except TransactionsUnsupported as refused:
+        return str(refused)
+    return None
+
+
+async def lacks_admin(bootstrap: str, api: str) -> str | None:
+    """Why the broker cannot ``CreatePartitions`` or ``DeleteRecords`` (``api``), or None."""
+    topic = f"probe-{api.lower()}-{uuid.uuid4().hex[:8]}"
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(topic, 1, 1)])
+        if api == "CreatePartitions":
+            await asyncio.wait_for(admin.create_partitions({topic: NewPartitions(2)}), _PROBE_TIMEOUT_S)
+        else:
+            deleting = admin.delete_records(
+                {TopicPartition(topic, 0): RecordsToDelete(before_offset=0)}, timeout_ms=10_000
+            )
+            await asyncio.wait_for(deleting, _PROBE_TIMEOUT_S)
+    except (KafkaError, TimeoutError, OSError) as error:
+        return f"the broker at {bootstrap} has no {api} ({type(error).__name__}: {error})"
+    finally:
+        await admin.close()
+    return None
