@@ -471,3 +471,26 @@ def test_a_site_backtest_says_its_carbon_price_and_its_emissions_coverage(
     covered = (84 + 3) / 168  # and carried 3 hours past the file's end
     assert f"{100 * covered:.1f} % of ticks with an intensity" in out
     assert json.loads(summary.read_text())["emissions_coverage"] == pytest.approx(covered)
+
+
+def test_gaps_in_the_prices_are_said_and_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's review: a file with a 7-month hole ran without a word, each gap booked as one default
+    step and drawn across by the chart."""
+    rows = (DATA / "ercot_2023-08-01_07.csv").read_text().splitlines()
+    prices = tmp_path / "holes.csv"
+    prices.write_text("\n".join([rows[0], *rows[1:30], *rows[40:60], *rows[66:80]]) + "\n")
+    summary = tmp_path / "s.json"
+    assert main([str(prices), "--policy", "threshold", "--no-png", "--summary", str(summary)]) == 0
+    said = capsys.readouterr().out.splitlines()[1]
+    assert said == (
+        "gaps: 2 gaps longer than max_step_hours (2 h), the longest 11.0 h after 2023-08-02T04:00:00+00:00: "
+        "the step after each is booked as default_step_hours (1 h), and the chart draws a line across it"
+    )
+    assert json.loads(summary.read_text())["gaps"] == [
+        {"after": "2023-08-02T04:00:00+00:00", "hours": 11.0},
+        {"after": "2023-08-03T10:00:00+00:00", "hours": 7.0},
+    ]
+    assert main([str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--no-png"]) == 0
+    assert "gaps:" not in capsys.readouterr().out

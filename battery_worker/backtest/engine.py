@@ -14,6 +14,7 @@ beat), so it is at most 1; the summary says whether that figure is exact or a bo
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
@@ -30,7 +31,7 @@ from battery_worker.backtest.optimum import (
     terminal_value,
 )
 from battery_worker.backtest.optimum_lp import IntArray
-from battery_worker.battery import Action
+from battery_worker.battery import Action, step_hours
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.emissions import DEFAULT_CARRY_HOURS, Emissions, carried_intensities, counted_between
@@ -226,6 +227,27 @@ def applicable_ticks(ticks: Sequence[PriceTick]) -> list[PriceTick]:
         if not kept or tick.timestamp > kept[-1].timestamp:
             kept.append(tick)
     return kept
+
+
+@dataclass(frozen=True, slots=True)
+class PriceGap:
+    """Hours without a tick, longer than ``max_step_hours``, that the battery books as ``default_step_hours``
+    (:func:`battery_worker.battery.step_hours`): ``after`` is the tick before it."""
+
+    after: datetime
+    hours: float
+
+
+def price_gaps(ticks: Sequence[PriceTick], config: BatteryConfig) -> list[PriceGap]:
+    """The gaps of ``ticks`` (:func:`applicable_ticks`) by the battery's own rule. A file with a 7-month hole
+    ran without a word, each gap booked as one default step, and the chart drew a line across it."""
+    applied = applicable_ticks(ticks)
+    found = []
+    for before, tick in itertools.pairwise(applied):
+        _, gap = step_hours(config, before.timestamp, tick.timestamp)
+        if gap is not None:
+            found.append(PriceGap(before.timestamp, gap))
+    return found
 
 
 def applied_intensities(applied: Sequence[PriceTick], carry_hours: float) -> list[float | None]:

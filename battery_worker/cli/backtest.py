@@ -65,7 +65,7 @@ from battery_worker.ticks import PriceTick
 
 if TYPE_CHECKING:
     from battery_worker.backtest.carbon import CarbonFigures
-    from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs
+    from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs, PriceGap
     from battery_worker.backtest.optimum import Optimum
 
 
@@ -255,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     import orjson
 
     from battery_worker.backtest.carbon import carbon_param, carbon_rows, carbon_table
-    from battery_worker.backtest.engine import backtest, optimum_inputs
+    from battery_worker.backtest.engine import backtest, optimum_inputs, price_gaps
     from battery_worker.backtest.optimum_process import solve_in_child
     from battery_worker.backtest.report import amount, month_table, summary_table, write_png
 
@@ -326,6 +326,9 @@ def _run(args: argparse.Namespace) -> int:
         f"{args.file.name}: {counted(summaries[0].ticks, 'tick')}, {summaries[0].start} .. {summaries[0].end}"
         f"{left_out}"
     )
+    gaps = price_gaps(ticks, config)
+    if gaps:
+        print(gaps_line(gaps, config))
     print(optimum_line(optimum))
     print(summary_table(summaries))
     if config.cycle_cost_per_mwh > 0:
@@ -358,6 +361,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.summary is not None:
         data = summaries[0].to_json()
         data["file"] = str(args.file)
+        data["gaps"] = [{"after": gap.after.isoformat(), "hours": gap.hours} for gap in gaps]
         if len(summaries) > 1:
             data["policies"] = [s.to_json() for s in summaries]
         if carbon:  # the table's rows, the optima's among them (the policies' are in their summaries too)
@@ -365,6 +369,20 @@ def _run(args: argparse.Namespace) -> int:
         write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
+
+
+def gaps_line(gaps: list[PriceGap], config: BatteryConfig) -> str:
+    longest = max(gaps, key=lambda gap: gap.hours)
+    which = ":" if len(gaps) == 1 else ", the longest"
+    return (
+        f"gaps: {counted(len(gaps), 'gap')} longer than max_step_hours ({config.max_step_hours:g} h){which} "
+        f"{_hours(longest.hours)} after {longest.after.isoformat()}: the step after each is booked as "
+        f"default_step_hours ({config.default_step_hours:g} h), and the chart draws a line across it"
+    )
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:,.1f} h" if hours < 48 else f"{hours / 24:,.1f} days"
 
 
 def chart_file(args: argparse.Namespace) -> Path | None:
