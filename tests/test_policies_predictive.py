@@ -509,3 +509,18 @@ def test_the_analogs_memory_and_a_shorter_stored_one() -> None:
     assert loaded.history.max_hours == policy.memory_hours
     assert loaded.history.means == old.history.means
     assert policy.load_memory(policy.dump_memory(loaded)) == loaded
+
+
+def test_an_unknown_parameter_is_refused_with_the_names_the_policy_takes() -> None:
+    """An analyst's review: 'unknown parameters for policy 'threshold'' named none of the right ones, and
+    the library's charge_threshold is the policy's charge_below."""
+    with pytest.raises(InvalidConfig) as caught:
+        make_policy("threshold", {"charge_threshold": 25})
+    assert str(caught.value) == (
+        "policy.params=['charge_threshold']: unknown parameters for policy 'threshold': it takes "
+        "charge_below, discharge_above, inference_demand_mw, mining_demand_mw (BatterySystem's "
+        "charge_threshold and discharge_threshold are its charge_below and discharge_above)"
+    )
+    with pytest.raises(InvalidConfig, match=r"for policy 'site': it takes .*carbon_price") as site:
+        make_policy("site", {"nope": 1})
+    assert "site," not in str(site.value), "the site model is not a parameter"

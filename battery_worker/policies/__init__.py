@@ -64,7 +64,17 @@ def make_policy(
         raise InvalidConfig("policy.params.site", "...", "the site model is set in the [site] table")
     unknown = sorted(set(params or {}) - fields)
     if unknown:
-        raise InvalidConfig("policy.params", unknown, f"unknown parameters for policy {name!r}")
+        known = sorted(fields - {"site"})
+        taken = f"it takes {', '.join(known)}" if known else "it takes none"
+        hint = ""
+        if name == "threshold" and {"charge_threshold", "discharge_threshold"} & set(unknown):
+            hint = (
+                " (BatterySystem's charge_threshold and discharge_threshold are its charge_below and "
+                "discharge_above)"
+            )
+        raise InvalidConfig(
+            "policy.params", unknown, f"unknown parameters for policy {name!r}: {taken}{hint}"
+        )
     values = dict(params or {})
     declared = getattr(factory, "__dataclass_fields__", {})
     for key, value in values.items():  # lax validation took true for 1.0: a number's place takes no bool
