@@ -494,3 +494,27 @@ def test_gaps_in_the_prices_are_said_and_in_the_summary(
     ]
     assert main([str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--no-png"]) == 0
     assert "gaps:" not in capsys.readouterr().out
+
+
+def test_energy_moved_without_a_known_intensity_is_said_beside_the_emissions(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's review: 10 hours cut from the carbon file, all of them charging, made adaptive's net
+    benefit 2.5 times the whole file's, with a coverage of 96.8 % and nothing else said."""
+    rows = (DATA / "ercot_carbon_2023-08-01_07.csv").read_text().splitlines()
+    holes = tmp_path / "carbon.csv"
+    holes.write_text("\n".join([rows[0], *rows[1:30], *rows[40:]]) + "\n")
+    summary = tmp_path / "s.json"
+    prices = str(DATA / "ercot_2023-08-01_07.csv")
+    flags = ["--compare", "--no-png", "--summary", str(summary)]
+    assert main([prices, "--carbon", str(holes), *flags]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "adaptive: 105 MWh bought and 0 MWh delivered in steps without a known intensity are in no total: "
+        "its net leaves them out"
+    ) in out
+    carbon = {row["run"]: row for row in json.loads(summary.read_text())["carbon"]}
+    assert carbon["adaptive"]["emissions_uncounted_bought_mwh"] == pytest.approx(105, abs=0.5)
+    assert carbon["threshold"]["emissions_uncounted_bought_mwh"] == 0.0
+    assert main([prices, "--carbon", str(DATA / "ercot_carbon_2023-08-01_07.csv"), *flags]) == 0
+    assert "in no total" not in capsys.readouterr().out
