@@ -331,6 +331,8 @@ def _run(args: argparse.Namespace) -> int:
         print(gaps_line(gaps, config))
     print(optimum_line(optimum))
     print(summary_table(summaries))
+    if not optimum.exact and optimum.relative_gap > BEST_SCHEDULE_GAP and optimum.value > 0:
+        print(best_schedule_line(optimum, summaries))
     if config.cycle_cost_per_mwh > 0:
         for summary in summaries:
             scale = max(abs(summary.gross_value), abs(summary.wear_cost), abs(summary.value))
@@ -369,6 +371,20 @@ def _run(args: argparse.Namespace) -> int:
         write_atomically(args.summary, orjson.dumps(data, option=orjson.OPT_INDENT_2))
         print(f"summary: {args.summary}")
     return 0
+
+
+BEST_SCHEDULE_GAP = 0.01
+"""Above this gap between the optimum's bound and its best schedule, capture is also given against the
+schedule: on a fortnight of negative prices the gap was 9.45 %, and mpc read 78.1 % of the bound and 86 %
+of the best schedule found (an analyst's review)."""
+
+
+def best_schedule_line(optimum: Optimum, summaries: list[BacktestSummary]) -> str:
+    shares = ", ".join(f"{s.policy} {100 * s.value / optimum.value:.1f}%" for s in summaries)
+    return (
+        f"against the best schedule found instead of the bound: {shares} (each policy's share of the true "
+        "optimum lies between this and the table's)"
+    )
 
 
 def gaps_line(gaps: list[PriceGap], config: BatteryConfig) -> str:
