@@ -375,7 +375,9 @@ class BatterySystem:
         with self._lock:
             battery = self._site.battery
             step = apply_for(self._config, battery, action, power_mw, duration_hours, energy_price)
-            at = as_utc(self._clock())
+            # The clock's now, or the last decision's time if that is later (decisions given timestamps
+            # ahead of the clock): a manual step after a decision stamped 2030 set last_updated back to now.
+            at = max(as_utc(self._clock()), self._last_updated)
             emissions = self._site.emissions
             found, used, totals = count_emissions(emissions, step, at, intensity, self._carry_hours)
             self._site = replace(self._site, battery=step.state, emissions=totals)

@@ -467,3 +467,12 @@ def test_a_clock_set_back_is_named_when_no_timestamp_was_given() -> None:
     with pytest.raises(TimestampNotIncreasing) as given:
         battery.make_decision(1.8, 1.0, 1.0, timestamp=T0)
     assert "clock" not in str(given.value)
+
+
+def test_a_manual_step_after_a_decision_ahead_of_the_clock_keeps_time_going_forward() -> None:
+    """A seed user's review: a charge() after a decision stamped 2030 set last_updated back to the clock."""
+    battery = BatterySystem()
+    battery.make_decision(1.8, 1.0, 1.0, timestamp="2030-01-01T00:00:00Z")
+    battery.charge(1.0, 1.0)
+    assert battery.get_status()["last_updated"] == "2030-01-01T00:00:00+00:00"
+    assert [entry["timestamp"] for entry in battery.history] == ["2030-01-01T00:00:00+00:00"] * 2
