@@ -7,6 +7,7 @@ Environment variables use the prefix ``BATTERY_WORKER_`` and ``__`` between leve
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import json
 import os
@@ -482,6 +483,21 @@ class Settings(BaseSettings):
             site=self.site,
             carry_hours=self.emissions.carry_hours,
         )
+
+    def decisions_fingerprint(self) -> str:
+        """A digest of every setting a site's decisions depend on (battery, preset, policy, site model, the
+        sites' overrides, emissions, ``worker.max_tick_ahead_s``), the same in every process given them.
+
+        Settings live in each process: during a rolling change, a site's decisions followed whichever worker
+        owned its partition, flipping between two configurations, and nothing showed the workers differed
+        (a fleet operator's review). Logged at start and in ``battery_worker_settings_info``.
+        """
+        deciding = self.model_dump(
+            mode="json", include={"battery", "battery_type", "policy", "emissions", "site", "sites"}
+        )
+        deciding["max_tick_ahead_s"] = self.worker.max_tick_ahead_s
+        canonical = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 
     def masked(self) -> dict[str, Any]:
         """The settings as a dict for the start-up log line; secrets stay masked, the monitor URL's query

@@ -207,6 +207,22 @@ async def test_not_ready_and_not_healthy_before_the_worker_has_connected() -> No
     parsed = samples(metrics[1].decode())
     assert parsed[("battery_worker_ready", ())] == 0
     assert parsed[("battery_worker_ticks_total", (("outcome", "applied"),))] == 0
+    fingerprint = settings.decisions_fingerprint()
+    assert parsed[("battery_worker_settings_info", (("decisions_fingerprint", fingerprint),))] == 1
+
+
+def test_the_decision_settings_fingerprint_changes_with_what_decides_only() -> None:
+    """A fleet operator's review: restarted with another config, one worker decided a site by 400 MWh and
+    the other by 150, as partitions moved between them, and nothing showed the two differed."""
+    base = make_settings("127.0.0.1:1", "p", "g")
+    same = make_settings("10.0.0.1:9092", "other-topics", "other-group", worker={"commit_interval_ms": 5000})
+    assert same.decisions_fingerprint() == base.decisions_fingerprint(), "where and how it runs: no matter"
+    site = make_settings("127.0.0.1:1", "p", "g", sites={"s1": {"battery": {"capacity_mwh": 400}}})
+    policy = make_settings("127.0.0.1:1", "p", "g", policy={"name": "mpc", "params": {}})
+    ahead = make_settings("127.0.0.1:1", "p", "g", worker={"max_tick_ahead_s": 60})
+    prints = {s.decisions_fingerprint() for s in (base, site, policy, ahead)}
+    assert len(prints) == 4
+    assert all(len(fingerprint) == 12 for fingerprint in prints)
 
 
 @pytest.mark.broker

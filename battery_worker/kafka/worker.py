@@ -147,6 +147,12 @@ class Worker:
         Returns the number of input records handled.
         """
         log.info("battery-worker starting with settings %s", self.settings.masked())
+        log.info(
+            "decision settings fingerprint %s: every worker of group %r should show the same one (a site's "
+            "decisions follow the worker that owns its partition)",
+            self.settings.decisions_fingerprint(),
+            self.settings.worker.group_id,
+        )
         for line in self.site_directory.warning_lines():
             log.warning("%s", line)
         self._stop.guard(asyncio.current_task())

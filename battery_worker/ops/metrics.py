@@ -66,6 +66,7 @@ class WorkerCollector(Collector):
         self._worker = worker
         self._activity = activity
         self._directory = worker.settings.site_directory()
+        self._fingerprint = worker.settings.decisions_fingerprint()
         self.lag: dict[TopicPartition, int] = {}
         """Set by the server right before each scrape (measuring it needs the event loop)."""
 
@@ -137,6 +138,13 @@ class WorkerCollector(Collector):
         yield transactions
         for kind, help_text in _ERRORS.items():
             yield CounterMetricFamily(f"{PREFIX}_{kind}_errors", help_text, value=stats.errors[kind])
+        settings_info = GaugeMetricFamily(
+            f"{PREFIX}_settings_info",
+            "1, labelled with the digest of the settings decisions depend on: one value across a group",
+            labels=["decisions_fingerprint"],
+        )
+        settings_info.add_metric([self._fingerprint], 1.0)
+        yield settings_info
         for name, help_text, gauge in (
             ("restore_seconds", "Duration of the last state restore", stats.last_restore_seconds),
             ("sites_restored", "Sites loaded by the last state restore", stats.sites_restored),
