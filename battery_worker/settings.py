@@ -229,6 +229,13 @@ class WorkerSettings(BaseModel):
         ),
     )
     max_message_bytes: int = Field(65_536, ge=64, le=104_857_600)
+    accept_unknown_sites: bool = Field(
+        True,
+        description=(
+            "false: a tick of a site not configured under [sites] goes to the DLQ (reason site_id), so a "
+            "typo in a key makes no site; true: every site id gets the default battery"
+        ),
+    )
     max_tick_ahead_s: float = Field(
         DEFAULT_MAX_TICK_AHEAD_S,
         gt=0,
@@ -482,11 +489,13 @@ class Settings(BaseSettings):
             overrides,
             site=self.site,
             carry_hours=self.emissions.carry_hours,
+            accept_unknown=self.worker.accept_unknown_sites,
         )
 
     def decisions_fingerprint(self) -> str:
         """A digest of every setting a site's decisions depend on (battery, preset, policy, site model, the
-        sites' overrides, emissions, ``worker.max_tick_ahead_s``), the same in every process given them.
+        sites' overrides, emissions, ``worker.max_tick_ahead_s`` and ``accept_unknown_sites``), the same in
+        every process given them.
 
         Settings live in each process: during a rolling change, a site's decisions followed whichever worker
         owned its partition, flipping between two configurations, and nothing showed the workers differed
@@ -496,6 +505,7 @@ class Settings(BaseSettings):
             mode="json", include={"battery", "battery_type", "policy", "emissions", "site", "sites"}
         )
         deciding["max_tick_ahead_s"] = self.worker.max_tick_ahead_s
+        deciding["accept_unknown_sites"] = self.worker.accept_unknown_sites
         canonical = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -113,12 +113,16 @@ class SiteDirectory:
         *,
         site: SiteModel | None = None,
         carry_hours: float = DEFAULT_CARRY_HOURS,
+        accept_unknown: bool = True,
     ) -> None:
         model = SiteModel() if site is None else site
         policy_built = make_policy(policy.name, policy.params, site=model)
         self._default = SiteSetup(battery, policy_built, model, carry_hours)
         self._policy = policy
         self._overrides = dict(overrides or {})
+        self.accept_unknown = accept_unknown
+        """False: only the sites configured (``[sites.<id>]``) have a battery; the others' ticks are refused.
+        With it true (the default, as the seed), a typo in a key made a site no scheduler knew of."""
         self._cache: dict[str, SiteSetup] = {}
         for site_id in self._overrides:
             self.setup(site_id)
@@ -126,6 +130,13 @@ class SiteDirectory:
     @property
     def default(self) -> SiteSetup:
         return self._default
+
+    def refusal(self, site_id: str) -> str | None:
+        """Why a tick of ``site_id`` is refused by the configuration, or None (the rule reads nothing but the
+        id and the settings, so the audit replay refuses the same ticks)."""
+        if self.accept_unknown or site_id in self._overrides:
+            return None
+        return "not a configured site (worker.accept_unknown_sites is false): add it under [sites.<id>]"
 
     def warnings(self) -> dict[str, list[str]]:
         """:meth:`SiteSetup.warnings` of the default (key ``""``) and of each overridden site, where any."""

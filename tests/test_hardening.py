@@ -147,6 +147,27 @@ def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:
     assert later == ["applied"] * 8
 
 
+def test_with_unknown_sites_refused_a_mistyped_key_makes_no_site() -> None:
+    """The downstream team's review: a tick keyed 'unknown-site-zzz' got a battery and a published
+    'discharge 20.0 MW', and no scheduler knew of the site."""
+    settings = load_settings(
+        None,
+        {"worker": {"accept_unknown_sites": False}, "sites": {"alpha": {"battery": {"capacity_mwh": 50}}}},
+    )
+    proc = TickProcessor(settings.site_directory(), TopicNames(), prices_partitions=3)
+    alpha, typo = home_partition("alpha", 3), home_partition("alpah", 3)
+    assert proc.handle(InputRecord("prices", alpha, 0, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
+    refused = proc.handle(InputRecord("prices", typo, 0, b"alpah", tick_bytes(0), NOW_MS))
+    assert refused.kind == "rejected"
+    assert str(refused.error) == (
+        "site_id='alpah': not a configured site (worker.accept_unknown_sites is false): add it under "
+        "[sites.<id>]"
+    )
+    assert proc.site_count == 1
+    default = TickProcessor(load_settings(None, {}).site_directory(), TopicNames(), prices_partitions=3)
+    assert default.handle(InputRecord("prices", typo, 0, b"alpah", tick_bytes(0), NOW_MS)).kind == "applied"
+
+
 def test_the_bound_is_the_records_kafka_timestamp_plus_the_setting() -> None:
     directory = SiteDirectory(BatteryConfig(), PolicyChoice())
     proc = TickProcessor(directory, TopicNames(), prices_partitions=1, max_tick_ahead_s=60)

@@ -321,6 +321,8 @@ class TickProcessor:
             tick, site_id = self._parse(record)
         except InvalidValue as error:
             return self._reject(record, error, now_ms)
+        if not self._directory.accept_unknown and (refused := self._directory.refusal(site_id)) is not None:
+            return self._reject(record, InvalidTick("site_id", site_id, refused), now_ms)
         site = self._sites.get(site_id)
         home = home_partition(site_id, self._partitions) if site is None else site.home
         if record.partition != home:
