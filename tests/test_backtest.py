@@ -542,3 +542,24 @@ def test_a_bound_far_above_the_best_schedule_also_gives_capture_against_the_sche
     assert ", mpc " in said[0]
     assert main([str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--no-png"]) == 0
     assert "against the best schedule" not in capsys.readouterr().out, "an exact optimum needs no second"
+
+
+def test_the_optimums_wear_and_cycles_are_printed_and_in_the_summary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An analyst's review: the wear table's optimum columns came only from bench/wear_table.py."""
+    summary = tmp_path / "s.json"
+    week = str(DATA / "ercot_2023-08-01_07.csv")
+    flags = ["--policy", "mpc", "--cycle-cost-per-mwh", "20", "--no-png", "--summary", str(summary)]
+    assert main([week, *flags]) == 0
+    said = [
+        line for line in capsys.readouterr().out.splitlines() if line.startswith("optimum (best schedule)")
+    ]
+    data = json.loads(summary.read_text())
+    assert data["optimum_wear_cost"] > 0
+    assert data["optimum_cycles"] > 1
+    assert said == [
+        f"optimum (best schedule): gross {data['optimum_schedule_value'] + data['optimum_wear_cost']:,.0f}, "
+        f"wear {data['optimum_wear_cost']:,.0f}, net {data['optimum_schedule_value']:,.0f}, "
+        f"{data['optimum_cycles']:,.1f} cycles"
+    ]

@@ -116,6 +116,9 @@ class BacktestSummary:
     emissions_avoided_kg: float | None = None
     emissions_net_kg: float | None = None
     emissions_coverage: float = 0.0
+    # The optimum's (its best schedule's) wear and full-equivalent cycles, as the run's are counted.
+    optimum_wear_cost: float = 0.0
+    optimum_cycles: float = 0.0
 
     def to_json(self) -> JsonObject:
         """The JSON summary: ``policy``, ``value``, ``optimum_value`` and ``capture_ratio`` on top."""
@@ -337,6 +340,8 @@ def summarize(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> Back
         energy_lost_mwh=float(run.lost_mwh.sum()),
         final_charge_percent=100.0 * float(run.state_of_charge_mwh[-1]) / config.capacity_mwh,
         months=monthly(run, config, optimum),
+        optimum_wear_cost=optimum.wear_cost,
+        optimum_cycles=float(optimum.delivered_mwh.sum()) / config.one_way_efficiency / config.capacity_mwh,
         emissions_bought_kg=counted.bought_kg if some else None,
         emissions_avoided_kg=counted.avoided_kg if some else None,
         emissions_net_kg=counted.net_kg if some else None,

@@ -341,6 +341,13 @@ def _run(args: argparse.Namespace) -> int:
                 f"wear {amount(summary.wear_cost, scale)} "
                 f"({summary.energy_delivered_mwh:,.0f} MWh delivered), net {amount(summary.value, scale)}"
             )
+        first = summaries[0]
+        wear, net = first.optimum_wear_cost, first.optimum_schedule_value
+        scale = max(abs(net + wear), abs(wear), abs(net))
+        print(
+            f"optimum (best schedule): gross {amount(net + wear, scale)}, wear {amount(wear, scale)}, net "
+            f"{amount(net, scale)}, {first.optimum_cycles:,.1f} cycles"
+        )
     carbon: list[CarbonFigures] = []
     if args.carbon is not None:
 
