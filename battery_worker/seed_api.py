@@ -356,7 +356,8 @@ class BatterySystem:
         """Write the operation log as JSON atomically: readers see the old file or the new one, never half.
 
         Encoded by orjson straight from the log: ``json.dumps`` of a copy of it took four times the log's
-        memory at its peak (200,000 entries: 182 MB before, 809 MB while saving)."""
+        memory at its peak (200,000 entries: 182 MB before, 809 MB while saving). It encodes under the lock,
+        so other threads' decisions wait for it (100,000 entries: 0.17 s): a consistent file for that."""
         with self._lock:
             payload = orjson.dumps(list(self._history), option=orjson.OPT_INDENT_2)
         return write_atomically(Path(filename), payload)

@@ -38,6 +38,7 @@ from pydantic_settings import (
 
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import chemistry_fields
+from battery_worker.dispatch import DECISION_RULES
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig, InvalidValue
 from battery_worker.fleet.model import SiteModel
@@ -494,7 +495,8 @@ class Settings(BaseSettings):
 
     def decisions_fingerprint(self) -> str:
         """A digest of every setting a site's decisions depend on (battery, preset, policy, site model, the
-        sites' overrides, emissions, ``worker.max_tick_ahead_s`` and ``accept_unknown_sites``), the same in
+        sites' overrides, emissions, ``worker.max_tick_ahead_s``, ``accept_unknown_sites`` and
+        ``max_message_bytes``) and the code's :data:`~battery_worker.dispatch.DECISION_RULES`, the same in
         every process given them.
 
         Settings live in each process: during a rolling change, a site's decisions followed whichever worker
@@ -506,6 +508,8 @@ class Settings(BaseSettings):
         )
         deciding["max_tick_ahead_s"] = self.worker.max_tick_ahead_s
         deciding["accept_unknown_sites"] = self.worker.accept_unknown_sites
+        deciding["max_message_bytes"] = self.worker.max_message_bytes
+        deciding["decision_rules"] = DECISION_RULES
         canonical = json.dumps(deciding, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()[:12]
 

@@ -140,8 +140,7 @@ class SiteDirectory:
 
     def warnings(self) -> dict[str, list[str]]:
         """:meth:`SiteSetup.warnings` of the default (key ``""``) and of each overridden site, where any."""
-        setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
-        found = {key: list(setup.warnings().values()) for key, setup in setups.items()}
+        found = {key: list(setup.warnings().values()) for key, setup in self._setups().items()}
         return {key: said for key, said in found.items() if said}
 
     def warning_lines(self, examples: int = 3) -> list[str]:
@@ -149,8 +148,7 @@ class SiteDirectory:
         ``examples`` sites share, one line with the first site's words and the others named. A fleet of
         2,000 overridden sites logged 3,252 WARNING lines at every start of every worker."""
         by_kind: dict[str, list[tuple[str, str]]] = {}
-        setups = {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
-        for key, setup in setups.items():
+        for key, setup in self._setups().items():
             for kind, text in setup.warnings().items():
                 by_kind.setdefault(kind, []).append((key, text))
         lines = []
@@ -161,8 +159,15 @@ class SiteDirectory:
             (key, text), others = found[0], [key for key, _ in found[1:]]
             named = ", ".join(others[:_NAMED])
             more = f" and {len(others) - _NAMED:,} more" if len(others) > _NAMED else ""
-            lines.append(f"{_whose(key)}: {text}; so do {len(others):,} more sites: {named}{more}")
+            lines.append(
+                f"{_whose(key)}: {text}; the same holds, each by its own figures, for {len(others):,} more "
+                f"sites: {named}{more}"
+            )
         return lines
+
+    def _setups(self) -> dict[str, SiteSetup]:
+        """The default setup (key ``""``) and each overridden site's."""
+        return {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
 
     def setup(self, site_id: str) -> SiteSetup:
         cached = self._cache.get(site_id)

@@ -5,6 +5,7 @@ broker lacks skips with the reason rather than failing (the embedded broker's ga
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 
 from aiokafka import TopicPartition
@@ -18,30 +19,49 @@ from battery_worker.settings import KafkaSettings
 _PROBE_TIMEOUT_S = 30.0
 
 
+_FOUND: dict[tuple[str, str], str | None] = {}
+"""Each broker's answer, asked once per session: a probe per test left a topic per test behind."""
+
+
 async def lacks_transactions(bootstrap: str) -> str | None:
-    try:
-        await require_transactions(KafkaSettings(bootstrap_servers=bootstrap))
-    except TransactionsUnsupported as refused:
-        return str(refused)
-    return None
+    key = (bootstrap, "transactions")
+    if key not in _FOUND:
+        try:
+            await require_transactions(KafkaSettings(bootstrap_servers=bootstrap))
+            _FOUND[key] = None
+        except TransactionsUnsupported as refused:
+            _FOUND[key] = str(refused)
+    return _FOUND[key]
 
 
 async def lacks_admin(bootstrap: str, api: str) -> str | None:
-    """Why the broker cannot ``CreatePartitions`` or ``DeleteRecords`` (``api``), or None."""
+    """Why the broker cannot ``CreatePartitions`` or ``DeleteRecords`` (``api``), or None; its probe topic
+    is deleted after."""
+    key = (bootstrap, api)
+    if key not in _FOUND:
+        _FOUND[key] = await _probe_admin(bootstrap, api)
+    return _FOUND[key]
+
+
+async def _probe_admin(bootstrap: str, api: str) -> str | None:
     topic = f"probe-{api.lower()}-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])
-        if api == "CreatePartitions":
-            await asyncio.wait_for(admin.create_partitions({topic: NewPartitions(2)}), _PROBE_TIMEOUT_S)
-        else:
-            deleting = admin.delete_records(
-                {TopicPartition(topic, 0): RecordsToDelete(before_offset=0)}, timeout_ms=10_000
-            )
-            await asyncio.wait_for(deleting, _PROBE_TIMEOUT_S)
-    except (KafkaError, TimeoutError, OSError) as error:
-        return f"the broker at {bootstrap} has no {api} ({type(error).__name__}: {error})"
+        await admin.create_topics([NewTopic(topic, 1, 1)])  # a failure here is no answer: raised
+        try:
+            if api == "CreatePartitions":
+                await asyncio.wait_for(admin.create_partitions({topic: NewPartitions(2)}), _PROBE_TIMEOUT_S)
+            else:
+                deleting = admin.delete_records(
+                    {TopicPartition(topic, 0): RecordsToDelete(before_offset=0)}, timeout_ms=10_000
+                )
+                await asyncio.wait_for(deleting, _PROBE_TIMEOUT_S)
+        except (KafkaError, TimeoutError, OSError) as error:
+            return f"the broker at {bootstrap} has no {api} ({type(error).__name__}: {error})"
+        finally:
+            with contextlib.suppress(KafkaError, OSError):
+                await admin.delete_topics([topic])
     finally:
         await admin.close()
     return None

@@ -220,8 +220,13 @@ def test_the_decision_settings_fingerprint_changes_with_what_decides_only() -> N
     site = make_settings("127.0.0.1:1", "p", "g", sites={"s1": {"battery": {"capacity_mwh": 400}}})
     policy = make_settings("127.0.0.1:1", "p", "g", policy={"name": "mpc", "params": {}})
     ahead = make_settings("127.0.0.1:1", "p", "g", worker={"max_tick_ahead_s": 60})
-    prints = {s.decisions_fingerprint() for s in (base, site, policy, ahead)}
-    assert len(prints) == 4
+    unknown = make_settings("127.0.0.1:1", "p", "g", worker={"accept_unknown_sites": False})
+    larger = make_settings("127.0.0.1:1", "p", "g", worker={"max_message_bytes": 1000})
+    carried = make_settings("127.0.0.1:1", "p", "g", emissions={"carry_hours": 1})
+    preset = make_settings("127.0.0.1:1", "p", "g", battery_type="lfp")
+    variants = (base, site, policy, ahead, unknown, larger, carried, preset)
+    prints = {s.decisions_fingerprint() for s in variants}
+    assert len(prints) == len(variants)
     assert all(len(fingerprint) == 12 for fingerprint in prints)
 
 

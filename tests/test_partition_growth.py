@@ -151,9 +151,10 @@ async def test_a_state_topic_that_did_not_grow_stops_the_worker_with_the_fix(
     with pytest.raises(TopicMisconfigured) as raised:
         await asyncio.wait_for(running, 60)  # before, the restore of partition 3 or more waited for good
     assert str(raised.value) == (
-        f"state topic {settings.topics.state} has 3 partitions but {settings.topics.prices} has 6: they must "
-        f"match (grow it to 6 as well (kafka-topics --alter --topic {settings.topics.state} --partitions 6), "
-        "then start the worker again; docs/delivery.md, 'Adding partitions')"
+        f"state topic {settings.topics.state} has 3 partitions but {settings.topics.prices} has 6: a site's "
+        f"state lies in the partition numbered as its home, so grow it to 6 as well (kafka-topics --alter "
+        f"--topic {settings.topics.state} --partitions 6), then start the worker again; docs/delivery.md, "
+        "'Adding partitions'"
     )
     assert not worker.ready
     assert worker.processor.counters.rejected == 0, "no tick is dead-lettered for it"

@@ -476,3 +476,15 @@ def test_a_manual_step_after_a_decision_ahead_of_the_clock_keeps_time_going_forw
     battery.charge(1.0, 1.0)
     assert battery.get_status()["last_updated"] == "2030-01-01T00:00:00+00:00"
     assert [entry["timestamp"] for entry in battery.history] == ["2030-01-01T00:00:00+00:00"] * 2
+
+
+def test_a_battery_pickled_before_max_history_loads_with_its_whole_history() -> None:
+    """Its history was a list: loaded, it is kept whole and goes on growing."""
+    battery = BatterySystem()
+    battery.make_decision(1.5, 1.0, 1.0, timestamp=T0)
+    state = battery.__getstate__()
+    state["_history"] = list(state["_history"])  # as pickled before
+    old = BatterySystem.__new__(BatterySystem)
+    old.__setstate__(state)
+    old.make_decision(2.5, 1.0, 1.0, timestamp=T0 + timedelta(hours=1))
+    assert [entry["action"] for entry in old.history] == ["charge", "discharge"]

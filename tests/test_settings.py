@@ -265,7 +265,9 @@ def test_a_fleet_s_start_says_each_kind_of_warning_once_and_shows_a_few_sites() 
         "site site-0000: every machine (25 MW) and a full-rate charge (40 MW) import 65"
     )
     assert lines[0].endswith(
-        "; so do 1,999 more sites: " + ", ".join(f"site-{n:04d}" for n in range(1, 11)) + " and 1,989 more"
+        "; the same holds, each by its own figures, for 1,999 more sites: "
+        + ", ".join(f"site-{n:04d}" for n in range(1, 11))
+        + " and 1,989 more"
     )
     assert load_settings(None, {"sites": few}).site_directory().warning_lines() == [
         f"site site-{n}: every machine (25 MW) and a full-rate charge ({40 + n} MW) import {65 + n} MW, "

@@ -16,7 +16,7 @@ from typing import Any
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.client import AIOKafkaClient
-from aiokafka.errors import KafkaError, for_code
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, for_code
 from aiokafka.protocol.metadata import MetadataRequest
 
 from battery_worker.kafka.exceptions import TopicMisconfigured
@@ -180,25 +180,32 @@ async def verify_state_topic(
 
 
 def _check_partitions(topics: TopicSettings, prices: int, state: int) -> None:
-    """A site's state lies in the state partition numbered as its home in ``prices``: the counts match."""
-    if prices == state:
+    """A site's state lies in the state partition numbered as its home in ``prices``: the state topic has at
+    least as many partitions (more, while it is grown ahead of ``prices``, leave the extra ones unused)."""
+    if state >= prices:
+        if state > prices:
+            log.warning(
+                "state topic %s has %d partitions, %s %d: partitions %d and up stay unused until %s grows to "
+                "match",
+                topics.state,
+                state,
+                topics.prices,
+                prices,
+                prices,
+                topics.prices,
+            )
         return
-    if state < prices:  # prices grew and the state topic did not (yet): it may grow too
-        fix = (
-            f"grow it to {prices} as well (kafka-topics --alter --topic {topics.state} --partitions "
-            f"{prices}), then start the worker again; docs/delivery.md, 'Adding partitions'"
-        )
-    else:
-        fix = "recreate the state topic with the same partition count"
     raise TopicMisconfigured(
-        f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: "
-        f"they must match ({fix})"
+        f"state topic {topics.state} has {state} partitions but {topics.prices} has {prices}: a site's state "
+        f"lies in the partition numbered as its home, so grow it to {prices} as well (kafka-topics --alter "
+        f"--topic {topics.state} --partitions {prices}), then start the worker again; docs/delivery.md, "
+        "'Adding partitions'"
     )
 
 
 def check_partition_counts(topics: TopicSettings, counts: dict[str, int]) -> int:
-    """The count of ``prices`` when the state topic has as many partitions; :class:`TopicMisconfigured`
-    otherwise (also when either is missing from ``counts``)."""
+    """The count of ``prices`` when the state topic has at least as many partitions;
+    :class:`TopicMisconfigured` otherwise (also when either is missing from ``counts``)."""
     prices, state = counts.get(topics.prices), counts.get(topics.state)
     if prices is None or state is None:
         name = topics.prices if prices is None else topics.state
@@ -210,15 +217,45 @@ def check_partition_counts(topics: TopicSettings, counts: dict[str, int]) -> int
 async def current_partition_counts(
     client: AIOKafkaClient, names: list[str], timeout_s: float
 ) -> dict[str, int]:
-    """Partition counts of ``names`` from metadata asked for now: a rebalance's assignment may name
-    partitions the client's cached metadata does not know yet."""
-    await asyncio.wait_for(client.force_metadata_update(), timeout_s)
+    """Partition counts of ``names``, asked of a broker now by name (without auto-creation): a rebalance's
+    assignment may name partitions the client's cached metadata does not know yet. A topic the broker
+    says is unknown is left out; a failure or no answer within ``timeout_s`` is a retriable
+    :class:`KafkaError` (the caller rewinds), never an old count taken for the current one."""
+    node = client.get_random_node()
+    if node is None:
+        raise KafkaConnectionError("no broker known to ask for the topics' partition counts")
+    request = MetadataRequest(names, allow_auto_topic_creation=False)
+    try:
+        response = await asyncio.wait_for(client.send(node, request), timeout_s)
+    except TimeoutError:
+        raise KafkaTimeoutError(f"no answer in {timeout_s:g} s to a metadata request for {names}") from None
     counts = {}
-    for name in names:
-        partitions = client.cluster.partitions_for_topic(name)
-        if partitions:
-            counts[name] = len(partitions)
+    for entry in response.to_object()["topics"]:
+        code = entry.get("error_code", 0)
+        if code == _UNKNOWN_TOPIC:
+            continue
+        if code != 0:
+            raise for_code(code)(f"metadata of topic {entry['topic']}")
+        counts[entry["topic"]] = len(entry["partitions"])
+    # The client's own cache must know them too: a producer refuses a record for a partition it has not
+    # seen ("Unrecognized partition"), and the state of a site that moved is written to its new home.
+    try:
+        refreshed = await asyncio.wait_for(client.force_metadata_update(), timeout_s)
+    except TimeoutError:
+        raise KafkaTimeoutError(f"no metadata refresh in {timeout_s:g} s") from None
+    behind = [
+        name
+        for name, count in counts.items()
+        if client.cluster.partitions_for_topic(name) is not None
+        and len(client.cluster.partitions_for_topic(name) or ()) < count
+    ]
+    if not refreshed or behind:
+        raise KafkaError(f"the client's metadata is behind the broker's for {behind or names}; retried")
     return counts
+
+
+_UNKNOWN_TOPIC = 3
+"""UNKNOWN_TOPIC_OR_PARTITION: the broker knows no such topic."""
 
 
 async def _check_state_configs(admin: AIOKafkaAdminClient, state: str) -> None:

@@ -389,6 +389,7 @@ class Worker:
             self._checkpoint.drop()
             self._give_up_fenced()
             assigned = set(self.assignment.partitions)
+            await self._follow_partition_counts(assigned)
             await self._open_transactions(assigned)
             await self._restore(assigned)
             await self._seek(assigned)
@@ -488,34 +489,44 @@ class Worker:
         async with self._lock:
             self.assignment.partitions |= set(assigned)
             try:
-                await self._follow_partition_counts()
+                await self._follow_partition_counts(self.assignment.partitions)
                 await self._open_transactions(set(assigned))
                 await self._restore(set(assigned))
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
                     await self._seek(set(assigned))
             except TopicMisconfigured as error:  # the loop raises it: not a failure a rewind cures
                 self._misconfigured = error
-            except (KafkaError, BatteryWorkerError) as error:
+                log.error("%s", error)
+            except (KafkaError, BatteryWorkerError, OSError) as error:
                 log.warning("restore on assignment failed (%s); will rewind before processing", error)
                 self._needs_rewind = True
-            self.assignment.restored = not self._needs_rewind
+            except Exception:  # aiokafka logs and swallows a listener's error: unrestored, rewind
+                log.exception("restore on assignment failed; will rewind before processing")
+                self._needs_rewind = True
+            self.assignment.restored = not self._needs_rewind and self._misconfigured is None
             self.assignment.assigned_at = time.monotonic()  # after the restore: it is not idle time either
             if self.assignment.restored:  # its sites are the stored ones now, whatever it froze before
                 self._freezes.clear()
             partitions = sorted(tp.partition for tp in assigned)
             log.info("assigned %s", partitions, extra={"partitions": partitions})
 
-    async def _follow_partition_counts(self) -> None:
+    async def _follow_partition_counts(self, assigned: set[TopicPartition]) -> None:
         """``prices`` grown while the worker runs (its consumers rebalance on it): sites' homes follow the
         new count. Kept at the old one, every tick of a moved site came on "another partition than its
         home" and was dead-lettered, its offset committed: lost. A state topic that did not grow as well
         has no partition for the new homes' state (its restore waited for good): the worker stops with
-        :class:`TopicMisconfigured` rather than apply ticks without their state."""
+        :class:`TopicMisconfigured` rather than apply ticks without their state. The counts are asked of a
+        broker at each assignment and rewind; one behind the assignment itself is a retriable error."""
         assert self._producer is not None
         names = [self.topics.prices, self.topics.state]
         timeout_s = self.settings.worker.restore_timeout_s
         counts = await current_partition_counts(self._producer.client, names, timeout_s)
         partitions = check_partition_counts(self.settings.topics, counts)
+        beyond = sorted(tp.partition for tp in assigned if tp.partition >= partitions)
+        if beyond:
+            raise KafkaError(
+                f"metadata says {self.topics.prices} has {partitions} partitions, but {beyond} are assigned"
+            )
         if partitions != self.processor.prices_partitions:
             log.warning(
                 "%s has %d partitions now, not %d (its state topic too): sites' homes follow the new "

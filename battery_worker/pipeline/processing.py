@@ -201,7 +201,8 @@ class TickProcessor:
 
     @prices_partitions.setter
     def prices_partitions(self, partitions: int) -> None:
-        """The worker learns the real count from the broker at start; sites in memory are re-homed."""
+        """The worker learns the real count from the broker at start and at each assignment or rewind
+        (``prices`` may grow while it runs); sites in memory are re-homed."""
         if partitions != self._partitions:
             self._partitions = partitions
             for site_id, site in self._sites.items():
@@ -321,6 +322,7 @@ class TickProcessor:
             tick, site_id = self._parse(record)
         except InvalidValue as error:
             return self._reject(record, error, now_ms)
+        # The attribute first: with unknown sites accepted (the default) a tick pays no call for the rule.
         if not self._directory.accept_unknown and (refused := self._directory.refusal(site_id)) is not None:
             return self._reject(record, InvalidTick("site_id", site_id, refused), now_ms)
         site = self._sites.get(site_id)
