@@ -17,9 +17,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from battery_worker.audit import Outside
-from battery_worker.kafka.clients import make_producer
 from battery_worker.kafka.exceptions import TopicMisconfigured
-from battery_worker.kafka.tools.feed import publish_ticks
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
@@ -64,16 +62,6 @@ async def grow(settings: Settings, topics: list[str], partitions: int) -> None:
         await admin.create_partitions({topic: NewPartitions(partitions) for topic in topics})
     finally:
         await admin.close()
-
-
-async def publish(settings: Settings, ticks: list[PriceTick], site: str) -> None:
-    """As a producer does, with no check of the topics (``feed`` refuses unequal counts)."""
-    producer = make_producer(settings.kafka)
-    await producer.start()
-    try:
-        await publish_ticks(producer, settings.topics.prices, ticks, site_id=site)
-    finally:
-        await producer.stop()
 
 
 async def refresh_metadata(worker: Worker) -> None:
@@ -146,7 +134,7 @@ async def test_a_state_topic_that_did_not_grow_stops_the_worker_with_the_fix(
     running = asyncio.create_task(worker.run(idle_timeout_s=60))
     await until(lambda: worker.processor.counters.applied == 12, "the first ticks applied")
     await grow(settings, [settings.topics.prices], 6)
-    await publish(settings, ticks[12:], MOVED)
+    await feed(settings, ticks[12:], MOVED, prepare=False)  # feed's own check refuses the topics
     await refresh_metadata(worker)
     with pytest.raises(TopicMisconfigured) as raised:
         await asyncio.wait_for(running, 60)  # before, the restore of partition 3 or more waited for good

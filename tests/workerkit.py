@@ -78,8 +78,11 @@ def start_worker_process(
         )
 
 
-async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str) -> None:
-    await prepare_topics(settings)
+async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str, *, prepare: bool = True) -> None:
+    """``ticks`` to ``prices`` keyed by ``site``; ``prepare=False``: as any producer, without ``feed``'s
+    check of the topics (which refuses a state topic behind ``prices``)."""
+    if prepare:
+        await prepare_topics(settings)
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
