@@ -82,6 +82,10 @@ def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafk
     ``fetch_max_wait_ms`` is short because some brokers (Tansu) hold an empty fetch for the whole wait
     even when records arrive meanwhile: with the default 500 ms, a tick waited ~150 ms before the worker
     saw it (``docs/benchmarks.md``). On Kafka it only makes idle fetches more frequent.
+
+    ``metadata_max_age_ms`` is 30 s, not the client's 5 min: the group's leader assigns the partitions its
+    own metadata knows, so after ``prices`` grew the new partitions had no owner for up to 5 minutes, even
+    when a worker joined (a review run), while their ticks waited.
     """
     return AIOKafkaConsumer(
         **connection_options(kafka),
@@ -95,7 +99,12 @@ def make_group_consumer(kafka: KafkaSettings, worker: WorkerSettings) -> AIOKafk
         max_partition_fetch_bytes=4_194_304,
         fetch_max_bytes=16_777_216,
         fetch_max_wait_ms=10,
+        metadata_max_age_ms=METADATA_MAX_AGE_MS,
     )
+
+
+METADATA_MAX_AGE_MS = 30_000
+"""How old the group consumer's metadata may grow: how soon a grown ``prices`` is assigned whole."""
 
 
 def membership_lost(consumer: AIOKafkaConsumer) -> bool:

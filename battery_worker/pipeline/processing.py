@@ -330,7 +330,7 @@ class TickProcessor:
         if record.partition != home:
             problem = (
                 f"ticks of this site belong on partition {home} of {self._partitions} (its key's partition); "
-                "key price messages by site id"
+                "key price messages by site id, and restart a producer that has not seen prices grow"
             )
             return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
         ahead_s = seconds_too_far_ahead(tick.timestamp, record.timestamp_ms, self._max_ahead_s)
