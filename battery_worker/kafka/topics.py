@@ -179,11 +179,17 @@ async def verify_state_topic(
         await _check_state_configs(admin, topics.state)
 
 
+_WIDER_STATE_SAID: set[tuple[str, int, int]] = set()
+"""The (state topic, its count, prices' count) already warned of: checked at start and at every assignment
+and rewind, the same wider state topic was otherwise said up to three times per rebalance."""
+
+
 def _check_partitions(topics: TopicSettings, prices: int, state: int) -> None:
     """A site's state lies in the state partition numbered as its home in ``prices``: the state topic has at
     least as many partitions (more, while it is grown ahead of ``prices``, leave the extra ones unused)."""
     if state >= prices:
-        if state > prices:
+        if state > prices and (topics.state, state, prices) not in _WIDER_STATE_SAID:
+            _WIDER_STATE_SAID.add((topics.state, state, prices))
             log.warning(
                 "state topic %s has %d partitions, %s %d: partitions %d and up stay unused until %s grows to "
                 "match",

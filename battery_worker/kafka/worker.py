@@ -507,8 +507,9 @@ class Worker:
             self.assignment.assigned_at = time.monotonic()  # after the restore: it is not idle time either
             if self.assignment.restored:  # its sites are the stored ones now, whatever it froze before
                 self._freezes.clear()
-            partitions = sorted(tp.partition for tp in assigned)
-            log.info("assigned %s", partitions, extra={"partitions": partitions})
+            if self._misconfigured is None:  # else the ERROR above is the last word: the worker stops
+                partitions = sorted(tp.partition for tp in assigned)
+                log.info("assigned %s", partitions, extra={"partitions": partitions})
 
     async def _follow_partition_counts(self, assigned: set[TopicPartition]) -> None:
         """``prices`` grown while the worker runs (its consumers rebalance on it): sites' homes follow the
