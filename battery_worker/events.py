@@ -23,8 +23,11 @@ from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.ticks import PriceTick
 
 SCHEMA_VERSION = 2
-"""The version of ``battery.status``, ``battery.history`` and ``battery.state`` records: 2 added
+"""The version of ``battery.history`` and ``battery.state`` records (and of status before 3): 2 added
 ``emissions`` (state: the running totals and the carried intensity); every version 1 field unchanged."""
+STATUS_SCHEMA_VERSION = 3
+"""The version of ``battery.status``: 2 added ``emissions``, 3 ``wear_cost`` and ``net_value_after_wear``
+(``net_value`` stays before wear, as in version 1); every earlier field unchanged."""
 ACTION_SCHEMA_VERSION = 3
 """The version of ``battery.actions``: 2 added ``site_plan``, 3 ``emissions`` and the plan's
 ``grid_import_kg`` (every earlier field unchanged)."""
@@ -197,6 +200,7 @@ class BatteryAction(_Event):
 class BatteryStatus(_Event):
     """The battery as it stands after a tick: the seed's ``get_status`` fields plus site and tick time."""
 
+    schema_version: int = STATUS_SCHEMA_VERSION
     last_tick_at: datetime | None
     charge_level_percent: float
     available_energy_mwh: float = Field(
@@ -215,7 +219,16 @@ class BatteryStatus(_Event):
     full_equivalent_cycles: float
     charging_cost: float
     avoided_cost: float
-    net_value: float
+    net_value: float = Field(description="avoided_cost - charging_cost: before wear")
+    # From version 3 on; None in versions 1 and 2, which the worker wrote without wear.
+    wear_cost: float | None = Field(
+        default=None,
+        description="total_energy_used_mwh x the battery's cycle_cost_per_mwh: what the energy delivered "
+        "cost in wear (0 without a wear cost)",
+    )
+    net_value_after_wear: float | None = Field(
+        default=None, description="net_value - wear_cost: what the battery earned once its wear is paid"
+    )
     can_charge: bool
     can_discharge: bool = Field(
         description="energy is left above the minimum charge, the battery may discharge at all, and the "
@@ -252,6 +265,8 @@ def status_fields(
         "charging_cost": float(battery.charging_cost),
         "avoided_cost": float(battery.avoided_cost),
         "net_value": float(battery.net_value),
+        "wear_cost": float(battery.wear_cost(config)),
+        "net_value_after_wear": float(battery.net_value_after_wear(config)),
         "can_charge": battery.can_charge(config),
         "can_discharge": battery.can_discharge(config)
         and not battery.cycle_cap_reached(config, battery.last_tick_at),

@@ -204,9 +204,9 @@ class BatterySystem:
     def get_status(self) -> dict[str, Any]:
         """The seed's status fields (``charge_level_percent``, ``available_energy_mwh``, ``capacity_mwh``,
         the rates, ``efficiency``, ``total_energy_stored_mwh``, ``total_energy_used_mwh``, ``can_charge``,
-        ``can_discharge``, ``last_updated``), the money and energy totals of the status event, ``policy``,
-        the thresholds under ``threshold``, ``wear_cost`` and ``net_value_after_wear`` (``net_value`` is
-        before wear, as in the status event), and ``emissions`` (the running totals, named as in the
+        ``can_discharge``, ``last_updated``), the money and energy totals of the status event (``net_value``
+        before wear, ``wear_cost``, ``net_value_after_wear``), ``policy``, the thresholds under
+        ``threshold``, and ``emissions`` (the running totals, named as in the
         events)."""
         with self._lock:
             status: dict[str, Any] = {
@@ -219,8 +219,6 @@ class BatterySystem:
             if isinstance(self._policy, ThresholdPolicy):
                 status["charge_threshold"] = self._policy.charge_below
                 status["discharge_threshold"] = self._policy.discharge_above
-            status["wear_cost"] = self._site.battery.wear_cost(self._config)
-            status["net_value_after_wear"] = self._site.battery.net_value_after_wear(self._config)
             status["emissions"] = emissions_totals(self._site.emissions)
             return status
 

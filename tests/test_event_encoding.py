@@ -100,6 +100,36 @@ def test_every_output_is_byte_identical_to_its_model_encoding(seed: int) -> None
     assert checked > 3000
 
 
+def test_the_status_carries_the_wear_the_energy_delivered_cost() -> None:
+    """A review run as the asset owner: the library's ``get_status`` gave the wear and the net after it,
+    the worker's status event neither, so a consumer of ``battery.status`` reported an NMC battery's gross
+    value as its net, more than twice what it earned."""
+    directory = SiteDirectory(
+        BatteryConfig(),
+        PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0}),
+        {
+            "site-1": SiteOverride(battery_type="nmc"),
+            "site-2": SiteOverride(battery={"cycle_cost_per_mwh": 0}),
+        },
+    )
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    last: dict[str, BatteryStatus] = {}
+    for record in ticks(random.Random(5), 600, 3):
+        for output in processor.handle(record).outputs:
+            if output.topic == TOPICS.status:
+                status = BatteryStatus.model_validate_json(output.value or b"")
+                last[status.site_id] = status
+    worn, unworn = last["site-1"], last["site-2"]
+    assert worn.schema_version == unworn.schema_version == 3
+    assert worn.total_energy_used_mwh > 0
+    assert unworn.total_energy_used_mwh > 0
+    assert worn.wear_cost is not None
+    assert worn.wear_cost == pytest.approx(82.0 * worn.total_energy_used_mwh)  # the NMC preset's wear cost
+    assert worn.net_value_after_wear == pytest.approx(worn.net_value - worn.wear_cost)
+    assert unworn.wear_cost == 0.0
+    assert unworn.net_value_after_wear == unworn.net_value
+
+
 def test_event_id_is_the_uuid5_of_the_coordinates_the_site_and_the_tick_time() -> None:
     rng = random.Random(7)
     for _ in range(5000):

@@ -86,7 +86,7 @@ def fields_shape(node: object, path: str = "") -> list[str]:
 
 FIELDS_OF_VERSION = {
     "battery_action": (3, "0504327920c3"),
-    "battery_status": (2, "fab6077c183d"),
+    "battery_status": (3, "b1b9159ea532"),
     "battery_history": (2, "a8cea7b4108a"),
     "battery_state": (2, "e9f5e3a6720c"),
 }

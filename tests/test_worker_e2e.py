@@ -69,7 +69,7 @@ async def test_events_carry_schema_version_and_input_derived_ids(
     published = await read_published(settings)
     first = published.actions[0]
     assert first.schema_version == 3  # battery.actions v3: with site_plan and emissions
-    assert published.statuses[0].schema_version == 2
+    assert published.statuses[0].schema_version == 3  # battery.status v3: with wear_cost
     assert first.source.topic == settings.topics.prices
     assert first.source.offset == 0
     assert len({a.event_id for a in published.actions}) == 10

@@ -18,6 +18,11 @@ if TYPE_CHECKING:
     from battery_worker.events import BatteryStatus
 
 
+def money_text(value: float | None) -> str:
+    """Money as the table shows it; "-" for a status written before wear was published (version 2)."""
+    return "-" if value is None else f"{value:,.2f}"
+
+
 def emissions_text(status: BatteryStatus) -> str:
     """Net tonnes CO2eq and the coverage; "-" for a version 1 status (no emissions counted) and where no
     step had an intensity: unknown, not zero."""
@@ -64,7 +69,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     title = f"battery status ({settings.topics.status}, group {settings.worker.group_id})"
     columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
-    more = ("partition", "lag", "ticks", "stale", "net value", "net tCO2 (cov.)", "site tCO2", "policy")
+    worn = any(status.wear_cost for status in statuses.values())  # a wear cost priced: say what it took
+    value = ("net value", "wear", "after wear") if worn else ("net value",)
+    more = ("partition", "lag", "ticks", "stale", *value, "net tCO2 (cov.)", "site tCO2", "policy")
     rows = []
     for site, status in sorted(statuses.items()):
         action = actions.get(site)
@@ -83,6 +90,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 str(status.ticks_applied),
                 str(status.ticks_stale),
                 f"{status.net_value:,.2f}",
+                *((money_text(status.wear_cost), money_text(status.net_value_after_wear)) if worn else ()),
                 emissions_text(status),
                 site_emissions_text(status),
                 status.policy,

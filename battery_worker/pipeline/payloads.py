@@ -15,7 +15,7 @@ from battery_worker.battery import BatteryState
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
 from battery_worker.emissions import EmissionsState, StepEmissions
-from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, status_fields
+from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, STATUS_SCHEMA_VERSION, status_fields
 from battery_worker.fleet.plan import SitePlan
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
@@ -190,7 +190,7 @@ def status_payload(
 ) -> dict[str, Any]:
     """A ``BatteryStatus``: the seed's ``get_status`` for one site, stamped with the tick time."""
     return {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": STATUS_SCHEMA_VERSION,
         "event_id": event,
         "site_id": site_id,
         "last_tick_at": battery.last_tick_at,
