@@ -72,7 +72,7 @@ class BacktestRun:
 @dataclass(frozen=True, slots=True)
 class MonthFigures:
     """One calendar month (UTC). Values are cash only (the terminal rule applies to the whole run); the wear
-    of the month's deliveries is beside them."""
+    of the month's deliveries is beside them, the policy's and the optimum's."""
 
     month: str
     ticks: int
@@ -81,6 +81,15 @@ class MonthFigures:
     cycles: float
     energy_lost_mwh: float
     wear_cost: float
+    optimum_wear_cost: float
+
+    @property
+    def net_value(self) -> float:
+        return self.value - self.wear_cost
+
+    @property
+    def optimum_net_value(self) -> float:
+        return self.optimum_value - self.optimum_wear_cost
 
 
 @dataclass(frozen=True, slots=True)
@@ -365,6 +374,7 @@ def monthly(run: BacktestRun, config: BatteryConfig, optimum: Optimum) -> tuple[
                     cycles=float(run.drawn_mwh[part].sum()) / config.capacity_mwh,
                     energy_lost_mwh=float(run.lost_mwh[part].sum()),
                     wear_cost=float(run.delivered_mwh[part].sum()) * config.cycle_cost_per_mwh,
+                    optimum_wear_cost=float(optimum.delivered_mwh[part].sum()) * config.cycle_cost_per_mwh,
                 )
             )
             start = index
