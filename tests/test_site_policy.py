@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import orjson
 import pytest
 
 from battery_worker.backtest.engine import run_policy
+from battery_worker.battery import Action
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.dispatch import SiteState
+from battery_worker.dispatch import SiteState, new_site_state
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet import SiteModel
 from battery_worker.fleet.accounting import no_battery_profit, run_plans, run_profit
 from battery_worker.fleet.optimum import site_optimum
+from battery_worker.policies.forecast import profile_forecast
 from battery_worker.policies.site import SiteMemory, SitePolicy
 from battery_worker.pricefiles import load_ticks
 from battery_worker.ticks import PriceTick
@@ -78,3 +82,52 @@ def test_a_bad_site_is_refused_by_the_policy() -> None:
         SitePolicy(site="big")  # type: ignore[arg-type]
     with pytest.raises(InvalidConfig, match="warmup_hours"):
         SitePolicy(warmup_hours=500)
+
+
+@pytest.fixture(scope="module")
+def ercot_fortnight_unpaid() -> list[PriceTick]:
+    """The bundled ERCOT fortnight with nothing paying the machines: its first day opens at 645 and 741."""
+    ticks = load_ticks(Path(__file__).parents[1] / "battery_worker" / "data" / "ercot_2023-08-01_14.csv")
+    return [tick.model_copy(update={"hash_price": 0.0, "token_price": 0.0}) for tick in ticks]
+
+
+def test_the_forecast_stays_within_the_prices_seen(ercot_fortnight_unpaid: list[PriceTick]) -> None:
+    """A review run as the site operator: a day that began at 645 and 741 made the next day's profile at
+    that hour about 700, and a price of 146 there departed from it by −554, so the next 24 hours were
+    forecast at −130 to −410 on a market that had never gone below 17."""
+    history = np.array([tick.energy_price for tick in ercot_fortnight_unpaid[:25]])
+    policy = SitePolicy()
+    forecast = profile_forecast(
+        history,
+        24,
+        days=policy.profile_days,
+        recent_weight=policy.recent_weight,
+        spike_quantile=policy.spike_quantile,
+        level_decay=policy.level_decay,
+    )
+    assert forecast.min() >= history.min()
+    assert forecast.max() <= history.max()
+
+
+def test_a_site_with_nothing_to_run_never_discharges_into_nothing(
+    ercot_fortnight_unpaid: list[PriceTick],
+) -> None:
+    """With hash and token at 0 every machine is curtailed and, without export, the battery has nowhere
+    to discharge (docs/site.md). It discharged 20, 20 and 7.4 MW, all spilled, then bought back."""
+    run = run_policy(ercot_fortnight_unpaid, CONFIG, SitePolicy())
+    assert run.delivered_mwh.sum() == 0.0
+    assert run.bought_mwh.sum() > 0  # it still stores cheap energy at the end value: not a policy that idles
+
+
+def test_a_site_that_takes_no_discharge_holds_rather_than_discharging_at_0_mw() -> None:
+    """A site with no machines and no export: the plan's discharge has no outlet, so the site window is 0 MW
+    and "discharge" at 0 MW told the schedulers to discharge."""
+    policy = SitePolicy(site=SiteModel(machines=()), warmup_hours=1)
+    battery = new_site_state(CONFIG, policy).battery
+    at = datetime(2023, 8, 1, tzinfo=UTC)
+    memory = None
+    for hour, price in enumerate([-50.0, 500.0, -50.0, 500.0, 900.0]):
+        when = at + timedelta(hours=hour)
+        tick = PriceTick(energy_price=price, hash_price=60, token_price=25, timestamp=when)
+        decided, memory = policy.decide(tick, battery, CONFIG, memory)
+        assert decided.action != Action.DISCHARGE, decided

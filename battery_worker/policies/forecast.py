@@ -174,14 +174,14 @@ def profile_forecast(
 
     The :func:`daily_profile` ahead, plus today's departure from it (the current hour's price, the last
     entry of ``history``, minus its own profile value), fading by ``level_decay`` per hour ahead
-    (:func:`departed`): prices persist from hour to hour.
+    (:func:`departed`): prices persist from hour to hour. Kept within the prices seen (:func:`within_seen`).
     """
     if history.size == 0:
         return np.zeros(horizon_hours)
     profile = daily_profile(
         history, horizon_hours, days=days, recent_weight=recent_weight, spike_quantile=spike_quantile
     )
-    return departed(profile, float(history[-1]) - profile[0], level_decay)
+    return within_seen(departed(profile, float(history[-1]) - profile[0], level_decay), history)
 
 
 def daily_profile(
@@ -224,6 +224,20 @@ def _profile_hour(capped: FloatArray, k: int, days: int, recent_weight: float) -
         return float(capped[last])
     daily = float(capped[back].mean())
     return recent_weight * float(capped[back[0]]) + (1.0 - recent_weight) * daily
+
+
+def within_seen(forecast: FloatArray, history: FloatArray) -> FloatArray:
+    """``forecast`` kept within the lowest and highest price of ``history``.
+
+    The departure (:func:`departed`) is today's distance from a profile that one spike may lift: a day that
+    began at 645 and 741 made the next day's profile at that hour about 700, so a price of 146 there
+    departed by −554 and the next 24 hours were forecast at −130 to −410 on a market whose lowest price
+    seen was 17. A plan on that ran the machines for nothing and emptied the battery to charge at prices
+    that never came. No past price was ever that low; a forecast outside all seen is the model's error,
+    not the market's, and a market that has seen negative prices keeps them."""
+    if history.size == 0:
+        return forecast
+    return np.clip(forecast, float(history.min()), float(history.max()))
 
 
 def departed(profile: FloatArray, departure: float, level_decay: float) -> FloatArray:

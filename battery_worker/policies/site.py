@@ -149,10 +149,12 @@ class SitePolicy:
             return hold(tick, "site plan: solver gave up, battery holds"), memory
         bought, delivered = float(plan.bought_mwh[0]), float(plan.delivered_mwh[0])
         max_charge, max_discharge = self.site.battery_window_mw()
-        if bought > delivered and bought > ENERGY_EPSILON_MWH:
+        if bought > delivered and bought > ENERGY_EPSILON_MWH and max_charge > 0:
             power = min(bought / first_hours, max_charge)
             wanted = decision(tick, Action.CHARGE, power, f"site plan: charge {bought:.3f} MWh")
-        elif delivered > ENERGY_EPSILON_MWH:
+        elif delivered > ENERGY_EPSILON_MWH and max_discharge > 0:
+            # A site that takes no discharge (no machines, no export) holds: "discharge" at 0 MW told the
+            # schedulers to discharge.
             power = min(delivered / first_hours, max_discharge)
             wanted = decision(tick, Action.DISCHARGE, power, f"site plan: discharge {delivered:.3f} MWh")
         else:
