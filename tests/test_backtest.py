@@ -296,6 +296,31 @@ def test_with_negative_prices_capture_is_against_the_bound(ercot_week: list[Pric
         assert summary.value <= summary.optimum_value * (1 + 1e-9)
 
 
+def test_the_backtest_reads_the_workers_variables_without_a_config_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review run as the asset owner: ``BATTERY_WORKER_BATTERY_TYPE=lfp``, set for the worker, was left
+    out of the backtest unless ``--config`` was given, so it backtested another battery without a word."""
+    summary_path = tmp_path / "summary.json"
+    args = [str(MARA_JSON), "--policy", "adaptive", "--no-png", "--summary", str(summary_path)]
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY_TYPE", "lfp")
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "0.01")
+    assert main(args) == 0
+    summary = orjson.loads(summary_path.read_bytes())
+    lfp = BatteryConfig(
+        efficiency=0.85,
+        min_charge_percent=5.0,
+        max_charge_percent=95.0,
+        max_cycles_per_day=2.0,
+        cycle_cost_per_mwh=0.01,
+    )
+    _, expected = backtest(load_ticks(MARA_JSON), lfp, make_policy("adaptive"))
+    assert summary["value"] == expected.value
+    assert summary["wear_cost"] == pytest.approx(0.01 * summary["energy_delivered_mwh"])
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "-1")
+    assert main(args) == 2  # refused as the worker refuses it
+
+
 def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary_path = tmp_path / "summary.json"
     flags = [

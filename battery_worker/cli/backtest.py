@@ -13,7 +13,8 @@ the ``site`` policy, each as a share of the site optimum (its summary: ``file``,
 ``optimum_profit`` and those ``runs``); it runs its own policies, so ``--policy`` and ``--compare`` are
 refused with it. The site is the seed's 25 MW fleet, or with
 ``--config FILE`` the ``[site]`` and ``[battery]`` of that settings file (``--site-id ID``: that site's
-``sites.<id>`` overrides over them), resolved exactly as the worker resolves them.
+``sites.<id>`` overrides over them), resolved exactly as the worker resolves them, the ``BATTERY_WORKER_*``
+variables over the file as for the worker.
 ``--hash-price`` and ``--token-price`` set those prices for market files, which carry an energy price only.
 
 ``--carbon FILE`` joins grid carbon intensity to the prices (docs/emissions.md) and prints, per policy and
@@ -55,7 +56,6 @@ from battery_worker.cli.common import (
     policy_value,
     price_file_ticks,
 )
-from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.outputs import write_atomically
@@ -181,14 +181,12 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
 
 
 def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]:
-    """The battery and site model from ``--config`` (for ``--site-id``, as the worker resolves that site);
-    the defaults without it."""
-    if args.config is None:
-        if args.site_id is not None:
-            raise InvalidConfig(
-                "--site-id", args.site_id, "needs --config (the settings that define the site)"
-            )
-        return BatteryConfig(), SiteModel()
+    """The battery and site model of the settings as the worker reads them: the defaults, ``--config``,
+    then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the worker resolves that site). Read
+    from ``--config`` only, a variable set for the worker (``BATTERY_WORKER_BATTERY_TYPE=lfp``) was left
+    out of the backtest without a word, which then ran another battery than the worker."""
+    if args.config is None and args.site_id is not None:
+        raise InvalidConfig("--site-id", args.site_id, "needs --config (the settings that define the site)")
     from battery_worker.settings import load_settings
 
     settings = load_settings(args.config)
@@ -205,10 +203,8 @@ def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]
 
 
 def configured_carry_hours(args: argparse.Namespace) -> float:
-    """How long a missing carbon intensity is carried: ``emissions.carry_hours`` of ``--config``, as the
-    worker would, else the default (3 h)."""
-    if args.config is None:
-        return DEFAULT_CARRY_HOURS
+    """How long a missing carbon intensity is carried: ``emissions.carry_hours`` of the settings (the
+    default, 3 h, ``--config``, ``BATTERY_WORKER_EMISSIONS__CARRY_HOURS``), as the worker would."""
     from battery_worker.settings import load_settings
 
     return load_settings(args.config).emissions.carry_hours
