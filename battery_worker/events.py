@@ -219,7 +219,11 @@ class BatteryStatus(_Event):
     full_equivalent_cycles: float
     charging_cost: float
     avoided_cost: float
-    net_value: float = Field(description="avoided_cost - charging_cost: before wear")
+    net_value: float = Field(
+        description="avoided_cost - charging_cost, before wear: every MWh delivered valued at its tick's "
+        "energy price, also what the site spilled or exported for less (each action's "
+        "site_plan.battery_value is what the site got for it)"
+    )
     # From version 3 on; None in versions 1 and 2, which the worker wrote without wear.
     wear_cost: float | None = Field(
         default=None,
