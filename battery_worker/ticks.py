@@ -122,11 +122,23 @@ class PriceTick(BaseModel):
     carbon_intensity: CarbonIntensity | None = None
 
 
+class _Absent:
+    """The value of a field the tick does not have. Pydantic gives the whole message as the input of a
+    missing field, so a dead letter's error read ``hash_price={'timestamp': ..., ...}: Field required``."""
+
+    def __repr__(self) -> str:
+        return "(absent)"
+
+
+ABSENT = _Absent()
+
+
 def tick_error(error: ValidationError) -> InvalidTick:
     """The first problem of a pydantic error as a typed :class:`InvalidTick` naming the field and value."""
     first = error.errors(include_url=False)[0]
     field = ".".join(str(part) for part in first["loc"]) or "message"
-    return InvalidTick(field, first.get("input"), first["msg"])
+    value = ABSENT if first["type"] == "missing" else first.get("input")
+    return InvalidTick(field, value, first["msg"])
 
 
 def make_tick(

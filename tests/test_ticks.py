@@ -51,6 +51,17 @@ def test_bad_prices_are_invalid_ticks_naming_the_field(field: str, value: object
     assert caught.value.field == field
 
 
+def test_a_missing_field_is_named_without_the_whole_message_as_its_value() -> None:
+    """A review run as the scheduler team: a dead letter's error read ``hash_price={'timestamp': ...,
+    'energy_price': 1.0, 'token_price': 1.0}: Field required``, the whole tick given as the field's value."""
+    raw = b'{"timestamp": "2025-06-21T16:35:00", "energy_price": 1.0, "token_price": 1.0}'
+    with pytest.raises(ValidationError) as caught:
+        PriceTick.model_validate_json(raw)
+    problem = tick_error(caught.value)
+    assert problem.field == "hash_price"
+    assert str(problem) == "hash_price=(absent): Field required"
+
+
 @pytest.mark.parametrize(
     ("raw", "expected"),
     [
