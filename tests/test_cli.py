@@ -67,6 +67,22 @@ def test_a_file_with_ticks_the_worker_would_dead_letter_for_their_time_is_refuse
     assert played.returncode == 1, played.stderr  # on to the broker, which is not there
 
 
+def test_feed_says_when_a_site_worker_would_get_no_hash_or_token_price() -> None:
+    """A review run as the site operator: a market file fed to a ``site`` worker carried 0 for both
+    prices without a word, so every machine was curtailed; ``backtest --site`` asks for them."""
+    market = str(DATA / "ercot_2023-08-01_07.csv")
+    site = {**os.environ, "BATTERY_WORKER_POLICY__NAME": "site"}
+    warned = cli("feed", market, "--limit", "1", "--bootstrap-servers", "127.0.0.1:1", env=site)
+    assert "gives no hash or token price, so every tick carries 0 for both" in warned.stderr
+    assert "under the site policy of site default" in warned.stderr
+    priced = [market, "--limit", "1", "--hash-price", "60", "--token-price", "25"]
+    quiet = cli("feed", *priced, "--bootstrap-servers", "127.0.0.1:1", env=site)
+    assert "hash or token price" not in quiet.stderr
+    threshold = cli("feed", market, "--limit", "1", "--bootstrap-servers", "127.0.0.1:1")
+    assert "hash or token price" not in threshold.stderr, "a battery policy does not read them"
+    assert threshold.returncode == warned.returncode == 1  # on to the broker, which is not there
+
+
 def test_output_into_a_closed_pipe_stops_quietly() -> None:
     """``battery-worker backtest FILE | head -1``: the reader has left; no error line, exit 128 + SIGPIPE."""
     command = [sys.executable, "-m", "battery_worker.cli", "backtest", str(DATA / "ercot_2023-08-01_07.csv")]

@@ -41,6 +41,7 @@ from battery_worker.cli.status import cmd_history_export, cmd_status
 from battery_worker.errors import BatteryWorkerError, InvalidConfig, InvalidValue
 
 if TYPE_CHECKING:
+    from battery_worker.settings import Settings
     from battery_worker.ticks import PriceTick
 
 log = logging.getLogger("battery_worker")
@@ -160,6 +161,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args)
 
 
+def _warn_of_unpaid_machines(args: argparse.Namespace, settings: Settings, ticks: list[PriceTick]) -> None:
+    """A market file has no hash or token price, so its ticks carry 0 for both unless the flags say
+    otherwise; the ``site`` policy then curtails every machine. ``backtest --site`` asks for the prices;
+    ``feed`` sent the zeros to a ``site`` worker without a word (a review run as the site operator)."""
+    if args.hash_price is not None or args.token_price is not None:
+        return
+    if any(tick.hash_price or tick.token_price for tick in ticks):
+        return
+    site = args.site or "default"
+    if settings.site_directory().setup(site).policy.name != "site":
+        return
+    print(
+        f"battery-worker feed: {args.file} gives no hash or token price, so every tick carries 0 for both: "
+        f"under the site policy of site {site} no machine earns and every one is curtailed "
+        "(give --hash-price and --token-price)",
+        file=sys.stderr,
+    )
+
+
 def cmd_feed(args: argparse.Namespace) -> int:
     from aiokafka.errors import KafkaError
 
@@ -174,6 +194,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
     if args.limit is not None:
         ticks = ticks[: args.limit]
     _refuse_ticks_the_worker_would_dead_letter(ticks, settings.worker.max_tick_ahead_s, args.rate)
+    _warn_of_unpaid_machines(args, settings, ticks)
 
     topic = args.topic or settings.topics.prices
     acknowledged = Acknowledged()
