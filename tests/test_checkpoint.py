@@ -3,11 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
+import pytest
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 
 from battery_worker.kafka.checkpoint import Checkpoint
-from battery_worker.kafka.tail import BatchTail
+from battery_worker.kafka.clients import make_group_consumer, make_producer
+from battery_worker.kafka.tail import BatchTail, store_and_commit
+from battery_worker.kafka.worker import Worker
+from battery_worker.kafka.worker_stats import WorkerStats
+from battery_worker.pipeline.processing import OutputRecord
+from tests.workerkit import (
+    create_topics,
+    ercot_week,
+    feed,
+    make_settings,
+    read_published,
+    reference,
+    trace_of,
+    unique_actions,
+)
 
 P0, P1 = TopicPartition("prices", 0), TopicPartition("prices", 1)
 
@@ -80,3 +97,74 @@ async def test_a_tail_cut_short_on_exit_has_ended_before_the_clients_close() -> 
     assert task is not None
     await tail.settle_on_exit(0.01)
     assert task.cancelled()
+
+
+@pytest.mark.broker
+async def test_offsets_are_committed_only_once_their_state_is_stored(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Step 4 before step 5 (docs/delivery.md): a batch whose state records fail commits no offset, or a
+    crash after the commit would restart past ticks whose state was never stored. The test-suite review
+    moved the commit before the state records, and every test passed: the kill -9 runs rarely land between
+    the two."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    state = settings.topics.state
+    compacted = {"cleanup.policy": "compact"}
+    await create_topics(settings, [(settings.topics.prices, 1, {}), (state, 1, compacted)])
+    prices = TopicPartition(settings.topics.prices, 0)
+    producer = make_producer(settings.kafka)
+    consumer = make_group_consumer(settings.kafka, settings.worker)
+    await producer.start()
+    await consumer.start()
+    try:
+        consumer.subscribe([prices.topic])  # a member of the group, as the worker is
+        while not consumer.assignment():
+            await consumer.getmany(timeout_ms=200)
+        stats = WorkerStats()
+        stored = OutputRecord(state, b"site", b"{}", partition=0)
+        closed = make_producer(settings.kafka)  # its sends fail: the state is not stored
+        await closed.start()
+        await closed.stop()
+        with pytest.raises(KafkaError):
+            await store_and_commit(closed, consumer, stats, [stored], {prices: 5})
+        assert await consumer.committed(prices) is None, "committed though the state was not stored"
+        await store_and_commit(producer, consumer, stats, [stored], {prices: 5})
+        assert await consumer.committed(prices) == 5
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+class _FirstSendFails(Worker):
+    """A worker whose first batch's events are not acknowledged (as when the broker times the produce out).
+
+    A seam in the worker's own code, the broker real: what it checks is the order of the worker's steps."""
+
+    failed = False
+
+    async def _send_all(self, outputs: list[OutputRecord]) -> None:
+        if not self.failed and outputs:
+            self.failed = True
+            raise KafkaTimeoutError("injected: the batch's events were not acknowledged")
+        await super()._send_all(outputs)
+
+
+@pytest.mark.broker
+async def test_a_batch_whose_events_failed_is_neither_stored_nor_committed(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Step 3 before steps 4 and 5: a checkpoint taken before the batch's events were acknowledged stored
+    its state and committed its offsets, and the rewind after the failed send went on past ticks whose
+    actions were never published. The test-suite review moved the checkpoint before the send, and every
+    test passed."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    settings = settings.model_copy(
+        update={"worker": settings.worker.model_copy(update={"commit_interval_ms": 0})}
+    )
+    ticks = ercot_week()[:24]
+    await feed(settings, ticks, "s")
+    worker = _FirstSendFails(settings)
+    await worker.run(idle_timeout_s=4)
+    assert worker.failed
+    expected, _final = reference(settings, ticks)
+    assert trace_of(unique_actions(await read_published(settings)), "s") == expected
