@@ -7,6 +7,7 @@ import tracemalloc
 from typing import Any
 
 import orjson
+import pytest
 
 from battery_worker.audit import HISTORY, Comparison, Outside, compare, merge_reports
 from battery_worker.events import event_id
@@ -93,6 +94,25 @@ def test_missing_and_extra_events_and_the_replayed_range() -> None:
 
     everything = compare(recorded, recomputed(*ours))
     assert everything.sites["east"].missing == 2, "without a range every recorded event counts"
+
+
+@pytest.mark.parametrize("kind", ["missing", "extra"])
+def test_a_decision_on_one_side_alone_fails_the_audit_by_itself(kind: str) -> None:
+    """The test-suite review dropped ``missing == 0`` from a site's verdict and every test passed: a worker
+    that published a decision the code does not make would have been audited identical."""
+    agreed, alone = action("east", 5), action("east", 6)
+    recorded, ours = ([agreed, alone], [agreed]) if kind == "missing" else ([agreed], [agreed, alone])
+    report = compare([orjson.dumps(e) for e in recorded], recomputed(*ours))
+    east = report.sites["east"]
+    assert (east.matched, east.diverged, east.reworded, east.missing, east.extra) == (
+        1,
+        0,
+        0,
+        int(kind == "missing"),
+        int(kind == "extra"),
+    )
+    assert not east.identical
+    assert not report.identical
 
 
 def test_recorded_decisions_whose_prices_cannot_be_replayed_are_counted_once_and_fail_the_audit() -> None:

@@ -95,6 +95,20 @@ def test_stale_ticks_are_skipped_like_the_worker(ercot_week: list[PriceTick]) ->
     assert run.prices.size == optimum_for(ticks, CONFIG).cash_flows.size
 
 
+def test_a_tick_repeated_at_once_is_stale_like_the_worker(ercot_week: list[PriceTick]) -> None:
+    """A producer's retry sends the last tick again, its time equal to the last applied one: the edge of
+    "at or before", which the test-suite review moved to "before" with every test passing."""
+    ticks = [*ercot_week[:10], ercot_week[9], *ercot_week[10:20]]
+    _run, summary = backtest(ticks, CONFIG, make_policy("threshold"))
+    assert summary.skipped_ticks == 1
+    assert summary.ticks == 20
+    state = new_site_state(CONFIG, make_policy("threshold"))
+    assert not state.is_stale(ercot_week[9])
+    applied = dispatch(ercot_week[9], state, CONFIG, make_policy("threshold")).state
+    assert applied.is_stale(ercot_week[9])
+    assert not applied.is_stale(ercot_week[10])
+
+
 def test_policy_params_parse_as_json_values() -> None:
     assert parse_params(["horizon_hours=24", "mpc.level_decay=0.9", "adaptive.name=x"]) == {
         "": {"horizon_hours": 24},

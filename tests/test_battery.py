@@ -83,6 +83,27 @@ def test_power_is_clamped_to_the_rate_limits() -> None:
     assert out.power_mw == 20.0
 
 
+def test_each_direction_is_clamped_to_its_own_rate() -> None:
+    """The rates are equal by default, so the test-suite review's discharge clamped to the charge rate
+    passed every test: the policies ask for no more than the rate, and the battery's own limit never bit."""
+    config = replace(CONFIG, max_charge_rate_mw=30.0, max_discharge_rate_mw=10.0)
+    charge = apply_for(config, initial_state(config), Action.CHARGE, 25.0, 0.5, 10.0)
+    assert (charge.power_mw, charge.limited_by) == (25.0, None)
+    discharge = apply_for(config, initial_state(config), Action.DISCHARGE, 25.0, 0.5, 10.0)
+    assert (discharge.power_mw, discharge.limited_by) == (10.0, Limit.RATE)
+    assert apply_for(config, initial_state(config), Action.CHARGE, 40.0, 0.5, 10.0).power_mw == 30.0
+
+
+def test_a_step_of_exactly_max_step_hours_is_no_gap() -> None:
+    first = apply_tick(CONFIG, initial_state(CONFIG), Action.HOLD, 0.0, 30.0, T0)
+    at_max = T0 + timedelta(hours=CONFIG.max_step_hours)
+    step = apply_tick(CONFIG, first.state, Action.CHARGE, 10.0, 30.0, at_max)
+    assert (step.duration_hours, step.gap_hours) == (CONFIG.max_step_hours, None)
+    past = apply_tick(CONFIG, first.state, Action.CHARGE, 10.0, 30.0, at_max + timedelta(seconds=1))
+    assert past.duration_hours == CONFIG.default_step_hours
+    assert past.gap_hours is not None
+
+
 def test_can_charge_and_discharge_need_room_and_a_rate_above_zero() -> None:
     config = BatteryConfig(min_charge_percent=10.0, max_charge_percent=90.0)
     state = initial_state(config)

@@ -27,7 +27,7 @@ from battery_worker.events import (
     event_id,
 )
 from battery_worker.kafka.store import Stored
-from battery_worker.pipeline.partitioning import home_partition, murmur2
+from battery_worker.pipeline.partitioning import home_partition, key_partition_uncached, murmur2
 from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
 from battery_worker.settings import TopicNames
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
@@ -164,6 +164,23 @@ def test_our_murmur2_is_kafkas_default_partitioner_hash() -> None:
         for _ in range(10):
             data = rng.randbytes(length)
             assert murmur2(data) & 0x7FFFFFFF == aiokafka_murmur2(data) & 0x7FFFFFFF
+
+
+def test_a_key_lands_on_the_partition_aiokafkas_default_partitioner_chooses() -> None:
+    """The partition itself, not the hash: the test above masks both hashes, so the review's
+    ``key_partition_uncached`` without its mask passed it (it then chose another partition than Kafka's
+    for some keys)."""
+    from aiokafka.partitioner import DefaultPartitioner
+
+    choose = DefaultPartitioner()
+    rng = random.Random(23)
+    for partitions in (1, 3, 7, 64):
+        keys = [rng.randbytes(rng.randrange(1, 40)) for _ in range(500)] + [
+            f"site-{i}".encode() for i in range(200)
+        ]
+        for key in keys:
+            expected = choose(key, list(range(partitions)), list(range(partitions)))
+            assert key_partition_uncached(key, partitions) == expected
 
 
 def test_a_state_record_written_before_the_daily_delivery_count_still_loads() -> None:

@@ -10,7 +10,7 @@ import pytest
 from pydantic import ValidationError
 
 from battery_worker.errors import InvalidTick
-from battery_worker.ticks import WIRE_TIMESTAMP_PATTERN, PriceTick, make_tick, tick_error
+from battery_worker.ticks import WIRE_TIMESTAMP_PATTERN, PriceTick, make_tick, site_id_problem, tick_error
 
 
 def test_the_mara_api_object_is_a_tick_and_zone_less_means_utc() -> None:
@@ -49,6 +49,14 @@ def test_bad_prices_are_invalid_ticks_naming_the_field(field: str, value: object
     with pytest.raises(InvalidTick) as caught:
         make_tick(timestamp="2023-01-01T00:00:00", **values)  # type: ignore[arg-type]
     assert caught.value.field == field
+
+
+def test_a_site_id_of_200_bytes_is_one_and_of_201_is_not() -> None:
+    """The limit at its edge: only 300-byte ids were tried, so a limit off by one passed every test."""
+    assert site_id_problem("s" * 200) is None
+    assert site_id_problem("é" * 100) is None  # 200 bytes of UTF-8
+    assert site_id_problem("s" * 201) == "a site id has at most 200 bytes of UTF-8, not 201"
+    assert site_id_problem("s" * 199 + "é") == "a site id has at most 200 bytes of UTF-8, not 201"
 
 
 def test_a_missing_field_is_named_without_the_whole_message_as_its_value() -> None:
