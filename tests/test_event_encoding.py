@@ -142,6 +142,27 @@ def test_event_id_is_the_uuid5_of_the_coordinates_the_site_and_the_tick_time() -
         assert event_id(kind, topic, partition, offset, site, tick_at) == expected  # type: ignore[arg-type]
 
 
+def test_a_tick_whose_site_id_disagrees_with_its_key_is_dead_lettered_and_applied_nowhere() -> None:
+    """Caught before only by the slow fuzz of the fault tests (the test-suite review removed the check)."""
+    directory = SiteDirectory(
+        BatteryConfig(), PolicyChoice("threshold", {"charge_below": 25.0, "discharge_above": 100.0})
+    )
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    value = {"energy_price": 1.0, "hash_price": 1, "token_price": 1, "timestamp": "2023-08-01T00:00:00Z"}
+    home = home_partition("east", 3)
+    body = orjson.dumps({**value, "site_id": "west"})
+    handled = processor.handle(InputRecord("prices", home, 0, b"east", body))
+    assert [output.topic for output in handled.outputs] == [TOPICS.dlq]
+    headers = dict(handled.outputs[0].headers)
+    assert headers["error.field"] == b"site_id"
+    assert b"disagrees with the message key 'east'" in headers["error"]
+    assert processor.sites() == {}
+    agreeing = orjson.dumps({**value, "site_id": "east"})
+    assert TOPICS.actions in {
+        o.topic for o in processor.handle(InputRecord("prices", home, 1, b"east", agreeing)).outputs
+    }
+
+
 def test_without_status_the_other_outputs_are_the_same_bytes() -> None:
     """The audit replay leaves the status out (``emit_status=False``); what it compares must not change."""
     directory = SiteDirectory(
