@@ -10,7 +10,7 @@ import uuid
 
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions, NewTopic, RecordsToDelete
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError, RequestTimedOutError
 
 from battery_worker.kafka.exceptions import TransactionsUnsupported
 from battery_worker.kafka.transactions import require_transactions
@@ -43,12 +43,40 @@ async def lacks_admin(bootstrap: str, api: str) -> str | None:
     return _FOUND[key]
 
 
+_PROBE_ATTEMPTS = 3
+_TRANSIENT = (TimeoutError, OSError, KafkaTimeoutError, RequestTimedOutError)
+"""Failures that say nothing of the API (aiokafka marks its own timeout not retriable)."""
+
+
 async def _probe_admin(bootstrap: str, api: str) -> str | None:
+    """A refusal that says the broker cannot (an API it has no version of, a policy) is the answer; one
+    that may pass (a timeout, a lost connection, a coordinator moving) is asked again, up to
+    ``_PROBE_ATTEMPTS`` times: taken at once, one slow answer skipped every test needing the API for the
+    whole session (a review of the suite). A topic is created afresh for each attempt, so the broker
+    answers; only the API asked fails, every time."""
+    for attempt in range(1, _PROBE_ATTEMPTS + 1):
+        try:
+            await _probe_admin_once(bootstrap, api)
+            return None
+        except (KafkaError, TimeoutError, OSError) as error:
+            transient = isinstance(error, _TRANSIENT) or (isinstance(error, KafkaError) and error.retriable)
+            if not transient:
+                return f"the broker at {bootstrap} has no {api} ({type(error).__name__}: {error})"
+            if attempt == _PROBE_ATTEMPTS:  # the broker answers, but never this (Tansu drops the connection)
+                return (
+                    f"the broker at {bootstrap} has no working {api}: {_PROBE_ATTEMPTS} attempts 2 s apart "
+                    f"ended in {type(error).__name__}: {error}"
+                )
+            await asyncio.sleep(2.0)
+    raise AssertionError("unreachable: the last attempt returns")
+
+
+async def _probe_admin_once(bootstrap: str, api: str) -> None:
     topic = f"probe-{api.lower()}-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(topic, 1, 1)])  # a failure here is no answer: raised
+        await admin.create_topics([NewTopic(topic, 1, 1)])
         try:
             if api == "CreatePartitions":
                 await asyncio.wait_for(admin.create_partitions({topic: NewPartitions(2)}), _PROBE_TIMEOUT_S)
@@ -57,11 +85,8 @@ async def _probe_admin(bootstrap: str, api: str) -> str | None:
                     {TopicPartition(topic, 0): RecordsToDelete(before_offset=0)}, timeout_ms=10_000
                 )
                 await asyncio.wait_for(deleting, _PROBE_TIMEOUT_S)
-        except (KafkaError, TimeoutError, OSError) as error:
-            return f"the broker at {bootstrap} has no {api} ({type(error).__name__}: {error})"
         finally:
             with contextlib.suppress(KafkaError, OSError):
                 await admin.delete_topics([topic])
     finally:
         await admin.close()
-    return None
