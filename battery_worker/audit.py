@@ -66,6 +66,7 @@ class Outside(Enum):
     """Where a recorded event's input lies when it is not in what was replayed."""
 
     BEFORE_START = "before the replay's start"
+    AFTER_STOP = "at or after the replay's stop"
     AFTER_END = "recorded since the replay began"
     PRICES_DELETED = "their prices are deleted (retention, or records deleted)"
     OTHER_PRICES_TOPIC = "their ticks came from another prices topic"

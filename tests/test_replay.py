@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -248,6 +248,59 @@ async def test_a_replay_from_an_offset_counts_only_the_ticks_from_there(
     from_start = await replay(settings, ReplayOptions(from_offset=0))
     assert from_start.identical
     assert from_start.report.sites["solo"].matched == 48
+
+
+async def test_the_stretch_before_a_settings_change_is_audited_with_the_settings_then(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A review run as the platform engineer followed operations.md ("replay each stretch with the
+    settings in force then") and could not: with no stop, the stretch before a change was replayed with
+    the ticks decided after it, and diverged. ``to_time`` (when the new settings began) and ``to_offset``
+    end the replay there; the later events are out of range by choice, neither compared nor missing."""
+    before = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    higher = {"charge_below": 25.0, "discharge_above": 150.0}
+    after = before.model_copy(update={"policy": before.policy.model_copy(update={"params": higher})})
+    ticks = ercot_week()[:72]
+    await feed(before, ticks[:48], "solo")
+    assert await Worker(before).run(max_messages=48, idle_timeout_s=20) == 48
+    await asyncio.sleep(0.05)
+    changed = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    await feed(after, ticks[48:], "solo")
+    assert await Worker(after).run(max_messages=24, idle_timeout_s=20) == 24
+
+    whole = await replay(before, ReplayOptions())
+    assert whole.report.sites["solo"].diverged > 0, "the later stretch was decided otherwise"
+    for stop in (ReplayOptions(to_time=changed), ReplayOptions(to_offset=48)):
+        stretch = await replay(before, stop)
+        solo = stretch.report.sites["solo"]
+        assert stretch.records_read == 48, stop
+        assert (solo.ticks, solo.matched, solo.missing, solo.extra) == (48, 48, 0, 0), stop
+        assert stretch.identical, stop
+    later = await replay(after, ReplayOptions(from_offset=48))
+    assert later.records_read == 24
+    assert later.report.sites["solo"].ticks == 24
+    command = cli("replay", "--to-time", changed.isoformat(), env=settings_env(before))
+    assert command.returncode == 0, command.stdout + command.stderr
+    assert f"written before {changed.isoformat()}" in command.stdout
+
+
+async def test_a_replay_prints_the_first_differences_of_20_sites_and_counts_the_rest(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A what-if over 10,000 sites printed 20,000 lines of first differences (a review run)."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    ticks = ercot_week()[66:70]  # 245, 193, ... above discharge_above=100
+    for site in range(25):
+        await feed(settings, ticks, f"s{site:02d}")
+    assert await Worker(settings).run(max_messages=100, idle_timeout_s=20) == 100
+    whatif = cli("replay", "--policy-param", "discharge_above=1000", env=settings_env(settings))
+    assert whatif.returncode == 1
+    lines = whatif.stdout.splitlines()
+    assert sum(line.startswith("site s") and ": first divergence" in line for line in lines) == 20
+    assert sum(": first history divergence" in line for line in lines) == 20
+    assert "and 5 more sites with a difference, each site's first in --report FILE" in lines
+    assert "history: and 5 more sites with a difference, each site's first in --report FILE" in lines
 
 
 async def test_a_read_stops_where_the_partition_ended_when_asked(

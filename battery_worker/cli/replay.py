@@ -72,6 +72,16 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="start at the first record written at/after this ISO time (UTC if no zone): the Kafka record "
         "timestamp, when the tick was published, not the tick's own time",
     )
+    stop = parser.add_mutually_exclusive_group()
+    stop.add_argument(
+        "--to-offset", type=NON_NEGATIVE_INT, help="stop every partition before this offset (not replayed)"
+    )
+    stop.add_argument(
+        "--to-time",
+        type=ISO_TIME,
+        help="stop before the first record written at/after this ISO time (UTC if no zone): with the "
+        "settings in force before a change, the stretch they decided",
+    )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
     parser.add_argument(
         "--report",
@@ -101,6 +111,8 @@ def run(args: argparse.Namespace) -> int:
         site=args.site,
         from_offset=args.from_offset,
         from_time=args.from_time,
+        to_offset=args.to_offset,
+        to_time=args.to_time,
         out_file=args.out,
         output_prefix=args.output_prefix,
         processes=args.processes,
@@ -127,13 +139,21 @@ def run(args: argparse.Namespace) -> int:
     )
     compared_sites = sum(1 for site in report.sites.values() if site.ticks)  # not those only pending
     out.print(
-        f"compared {counted(totals.ticks, 'decision')} over {counted(compared_sites, 'site')}: "
+        f"compared {counted(totals.ticks, 'decision')} over {counted(compared_sites, 'site')}"
+        f"{_range_said(options)}: "
         f"{totals.matched:,} identical, "
         f"{totals.diverged:,} diverged, {totals.reworded:,} reworded only, "
         f"{totals.missing:,} recorded but not recomputed, "
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    if options.from_offset is not None or options.from_time is not None:
+        out.print(
+            "the replay started there with a fresh battery: a site whose battery then stood otherwise "
+            "(earlier ticks applied) diverges from its first tick replayed; audit a whole history from the "
+            "beginning, a stretch before a settings change with --to-time (docs/replay.md)",
+            highlight=False,
+        )
     for kind, audited in (("", report), ("history: ", result.history)):
         if kind and audited.unverified == report.unverified:
             continue  # the history records of the same decisions: said once
@@ -174,9 +194,16 @@ def run(args: argparse.Namespace) -> int:
             out.print(
                 f"{len(audited.unreadable):,} records of {topic} are no event: {shown}{more}", highlight=False
             )
-        for _, site in sorted(audited.sites.items()):
-            if site.first is not None:
-                out.print(site.first.describe(kind), highlight=False)
+        differing = [site.first for _, site in sorted(audited.sites.items()) if site.first is not None]
+        for first in differing[:_FIRST_DIFFERENCES_SHOWN]:
+            out.print(first.describe(kind), highlight=False)
+        if len(differing) > _FIRST_DIFFERENCES_SHOWN:
+            rest = len(differing) - _FIRST_DIFFERENCES_SHOWN
+            out.print(
+                f"{kind + ': ' if kind else ''}and {counted(rest, 'more site')} with a difference, each "
+                "site's first in --report FILE",
+                highlight=False,
+            )
     hint = _policy_hint(settings, report)
     if hint:
         out.print(hint, highlight=False)
@@ -287,12 +314,21 @@ _UNVERIFIED_HINTS = {
 }
 
 
+_FIRST_DIFFERENCES_SHOWN = 20
+"""Sites whose first difference is printed, per topic: a replay with other settings over 10,000 sites
+printed 20,000 lines (a review run)."""
+
+
 def _range_said(options: ReplayOptions) -> str:
     said = [f"of site {options.site!r}"] if options.site is not None else []
     if options.from_offset is not None:
         said.append(f"from offset {options.from_offset:,}")
     if options.from_time is not None:
         said.append(f"written from {options.from_time.isoformat()}")
+    if options.to_offset is not None:
+        said.append(f"up to offset {options.to_offset:,}")
+    if options.to_time is not None:
+        said.append(f"written before {options.to_time.isoformat()}")
     return f" ({', '.join(said)})" if said else ""
 
 

@@ -57,6 +57,11 @@ class ReplayOptions:
     site: str | None = None
     from_offset: int | None = None
     from_time: datetime | None = None
+    to_offset: int | None = None
+    """Replay each partition up to this offset, not including it: the stretch before a settings change,
+    audited with the settings in force then."""
+    to_time: datetime | None = None
+    """Replay each partition up to its first record written at or after this time (not including it)."""
     out_file: Path | None = None
     output_prefix: str | None = None
     processes: int = 1
@@ -183,12 +188,13 @@ async def replay(
         # worker recomputes no tick whose events came after that read (they would count as extra).
         ends = await partition_ends(reader, prices, timeout_s=60)
         await read_recorded(list(comparisons), lambda topic: comparisons[topic].add_recorded)
+        stops = await _stop_offsets(reader, prices, options, ends)
         starts = await _start_offsets(reader, prices, options)
         # An offset past a partition's end reads nothing there: sought as given, it was out of range, and the
         # reader's reset to the earliest record replayed the whole partition.
-        starts = {tp: None if start is None else min(start, ends[tp]) for tp, start in starts.items()}
+        starts = {tp: None if start is None else min(start, stops[tp]) for tp, start in starts.items()}
         total = sum(
-            max(0, ends[tp] - (log_starts[tp] if start is None else start)) for tp, start in starts.items()
+            max(0, stops[tp] - (log_starts[tp] if start is None else start)) for tp, start in starts.items()
         )  # about: transaction markers take offsets too
         if progress is not None:
             progress(read, total)  # the total known before the first batch, or if there is none
@@ -197,7 +203,7 @@ async def replay(
             [tp for tp in prices if tp in starts],
             timeout_s=3600,
             start_offsets=_known(starts),
-            stop_offsets=ends,
+            stop_offsets=stops,
         ):
             for at in range(0, len(batch), _RECORDS_BETWEEN_YIELDS):
                 for message in batch[at : at + _RECORDS_BETWEEN_YIELDS]:
@@ -219,7 +225,14 @@ async def replay(
         by_time = options.from_time is not None
         count = counts[names.prices]
         outside = _placement(
-            names.prices, starts, log_starts, first_offsets, ends, by_time=by_time, partitions=count
+            names.prices,
+            starts,
+            log_starts,
+            first_offsets,
+            ends,
+            by_time=by_time,
+            partitions=count,
+            stops=stops,
         )
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
@@ -264,6 +277,7 @@ def _placement(
     *,
     by_time: bool = False,
     partitions: int | None = None,
+    stops: dict[TopicPartition, int] | None = None,
 ) -> Placement:
     """Where a recorded event's input lies against what was replayed: from its partition's first offset
     replayed to where the partition ended as the replay began (a live worker records later ticks meanwhile).
@@ -280,7 +294,11 @@ def _placement(
     worker now would), and in several processes the site's owner does not read its partition: its recorded
     decisions were left out of every count (a review run grew ``prices`` from 3 to 6 partitions, and 192,000
     recorded decisions went unsaid).
+
+    ``stops``: where a stop asked for (``to_offset``, ``to_time``) ends a partition before its end; an
+    event of a tick at or after it is out of range by choice.
     """
+    asked_stops = {tp.partition: offset for tp, offset in (stops or {}).items()}
     stops = {tp.partition: offset for tp, offset in ends.items()}
     log_start = {tp.partition: offset for tp, offset in log_starts.items()}
     asked = {
@@ -305,6 +323,8 @@ def _placement(
         first = first_offsets.get(partition, min(stop, log_start.get(partition, stop)))
         if offset >= stop:
             return Outside.AFTER_END
+        if offset >= asked_stops.get(partition, stop):
+            return Outside.AFTER_STOP
         if offset < first:  # at or after the start asked for (0: the beginning), yet not read: deleted
             start = asked.get(partition)
             return Outside.PRICES_DELETED if start is not None and offset >= start else Outside.BEFORE_START
@@ -448,6 +468,29 @@ def _undecided_by(committed: dict[TopicPartition, int | None]) -> Callable[[dict
 
 def _known(starts: dict[TopicPartition, int | None]) -> dict[TopicPartition, int]:
     return {tp: offset for tp, offset in starts.items() if offset is not None}
+
+
+async def _stop_offsets(
+    reader: AIOKafkaConsumer,
+    prices: list[TopicPartition],
+    options: ReplayOptions,
+    ends: dict[TopicPartition, int],
+) -> dict[TopicPartition, int]:
+    """Where each partition's replay stops (excluded): its end as the replay began, or before it the stop
+    asked for (an offset, or the first record at or after a time; a time past every record is the end)."""
+    if options.to_offset is not None:
+        return {tp: min(end, options.to_offset) for tp, end in ends.items()}
+    if options.to_time is not None:
+        wanted = int(options.to_time.timestamp() * 1000)
+        found = await reader.offsets_for_times(dict.fromkeys(prices, wanted))
+        # As for a start: a hit stamped before the time asked is none (the embedded broker's answer past
+        # every record), so the partition is replayed to its end.
+        stops = dict(ends)
+        for tp, hit in found.items():
+            if hit is not None and hit.timestamp >= wanted:
+                stops[tp] = min(stops[tp], hit.offset)
+        return stops
+    return dict(ends)
 
 
 async def _start_offsets(
