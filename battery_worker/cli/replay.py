@@ -35,6 +35,7 @@ from battery_worker.cli.common import (
     run_once,
     stdout_console,
 )
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.outputs import write_atomically
@@ -82,6 +83,15 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="stop before the first record written at/after this ISO time (UTC if no zone): with the "
         "settings in force before a change, the stretch they decided",
     )
+    parser.add_argument(
+        "--changed-at",
+        type=ISO_TIME,
+        help="with --changed-config: when the workers' settings changed (ISO time, UTC if no zone); records "
+        "written from then on are decided with the new settings, each site carrying its state over",
+    )
+    parser.add_argument(
+        "--changed-config", type=Path, help="with --changed-at: the TOML settings in force from then on"
+    )
     parser.add_argument("--out", type=Path, help="write the recomputed actions as JSON lines")
     parser.add_argument(
         "--report",
@@ -107,12 +117,15 @@ def run(args: argparse.Namespace) -> int:
     settings = command_settings(args)
     check_output_file("--out", args.out)
     check_output_file("--report", args.report)
+    changed_settings = _changed_settings(args)
     options = ReplayOptions(
         site=args.site,
         from_offset=args.from_offset,
         from_time=args.from_time,
         to_offset=args.to_offset,
         to_time=args.to_time,
+        changed_at=args.changed_at,
+        changed_settings=changed_settings,
         out_file=args.out,
         output_prefix=args.output_prefix,
         processes=args.processes,
@@ -147,6 +160,12 @@ def run(args: argparse.Namespace) -> int:
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
     )
+    if options.changed_at is not None:
+        out.print(
+            f"decided with the settings of {args.changed_config} from {options.changed_at.isoformat()} on: "
+            "each site handed over with its state at its partition's first record written then",
+            highlight=False,
+        )
     if options.from_offset is not None or options.from_time is not None:
         out.print(
             "the replay started there with a fresh battery: a site whose battery then stood otherwise "
@@ -312,6 +331,21 @@ _UNVERIFIED_HINTS = {
         "'Adding partitions')"
     ),
 }
+
+
+def _changed_settings(args: argparse.Namespace) -> Settings | None:
+    """The settings after a change (``--changed-config``, read as the worker reads a file: the environment
+    over it), given with the time it took effect; one flag without the other is refused."""
+    from battery_worker.settings import load_settings
+
+    if args.changed_config is None and args.changed_at is not None:
+        raise InvalidConfig("--changed-at", args.changed_at.isoformat(), "needs --changed-config too")
+    if args.changed_config is None:
+        return None
+    if args.changed_at is None:
+        raise InvalidConfig("--changed-config", str(args.changed_config), "needs --changed-at too")
+
+    return load_settings(args.changed_config)
 
 
 _FIRST_DIFFERENCES_SHOWN = 20

@@ -309,6 +309,12 @@ class TickProcessor:
         self._sites.clear()
         self._dirty.clear()
 
+    def state_records_of(self, partition: int) -> list[OutputRecord]:
+        """The state record of every site homed on ``partition``, changed or not: what a worker taking the
+        partition over would restore (the audit replay's hand-over at a settings change)."""
+        homed = [site_id for site_id, site in self._sites.items() if site.home == partition]
+        return [self._state_record(site_id) for site_id in homed]
+
     def take_state_records(self) -> list[OutputRecord]:
         """State records of every site changed since the last call, to write after the events are acked."""
         records = [self._state_record(site_id) for site_id in sorted(self._dirty)]

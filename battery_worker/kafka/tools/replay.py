@@ -34,11 +34,12 @@ from battery_worker.audit import (
     nothing_pending,
 )
 from battery_worker.errors import InvalidConfig
+from battery_worker.events import BatteryStateRecord
 from battery_worker.kafka.batching import key_partition, send_and_wait
 from battery_worker.kafka.clients import make_admin, make_producer, make_reader, start_client
 from battery_worker.kafka.exceptions import ReplayProcessFailed
 from battery_worker.kafka.reading import partition_ends, read_by_site, read_to_end
-from battery_worker.kafka.records import input_record
+from battery_worker.kafka.records import ConsumedRecord, input_record
 from battery_worker.kafka.tools.overview import committed_offsets
 from battery_worker.kafka.topics import partition_counts
 from battery_worker.outputs import write_atomically
@@ -62,6 +63,13 @@ class ReplayOptions:
     audited with the settings in force then."""
     to_time: datetime | None = None
     """Replay each partition up to its first record written at or after this time (not including it)."""
+    changed_at: datetime | None = None
+    """With ``changed_settings``: the time the workers' settings changed (records written at or after it
+    are decided with the new ones). Each partition's sites are handed over at its first such record, their
+    state carried as a restarted worker restores it."""
+    changed_settings: Settings | None = None
+    """The settings in force from ``changed_at`` on (their sites, batteries and policies; the topics are
+    the replay's own)."""
     out_file: Path | None = None
     output_prefix: str | None = None
     processes: int = 1
@@ -151,14 +159,19 @@ async def replay(
 
     reader = make_reader(settings.kafka)
     await start_client(reader, settings.kafka)
-    processor = TickProcessor(
-        settings.site_directory(),
-        names,
-        prices_partitions=counts[names.prices],
-        max_message_bytes=settings.worker.max_message_bytes,
-        max_tick_ahead_s=settings.worker.max_tick_ahead_s,
-        emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
-    )
+
+    def recomputing(decided_by: Settings) -> TickProcessor:
+        return TickProcessor(
+            decided_by.site_directory(),
+            names,
+            prices_partitions=counts[names.prices],
+            max_message_bytes=decided_by.worker.max_message_bytes,
+            max_tick_ahead_s=decided_by.worker.max_tick_ahead_s,
+            emit_status=options.output_prefix is not None,  # compared: actions and history; published: all
+        )
+
+    processor = recomputing(settings)
+    change = _Change.asked(options, lambda: recomputing(options.changed_settings or settings))
     # Neither side is held whole (audit.Comparison): the recorded events are indexed first, each recomputed
     # event is met as it is made, and only the recorded events left unmet are read again for their bytes.
     comparisons = {names.actions: Comparison(options.site), names.history: Comparison(options.site)}
@@ -208,7 +221,8 @@ async def replay(
             for at in range(0, len(batch), _RECORDS_BETWEEN_YIELDS):
                 for message in batch[at : at + _RECORDS_BETWEEN_YIELDS]:
                     first_offsets.setdefault(message.partition, message.offset)
-                    handled = processor.handle(input_record(message), message.timestamp)
+                    deciding = processor if change is None else change.processor(processor, message)
+                    handled = deciding.handle(input_record(message), message.timestamp)
                     for output in handled.outputs:
                         comparison = comparisons.get(output.topic)
                         if comparison is not None and handled.site_id is not None:
@@ -259,7 +273,44 @@ async def replay(
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
     seconds = time.perf_counter() - started
-    return ReplayResult(report, history, read, seconds, processor.counters, absent, prices_begin=begin)
+    counters = processor.counters if change is None else merge_counters(change.counters(processor))
+    return ReplayResult(report, history, read, seconds, counters, absent, prices_begin=begin)
+
+
+class _Change:
+    """The hand-over at a settings change: each partition's sites go from the processor deciding with the
+    settings before to one deciding with those after, at the partition's first record written at or after
+    the change, with their state as a worker restarted with the new settings restores it (its battery,
+    totals and emissions; its policy's memory, or a fresh one for another policy)."""
+
+    def __init__(self, at_ms: int, make_after: Callable[[], TickProcessor]) -> None:
+        self._at_ms = at_ms
+        self._make_after = make_after
+        self._after: TickProcessor | None = None
+        self._handed_over: set[int] = set()
+
+    @staticmethod
+    def asked(options: ReplayOptions, make_after: Callable[[], TickProcessor]) -> _Change | None:
+        if options.changed_at is None or options.changed_settings is None:
+            return None
+        return _Change(int(options.changed_at.timestamp() * 1000), make_after)
+
+    def processor(self, before: TickProcessor, message: ConsumedRecord) -> TickProcessor:
+        partition = message.partition
+        if partition not in self._handed_over:
+            if message.timestamp < self._at_ms:
+                return before
+            if self._after is None:
+                self._after = self._make_after()
+            stored = before.state_records_of(partition)
+            self._after.restore(BatteryStateRecord.model_validate_json(record.value) for record in stored)
+            before.drop_partitions([partition])
+            self._handed_over.add(partition)
+        assert self._after is not None
+        return self._after
+
+    def counters(self, before: TickProcessor) -> list[Counters]:
+        return [before.counters] + ([] if self._after is None else [self._after.counters])
 
 
 _RECORDS_BETWEEN_YIELDS = 100
@@ -349,8 +400,9 @@ async def _in_processes(
         raise InvalidConfig("--processes", options.processes, "replays in one process when it writes output")
     count = min(options.processes, partitions)
     groups = [tuple(range(first, partitions, count)) for first in range(count)]
-    # The same settings as a plain Settings (the loaded one's class is local to load_settings: not picklable).
-    portable = Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
+    portable = _picklable(settings)
+    if options.changed_settings is not None:
+        options = replace(options, changed_settings=_picklable(options.changed_settings))
     context = multiprocessing.get_context("spawn")
     shared = context.RawArray("q", [0, _UNKNOWN] * count)
     pipes = [context.Pipe(duplex=False) for _ in groups]
@@ -396,6 +448,12 @@ async def _in_processes(
         merge_counters([r.counters for r in merged]),
         prices_begin={p: o for r in merged for p, o in r.prices_begin.items()},
     )
+
+
+def _picklable(settings: Settings) -> Settings:
+    """The same settings as a plain Settings (the loaded one's class is local to load_settings: not
+    picklable, and the processes are spawned)."""
+    return Settings.model_construct(_fields_set=settings.model_fields_set, **dict(settings))
 
 
 def _share_result(receiver: Connection, process: BaseProcess) -> ReplayResult:
