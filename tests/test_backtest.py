@@ -310,6 +310,17 @@ def test_with_negative_prices_capture_is_against_the_bound(ercot_week: list[Pric
         assert summary.value <= summary.optimum_value * (1 + 1e-9)
 
 
+LFP_WORN = BatteryConfig(
+    efficiency=0.85,
+    min_charge_percent=5.0,
+    max_charge_percent=95.0,
+    max_cycles_per_day=2.0,
+    cycle_cost_per_mwh=0.01,
+)
+"""The LFP preset with a wear cost of 0.01 written out: the battery of ``--battery-type lfp`` and the
+``--cycle-cost-per-mwh 0.01`` flag, or of the same in the worker's variables."""
+
+
 def test_the_backtest_reads_the_workers_variables_without_a_config_file(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -321,14 +332,7 @@ def test_the_backtest_reads_the_workers_variables_without_a_config_file(
     monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "0.01")
     assert main(args) == 0
     summary = orjson.loads(summary_path.read_bytes())
-    lfp = BatteryConfig(
-        efficiency=0.85,
-        min_charge_percent=5.0,
-        max_charge_percent=95.0,
-        max_cycles_per_day=2.0,
-        cycle_cost_per_mwh=0.01,
-    )
-    _, expected = backtest(load_ticks(MARA_JSON), lfp, make_policy("adaptive"))
+    _, expected = backtest(load_ticks(MARA_JSON), LFP_WORN, make_policy("adaptive"))
     assert summary["value"] == expected.value
     assert summary["wear_cost"] == pytest.approx(0.01 * summary["energy_delivered_mwh"])
     monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "-1")
@@ -350,14 +354,7 @@ def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureF
     summary = orjson.loads(summary_path.read_bytes())
     # The preset's window, efficiency and cycle cap, the flag's wear cost over the preset's: the same run
     # as a battery built with those numbers written out.
-    lfp = BatteryConfig(
-        efficiency=0.85,
-        min_charge_percent=5.0,
-        max_charge_percent=95.0,
-        max_cycles_per_day=2.0,
-        cycle_cost_per_mwh=0.01,
-    )
-    _, expected = backtest(load_ticks(MARA_JSON), lfp, make_policy("adaptive"))
+    _, expected = backtest(load_ticks(MARA_JSON), LFP_WORN, make_policy("adaptive"))
     assert (summary["value"], summary["final_charge_percent"]) == (
         expected.value,
         expected.final_charge_percent,
