@@ -74,9 +74,13 @@ async def _probe_admin(bootstrap: str, api: str) -> str | None:
 async def _probe_admin_once(bootstrap: str, api: str) -> None:
     topic = f"probe-{api.lower()}-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
+        await admin.start()
         await admin.create_topics([NewTopic(topic, 1, 1)])
+    except (KafkaError, TimeoutError, OSError) as error:  # no answer about the API: an error, never a skip
+        await admin.close()
+        raise RuntimeError(f"the broker at {bootstrap} did not create a probe topic: {error!r}") from error
+    try:
         try:
             if api == "CreatePartitions":
                 await asyncio.wait_for(admin.create_partitions({topic: NewPartitions(2)}), _PROBE_TIMEOUT_S)

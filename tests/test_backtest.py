@@ -330,6 +330,7 @@ def test_the_backtest_reads_the_workers_variables_without_a_config_file(
     args = [str(MARA_JSON), "--policy", "adaptive", "--no-png", "--summary", str(summary_path)]
     monkeypatch.setenv("BATTERY_WORKER_BATTERY_TYPE", "lfp")
     monkeypatch.setenv("BATTERY_WORKER_BATTERY__CYCLE_COST_PER_MWH", "0.01")
+    monkeypatch.setenv("BATTERY_WORKER_POLICY__NAME", "nosuch")  # the worker's: the backtest runs --policy
     assert main(args) == 0
     summary = orjson.loads(summary_path.read_bytes())
     _, expected = backtest(load_ticks(MARA_JSON), LFP_WORN, make_policy("adaptive"))

@@ -285,60 +285,100 @@ async def test_the_stretch_before_a_settings_change_is_audited_with_the_settings
     assert f"written before {changed.isoformat()}" in command.stdout
 
 
+THRESHOLD_100 = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 100.0}}
+THRESHOLD_150 = {"name": "threshold", "params": {"charge_below": 25.0, "discharge_above": 150.0}}
+ADAPTIVE = {"name": "adaptive", "params": {}}
+ADAPTIVE_LOW = {"name": "adaptive", "params": {"charge_quantile": 0.1}}
+
+
+@pytest.mark.parametrize(
+    ("old", "new"),
+    [(THRESHOLD_100, THRESHOLD_150), (THRESHOLD_100, ADAPTIVE), (ADAPTIVE, ADAPTIVE_LOW)],
+    ids=["other thresholds", "another policy: a fresh memory", "other quantiles: the memory carried"],
+)
 async def test_a_replay_through_a_settings_change_hands_each_site_over_with_its_state(
-    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    old: dict[str, Any],
+    new: dict[str, Any],
 ) -> None:
     """The stretch after a change: a replay from it starts with a fresh battery where the workers went on
     with the stored one, so it could not pass (a review run). Replayed from the beginning with the settings
     before, then those after from the change on, each site carried over as a restarted worker restores it,
-    the whole record is reproduced; in several processes too."""
-    before = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
-    higher = {"charge_below": 25.0, "discharge_above": 150.0}
-    after = before.model_copy(update={"policy": before.policy.model_copy(update={"params": higher})})
+    the whole record is reproduced, in one and two processes; a partition with no record after the change
+    keeps the settings before."""
+    prefix, group = new_topic_name(), new_group_id()
+    before = make_settings(kafka_bootstrap, prefix, group, policy=old)
+    after = make_settings(kafka_bootstrap, prefix, group, policy=new)
+    homes: dict[int, str] = {}
+    for candidate in (f"site-{n}" for n in range(50)):
+        homes.setdefault(home_partition(candidate, 3), candidate)
+    sites = [homes[p] for p in range(3)]  # one site on each partition
     week = ercot_week()
-    sites = ("east", "west", "north")
     for site in sites:
         await feed(before, week[:60], site)
     assert await Worker(before).run(max_messages=180, idle_timeout_s=20) == 180
     await asyncio.sleep(0.05)
     changed = datetime.now(UTC)
     await asyncio.sleep(0.05)
-    for site in sites:
+    for site in sites[:2]:  # the third partition gets nothing after the change
         await feed(after, week[60:96], site)
-    assert await Worker(after).run(max_messages=108, idle_timeout_s=20) == 108
+    assert await Worker(after).run(max_messages=72, idle_timeout_s=20) == 72
 
     assert not (await replay(before, ReplayOptions())).identical
     assert not (await replay(after, ReplayOptions(from_time=changed))).identical, "a fresh battery"
     for processes in (1, 2):
-        through = await replay(
-            before, ReplayOptions(changed_at=changed, changed_settings=after, processes=processes)
-        )
+        options = ReplayOptions(changed_at=changed, changed_settings=after, processes=processes)
+        through = await replay(before, options)
         assert through.identical, processes
-        assert through.report.totals().matched == 288
-        assert through.counters.applied == 288
+        assert through.report.totals().matched == 252
+        assert (through.changed_records, through.changed_partitions) == (72, 2)
+
+
+async def test_the_command_replays_through_a_change_and_says_how_much_lay_after_it(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    prefix, group = new_topic_name(), new_group_id()
+    before = make_settings(kafka_bootstrap, prefix, group, partitions=1)
+    week = ercot_week()
+    await feed(before, week[:30], "solo")
+    assert await Worker(before).run(max_messages=30, idle_timeout_s=20) == 30
+    await asyncio.sleep(0.05)
+    changed = datetime.now(UTC)
+    await asyncio.sleep(0.05)
+    after = make_settings(kafka_bootstrap, prefix, group, partitions=1, policy=THRESHOLD_150)
+    await feed(after, week[30:72], "solo")
+    assert await Worker(after).run(max_messages=42, idle_timeout_s=20) == 42
     config = tmp_path / "after.toml"
     config.write_text(
         '[policy]\nname = "threshold"\nparams = { charge_below = 25.0, discharge_above = 150.0 }\n'
     )
     # The environment is read over either file, as by the worker: the policy goes in the files and flags.
     env = {k: v for k, v in settings_env(before).items() if not k.startswith("BATTERY_WORKER_POLICY")}
-    before_flags = ["--policy", "threshold", "--policy-param", "charge_below=25", "--policy-param"]
-    command = cli(
-        "replay",
-        *before_flags,
+    old = [
+        "--policy",
+        "threshold",
+        "--policy-param",
+        "charge_below=25",
+        "--policy-param",
         "discharge_above=100",
-        "--changed-at",
-        changed.isoformat(),
-        "--changed-config",
-        str(config),
-        env=env,
-    )
+    ]
+    at = ["--changed-at", changed.isoformat(), "--changed-config", str(config)]
+    command = cli("replay", *old, *at, env=env)
     assert command.returncode == 0, command.stdout + command.stderr
-    assert f"decided with the settings of {config} from {changed.isoformat()} on" in command.stdout
+    said = f"decided with the settings of {config} from {changed.isoformat()} on: 42 of 72 records, the sites"
+    assert said in command.stdout
+    assert "1 partition handed over" in command.stdout
     alone = cli("replay", "--changed-config", str(config), env=env)
     assert alone.returncode == 2
-    assert "--changed-config=" in alone.stderr
     assert "needs --changed-at too" in alone.stderr
+    reversed_range = cli("replay", *old, "--from-offset", "20", "--to-offset", "10", env=env)
+    assert reversed_range.returncode == 2
+    assert "--to-offset=10: must be above --from-offset 20" in reversed_range.stderr
+    from_zero = cli("replay", *old, "--from-offset", "0", "--to-offset", "30", env=env)
+    assert from_zero.returncode == 0, from_zero.stdout
+    assert "fresh battery" not in from_zero.stdout, "offset 0 is the beginning"
 
 
 async def test_a_read_stops_where_the_partition_ended_when_asked(

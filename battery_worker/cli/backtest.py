@@ -67,6 +67,7 @@ if TYPE_CHECKING:
     from battery_worker.backtest.carbon import CarbonFigures
     from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs, PriceGap
     from battery_worker.backtest.optimum import Optimum
+    from battery_worker.settings import Settings
 
 
 DEFAULT_PNG = Path("backtest.png")
@@ -187,9 +188,7 @@ def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]
     out of the backtest without a word, which then ran another battery than the worker."""
     if args.config is None and args.site_id is not None:
         raise InvalidConfig("--site-id", args.site_id, "needs --config (the settings that define the site)")
-    from battery_worker.settings import load_settings
-
-    settings = load_settings(args.config)
+    settings = _worker_settings(args)
     directory = settings.site_directory()
     if args.site_id is None:
         return directory.default.config, directory.default.site
@@ -205,9 +204,16 @@ def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]
 def configured_carry_hours(args: argparse.Namespace) -> float:
     """How long a missing carbon intensity is carried: ``emissions.carry_hours`` of the settings (the
     default, 3 h, ``--config``, ``BATTERY_WORKER_EMISSIONS__CARRY_HOURS``), as the worker would."""
-    from battery_worker.settings import load_settings
+    return _worker_settings(args).emissions.carry_hours
 
-    return load_settings(args.config).emissions.carry_hours
+
+def _worker_settings(args: argparse.Namespace) -> Settings:
+    """The worker's settings, but for ``[policy]``: the backtest runs its flags' policies, so a policy
+    the variables name is not built (``BATTERY_WORKER_POLICY__NAME=nosuch`` stopped a backtest of
+    ``--policy threshold``). The rest is checked as the worker checks it."""
+    from battery_worker.settings import PolicySettings, load_settings
+
+    return load_settings(args.config, choose_policy=lambda _configured: PolicySettings())
 
 
 def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) -> BatteryConfig:

@@ -163,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
     if options.changed_at is not None:
         out.print(
             f"decided with the settings of {args.changed_config} from {options.changed_at.isoformat()} on: "
-            "each site handed over with its state at its partition's first record written then",
+            f"{result.changed_records:,} of {result.records_read:,} records, the sites of "
+            f"{counted(result.changed_partitions, 'partition')} handed over with their state at its first "
+            "record written then",
             highlight=False,
         )
-    if options.from_offset is not None or options.from_time is not None:
+    if options.from_offset or options.from_time is not None:  # offset 0 is the beginning
         out.print(
             "the replay started there with a fresh battery: a site whose battery then stood otherwise "
             "(earlier ticks applied) diverges from its first tick replayed; audit a whole history from the "
@@ -223,7 +225,7 @@ def run(args: argparse.Namespace) -> int:
                 "site's first in --report FILE",
                 highlight=False,
             )
-    hint = _policy_hint(settings, report)
+    hint = _policy_hint(settings, report, options.changed_settings)
     if hint:
         out.print(hint, highlight=False)
     verdict = _verdict(result)
@@ -366,17 +368,21 @@ def _range_said(options: ReplayOptions) -> str:
     return f" ({', '.join(said)})" if said else ""
 
 
-def _policy_hint(settings: Settings, report: AuditReport) -> str | None:
+def _policy_hint(settings: Settings, report: AuditReport, changed: Settings | None = None) -> str | None:
     """When a difference was recorded under another policy than the replay's: the likeliest cause is the
-    replay's settings, not the worker (the worker ran with --policy, the replay without)."""
-    directory = settings.site_directory()
+    replay's settings, not the worker (the worker ran with --policy, the replay without). Through a
+    settings change (``changed``) a site is replayed with either settings' policy, so only a policy in
+    neither is named (it named the policy before the change for a tick decided after it)."""
+    directories = [settings.site_directory()] + ([] if changed is None else [changed.site_directory()])
     for site_id, site in sorted(report.sites.items()):
         policy = (site.first.recorded or {}).get("policy") if site.first is not None else None
-        replayed = directory.setup(site_id).policy.name
-        if isinstance(policy, str) and policy != replayed:
+        replayed = [directory.setup(site_id).policy.name for directory in directories]
+        if isinstance(policy, str) and policy not in replayed:
+            names = " and ".join(repr(name) for name in dict.fromkeys(replayed))
+            flags = "--config, --policy, --policy-param" + (", --changed-config" if changed else "")
             return (
-                f"site {site_id} was recorded under policy {policy!r} and replayed with {replayed!r}: "
-                "replay with the worker's settings (--config, --policy, --policy-param) to audit it"
+                f"site {site_id} was recorded under policy {policy!r} and replayed with {names}: "
+                f"replay with the worker's settings ({flags}) to audit it"
             )
     return None
 

@@ -89,6 +89,10 @@ class ReplayResult:
     counters: Counters
     absent_topics: tuple[str, ...] = ()
     """Topics of the record (actions, history) that do not exist: nothing can have been recorded there."""
+    changed_records: int = 0
+    """Records decided with the settings after a change (``changed_at``), of ``records_read``."""
+    changed_partitions: int = 0
+    """Partitions whose sites were handed over to the settings after a change."""
     prices_begin: dict[int, int] = field(default_factory=dict)
     """``prices`` partitions replayed from their beginning whose first offset is not 0, with it: their
     earlier ticks are deleted, and the replay starts there with a fresh battery."""
@@ -113,6 +117,18 @@ class ReplayResult:
         return self.records_read / self.seconds if self.seconds > 0 else float("inf")
 
 
+def check_range(options: ReplayOptions) -> None:
+    """A stop at or before the start asks for nothing: refused, not replayed as an audit of nothing."""
+    start, stop = options.from_offset, options.to_offset
+    if start is not None and stop is not None and stop <= start:
+        problem = f"must be above --from-offset {start}: the range holds no offset"
+        raise InvalidConfig("--to-offset", stop, problem)
+    since, until = options.from_time, options.to_time
+    if since is not None and until is not None and until <= since:
+        problem = f"must be after --from-time {since.isoformat()}: the range holds no time"
+        raise InvalidConfig("--to-time", until.isoformat(), problem)
+
+
 def check_output_prefix(prefix: str, names: TopicNames) -> None:
     """Refuse a ``--output-prefix`` whose topics are no valid names or would be one of the live topics."""
     if not prefix.strip("."):
@@ -133,6 +149,7 @@ async def replay(
     settings: Settings, options: ReplayOptions, progress: Progress | None = None
 ) -> ReplayResult:
     names = settings.topics.names()
+    check_range(options)
     if options.output_prefix is not None:
         check_output_prefix(options.output_prefix, names)
     started = time.perf_counter()
@@ -273,8 +290,19 @@ async def replay(
     if options.output_prefix is not None:
         await _publish(settings, options.output_prefix, outputs)
     seconds = time.perf_counter() - started
-    counters = processor.counters if change is None else merge_counters(change.counters(processor))
-    return ReplayResult(report, history, read, seconds, counters, absent, prices_begin=begin)
+    if change is None:
+        return ReplayResult(report, history, read, seconds, processor.counters, absent, prices_begin=begin)
+    return ReplayResult(
+        report,
+        history,
+        read,
+        seconds,
+        merge_counters(change.counters(processor)),
+        absent,
+        changed_records=change.records_after,
+        changed_partitions=change.partitions_handed_over,
+        prices_begin=begin,
+    )
 
 
 class _Change:
@@ -288,6 +316,11 @@ class _Change:
         self._make_after = make_after
         self._after: TickProcessor | None = None
         self._handed_over: set[int] = set()
+        self.records_after = 0
+
+    @property
+    def partitions_handed_over(self) -> int:
+        return len(self._handed_over)
 
     @staticmethod
     def asked(options: ReplayOptions, make_after: Callable[[], TickProcessor]) -> _Change | None:
@@ -307,6 +340,7 @@ class _Change:
             before.drop_partitions([partition])
             self._handed_over.add(partition)
         assert self._after is not None
+        self.records_after += 1
         return self._after
 
     def counters(self, before: TickProcessor) -> list[Counters]:
@@ -446,6 +480,8 @@ async def _in_processes(
         sum(r.records_read for r in merged),
         time.perf_counter() - started,
         merge_counters([r.counters for r in merged]),
+        changed_records=sum(r.changed_records for r in merged),
+        changed_partitions=sum(r.changed_partitions for r in merged),
         prices_begin={p: o for r in merged for p, o in r.prices_begin.items()},
     )
 
