@@ -381,6 +381,24 @@ async def test_the_command_replays_through_a_change_and_says_how_much_lay_after_
     assert "fresh battery" not in from_zero.stdout, "offset 0 is the beginning"
 
 
+async def test_a_replay_prints_the_first_differences_of_20_sites_and_counts_the_rest(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A what-if over 10,000 sites printed 20,000 lines of first differences (a review run)."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    ticks = ercot_week()[66:70]  # 245, 193, ... above discharge_above=100
+    for site in range(25):
+        await feed(settings, ticks, f"s{site:02d}")
+    assert await Worker(settings).run(max_messages=100, idle_timeout_s=20) == 100
+    whatif = cli("replay", "--policy-param", "discharge_above=1000", env=settings_env(settings))
+    assert whatif.returncode == 1
+    lines = whatif.stdout.splitlines()
+    assert sum(line.startswith("site s") and ": first divergence" in line for line in lines) == 20
+    assert sum(": first history divergence" in line for line in lines) == 20
+    assert "and 5 more sites with a difference, each site's first in --report FILE" in lines
+    assert "history: and 5 more sites with a difference, each site's first in --report FILE" in lines
+
+
 async def test_a_read_stops_where_the_partition_ended_when_asked(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
 ) -> None:
