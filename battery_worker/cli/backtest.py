@@ -181,30 +181,25 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel]:
-    """The battery and site model of the settings as the worker reads them: the defaults, ``--config``,
-    then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the worker resolves that site). Read
-    from ``--config`` only, a variable set for the worker (``BATTERY_WORKER_BATTERY_TYPE=lfp``) was left
-    out of the backtest without a word, which then ran another battery than the worker."""
+def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel, float]:
+    """The battery, site model and ``emissions.carry_hours`` of the settings as the worker reads them: the
+    defaults, ``--config``, then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the worker
+    resolves that site). Read from ``--config`` only, a variable set for the worker
+    (``BATTERY_WORKER_BATTERY_TYPE=lfp``) was left out of the backtest without a word, which then ran
+    another battery than the worker."""
     if args.config is None and args.site_id is not None:
         raise InvalidConfig("--site-id", args.site_id, "needs --config (the settings that define the site)")
     settings = _worker_settings(args)
-    directory = settings.site_directory()
+    directory, carry_hours = settings.site_directory(), settings.emissions.carry_hours
     if args.site_id is None:
-        return directory.default.config, directory.default.site
+        return directory.default.config, directory.default.site, carry_hours
     if args.site_id not in settings.sites:
         known = ", ".join(sorted(settings.sites)) or "none"
         raise InvalidConfig(
             "--site-id", args.site_id, f"no sites.{args.site_id} in {args.config} (sites: {known})"
         )
     setup = directory.setup(args.site_id)
-    return setup.config, setup.site
-
-
-def configured_carry_hours(args: argparse.Namespace) -> float:
-    """How long a missing carbon intensity is carried: ``emissions.carry_hours`` of the settings (the
-    default, 3 h, ``--config``, ``BATTERY_WORKER_EMISSIONS__CARRY_HOURS``), as the worker would."""
-    return _worker_settings(args).emissions.carry_hours
+    return setup.config, setup.site, carry_hours
 
 
 def _worker_settings(args: argparse.Namespace) -> Settings:
@@ -270,7 +265,7 @@ def _run(args: argparse.Namespace) -> int:
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
-    base, site = configured_site(args)
+    base, site, carry_hours = configured_site(args)
     policies = [
         make_policy(
             name,
@@ -285,7 +280,6 @@ def _run(args: argparse.Namespace) -> int:
             shown = f"{policy.name}.carbon_price={price:g}"
             raise InvalidConfig("--policy-param", shown, "needs --carbon FILE, the intensities it prices")
     config = battery_config(args, base)
-    carry_hours = configured_carry_hours(args)
     ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")

@@ -574,16 +574,9 @@ async def _stop_offsets(
     asked for (an offset, or the first record at or after a time; a time past every record is the end)."""
     if options.to_offset is not None:
         return {tp: min(end, options.to_offset) for tp, end in ends.items()}
-    if options.to_time is not None:
-        wanted = int(options.to_time.timestamp() * 1000)
-        found = await reader.offsets_for_times(dict.fromkeys(prices, wanted))
-        # As for a start: a hit stamped before the time asked is none (the embedded broker's answer past
-        # every record), so the partition is replayed to its end.
-        stops = dict(ends)
-        for tp, hit in found.items():
-            if hit is not None and hit.timestamp >= wanted:
-                stops[tp] = min(stops[tp], hit.offset)
-        return stops
+    if options.to_time is not None:  # a partition with no record at or after the time: to its end
+        found = await _first_offsets_at(reader, prices, options.to_time)
+        return {tp: min(end, found.get(tp, end)) for tp, end in ends.items()}
     return dict(ends)
 
 
@@ -594,12 +587,20 @@ async def _start_offsets(
     if options.from_offset is not None:
         return {tp: options.from_offset for tp in prices}
     if options.from_time is not None:
-        wanted = int(options.from_time.timestamp() * 1000)
-        found = await reader.offsets_for_times(dict.fromkeys(prices, wanted))
-        # A hit stamped before the time asked is none: the embedded broker answers offset 0 with timestamp
-        # -1 for a time past every record, which replayed the whole log.
-        return {tp: hit.offset for tp, hit in found.items() if hit is not None and hit.timestamp >= wanted}
+        return dict(await _first_offsets_at(reader, prices, options.from_time))
     return dict.fromkeys(prices)
+
+
+async def _first_offsets_at(
+    reader: AIOKafkaConsumer, prices: list[TopicPartition], at: datetime
+) -> dict[TopicPartition, int]:
+    """Each partition's first record written at or after ``at``; a partition with none is left out.
+
+    A hit stamped before the time asked is none: the embedded broker answers offset 0 with timestamp -1
+    for a time past every record, which replayed the whole log."""
+    wanted = int(at.timestamp() * 1000)
+    found = await reader.offsets_for_times(dict.fromkeys(prices, wanted))
+    return {tp: hit.offset for tp, hit in found.items() if hit is not None and hit.timestamp >= wanted}
 
 
 def _owned_sites(options: ReplayOptions, partitions: int) -> Callable[[str], bool] | None:
