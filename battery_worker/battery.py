@@ -196,11 +196,20 @@ def _step(
 
 
 def as_utc(at: datetime) -> datetime:
-    """Zone-less timestamps are UTC by contract (the price monitor sends them so)."""
+    """Zone-less timestamps are UTC by contract (the price monitor sends them so).
+
+    A time whose UTC falls outside the years 1 to 9999 (``0001-01-01T00:00:00+01:00``) is a ``ValueError``,
+    as any other invalid time: Python's ``OverflowError`` escaped validation, so one such tick stopped the
+    worker at every restart, and the replay and the monitor with it (a review run)."""
     zone = at.tzinfo
     if zone is UTC:
         return at  # what astimezone(UTC) returns too, without the call: every tick is here already
-    return at.replace(tzinfo=UTC) if zone is None else at.astimezone(UTC)
+    if zone is None:
+        return at.replace(tzinfo=UTC)
+    try:
+        return at.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"{at.isoformat()} lies outside the years 1 to 9999 in UTC") from None
 
 
 def step_hours(

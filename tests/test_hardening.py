@@ -128,6 +128,21 @@ def test_outcomes_do_not_depend_on_the_order_partitions_are_read_in() -> None:
 # --- 2. far-future ticks ----------------------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_a_tick_whose_time_lies_outside_the_calendar_in_utc_is_dead_lettered(stamp: str) -> None:
+    """Its conversion to UTC raised ``OverflowError``, which validation let through: the worker stopped on
+    it at every restart, every partition with it, and the replay too (a review run)."""
+    proc, home = processor(), home_partition("alpha", 3)
+    body = orjson.dumps({"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": stamp})
+    refused = proc.handle(InputRecord("prices", home, 0, b"alpha", body, NOW_MS))
+    assert refused.kind == "rejected"
+    assert refused.error is not None
+    assert refused.error.field == "timestamp"
+    assert "lies outside the years 1 to 9999 in UTC" in str(refused.error)
+    assert refused.outputs[0].value == body
+    assert proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
+
+
 def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:
     proc, home = processor(), home_partition("alpha", 3)
     ahead = orjson.dumps(
