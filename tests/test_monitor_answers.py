@@ -12,6 +12,7 @@ from battery_worker.ticks import PriceTick
 
 NOW = datetime(2025, 6, 20, 12, 0, tzinfo=UTC)
 AHEAD = timedelta(hours=1)
+SITE = "mara-1"
 
 
 def item(minute: int, price: float = 1.0, **extra: object) -> dict[str, object]:
@@ -31,7 +32,7 @@ def stamps(ticks: tuple[PriceTick, ...]) -> list[int]:
 
 
 def test_a_mara_list_newest_first_is_read_whole() -> None:
-    answer = parse_answer(orjson.dumps([item(10, 3.0), item(5, 2.0), item(0, 1.0)]))
+    answer = parse_answer(orjson.dumps([item(10, 3.0), item(5, 2.0), item(0, 1.0)]), SITE)
     assert not answer.rejected
     assert stamps(answer.ticks) == [10, 5, 0]
     assert answer.ticks[0].energy_price == 3.0
@@ -39,9 +40,28 @@ def test_a_mara_list_newest_first_is_read_whole() -> None:
 
 
 def test_a_single_object_is_one_tick_and_unknown_fields_are_ignored() -> None:
-    answer = parse_answer(orjson.dumps(item(0, site_id="elsewhere", volume=3)))
+    answer = parse_answer(orjson.dumps(item(0, site_id=SITE, volume=3)), SITE)
     assert stamps(answer.ticks) == [0]
     assert not answer.rejected
+
+
+def test_an_item_of_another_site_is_rejected_not_published_as_this_sites() -> None:
+    """The monitor published an item naming another ``site_id`` under its own key, the id dropped (a
+    review run); the worker reads the key, so that site's prices became this one's."""
+    answer = parse_answer(orjson.dumps([item(5, site_id="other-site"), item(0)]), SITE)
+    assert stamps(answer.ticks) == [0]
+    assert [(r.kind, r.index) for r in answer.rejected] == [("invalid_tick", 0)]
+    assert (
+        "site_id='other-site': another site's tick, this monitor's is 'mara-1'" in answer.rejected[0].reason
+    )
+
+
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"])
+def test_an_item_whose_time_lies_outside_the_calendar_in_utc_is_rejected_alone(stamp: str) -> None:
+    """Its conversion to UTC overflowed and stopped the monitor at every poll (a review run)."""
+    answer = parse_answer(orjson.dumps([item(0, timestamp=stamp), item(5)]), SITE)
+    assert stamps(answer.ticks) == [5]
+    assert answer.rejected[0].reason.startswith(f"timestamp='{stamp}': Value error, {stamp} lies outside")
 
 
 @pytest.mark.parametrize(
@@ -58,7 +78,7 @@ def test_a_single_object_is_one_tick_and_unknown_fields_are_ignored() -> None:
     ],
 )
 def test_an_unusable_body_is_one_malformed_rejection(body: bytes, reason: str) -> None:
-    answer = parse_answer(body)
+    answer = parse_answer(body, SITE)
     assert answer.ticks == ()
     assert len(answer.rejected) == 1
     assert answer.rejected[0].kind == "malformed"
@@ -77,7 +97,7 @@ def test_each_bad_item_is_rejected_alone_with_its_reason_and_the_good_ones_are_k
         b" 7,"
         b' {"energy_price": 2, "hash_price": 1, "token_price": 1, "timestamp": "2025-06-20T10:10:00Z"}]'
     )
-    answer = parse_answer(body)
+    answer = parse_answer(body, SITE)
     assert stamps(answer.ticks) == [10]
     reasons = [(r.index, r.reason) for r in answer.rejected]
     assert [r.kind for r in answer.rejected] == ["invalid_tick"] * 8
@@ -92,7 +112,7 @@ def test_each_bad_item_is_rejected_alone_with_its_reason_and_the_good_ones_are_k
 
 
 def test_only_ticks_after_the_last_published_one_are_new_oldest_first() -> None:
-    ticks = parse_answer(orjson.dumps([item(m) for m in (20, 15, 10, 5, 0)])).ticks
+    ticks = parse_answer(orjson.dumps([item(m) for m in (20, 15, 10, 5, 0)]), SITE).ticks
     last = ticks[2].timestamp  # minute 10
     selection = select_new(ticks, last, now=NOW, max_ahead=AHEAD)
     assert stamps(selection.new) == [15, 20]
@@ -102,7 +122,9 @@ def test_only_ticks_after_the_last_published_one_are_new_oldest_first() -> None:
 
 
 def test_duplicates_and_any_order_come_out_once_in_order_the_first_listed_winning() -> None:
-    answer = parse_answer(orjson.dumps([item(5, 9.0), item(0), item(10), item(5, 1.0), item(10), item(0)]))
+    answer = parse_answer(
+        orjson.dumps([item(5, 9.0), item(0), item(10), item(5, 1.0), item(10), item(0)]), SITE
+    )
     selection = select_new(answer.ticks, None, now=NOW, max_ahead=AHEAD)
     assert stamps(selection.new) == [0, 5, 10]
     assert selection.new[1].energy_price == 9.0
@@ -110,14 +132,14 @@ def test_duplicates_and_any_order_come_out_once_in_order_the_first_listed_winnin
 
 
 def test_a_tick_stamped_too_far_ahead_is_never_new() -> None:
-    ticks = parse_answer(orjson.dumps([item(0), item(24 * 60)])).ticks
+    ticks = parse_answer(orjson.dumps([item(0), item(24 * 60)]), SITE).ticks
     selection = select_new(ticks, None, now=NOW, max_ahead=AHEAD)
     assert stamps(selection.new) == [0]
     assert stamps(selection.ahead) == [24 * 60]
 
 
 def test_nothing_new_when_the_answer_holds_only_published_ticks() -> None:
-    ticks = parse_answer(orjson.dumps([item(5), item(0)])).ticks
+    ticks = parse_answer(orjson.dumps([item(5), item(0)]), SITE).ticks
     selection = select_new(ticks, ticks[0].timestamp, now=NOW, max_ahead=AHEAD)
     assert selection.new == ()
     assert selection.already_published == 2

@@ -43,8 +43,11 @@ class Answer:
     rejected: tuple[Rejected, ...]
 
 
-def parse_answer(body: bytes) -> Answer:
-    """An HTTP body (a JSON list of ticks or one tick object) into valid ticks and rejected items."""
+def parse_answer(body: bytes, site: str) -> Answer:
+    """An HTTP body (a JSON list of ticks or one tick object) into valid ticks and rejected items.
+
+    The monitor publishes for one ``site``: an item naming another ``site_id`` is rejected, not published
+    under this site's key (a review run found another site's prices published as this site's)."""
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
@@ -64,9 +67,15 @@ def parse_answer(body: bytes) -> Answer:
             rejected.append(Rejected("invalid_tick", problem, index, _canonical(item)))
             continue
         try:
-            ticks.append(PriceTick.model_validate(item))
+            tick = PriceTick.model_validate(item)
         except ValidationError as error:
             rejected.append(Rejected("invalid_tick", _reason(error), index, _canonical(item)))
+            continue
+        if tick.site_id is not None and tick.site_id != site:
+            problem = f"site_id={_short(repr(tick.site_id))}: another site's tick, this monitor's is {site!r}"
+            rejected.append(Rejected("invalid_tick", problem, index, _canonical(item)))
+            continue
+        ticks.append(tick)
     return Answer(tuple(ticks), tuple(rejected))
 
 

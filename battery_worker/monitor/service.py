@@ -168,7 +168,7 @@ class Monitor:
             )
         except FetchFailed as failure:
             return self._failed(failure.kind, failure.detail)
-        answer = parse_answer(body)
+        answer = parse_answer(body, config.site)
         if answer.rejected and answer.rejected[0].kind == "malformed":
             return self._failed("malformed", answer.rejected[0].reason)
         fresh = self._unreported(answer.rejected)
