@@ -292,8 +292,12 @@ ADAPTIVE_LOW = {"name": "adaptive", "params": {"charge_quantile": 0.1}}
 
 
 @pytest.mark.parametrize(
-    ("old", "new"),
-    [(THRESHOLD_100, THRESHOLD_150), (THRESHOLD_100, ADAPTIVE), (ADAPTIVE, ADAPTIVE_LOW)],
+    ("old", "new", "whole"),
+    [
+        (THRESHOLD_100, THRESHOLD_150, False),
+        (THRESHOLD_100, ADAPTIVE, False),
+        (ADAPTIVE, ADAPTIVE_LOW, True),
+    ],
     ids=["other thresholds", "another policy: a fresh memory", "other quantiles: the memory carried"],
 )
 async def test_a_replay_through_a_settings_change_hands_each_site_over_with_its_state(
@@ -302,12 +306,15 @@ async def test_a_replay_through_a_settings_change_hands_each_site_over_with_its_
     new_group_id: Callable[[], str],
     old: dict[str, Any],
     new: dict[str, Any],
+    whole: bool,
 ) -> None:
     """The stretch after a change: a replay from it starts with a fresh battery where the workers went on
     with the stored one, so it could not pass (a review run). Replayed from the beginning with the settings
     before, then those after from the change on, each site carried over as a restarted worker restores it,
     the whole record is reproduced, in one and two processes; a partition with no record after the change
-    keeps the settings before."""
+    keeps the settings before. The premises (neither settings alone pass) and the run in two processes
+    are checked in the case whose memory is carried, the one with the most to hand over: each replay is
+    a few seconds on the embedded broker."""
     prefix, group = new_topic_name(), new_group_id()
     before = make_settings(kafka_bootstrap, prefix, group, policy=old)
     after = make_settings(kafka_bootstrap, prefix, group, policy=new)
@@ -326,9 +333,10 @@ async def test_a_replay_through_a_settings_change_hands_each_site_over_with_its_
         await feed(after, week[60:96], site)
     assert await Worker(after).run(max_messages=72, idle_timeout_s=20) == 72
 
-    assert not (await replay(before, ReplayOptions())).identical
-    assert not (await replay(after, ReplayOptions(from_time=changed))).identical, "a fresh battery"
-    for processes in (1, 2):
+    if whole:
+        assert not (await replay(before, ReplayOptions())).identical
+        assert not (await replay(after, ReplayOptions(from_time=changed))).identical, "a fresh battery"
+    for processes in (1, 2) if whole else (1,):
         options = ReplayOptions(changed_at=changed, changed_settings=after, processes=processes)
         through = await replay(before, options)
         assert through.identical, processes
