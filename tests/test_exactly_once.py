@@ -23,7 +23,7 @@ from pathlib import Path
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.cli.common import command_settings
@@ -391,6 +391,38 @@ async def test_a_worker_in_exactly_once_commits_transactions_that_status_and_his
     history = json.loads(out.read_text())
     assert [datetime.fromisoformat(h["timestamp"]) for h in history] == [t.timestamp for t in week]
     print(f"\nexactly-once in process: {2 * len(week)} ticks, transactions {outcomes}")
+
+
+@pytest.mark.broker
+@pytest.mark.usefixtures("transactions")
+async def test_ticks_of_an_aborted_transaction_upstream_are_never_applied(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A price producer writing in transactions: the worker read ``prices`` uncommitted and applied a tick
+    its producer aborted, which the replay (reading committed records) then failed on (a review run)."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await prepare_topics(settings)
+    week = ercot_week()[:12]
+    aborted = week[5].model_copy(update={"energy_price": 999.0})
+    producer = AIOKafkaProducer(**connection_options(settings.kafka), transactional_id=new_group_id())
+    await producer.start()
+    try:
+        for batch, commit in ((week[:5], True), ([aborted], False), (week[6:], True)):
+            await producer.begin_transaction()
+            for tick in batch:
+                await producer.send_and_wait(settings.topics.prices, tick_payload(tick), key=b"tx")
+            await (producer.commit_transaction() if commit else producer.abort_transaction())
+    finally:
+        await producer.stop()
+    worker = Worker(settings)
+    assert await worker.run(max_messages=11, idle_timeout_s=10) == 11
+    actions = [orjson.loads(value) for value in await raw_values(settings, settings.topics.actions)]
+    assert [a["tick_timestamp"] for a in actions] == [
+        t.timestamp.isoformat() for t in week if t is not week[5]
+    ]
+    assert 999.0 not in [a["energy_price"] for a in actions]
+    audit = cli("replay", env=settings_env(settings))
+    assert audit.returncode == 0, audit.stdout + audit.stderr
 
 
 @pytest.mark.broker
