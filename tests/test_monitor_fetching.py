@@ -8,6 +8,7 @@ import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import FrameType
+from typing import ClassVar
 
 import pytest
 
@@ -112,3 +113,70 @@ def test_a_body_cut_at_the_deadline_is_a_timeout_not_a_short_answer(trickling_ur
     with pytest.raises(FetchFailed, match="timeout"):
         fetching.fetch_blocking(trickling_url, {}, timeout_s=1.0, max_bytes=1_000)
     assert time.monotonic() - started < 1.5, "read on past the deadline (the next byte came at 1.6 s)"
+
+
+class _Redirecting(BaseHTTPRequestHandler):
+    """``/moved`` redirects to ``target``; any other path answers ``[]`` and records the request's headers."""
+
+    target = ""
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def do_GET(self) -> None:
+        if self.path == "/moved":
+            self.send_response(302)
+            self.send_header("Location", self.target)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        type(self).seen.append(dict(self.headers))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"[]")
+
+    def log_message(self, format: str, *args: object) -> None:
+        return
+
+
+Served = tuple[str, type[_Redirecting]]
+
+
+@pytest.fixture
+def two_servers() -> Iterator[tuple[Served, Served]]:
+    """Two price APIs on two ports (two origins), each with its own record of what reached it."""
+    served: list[Served] = []
+    servers = []
+    for _ in range(2):
+        handler = type("Recording", (_Redirecting,), {"seen": []})
+        server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        served.append((f"http://127.0.0.1:{server.server_address[1]}", handler))
+    try:
+        yield served[0], served[1]
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_redirect_to_another_origin_is_not_followed_with_the_api_key(
+    two_servers: tuple[Served, Served],
+) -> None:
+    """urllib sent every header on to wherever a redirect pointed: the API key reached another host (a
+    review run). Within the API's origin a redirect is still followed, headers and all."""
+    (api, at_api), (elsewhere, at_elsewhere) = two_servers
+    at_api.target = f"{elsewhere}/steal?k=1"
+    with pytest.raises(FetchFailed) as refused:
+        fetching.fetch_blocking(f"{api}/moved", {"X-Api-Key": "k-secret"}, timeout_s=5, max_bytes=1000)
+    assert refused.value.kind == "http_status"
+    assert f"HTTP 302 redirects to {elsewhere}, another origin than --url's: not followed" in str(
+        refused.value
+    )
+    assert "k-secret" not in str(refused.value)
+    assert "steal" not in str(refused.value)
+    assert at_elsewhere.seen == []
+    at_api.target = f"{api}/prices"
+    body = fetching.fetch_blocking(f"{api}/moved", {"X-Api-Key": "k-secret"}, timeout_s=5, max_bytes=1000)
+    assert body == b"[]"
+    assert at_api.seen[-1]["X-Api-Key"] == "k-secret"

@@ -20,6 +20,7 @@ import http.client
 import socket
 import threading
 import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal
@@ -61,7 +62,9 @@ def fetch_blocking(url: str, headers: dict[str, str], *, timeout_s: float, max_b
         url, headers={"Accept": "application/json", "User-Agent": USER_AGENT, **headers}
     )
     watched = _Connections()
-    opener = urllib.request.build_opener(_HTTPHandler(watched), _HTTPSHandler(watched))
+    opener = urllib.request.build_opener(
+        _HTTPHandler(watched), _HTTPSHandler(watched), _SameOriginRedirects()
+    )
     cut = threading.Timer(timeout_s, watched.cut)  # headers trickled a byte at a time are cut off too
     cut.daemon = True
     cut.start()
@@ -150,6 +153,37 @@ class _HTTPSHandler(urllib.request.HTTPSHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         return self.do_open(self._connections.secure, req)  # the default context, as urlopen's
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follows a redirect within the API's origin only (scheme, host and port). urllib sends every header
+    of the request on to wherever a redirect points, so an API key went to another host (a review run);
+    a redirect elsewhere, https to http included, is a failed poll that names where it pointed."""
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        there, here = urllib.parse.urlsplit(newurl), urllib.parse.urlsplit(req.full_url)
+        if _origin(there) != _origin(here):
+            fp.close()
+            raise FetchFailed(
+                "http_status",
+                f"HTTP {code} redirects to {there.scheme}://{there.netloc.rpartition('@')[2]}, another "
+                "origin than --url's: not followed, its headers would go there; if the API moved, set "
+                "--url to its new address",
+            )
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
+
+
+def _origin(url: urllib.parse.SplitResult) -> tuple[str, str | None, int | None]:
+    default = {"http": 80, "https": 443}.get(url.scheme)
+    return url.scheme, url.hostname, url.port or default
 
 
 def _get(
