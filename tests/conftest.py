@@ -28,6 +28,7 @@ Tests must not depend on each other's data: they take fresh topic and group name
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import re
@@ -43,6 +44,7 @@ import pytest
 from battery_worker.brokers.apache_kafka import ApacheKafkaBroker
 from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.brokers.launcher import free_port
+from tests.capabilities import lacks_transactions
 
 KAFKA_IMAGE = "apache/kafka:4.1.2"
 BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"
@@ -168,6 +170,21 @@ def broker_kind(pytestconfig: pytest.Config) -> BrokerKind:
     transactions on "embedded".
     """
     return session_broker_kind(pytestconfig)
+
+
+TRANSACTIONS_SKIP = "needs Kafka transactions, which the embedded broker lacks; runs on Apache Kafka in CI"
+
+
+@pytest.fixture
+def transactions(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> None:
+    """Skips, with the reason, on the embedded broker (Tansu has no InitProducerId), and on a broker given by
+    ``KAFKA_BOOTSTRAP_SERVERS`` that refuses a producer id (they failed there: a review run)."""
+    if broker_kind == "embedded":
+        pytest.skip(TRANSACTIONS_SKIP)
+    if broker_kind == "external":
+        lacking = asyncio.run(lacks_transactions(request.getfixturevalue("kafka_bootstrap")))
+        if lacking:
+            pytest.skip(f"needs Kafka transactions: {lacking}")
 
 
 @pytest.fixture(scope="session")

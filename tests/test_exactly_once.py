@@ -36,8 +36,6 @@ from battery_worker.kafka.worker import Worker
 from battery_worker.ops.metrics import WorkerCollector, build_registry
 from battery_worker.settings import Settings, load_settings
 from battery_worker.ticks import PriceTick
-from tests.capabilities import lacks_transactions
-from tests.conftest import BrokerKind
 from tests.faultkit import (
     all_applied,
     assignment_report,
@@ -59,21 +57,8 @@ from tests.faultkit import (
 from tests.waiting import wait_until_async
 from tests.workerkit import cli, ercot_week, feed, make_settings, settings_env, start_worker_process
 
-TRANSACTIONS_SKIP = "needs Kafka transactions, which the embedded broker lacks; runs on Apache Kafka in CI"
 GUARANTEE_ENV = "BATTERY_WORKER_WORKER__PROCESSING_GUARANTEE"
 Message = tuple[bytes | None, bytes | None]
-
-
-@pytest.fixture
-def transactions(broker_kind: BrokerKind, request: pytest.FixtureRequest) -> None:
-    """Skips, with the reason, on the embedded broker (Tansu has no InitProducerId), and on a broker given by
-    ``KAFKA_BOOTSTRAP_SERVERS`` that refuses a producer id (they failed there: a review run)."""
-    if broker_kind == "embedded":
-        pytest.skip(TRANSACTIONS_SKIP)
-    if broker_kind == "external":
-        lacking = asyncio.run(lacks_transactions(request.getfixturevalue("kafka_bootstrap")))
-        if lacking:
-            pytest.skip(f"needs Kafka transactions: {lacking}")
 
 
 def exactly_once_settings(bootstrap: str, prefix: str, group: str, **worker: object) -> Settings:

@@ -48,6 +48,47 @@ async def test_graceful_stop_and_restart_continue_exactly(
     assert verdict.reemitted == 0, "a graceful stop re-emits nothing"
 
 
+@pytest.fixture(params=["at-least-once", "exactly-once"])
+def guarantee(request: pytest.FixtureRequest) -> str:
+    """Each processing guarantee; exactly-once skips where the broker has no transactions, with why."""
+    if request.param == "exactly-once":
+        request.getfixturevalue("transactions")
+    return str(request.param)
+
+
+async def test_a_lost_state_topic_is_rebuilt_from_the_first_tick_each_event_sent_again_as_it_was(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+    guarantee: str,
+) -> None:
+    """A review run deleted ``battery.state`` under running workers: restarted, they went on from the
+    group's offsets with new batteries, and re-sent events that differed from the first ones under the same
+    ``event_id``. A state partition never written whose ``prices`` partition has committed offsets lost its
+    state: it is decided again from the first tick. Here the state topic is renamed, as an operator might,
+    which leaves the group's offsets with an empty state topic as its deletion does."""
+    settings = make_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), worker={"processing_guarantee": guarantee}
+    )
+    streams = {site: ercot_week()[:40] for site in SITES}
+    for site, ticks in streams.items():
+        await feed(settings, ticks[:30], site)
+    assert await Worker(settings).run(max_messages=90, idle_timeout_s=20) == 90
+    renamed = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"state": f"{settings.topics.state}.new"})}
+    )
+    for site, ticks in streams.items():
+        await feed(renamed, ticks[30:], site)
+    again = Worker(renamed)
+    assert await again.run(max_messages=120, idle_timeout_s=20) == 120, "the 90 decided again, 30 new"
+    verdict = await verify_against_uninterrupted(renamed, streams)
+    assert verdict.reemitted == 3 * 90, "each action, status and history sent again as it was"
+    lost = [r.getMessage() for r in caplog.records if "holds no state, never written" in r.getMessage()]
+    assert lost, "a warning says the state was lost"
+    assert "decided again from offset 0" in lost[0]
+
+
 async def test_kill_9_mid_stream_then_restart_gives_the_uninterrupted_results(
     kafka_bootstrap: str,
     new_topic_name: Callable[[], str],

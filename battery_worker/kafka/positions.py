@@ -43,12 +43,23 @@ class Positions:
         return {tp: records for tp, records in batch.items() if fetched.get(tp) == self._seeks.get(tp)}
 
     async def seek_to_committed(
-        self, consumer: AIOKafkaConsumer, partitions: Collection[TopicPartition]
-    ) -> None:
+        self,
+        consumer: AIOKafkaConsumer,
+        partitions: Collection[TopicPartition],
+        stateless: Collection[int] = (),
+    ) -> dict[TopicPartition, tuple[int, int]]:
+        """Seeks ``partitions`` to their committed offsets; those whose number is in ``stateless`` (their
+        state partition never written) to their beginning instead when offsets were committed past it:
+        returns those, each with (committed, beginning)."""
+        rebuilt: dict[TopicPartition, tuple[int, int]] = {}
         for tp in partitions:
             await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
             committed = await consumer.committed(tp)
-            if committed is None:
-                committed = (await consumer.beginning_offsets([tp]))[tp]
+            if committed is None or tp.partition in stateless:
+                beginning = (await consumer.beginning_offsets([tp]))[tp]
+                if committed is not None and committed > beginning:
+                    rebuilt[tp] = (committed, beginning)
+                committed = beginning
             consumer.seek(tp, committed)
             self._seeks[tp] = self._seeks.get(tp, 0) + 1
+        return rebuilt

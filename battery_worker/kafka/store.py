@@ -135,25 +135,31 @@ async def restore_sites(
     *,
     timeout_s: float,
     hold_bytes: int = HOLD_BYTES,
-) -> None:
-    """Load the sites of ``partitions`` into ``processor`` from the state topic, counting it in ``stats``.
+) -> set[int]:
+    """Load the sites of ``partitions`` into ``processor`` from the state topic, counting it in ``stats``;
+    returns the partitions of the state topic never written to (they end at offset 0). Compaction and
+    tombstones never bring a written partition back to 0: one that is there lost its records with the topic
+    (deleted, or ``topics.state`` renamed), unless nothing was ever stored for its sites.
 
     One partition at a time, each one's records let go before the next is read; a partition whose records
     are more than ``hold_bytes`` is read twice (:data:`HOLD_BYTES`). A failure is counted as a ``restore``
     failure and raised: the worker rewinds.
     """
     if not partitions:
-        return
+        return set()
     started = time.perf_counter()
     deadline = time.monotonic() + timeout_s
     records_read = loaded = 0
     read_twice = []
+    never_written: set[int] = set()
     with counting_failures(stats, "restore"):
         for partition in sorted(partitions):
             stored = await load_states(
                 reader, state_topic, [partition], timeout_s=_left(deadline), hold_bytes=hold_bytes
             )
             records_read += stored.records_read
+            if await reader.position(TopicPartition(state_topic, partition)) == 0:  # read to its end
+                never_written.add(partition)
             if stored.latest_offsets is None:
                 loaded += processor.restore(stored.records())
             else:
@@ -177,6 +183,7 @@ async def restore_sites(
         f" (read twice, more than {hold_bytes:,} bytes of records: {read_twice})" if read_twice else "",
         extra={"topic": state_topic, "partitions": sorted(partitions)},
     )
+    return never_written
 
 
 def _left(deadline: float) -> float:

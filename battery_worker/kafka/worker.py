@@ -391,16 +391,37 @@ class Worker:
             assigned = set(self.assignment.partitions)
             await self._follow_partition_counts(assigned)
             await self._open_transactions(assigned)
-            await self._restore(assigned)
-            await self._seek(assigned)
+            stateless = await self._restore(assigned)
+            await self._seek(assigned, stateless)
             self._needs_rewind = False
             self._freezes.clear()
             self.assignment.restored = True
 
-    async def _seek(self, partitions: set[TopicPartition]) -> None:
+    async def _seek(self, partitions: set[TopicPartition], stateless: set[int]) -> None:
+        """To the committed offsets; a partition whose state partition was never written but whose
+        offsets were committed lost its state: it is decided again from its first tick. Went on from the
+        offsets, its sites restarted with new batteries, and the events re-sent for ticks since the last
+        checkpoint differed from the first ones under the same ``event_id`` (a review run deleted the
+        state topic). From the first tick, each event is sent again as it was first sent (where ``prices``
+        still holds every tick since), and the state is rebuilt."""
         assert self._consumer is not None
         with counting_failures(self.stats, "restore"):
-            await self._positions.seek_to_committed(self._consumer, partitions)
+            rebuilt = await self._positions.seek_to_committed(self._consumer, partitions, stateless)
+        for tp, (committed, beginning) in sorted(rebuilt.items()):
+            log.warning(
+                "%s[%d]: group %s committed offset %d, but %s[%d] holds no state, never written (the state "
+                "topic deleted, or topics.state renamed?): its sites' state is lost, so the partition is "
+                'decided again from offset %d, its events sent again (docs/operations.md, "State topic '
+                'lost")',
+                tp.topic,
+                tp.partition,
+                self.settings.worker.group_id,
+                committed,
+                self.topics.state,
+                tp.partition,
+                beginning,
+                extra={"topic": tp.topic, "partition": tp.partition},
+            )
 
     async def _open_transactions(self, partitions: set[TopicPartition]) -> None:
         """Exactly-once: a producer for each partition, before its state is read (that start fences)."""
@@ -425,12 +446,13 @@ class Worker:
         if request_rejoin is not None:
             request_rejoin()
 
-    async def _restore(self, partitions: set[TopicPartition]) -> None:
-        """Load the sites of ``partitions`` from the state topic (:func:`.store.restore_sites`)."""
+    async def _restore(self, partitions: set[TopicPartition]) -> set[int]:
+        """Load the sites of ``partitions`` from the state topic (:func:`.store.restore_sites`); returns the
+        state partitions never written to."""
         assert self._reader is not None
         numbers = {tp.partition for tp in partitions if tp.topic == self.topics.prices}
         timeout_s = self.settings.worker.restore_timeout_s
-        await restore_sites(
+        return await restore_sites(
             self._reader, self.processor, self.topics.state, numbers, self.stats, timeout_s=timeout_s
         )
 
@@ -491,9 +513,11 @@ class Worker:
             try:
                 await self._follow_partition_counts(self.assignment.partitions)
                 await self._open_transactions(set(assigned))
-                await self._restore(set(assigned))
+                stateless = await self._restore(set(assigned))
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
-                    await self._seek(set(assigned))
+                    await self._seek(set(assigned), stateless)
+                elif stateless:  # the consumer positions the others at their committed offsets itself
+                    await self._seek({tp for tp in assigned if tp.partition in stateless}, stateless)
             except TopicMisconfigured as error:  # the loop raises it: not a failure a rewind cures
                 self._misconfigured = error
                 log.error("%s", error)
