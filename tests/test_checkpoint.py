@@ -14,7 +14,9 @@ from battery_worker.kafka.clients import make_group_consumer, make_producer
 from battery_worker.kafka.tail import BatchTail, store_and_commit
 from battery_worker.kafka.worker import Worker
 from battery_worker.kafka.worker_stats import WorkerStats
+from battery_worker.ops.metrics import WorkerCollector, build_registry
 from battery_worker.pipeline.processing import OutputRecord
+from battery_worker.settings import Settings
 from tests.workerkit import (
     create_topics,
     ercot_week,
@@ -168,3 +170,47 @@ async def test_a_batch_whose_events_failed_is_neither_stored_nor_committed(
     assert worker.failed
     expected, _final = reference(settings, ticks)
     assert trace_of(unique_actions(await read_published(settings)), "s") == expected
+
+
+class _FirstSendHangs(Worker):
+    """A worker whose first batch's send waits until released, as when its topic was deleted under it."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.hanging = asyncio.Event()
+        self.released = asyncio.Event()
+
+    async def _send_all(self, outputs: list[OutputRecord]) -> None:
+        if outputs and not self.hanging.is_set():
+            self.hanging.set()
+            await self.released.wait()
+        await super()._send_all(outputs)
+
+
+def _in_flight_seconds(worker: Worker) -> float:
+    for family in build_registry(WorkerCollector(worker)).collect():
+        if family.name == "battery_worker_batch_in_flight_seconds":
+            return float(family.samples[0].value)
+    raise AssertionError("no battery_worker_batch_in_flight_seconds")
+
+
+@pytest.mark.broker
+async def test_a_batch_whose_send_hangs_shows_in_the_metrics_as_it_hangs(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A review run deleted an output topic under the worker: for 30 s, until the sends failed, every
+    counter stood still, the lag metric kept its last value and every probe said healthy."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await feed(settings, ercot_week()[:24], "s")
+    worker = _FirstSendHangs(settings)
+    running = asyncio.create_task(worker.run(max_messages=24, idle_timeout_s=20))
+    try:
+        await asyncio.wait_for(worker.hanging.wait(), 30)
+        await asyncio.sleep(1.0)
+        assert _in_flight_seconds(worker) >= 1.0, "the hang grows on the gauge"
+        worker.released.set()
+        assert await asyncio.wait_for(running, 60) == 24
+    finally:
+        worker.released.set()
+        running.cancel()
+    assert _in_flight_seconds(worker) == 0.0, "none in hand between batches"

@@ -253,13 +253,16 @@ class Worker:
             fetched = await self._fetch.fetch(max_records)
         if not fetched:
             return 0
-        started = time.monotonic()
-        async with self._lock:
-            if self._misconfigured is not None:  # a rebalance found the topics unfit meanwhile
-                raise self._misconfigured
-            if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
-                return 0
-            count = await self._process(fetched.current(self._positions))
+        started = self.stats.batch_started_at = time.monotonic()
+        try:
+            async with self._lock:
+                if self._misconfigured is not None:  # a rebalance found the topics unfit meanwhile
+                    raise self._misconfigured
+                if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop it
+                    return 0
+                count = await self._process(fetched.current(self._positions))
+        finally:
+            self.stats.batch_started_at = None
         self.latency.observe_batch(fetched.batch, started)
         return count
 

@@ -52,6 +52,9 @@ class WorkerStats:
     restores: int = 0
     sites_restored: int = 0
     last_restore_seconds: float = 0.0
+    batch_started_at: float | None = None
+    """``time.monotonic()`` when the batch in hand was fetched, None between batches: a batch whose sends
+    hang (a topic deleted under the worker) showed on no metric and no probe until they failed, 30 s on."""
     commit_failures: int = 0
     """Commits refused after a rebalance: logged, nothing lost, no rewind."""
     rewinds: int = 0

@@ -9,6 +9,7 @@ something per record: :class:`SiteActivity` keeps the last one per site, fed by 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -151,6 +152,12 @@ class WorkerCollector(Collector):
             ("sites", "Sites held in memory", worker.processor.site_count),
             ("assigned_partitions", "Partitions of the prices topic assigned", len(assignment.partitions)),
             ("ready", "1 when state is restored for every assigned partition and consuming", worker.ready),
+            (
+                "batch_in_flight_seconds",
+                "How long the batch in hand has been since it was fetched (0 between batches): a worker "
+                "whose sends hang shows here first",
+                0.0 if stats.batch_started_at is None else time.monotonic() - stats.batch_started_at,
+            ),
         ):
             yield GaugeMetricFamily(f"{PREFIX}_{name}", help_text, value=float(gauge))
 
