@@ -20,6 +20,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from battery_worker.brokers.launcher import free_port
+from battery_worker.cli.common import terminal_text
 from battery_worker.kafka.worker import Worker
 from battery_worker.ops.server import OpsServer
 from battery_worker.settings import Settings
@@ -303,6 +304,31 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     assert cells[6].endswith(" d")  # August 2023 ticks: days old
     assert cells[8] == "8"  # 48 fed, 40 committed
     assert f"on {settings.topics.prices}: 8 (" in text
+
+
+@pytest.mark.broker
+async def test_status_shows_a_site_id_as_written_never_as_markup_or_terminal_codes(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """Whoever may write to ``prices`` names sites: a review run's site id set bold red text and a hidden
+    link in ``status`` (rich markup), and another cleared the screen and set the window title."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    site = "[bold red]PWN[/] esc\x1b[2Jcls\x1b]0;TITLE\x07"
+    await feed(settings, ercot_week()[:3], site)
+    assert await Worker(settings).run(max_messages=3, idle_timeout_s=20) == 3
+    shown = cli("status", env=settings_env(settings))
+    assert shown.returncode == 0, shown.stderr
+    assert "\x1b" not in shown.stdout
+    assert "\x07" not in shown.stdout
+    assert "[bold red]PWN[/] esc\\x1b[2Jcls\\x1b]0;TITLE\\x07" in shown.stdout
+
+
+def test_text_read_from_a_topic_is_shown_with_every_control_character_escaped() -> None:
+    """Tabs and newlines too (a site id's newline broke ``status``'s one row per site), and C1 codes, which
+    some terminals read as escape sequences (``\\x9b`` is CSI); markup is never read."""
+    shown = terminal_text("a\tb\nc\x9b31m[red]d\x7f")
+    assert shown.plain == "a\\x09b\\x0ac\\x9b31m[red]d\\x7f"
+    assert not shown.spans
 
 
 def test_the_dockerfile_asks_for_non_root_a_slim_base_and_a_stop_budget_within_the_grace_period() -> None:

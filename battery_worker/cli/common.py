@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import re
 import signal
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,6 +19,7 @@ from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.text import Text
 
     from battery_worker.settings import Settings
     from battery_worker.ticks import PriceTick
@@ -143,6 +145,19 @@ def stdout_console(**options: Any) -> Console:
             raise BrokenPipeError
 
     return _Console(**options)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def terminal_text(text: str, style: str = "") -> Text:
+    """Text read from a topic (a site id, a record), shown as written: rich markup in it is not read
+    (``[bold red]`` was), and control characters are shown as ``\x1b``, not sent (an escape sequence in a
+    site id cleared the screen and set the window title of whoever ran ``status``: a review run). Anyone
+    who may write to ``prices`` names sites."""
+    from rich.text import Text
+
+    return Text(_CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text), style=style)
 
 
 def check_output_file(flag: str, path: Path | None) -> None:

@@ -34,6 +34,7 @@ from battery_worker.cli.common import (
     counted,
     run_once,
     stdout_console,
+    terminal_text,
 )
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
@@ -182,8 +183,10 @@ def run(args: argparse.Namespace) -> int:
             named = ", ".join(sorted(sites)[:3]) + (f" and {len(sites) - 3:,} more" if len(sites) > 3 else "")
             advice = _UNVERIFIED_HINTS.get(why, "")
             out.print(
-                f"{kind}{counted(sum(sites.values()), 'recorded decision')} of {counted(len(sites), 'site')} "
-                f"({named}) not verified: {why.value}{advice}",
+                terminal_text(
+                    f"{kind}{counted(sum(sites.values()), 'recorded decision')} of "
+                    f"{counted(len(sites), 'site')} ({named}) not verified: {why.value}{advice}"
+                ),
                 highlight=False,
             )
     for partition, offset in sorted(result.prices_begin.items()):
@@ -213,11 +216,12 @@ def run(args: argparse.Namespace) -> int:
             more = f" (and {len(audited.unreadable) - 3:,} more)" if len(audited.unreadable) > 3 else ""
             topic = settings.topics.history if kind else settings.topics.actions
             out.print(
-                f"{len(audited.unreadable):,} records of {topic} are no event: {shown}{more}", highlight=False
+                terminal_text(f"{len(audited.unreadable):,} records of {topic} are no event: {shown}{more}"),
+                highlight=False,
             )
         differing = [site.first for _, site in sorted(audited.sites.items()) if site.first is not None]
         for first in differing[:_FIRST_DIFFERENCES_SHOWN]:
-            out.print(first.describe(kind), highlight=False)
+            out.print(terminal_text(first.describe(kind)), highlight=False)
         if len(differing) > _FIRST_DIFFERENCES_SHOWN:
             rest = len(differing) - _FIRST_DIFFERENCES_SHOWN
             out.print(

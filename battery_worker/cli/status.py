@@ -11,7 +11,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from battery_worker.cli.common import check_output_file, command_settings, run_once, stdout_console
+from battery_worker.cli.common import (
+    check_output_file,
+    command_settings,
+    run_once,
+    stdout_console,
+    terminal_text,
+)
 from battery_worker.errors import InvalidConfig
 
 if TYPE_CHECKING:
@@ -98,7 +104,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
     table = Table(*columns, *more, title=title)
     for row in rows:
-        table.add_row(*row)
+        table.add_row(*(terminal_text(cell) for cell in row))
     console = stdout_console()
     width = Console(width=100_000).measure(table).maximum
     if not console.is_terminal:  # a pipe, a file: each row on one line, however wide
@@ -112,7 +118,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         names = (*columns, *more)[1:]
         for row in rows:
             fields = "; ".join(f"{name} {value}" for name, value in zip(names, row[1:], strict=True))
-            console.print(f"[bold]{row[0]}[/bold]: {fields}", highlight=False)
+            console.print(
+                terminal_text(row[0], "bold"), terminal_text(f": {fields}"), sep="", highlight=False
+            )
     if lags:
         total = sum(lag.lag for lag in lags.values())
         parts = ", ".join(f"{p}: {lag.lag}" for p, lag in sorted(lags.items()))
