@@ -158,21 +158,42 @@ async def test_tls_settings_trust_the_given_ca_and_nothing_else(tmp_path: Path) 
     assert SECRET not in str(settings.masked())
 
 
-def test_a_wrong_key_password_is_refused(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("password", "other_key", "said"),
+    [
+        (None, False, "kafka.ssl_keyfile='{key}': the key is encrypted: set kafka.ssl_password"),
+        ("wrong", False, "the password (kafka.ssl_password) does not decrypt it"),
+        (SECRET, True, "is not the key of kafka.ssl_certfile {cert}"),
+    ],
+    ids=["encrypted, no password", "wrong password", "another certificate's key"],
+)
+def test_a_client_key_that_does_not_load_is_a_setting_error_naming_it(
+    tmp_path: Path, password: str | None, other_key: bool, said: str
+) -> None:
+    """OpenSSL's own words were all a user got (``[SSL] PEM lib (_ssl.c:3926)``, exit 1), and an encrypted
+    key without a password made OpenSSL ask for its pass phrase on the terminal and wait (a review run)."""
     cert, key = self_signed(tmp_path, "client", key_password=SECRET)
-    settings = load_settings(
-        None,
-        {
-            "kafka": {
-                "security_protocol": "SSL",
-                "ssl_certfile": str(cert),
-                "ssl_keyfile": str(key),
-                "ssl_password": "wrong",
-            }
-        },
-    )
-    with pytest.raises(ssl.SSLError):
+    if other_key:
+        _, key = self_signed(tmp_path, "other", key_password=SECRET)
+    kafka: dict[str, object] = {
+        "security_protocol": "SSL",
+        "ssl_certfile": str(cert),
+        "ssl_keyfile": str(key),
+    }
+    if password is not None:
+        kafka["ssl_password"] = password
+    settings = load_settings(None, {"kafka": kafka})
+    with pytest.raises(InvalidConfig) as refused:
         connection_options(settings.kafka)
+    assert said.format(key=key, cert=cert) in str(refused.value)
+    assert SECRET not in str(refused.value)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATTERY_WORKER_")}
+    env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
+    env.update({f"BATTERY_WORKER_KAFKA__{name.upper()}": str(value) for name, value in kafka.items()})
+    command = cli("status", env=env)
+    assert command.returncode == 2, command.stderr
+    assert said.format(key=key, cert=cert) in command.stderr
+    assert len(command.stderr.strip().splitlines()) == 1, command.stderr
 
 
 @pytest.mark.parametrize(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ssl
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -10,6 +11,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 from aiokafka.helpers import create_ssl_context
 
+from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.diagnose import explain
 from battery_worker.settings import KafkaSettings, WorkerSettings
 
@@ -23,18 +25,54 @@ def connection_options(kafka: KafkaSettings) -> dict[str, Any]:
         "security_protocol": kafka.security_protocol,
     }
     if kafka.security_protocol in ("SSL", "SASL_SSL"):
-        options["ssl_context"] = create_ssl_context(
-            cafile=None if kafka.ssl_cafile is None else str(kafka.ssl_cafile),
-            certfile=None if kafka.ssl_certfile is None else str(kafka.ssl_certfile),
-            keyfile=None if kafka.ssl_keyfile is None else str(kafka.ssl_keyfile),
-            password=None if kafka.ssl_password is None else kafka.ssl_password.get_secret_value(),
-        )
+        options["ssl_context"] = tls_context(kafka)
     if kafka.security_protocol.startswith("SASL"):
         assert kafka.sasl_password is not None, "settings validation requires it"
         options["sasl_mechanism"] = kafka.sasl_mechanism
         options["sasl_plain_username"] = kafka.sasl_username
         options["sasl_plain_password"] = kafka.sasl_password.get_secret_value()
     return options
+
+
+def tls_context(kafka: KafkaSettings) -> ssl.SSLContext:
+    """The TLS context of the settings' files; a file that does not load is :class:`InvalidConfig` naming
+    the setting (exit 2), never OpenSSL's ``[SSL] PEM lib (_ssl.c:3926)`` alone. An encrypted key without
+    ``ssl_password`` is said so: OpenSSL asked for its pass phrase on the terminal and waited for good (a
+    review run)."""
+    cafile = None if kafka.ssl_cafile is None else str(kafka.ssl_cafile)
+    try:
+        context: ssl.SSLContext = create_ssl_context(cafile=cafile)
+    except (ssl.SSLError, OSError) as error:
+        raise InvalidConfig(
+            "kafka.ssl_cafile", cafile, f"no CA certificate loads from it ({error})"
+        ) from None
+    if kafka.ssl_certfile is None:
+        return context
+    keyfile = str(kafka.ssl_keyfile)
+
+    def no_password() -> str:
+        problem = "the key is encrypted: set kafka.ssl_password (BATTERY_WORKER_KAFKA__SSL_PASSWORD)"
+        raise InvalidConfig("kafka.ssl_keyfile", keyfile, problem)
+
+    password = no_password if kafka.ssl_password is None else kafka.ssl_password.get_secret_value()
+    try:
+        context.load_cert_chain(str(kafka.ssl_certfile), keyfile, password)
+    except ssl.SSLError as error:
+        if getattr(error, "reason", None) == "KEY_VALUES_MISMATCH":
+            problem = f"is not the key of kafka.ssl_certfile {kafka.ssl_certfile}"
+        elif kafka.ssl_password is not None:
+            problem = (
+                "does not load with kafka.ssl_certfile: the password (kafka.ssl_password) does not decrypt "
+                f"it, or a file is not PEM of its kind ({error})"
+            )
+        else:
+            problem = f"does not load with kafka.ssl_certfile: a file is not PEM of its kind ({error})"
+        raise InvalidConfig("kafka.ssl_keyfile", keyfile, problem) from None
+    except OSError as error:
+        raise InvalidConfig(
+            "kafka.ssl_certfile", str(kafka.ssl_certfile), f"cannot be read ({error})"
+        ) from None
+    return context
 
 
 def make_producer(kafka: KafkaSettings, *, linger_ms: int = 5) -> AIOKafkaProducer:
