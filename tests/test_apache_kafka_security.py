@@ -468,6 +468,42 @@ async def test_describe_configs_on_the_state_topic_alone_is_enough_to_run(
     await assert_actions_are_the_domain_s(settings)
 
 
+async def test_a_price_producer_and_an_auditor_each_need_less_than_the_worker(
+    apache_kafka: ApacheKafkaBroker,
+    settings: Settings,
+    tmp_path: Path,
+) -> None:
+    """The ACLs of brokers.md's second table, exactly: a producer (``feed``, with ``topics.create`` off)
+    with WRITE and DESCRIBE on ``prices``; an auditor (``status``, ``history export``, ``replay``) with
+    READ and DESCRIBE on the topics and DESCRIBE on the group, writing nothing (a review run found only
+    the worker's set documented)."""
+    await prepare_topics(settings)
+    await feed_sites(settings)
+    admin = broker_env(apache_kafka, settings, "SASL_PLAINTEXT")
+    run = await cli(admin, "run", "--max-messages", str(len(SITES) * TICKS), "--idle-timeout", "20")
+    assert run.returncode == 0, run.stderr[-3000:]
+
+    await apache_kafka.grant("alice", "topic", settings.topics.prices, ["WRITE", "DESCRIBE"])
+    producer = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "alice")
+    producer["BATTERY_WORKER_TOPICS__CREATE"] = "false"
+    fed = await cli(producer, "feed", str(PRICES), "--site", "site-c", "--limit", "3")
+    assert fed.returncode == 0, fed.stderr[-3000:]
+    assert "published 3 ticks" in fed.stdout
+
+    await grant_worker(apache_kafka, "bob", settings, ("READ", "DESCRIBE"), ("DESCRIBE",))
+    auditor = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "bob")
+    out = tmp_path / "a.json"
+    for args in (
+        ("status",),
+        ("status", "--json"),
+        ("history", "export", "--site", "site-a", "--out", str(out)),
+        ("replay",),
+    ):
+        done = await cli(auditor, *args)
+        assert done.returncode == 0, (args, done.stdout[-2000:], done.stderr[-3000:])
+    assert len(json.loads(out.read_text())) == TICKS
+
+
 @pytest.mark.parametrize("refused", ["group", "state topic"])
 async def test_no_read_on_the_group_or_the_state_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,

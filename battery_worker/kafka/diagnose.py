@@ -57,7 +57,9 @@ _PROBE_TIMEOUT_S = 10.0
 WORKER_ACLS = (
     "the worker needs READ, WRITE, DESCRIBE and DESCRIBE_CONFIGS on its topics, CREATE on them unless they "
     "exist, and READ on its consumer group; with exactly-once also WRITE and DESCRIBE on the transactional "
-    "ids prefixed battery-worker.<group id>."
+    "ids prefixed battery-worker.<group id>.; status, history and replay need READ and DESCRIBE on "
+    "the topics they read and DESCRIBE on the group, feed WRITE and DESCRIBE on prices with "
+    "topics.create=false (docs/brokers.md)"
 )
 
 
