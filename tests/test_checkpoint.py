@@ -128,9 +128,9 @@ async def test_offsets_are_committed_only_once_their_state_is_stored(
         await closed.start()
         await closed.stop()
         with pytest.raises((KafkaError, TimeoutError)):
-            await asyncio.wait_for(store_and_commit(closed, consumer, stats, [stored], {prices: 5}), 5)
+            await asyncio.wait_for(store_and_commit(closed, consumer, stats, [stored], {prices: (5, "")}), 5)
         assert await consumer.committed(prices) is None, "committed though the state was not stored"
-        await store_and_commit(producer, consumer, stats, [stored], {prices: 5})
+        await store_and_commit(producer, consumer, stats, [stored], {prices: (5, "")})
         assert await consumer.committed(prices) == 5
     finally:
         await consumer.stop()

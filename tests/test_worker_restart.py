@@ -12,6 +12,7 @@ import pytest
 from battery_worker.kafka.tools.overview import group_lag
 from battery_worker.kafka.worker import Worker
 from battery_worker.settings import Settings
+from tests.conftest import BrokerKind
 from tests.faultkit import (
     all_applied,
     emitted_at_least,
@@ -62,12 +63,18 @@ async def test_a_lost_state_topic_is_rebuilt_from_the_first_tick_each_event_sent
     new_group_id: Callable[[], str],
     caplog: pytest.LogCaptureFixture,
     guarantee: str,
+    broker_kind: BrokerKind,
 ) -> None:
     """A review run deleted ``battery.state`` under running workers: restarted, they went on from the
     group's offsets with new batteries, and re-sent events that differed from the first ones under the same
     ``event_id``. A state partition never written whose ``prices`` partition has committed offsets lost its
     state: it is decided again from the first tick. Here the state topic is renamed, as an operator might,
     which leaves the group's offsets with an empty state topic as its deletion does."""
+    if broker_kind == "embedded":
+        pytest.skip(
+            "the embedded broker (Tansu) keeps no commit metadata, which tells a lost state from none; "
+            "runs on Apache Kafka in CI"
+        )
     settings = make_settings(
         kafka_bootstrap, new_topic_name(), new_group_id(), worker={"processing_guarantee": guarantee}
     )

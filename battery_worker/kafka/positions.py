@@ -21,7 +21,24 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.kafka.records import ConsumedRecord
 
-__all__ = ["Positions"]
+__all__ = ["STATE_STORED", "Positions", "marked"]
+
+STATE_STORED = "battery-worker:state-stored"
+"""The metadata of a commit of a ``prices`` partition whose sites have state stored: the state partition of
+a commit that carries it was written, so one found empty lost its records (the topic deleted, or
+``topics.state`` renamed). A partition whose every tick so far was dead-lettered has no state and is
+committed without it: read again from its start at every restart, its dead letters would be written again."""
+
+
+def marked(
+    offsets: Mapping[TopicPartition, int], with_state: Collection[int]
+) -> dict[TopicPartition, tuple[int, str]]:
+    """Offsets to commit, each with :data:`STATE_STORED` where its partition (a number in ``with_state``)
+    has sites whose state is stored by the time the commit lands."""
+    return {
+        tp: (offset, STATE_STORED if tp.partition in with_state else "") for tp, offset in offsets.items()
+    }
+
 
 Batch = Mapping[TopicPartition, Sequence[ConsumedRecord]]
 
@@ -54,8 +71,8 @@ class Positions:
         rebuilt: dict[TopicPartition, tuple[int, int]] = {}
         for tp in partitions:
             await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
-            committed = await consumer.committed(tp)
-            if committed is None or tp.partition in stateless:
+            committed, state_stored = await _committed(consumer, tp)
+            if committed is None or (tp.partition in stateless and state_stored):
                 beginning = (await consumer.beginning_offsets([tp]))[tp]
                 if committed is not None and committed > beginning:
                     rebuilt[tp] = (committed, beginning)
@@ -63,3 +80,12 @@ class Positions:
             consumer.seek(tp, committed)
             self._seeks[tp] = self._seeks.get(tp, 0) + 1
         return rebuilt
+
+
+async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int | None, bool]:
+    """The committed offset (None: none) and whether its commit says the partition's state was stored.
+    ``AIOKafkaConsumer.committed`` gives the offset alone; its coordinator's answer has the metadata."""
+    found = (await consumer._coordinator.fetch_committed_offsets([tp])).get(tp)
+    if found is None or found.offset < 0:
+        return None, False
+    return int(found.offset), found.metadata == STATE_STORED

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -33,7 +33,7 @@ async def store_and_commit(
     consumer: AIOKafkaConsumer,
     stats: WorkerStats,
     states: list[OutputRecord],
-    commits: dict[TopicPartition, int],
+    commits: Mapping[TopicPartition, tuple[int, str]],
 ) -> None:
     """A batch's tail, run while the next batch goes through steps 1 to 3.
 

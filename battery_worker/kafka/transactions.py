@@ -56,6 +56,8 @@ class PartitionWork:
     partition: TopicPartition
     outputs: Sequence[OutputRecord]
     next_offset: int
+    metadata: str = ""
+    """The commit's metadata (:data:`.positions.STATE_STORED` where the partition has state stored)."""
 
 
 async def require_transactions(kafka: KafkaSettings) -> None:
@@ -179,7 +181,9 @@ class PartitionTransactions:
         await producer.begin_transaction()
         try:
             await send_and_wait(producer, work.outputs)
-            await producer.send_offsets_to_transaction({tp: work.next_offset}, self._group_id)
+            await producer.send_offsets_to_transaction(
+                {tp: (work.next_offset, work.metadata)}, self._group_id
+            )
             await producer.commit_transaction()
         except _FENCED as error:
             self._counts["fenced"] += 1

@@ -64,7 +64,7 @@ from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.fair_fetch import FairFetch
 from battery_worker.kafka.freezes import FreezeWatch
 from battery_worker.kafka.latency import BatchLatency
-from battery_worker.kafka.positions import Positions
+from battery_worker.kafka.positions import Positions, marked
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.records import ConsumedRecord, input_record
@@ -309,7 +309,8 @@ class Worker:
             self._needs_rewind = True
             return
         states = self.processor.take_state_records()
-        tail = store_and_commit(self._producer, self._consumer, self.stats, states, self._checkpoint.take())
+        commits = marked(self._checkpoint.take(), self.processor.homes())
+        tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
         await self._tail.start_after_previous(tail)
         self.stats.checkpoints += 1
 
@@ -323,16 +324,18 @@ class Worker:
     async def _process_in_transactions(self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]) -> int:
         """Exactly-once: step 2 partition by partition, then steps 3 to 5 as one transaction per partition."""
         assert self._transactions is not None
-        work: list[PartitionWork] = []
+        handled: list[tuple[TopicPartition, list[OutputRecord], int]] = []
         now_ms = int(time.time() * 1000)
         count = 0
         for tp, records in self._owned(batch):
             outputs: list[OutputRecord] = []
             count += self._handle_all(records, now_ms, outputs)
             outputs.extend(self.processor.take_state_records())  # this partition's sites only
-            work.append(PartitionWork(tp, outputs, records[-1].offset + 1))
-        if not work:
+            handled.append((tp, outputs, records[-1].offset + 1))
+        if not handled:
             return 0
+        commits = marked({tp: offset for tp, _, offset in handled}, self.processor.homes())
+        work = [PartitionWork(tp, outputs, offset, commits[tp][1]) for tp, outputs, offset in handled]
         with counting_failures(self.stats, "commit"):
             await self._transactions.commit_all(work)
         self.stats.batches += 1
