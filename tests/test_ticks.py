@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 
+import jsonschema
 import orjson
 import pytest
 from pydantic import ValidationError
@@ -128,3 +130,66 @@ def test_a_bad_carbon_intensity_is_an_invalid_tick(value: object) -> None:
     with pytest.raises(InvalidTick) as caught:
         make_tick(1.0, 0.0, 0.0, "2023-01-01T00:00:00", carbon_intensity=value)  # type: ignore[arg-type]
     assert caught.value.field == "carbon_intensity"
+
+
+_ACCEPTED_STAMPS = [
+    "2026-12-05T10:00:00Z",
+    "2026-12-05t10:00:00z",
+    "2026-12-05 10:00",
+    "2026-12-05_10:00:00",
+    "2026-12-05T10:00:00.5Z",
+    "2026-12-05T10:00:00.123456789Z",
+    "2026-12-05T10:00:00+02:00",
+    "2026-12-05T10:00:00+0200",
+    "2026-12-05T10:00:00-05:30",
+    "2026-12-05T23:59:59",
+]
+_REFUSED_STAMPS = [
+    "2026-12-05T23:59:60Z",  # a leap second: RFC 3339 has it, Python does not
+    "2026-12-05T24:00:00Z",
+    "2026-12-05T10:00:99Z",
+    "2026-13-05T10:00:00Z",
+    "2026-12-32T10:00:00Z",
+    "2026-12-05T10:00:00Zjunk",
+    "2026-12-05T10:00 garbage",
+    "2026-12-05T10:00:00+02",
+    "2026-12-05T10:00:00+24:00",
+    "2026-12-05",
+    "1764928800",
+]
+
+
+@pytest.mark.parametrize("stamp", _ACCEPTED_STAMPS + _REFUSED_STAMPS)
+def test_the_published_schema_takes_a_timestamp_exactly_when_the_worker_does(stamp: str) -> None:
+    """A review run found seven timestamps the schema took and the worker dead-lettered. A day its month
+    has not (``02-30``) is the one difference left: a pattern cannot tell it."""
+    body = {"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": stamp}
+    assert _schema_takes(body) == _worker_takes(body) == (stamp in _ACCEPTED_STAMPS)
+
+
+@pytest.mark.parametrize(
+    ("site_id", "worker_takes"),
+    [("north-1", True), ("  ", False), ("\t", False), ("é" * 100, True), ("x" * 201, False)],
+)
+def test_the_published_schema_refuses_a_blank_site_id_as_the_worker_does(
+    site_id: str, worker_takes: bool
+) -> None:
+    body = {"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": "2026-12-05T10:00:00Z"}
+    body["site_id"] = site_id
+    assert _worker_takes(body) == worker_takes
+    assert _schema_takes(body) == worker_takes
+
+
+def _schema_takes(body: dict[str, object]) -> bool:
+    schema = orjson.loads(
+        (Path(__file__).resolve().parent.parent / "schemas" / "price_tick.schema.json").read_bytes()
+    )
+    return not list(jsonschema.Draft202012Validator(schema).iter_errors(body))
+
+
+def _worker_takes(body: dict[str, object]) -> bool:
+    try:
+        PriceTick.model_validate_json(orjson.dumps(body))
+    except ValidationError:
+        return False
+    return True
