@@ -122,6 +122,11 @@ class ApacheKafkaBroker:
         return self._address("SSL")
 
     @property
+    def sasl_ssl_bootstrap_servers(self) -> str:
+        """SASL_SSL listener: SCRAM-SHA-512 over TLS, the certificate of :attr:`ssl_bootstrap_servers`."""
+        return self._address("SASL_SSL")
+
+    @property
     def ssl_cafile(self) -> Path:
         """PEM file of this run's CA, for clients' ``ssl_cafile`` / ``create_ssl_context(cafile=...)``."""
         self._address("SSL")
@@ -168,13 +173,13 @@ class ApacheKafkaBroker:
             "bootstrap_servers": self._address(listener),
             "security_protocol": listener,
         }
-        if listener == "SASL_PLAINTEXT":
+        if listener in ("SASL_PLAINTEXT", "SASL_SSL"):
             options.update(
                 sasl_mechanism=SASL_MECHANISM,
                 sasl_plain_username=user,
                 sasl_plain_password=self._users[user],
             )
-        elif listener == "SSL":
+        if listener in ("SSL", "SASL_SSL"):
             options["ssl_context"] = create_ssl_context(cafile=str(self.ssl_cafile))
         return options
 
@@ -182,11 +187,11 @@ class ApacheKafkaBroker:
         """battery-worker settings (environment variables) that connect to ``listener`` as ``user``."""
         prefix = "BATTERY_WORKER_KAFKA__"
         env = {f"{prefix}BOOTSTRAP_SERVERS": self._address(listener), f"{prefix}SECURITY_PROTOCOL": listener}
-        if listener == "SASL_PLAINTEXT":
+        if listener in ("SASL_PLAINTEXT", "SASL_SSL"):
             env[f"{prefix}SASL_MECHANISM"] = SASL_MECHANISM
             env[f"{prefix}SASL_USERNAME"] = user
             env[f"{prefix}SASL_PASSWORD"] = self._users[user]
-        elif listener == "SSL":
+        if listener in ("SSL", "SASL_SSL"):
             env[f"{prefix}SSL_CAFILE"] = str(self.ssl_cafile)
         return env
 
@@ -239,12 +244,13 @@ class ApacheKafkaBroker:
                 raise
             atexit.register(self.stop)
             log.info(
-                "Apache Kafka %s pid=%s at %s (SASL %s, SSL %s), ready in %.1f s",
+                "Apache Kafka %s pid=%s at %s (SASL %s, SSL %s, SASL_SSL %s), ready in %.1f s",
                 kafka_version(),
                 self.pid,
                 self.bootstrap_servers,
                 self.sasl_bootstrap_servers,
                 self.ssl_bootstrap_servers,
+                self.sasl_ssl_bootstrap_servers,
                 time.monotonic() - began,
             )
             return self
@@ -319,6 +325,7 @@ class ApacheKafkaBroker:
             "PLAINTEXT": self._requested_port or free_port(),
             "SASL_PLAINTEXT": free_port(),
             "SSL": free_port(),
+            "SASL_SSL": free_port(),
             "CONTROLLER": free_port(),
         }
         if first:

@@ -1,7 +1,7 @@
 """How the local Apache Kafka broker is configured: its users, ``server.properties`` and JVM command lines.
 
 Why apart from the broker's lifecycle (``apache_broker.py``): these are the decisions about *what* runs, one
-KRaft node (broker and controller) with three client listeners on loopback (the table of who may do what
+KRaft node (broker and controller) with four client listeners on loopback (the table of who may do what
 on each is in ``apache_kafka.py``), and they read best in one place.
 """
 
@@ -48,7 +48,7 @@ _ADMIN_PASSWORD = "admin-secret"  # noqa: S105 - a throwaway broker on loopback,
 # StorageTool's --add-scram syntax is "[name=N,password=P]": keep both free of its delimiters.
 _CREDENTIAL = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-Listener = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL"]
+Listener = Literal["PLAINTEXT", "SASL_PLAINTEXT", "SSL", "SASL_SSL"]
 #: How the broker's JVM runs: ``quick-start`` (C1 only, serial collector: tests start many brokers) or
 #: ``kafka-scripts`` (as Kafka's own start scripts run it: what a benchmark measures against).
 JvmProfile = Literal["quick-start", "kafka-scripts"]
@@ -184,11 +184,15 @@ def _server_properties(
         "listeners": listeners,
         "advertised.listeners": advertised,
         "listener.security.protocol.map": (
-            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,CONTROLLER:PLAINTEXT"
+            "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,SSL:SSL,SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT"
         ),
         "inter.broker.listener.name": "PLAINTEXT",
         "sasl.enabled.mechanisms": SASL_MECHANISM,
         "listener.name.sasl_plaintext.scram-sha-512.sasl.jaas.config": (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        ),
+        # SCRAM over TLS: what docs/configuration.md recommends for production.
+        "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": (
             "org.apache.kafka.common.security.scram.ScramLoginModule required;"
         ),
         "ssl.keystore.type": "PKCS12",

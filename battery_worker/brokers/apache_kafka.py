@@ -19,6 +19,7 @@ broker from its Maven Central jars with nothing but Java 17+, plus Maven for the
   ``SASL_PLAINTEXT``        SCRAM-SHA-512: ``admin``, ``alice``, ``bob``  ``admin`` super user,
                                                                          the others need ACLs
   ``SSL``                   server certificate only (``User:ANONYMOUS``)  super user
+  ``SASL_SSL``              SCRAM-SHA-512 over TLS, the same users        as ``SASL_PLAINTEXT``
   ========================  ===========================================  ==========================
 
   so ordinary tests need no ACLs, while ACL tests grant ``alice``/``bob`` what they need
@@ -79,18 +80,21 @@ def _describe(broker: ApacheKafkaBroker) -> str:
     others = ", ".join(f"{name} / {password}" for name, password in users.items() if name != ADMIN_USER)
     sasl_env = " ".join(f"{key}={value}" for key, value in broker.worker_env("SASL_PLAINTEXT").items())
     ssl_env = " ".join(f"{key}={value}" for key, value in broker.worker_env("SSL").items())
+    sasl_ssl_env = " ".join(f"{key}={value}" for key, value in broker.worker_env("SASL_SSL").items())
     return "\n".join(
         [
             f"Apache Kafka {broker.version} is ready (pid {broker.pid}); Ctrl+C stops it, deleting its data.",
             f"  PLAINTEXT       {broker.bootstrap_servers}   no authentication (super user)",
             f"  SASL_PLAINTEXT  {broker.sasl_bootstrap_servers}   {SASL_MECHANISM}",
             f"  SSL             {broker.ssl_bootstrap_servers}   CA file {broker.ssl_cafile}",
+            f"  SASL_SSL        {broker.sasl_ssl_bootstrap_servers}   {SASL_MECHANISM} over TLS (that CA)",
             f"  users: {ADMIN_USER} / {users[ADMIN_USER]} (super user); {others} (need ACLs)",
             f"  log: {broker.log_path}",
             "",
             f"  battery-worker run --bootstrap-servers {broker.bootstrap_servers}",
             f"  {sasl_env} battery-worker run",
             f"  {ssl_env} battery-worker run",
+            f"  {sasl_ssl_env} battery-worker run",
         ]
     )
 
@@ -99,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m battery_worker.brokers.apache_kafka``: run a broker until Ctrl+C or SIGTERM."""
     parser = argparse.ArgumentParser(
         prog="python -m battery_worker.brokers.apache_kafka",
-        description="Run a local Apache Kafka (PLAINTEXT, SASL/SCRAM, SSL) until Ctrl+C or SIGTERM.",
+        description="Run a local Apache Kafka (PLAINTEXT, SASL/SCRAM, SSL, SASL_SSL) until Ctrl+C or SIGTERM",
     )
     parser.add_argument("--port", type=int, help="PLAINTEXT port (default: a free one)")
     parser.add_argument("--log", type=Path, help="append the broker's output to this file")
