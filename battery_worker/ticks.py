@@ -61,13 +61,15 @@ SiteId = Annotated[
 ]
 
 WIRE_TIMESTAMP_PATTERN = (
-    "^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt _]([01][0-9]|2[0-3]):[0-5][0-9]"
-    "(:[0-5][0-9]([.,][0-9]+)?)?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?$"
+    "^(?!0000)[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt _]([01][0-9]|2[0-3]):[0-5][0-9]"
+    "(:[0-5][0-9]([.,][0-9]+)?)?([Zz]|[+-]([01][0-9]|2[0-3]):?[0-5][0-9])?(?![\\s\\S])"
 )
 """A tick's time on the wire, as the published schema says it: a date and a time of day, ISO 8601 / RFC
-3339 text, the zone optional. What the worker takes, but for a day its month has not (``02-30``), which a
-pattern cannot tell: it only began with a date and a time of day until 2026-12-06, and a review run found
-leap seconds, ``24:00``, ``+02`` and trailing text taken by the schema that the worker dead-letters."""
+3339 text, the zone optional. What the worker takes, but for what a pattern cannot tell: a day its month
+has not (``02-30``), and a time that leaves the years 1 to 9999 once in UTC (``0001-01-01T00:00+01:00``).
+It only began with a date and a time of day until 2026-12-06, and a review run found leap seconds,
+``24:00``, ``+02`` and trailing text taken by the schema that the worker dead-letters. It ends with "no
+character follows", not ``$``, which Python's validators let match before a final newline."""
 
 
 def _text_on_the_wire(value: Any, info: ValidationInfo) -> Any:

@@ -176,6 +176,11 @@ def test_a_redirect_to_another_origin_is_not_followed_with_the_api_key(
     assert "k-secret" not in str(refused.value)
     assert "steal" not in str(refused.value)
     assert at_elsewhere.seen == []
+    for unusable in ("http://127.0.0.1:99999/x", "http://[::1/x"):  # each stopped the monitor
+        at_api.target = unusable
+        with pytest.raises(FetchFailed) as refused:
+            fetching.fetch_blocking(f"{api}/moved", {}, timeout_s=5, max_bytes=1000)
+        assert "HTTP 302 redirects to an unusable address" in str(refused.value)
     at_api.target = f"{api}/prices"
     body = fetching.fetch_blocking(f"{api}/moved", {"X-Api-Key": "k-secret"}, timeout_s=5, max_bytes=1000)
     assert body == b"[]"

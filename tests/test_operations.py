@@ -329,6 +329,11 @@ def test_text_read_from_a_topic_is_shown_with_every_control_character_escaped() 
     shown = terminal_text("a\tb\nc\x9b31m[red]d\x7f")
     assert shown.plain == "a\\x09b\\x0ac\\x9b31m[red]d\\x7f"
     assert not shown.spans
+    # Invisible format characters that reorder or hide text (a review of the diff).
+    assert terminal_text("evil\u202etxt.exe a\u200bb\u2028c\ufeff").plain == (
+        "evil\\u202etxt.exe a\\u200bb\\u2028c\\ufeff"
+    )
+    assert terminal_text("Zürich 北京 ⚡").plain == "Zürich 北京 ⚡", "letters of any script pass"
 
 
 def test_the_dockerfile_asks_for_non_root_a_slim_base_and_a_stop_budget_within_the_grace_period() -> None:

@@ -17,7 +17,7 @@ from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 
 from battery_worker.audit import Outside
-from battery_worker.kafka.clients import METADATA_MAX_AGE_MS
+from battery_worker.kafka.clients import METADATA_MAX_AGE_MS, make_producer
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.worker import Worker
@@ -151,3 +151,31 @@ async def test_a_state_topic_that_did_not_grow_stops_the_worker_with_the_fix(
     assert worker.processor.counters.rejected == 0, "no tick is dead-lettered for it"
     dlq = [TopicPartition(settings.topics.dlq, p) for p in range(3)]
     assert set((await list_offsets_end(settings, dlq)).values()) == {0}  # feed's read refuses the topics
+
+
+async def test_a_new_partition_with_only_dead_letters_is_not_taken_for_a_lost_state(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A review of the diff: after growth, a restored site homed on a new partition marked that partition's
+    commits "state stored" before any state was written there, so with only a dead letter on it, every
+    restart took its state for lost and read it again from its start, the dead letter written again."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    moving = next(f"site-{n}" for n in range(100) if home_partition(f"site-{n}", 2) == 1)
+    await feed(settings, ercot_week()[:10], moving)
+    assert await Worker(settings).run(max_messages=10, idle_timeout_s=20) == 10
+    await grow(settings, [settings.topics.prices, settings.topics.state], 2)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.prices, b"not json", key=b"junk", partition=1)
+    finally:
+        await producer.stop()
+    assert await Worker(settings).run(max_messages=1, idle_timeout_s=20) == 1
+    with caplog.at_level(logging.WARNING):
+        for _ in range(2):
+            assert await Worker(settings).run(idle_timeout_s=5) == 0, "nothing read again"
+    assert len(await raw_values(settings, settings.topics.dlq)) == 1
+    assert not [r for r in caplog.records if "holds no state" in r.getMessage()]

@@ -147,7 +147,12 @@ def stdout_console(**options: Any) -> Console:
     return _Console(**options)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u2064\u2066-\u206f\ufeff]"
+)
+"""C0 and C1 controls, and the invisible format characters that reorder or hide text (bidirectional
+overrides and isolates, zero widths, line and paragraph separators): a right-to-left override turned
+``evil\\u202etxt.exe`` around (a review of the diff)."""
 
 
 def terminal_text(text: str, style: str = "") -> Text:
@@ -157,7 +162,12 @@ def terminal_text(text: str, style: str = "") -> Text:
     who may write to ``prices`` names sites."""
     from rich.text import Text
 
-    return Text(_CONTROL.sub(lambda found: f"\\x{ord(found.group()):02x}", text), style=style)
+    return Text(_CONTROL.sub(_escaped, text), style=style)
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def check_output_file(flag: str, path: Path | None) -> None:

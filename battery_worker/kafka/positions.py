@@ -66,8 +66,13 @@ class Positions:
         stateless: Collection[int] = (),
     ) -> dict[TopicPartition, tuple[int, int]]:
         """Seeks ``partitions`` to their committed offsets; those whose number is in ``stateless`` (their
-        state partition never written) to their beginning instead when offsets were committed past it:
-        returns those, each with (committed, beginning)."""
+        state partition never written) and whose commit says their state was stored lost it: to their first
+        tick, where they still hold it (beginning offset 0). Returns those, each with (committed, beginning).
+
+        Where retention deleted the first ticks, a partition decided again from its oldest one with new
+        batteries sent every retained tick's events again, each differing under its ``event_id`` (a review
+        of the diff): it goes on from the committed offset instead, where only the events re-sent since the
+        last checkpoint can differ."""
         rebuilt: dict[TopicPartition, tuple[int, int]] = {}
         for tp in partitions:
             await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
@@ -76,6 +81,8 @@ class Positions:
                 beginning = (await consumer.beginning_offsets([tp]))[tp]
                 if committed is not None and committed > beginning:
                     rebuilt[tp] = (committed, beginning)
+                    if beginning > 0:  # its first ticks deleted: decided again from there, each would differ
+                        beginning = committed
                 committed = beginning
             consumer.seek(tp, committed)
             self._seeks[tp] = self._seeks.get(tp, 0) + 1

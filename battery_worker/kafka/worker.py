@@ -118,6 +118,10 @@ class Worker:
         self._tail = BatchTail()
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
+        self._state_written: set[int] = set()
+        """State partitions known to hold records (restored, or written since): their commits say so
+        (:data:`.positions.STATE_STORED`). Not the homes of the sites held: after ``prices`` grew, a site's
+        new home was marked before its state was written there (a review of the diff)."""
         self._fetch: FairFetch | None = None
         self._transactions: PartitionTransactions | None = None
         session_s = settings.worker.session_timeout_ms / 1000
@@ -253,16 +257,17 @@ class Worker:
             fetched = await self._fetch.fetch(max_records)
         if not fetched:
             return 0
-        started = self.stats.batch_started_at = time.monotonic()
-        try:
-            async with self._lock:
-                if self._misconfigured is not None:  # a rebalance found the topics unfit meanwhile
-                    raise self._misconfigured
-                if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop it
-                    return 0
+        started = time.monotonic()
+        async with self._lock:  # a rebalance's restore may hold it: not the batch's own time
+            if self._misconfigured is not None:  # a rebalance found the topics unfit meanwhile
+                raise self._misconfigured
+            if self._needs_rewind:  # a rebalance hit a failure meanwhile: the rewind seeks back, drop this
+                return 0
+            self.stats.batch_started_at = time.monotonic()
+            try:
                 count = await self._process(fetched.current(self._positions))
-        finally:
-            self.stats.batch_started_at = None
+            finally:
+                self.stats.batch_started_at = None
         self.latency.observe_batch(fetched.batch, started)
         return count
 
@@ -309,7 +314,8 @@ class Worker:
             self._needs_rewind = True
             return
         states = self.processor.take_state_records()
-        commits = marked(self._checkpoint.take(), self.processor.homes())
+        self._state_written.update(record.partition for record in states if record.partition is not None)
+        commits = marked(self._checkpoint.take(), self._state_written)
         tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
         await self._tail.start_after_previous(tail)
         self.stats.checkpoints += 1
@@ -334,7 +340,12 @@ class Worker:
             handled.append((tp, outputs, records[-1].offset + 1))
         if not handled:
             return 0
-        commits = marked({tp: offset for tp, _, offset in handled}, self.processor.homes())
+        state = self.topics.state
+        for _, outputs, _ in handled:
+            self._state_written.update(
+                o.partition for o in outputs if o.topic == state and o.partition is not None
+            )
+        commits = marked({tp: offset for tp, _, offset in handled}, self._state_written)
         work = [PartitionWork(tp, outputs, offset, commits[tp][1]) for tp, outputs, offset in handled]
         with counting_failures(self.stats, "commit"):
             await self._transactions.commit_all(work)
@@ -414,18 +425,21 @@ class Worker:
         with counting_failures(self.stats, "restore"):
             rebuilt = await self._positions.seek_to_committed(self._consumer, partitions, stateless)
         for tp, (committed, beginning) in sorted(rebuilt.items()):
+            whole = beginning == 0
             log.warning(
                 "%s[%d]: group %s committed offset %d, but %s[%d] holds no state, never written (the state "
-                "topic deleted, or topics.state renamed?): its sites' state is lost, so the partition is "
-                'decided again from offset %d, its events sent again (docs/operations.md, "State topic '
-                'lost")',
+                "topic deleted, or topics.state renamed?): its sites' state is lost; %s "
+                '(docs/operations.md, "State topic lost")',
                 tp.topic,
                 tp.partition,
                 self.settings.worker.group_id,
                 committed,
                 self.topics.state,
                 tp.partition,
-                beginning,
+                "the partition is decided again from its first tick, each event sent again as it was"
+                if whole
+                else f"it begins at offset {beginning}, its first ticks deleted, so it cannot be decided "
+                "again as it was: its sites go on from the committed offset with new batteries",
                 extra={"topic": tp.topic, "partition": tp.partition},
             )
 
@@ -458,9 +472,11 @@ class Worker:
         assert self._reader is not None
         numbers = {tp.partition for tp in partitions if tp.topic == self.topics.prices}
         timeout_s = self.settings.worker.restore_timeout_s
-        return await restore_sites(
+        never_written = await restore_sites(
             self._reader, self.processor, self.topics.state, numbers, self.stats, timeout_s=timeout_s
         )
+        self._state_written = (self._state_written - never_written) | (numbers - never_written)
+        return never_written
 
     # --- operations: read by the metrics and health server, never on the hot path ----------------------
 

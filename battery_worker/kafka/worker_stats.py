@@ -53,8 +53,9 @@ class WorkerStats:
     sites_restored: int = 0
     last_restore_seconds: float = 0.0
     batch_started_at: float | None = None
-    """``time.monotonic()`` when the batch in hand was fetched, None between batches: a batch whose sends
-    hang (a topic deleted under the worker) showed on no metric and no probe until they failed, 30 s on."""
+    """``time.monotonic()`` when the batch in hand began to be processed (after any restore a rebalance ran
+    first), None between batches: a batch whose sends hang (a topic deleted under the worker), or the
+    checkpoint it waits for, showed on no metric and no probe until they failed, 30 s on."""
     commit_failures: int = 0
     """Commits refused after a rebalance: logged, nothing lost, no rewind."""
     rewinds: int = 0

@@ -180,6 +180,19 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
             )
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
+    def http_error_302(self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any) -> Any:
+        """urllib parses the new address before :meth:`redirect_request`: a port out of range or a broken
+        address raised ``ValueError``, which stopped the monitor (a review of the diff)."""
+        try:
+            return super().http_error_302(req, fp, code, msg, headers)
+        except ValueError as error:
+            fp.close()
+            raise FetchFailed(
+                "http_status", f"HTTP {code} redirects to an unusable address ({error})"
+            ) from None
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
 
 def _origin(url: urllib.parse.SplitResult) -> tuple[str, str | None, int | None]:
     default = {"http": 80, "https": 443}.get(url.scheme)

@@ -212,10 +212,6 @@ class TickProcessor:
     def site_count(self) -> int:
         return len(self._sites)
 
-    def homes(self) -> set[int]:
-        """The partitions that have sites here: each one's state is stored at the next checkpoint."""
-        return {site.home for site in self._sites.values()}
-
     def sites(self) -> dict[str, SiteState]:
         return {site_id: site.state for site_id, site in self._sites.items()}
 
