@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 
 from battery_worker.backtest.engine import optimum_inputs
 from battery_worker.backtest.optimum import Optimum, solve_optimum
@@ -40,7 +41,7 @@ STEPS_PER_DAY = 288
 START = datetime(2025, 1, 1, tzinfo=UTC)
 
 
-def synthetic_prices(days: int, seed: int, negative_share: float = 1 / 3) -> np.ndarray:
+def synthetic_prices(days: int, seed: int, negative_share: float = 1 / 3) -> npt.NDArray[np.float64]:
     """5-minute prices: daily shape, a wandering daily level, persistent noise, spikes; a share negative."""
     rng = np.random.default_rng(seed)
     n = days * STEPS_PER_DAY
@@ -55,11 +56,12 @@ def synthetic_prices(days: int, seed: int, negative_share: float = 1 / 3) -> np.
         value = 0.97 * value + shocks[i]
         noise[i] = value
     spikes = np.where(rng.random(n) < 0.002, rng.exponential(400.0, n), 0.0)
-    prices = shape + level + noise + spikes
-    return prices - float(np.quantile(prices, negative_share))
+    prices: npt.NDArray[np.float64] = shape + level + noise + spikes
+    shifted: npt.NDArray[np.float64] = prices - float(np.quantile(prices, negative_share))
+    return shifted
 
 
-def write_mara_csv(path: Path, prices: np.ndarray) -> None:
+def write_mara_csv(path: Path, prices: npt.NDArray[np.float64]) -> None:
     """The price API's CSV: energy, hash and token price, a zone-less UTC timestamp; newest row first."""
     lines = ["energy_price,hash_price,token_price,timestamp"]
     for i in range(prices.size - 1, -1, -1):

@@ -547,7 +547,9 @@ def test_the_later_layers_policy_rule_holds_for_a_json_table_and_for_a_sites_pol
     monkeypatch.setenv("BATTERY_WORKER_SITES__S1__POLICY__PARAMS__CHARGE_BELOW", "20")
     site = command_settings(build_parser().parse_args(["run", "--config", str(config)])).sites["s1"].policy
     assert site is not None
-    assert (site.name, dict(site.params)) == ("threshold", {"charge_below": "20", "discharge_above": 100.0})
+    # "20" as the variable gives it (pydantic-settings 2.4 reads it as 20): the policy reads either as 20.0.
+    params = {name: float(value) for name, value in site.params.items()}
+    assert (site.name, params) == ("threshold", {"charge_below": 20.0, "discharge_above": 100.0})
 
 
 @pytest.mark.parametrize(

@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from battery_worker.backtest.optimum import (
@@ -146,7 +147,7 @@ def test_without_negative_prices_the_lp_is_exact() -> None:
     assert best.simultaneous_steps == 0
 
 
-def five_minute_days(days: int, seed: int) -> tuple[list[datetime], np.ndarray]:
+def five_minute_days(days: int, seed: int) -> tuple[list[datetime], npt.NDArray[np.float64]]:
     """Noisy 5-minute prices, negative for 8 hours a day (a third): long enough to fill the battery and
     leave hours in which only burning energy earns more."""
     rng = np.random.default_rng(seed)
@@ -157,7 +158,9 @@ def five_minute_days(days: int, seed: int) -> tuple[list[datetime], np.ndarray]:
     return [t0 + timedelta(minutes=5 * i) for i in range(n)], prices
 
 
-def replay(config: BatteryConfig, stamps: list[datetime], prices: np.ndarray, best: Optimum) -> float:
+def replay(
+    config: BatteryConfig, stamps: list[datetime], prices: npt.NDArray[np.float64], best: Optimum
+) -> float:
     """The schedule through the state machine, tick by tick; returns the value it earns (net of wear)."""
     state = initial_state(config)
     for at, price, bought, delivered in zip(stamps, prices, best.bought_mwh, best.delivered_mwh, strict=True):

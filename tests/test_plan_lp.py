@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 from scipy.optimize import linprog
 
@@ -52,7 +53,7 @@ def dense_lp(
         + [(0.0, config.max_discharge_rate_mw * h) for h in hours]
         + [(min(config.min_energy_mwh, soc), max(config.max_energy_mwh, soc))] * n
     )
-    rows: list[np.ndarray] = []
+    rows: list[npt.NDArray[np.float64]] = []
     limits: list[float] = []
     cap = config.daily_delivery_cap_mwh
     if cap is not None:

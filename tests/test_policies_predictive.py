@@ -10,6 +10,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import numpy as np
+import numpy.typing as npt
 import orjson
 import pytest
 
@@ -415,7 +416,7 @@ def test_hourly_prices_over_15_minute_ticks_plan_as_the_hourly_prices_do(ercot_w
     assert held >= hourly - 0.01, (held, hourly)
 
 
-def quiet_then_spiky_days(pattern: str) -> np.ndarray:
+def quiet_then_spiky_days(pattern: str) -> npt.NDArray[np.float64]:
     """Hourly prices, one day per letter: ``q`` a quiet day (10 all day, a morning bump to 20 at 06-09),
     ``s`` a spiky one (10 all day, 50 at 17-20)."""
     quiet = np.full(24, 10.0)
