@@ -64,6 +64,8 @@ class Positions:
         consumer: AIOKafkaConsumer,
         partitions: Collection[TopicPartition],
         stateless: Collection[int] = (),
+        *,
+        lost_only: bool = False,
     ) -> dict[TopicPartition, tuple[int, int]]:
         """Seeks ``partitions`` to their committed offsets; those whose number is in ``stateless`` (their
         state partition never written) and whose commit says their state was stored lost it: to their first
@@ -72,12 +74,21 @@ class Positions:
         Where retention deleted the first ticks, a partition decided again from its oldest one with new
         batteries sent every retained tick's events again, each differing under its ``event_id`` (a review
         of the diff): it goes on from the committed offset instead, where only the events re-sent since the
-        last checkpoint can differ."""
+        last checkpoint can differ.
+
+        ``lost_only``: seek only the partitions that lost their state, and leave the others where the
+        consumer positions them itself (an at-least-once assignment: a seek of every partition of a fresh
+        start changed how its first fetches were spread over them)."""
         rebuilt: dict[TopicPartition, tuple[int, int]] = {}
         for tp in partitions:
+            if lost_only and tp.partition not in stateless:
+                continue
             await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
             committed, state_stored = await _committed(consumer, tp)
-            if committed is None or (tp.partition in stateless and state_stored):
+            lost = tp.partition in stateless and state_stored
+            if lost_only and not lost:
+                continue
+            if committed is None or lost:
                 beginning = (await consumer.beginning_offsets([tp]))[tp]
                 if committed is not None and committed > beginning:
                     rebuilt[tp] = (committed, beginning)

@@ -414,7 +414,9 @@ class Worker:
             self._freezes.clear()
             self.assignment.restored = True
 
-    async def _seek(self, partitions: set[TopicPartition], stateless: set[int]) -> None:
+    async def _seek(
+        self, partitions: set[TopicPartition], stateless: set[int], *, lost_only: bool = False
+    ) -> None:
         """To the committed offsets; a partition whose state partition was never written but whose
         offsets were committed lost its state: it is decided again from its first tick. Went on from the
         offsets, its sites restarted with new batteries, and the events re-sent for ticks since the last
@@ -423,7 +425,9 @@ class Worker:
         still holds every tick since), and the state is rebuilt."""
         assert self._consumer is not None
         with counting_failures(self.stats, "restore"):
-            rebuilt = await self._positions.seek_to_committed(self._consumer, partitions, stateless)
+            rebuilt = await self._positions.seek_to_committed(
+                self._consumer, partitions, stateless, lost_only=lost_only
+            )
         for tp, (committed, beginning) in sorted(rebuilt.items()):
             whole = beginning == 0
             log.warning(
@@ -539,7 +543,7 @@ class Worker:
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
                     await self._seek(set(assigned), stateless)
                 elif stateless:  # the consumer positions the others at their committed offsets itself
-                    await self._seek({tp for tp in assigned if tp.partition in stateless}, stateless)
+                    await self._seek(set(assigned), stateless, lost_only=True)
             except TopicMisconfigured as error:  # the loop raises it: not a failure a rewind cures
                 self._misconfigured = error
                 log.error("%s", error)
