@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
 
+import aiokafka
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from battery_worker.kafka.records import ConsumedRecord
 
-__all__ = ["STATE_STORED", "Positions", "marked"]
+__all__ = ["STATE_STORED", "Positions", "commit_metadata", "marked"]
 
 STATE_STORED = "battery-worker:state-stored"
 """The metadata of a commit of a ``prices`` partition whose sites have state stored: the state partition of
@@ -30,14 +31,17 @@ a commit that carries it was written, so one found empty lost its records (the t
 committed without it: read again from its start at every restart, its dead letters would be written again."""
 
 
+def commit_metadata(partition: int, with_state: Collection[int]) -> str:
+    """:data:`STATE_STORED` where the partition (a number in ``with_state``) has sites whose state is
+    stored by the time its commit lands, else nothing."""
+    return STATE_STORED if partition in with_state else ""
+
+
 def marked(
     offsets: Mapping[TopicPartition, int], with_state: Collection[int]
 ) -> dict[TopicPartition, tuple[int, str]]:
-    """Offsets to commit, each with :data:`STATE_STORED` where its partition (a number in ``with_state``)
-    has sites whose state is stored by the time the commit lands."""
-    return {
-        tp: (offset, STATE_STORED if tp.partition in with_state else "") for tp, offset in offsets.items()
-    }
+    """Offsets to commit, each with its :func:`commit_metadata`."""
+    return {tp: (offset, commit_metadata(tp.partition, with_state)) for tp, offset in offsets.items()}
 
 
 Batch = Mapping[TopicPartition, Sequence[ConsumedRecord]]
@@ -103,7 +107,10 @@ class Positions:
 async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int | None, bool]:
     """The committed offset (None: none) and whether its commit says the partition's state was stored.
     ``AIOKafkaConsumer.committed`` gives the offset alone; its coordinator's answer has the metadata."""
-    found = (await consumer._coordinator.fetch_committed_offsets([tp])).get(tp)
+    coordinator = getattr(consumer, "_coordinator", None)
+    if coordinator is None:  # not aiokafka 0.13 or 0.14 (pyproject.toml), whose coordinator this reads
+        raise RuntimeError(f"aiokafka {aiokafka.__version__}: no consumer coordinator to read commits from")
+    found = (await coordinator.fetch_committed_offsets([tp])).get(tp)
     if found is None or found.offset < 0:
         return None, False
     return int(found.offset), found.metadata == STATE_STORED

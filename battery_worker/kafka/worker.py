@@ -64,7 +64,7 @@ from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.fair_fetch import FairFetch
 from battery_worker.kafka.freezes import FreezeWatch
 from battery_worker.kafka.latency import BatchLatency
-from battery_worker.kafka.positions import Positions, marked
+from battery_worker.kafka.positions import Positions, commit_metadata, marked
 from battery_worker.kafka.probes import broker_answers, consumer_lag
 from battery_worker.kafka.record_log import log_handled, log_handled_debug
 from battery_worker.kafka.records import ConsumedRecord, input_record
@@ -314,7 +314,7 @@ class Worker:
             self._needs_rewind = True
             return
         states = self.processor.take_state_records()
-        self._state_written.update(record.partition for record in states if record.partition is not None)
+        self._note_state_written(states)
         commits = marked(self._checkpoint.take(), self._state_written)
         tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
         await self._tail.start_after_previous(tail)
@@ -340,18 +340,24 @@ class Worker:
             handled.append((tp, outputs, records[-1].offset + 1))
         if not handled:
             return 0
-        state = self.topics.state
         for _, outputs, _ in handled:
-            self._state_written.update(
-                o.partition for o in outputs if o.topic == state and o.partition is not None
-            )
-        commits = marked({tp: offset for tp, _, offset in handled}, self._state_written)
-        work = [PartitionWork(tp, outputs, offset, commits[tp][1]) for tp, outputs, offset in handled]
+            self._note_state_written(outputs)
+        work = [
+            PartitionWork(tp, outputs, offset, commit_metadata(tp.partition, self._state_written))
+            for tp, outputs, offset in handled
+        ]
         with counting_failures(self.stats, "commit"):
             await self._transactions.commit_all(work)
         self.stats.batches += 1
         self._backoff.reset()
         return count
+
+    def _note_state_written(self, outputs: Iterable[OutputRecord]) -> None:
+        """The state partitions these outputs write to: their commits say the state is stored."""
+        state = self.topics.state
+        self._state_written.update(
+            o.partition for o in outputs if o.topic == state and o.partition is not None
+        )
 
     def _owned(
         self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]
