@@ -277,7 +277,8 @@ def _csv_rows(
         ts_col = timestamp_column or _first_in(header, MARKET_TIMESTAMP, MARA_FIELDS[3])
         price_col = price_column or _first_in(header, MARKET_PRICE, MARA_FIELDS[0])
         if ts_col is None or price_col is None or ts_col not in header or price_col not in header:
-            raise PriceFileError("columns", header, f"{source.name}: {_columns_problem(header)}")
+            problem = _columns_problem(header, ts_col is None, price_col is None)
+            raise PriceFileError("columns", header, f"{source.name}: {problem}")
         rows = _whole_rows(reader, source, (ts_col, price_col))
         return [
             (
@@ -331,8 +332,10 @@ def _first_in(header: Sequence[str], *names: str) -> str | None:
     return next((name for name in names if name in header), None)
 
 
-def _columns_problem(header: Sequence[str]) -> str:
-    """Why the columns are not found: a file not separated by commas says so, where flags cannot help."""
+def _columns_problem(header: Sequence[str], no_time: bool, no_price: bool) -> str:
+    """Why the columns are not found: a file not separated by commas says so, where flags cannot help;
+    else the column not found and the names it is looked for under (``timestamp,price`` said only that
+    neither could be told)."""
     if not header:
         return "is empty: no header line of columns"
     if len(header) == 1 and (";" in header[0] or "\t" in header[0]):
@@ -341,7 +344,15 @@ def _columns_problem(header: Sequence[str]) -> str:
             f"its columns are separated by {separator}, not commas (a spreadsheet's regional export?): "
             "save it as CSV with commas, decimal points and ISO times (2023-06-05T19:45:00+02:00)"
         )
-    return "cannot tell the timestamp and price columns; name them with --timestamp-column and --price-column"
+    looked_for = [
+        f"the {what} column ({market!r} or {mara!r}; else name it with {flag})"
+        for what, market, mara, flag, missing in (
+            ("timestamp", MARKET_TIMESTAMP, MARA_FIELDS[3], "--timestamp-column", no_time),
+            ("price", MARKET_PRICE, MARA_FIELDS[0], "--price-column", no_price),
+        )
+        if missing
+    ]
+    return f"cannot tell {' nor '.join(looked_for)}"
 
 
 def _parse_time(text: str | None) -> datetime | str | None:

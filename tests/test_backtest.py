@@ -217,6 +217,25 @@ def test_flags_that_would_be_ignored_or_fail_late_are_refused_first(
     assert len(captured.err.strip().splitlines()) == 1
 
 
+def test_ticks_the_chart_cannot_draw_are_refused_before_the_run_unless_no_chart_is_asked_for(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ticks of the year 1 ran the backtest, printed its tables, then ended in matplotlib's 'Date ordinal
+    ... must be between year 0001 and 9999' as 'a bug' (a review of the last stop's diff)."""
+    first = datetime(1, 1, 1, tzinfo=UTC)
+    rows = [f"{(first + timedelta(hours=h)).isoformat()},{(h % 24) * 3.5 - 20}" for h in range(72)]
+    early = tmp_path / "early.csv"
+    early.write_text("\n".join(["timestamp,energy_price", *rows]) + "\n")
+    argv = [str(early), "--policy", "threshold"]
+    assert main([*argv, "--png", str(tmp_path / "c.png")]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert "the chart draws the years 2 to 9998" in captured.err
+    assert "from 0001-01-01T00:00:00+00:00 to 0001-01-03T23:00:00+00:00: give --no-png" in captured.err
+    assert main([*argv, "--no-png"]) == 0
+    assert "| threshold |" in capsys.readouterr().out
+
+
 def test_the_chart_is_a_png_where_it_was_asked_for(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -401,6 +401,41 @@ def test_a_file_not_separated_by_commas_is_told_so_not_to_name_its_columns(
         load_ticks(exported)
 
 
+@pytest.mark.parametrize(
+    ("header", "problem"),
+    [
+        (
+            "timestamp,price",
+            "cannot tell the price column ('Price (USD/MWh)' or 'energy_price'; else name it with "
+            "--price-column)",
+        ),
+        (
+            "time,energy_price",
+            "cannot tell the timestamp column ('Datetime (UTC)' or 'timestamp'; else name it with "
+            "--timestamp-column)",
+        ),
+        (
+            "time,price",
+            "cannot tell the timestamp column ('Datetime (UTC)' or 'timestamp'; else name it with "
+            "--timestamp-column) nor the price column ('Price (USD/MWh)' or 'energy_price'; else name it "
+            "with --price-column)",
+        ),
+    ],
+)
+def test_a_column_not_found_is_named_with_the_names_it_is_looked_for_under(
+    tmp_path: Path, header: str, problem: str
+) -> None:
+    """Before: ``timestamp,price`` was 'cannot tell the timestamp and price columns', though only the
+    price column was not found, and the names that are recognised were said nowhere."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    prices = tmp_path / "prices.csv"
+    prices.write_text(f"{header}\n2023-06-05T19:45:00Z,77.1\n")
+    with pytest.raises(PriceFileError) as raised:
+        load_ticks(prices)
+    assert str(raised.value).endswith(f"prices.csv: {problem}"), raised.value
+
+
 def test_two_prices_for_one_time_are_refused_naming_both_lines(tmp_path: Path) -> None:
     """A local-time export without offsets repeats an hour when the clocks go back; read as UTC, the
     second hour's prices were dropped as "not after an earlier tick's time", or, in another order, kept

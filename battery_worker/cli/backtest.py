@@ -39,7 +39,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -283,6 +283,7 @@ def _run(args: argparse.Namespace) -> int:
     ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
+    check_chartable(png, ticks)
     given = args.hash_price is not None or args.token_price is not None
     if args.site and not given and not any(tick.hash_price or tick.token_price for tick in ticks):
         # A market file has no hash or token price: every machine's revenue was 0 and the shares nonsense.
@@ -402,6 +403,27 @@ def gaps_line(gaps: list[PriceGap], config: BatteryConfig) -> str:
 
 def _hours(hours: float) -> str:
     return f"{hours:,.1f} h" if hours < 48 else f"{hours / 24:,.1f} days"
+
+
+CHART_YEARS = (2, 9998)
+"""The years the chart draws: matplotlib's dates run from the year 1 to 9999, and its axes' margins
+reach past the ticks (ticks of the year 1 ended the run with a matplotlib error, the tables printed)."""
+
+
+def check_chartable(png: Path | None, ticks: Sequence[PriceTick]) -> None:
+    """Refuse, before the backtest runs, ticks the chart cannot draw."""
+    if png is None:
+        return
+    first = min(tick.timestamp for tick in ticks)
+    last = max(tick.timestamp for tick in ticks)
+    low, high = CHART_YEARS
+    if first.year < low or last.year > high:
+        raise InvalidConfig(
+            "--png",
+            str(png),
+            f"the chart draws the years {low} to {high} (matplotlib's dates, with margins) and the ticks "
+            f"run from {first.isoformat()} to {last.isoformat()}: give --no-png",
+        )
 
 
 def chart_file(args: argparse.Namespace) -> Path | None:
