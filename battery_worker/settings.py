@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import json
+import logging
 import os
 import re
+import stat
 import tomllib
 import urllib.parse
 from collections.abc import Callable, Mapping
@@ -46,6 +48,8 @@ from battery_worker.fleet.settings import config_error
 from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 from battery_worker.strict_numbers import refuse_bool_for_number
 from battery_worker.ticks import DEFAULT_SITE_ID, SiteId
+
+log = logging.getLogger(__name__)
 
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 """at-least-once: a crash re-emits byte-identical events; exactly-once: Kafka transactions, no re-emits."""
@@ -799,7 +803,7 @@ def _check_toml(path: Path) -> dict[str, Any]:
     if path.is_dir():
         raise InvalidConfig("config", str(path), "is a directory, not a TOML file")
     try:
-        return tomllib.loads(path.read_bytes().decode("utf-8"))
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
         raise InvalidConfig("config", str(path), "no such file") from None
     except OSError as error:
@@ -808,6 +812,28 @@ def _check_toml(path: Path) -> dict[str, Any]:
         raise InvalidConfig("config", str(path), "is not UTF-8 text") from None
     except tomllib.TOMLDecodeError as error:
         raise InvalidConfig("config", str(path), f"is not valid TOML: {error}") from None
+    _warn_of_secrets_others_can_read(path, data)
+    return data
+
+
+def _warn_of_secrets_others_can_read(path: Path, data: Mapping[str, Any]) -> None:
+    """A password in a file its group or everyone may read: said once, as ssh says of a key (a security
+    review found a 644 file with ``sasl_password`` taken without a word). A warning, not a refusal: a
+    container's mounted Secret may be 644 in a pod no one else enters."""
+    kafka = data.get("kafka")
+    held = sorted(_SECRET_FIELDS & set(kafka)) if isinstance(kafka, dict) else []
+    if not held or os.name != "posix":
+        return
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        variables = ", ".join(f"BATTERY_WORKER_KAFKA__{name.upper()}" for name in held)
+        log.warning(
+            "%s holds kafka.%s and others may read it (mode %03o): chmod 600 it, or give the secret by %s",
+            path,
+            " and kafka.".join(held),
+            mode,
+            variables,
+        )
 
 
 _SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})

@@ -107,6 +107,34 @@ def test_sasl_settings_from_a_toml_file_with_the_password_from_the_environment(
     assert (options["sasl_mechanism"], options["sasl_plain_password"]) == ("SCRAM-SHA-512", SECRET)
 
 
+def test_a_password_in_a_settings_file_others_may_read_is_warned_of_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A security review: a 644 TOML file holding sasl_password was taken without a word."""
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[kafka]\nsecurity_protocol = "SASL_PLAINTEXT"\nsasl_mechanism = "SCRAM-SHA-512"\n'
+        f'sasl_username = "bw"\nsasl_password = "{SECRET}"\n'
+    )
+    for mode, warned in ((0o644, True), (0o640, True), (0o600, False), (0o400, False)):
+        config.chmod(mode)
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="battery_worker.settings"):
+            assert load_settings(config).kafka.sasl_password is not None
+        lines = [record.getMessage() for record in caplog.records]
+        expected = (
+            f"{config} holds kafka.sasl_password and others may read it (mode {mode:03o}): chmod 600 it, "
+            "or give the secret by BATTERY_WORKER_KAFKA__SASL_PASSWORD"
+        )
+        assert lines == ([expected] if warned else []), (mode, lines)
+        assert SECRET not in " ".join(lines)
+    config.write_text('[kafka]\nsecurity_protocol = "PLAINTEXT"\n')  # nothing secret: nothing said
+    config.chmod(0o644)
+    caplog.clear()
+    load_settings(config)
+    assert caplog.records == []
+
+
 async def _handshake(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     """Connect with ``context`` to a TLS server on 127.0.0.1 that presents ``cert``."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
