@@ -681,7 +681,18 @@ def load_settings(
     except SettingsError as error:  # a variable pydantic-settings could not decode (JSON, a bare section)
         problem = "not JSON, which a variable giving a section, a list or a table must be"
         raise InvalidConfig("environment", _undecodable_variable(error), problem) from None
+    _warn_of_a_password_sent_in_the_clear(settings.kafka)
     return settings
+
+
+def _warn_of_a_password_sent_in_the_clear(kafka: KafkaSettings) -> None:
+    """SASL PLAIN without TLS sends the password as it is, readable on the network: allowed (a test
+    cluster, a network of its own), but said once (a security review: nothing was said)."""
+    if kafka.security_protocol == "SASL_PLAINTEXT" and kafka.sasl_mechanism == "PLAIN":
+        log.warning(
+            "kafka.sasl_mechanism PLAIN over security_protocol SASL_PLAINTEXT sends the password "
+            "unencrypted: use SASL_SSL, or a SCRAM mechanism"
+        )
 
 
 def _where_given(

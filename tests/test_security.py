@@ -135,6 +135,33 @@ def test_a_password_in_a_settings_file_others_may_read_is_warned_of_once(
     assert caplog.records == []
 
 
+@pytest.mark.parametrize(
+    ("protocol", "mechanism", "warned"),
+    [
+        ("SASL_PLAINTEXT", "PLAIN", True),
+        ("SASL_PLAINTEXT", "SCRAM-SHA-512", False),
+        ("SASL_SSL", "PLAIN", False),
+    ],
+)
+def test_plain_without_tls_is_warned_of_as_a_password_sent_unencrypted(
+    protocol: str, mechanism: str, warned: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    kafka = {
+        "security_protocol": protocol,
+        "sasl_mechanism": mechanism,
+        "sasl_username": "bw",
+        "sasl_password": SECRET,
+    }
+    with caplog.at_level("WARNING", logger="battery_worker.settings"):
+        load_settings(overrides={"kafka": kafka})
+    lines = [record.getMessage() for record in caplog.records]
+    said = (
+        "kafka.sasl_mechanism PLAIN over security_protocol SASL_PLAINTEXT sends the password unencrypted: "
+        "use SASL_SSL, or a SCRAM mechanism"
+    )
+    assert lines == ([said] if warned else [])
+
+
 async def _handshake(context: ssl.SSLContext, cert: Path, key: Path) -> None:
     """Connect with ``context`` to a TLS server on 127.0.0.1 that presents ``cert``."""
     server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
