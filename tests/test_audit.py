@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from battery_worker.audit import HISTORY, Comparison, Outside, compare, merge_reports
+from battery_worker.audit import HISTORY, Comparison, Difference, Outside, compare, merge_reports
 from battery_worker.events import event_id
 
 
@@ -389,3 +389,48 @@ def test_an_event_recorded_with_an_id_of_the_old_formula_is_a_rewording_of_its_i
     assert east.first is not None
     assert east.first.recorded is not None
     assert east.first.recorded["event_id"] == old_id
+
+
+def test_a_divergence_alike_in_the_decision_is_told_apart_and_shown_after_one_of_the_decision() -> None:
+    """An upgrade review: after an upgrade from a version before the emissions fields, all 7,200 recorded
+    decisions were 'diverged', though each action, power and charge was reproduced: the older version's
+    events lack the fields added since, and the events written after the upgrade count their emissions
+    from there (the state record of version 1 had none), where the replay counts from the first tick."""
+    emissions = {"steps": 12, "unknown_steps": 12, "total_net_kg": 0.0}
+    ours = [
+        action(
+            "east", hour, schema_version=3, site_plan={"net": 1.0, "grid_import_kg": 2.0}, emissions=emissions
+        )
+        for hour in range(1, 6)
+    ]
+    older = {k: v for k, v in ours[0].items() if k != "emissions"}
+    older = {**older, "schema_version": 2, "site_plan": {"net": 1.0}}
+    restarted = {**ours[1], "emissions": {**emissions, "steps": 1, "unknown_steps": 1}}
+    older_and_wrong = {**older, "source": ours[2]["source"], "tick_timestamp": ours[2]["tick_timestamp"]}
+    older_and_wrong["site_plan"] = {"net": 5.0}
+    moved = {**ours[3], "power_mw": 10.0}
+    theirs = [older, restarted, older_and_wrong, moved, ours[4]]
+    report = compare([orjson.dumps(e) for e in theirs], recomputed(*ours))
+    east = report.sites["east"]
+    assert (east.matched, east.diverged, east.diverged_older_version, east.diverged_in_emissions) == (
+        1,
+        4,
+        1,
+        1,
+    )
+    assert east.first is not None
+    assert east.first.recorded is not None
+    assert east.first.recorded["site_plan"] == {"net": 5.0}, "a difference of the decision is shown first"
+    assert east.first.difference is Difference.DECISION
+    alike = compare([orjson.dumps(e) for e in (older, restarted)], recomputed(ours[0], ours[1]))
+    first = alike.sites["east"].first
+    assert first is not None
+    assert not alike.identical, "each still fails the audit"
+    assert first.difference is Difference.OLDER_VERSION
+    assert (
+        "first divergence (of an older schema_version, alike in every field it records)" in first.describe()
+    )
+    assert merge_reports([alike, report]).sites["east"].first == east.first
+    merged = merge_reports([alike, compare([orjson.dumps(restarted)], recomputed(ours[1]))]).sites["east"]
+    assert (merged.diverged, merged.diverged_older_version, merged.diverged_in_emissions) == (3, 1, 2)
+    assert merged.first == first, "the earlier of two alike in the decision"

@@ -26,6 +26,7 @@ from battery_worker.events import (
     encode,
     event_id,
 )
+from battery_worker.kafka.exceptions import StateOfNewerVersion
 from battery_worker.kafka.store import Stored
 from battery_worker.pipeline.partitioning import home_partition, key_partition_uncached, murmur2
 from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
@@ -302,6 +303,26 @@ def test_stored_state_records_are_parsed_one_by_one_and_an_unreadable_one_is_ski
     assert restored.restore(stored.records()) == 2
     assert restored.sites() == processor.sites()
     assert "state record for b'broken' is unreadable, the site starts afresh" in caplog.text
+
+
+@pytest.mark.parametrize("extra", [{}, {"field_of_version_3": 1}])
+def test_a_stored_state_record_of_a_newer_version_is_refused_not_started_afresh(
+    extra: dict[str, int],
+) -> None:
+    """Started afresh, as an unreadable record is, a rollback reset every battery (an upgrade review):
+    a newer version is refused whether or not its record reads as this version's."""
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice("threshold", {}))
+    processor = TickProcessor(directory, TOPICS, prices_partitions=3)
+    tick = orjson.dumps(
+        {"energy_price": 30.0, "hash_price": 0, "token_price": 0, "timestamp": "2023-08-01T00:00:00Z"}
+    )
+    processor.handle(InputRecord("prices", home_partition("s", 3), 0, b"s", tick))
+    (record,) = processor.take_state_records()
+    newer = orjson.dumps({**orjson.loads(record.value), "schema_version": 3, **extra})
+    with pytest.raises(
+        StateOfNewerVersion, match="site 's' is of version 3, newer than this battery-worker reads \\(2\\)"
+    ):
+        TickProcessor(directory, TOPICS, prices_partitions=3).restore(Stored({b"s": newer}, 1).records())
 
 
 def test_a_stored_policy_memory_that_cannot_be_read_starts_the_policy_afresh(

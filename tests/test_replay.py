@@ -153,6 +153,48 @@ async def test_replay_command_exit_codes(
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
 
 
+async def test_after_an_upgrade_of_the_state_record_the_replay_says_the_decisions_were_reproduced(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str], tmp_path: Path
+) -> None:
+    """An upgrade review: a state record of version 1 (before the emissions totals) restores with none
+    counted, so every event written after the upgrade counts its emissions from there, where the replay
+    counts from the first tick. It fails the audit, as any difference does, but said only 'N diverged'
+    over decisions whose action, power and charge were each reproduced."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await feed(settings, ercot_week()[:48], "solo")
+    assert await Worker(settings).run(max_messages=24, idle_timeout_s=20) == 24
+    latest = (await read_records(settings, settings.topics.state))[-1]  # solo's latest
+    assert latest.value is not None
+    version_1 = {
+        name: value
+        for name, value in json.loads(latest.value).items()
+        if not name.startswith(("emissions_", "carried_"))
+    }
+    await _write_beside(
+        settings, settings.topics.state, latest, json.dumps({**version_1, "schema_version": 1}).encode()
+    )
+    assert await Worker(settings).run(max_messages=24, idle_timeout_s=20) == 24
+    report = tmp_path / "report.json"
+    audit = cli("replay", "--report", str(report), env=settings_env(settings))
+    assert audit.returncode == 1, audit.stdout
+    assert (
+        "48 decisions over 1 site: 24 identical, 24 diverged (24 in the emissions accounting alone), "
+        in audit.stdout
+    )
+    assert (
+        "history: 48 records compared, 24 identical, 24 different (24 in the emissions accounting alone)"
+        in audit.stdout
+    )
+    assert "site solo: first divergence (in the emissions accounting alone) at tick" in audit.stdout
+    said = json.loads(report.read_text())["actions"]["sites"]["solo"]
+    assert (said["diverged"], said["diverged_in_emissions"], said["diverged_older_version"]) == (24, 24, 0)
+    assert said["first"]["difference"] == "emissions"
+    recorded, recomputed = said["first"]["recorded"], said["first"]["recomputed"]
+    assert recorded["emissions"]["steps"] == 1, "counted from the upgrade"
+    assert recomputed["emissions"]["steps"] == 25, "counted from the first tick"
+    assert {**recorded, "emissions": None} == {**recomputed, "emissions": None}
+
+
 async def _write_beside(settings: Settings, topic: str, like: ConsumedRecord | None, value: bytes) -> None:
     """Produce ``value`` to ``topic`` as ``like`` was (key, partition, headers), or keyed by the site."""
     producer = make_producer(settings.kafka)

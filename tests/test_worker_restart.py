@@ -12,7 +12,8 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from battery_worker.kafka.clients import make_group_consumer
+from battery_worker.kafka.clients import make_group_consumer, make_producer
+from battery_worker.kafka.exceptions import StateOfNewerVersion
 from battery_worker.kafka.positions import STATE_STORED
 from battery_worker.kafka.tools.overview import group_lag
 from battery_worker.kafka.worker import Worker
@@ -25,6 +26,7 @@ from tests.faultkit import (
     interleaved,
     paced_feed,
     raw_values,
+    read_records,
     stop,
     verify_against_uninterrupted,
 )
@@ -53,6 +55,40 @@ async def test_graceful_stop_and_restart_continue_exactly(
     assert second.processor.counters.already_applied == 0
     verdict = await verify_against_uninterrupted(settings, streams)
     assert verdict.reemitted == 0, "a graceful stop re-emits nothing"
+
+
+async def test_a_state_record_of_a_newer_version_stops_the_worker_before_it_applies_anything(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A rollback: an upgrade review ran an older commit on the state a newer one had written; each
+    record was 'unreadable, the site starts afresh', every battery was reset, and ticks the newer version
+    had decided were decided again under new event ids, the worker exiting 0."""
+    settings = make_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), worker={"max_batch_records": 50}
+    )
+    ticks = ercot_week()
+    await feed(settings, ticks, "north")
+    first = Worker(settings)
+    assert await first.run(max_messages=len(ticks) // 2, idle_timeout_s=20) == len(ticks) // 2
+    stored = (await read_records(settings, settings.topics.state))[-1]  # the site's latest
+    newer = {**orjson.loads(stored.value), "schema_version": 99, "field_of_version_99": 1.0}
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topics.state, orjson.dumps(newer), key=stored.key, partition=stored.partition
+        )
+    finally:
+        await producer.stop()
+    actions = len(await raw_values(settings, settings.topics.actions))
+    with pytest.raises(StateOfNewerVersion) as raised:
+        await Worker(settings).run(idle_timeout_s=20)
+    assert str(raised.value) == (
+        "the state record of site 'north' is of version 99, newer than this battery-worker reads (2): a "
+        "newer version wrote it, and this one would reset the battery of every such site; run that newer "
+        "version (docs/operations.md, 'Upgrading and rolling back')"
+    )
+    assert len(await raw_values(settings, settings.topics.actions)) == actions, "nothing applied"
 
 
 @pytest.fixture(params=["at-least-once", "exactly-once"])

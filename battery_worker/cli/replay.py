@@ -22,7 +22,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from battery_worker.audit import Outside
+from battery_worker.audit import Difference, Outside
 from battery_worker.cli.common import (
     ISO_TIME,
     NON_NEGATIVE_INT,
@@ -156,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         f"compared {counted(totals.ticks, 'decision')} over {counted(compared_sites, 'site')}"
         f"{_range_said(options)}: "
         f"{totals.matched:,} identical, "
-        f"{totals.diverged:,} diverged, {totals.reworded:,} reworded only, "
+        f"{totals.diverged:,} diverged{_alike_in_the_decision(totals)}, {totals.reworded:,} reworded only, "
         f"{totals.missing:,} recorded but not recomputed, "
         f"{totals.extra:,} recomputed but not recorded",
         highlight=False,
@@ -207,7 +207,8 @@ def run(args: argparse.Namespace) -> int:
     history = result.history.totals()
     out.print(
         f"history: {history.ticks:,} records compared, {history.matched:,} identical, "
-        f"{history.diverged + history.reworded + history.missing + history.extra:,} different",
+        f"{history.diverged + history.reworded + history.missing + history.extra:,} different"
+        f"{_alike_in_the_decision(history)}",
         highlight=False,
     )
     for kind, audited in (("", report), ("history", result.history)):
@@ -305,11 +306,26 @@ def _report(result: ReplayResult, verdict: Verdict) -> dict[str, Any]:
     }
 
 
+def _alike_in_the_decision(totals: SiteReport) -> str:
+    """Of the divergences, those whose decision was reproduced (:class:`.audit.Difference`), where any."""
+    parts = [
+        f"{count:,} {kind.value}"
+        for count, kind in (
+            (totals.diverged_older_version, Difference.OLDER_VERSION),
+            (totals.diverged_in_emissions, Difference.EMISSIONS),
+        )
+        if count
+    ]
+    return f" ({'; '.join(parts)})" if parts else ""
+
+
 def _counts(site: SiteReport) -> dict[str, int]:
     return {
         "compared": site.ticks,
         "identical": site.matched,
         "diverged": site.diverged,
+        "diverged_older_version": site.diverged_older_version,
+        "diverged_in_emissions": site.diverged_in_emissions,
         "reworded": site.reworded,
         "recorded_not_recomputed": site.missing,
         "recomputed_not_recorded": site.extra,
@@ -322,6 +338,7 @@ def _first(first: Divergence | None) -> dict[str, Any] | None:
         return None
     return {
         "kind": "divergence" if first.diverged else "rewording",
+        "difference": first.difference.name.lower(),
         "tick_timestamp": first.tick_timestamp,
         "source": first.source,
         "recorded": first.recorded,

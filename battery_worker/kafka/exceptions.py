@@ -96,3 +96,17 @@ class PartitionFenced(BatteryWorkerError):
     anew."""
 
     retriable = True
+
+
+class StateOfNewerVersion(TopicMisconfigured):
+    """The state topic holds a record of a version newer than this code reads: a newer battery-worker
+    wrote it, and this one is a rollback. Read as unreadable, each such site started afresh, its battery
+    reset, and its ticks since were decided again under new event ids (an upgrade review rolled back to
+    an older commit); so the worker stops instead, before it applies anything."""
+
+    def __init__(self, site: str, version: object, known: int) -> None:
+        super().__init__(
+            f"the state record of site {site!r} is of version {version}, newer than this battery-worker "
+            f"reads ({known}): a newer version wrote it, and this one would reset the battery of every "
+            "such site; run that newer version (docs/operations.md, 'Upgrading and rolling back')"
+        )

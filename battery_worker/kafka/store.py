@@ -12,10 +12,12 @@ import time
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from pydantic import ValidationError
 
-from battery_worker.events import BatteryStateRecord
+from battery_worker.events import SCHEMA_VERSION, BatteryStateRecord
+from battery_worker.kafka.exceptions import StateOfNewerVersion
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.worker_stats import WorkerStats, counting_failures
 from battery_worker.ops.memory import release_freed_memory
@@ -50,9 +52,28 @@ class Stored:
         before the history was packed): freed memory is not given back, so the peak is what stays."""
         for key, value in self.values.items():
             try:
-                yield BatteryStateRecord.model_validate_json(value)
+                record = BatteryStateRecord.model_validate_json(value)
             except ValidationError as error:
+                _refuse_a_newer_version(key, _version_of(value))
                 log.error("state record for %r is unreadable, the site starts afresh: %s", key, error)
+                continue
+            _refuse_a_newer_version(key, record.schema_version)
+            yield record
+
+
+def _version_of(value: bytes) -> object:
+    """The ``schema_version`` a record that did not validate says it is of, if it says one."""
+    try:
+        parsed = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed.get("schema_version") if isinstance(parsed, dict) else None
+
+
+def _refuse_a_newer_version(key: bytes, version: object) -> None:
+    """A record of a newer version than this code reads (:class:`StateOfNewerVersion`) stops the worker."""
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        raise StateOfNewerVersion(key.decode("utf-8", "replace"), version, SCHEMA_VERSION)
 
 
 async def load_states(
