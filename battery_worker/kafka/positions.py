@@ -15,14 +15,19 @@ tick lost (found by the zombie test under rebalance churn).
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import aiokafka
+import aiokafka.errors as Errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.protocol.commit import OffsetFetchRequest
 
 from battery_worker.kafka.records import ConsumedRecord
 
-__all__ = ["STATE_STORED", "Positions", "commit_metadata", "marked"]
+__all__ = ["STATE_STORED", "Positions", "Sought", "commit_metadata", "marked"]
 
 STATE_STORED = "battery-worker:state-stored"
 """The metadata of a commit of a ``prices`` partition whose sites have state stored: the state partition of
@@ -69,48 +74,103 @@ class Positions:
         partitions: Collection[TopicPartition],
         stateless: Collection[int] = (),
         *,
-        lost_only: bool = False,
-    ) -> dict[TopicPartition, tuple[int, int]]:
+        where_needed: bool = False,
+    ) -> Sought:
         """Seeks ``partitions`` to their committed offsets; those whose number is in ``stateless`` (their
         state partition never written) and whose commit says their state was stored lost it: to their first
-        tick, where they still hold it (beginning offset 0). Returns those, each with (committed, beginning).
+        tick, where they still hold it (beginning offset 0).
 
         Where retention deleted the first ticks, a partition decided again from its oldest one with new
         batteries sent every retained tick's events again, each differing under its ``event_id`` (a review
         of the diff): it goes on from the committed offset instead, where only the events re-sent since the
         last checkpoint can differ.
 
-        ``lost_only``: seek only the partitions that lost their state, and leave the others where the
-        consumer positions them itself (an at-least-once assignment: a seek of every partition of a fresh
-        start changed how its first fetches were spread over them)."""
-        rebuilt: dict[TopicPartition, tuple[int, int]] = {}
+        ``where_needed`` (an at-least-once assignment, where the consumer positions each partition itself):
+        seek only the partitions that lost their state and those the consumer put before their committed
+        offset (aiokafka takes a coordinator's refusal of its offset fetch for "nothing committed", and
+        starts at the beginning: :func:`_committed`); a seek of every partition of a fresh start changed
+        how its first fetches were spread over them."""
+        sought = Sought()
         for tp in partitions:
-            if lost_only and tp.partition not in stateless:
-                continue
-            await consumer.position(tp)  # the consumer's own positioning ends first, or it overwrites ours
-            committed, state_stored = await _committed(consumer, tp)
+            position = await consumer.position(tp)  # the consumer's own positioning ends first, or it
+            committed, state_stored = await _committed(consumer, tp)  # overwrites ours
             lost = tp.partition in stateless and state_stored
-            if lost_only and not lost:
-                continue
+            if where_needed and not lost:
+                if committed is None or position >= committed:  # past it: a batch fetched meanwhile,
+                    continue  # waiting for the lock this assignment holds; handled next, as ever
+                sought.misplaced[tp] = (position, committed)
             if committed is None or lost:
                 beginning = (await consumer.beginning_offsets([tp]))[tp]
                 if committed is not None and committed > beginning:
-                    rebuilt[tp] = (committed, beginning)
+                    sought.rebuilt[tp] = (committed, beginning)
                     if beginning > 0:  # its first ticks deleted: decided again from there, each would differ
                         beginning = committed
                 committed = beginning
             consumer.seek(tp, committed)
             self._seeks[tp] = self._seeks.get(tp, 0) + 1
-        return rebuilt
+        return sought
+
+
+@dataclass(slots=True)
+class Sought:
+    """What :meth:`Positions.seek_to_committed` found and mended."""
+
+    rebuilt: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    """Partitions that lost their state, each with (committed, beginning): decided again from there."""
+    misplaced: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
+    """Partitions the consumer had put before their commit, each with (position, committed)."""
+
+
+_COMMITTED_ATTEMPTS = 12
+"""How often an offset fetch the coordinator refuses for now (not the coordinator, loading its offsets) is
+asked again, waiting 0.1 s doubled up to 2 s between (some 15 s in all), before the refusal is raised."""
 
 
 async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int | None, bool]:
     """The committed offset (None: none) and whether its commit says the partition's state was stored.
-    ``AIOKafkaConsumer.committed`` gives the offset alone; its coordinator's answer has the metadata."""
+
+    Asked of the group coordinator here, not by ``AIOKafkaConsumer.committed``: aiokafka reads an offset
+    fetch's answer partition by partition and skips its top-level error, so a coordinator that refused it
+    (``NOT_COORDINATOR`` with no partitions, as Apache Kafka answers for a moment after a stall, found by
+    an observability review: SIGSTOP the broker 45 s) read as "nothing committed", and the worker read
+    whole partitions again from offset 0, writing every dead letter a second time. Its answer lacks the
+    metadata too."""
     coordinator = getattr(consumer, "_coordinator", None)
     if coordinator is None:  # not aiokafka 0.13 or 0.14 (pyproject.toml), whose coordinator this reads
         raise RuntimeError(f"aiokafka {aiokafka.__version__}: no consumer coordinator to read commits from")
-    found = (await coordinator.fetch_committed_offsets([tp])).get(tp)
-    if found is None or found.offset < 0:
-        return None, False
-    return int(found.offset), found.metadata == STATE_STORED
+    request = OffsetFetchRequest(coordinator.group_id, [(tp.topic, [tp.partition])])
+    refused: Errors.KafkaError = _NoAnswer(f"no answer for {tp} in the offset fetch")
+    for attempt in range(_COMMITTED_ATTEMPTS):
+        await coordinator.ensure_coordinator_known()
+        response = await coordinator._send_req(request)
+        answer = _answer_for(response, tp)
+        if isinstance(answer, tuple):
+            offset, metadata = answer
+            return (None, False) if offset < 0 else (offset, metadata == STATE_STORED)
+        refused = answer
+        if not refused.retriable:
+            raise refused
+        if isinstance(refused, Errors.NotCoordinatorError):
+            coordinator.coordinator_dead()
+        await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
+    raise refused
+
+
+def _answer_for(response: Any, tp: TopicPartition) -> tuple[int, str] | Errors.KafkaError:
+    """``tp``'s offset and metadata in an offset fetch's answer, or the error it says instead: the top-level
+    one (versions 2 and later), else the partition's own; an answer without the partition is an error too."""
+    error = Errors.for_code(getattr(response, "error_code", 0))
+    if error is not Errors.NoError:
+        return error()
+    for topic, partitions in response.topics:
+        for partition, offset, metadata, code in partitions:
+            if (topic, partition) == (tp.topic, tp.partition):
+                error = Errors.for_code(code)
+                return (int(offset), str(metadata)) if error is Errors.NoError else error()
+    return _NoAnswer(f"the offset fetch's answer has no {tp}")
+
+
+class _NoAnswer(Errors.KafkaError):  # type: ignore[misc]
+    """An offset fetch answered without the partition asked for: asked again, as a refusal would be."""
+
+    retriable = True

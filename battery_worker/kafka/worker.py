@@ -421,7 +421,7 @@ class Worker:
             self.assignment.restored = True
 
     async def _seek(
-        self, partitions: set[TopicPartition], stateless: set[int], *, lost_only: bool = False
+        self, partitions: set[TopicPartition], stateless: set[int], *, where_needed: bool = False
     ) -> None:
         """To the committed offsets; a partition whose state partition was never written but whose
         offsets were committed lost its state: it is decided again from its first tick. Went on from the
@@ -431,10 +431,23 @@ class Worker:
         still holds every tick since), and the state is rebuilt."""
         assert self._consumer is not None
         with counting_failures(self.stats, "restore"):
-            rebuilt = await self._positions.seek_to_committed(
-                self._consumer, partitions, stateless, lost_only=lost_only
+            sought = await self._positions.seek_to_committed(
+                self._consumer, partitions, stateless, where_needed=where_needed
             )
-        for tp, (committed, beginning) in sorted(rebuilt.items()):
+        for tp, (position, committed) in sorted(sought.misplaced.items()):
+            log.warning(
+                "%s[%d]: the consumer positioned itself at offset %d, but group %s committed %d (the "
+                "coordinator refused its offset fetch for a moment, which aiokafka takes for no commit): "
+                "sought to %d",
+                tp.topic,
+                tp.partition,
+                position,
+                self.settings.worker.group_id,
+                committed,
+                committed,
+                extra={"topic": tp.topic, "partition": tp.partition},
+            )
+        for tp, (committed, beginning) in sorted(sought.rebuilt.items()):
             whole = beginning == 0
             log.warning(
                 "%s[%d]: group %s committed offset %d, but %s[%d] holds no state, never written (the state "
@@ -548,8 +561,8 @@ class Worker:
                 stateless = await self._restore(set(assigned))
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
                     await self._seek(set(assigned), stateless)
-                elif stateless:  # the consumer positions the others at their committed offsets itself
-                    await self._seek(set(assigned), stateless, lost_only=True)
+                else:  # the consumer positions them at their committed offsets itself, or should
+                    await self._seek(set(assigned), stateless, where_needed=True)
             except TopicMisconfigured as error:  # the loop raises it: not a failure a rewind cures
                 self._misconfigured = error
                 log.error("%s", error)
