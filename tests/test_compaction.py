@@ -125,6 +125,7 @@ async def wait_exit(process: Callable[[float], int], timeout_s: float) -> int:
 # ----------------------------------------------------------------------------------------------- compaction
 
 
+@pytest.mark.apache_needs("a log cleaner that compacts, configured to run at once")
 async def test_a_new_worker_restores_exactly_from_a_state_topic_the_cleaner_has_compacted(
     apache_kafka: ApacheKafkaBroker,
     new_topic_name: Callable[[], str],
@@ -235,6 +236,7 @@ def printed_lag(settings: Settings) -> dict[int, int]:
     return lags
 
 
+@pytest.mark.apache_needs("ListOffsets that answers a batch-written partition's end rightly")
 async def test_worker_and_status_lag_equal_list_offsets_minus_committed(
     apache_kafka: ApacheKafkaBroker,
     new_topic_name: Callable[[], str],

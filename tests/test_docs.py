@@ -150,7 +150,10 @@ def check_simple(words: list[str], functions: frozenset[str]) -> list[str]:
     if program in {"pip", ".venv/bin/pip"}:
         return check_pip(args)
     if program in {"pytest", ".venv/bin/pytest"}:
-        missing = [a for a in args if not a.startswith("-") and not (ROOT / a.split("::")[0]).exists()]
+        paths = [
+            a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1 : i] not in (["-m"], ["-k"])
+        ]
+        missing = [a for a in paths if not (ROOT / a.split("::")[0]).exists()]
         return [f"pytest: no such test path {a}" for a in missing]
     if program == "docker":
         return check_docker(args)

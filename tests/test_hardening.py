@@ -900,6 +900,7 @@ def test_the_cli_entry_point_loads_neither_pydantic_nor_aiokafka_before_its_sign
 
 
 @pytest.mark.broker
+@pytest.mark.apache_needs("group.min/max.session.timeout.ms enforced at a join")
 def test_a_session_timeout_the_broker_refuses_is_a_settings_error(apache_kafka: object) -> None:
     """Kafka refuses a join whose session timeout lies outside its group.min/max.session.timeout.ms
     (error 26); retrying cannot help, so it is exit 2 naming the setting, not a rewind every 30 s."""
