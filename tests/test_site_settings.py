@@ -120,7 +120,10 @@ def test_a_fleet_over_the_import_limit_is_refused_at_start_with_one_line() -> No
 
 def test_site_is_registered_and_battery_tables_keep_the_battery_policies() -> None:
     assert set(POLICIES) == {*BATTERY_POLICIES, "site"}
-    assert BATTERY_POLICIES == ("threshold", "adaptive", "mpc")
+    assert BATTERY_POLICIES == ("threshold", "adaptive", "mpc"), (
+        "a policy added to policies/__init__.py: name it here too, and check that its battery table "
+        "(sites.py) and docs/dispatch.md's policies say it"
+    )
     assert plans_machines("site")
     assert not any(plans_machines(name) for name in BATTERY_POLICIES)
     small = SiteModel(import_limit_mw=10.0, machines=DEFAULT_MACHINES[:1])
