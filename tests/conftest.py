@@ -49,6 +49,8 @@ from tests.capabilities import lacks_transactions
 KAFKA_IMAGE = "apache/kafka:4.1.2"
 BROKER_ENV = "BATTERY_WORKER_TEST_BROKER"
 BROKER_CHOICES = ("auto", "apache", "embedded", "docker")
+
+
 def apache_skip_reason(needs: str) -> str:
     """Why a test taking ``apache_kafka`` is skipped: what it needs of the launcher's broker."""
     return f"needs Apache Kafka from the launcher ({needs}): run with BATTERY_WORKER_TEST_BROKER=apache"
