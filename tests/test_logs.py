@@ -332,3 +332,32 @@ def test_a_heartbeat_answered_rebalancing_is_info_not_a_warning() -> None:
     (kept,) = [json.loads(line) for line in out.getvalue().splitlines()]
     assert kept["level"] == "WARNING"
     assert kept["message"].startswith("Marking the coordinator dead")
+
+
+@pytest.mark.usefixtures("restore_root_logger")
+def test_the_errors_aiokafka_logs_after_a_broker_stall_are_warnings_not_pages() -> None:
+    """An observability review froze Apache Kafka three times: 11 'Heartbeat session expired', 8 'Error
+    sending HeartbeatRequest' and a 'LeaveGroup request failed' at a stop, each an ERROR an alert on
+    level=ERROR paged for, though the worker recovers by itself. A fatal group error stays an ERROR."""
+    import aiokafka.errors as Errors
+
+    out = io.StringIO()
+    setup_logging("info", "json", out)
+    coordinator = logging.getLogger("aiokafka.consumer.group_coordinator")
+    coordinator.error("Heartbeat session expired - marking coordinator dead")
+    coordinator.error(
+        "Error sending %s to node %s [%s] -- marking coordinator dead",
+        "HeartbeatRequest",
+        1,
+        Errors.RequestTimedOutError(),
+    )
+    coordinator.error("LeaveGroup request failed: %s", Errors.GroupCoordinatorNotAvailableError())
+    coordinator.error(
+        "Attempt to join group failed due to fatal error: %s", Errors.GroupAuthorizationFailedError()
+    )
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["level"] for line in lines] == ["WARNING", "WARNING", "ERROR"], lines
+    assert lines[0]["message"] == "Heartbeat session expired - marking coordinator dead"
+    assert lines[1]["message"].startswith("Error sending HeartbeatRequest to node 1 [")
+    assert "the Kafka client retries; lines like it are counted" in lines[1]["message"]
+    assert lines[2]["message"].startswith("Attempt to join group failed due to fatal error")

@@ -109,6 +109,11 @@ def setup_logging(level: str = "INFO", log_format: str = "auto", stream: IO[str]
 BOOTSTRAP_FAILURES = ('Unable connect to "', 'Unable to request metadata from "')
 """aiokafka's lines for a bootstrap server that does not answer (``host:port`` in quotes; a known broker is
 named by its node id instead, and those lines stay)."""
+SESSION_EXPIRED = "Heartbeat session expired - marking coordinator dead"
+"""aiokafka's ERROR when its heartbeats have not been answered for the group's session: after a broker
+stall or outage, or the process stood still. The worker acts on it itself (its partitions may have gone:
+it rewinds to the stored state, ``kafka/freezes.py``), so it is a ``WARNING``, not a page (an observability
+review counted 11 in a few stalls, with the lines of :data:`CONNECTION_FAILURES` they follow)."""
 REBALANCING = "Heartbeat failed for group %s because it is rebalancing"
 """aiokafka's WARNING at every rebalance of the group (a deploy, a scale-out): the worker logs the
 rebalance itself (``revoked``, ``assigned``), so it is ``INFO``."""
@@ -124,6 +129,8 @@ CONNECTION_FAILURES = frozenset(
         "Got error produce response: %s",
         "Cannot send %r to %s: %r",
         "Heartbeat send request failed: %s. Will retry.",
+        "Error sending %s to node %s [%s] -- marking coordinator dead",
+        "LeaveGroup request failed: %s",
     )
 )
 """aiokafka's lines for a known broker it cannot reach, each retried: in a broker outage of 87 s, some 9,000
@@ -137,6 +144,7 @@ class KafkaClientNoise(logging.Filter):
     - A bootstrap server that does not answer: the worker and the commands report the same failure
       themselves, with its cause (``kafka/diagnose.py``), so the line is dropped (kept at ``DEBUG``).
     - A heartbeat answered "rebalancing": routine at every rebalance, which the worker logs itself (``INFO``).
+    - The group session expired (:data:`SESSION_EXPIRED`): a ``WARNING``; the worker rewinds on it.
     - A known broker that cannot be reached (:data:`CONNECTION_FAILURES`): the first line of a run of them is
       a ``WARNING`` that says the rest are counted; then one ``WARNING`` per ``persist_s`` gives how long
       and how many, with the latest line; a run ends when none has come for ``persist_s``. A failed
@@ -178,6 +186,9 @@ class KafkaClientNoise(logging.Filter):
         if message == REBALANCING:
             _relevel(record, logging.INFO)
             return self._level <= logging.INFO
+        if message == SESSION_EXPIRED:
+            _relevel(record, logging.WARNING)
+            return self._level <= logging.WARNING
         return True
 
     def _in_outage(self, now: float) -> bool:
