@@ -305,9 +305,9 @@ class Worker:
         froze = self._freezes.froze_for()
         if froze is not None:  # the group has dropped it, and aiokafka may not know yet (kafka/freezes.py)
             log.warning(
-                "this worker stood still for %.1f s, longer than worker.session_timeout_ms: the group has "
-                "given its partitions to another, whose state is newer; its checkpoint is not stored, and "
-                "it rewinds to the stored state",
+                "this worker stood still for %.1f s, longer than worker.session_timeout_ms: the group may "
+                "have dropped it and given its partitions to another member, whose state would be newer; "
+                "its checkpoint is not stored, and it rewinds to the stored state",
                 froze,
             )
             self._checkpoint.drop()
