@@ -212,6 +212,15 @@ def test_feed_run_status_and_history_export(
     assert cells[9:11] == ["48", "0"], cells  # ticks, stale
     assert cells[-3:-1] == ["-", "-"], "no carbon intensity: emissions unknown, not 0"
     assert cells[-1] == "threshold"
+    assert "lag of group " in table.stdout
+    assert "has committed nothing" not in table.stdout
+    mistyped = cli("status", "--group-id", "no-such-group", env=env)
+    assert mistyped.returncode == 0
+    assert re.search(
+        r"lag of group no-such-group on \S+: 48 \(.*\) \(group no-such-group has committed nothing on \S+: "
+        r"is it the workers'\?\)",
+        mistyped.stdout,
+    ), "an observability review: a typo read as a lag of the whole topic, without a word"
     narrow = on_a_terminal(80, [sys.executable, "-m", "battery_worker.cli", "status"], env)
     assert "┃" not in narrow, "a table wider than the terminal is a paragraph a site"
     assert "alpha: charge % " in narrow

@@ -126,6 +126,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         parts = ", ".join(f"{p}: {lag.lag}" for p, lag in sorted(lags.items()))
         group = settings.worker.group_id
         lag_line = f"lag of group {group} on {settings.topics.prices}: {total} ({parts})"
+        if all(lag.committed is None for lag in lags.values()):  # a typo read as the whole topic's lag
+            lag_line += (
+                f" (group {group} has committed nothing on {settings.topics.prices}: is it the workers'?)"
+            )
         console.print(lag_line, soft_wrap=True, highlight=False)
     return 0
 
