@@ -39,7 +39,7 @@ from pydantic_settings import (
 )
 
 from battery_worker.battery_config import BatteryConfig
-from battery_worker.chemistries import chemistry_fields
+from battery_worker.chemistries import CHEMISTRIES, chemistry_fields
 from battery_worker.dispatch import DECISION_RULES
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig, InvalidValue
@@ -50,6 +50,9 @@ from battery_worker.strict_numbers import refuse_bool_for_number
 from battery_worker.ticks import DEFAULT_SITE_ID, SiteId
 
 log = logging.getLogger(__name__)
+
+_PRESETS = ", ".join(CHEMISTRIES)
+"""The chemistry presets' names, as the settings' descriptions list them (one place: ``chemistries.py``)."""
 
 ProcessingGuarantee = Literal["at-least-once", "exactly-once"]
 """at-least-once: a crash re-emits byte-identical events; exactly-once: Kafka transactions, no re-emits."""
@@ -410,7 +413,7 @@ class SiteSettings(BaseModel):
         default_factory=dict,
         description="battery fields replacing the default's (numbers; cycle_day_timezone)",
     )
-    battery_type: str | None = Field(None, description="a chemistry preset (lfp, nmc); battery fields win")
+    battery_type: str | None = Field(None, description=f"a chemistry preset ({_PRESETS}); battery fields win")
     policy: PolicySettings | None = None
     site: dict[str, Any] = Field(
         default_factory=dict, description="fields of the site model replacing the default site's"
@@ -440,7 +443,7 @@ class Settings(BaseSettings):
     monitor: MonitorSettings = MonitorSettings()
     battery: BatteryConfig = BatteryConfig()
     battery_type: str | None = Field(
-        None, description="a chemistry preset (lfp, nmc) under the battery table: fields set there win"
+        None, description=f"a chemistry preset ({_PRESETS}) under the battery table: fields set there win"
     )
     policy: PolicySettings = PolicySettings()
     emissions: EmissionsSettings = EmissionsSettings()

@@ -27,8 +27,9 @@ a worker that ran before the backtest would have: they are not traded and not co
 or after that first tick are left out. A run of a few hours (the MARA event) otherwise starts with policies
 that know nothing of the prices before it.
 
-The battery: a chemistry preset (``--battery-type lfp|nmc``) under explicit flags. SIGINT, SIGTERM or SIGHUP
-stop the command at any point within a second, with one line and exit code 128 + the signal's number.
+The battery: a chemistry preset (``--battery-type NAME``, one of ``chemistries.py``) under explicit flags.
+SIGINT, SIGTERM or SIGHUP stop the command at any point within a second, with one line and exit code 128 +
+the signal's number.
 
 numpy, scipy and the backtest modules are imported when the command runs, not with the parser: every
 command's parser loads this module, and the stop handlers are in place before those imports.
