@@ -102,6 +102,7 @@ def _describe(broker: ApacheKafkaBroker) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m battery_worker.brokers.apache_kafka``: run a broker until Ctrl+C or SIGTERM."""
     parser = argparse.ArgumentParser(
+        allow_abbrev=False,
         prog="python -m battery_worker.brokers.apache_kafka",
         description="Run a local Apache Kafka (PLAINTEXT, SASL/SCRAM, SSL, SASL_SSL) until Ctrl+C or SIGTERM",
     )

@@ -560,7 +560,7 @@ def site_report(
 
 def main(argv: list[str] | None = None) -> int:
     """Stand-alone entry point (``python -m battery_worker.cli.backtest``); errors are one line."""
-    parser = argparse.ArgumentParser(prog="battery-worker")
+    parser = argparse.ArgumentParser(prog="battery-worker", allow_abbrev=False)
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["backtest", *(sys.argv[1:] if argv is None else argv)])
     try:

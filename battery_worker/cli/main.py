@@ -253,7 +253,14 @@ def _refuse_ticks_the_worker_would_dead_letter(
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with its error as one line (``battery-worker run: error: …``), exit 2, no usage dump."""
+    """argparse with its error as one line (``battery-worker run: error: …``), exit 2, no usage dump; and no
+    abbreviated flags (``--idle-time`` for ``--idle-timeout``): a script or a doc using one would break, or
+    change meaning, the day a new flag shares its prefix (a contributor review). The commands' parsers are
+    of this class too (argparse makes them of their parent's)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
