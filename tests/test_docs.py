@@ -11,8 +11,10 @@ an untagged one.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import io
 import json
 import re
 import shlex
@@ -165,10 +167,13 @@ def check_simple(words: list[str], functions: frozenset[str]) -> list[str]:
 
 
 def check_battery_worker(args: list[str]) -> list[str]:
+    said = io.StringIO()
     try:
-        parsed = build_parser().parse_args(args)
-    except SystemExit as exit_:
-        return [] if exit_.code == 0 else [f"battery-worker {' '.join(args)}: the parser refuses it"]
+        with contextlib.redirect_stderr(said), contextlib.redirect_stdout(io.StringIO()):
+            parsed = build_parser().parse_args(args)
+    except SystemExit as exit_:  # the parser's own words say which argument (a contributor review)
+        refused = f"the parser refuses it: {said.getvalue().strip()}"
+        return [] if exit_.code == 0 else [f"battery-worker {' '.join(args)}: {refused}"]
     inputs = [getattr(parsed, name, None) for name in ("file", "config")]
     if parsed.command == "feed" or parsed.command == "backtest":
         inputs = [parsed.file, getattr(parsed, "config", None)]
