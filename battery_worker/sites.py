@@ -21,6 +21,7 @@ from battery_worker.errors import InvalidConfig
 from battery_worker.fleet.model import SiteModel
 from battery_worker.fleet.settings import site_model_with
 from battery_worker.policies import Policy, make_policy, plans_machines
+from battery_worker.policies.threshold import ThresholdPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +74,15 @@ class SiteSetup:
         Under a policy that runs every machine the battery discharges at its own rate; what the machines
         and the export limit cannot take is spilled (the site plan's ``spilled_mw``, paid as lost), while
         the battery's emissions count all it delivered as avoided. Said, not refused: a site may be built so.
+        ``threshold`` discharges no more than its site demand (25 MW by default): at a larger rate it
+        spills nothing, and was warned of (a library review).
         """
         if self.plans_machines:
             return None
         takes = self.site.fleet_mw + self.site.export_limit_mw
         rate = self.config.max_discharge_rate_mw
+        if isinstance(self.policy, ThresholdPolicy):  # it discharges no more than its site demand
+            rate = min(rate, self.policy.site_demand_mw)
         if rate <= takes:
             return None
         return (

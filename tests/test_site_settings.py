@@ -171,3 +171,24 @@ def test_a_discharge_the_site_cannot_take_is_said(machines: tuple[MachineType, .
         None, {"site": {"machines": [asdict(m) for m in machines]}, "policy": {"name": "site"}}
     )
     assert planned.site_directory().warnings() == {}, "the site policy plans the battery with the machines"
+
+
+def test_a_threshold_discharge_capped_by_its_site_demand_is_not_said_to_spill() -> None:
+    """A library review: an 80 MW battery under threshold (which discharges no more than its 25 MW site
+    demand) with every machine running was warned that 55 MW would be spilled; each discharge gave 25 MW
+    to the machines and spilled nothing."""
+    import warnings
+
+    from battery_worker.seed_api import BatterySystem, SpillWarning
+
+    site = SiteModel(import_limit_mw=200.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SpillWarning)
+        system = BatterySystem(max_discharge_rate_mw=80.0, capacity_mwh=200.0, site=site)
+    decided = system.make_decision(500.0, 1.0, 1.0, timestamp="2023-08-01T18:00:00Z")
+    assert decided["action"] == "discharge"
+    assert decided["result"]["power_mw"] == 25.0
+    assert decided["site_plan"]["spilled_mw"] == 0.0
+    small = SiteModel(machines=DEFAULT_MACHINES[:1])
+    with pytest.warns(SpillWarning, match=r"a full-rate discharge \(25 MW\) is more than the site takes"):
+        BatterySystem(max_discharge_rate_mw=80.0, capacity_mwh=200.0, site=small)
