@@ -58,3 +58,9 @@ def __getattr__(name: str) -> Any:
     value = getattr(importlib.import_module(home), name)
     globals()[name] = value
     return value
+
+
+def __dir__() -> list[str]:
+    """The public names too, though loaded on first use: ``dir()`` and a notebook's completion listed
+    none of them (a library review)."""
+    return sorted({*globals(), *__all__})

@@ -75,6 +75,8 @@ def chemistry_fields(name: str | None) -> BatteryFields:
     """The battery fields of the chemistry called ``name`` (none for None); an unknown name is refused."""
     if name is None:
         return {}
+    if not isinstance(name, str):  # a library caller's 5 was an AttributeError (a library review)
+        raise InvalidConfig("battery_type", name, f"must be a name, one of {', '.join(sorted(CHEMISTRIES))}")
     chemistry = CHEMISTRIES.get(name.strip().lower())
     if chemistry is None:
         raise InvalidConfig("battery_type", name, f"unknown; one of {', '.join(sorted(CHEMISTRIES))}")

@@ -155,8 +155,10 @@ class BatterySystem:
             warnings.warn(said, categories.get(kind, UserWarning), stacklevel=2)
         self._site: SiteState = new_site_state(self._config, self._policy)
         self._carry_hours = carry_hours
+        if not callable(clock):
+            raise InvalidConfig("clock", clock, "must be a function that returns the time (a datetime)")
         self._clock = clock
-        self._last_updated: datetime = as_utc(clock())  # UTC as every later one (a step's time) is
+        self._last_updated: datetime = self._now()  # UTC as every later one (a step's time) is
         if max_history is not None and (isinstance(max_history, bool) or not isinstance(max_history, int)):
             raise InvalidConfig("max_history", max_history, "must be a whole number of entries, or None")
         if max_history is not None and max_history < 0:
@@ -243,7 +245,7 @@ class BatterySystem:
         last known one is carried for ``carry_hours``, then the step's emissions are unknown.
         """
         with self._lock:
-            at = self._clock() if timestamp is None else timestamp
+            at = self._now() if timestamp is None else timestamp
             tick = make_tick(energy_price, hash_price, token_price, at, carbon_intensity=carbon_intensity)
             try:
                 outcome = dispatch(
@@ -320,13 +322,22 @@ class BatterySystem:
         """
         return self._manual(Action.DISCHARGE, power_mw, duration_hours, carbon_intensity, energy_price)
 
+    def _now(self) -> datetime:
+        """The clock's time in UTC; a clock that gives no datetime is a configuration error, not an
+        ``AttributeError`` at the first decision (a library review)."""
+        now = self._clock()
+        if not isinstance(now, datetime):
+            raise InvalidConfig("clock", self._clock, f"returned {now!r}, not a datetime")
+        return as_utc(now)
+
     def update_thresholds(
         self, charge_threshold: float | None = None, discharge_threshold: float | None = None
     ) -> None:
         """Change the threshold policy's prices; the pair is validated together, so it cannot disagree."""
         with self._lock:
-            if not isinstance(self._policy, ThresholdPolicy):
-                raise TypeError(f"update_thresholds needs the threshold policy, not {self._policy.name!r}")
+            if not isinstance(self._policy, ThresholdPolicy):  # as the constructor refuses a misuse
+                needs = "update_thresholds needs the threshold policy"
+                raise InvalidConfig("policy", self._policy.name, needs)
             changes: dict[str, float] = {}
             if charge_threshold is not None:
                 changes["charge_below"] = charge_threshold
@@ -376,7 +387,7 @@ class BatterySystem:
             step = apply_for(self._config, battery, action, power_mw, duration_hours, energy_price)
             # The clock's now, or the last decision's time if that is later (decisions given timestamps
             # ahead of the clock): a manual step after a decision stamped 2030 set last_updated back to now.
-            at = max(as_utc(self._clock()), self._last_updated)
+            at = max(self._now(), self._last_updated)
             emissions = self._site.emissions
             found, used, totals = count_emissions(emissions, step, at, intensity, self._carry_hours)
             self._site = replace(self._site, battery=step.state, emissions=totals)

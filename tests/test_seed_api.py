@@ -488,3 +488,20 @@ def test_a_battery_pickled_before_max_history_loads_with_its_whole_history() -> 
     old.__setstate__(state)
     old.make_decision(2.5, 1.0, 1.0, timestamp=T0 + timedelta(hours=1))
     assert [entry["action"] for entry in old.history] == ["charge", "discharge"]
+
+
+def test_a_library_caller_s_misuse_is_one_of_the_package_s_errors_and_the_names_are_listed() -> None:
+    """A library review: a misuse raised TypeError or AttributeError where the package promises errors
+    under BatteryWorkerError, and dir(battery_worker) listed none of the public names."""
+    import battery_worker
+    from battery_worker import BatterySystem, InvalidConfig
+
+    with pytest.raises(InvalidConfig, match="update_thresholds needs the threshold policy"):
+        BatterySystem(policy="mpc").update_thresholds(charge_threshold=1.0, discharge_threshold=2.0)
+    with pytest.raises(InvalidConfig, match="battery_type=5: must be a name, one of lfp, nmc"):
+        BatterySystem(battery_type=5)  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfig, match="must be a function that returns the time"):
+        BatterySystem(clock="x")  # type: ignore[arg-type]
+    with pytest.raises(InvalidConfig, match="returned 'now', not a datetime"):
+        BatterySystem(clock=lambda: "now")  # type: ignore[arg-type,return-value]
+    assert set(battery_worker.__all__) <= set(dir(battery_worker))
