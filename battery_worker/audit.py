@@ -95,14 +95,16 @@ def difference(recorded: dict[str, Any], recomputed: dict[str, Any]) -> Differen
         return Difference.REWORDED
     older = recorded.get("schema_version")
     newer = recomputed.get("schema_version")
-    if isinstance(older, int) and isinstance(newer, int) and older < newer:
-        if _alike_where_recorded(recorded, recomputed, skip=_WORDING_FIELDS | {"schema_version"}):
+    if isinstance(older, int) and isinstance(newer, int) and older < newer:  # the fields it records
+        skip = _WORDING_FIELDS | {"schema_version"}
+        if _alike_where_recorded(recorded, recomputed, skip):
             return Difference.OLDER_VERSION
-    elif all(
-        recorded.get(name) == recomputed.get(name)
-        for name in recorded.keys() | recomputed.keys()
-        if name not in _WORDING_FIELDS and name != "emissions"
-    ):
+        if _alike_where_recorded(recorded, recomputed, skip | {"emissions"}):
+            return Difference.EMISSIONS
+        return Difference.DECISION
+    skip = _WORDING_FIELDS | {"emissions"}
+    names = recorded.keys() | recomputed.keys()
+    if all(recorded.get(name) == recomputed.get(name) for name in names if name not in skip):
         return Difference.EMISSIONS
     return Difference.DECISION
 
@@ -711,8 +713,8 @@ def _shown_before(one: Divergence, other: Divergence) -> bool:
 
 
 def merge_reports(reports: list[AuditReport]) -> AuditReport:
-    """One report of several replays' (e.g. of disjoint partitions): counts added; per site, the earliest
-    divergence is kept, or the earliest rewording when nothing diverged (as :func:`compare` chooses)."""
+    """One report of several replays' (e.g. of disjoint partitions): counts added; per site, the first
+    difference shown is chosen as :func:`compare` chooses it (:func:`_shown_before`)."""
     merged = AuditReport()
     firsts: dict[str, Divergence] = {}
     for report in reports:

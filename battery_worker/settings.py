@@ -842,7 +842,8 @@ def _warn_of_secrets_others_can_read(path: Path, data: Mapping[str, Any]) -> Non
     if mode & 0o077:
         variables = ", ".join(f"BATTERY_WORKER_KAFKA__{name.upper()}" for name in held)
         log.warning(
-            "%s holds kafka.%s and others may read it (mode %03o): chmod 600 it, or give the secret by %s",
+            "%s holds kafka.%s and users other than its owner may read it (mode %03o): chmod 600 it, or give "
+            "the secret by %s",
             path,
             " and kafka.".join(held),
             mode,

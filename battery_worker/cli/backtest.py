@@ -87,6 +87,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         "backtest",
         help="run a policy over a price file and compare it with the perfect-foresight optimum",
         description=DESCRIPTION,
+        allow_abbrev=False,  # flags whole, as cli/main.py's _Parser, from python -m ...cli.backtest too
     )
     parser.add_argument(
         "file",

@@ -15,16 +15,12 @@ tick lost (found by the zombie test under rebalance churn).
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
-import aiokafka
-import aiokafka.errors as Errors
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.protocol.commit import OffsetFetchRequest
 
+from battery_worker.kafka.committed import committed_offsets
 from battery_worker.kafka.records import ConsumedRecord
 
 __all__ = ["STATE_STORED", "Positions", "Sought", "commit_metadata", "marked"]
@@ -86,19 +82,23 @@ class Positions:
         last checkpoint can differ.
 
         ``where_needed`` (an at-least-once assignment, where the consumer positions each partition itself):
-        seek only the partitions that lost their state and those the consumer put before their committed
-        offset (aiokafka takes a coordinator's refusal of its offset fetch for "nothing committed", and
-        starts at the beginning: :func:`_committed`); a seek of every partition of a fresh start changed
-        how its first fetches were spread over them."""
+        seek only the partitions that lost their state and those with a commit, where aiokafka's own
+        positioning may be wrong (it takes a coordinator's refusal of its offset fetch for "nothing
+        committed", and starts at the beginning: :mod:`.committed`) and a batch fetched from there may be
+        waiting for the lock this assignment holds (counted as sought, it is dropped); one put before its
+        commit is returned in ``misplaced``. A partition with nothing committed stays where the consumer put
+        it: a seek of every partition of a fresh start changed how its first fetches were spread."""
         sought = Sought()
+        positions = {tp: await consumer.position(tp) for tp in partitions}  # the consumer's own first,
+        commits = await committed_offsets(consumer, partitions)  # or its positioning overwrites ours
         for tp in partitions:
-            position = await consumer.position(tp)  # the consumer's own positioning ends first, or it
-            committed, state_stored = await _committed(consumer, tp)  # overwrites ours
-            lost = tp.partition in stateless and state_stored
+            committed, metadata = commits[tp]
+            lost = tp.partition in stateless and metadata == STATE_STORED
             if where_needed and not lost:
-                if committed is None or position >= committed:  # past it: a batch fetched meanwhile,
-                    continue  # waiting for the lock this assignment holds; handled next, as ever
-                sought.misplaced[tp] = (position, committed)
+                if committed is None:
+                    continue  # at the beginning, where the consumer put it
+                if positions[tp] < committed:
+                    sought.misplaced[tp] = (positions[tp], committed)
             if committed is None or lost:
                 beginning = (await consumer.beginning_offsets([tp]))[tp]
                 if committed is not None and committed > beginning:
@@ -119,58 +119,3 @@ class Sought:
     """Partitions that lost their state, each with (committed, beginning): decided again from there."""
     misplaced: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     """Partitions the consumer had put before their commit, each with (position, committed)."""
-
-
-_COMMITTED_ATTEMPTS = 12
-"""How often an offset fetch the coordinator refuses for now (not the coordinator, loading its offsets) is
-asked again, waiting 0.1 s doubled up to 2 s between (some 15 s in all), before the refusal is raised."""
-
-
-async def _committed(consumer: AIOKafkaConsumer, tp: TopicPartition) -> tuple[int | None, bool]:
-    """The committed offset (None: none) and whether its commit says the partition's state was stored.
-
-    Asked of the group coordinator here, not by ``AIOKafkaConsumer.committed``: aiokafka reads an offset
-    fetch's answer partition by partition and skips its top-level error, so a coordinator that refused it
-    (``NOT_COORDINATOR`` with no partitions, as Apache Kafka answers for a moment after a stall, found by
-    an observability review: SIGSTOP the broker 45 s) read as "nothing committed", and the worker read
-    whole partitions again from offset 0, writing every dead letter a second time. Its answer lacks the
-    metadata too."""
-    coordinator = getattr(consumer, "_coordinator", None)
-    if coordinator is None:  # not aiokafka 0.13 or 0.14 (pyproject.toml), whose coordinator this reads
-        raise RuntimeError(f"aiokafka {aiokafka.__version__}: no consumer coordinator to read commits from")
-    request = OffsetFetchRequest(coordinator.group_id, [(tp.topic, [tp.partition])])
-    refused: Errors.KafkaError = _NoAnswer(f"no answer for {tp} in the offset fetch")
-    for attempt in range(_COMMITTED_ATTEMPTS):
-        await coordinator.ensure_coordinator_known()
-        response = await coordinator._send_req(request)
-        answer = _answer_for(response, tp)
-        if isinstance(answer, tuple):
-            offset, metadata = answer
-            return (None, False) if offset < 0 else (offset, metadata == STATE_STORED)
-        refused = answer
-        if not refused.retriable:
-            raise refused
-        if isinstance(refused, Errors.NotCoordinatorError):
-            coordinator.coordinator_dead()
-        await asyncio.sleep(min(0.1 * 2**attempt, 2.0))
-    raise refused
-
-
-def _answer_for(response: Any, tp: TopicPartition) -> tuple[int, str] | Errors.KafkaError:
-    """``tp``'s offset and metadata in an offset fetch's answer, or the error it says instead: the top-level
-    one (versions 2 and later), else the partition's own; an answer without the partition is an error too."""
-    error = Errors.for_code(getattr(response, "error_code", 0))
-    if error is not Errors.NoError:
-        return error()
-    for topic, partitions in response.topics:
-        for partition, offset, metadata, code in partitions:
-            if (topic, partition) == (tp.topic, tp.partition):
-                error = Errors.for_code(code)
-                return (int(offset), str(metadata)) if error is Errors.NoError else error()
-    return _NoAnswer(f"the offset fetch's answer has no {tp}")
-
-
-class _NoAnswer(Errors.KafkaError):  # type: ignore[misc]
-    """An offset fetch answered without the partition asked for: asked again, as a refusal would be."""
-
-    retriable = True
