@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -41,6 +41,16 @@ class Divergence:
     source: str
     recorded: dict[str, Any] | None
     recomputed: dict[str, Any] | None
+    difference: Difference = field(init=False)
+    """How the two sides differ, judged once (:func:`difference`): the counts, the order of the shown
+    difference and its line all read it."""
+
+    def __post_init__(self) -> None:
+        if self.recorded is None or self.recomputed is None:
+            judged = Difference.DECISION
+        else:
+            judged = difference(self.recorded, self.recomputed)
+        object.__setattr__(self, "difference", judged)
 
     def describe(self, kind: str = "") -> str:
         """One line: where, and the fields that differ on each side (the decision's when one side has
@@ -58,12 +68,6 @@ class Divergence:
     @property
     def diverged(self) -> bool:
         return self.difference is not Difference.REWORDED
-
-    @property
-    def difference(self) -> Difference:
-        if self.recorded is None or self.recomputed is None:
-            return Difference.DECISION
-        return difference(self.recorded, self.recomputed)
 
 
 class Difference(Enum):
@@ -166,6 +170,15 @@ class SiteReport:
     def identical(self) -> bool:
         return self.diverged == 0 and self.reworded == 0 and self.missing == 0 and self.extra == 0
 
+    def add_counts(self, other: SiteReport) -> None:
+        """Adds ``other``'s counts to these (its ``first`` is not a count: the caller chooses it)."""
+        for name in _COUNTS:
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+_COUNTS = tuple(f.name for f in fields(SiteReport) if f.type in ("int", int))
+"""The counts of a :class:`SiteReport`, which totals and merges add."""
+
 
 @dataclass(slots=True)
 class AuditReport:
@@ -187,15 +200,7 @@ class AuditReport:
     def totals(self) -> SiteReport:
         total = SiteReport()
         for site in self.sites.values():
-            total.ticks += site.ticks
-            total.matched += site.matched
-            total.diverged += site.diverged
-            total.diverged_older_version += site.diverged_older_version
-            total.diverged_in_emissions += site.diverged_in_emissions
-            total.reworded += site.reworded
-            total.missing += site.missing
-            total.extra += site.extra
-            total.pending += site.pending
+            total.add_counts(site)
         return total
 
 
@@ -675,12 +680,6 @@ def _pair(
             site.pending += 1
             continue
         site.ticks += 1
-        if old_event is None:
-            site.extra += 1
-        elif new_event is None:
-            site.missing += 1
-        else:
-            _count(site, difference(old_event, new_event))
         source = sample["source"]
         divergence = Divergence(
             site_id=site_id,
@@ -689,6 +688,12 @@ def _pair(
             recorded=old_event,
             recomputed=new_event,
         )
+        if old_event is None:
+            site.extra += 1
+        elif new_event is None:
+            site.missing += 1
+        else:
+            _count(site, divergence.difference)
         current = firsts.get(site_id)
         if current is None or _shown_before(divergence, current):
             firsts[site_id] = divergence
@@ -725,15 +730,7 @@ def merge_reports(reports: list[AuditReport]) -> AuditReport:
                 by_site[site_id] = by_site.get(site_id, 0) + count
         for site_id, part in report.sites.items():
             site = merged.sites.setdefault(site_id, SiteReport())
-            site.ticks += part.ticks
-            site.matched += part.matched
-            site.diverged += part.diverged
-            site.diverged_older_version += part.diverged_older_version
-            site.diverged_in_emissions += part.diverged_in_emissions
-            site.reworded += part.reworded
-            site.missing += part.missing
-            site.extra += part.extra
-            site.pending += part.pending
+            site.add_counts(part)
             if part.first is not None:
                 current = firsts.get(site_id)
                 if current is None or _shown_before(part.first, current):

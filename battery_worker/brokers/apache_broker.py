@@ -98,19 +98,21 @@ class ApacheKafkaBroker:
         if startup_timeout <= 0 or stop_timeout <= 0:
             raise ValueError("startup_timeout and stop_timeout must be > 0")
         self._users = scram_users(users)
-        self._requested_port = port
         unknown = set(listener_ports or {}) - set(OTHER_LISTENERS)
         if unknown:
             raise ValueError(f"no such listener {sorted(unknown)}: one of {', '.join(OTHER_LISTENERS)}")
-        self._requested_ports = dict(listener_ports or {})
-        given = {"PLAINTEXT": port, **self._requested_ports}
-        for name, number in given.items():
-            if number is not None and not 0 < number < 65536:
+        # The ports given, by listener; the others are free ports chosen at each start.
+        self._asked_ports = {
+            name: number for name, number in {"PLAINTEXT": port, **(listener_ports or {})}.items() if number
+        }
+        by_port: dict[int, list[str]] = {}
+        for name, number in self._asked_ports.items():
+            if not 0 < number < 65536:
                 raise ValueError(f"{name} port {number}: a port is 1 to 65535")
-        shared = [n for n in {*given.values()} - {None} if list(given.values()).count(n) > 1]
-        if shared:  # Kafka's storage tool failed on it with a Scala stack trace (a review of the diff)
-            names = [name for name, number in given.items() if number == shared[0]]
-            raise ValueError(f"port {shared[0]} given to {' and '.join(names)}: each listener needs its own")
+            by_port.setdefault(number, []).append(name)
+        for number, names in by_port.items():  # Kafka's storage tool failed with a Scala trace on it
+            if len(names) > 1:
+                raise ValueError(f"port {number} given to {' and '.join(names)}: each listener needs its own")
         self._home = Path(home) if home is not None else None
         self._given_log = Path(log_path) if log_path is not None else None
         self._heap = heap
@@ -229,8 +231,7 @@ class ApacheKafkaBroker:
             if self.running:
                 return self
             java, keytool = find_java()
-            requested = [self._requested_port, *self._requested_ports.values()]
-            for asked in (port for port in requested if port is not None):
+            for asked in self._asked_ports.values():
                 taken = port_taken_problem(HOST, asked)
                 if taken is not None:
                     raise ApacheKafkaError(taken)
@@ -241,7 +242,7 @@ class ApacheKafkaBroker:
             self._workdir = workdir
             try:
                 # Retry only when we chose every port: a lost port race shows up as an early exit.
-                attempts = 1 if any(port is not None for port in requested) else 3
+                attempts = 1 if self._asked_ports else 3
                 for attempt in range(1, attempts + 1):
                     self._prepare(java, keytool, lib, first=attempt == 1)
                     self._spawn(java, lib)
@@ -342,8 +343,7 @@ class ApacheKafkaBroker:
         workdir = self._workdir
         shutil.rmtree(workdir / "data", ignore_errors=True)
         self._ports = {
-            "PLAINTEXT": self._requested_port or free_port(),
-            **{name: self._requested_ports.get(name) or free_port() for name in OTHER_LISTENERS},
+            name: self._asked_ports.get(name) or free_port() for name in ("PLAINTEXT", *OTHER_LISTENERS)
         }
         if first:
             self._keystore_password = secrets.token_urlsafe(18)
