@@ -162,6 +162,21 @@ def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:
     assert later == ["applied"] * 8
 
 
+def test_a_dead_letter_keeps_the_producers_headers_up_to_a_bound_and_counts_those_left_out() -> None:
+    """A producer's tracing headers were dropped from its dead letters. Kept, a header too many of them
+    (here 20 of 5 KB against a 64 KB bound) must not make a dead letter too large to send."""
+    proc, home = processor(), home_partition("alpha", 3)
+    many = [(f"h{i}", b"x" * 5_000) for i in range(20)]
+    refused = proc.handle(InputRecord("prices", home, 0, b"alpha", b"not json", NOW_MS, many))
+    assert refused.kind == "rejected"
+    kept = [(name, value) for name, value in refused.outputs[0].headers if name.startswith("source.header.")]
+    assert kept == [(f"source.header.h{i}", b"x" * 5_000) for i in range(12)]
+    assert dict(refused.outputs[0].headers)["dlq.source_headers_dropped"] == b"8"
+    applied = proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS, many))
+    assert applied.kind == "applied"
+    assert all(not record.headers or record.headers[0][0] != "source.header.h0" for record in applied.outputs)
+
+
 def test_with_unknown_sites_refused_a_mistyped_key_makes_no_site() -> None:
     """The downstream team's review: a tick keyed 'unknown-site-zzz' got a battery and a published
     'discharge 20.0 MW', and no scheduler knew of the site."""
@@ -196,7 +211,7 @@ def test_the_bound_is_the_records_kafka_timestamp_plus_the_setting() -> None:
     )
 
 
-async def _dead_letters(settings: Settings) -> list[dict[str, bytes]]:
+async def _dead_letters(settings: Settings) -> list[dict[str, bytes | None]]:
     reader = make_reader(settings.kafka)
     await reader.start()
     try:
@@ -243,7 +258,7 @@ async def test_stray_and_future_ticks_on_a_real_broker_and_replay_agrees_every_t
     assert await worker.run(max_messages=49, idle_timeout_s=20) == 49
     assert worker.processor.counters.applied == 48
     assert worker.processor.counters.rejected == 1
-    reasons = sorted(headers["error.field"] for headers in await _dead_letters(settings))
+    reasons = sorted(headers["error.field"] or b"" for headers in await _dead_letters(settings))
     assert reasons == [b"site_id", b"timestamp"]
 
     results = [await replay(settings, ReplayOptions()) for _ in range(3)]

@@ -92,14 +92,25 @@ async def feed(settings: Settings, ticks: Sequence[PriceTick], site: str, *, pre
 
 
 async def send_raw(
-    settings: Settings, messages: Sequence[tuple[bytes | None, bytes | None]]
+    settings: Settings,
+    messages: Sequence[tuple[bytes | None, bytes | None]],
+    headers: Sequence[Sequence[tuple[str, bytes | None]] | None] = (),
 ) -> list[tuple[int, int]]:
-    """Publish raw key/value pairs in order; returns the (partition, offset) each landed at."""
+    """Publish raw key/value pairs in order, the i-th with ``headers[i]`` when given; returns the
+    (partition, offset) each landed at."""
     await prepare_topics(settings)
     producer = make_producer(settings.kafka)
     await producer.start()
     try:
-        pending = [await producer.send(settings.topics.prices, value, key=key) for key, value in messages]
+        pending = [
+            await producer.send(
+                settings.topics.prices,
+                value,
+                key=key,
+                headers=list(headers[i] or ()) if i < len(headers) else None,
+            )
+            for i, (key, value) in enumerate(messages)
+        ]
         landed = await asyncio.gather(*pending)
     finally:
         await producer.stop()

@@ -27,7 +27,7 @@ class ConsumedRecord(Protocol):
     @property
     def value(self) -> bytes | None: ...
     @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
+    def headers(self) -> Sequence[tuple[str, bytes | None]]: ...
     @property
     def timestamp(self) -> int:
         """Milliseconds since the epoch, as the producer or the broker stamped it (-1 when absent)."""
@@ -35,7 +35,13 @@ class ConsumedRecord(Protocol):
 
 
 def input_record(message: ConsumedRecord) -> InputRecord:
-    """The record the data path handles: its Kafka coordinates, key, value and timestamp."""
+    """The record the data path handles: its Kafka coordinates, key, value, timestamp and headers."""
     return InputRecord(
-        message.topic, message.partition, message.offset, message.key, message.value, message.timestamp
+        message.topic,
+        message.partition,
+        message.offset,
+        message.key,
+        message.value,
+        message.timestamp,
+        message.headers,
     )

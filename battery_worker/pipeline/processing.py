@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
@@ -66,6 +66,13 @@ DLQ_MAX_VALUE_BYTES = 900_000
 input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
 message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
+DLQ_MAX_SOURCE_HEADER_BYTES = 64_000
+"""The input's own headers are kept on its dead letter up to this many bytes (names and values); past it
+the rest are left out and ``dlq.source_headers_dropped`` counts them, so value, key and headers together stay
+under the producer's 1 MiB batch."""
+SOURCE_HEADER_PREFIX = "source.header."
+"""An input's header ``h`` is ``source.header.h`` on its dead letter: the dead letter's own headers
+(``error``, ``source.offset``, …) can never be confused with, or shadowed by, a producer's."""
 _HISTORY_HEADERS = (HISTORY_BY_SITE,)
 NO_TIMESTAMP = -1
 """Kafka's "no timestamp" (records of the pre-0.10 format); such a record's tick time is not bounded."""
@@ -80,6 +87,8 @@ class InputRecord:
     key: bytes | None
     value: bytes | None
     timestamp_ms: int = NO_TIMESTAMP
+    headers: Sequence[tuple[str, bytes | None]] = ()
+    """The producer's headers, as read: only a dead letter carries them on (prefixed)."""
 
 
 @fast_init
@@ -89,7 +98,7 @@ class OutputRecord:
     key: bytes | None
     value: bytes
     partition: int | None = None
-    headers: tuple[tuple[str, bytes], ...] = ()
+    headers: tuple[tuple[str, bytes | None], ...] = ()
     partition_key: bytes | None = None
     """What the partition is chosen by when it is not the key (as Kafka Streams' ``StreamPartitioner``):
     a history record's key is unique per tick, but its partition follows its site, so a site's history
@@ -147,6 +156,20 @@ class _Site:
     """The site id encoded: the key of its action, status and state records."""
     plans_machines: bool
     ticks_stale: int = 0
+
+
+def _source_headers(source: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
+    """An input's headers as its dead letter carries them: renamed under :data:`SOURCE_HEADER_PREFIX`,
+    in order (a null value stays null), up to :data:`DLQ_MAX_SOURCE_HEADER_BYTES`."""
+    kept: list[tuple[str, bytes | None]] = []
+    size = 0
+    for name, value in source:
+        size += len(name.encode("utf-8", "replace")) + (len(value) if value else 0)
+        if size > DLQ_MAX_SOURCE_HEADER_BYTES:
+            dropped = len(source) - len(kept)
+            return (*kept, ("dlq.source_headers_dropped", str(dropped).encode()))
+        kept.append((SOURCE_HEADER_PREFIX + name, value))
+    return tuple(kept)
 
 
 def _behind(stored: datetime | None, held: datetime | None) -> bool:
@@ -426,7 +449,7 @@ class TickProcessor:
         self.counters.rejected += 1
         reason = error.field
         self.counters.rejected_by_reason[reason] = self.counters.rejected_by_reason.get(reason, 0) + 1
-        headers: tuple[tuple[str, bytes], ...] = (
+        headers: tuple[tuple[str, bytes | None], ...] = (
             ("error", str(error).encode("utf-8", "replace")[:1000]),
             ("error.field", error.field.encode("utf-8", "replace")),
             ("source.topic", record.topic.encode()),
@@ -442,6 +465,8 @@ class TickProcessor:
         if key is not None and len(key) > DLQ_MAX_KEY_BYTES:
             headers += (("dlq.key_truncated_from_bytes", str(len(key)).encode()),)
             key = key[:DLQ_MAX_KEY_BYTES]
+        if record.headers:
+            headers += _source_headers(record.headers)
         dlq = OutputRecord(self._topics.dlq, key, value, None, headers)
         return Handled("rejected", None, (dlq,), error=error)
 
