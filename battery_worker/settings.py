@@ -668,14 +668,20 @@ def load_settings(
         settings = _policy_params_of_the_layer_naming_it(settings, toml_data)
         if choose_policy is not None:
             settings = settings.model_copy(update={"policy": choose_policy(settings.policy)})
-        settings.site_directory()
+        try:
+            settings.site_directory()
+        except InvalidConfig as error:  # a site's own setting, checked as its battery and policy are built
+            given = _where_given(tuple(error.field.split(".")), init, toml_data, toml_path)
+            if not given:
+                raise
+            raise InvalidConfig(error.field, error.value, f"{error.problem} ({given})") from None
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         given = _where_given(first["loc"], init, toml_data, toml_path)
-        if first["type"] == "extra_forbidden":  # a mistyped name: its value may be a secret (sasl_pasword)
+        if first["type"] in _NO_SUCH_FIELD:  # a mistyped name: its value may be a secret (sasl_pasword)
             said = f"{given}; its value is not shown" if given else "its value is not shown"
             raise InvalidConfig(field, "**********", f"no such field ({said})") from None
         problem = first["msg"].removeprefix("Value error, ")  # pydantic's prefix to a check's own ValueError
@@ -686,6 +692,11 @@ def load_settings(
         raise InvalidConfig("environment", _undecodable_variable(error), problem) from None
     _warn_of_a_password_sent_in_the_clear(settings.kafka)
     return settings
+
+
+_NO_SUCH_FIELD = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+"""pydantic's words for a name a model (``extra_forbidden``) or a dataclass such as ``BatteryConfig``
+(``unexpected_keyword_argument``) does not have: both are said "no such field", as a site's own are."""
 
 
 def _warn_of_a_password_sent_in_the_clear(kafka: KafkaSettings) -> None:

@@ -410,6 +410,33 @@ def test_a_refused_setting_names_the_variable_or_the_file_it_came_from(
         load_settings(config, flag)
 
 
+def test_a_refused_setting_of_a_site_names_the_file_or_the_variable_too(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A fleet review: a site's own mistakes ('sites.a.battery.capacty_mwh=200.0: no such field') named no
+    source, where the same mistake in [battery] did, in other words ('Unexpected keyword argument')."""
+    config = tmp_path / "fleet.toml"
+    config.write_text("[sites.a.battery]\ncapacty_mwh = 200.0\n")
+    with pytest.raises(InvalidConfig) as caught:
+        load_settings(config)
+    assert str(caught.value) == f"sites.a.battery.capacty_mwh=200.0: no such field (in {config})"
+    config.write_text("[sites.a.battery]\nefficiency = 90.0\n")
+    with pytest.raises(InvalidConfig, match=re.escape(f"efficiency=90.0: must be in (0, 1] (in {config})")):
+        load_settings(config)
+    config.write_text("[battery]\ncapacty_mwh = 5.0\n")
+    with pytest.raises(
+        InvalidConfig, match=re.escape(f"no such field (in {config}; its value is not shown)")
+    ):
+        load_settings(config)
+    monkeypatch.setenv("BATTERY_WORKER_SITES__SITE-07__BATTERY__MAX_CHARGE_RATE", "20")
+    with pytest.raises(InvalidConfig) as caught:
+        load_settings()
+    assert (
+        caught.value.problem
+        == "no such field (given by BATTERY_WORKER_SITES__SITE-07__BATTERY__MAX_CHARGE_RATE)"
+    )
+
+
 def test_a_presets_cycle_cap_is_lifted_by_infinity_in_a_file_the_environment_or_the_library(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
