@@ -345,3 +345,28 @@ def test_a_stored_policy_memory_that_cannot_be_read_starts_the_policy_afresh(
     assert site.battery == processor.sites()["s"].battery
     assert site.policy_memory == directory.setup("s").policy.initial_memory()
     assert "policy memory of site 's' is unreadable, its mpc policy starts afresh" in caplog.text
+
+
+def test_a_restored_site_outside_its_window_as_configured_now_is_said_and_kept(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fleet review shrank a battery from 1000 to 300 MWh while it held 868 MWh: the worker restored it
+    without a word and its status read 148.9 %. The energy is kept (the stored state is the truth of what
+    was done); the start now says which sites lie outside their window, and by how much."""
+    big = SiteDirectory(BatteryConfig(capacity_mwh=1000.0, initial_charge_percent=90.0), PolicyChoice())
+    processor = TickProcessor(big, TOPICS, prices_partitions=3)
+    tick = orjson.dumps(
+        {"energy_price": 30.0, "hash_price": 0, "token_price": 0, "timestamp": "2023-08-01T00:00:00Z"}
+    )
+    for site in ("big", "fits"):
+        processor.handle(InputRecord("prices", home_partition(site, 3), 0, site.encode(), tick))
+    records = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
+    held = {record.site_id: record.state_of_charge_mwh for record in records}
+    overrides = {"fits": SiteOverride(battery={"capacity_mwh": 1000.0, "initial_charge_percent": 90.0})}
+    shrunk = SiteDirectory(BatteryConfig(capacity_mwh=300.0), PolicyChoice(), overrides)
+    restored = TickProcessor(shrunk, TOPICS, prices_partitions=3)
+    assert restored.restore(records) == 2
+    assert restored.sites()["big"].battery.state_of_charge_mwh == held["big"] > 300.0
+    assert "1 restored sites hold energy outside their battery's state-of-charge window" in caplog.text
+    assert f"big ({held['big']:.2f} MWh, above 0–300 MWh of 300 MWh)" in caplog.text
+    assert "fits (" not in caplog.text

@@ -172,6 +172,16 @@ def _source_headers(source: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[s
     return tuple(kept)
 
 
+def _outside_window(energy_mwh: float, setup: SiteSetup) -> str | None:
+    """How a stored energy lies outside the site's configured window, or None when within it."""
+    config = setup.config
+    low, high = config.min_energy_mwh, config.max_energy_mwh
+    if low - 1e-9 <= energy_mwh <= high + 1e-9:
+        return None
+    side = "above" if energy_mwh > high else "below"
+    return f"{energy_mwh:.2f} MWh, {side} {low:g}–{high:g} MWh of {config.capacity_mwh:g} MWh"
+
+
 def _behind(stored: datetime | None, held: datetime | None) -> bool:
     """Whether a stored state's last tick is older than the held one's (no tick yet is oldest)."""
     return held is not None and (stored is None or stored < held)
@@ -270,6 +280,7 @@ class TickProcessor:
         """
         loaded = 0
         moved: list[str] = []
+        outside: list[str] = []
         for record in records:
             held = self._sites.get(record.site_id)
             if held is not None and _behind(record.last_tick_at, held.state.battery.last_tick_at):
@@ -292,6 +303,8 @@ class TickProcessor:
             if source.partition != home and record.site_id not in self._warned_moved:
                 self._warned_moved.add(record.site_id)
                 moved.append(f"{record.site_id} ({source.partition} → {home})")
+            if (where := _outside_window(record.state_of_charge_mwh, setup)) is not None:
+                outside.append(f"{record.site_id} ({where})")
             memory = self._stored_memory(record, setup)
             self._sites[record.site_id] = _Site(
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
@@ -311,6 +324,15 @@ class TickProcessor:
                 "partition it was stored from (docs/delivery.md, 'Adding partitions')",
                 len(moved),
                 ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""),
+            )
+        if outside:
+            log.warning(
+                "%d restored sites hold energy outside their battery's state-of-charge window as configured "
+                "now (%s): the battery settings changed (capacity, window or preset; a site taken out of "
+                "sites has the default battery). The stored energy is kept: such a battery only discharges "
+                "(or charges) back into its window (docs/operations.md, 'Changing settings')",
+                len(outside),
+                ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""),
             )
         return loaded
 
