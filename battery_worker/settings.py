@@ -482,10 +482,16 @@ class Settings(BaseSettings):
         return {**data, "battery": {**preset, **battery}}
 
     def site_directory(self) -> SiteDirectory:
+        """The sites' setups. A site's own policy table is layered over ``[policy]`` as a later layer is
+        (:func:`policy_over`): naming the same policy, its parameters change the default's key by key (a
+        fleet review's ``discharge_above = 150`` for one site had dropped the file's ``charge_below = 25``
+        for the code's 1.7); naming another, it has its own only."""
         overrides = {
             site_id: SiteOverride(
                 site.battery,
-                None if site.policy is None else site.policy.choice(),
+                None
+                if site.policy is None
+                else policy_over(self.policy, site.policy.name, site.policy.params).choice(),
                 site.battery_type,
                 site.site,
             )

@@ -14,6 +14,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.chemistries import CHEMISTRIES, PACK_PRICE_PER_MWH
 from battery_worker.cli.common import CAP
 from battery_worker.errors import InvalidConfig
+from battery_worker.policies import make_policy
 from battery_worker.policies.threshold import ThresholdPolicy
 from battery_worker.settings import load_settings
 
@@ -408,6 +409,26 @@ def test_a_refused_setting_names_the_variable_or_the_file_it_came_from(
     }  # flags win over both: the diff review saw the file named
     with pytest.raises(InvalidConfig, match=re.escape("(given by a flag)")):
         load_settings(config, flag)
+
+
+def test_a_sites_own_policy_table_changes_the_default_policys_parameters_key_by_key(tmp_path: Path) -> None:
+    """A fleet review: ``[policy]`` threshold 25 / 100 and a site's ``discharge_above = 150`` gave that site
+    the code's ``charge_below = 1.7``, not the file's 25 (and ``charge_below = 40`` alone was refused as
+    above the code's ``discharge_above`` of 2.0). Another policy has its own parameters only."""
+    config = tmp_path / "fleet.toml"
+    config.write_text(
+        "[policy]\nname = 'threshold'\nparams = { charge_below = 25.0, discharge_above = 100.0 }\n"
+        "[sites.x.policy]\nparams = { discharge_above = 150.0 }\n"
+        "[sites.y.policy]\nparams = { charge_below = 40.0 }\n"
+        "[sites.z.policy]\nname = 'adaptive'\n"
+    )
+    sites = load_settings(config).site_directory()
+    x, y = sites.setup("x").policy, sites.setup("y").policy
+    assert isinstance(x, ThresholdPolicy)
+    assert isinstance(y, ThresholdPolicy)
+    assert (x.charge_below, x.discharge_above) == (25.0, 150.0)
+    assert (y.charge_below, y.discharge_above) == (40.0, 100.0)
+    assert sites.setup("z").policy == make_policy("adaptive", {})
 
 
 def test_a_refused_setting_of_a_site_names_the_file_or_the_variable_too(
