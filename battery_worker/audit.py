@@ -41,6 +41,9 @@ class Divergence:
     source: str
     recorded: dict[str, Any] | None
     recomputed: dict[str, Any] | None
+    recorded_at: str = ""
+    """Where the recorded version was read (``battery.actions[0]@4166``): a forged or altered record is
+    found there, not at the input's coordinates (``source``), which any copy of the event names."""
     difference: Difference = field(init=False)
     """How the two sides differ, judged once (:func:`difference`): the counts, the order of the shown
     difference and its line all read it."""
@@ -59,9 +62,10 @@ class Divergence:
         what = "divergence" if self.diverged else "rewording"
         if self.difference in _ALIKE_IN_THE_DECISION:
             what += f" ({self.difference.value})"
+        at = f" at {self.recorded_at}" if self.recorded_at else ""
         return (
             f"site {self.site_id}: first {kind + ' ' if kind else ''}{what} at tick {self.tick_timestamp} "
-            f"({self.source}): recorded {_brief(self.recorded, fields)} vs recomputed "
+            f"({self.source}): recorded{at} {_brief(self.recorded, fields)} vs recomputed "
             f"{_brief(self.recomputed, fields)}"
         )
 
@@ -507,6 +511,21 @@ class Comparison:
         """Those events' versions recorded since pass 1 (seen in pass 3)."""
         self._named: dict[tuple[str, int], bytes] = {}
         self._unverified: dict[Outside, dict[str, int]] = {}
+        self._last_recorded: dict[bytes, int] = {}
+        """Per input partition (as :func:`_named_partition` spells it), the latest input any recorded event
+        names: the worker had decided every tick of the partition up to there."""
+        self._elsewhere: dict[str, str] = {}
+        """Records of sites another replay compares, found away from their site's partition: where -> why."""
+
+    def add_elsewhere(self, where: str, site_id: str, home: int) -> None:
+        """A recorded event of a site this replay does not compare, read away from the site's partition
+        (``home``), where a worker never writes it: the replay that compares the site reads only that
+        partition, so no one would compare it (an auditor's review forged an action there, unseen by
+        ``--processes 3``). Reported as a record that is no event of this replay; read twice, said once."""
+        self._elsewhere[where] = (
+            f"an event of site {site_id!r} away from its site's partition ({home}), so compared by no "
+            "process of a replay split by partition: replay with --processes 1 to compare it"
+        )
 
     def add_recorded(self, value: bytes, where: str = "") -> None:
         """``where``: the record's coordinates (``topic[partition]@offset``), for the report's line on a
@@ -516,6 +535,14 @@ class Comparison:
             self._unkeyed[value] = where
             return
         self._recorded.add(key, _fingerprint(value))
+        partition, offset = key
+        if offset > self._last_recorded.get(partition, -1):
+            self._last_recorded[partition] = offset
+
+    def last_recorded(self, topic: str, partition: int) -> int | None:
+        """The latest offset of the input partition that a recorded event names (None: none does). A
+        worker handles a partition's ticks in order, so it had decided every tick up to there."""
+        return self._last_recorded.get(_named_partition(topic, partition))
 
     def add_recomputed(self, value: bytes, site_id: str, source: tuple[str, int, int] | None = None) -> None:
         """``source``: the input record the event was made from (topic, partition, offset), which its bytes
@@ -595,11 +622,9 @@ class Comparison:
         report = AuditReport(unverified={why: dict(sites) for why, sites in self._unverified.items()})
         for site_id, agreed in self._agreed.items():
             report.sites[site_id] = SiteReport(ticks=agreed, matched=agreed)
-        new_events = {}
-        for value in self._recomputed_alone:
-            event = orjson.loads(value)
-            new_events[_pairing(event)] = event
-        old_events = {}
+        # Events are parsed a pair at a time: held parsed, as they were, the events of a what-if replay
+        # (each one differs) took 13-16 KB apiece, 4.9 GB for 300,000 ticks (an auditor's review).
+        old_events: dict[Pairing, tuple[bytes, str]] = {}
         # Sorted, not in set order (which follows the per-process hash seed): of two recorded versions of
         # one id that both differ, every run reports the same one.
         for value, where in sorted({**self._recorded_alone, **self._unkeyed}.items()):
@@ -607,9 +632,20 @@ class Comparison:
             if event is None:
                 report.unreadable.append(f"{where or _where_named(value)}: {why}")
             elif outside(event) is None:
-                old_events[_pairing(event)] = event
+                old_events[_pairing(event)] = (value, where)
+        report.unreadable.extend(f"{where}: {why}" for where, why in self._elsewhere.items())
         report.unreadable.sort()
-        _pair(report, old_events, new_events, shape, self._site_filter, pending)
+        pairs = _Pairs(report, shape, self._site_filter, pending)
+        for value in self._recomputed_alone:
+            new_event = orjson.loads(value)
+            recorded = old_events.pop(_pairing(new_event), None)
+            if recorded is None:
+                pairs.add(None, new_event)
+            else:
+                pairs.add(orjson.loads(recorded[0]), new_event, recorded[1])
+        for value, where in old_events.values():
+            pairs.add(orjson.loads(value), None, where)
+        pairs.close()
         return report
 
     def _meet_late(self) -> None:
@@ -658,35 +694,41 @@ def _pairing(event: dict[str, Any]) -> Pairing:
     return (source["topic"], source["partition"], source["offset"])
 
 
-def _pair(
-    report: AuditReport,
-    old_events: dict[Pairing, dict[str, Any]],
-    new_events: dict[Pairing, dict[str, Any]],
-    shape: EventShape,
-    site_filter: str | None,
-    pending: Callable[[dict[str, Any]], bool] = nothing_pending,
-) -> None:
-    """Count the events found on one side alone, paired by the input they name, into ``report``."""
-    firsts: dict[str, Divergence] = {}
-    for pairing in old_events.keys() | new_events.keys():
-        old_event, new_event = old_events.get(pairing), new_events.get(pairing)
+class _Pairs:
+    """The events found on one side alone, fed a pair at a time (paired by the input they name) and
+    counted into ``report``; a site's first difference is kept, the rest of each pair dropped."""
+
+    def __init__(
+        self,
+        report: AuditReport,
+        shape: EventShape,
+        site_filter: str | None,
+        pending: Callable[[dict[str, Any]], bool] = nothing_pending,
+    ) -> None:
+        self._report, self._shape, self._site_filter, self._pending = report, shape, site_filter, pending
+        self._firsts: dict[str, Divergence] = {}
+
+    def add(
+        self, old_event: dict[str, Any] | None, new_event: dict[str, Any] | None, recorded_at: str = ""
+    ) -> None:
         sample = new_event or old_event
         assert sample is not None
         site_id = sample["site_id"]
-        if site_filter is not None and site_id != site_filter:
-            continue
-        site = report.sites.setdefault(site_id, SiteReport())
-        if old_event is None and pending(sample):
+        if self._site_filter is not None and site_id != self._site_filter:
+            return
+        site = self._report.sites.setdefault(site_id, SiteReport())
+        if old_event is None and self._pending(sample):
             site.pending += 1
-            continue
+            return
         site.ticks += 1
         source = sample["source"]
         divergence = Divergence(
             site_id=site_id,
-            tick_timestamp=sample[shape.time_field],
+            tick_timestamp=sample[self._shape.time_field],
             source=f"{source['topic']}[{source['partition']}]@{source['offset']}",
             recorded=old_event,
             recomputed=new_event,
+            recorded_at=recorded_at,
         )
         if old_event is None:
             site.extra += 1
@@ -694,11 +736,13 @@ def _pair(
             site.missing += 1
         else:
             _count(site, divergence.difference)
-        current = firsts.get(site_id)
+        current = self._firsts.get(site_id)
         if current is None or _shown_before(divergence, current):
-            firsts[site_id] = divergence
-    for site_id, site in report.sites.items():
-        site.first = firsts.get(site_id)
+            self._firsts[site_id] = divergence
+
+    def close(self) -> None:
+        for site_id, site in self._report.sites.items():
+            site.first = self._firsts.get(site_id)
 
 
 def _count(site: SiteReport, kind: Difference) -> None:
@@ -737,4 +781,6 @@ def merge_reports(reports: list[AuditReport]) -> AuditReport:
                     firsts[site_id] = part.first
     for site_id, first in firsts.items():
         merged.sites[site_id].first = first
+    # A record away from its site's partition is said by each replay that read its partition.
+    merged.unreadable = sorted(set(merged.unreadable))
     return merged

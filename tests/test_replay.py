@@ -33,6 +33,7 @@ from battery_worker.kafka.tools import replay as replay_module
 from battery_worker.kafka.tools.feed import tick_payload
 from battery_worker.kafka.tools.inspect import site_history
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
+from battery_worker.kafka.topics import prepare_topics
 from battery_worker.kafka.worker import Worker
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import HISTORY_BY_SITE, history_key, key_site
@@ -41,6 +42,7 @@ from battery_worker.settings import Settings, TopicNames, load_settings
 from battery_worker.ticks import PriceTick
 from tests.capabilities import lacks_admin
 from tests.conftest import BrokerKind
+from tests.waiting import wait_until_async
 from tests.workerkit import cli, ercot_week, feed, make_settings, reference, send_raw, settings_env
 
 pytestmark = pytest.mark.broker
@@ -138,9 +140,18 @@ async def test_replay_command_exit_codes(
     )
     assert changed.returncode == 1
     assert "first divergence at tick" in changed.stdout
-    first = json.loads(report.read_text())["actions"]["sites"]["solo"]["first"]
+    said_changed = json.loads(report.read_text())
+    first = said_changed["actions"]["sites"]["solo"]["first"]
     assert first["kind"] == "divergence"
     assert first["recorded"] != first["recomputed"]
+    assert first["recorded_at"].startswith(f"{settings.topics.actions}[")
+    # The replay's own fingerprint, beside the worker's logged one, tells its settings differ (an
+    # auditor's review: nothing said so for a changed parameter).
+    (fingerprint,) = said_changed["decision_settings_fingerprints"]
+    (worker_s,) = said["decision_settings_fingerprints"]
+    assert fingerprint != worker_s
+    assert f"recomputed with decision settings fingerprint {fingerprint}: each worker logs" in changed.stdout
+    assert "decision settings fingerprint" not in ok.stdout, "said where something diverged"
     what_if = cli("replay", "--output-prefix", "whatif", env=env)
     assert what_if.returncode == 0
     past_the_end = cli("replay", "--from-offset", "5000", env=env)
@@ -253,7 +264,10 @@ async def test_a_record_that_is_no_event_a_history_difference_and_an_empty_range
     lines = [line for line in history_only.stdout.splitlines() if "first history divergence" in line]
     assert len(lines) == 1, history_only.stdout
     assert lines[0].startswith(f"site solo: first history divergence at tick {changed['timestamp']} ")
-    assert "recorded {charge_after_mwh=1.5}" in lines[0]
+    # Where the altered record lies, not only the input its copies all name (an auditor's review).
+    assert re.search(
+        rf"recorded at {re.escape(settings.topics.history)}\[\d\]@\d+ {{charge_after_mwh=1.5}}", lines[0]
+    )
 
     await _write_beside(settings, settings.topics.actions, None, b"not json at all")
     unreadable = cli("replay", env=env)
@@ -627,6 +641,99 @@ async def test_ticks_past_the_groups_committed_offsets_are_pending_and_below_the
     assert skipped.report.sites["behind"].extra == skipped.history.sites["behind"].extra == 24
     assert skipped.report.totals().pending == 0
     assert skipped.report.totals().matched == 96
+
+
+async def test_a_tick_whose_history_is_recorded_was_decided_whatever_the_groups_commit_says(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """An auditor's review deleted 30,000 actions and moved the group's offsets back: the replay passed
+    them as "not yet decided" (exit 0), with their history records in the topic. A worker handles a
+    partition's ticks in order, so a recorded event of a tick proves every tick before it decided."""
+    from aiokafka.structs import OffsetAndMetadata
+
+    from battery_worker.kafka.clients import make_group_consumer
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await feed(settings, ercot_week()[:48], "east")
+    # The worker's actions land elsewhere: the audited actions topic lacks them, as if deleted.
+    actions_elsewhere = load_settings(
+        None,
+        {
+            **settings.model_dump(mode="python"),
+            "topics": {**settings.topics.model_dump(), "actions": new_topic_name()},
+        },
+    )
+    assert await Worker(actions_elsewhere).run(max_messages=48, idle_timeout_s=20) == 48
+    await prepare_topics(settings)
+    tp = TopicPartition(settings.topics.prices, 0)
+    consumer = make_group_consumer(settings.kafka, settings.worker)
+    await consumer.start()
+    try:
+        consumer.subscribe([settings.topics.prices])
+
+        async def assigned() -> bool:
+            if tp not in consumer.assignment():
+                await consumer.getmany(timeout_ms=200, max_records=1)
+            return tp in consumer.assignment()
+
+        await wait_until_async(assigned, 30, "the partition assigned")
+        await consumer.commit({tp: OffsetAndMetadata(0, "")})  # an operator's reset of the group's offsets
+    finally:
+        await consumer.stop()
+
+    result = await replay(settings, ReplayOptions())
+    assert result.history.sites["east"].matched == 48
+    assert result.report.sites["east"].pending == 0
+    assert result.report.sites["east"].extra == 48
+    assert not result.identical
+
+
+async def test_a_forged_action_away_from_its_sites_partition_is_found_by_a_replay_in_processes(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """An auditor's review wrote a forged action (the same key and event_id, another power) to another
+    partition of the actions topic than its site's: one process found it, three did not (the process
+    comparing the site reads only the site's partition, the one reading that partition skipped a site it
+    does not compare)."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    for site in ("east", "west"):
+        await feed(settings, ercot_week()[:24], site)
+    assert await Worker(settings).run(max_messages=48, idle_timeout_s=20) == 48
+    home = key_partition(b"east", 3)
+    reader = make_reader(settings.kafka)
+    await reader.start()
+    try:
+        recorded = [
+            r
+            async for batch in read_to_end(
+                reader, [TopicPartition(settings.topics.actions, home)], timeout_s=20
+            )
+            for r in batch
+            if r.key == b"east"
+        ]
+    finally:
+        await reader.stop()
+    genuine = json.loads(recorded[5].value or b"")
+    forged = json.dumps({**genuine, "power_mw": -genuine["power_mw"] - 1.0}).encode()
+    away = (home + 1) % 3
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.topics.actions, forged, key=b"east", partition=away)
+    finally:
+        await producer.stop()
+
+    one = await replay(settings, ReplayOptions())
+    assert not one.identical
+    assert one.report.sites["east"].diverged == 1
+    assert one.report.sites["east"].first is not None
+    assert one.report.sites["east"].first.recorded_at.startswith(f"{settings.topics.actions}[{away}]@")
+    for processes in (2, 3):
+        split = await replay(settings, ReplayOptions(processes=processes))
+        assert not split.identical, processes
+        (line,) = split.report.unreadable
+        assert line.startswith(f"{settings.topics.actions}[{away}]@")
+        assert f"an event of site 'east' away from its site's partition ({home})" in line
 
 
 def sigterm(parent: int) -> None:

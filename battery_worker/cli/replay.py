@@ -234,8 +234,17 @@ def run(args: argparse.Namespace) -> int:
     if hint:
         out.print(hint, highlight=False)
     verdict = _verdict(result)
+    fingerprints = _fingerprints(settings, options.changed_settings)
+    if verdict == "diverged":
+        out.print(
+            f"recomputed with decision settings fingerprint {' then '.join(fingerprints)}: each worker logs "
+            "its own at start (battery_worker_settings_info); where the worker's differs, its settings "
+            "differed from these (--config, --policy, --policy-param)",
+            highlight=False,
+        )
     if args.report is not None:
-        write_atomically(args.report, orjson.dumps(_report(result, verdict), option=orjson.OPT_INDENT_2))
+        report_json = {**_report(result, verdict), "decision_settings_fingerprints": fingerprints}
+        write_atomically(args.report, orjson.dumps(report_json, option=orjson.OPT_INDENT_2))
     if verdict == "nothing compared":
         said = _range_said(options)
         print(f"replay compared nothing: no tick in the range replayed{said}", file=sys.stderr)
@@ -341,6 +350,7 @@ def _first(first: Divergence | None) -> dict[str, Any] | None:
         "difference": first.difference.name.lower(),
         "tick_timestamp": first.tick_timestamp,
         "source": first.source,
+        "recorded_at": first.recorded_at or None,
         "recorded": first.recorded,
         "recomputed": first.recomputed,
     }
@@ -387,6 +397,18 @@ def _range_said(options: ReplayOptions) -> str:
     if options.to_time is not None:
         said.append(f"written before {options.to_time.isoformat()}")
     return f" ({', '.join(said)})" if said else ""
+
+
+def _fingerprints(settings: Settings, changed: Settings | None) -> list[str]:
+    """The decision settings fingerprints the replay decided with (a second from ``--changed-at`` on): the
+    worker logs its own, so a replay with other settings is told from a worker that decided otherwise (an
+    auditor's review replayed with another parameter and nothing said the settings differed)."""
+    return list(
+        dict.fromkeys(
+            [settings.decisions_fingerprint()]
+            + ([] if changed is None else [changed.decisions_fingerprint()])
+        )
+    )
 
 
 def _policy_hint(settings: Settings, report: AuditReport, changed: Settings | None = None) -> str | None:

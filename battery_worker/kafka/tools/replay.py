@@ -12,7 +12,7 @@ import multiprocessing
 import pickle
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -207,6 +207,7 @@ async def replay(
                 _site_partitions(options, counts[names.prices], partitions),
                 owned,
                 keep(topic),
+                comparisons[topic].add_elsewhere,
                 history=topic == names.history,
             )
 
@@ -272,7 +273,8 @@ async def replay(
             # Before the record's second read: a tick below an offset committed now has its events in it.
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
             committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
-            undecided = _undecided_by(committed)
+            recorded_up_to = {tp.partition: _last_recorded(comparisons.values(), tp) for tp in all_prices}
+            undecided = _undecided_by(committed, recorded_up_to)
         await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], outside))
     finally:
         await reader.stop()
@@ -540,22 +542,37 @@ def _portable(error: Exception) -> Exception:
     return error
 
 
-def _undecided_by(committed: dict[TopicPartition, int | None]) -> Callable[[dict[str, Any]], bool]:
-    """Whether a recomputed event's tick lies past the worker group's committed offset of its partition.
+def _last_recorded(comparisons: Iterable[Comparison], tp: TopicPartition) -> int:
+    """The latest offset of an input partition any recorded event names (-1: none)."""
+    offsets = [comparison.last_recorded(tp.topic, tp.partition) for comparison in comparisons]
+    return max((offset for offset in offsets if offset is not None), default=-1)
+
+
+def _undecided_by(
+    committed: dict[TopicPartition, int | None], recorded_up_to: dict[int, int] | None = None
+) -> Callable[[dict[str, Any]], bool]:
+    """Whether a recomputed event's tick lies past what the worker group is known to have decided on its
+    partition: its committed offset, and the latest tick any recorded event (action or history) names.
 
     The worker commits a tick's offset only once its events are acknowledged, so a tick below the committed
     offset has its events in the record, and one at or past it may not have been decided yet: a worker
-    behind (a backlog, a stop) is not a difference. A partition the group has committed nothing on is all
-    undecided, unless the group has committed nowhere: then no worker of this group is known to have run
-    (a what-if, another group id) and every tick counts.
+    behind (a backlog, a stop) is not a difference. But a recorded event of a later tick proves the tick
+    decided, whatever the commit says: an auditor's review deleted 30,000 actions and moved the group's
+    offset back, and the replay passed them as "not yet decided", with their history records in the topic.
+    A partition the group has committed nothing on is all undecided, unless the group has committed
+    nowhere: then no worker of this group is known to have run (a what-if, another group id) and every
+    tick counts.
     """
     if all(offset is None for offset in committed.values()):
         return nothing_pending
-    firsts = {tp.partition: offset or 0 for tp, offset in committed.items()}
+    decided = {
+        tp.partition: max(offset or 0, (recorded_up_to or {}).get(tp.partition, -1) + 1)
+        for tp, offset in committed.items()
+    }
 
     def undecided(event: dict[str, Any]) -> bool:
         source = event["source"]
-        return bool(source["offset"] >= firsts.get(source["partition"], 0))
+        return bool(source["offset"] >= decided.get(source["partition"], 0))
 
     return undecided
 
@@ -647,10 +664,13 @@ async def _recorded(
     first: list[int],
     owned: Callable[[str], bool] | None,
     keep: Callable[[bytes, str], None],
+    elsewhere: Callable[[str, str, int], None],
     *,
     history: bool,
 ) -> None:
-    """Hand ``keep`` the recorded events of a topic, less those of sites another replay owns.
+    """Hand ``keep`` the recorded events of a topic, less those of sites another replay owns; of those,
+    one read away from its site's partition (by the layout by site) goes to ``elsewhere``: the replay that
+    owns the site reads only the site's partition, so it would be compared by none.
 
     A record whose key names no site is kept: the comparison judges it by its content.
     """
@@ -664,9 +684,13 @@ async def _recorded(
             if message.value is None:
                 continue
             site_id = site_of(message.key)
+            where = f"{topic}[{message.partition}]@{message.offset}"
             if owned is not None and site_id is not None and not owned(site_id):
+                home = key_partition(site_id.encode(), partitions)
+                if home != message.partition and (marker is None or marker in message.headers):
+                    elsewhere(where, site_id, home)
                 continue
-            keep(message.value, f"{topic}[{message.partition}]@{message.offset}")
+            keep(message.value, where)
 
 
 def _add_unmet(comparison: Comparison, outside: Placement, value: bytes, where: str) -> None:
