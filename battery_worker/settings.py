@@ -162,6 +162,20 @@ class KafkaSettings(BaseModel):
                 raise ValueError(f"{name}={str(path)!r} is not a readable file")
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
             raise ValueError("ssl_certfile and ssl_keyfile go together: give both or neither")
+        if not self.security_protocol.startswith("SASL"):
+            # Credentials beside a protocol without SASL are never sent: the client connected without
+            # authenticating, exit 0 (a security review forgot the protocol variable).
+            given = [
+                name
+                for name in ("sasl_mechanism", "sasl_username", "sasl_password")
+                if not _blank(getattr(self, name))
+            ]
+            if given:
+                raise ValueError(
+                    f"{', '.join(given)} given, but security_protocol={self.security_protocol} sends no "
+                    "credentials: set BATTERY_WORKER_KAFKA__SECURITY_PROTOCOL to SASL_SSL (or "
+                    "SASL_PLAINTEXT), or leave them out"
+                )
         return self
 
 

@@ -322,6 +322,16 @@ async def test_refused_credentials_are_one_line_naming_authentication_and_the_se
     assert all(secret not in text for text in seen)
 
 
+async def test_a_mechanism_the_listener_does_not_enable_is_one_line_saying_so(
+    apache_kafka: ApacheKafkaBroker, settings: Settings
+) -> None:
+    """A security review: '[Error 33] UnsupportedSaslMechanismError' alone left the fix to guess."""
+    env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "alice", sasl_mechanism="PLAIN")
+    result, took = await timed_cli(env, "status")
+    line = assert_refused_cleanly(result, took, "UnsupportedSaslMechanismError")
+    assert "the listener does not enable PLAIN: set kafka.sasl_mechanism" in line, line
+
+
 # ----------------------------------------------------------------------------------------------- TLS
 
 
@@ -421,13 +431,19 @@ async def test_an_address_the_certificate_does_not_name_is_one_tls_line(
 # ----------------------------------------------------------------------------------------------- ACLs
 
 
-@pytest.mark.parametrize("refused", ["actions", "state"])
+@pytest.mark.parametrize(
+    ("refused", "guarantee"),
+    [("actions", "at-least-once"), ("state", "at-least-once"), ("actions", "exactly-once")],
+)
 async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
     apache_kafka: ApacheKafkaBroker,
     settings: Settings,
     refused: str,
+    guarantee: str,
 ) -> None:
-    """``actions`` is refused in the batch's own send, ``state`` in its tail (under the next batch)."""
+    """``actions`` is refused in the batch's own send, ``state`` in its tail (under the next batch). With
+    exactly-once a security review saw 'unexpected IllegalOperation: Can't send messages while not in
+    transaction (a bug ...)' and asyncio's 'Future exception was never retrieved' ERRORs instead."""
     await prepare_topics(settings)
     await feed_sites(settings)
     names = settings.topics.names()
@@ -437,12 +453,19 @@ async def test_no_write_on_an_output_topic_stops_the_worker_and_commits_nothing(
     for name, topic in outputs.items():
         if name != refused:
             await apache_kafka.grant("alice", "topic", topic, ["WRITE"])
+    if guarantee == "exactly-once":
+        transactional = f"battery-worker.{settings.worker.group_id}."
+        await apache_kafka.grant(
+            "alice", "transactional_id", transactional, ["WRITE", "DESCRIBE"], prefixed=True
+        )
 
     env = broker_env(apache_kafka, settings, "SASL_PLAINTEXT", "alice")
+    env["BATTERY_WORKER_WORKER__PROCESSING_GUARANTEE"] = guarantee
     result, took = await timed_cli(env, "run")
     line = assert_refused_cleanly(result, took, "refused alice", "TopicAuthorizationFailedError")
     assert outputs[refused] in line, line
     assert "WRITE" in line, line
+    assert "never retrieved" not in result.stderr, result.stderr[-3000:]
     assert await committed_offsets(settings) == {}
     assert await records_in(settings, names.state) == 0
     if refused == "actions":

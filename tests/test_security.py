@@ -262,8 +262,20 @@ def test_a_client_key_that_does_not_load_is_a_setting_error_naming_it(
         ({"security_protocol": "SSL", "ssl_certfile": "__CERT__", "sasl_password": SECRET}, "go together"),
         ({"security_protocol": "SSL", "ssl_cafile": "/no/such/ca.pem"}, "is not a readable file"),
         ({"security_protocol": "SASL_SSL", "sasl_mechanism": "GSSAPI"}, "sasl_mechanism"),
+        # A security review left the protocol out: the client connected unauthenticated, exit 0.
+        (
+            {"sasl_username": "alice", "sasl_password": SECRET},
+            "sasl_username, sasl_password given, but security_protocol=PLAINTEXT sends no credentials",
+        ),
     ],
-    ids=["sasl-without-user", "sasl-without-password", "cert-without-key", "missing-ca", "unknown-mechanism"],
+    ids=[
+        "sasl-without-user",
+        "sasl-without-password",
+        "cert-without-key",
+        "missing-ca",
+        "unknown-mechanism",
+        "credentials-without-sasl",
+    ],
 )
 def test_incomplete_security_settings_are_one_clear_line_without_the_secret(
     kafka: dict[str, str], named: str, tmp_path: Path

@@ -67,11 +67,14 @@ def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | No
     """The project's error for an aiokafka error whose cause is already known, else None."""
     servers = kafka.bootstrap_servers
     if isinstance(error, AUTHENTICATION_ERRORS):
-        hint = (
-            " (the listener does not take SASL: check kafka.security_protocol and the port)"
-            if isinstance(error, IllegalSaslStateError)
-            else ""
-        )
+        hint = ""
+        if isinstance(error, IllegalSaslStateError):
+            hint = " (the listener does not take SASL: check kafka.security_protocol and the port)"
+        elif isinstance(error, UnsupportedSaslMechanismError):
+            hint = (
+                f" (the listener does not enable {kafka.sasl_mechanism}: set kafka.sasl_mechanism to one of "
+                "its sasl.enabled.mechanisms)"
+            )
         return AuthenticationFailed(
             f"authentication to Kafka at {servers} failed ({kafka.security_protocol}, "
             f"{kafka.sasl_mechanism or 'no SASL mechanism'}, user {kafka.sasl_username!r}): "

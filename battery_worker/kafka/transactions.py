@@ -24,8 +24,10 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
+    IllegalOperation,
     InvalidProducerEpoch,
     InvalidProducerIdMapping,
+    InvalidTxnState,
     KafkaConnectionError,
     KafkaError,
     ProducerFenced,
@@ -43,6 +45,8 @@ from battery_worker.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 _FENCED = (ProducerFenced, InvalidProducerEpoch, InvalidProducerIdMapping)
+_AFTER_AN_ERROR = (IllegalOperation, InvalidTxnState)
+"""What aiokafka raises for a call in a transaction an earlier error has failed."""
 _STOP_TIMEOUT_S = 5.0
 _PROBE_ATTEMPTS = 3
 
@@ -193,13 +197,20 @@ class PartitionTransactions:
                 f"{tp.topic}[{tp.partition}] fenced ({type(error).__name__}): another worker owns it now, "
                 "or its transaction outlived worker.transaction_timeout_ms; nothing of the batch is committed"
             ) from None
-        except BaseException:
+        except BaseException as error:
             self._counts["aborted"] += 1
+            # Taken before the abort, which gives the transaction a new waiter: left there, asyncio logged
+            # it at exit as "Future exception was never retrieved" (an ERROR, a security review).
+            cause = _transaction_error(producer)
             with contextlib.suppress(Exception):  # best effort: a successor aborts it anyway
                 await asyncio.wait_for(producer.abort_transaction(), _STOP_TIMEOUT_S)
             # A producer in doubt is replaced, not reused: its successor's InitProducerId aborts whatever is
             # still open under this id before the rewind reads the stored state back.
             await self.close([tp])
+            if isinstance(error, _AFTER_AN_ERROR) and cause is not None:
+                # What failed the transaction (a refused write: TopicAuthorizationFailedError), not the
+                # refusal of the next call in it, which said "unexpected IllegalOperation (a bug)".
+                raise cause from error
             raise
         self._counts["committed"] += 1
 
@@ -213,6 +224,15 @@ async def _stop_all(producers: Iterable[AIOKafkaProducer]) -> None:
         _forget_fatal_error(producer)
 
     await asyncio.gather(*(stop(producer) for producer in producers))
+
+
+def _transaction_error(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that failed the producer's transaction (aiokafka sets it on the transaction's waiter),
+    retrieved; None if there is none."""
+    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
+    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
+        return waiter.exception()
+    return None
 
 
 def _forget_fatal_error(producer: AIOKafkaProducer) -> None:

@@ -555,10 +555,16 @@ class Worker:
     async def on_assigned(self, assigned: set[TopicPartition]) -> None:
         async with self._lock:
             self.assignment.partitions |= set(assigned)
+            # Named in the warning: a refused transactional id was said as "restore ... failed", and
+            # nothing had failed to restore (a security review).
+            step = "reading the partition counts"
             try:
                 await self._follow_partition_counts(self.assignment.partitions)
+                step = "opening their transactional producers"
                 await self._open_transactions(set(assigned))
+                step = "restoring their state"
                 stateless = await self._restore(set(assigned))
+                step = "seeking to the committed offsets"
                 if self._transactions is not None:  # no older offset, so no dead letter is written twice
                     await self._seek(set(assigned), stateless)
                 else:  # the consumer positions them at their committed offsets itself, or should
@@ -567,10 +573,16 @@ class Worker:
                 self._misconfigured = error
                 log.error("%s", error)
             except (KafkaError, BatteryWorkerError, OSError) as error:
-                log.warning("restore on assignment failed (%s); will rewind before processing", error)
+                log.warning(
+                    "preparing the assigned partitions failed while %s (%s); will rewind before processing",
+                    step,
+                    error,
+                )
                 self._needs_rewind = True
             except Exception:  # aiokafka logs and swallows a listener's error: unrestored, rewind
-                log.exception("restore on assignment failed; will rewind before processing")
+                log.exception(
+                    "preparing the assigned partitions failed while %s; will rewind before processing", step
+                )
                 self._needs_rewind = True
             self.assignment.restored = not self._needs_rewind and self._misconfigured is None
             self.assignment.assigned_at = time.monotonic()  # after the restore: it is not idle time either
