@@ -300,10 +300,24 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     action, power = expected[-1][1], expected[-1][2]
     assert cells[0] == "alpha"
-    assert cells[3:5] == [action, f"{power:.2f}"]
-    assert cells[6].endswith(" d")  # August 2023 ticks: days old
-    assert cells[8] == "8"  # 48 fed, 40 committed
+    assert cells[3] == "100"  # the capacity: a fleet review's 148.9 % said nothing of a shrunk battery
+    assert cells[4:6] == [action, f"{power:.2f}"]
+    assert cells[7].endswith(" d")  # August 2023 ticks: days old
+    assert cells[9] == "8"  # 48 fed, 40 committed
     assert f"on {settings.topics.prices}: 8 (" in text
+
+    # One site of a fleet, or a few; a site without a status is said, exit 1 (a probe's answer).
+    await feed(settings, ticks[:2], "beta")
+    assert await Worker(settings).run(max_messages=10, idle_timeout_s=20) == 10
+    env = settings_env(settings)
+    one = cli("status", "--json", "--site", "beta", env=env)
+    assert one.returncode == 0, one.stderr[-2000:]
+    assert list(json.loads(one.stdout)) == ["beta"]
+    both = cli("status", "--site", "beta", "--site", "no-such-site", env=env)
+    assert both.returncode == 1
+    assert "no status of site 'no-such-site'" in both.stderr
+    assert "beta" in both.stdout
+    assert "alpha" not in both.stdout
 
 
 @pytest.mark.broker

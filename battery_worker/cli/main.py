@@ -390,6 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="records per partition of battery.actions searched for each site's last action (default 10000)",
     )
+    status.add_argument(
+        "--site",
+        action="append",
+        type=SITE_ID,
+        metavar="S",
+        help="only this site (again for more); exit 1 if one has no status",
+    )
     status.set_defaults(func=cmd_status)
 
     history = commands.add_parser("history", help="a site's operation history")

@@ -54,6 +54,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 
     settings = command_settings(args)
     statuses = run_once(latest_status(settings))
+    missing: list[str] = []
+    if args.site:  # a fleet's status, one site or a few (a fleet review: 20 sites were 60 wrapped lines)
+        missing = [site for site in dict.fromkeys(args.site) if site not in statuses]
+        statuses = {site: status for site, status in statuses.items() if site in args.site}
+        for site in missing:
+            print(
+                f"battery-worker status: no status of site {site!r} in {settings.topics.status}",
+                file=sys.stderr,
+            )
+    code = 1 if missing else 0
     if args.json:
         import orjson
 
@@ -61,7 +71,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             orjson.dumps({site: s.model_dump(mode="json") for site, s in sorted(statuses.items())})
         )
         sys.stdout.write("\n")
-        return 0
+        return code
     from datetime import UTC, datetime
 
     from battery_worker.kafka.tools.overview import age_text, group_lag, last_actions
@@ -74,7 +84,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     actions, lags = run_once(overview())
     now = datetime.now(UTC)
     title = f"battery status ({settings.topics.status}, group {settings.worker.group_id})"
-    columns = ("site", "charge %", "energy MWh", "last action", "power MW", "last tick", "tick age")
+    columns = (
+        "site",
+        "charge %",
+        "energy MWh",
+        "capacity MWh",
+        "last action",
+        "power MW",
+        "last tick",
+        "tick age",
+    )
     worn = any(status.wear_cost for status in statuses.values())  # a wear cost priced: say what it took
     value = ("net value", "wear", "after wear") if worn else ("net value",)
     more = ("partition", "lag", "ticks", "stale", *value, "net tCO2 (cov.)", "site tCO2", "policy")
@@ -87,6 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 site,
                 f"{status.charge_level_percent:.1f}",
                 f"{status.available_energy_mwh:.2f}",
+                f"{status.capacity_mwh:g}",
                 "-" if action is None else action.action.value,
                 "-" if action is None else f"{action.power_mw:.2f}",
                 "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),
@@ -131,7 +151,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f" (group {group} has committed nothing on {settings.topics.prices}: is it the workers'?)"
             )
         console.print(lag_line, soft_wrap=True, highlight=False)
-    return 0
+    return code
 
 
 def cmd_history_export(args: argparse.Namespace) -> int:
