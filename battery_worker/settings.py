@@ -711,6 +711,7 @@ def load_settings(
         problem = "not JSON, which a variable giving a section, a list or a table must be"
         raise InvalidConfig("environment", _undecodable_variable(error), problem) from None
     _warn_of_a_password_sent_in_the_clear(settings.kafka)
+    _warn_of_a_key_others_can_read(settings.kafka)
     return settings
 
 
@@ -883,6 +884,22 @@ def _warn_of_secrets_others_can_read(path: Path, data: Mapping[str, Any]) -> Non
 
 
 _SECRET_FIELDS = frozenset({"sasl_password", "ssl_password"})
+
+
+def _warn_of_a_key_others_can_read(kafka: KafkaSettings) -> None:
+    """A client key without a password in a file its group or everyone may read: said once, as for a
+    password in the settings file (a security review: a 644 unencrypted key got no word)."""
+    key = kafka.ssl_keyfile
+    if key is None or os.name != "posix":
+        return
+    mode = stat.S_IMODE(key.stat().st_mode)
+    if mode & 0o077 and b"ENCRYPTED" not in key.read_bytes()[:4096]:  # PEM's mark of an encrypted key
+        log.warning(
+            "kafka.ssl_keyfile %s is not encrypted and users other than its owner may read it (mode %03o): "
+            "chmod 600 it",
+            key,
+            mode,
+        )
 
 
 def _masked_input(loc: tuple[int | str, ...], value: Any) -> Any:

@@ -135,6 +135,28 @@ def test_a_password_in_a_settings_file_others_may_read_is_warned_of_once(
     assert caplog.records == []
 
 
+def test_an_unencrypted_client_key_others_may_read_is_warned_of(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A security review: a 644 unencrypted client key got no word, where a password in the settings file
+    does. An encrypted key, or one only its owner reads, is not said."""
+    cert, key = self_signed(tmp_path, "client")
+    _, encrypted = self_signed(tmp_path, "locked", key_password=SECRET)
+    cases = ((key, 0o644, True), (key, 0o600, False), (encrypted, 0o644, False))
+    for path, mode, warned in cases:
+        path.chmod(mode)
+        kafka = {"security_protocol": "SSL", "ssl_certfile": str(cert), "ssl_keyfile": str(path)}
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="battery_worker.settings"):
+            load_settings(None, {"kafka": kafka})
+        lines = [record.getMessage() for record in caplog.records]
+        expected = (
+            f"kafka.ssl_keyfile {path} is not encrypted and users other than its owner may read it "
+            f"(mode {mode:03o}): chmod 600 it"
+        )
+        assert lines == ([expected] if warned else []), (path, mode, lines)
+
+
 @pytest.mark.parametrize(
     ("protocol", "mechanism", "warned"),
     [
