@@ -92,10 +92,28 @@ class SiteSetup:
             "emissions count it as avoided"
         )
 
+    def window_warning(self) -> str | None:
+        """Why the state-of-charge window looks written as fractions, or None.
+
+        ``max_charge_percent = 0.9`` meant as 90 % passed (a fleet review): the battery ran in a window of
+        under 1 % of its capacity. Said, not refused: nothing forbids a battery so used."""
+        config = self.config
+        if config.max_charge_percent > 1.0:
+            return None
+        return (
+            f"its state-of-charge window is {config.min_charge_percent:g}–{config.max_charge_percent:g} % "
+            f"of {config.capacity_mwh:g} MWh: the *_charge_percent settings are percents (0–100), not "
+            "fractions"
+        )
+
     def warnings(self) -> dict[str, str]:
         """What the worker says at start and :class:`BatterySystem` warns of about this setup, by kind
-        (``import_limit``, ``spill``)."""
-        found = {"import_limit": self.import_limit_warning(), "spill": self.spill_warning()}
+        (``import_limit``, ``spill``, ``window``)."""
+        found = {
+            "import_limit": self.import_limit_warning(),
+            "spill": self.spill_warning(),
+            "window": self.window_warning(),
+        }
         return {kind: text for kind, text in found.items() if text is not None}
 
 

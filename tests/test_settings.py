@@ -253,6 +253,19 @@ def test_sites_whose_plans_may_import_beyond_the_limit_are_named_for_the_worker_
     assert "import 55 MW" in warnings[""][0]
 
 
+def test_a_window_written_as_fractions_is_named_for_the_worker_to_warn() -> None:
+    """A fleet review wrote 0.1 / 0.9 / 0.5 meaning 10 / 90 / 50 %: accepted, the battery ran in a window
+    of 0.8 % of its capacity, and nothing was said."""
+    fractions = {"min_charge_percent": 0.1, "max_charge_percent": 0.9, "initial_charge_percent": 0.5}
+    settings = load_settings(None, {"sites": {"a": {"battery": fractions}, "b": {}}})
+    assert settings.site_directory().warnings() == {
+        "a": [
+            "its state-of-charge window is 0.1–0.9 % of 100 MWh: the *_charge_percent settings are percents "
+            "(0–100), not fractions"
+        ]
+    }
+
+
 def test_a_fleet_s_start_says_each_kind_of_warning_once_and_shows_a_few_sites() -> None:
     """A review run as the operator of 2,000 sites: every start of every worker logged 3,252 WARNING lines,
     two per site, and the settings as one line of 324 KB."""
