@@ -370,3 +370,12 @@ def test_a_restored_site_outside_its_window_as_configured_now_is_said_and_kept(
     assert "1 restored sites hold energy outside their battery's state-of-charge window" in caplog.text
     assert f"big ({held['big']:.2f} MWh, above 0–300 MWh of 300 MWh)" in caplog.text
     assert "fits (" not in caplog.text
+    assert "stored under another policy" not in caplog.text
+
+    caplog.clear()
+    adaptive = SiteDirectory(BatteryConfig(capacity_mwh=1000.0), PolicyChoice("adaptive", {}))
+    assert TickProcessor(adaptive, TOPICS, prices_partitions=3).restore(records) == 2
+    assert (
+        "2 restored sites were stored under another policy than they run now (big (threshold → adaptive)"
+        in (caplog.text)
+    )

@@ -281,6 +281,7 @@ class TickProcessor:
         loaded = 0
         moved: list[str] = []
         outside: list[str] = []
+        repoliced: list[str] = []
         for record in records:
             held = self._sites.get(record.site_id)
             if held is not None and _behind(record.last_tick_at, held.state.battery.last_tick_at):
@@ -305,6 +306,8 @@ class TickProcessor:
                 moved.append(f"{record.site_id} ({source.partition} → {home})")
             if (where := _outside_window(record.state_of_charge_mwh, setup)) is not None:
                 outside.append(f"{record.site_id} ({where})")
+            if record.policy != setup.policy.name:
+                repoliced.append(f"{record.site_id} ({record.policy} → {setup.policy.name})")
             memory = self._stored_memory(record, setup)
             self._sites[record.site_id] = _Site(
                 SiteState(battery=battery, policy_memory=memory, emissions=record.emissions_state()),
@@ -333,6 +336,13 @@ class TickProcessor:
                 "(or charges) back into its window (docs/operations.md, 'Changing settings')",
                 len(outside),
                 ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""),
+            )
+        if repoliced:  # a site taken out of `sites` runs the default policy: said, as its battery is above
+            log.warning(
+                "%d restored sites were stored under another policy than they run now (%s): the settings "
+                "changed; each keeps its battery, and its policy starts afresh",
+                len(repoliced),
+                ", ".join(repoliced[:5]) + (", ..." if len(repoliced) > 5 else ""),
             )
         return loaded
 
