@@ -173,8 +173,8 @@ class KafkaSettings(BaseModel):
             if given:
                 raise ValueError(
                     f"{', '.join(given)} given, but security_protocol={self.security_protocol} sends no "
-                    "credentials: set BATTERY_WORKER_KAFKA__SECURITY_PROTOCOL to SASL_SSL (or "
-                    "SASL_PLAINTEXT), or leave them out"
+                    "credentials: set kafka.security_protocol (BATTERY_WORKER_KAFKA__SECURITY_PROTOCOL) to "
+                    "SASL_SSL or SASL_PLAINTEXT, or leave them out"
                 )
         return self
 
@@ -691,16 +691,17 @@ def load_settings(
         try:
             settings.site_directory()
         except InvalidConfig as error:  # a site's own setting, checked as its battery and policy are built
-            given = _where_given(tuple(error.field.split(".")), init, toml_data, toml_path)
-            if not given:
-                raise
-            raise InvalidConfig(error.field, error.value, f"{error.problem} ({given})") from None
+            raise _site_refusal_sourced(error, init, toml_data, toml_path) from None
     except ValidationError as error:
         first = error.errors(include_url=False)[0]
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
         given = _where_given(first["loc"], init, toml_data, toml_path)
+        if first["type"] in _NO_SUCH_FIELD and first["loc"][0] in _SECTIONS_WITHOUT_SECRETS:
+            raise InvalidConfig(
+                field, first.get("input"), f"no such field ({given})" if given else "no such field"
+            ) from None
         if first["type"] in _NO_SUCH_FIELD:  # a mistyped name: its value may be a secret (sasl_pasword)
             said = f"{given}; its value is not shown" if given else "its value is not shown"
             raise InvalidConfig(field, "**********", f"no such field ({said})") from None
@@ -716,6 +717,10 @@ def load_settings(
 
 
 _NO_SUCH_FIELD = frozenset({"extra_forbidden", "unexpected_keyword_argument"})
+_SECTIONS_WITHOUT_SECRETS = frozenset({"battery", "policy", "emissions", "site", "sites"})
+"""The domain's sections, where a mistyped name's value is shown, as a site's own is: numbers and names,
+never a secret. Elsewhere it is hidden: ``kafka`` and ``monitor`` hold secrets, and a password may be
+given under a wrong section (or a mistyped one)."""
 """pydantic's words for a name a model (``extra_forbidden``) or a dataclass such as ``BatteryConfig``
 (``unexpected_keyword_argument``) does not have: both are said "no such field", as a site's own are."""
 
@@ -750,11 +755,31 @@ def _where_given(
     if _holds(overrides, parts):
         return "given by a flag"
     prefix = str(Settings.model_config.get("env_prefix", ""))
-    variable = (prefix + "__".join(parts)).upper()
-    named = [name for name in os.environ if name.upper() == variable]
-    if named:
-        return f"given by {named[0]}"
+    variables = {name.upper(): name for name in os.environ}
+    for depth in range(len(parts), 0, -1):  # the setting's own variable, else a section's JSON holding it
+        named = variables.get((prefix + "__".join(parts[:depth])).upper())
+        if named is not None and (
+            depth == len(parts) or _holds(_json_table(os.environ[named]), parts[depth:])
+        ):
+            return f"given by {named}"
     return f"in {toml_path}" if toml_path is not None and _holds(toml_data, parts) else ""
+
+
+def _site_refusal_sourced(
+    error: InvalidConfig, overrides: Mapping[str, Any], toml_data: Mapping[str, Any], toml_path: Path | None
+) -> InvalidConfig:
+    """A site's refused setting with where it came from. A site's policy parameter may come from
+    ``[policy]``, under the site's own (``site_directory``): then that is named (a review of the diff saw
+    ``sites.west.policy.params.charge_below=25.0`` refused, a key the file never gave the site)."""
+    parts = error.field.split(".")
+    given = _where_given(tuple(parts), overrides, toml_data, toml_path)
+    if not given and parts[0] == "sites" and parts[2:4] == ["policy", "params"] and len(parts) == 5:
+        default = _where_given(("policy", "params", parts[4]), overrides, toml_data, toml_path)
+        if default:
+            given = f"{parts[4]} from [policy], {default}, under the site's own parameters"
+    if not given:
+        return error
+    return InvalidConfig(error.field, error.value, f"{error.problem} ({given})")
 
 
 def _holds(table: Mapping[str, Any], path: list[str]) -> bool:

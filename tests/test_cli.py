@@ -209,7 +209,7 @@ def test_feed_run_status_and_history_export(
     assert len(rows) == 1, table.stdout  # piped: the whole row on one line, however wide
     cells = [cell.strip() for cell in rows[0].strip("│ ").split("│")]
     assert cells[0] == "alpha"
-    assert cells[9:11] == ["48", "0"], cells  # ticks, stale
+    assert cells[10:12] == ["48", "0"], cells  # ticks, stale
     assert cells[-3:-1] == ["-", "-"], "no carbon intensity: emissions unknown, not 0"
     assert cells[-1] == "threshold"
     assert "lag of group " in table.stdout

@@ -371,6 +371,9 @@ def test_a_restored_site_outside_its_window_as_configured_now_is_said_and_kept(
     assert f"big ({held['big']:.2f} MWh, above 0–300 MWh of 300 MWh)" in caplog.text
     assert "fits (" not in caplog.text
     assert "stored under another policy" not in caplog.text
+    caplog.clear()
+    assert restored.restore(records) == 2  # a rebalance gives the partition back: said once
+    assert "outside their battery's" not in caplog.text
 
     caplog.clear()
     adaptive = SiteDirectory(BatteryConfig(capacity_mwh=1000.0), PolicyChoice("adaptive", {}))

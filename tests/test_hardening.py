@@ -29,6 +29,7 @@ from pathlib import Path
 import orjson
 import pytest
 from aiokafka import TopicPartition
+from aiokafka.producer.message_accumulator import BatchBuilder
 
 from battery_worker.battery_config import BatteryConfig
 from battery_worker.brokers.embedded import EmbeddedBroker
@@ -172,6 +173,15 @@ def test_a_dead_letter_keeps_the_producers_headers_up_to_a_bound_and_counts_thos
     kept = [(name, value) for name, value in refused.outputs[0].headers if name.startswith("source.header.")]
     assert kept == [(f"source.header.h{i}", b"x" * 5_000) for i in range(12)]
     assert dict(refused.outputs[0].headers)["dlq.source_headers_dropped"] == b"8"
+    # Bounded as encoded: 10,000 empty headers beside a 899,000-byte value made a dead letter of 1,059,242
+    # bytes, over the producer's batch and a stock broker's message.max.bytes (a review of the diff).
+    empty = [("", None)] * 10_000
+    big = proc.handle(InputRecord("prices", home, 2, b"alpha", b"x" * 899_000, NOW_MS, empty))
+    (letter,) = big.outputs
+    builder = BatchBuilder(1_048_576, 0, is_transactional=False)
+    assert builder.append(key=letter.key, value=letter.value, timestamp=None, headers=list(letter.headers))
+    assert len(builder._build()) < 1_000_000
+    assert int(dict(letter.headers)["dlq.source_headers_dropped"] or b"0") > 0
     applied = proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS, many))
     assert applied.kind == "applied"
     assert all(not record.headers or record.headers[0][0] != "source.header.h0" for record in applied.outputs)
@@ -956,3 +966,51 @@ def test_a_site_id_is_refused_alike_as_a_key_in_a_tick_in_the_settings_and_on_th
     )
     assert result.returncode == 2
     assert ("at most 200 bytes" if site_id.strip() else "not blank") in result.stderr
+
+
+async def test_a_send_that_fails_half_way_raises_the_cause_and_leaves_no_error_unretrieved(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A security review (exactly-once, WRITE withheld on actions): the batch the broker refused failed
+    the transaction, the next batch's queuing raised "IllegalOperation: Can't send messages while not in
+    transaction", said as 'a bug', and asyncio logged the refused batches' errors as 'Future exception was
+    never retrieved'. The cause is raised, at once, and every queued batch's error is retrieved."""
+    import gc
+
+    from aiokafka.errors import IllegalOperation, TopicAuthorizationFailedError
+    from aiokafka.producer.message_accumulator import BatchBuilder
+
+    from battery_worker.kafka.batching import send_batched
+    from battery_worker.pipeline.processing import OutputRecord
+
+    loop = asyncio.get_running_loop()
+    queued: list[asyncio.Future[None]] = []
+
+    class Refusing:
+        async def partitions_for(self, topic: str) -> set[int]:
+            return {0, 1, 2}
+
+        def create_batch(self) -> BatchBuilder:
+            return BatchBuilder(1_048_576, 0, is_transactional=False)
+
+        async def send_batch(
+            self, batch: BatchBuilder, topic: str, *, partition: int
+        ) -> asyncio.Future[None]:
+            if len(queued) == 2:
+                raise IllegalOperation("Can't send messages while not in transaction")
+            future: asyncio.Future[None] = loop.create_future()
+            if len(queued) == 1:  # the broker's refusal, already answered
+                future.set_exception(TopicAuthorizationFailedError({"actions"}))
+            queued.append(future)
+            return future
+
+    outputs = [OutputRecord("actions", b"s", b"{}", partition) for partition in (0, 1, 2)]
+    with pytest.raises(TopicAuthorizationFailedError) as raised:
+        await send_batched(Refusing(), outputs)
+    assert isinstance(raised.value.__cause__, IllegalOperation)
+    queued[0].set_exception(TopicAuthorizationFailedError({"actions"}))  # answered later
+    await asyncio.sleep(0)
+    queued.clear()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert "never retrieved" not in caplog.text

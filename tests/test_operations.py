@@ -300,7 +300,7 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     cells = [cell.strip() for cell in row.strip("│ ").split("│")]
     action, power = expected[-1][1], expected[-1][2]
     assert cells[0] == "alpha"
-    assert cells[3] == "100"  # the capacity: a fleet review's 148.9 % said nothing of a shrunk battery
+    assert cells[3] == "100.00"  # the capacity: a fleet review's 148.9 % said nothing of a shrunk battery
     assert cells[4:6] == [action, f"{power:.2f}"]
     assert cells[7].endswith(" d")  # August 2023 ticks: days old
     assert cells[9] == "8"  # 48 fed, 40 committed

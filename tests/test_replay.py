@@ -643,19 +643,22 @@ async def test_ticks_past_the_groups_committed_offsets_are_pending_and_below_the
     assert skipped.report.totals().matched == 96
 
 
-async def test_a_tick_whose_history_is_recorded_was_decided_whatever_the_groups_commit_says(
+async def test_a_tick_before_a_recorded_action_was_decided_whatever_the_groups_commit_says(
     kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
 ) -> None:
     """An auditor's review deleted 30,000 actions and moved the group's offsets back: the replay passed
-    them as "not yet decided" (exit 0), with their history records in the topic. A worker handles a
-    partition's ticks in order, so a recorded event of a tick proves every tick before it decided."""
+    them as "not yet decided" (exit 0). A partition's ticks are handled, and their actions sent, in order,
+    so an action of a later tick proves the earlier ones recorded. History proves nothing of the actions:
+    a worker killed between a batch's acknowledgements leaves history without actions, and that stays
+    pending (a review of the diff)."""
     from aiokafka.structs import OffsetAndMetadata
 
     from battery_worker.kafka.clients import make_group_consumer
 
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
     await feed(settings, ercot_week()[:48], "east")
-    # The worker's actions land elsewhere: the audited actions topic lacks them, as if deleted.
+    # The first 24 ticks' actions land elsewhere: the audited topic lacks them, as if deleted; the last
+    # 24 are recorded there.
     actions_elsewhere = load_settings(
         None,
         {
@@ -663,29 +666,48 @@ async def test_a_tick_whose_history_is_recorded_was_decided_whatever_the_groups_
             "topics": {**settings.topics.model_dump(), "actions": new_topic_name()},
         },
     )
-    assert await Worker(actions_elsewhere).run(max_messages=48, idle_timeout_s=20) == 48
-    await prepare_topics(settings)
+    assert await Worker(actions_elsewhere).run(max_messages=24, idle_timeout_s=20) == 24
+    assert await Worker(settings).run(max_messages=24, idle_timeout_s=20) == 24
     tp = TopicPartition(settings.topics.prices, 0)
-    consumer = make_group_consumer(settings.kafka, settings.worker)
-    await consumer.start()
-    try:
-        consumer.subscribe([settings.topics.prices])
 
-        async def assigned() -> bool:
-            if tp not in consumer.assignment():
-                await consumer.getmany(timeout_ms=200, max_records=1)
-            return tp in consumer.assignment()
+    async def commit(offset: int) -> None:  # an operator's reset of the group's offsets
+        consumer = make_group_consumer(settings.kafka, settings.worker)
+        await consumer.start()
+        try:
+            consumer.subscribe([settings.topics.prices])
 
-        await wait_until_async(assigned, 30, "the partition assigned")
-        await consumer.commit({tp: OffsetAndMetadata(0, "")})  # an operator's reset of the group's offsets
-    finally:
-        await consumer.stop()
+            async def assigned() -> bool:
+                if tp not in consumer.assignment():
+                    await consumer.getmany(timeout_ms=200, max_records=1)
+                return tp in consumer.assignment()
 
+            await wait_until_async(assigned, 30, "the partition assigned")
+            await consumer.commit({tp: OffsetAndMetadata(offset, "")})
+        finally:
+            await consumer.stop()
+
+    await commit(0)
     result = await replay(settings, ReplayOptions())
     assert result.history.sites["east"].matched == 48
+    assert result.report.sites["east"].matched == 24
     assert result.report.sites["east"].pending == 0
-    assert result.report.sites["east"].extra == 48
+    assert result.report.sites["east"].extra == 24
     assert not result.identical
+
+    # Nothing recorded in actions past the history: the worker stopped between the acknowledgements.
+    only_history = load_settings(
+        None,
+        {
+            **settings.model_dump(mode="python"),
+            "topics": {**settings.topics.model_dump(), "actions": new_topic_name()},
+        },
+    )
+    await prepare_topics(only_history)
+    behind = await replay(only_history, ReplayOptions())
+    assert behind.report.sites["east"].pending == 48
+    assert behind.report.sites["east"].extra == 0
+    assert behind.history.sites["east"].matched == 48
+    assert behind.identical
 
 
 async def test_a_forged_action_away_from_its_sites_partition_is_found_by_a_replay_in_processes(

@@ -457,11 +457,21 @@ def test_a_refused_setting_of_a_site_names_the_file_or_the_variable_too(
     config.write_text("[sites.a.battery]\nefficiency = 90.0\n")
     with pytest.raises(InvalidConfig, match=re.escape(f"efficiency=90.0: must be in (0, 1] (in {config})")):
         load_settings(config)
-    config.write_text("[battery]\ncapacty_mwh = 5.0\n")
-    with pytest.raises(
-        InvalidConfig, match=re.escape(f"no such field (in {config}; its value is not shown)")
-    ):
+    config.write_text("[battery]\ncapacty_mwh = 5.0\n")  # said as a site's is (a review of the diff)
+    with pytest.raises(InvalidConfig) as caught:
         load_settings(config)
+    assert str(caught.value) == f"battery.capacty_mwh=5.0: no such field (in {config})"
+    # A parameter of [policy] under a site's own, refused there: [policy] is named, not the site's table.
+    config.write_text(
+        "[policy]\nparams = { charge_below = 25.0, discharge_above = 100.0 }\n"
+        "[sites.west]\npolicy = { name = 'threshold', params = { discharge_above = 20.0 } }\n"
+    )
+    with pytest.raises(InvalidConfig) as caught:
+        load_settings(config)
+    assert caught.value.field == "sites.west.policy.params.charge_below"
+    assert caught.value.problem.endswith(
+        f"(charge_below from [policy], in {config}, under the site's own parameters)"
+    )
     monkeypatch.setenv("BATTERY_WORKER_SITES__SITE-07__BATTERY__MAX_CHARGE_RATE", "20")
     with pytest.raises(InvalidConfig) as caught:
         load_settings()
@@ -469,6 +479,10 @@ def test_a_refused_setting_of_a_site_names_the_file_or_the_variable_too(
         caught.value.problem
         == "no such field (given by BATTERY_WORKER_SITES__SITE-07__BATTERY__MAX_CHARGE_RATE)"
     )
+    monkeypatch.delenv("BATTERY_WORKER_SITES__SITE-07__BATTERY__MAX_CHARGE_RATE")
+    monkeypatch.setenv("BATTERY_WORKER_SITES", '{"east": {"battery": {"capacity_mwh": -1}}}')  # as JSON
+    with pytest.raises(InvalidConfig, match=re.escape("must be > 0 (given by BATTERY_WORKER_SITES)")):
+        load_settings()
 
 
 def test_a_presets_cycle_cap_is_lifted_by_infinity_in_a_file_the_environment_or_the_library(

@@ -106,7 +106,7 @@ def cmd_status(args: argparse.Namespace) -> int:
                 site,
                 f"{status.charge_level_percent:.1f}",
                 f"{status.available_energy_mwh:.2f}",
-                f"{status.capacity_mwh:g}",
+                f"{status.capacity_mwh:.2f}",
                 "-" if action is None else action.action.value,
                 "-" if action is None else f"{action.power_mw:.2f}",
                 "-" if status.last_tick_at is None else status.last_tick_at.isoformat(),

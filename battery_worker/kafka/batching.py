@@ -54,27 +54,22 @@ def partition_of(record: OutputRecord, partitions: int) -> int:
 async def send_batched(producer: AIOKafkaProducer, outputs: Iterable[OutputRecord]) -> list[Any]:
     """Queue every record, closed batch by closed batch; returns the futures of their acknowledgements.
 
-    If queuing fails half way (a transaction failed by an earlier batch's refusal refuses the next), the
-    batches already queued are awaited first and the first of their failures is raised, the cause; their
-    errors were left unretrieved, logged by asyncio as "Future exception was never retrieved"."""
+    If queuing fails half way (a transaction an earlier batch's refusal failed refuses the next), the
+    first batch queued before it that has failed already is raised, the cause, and the others' errors are
+    retrieved whenever they come: left alone, asyncio logged each as "Future exception was never
+    retrieved" (an ERROR). Nothing is waited for: the failure is raised at once, as before."""
     pending: list[Any] = []
     try:
         return await _queue(producer, outputs, pending)
     except Exception as error:
-        if not pending:
-            raise
-        done, _ = await asyncio.wait(pending, timeout=_QUEUED_WAIT_S)
-        failures = [f.exception() for f in done if not f.cancelled() and f.exception() is not None]
         for future in pending:
-            if future not in done:
-                future.add_done_callback(_retrieved)
-        if failures:
-            raise failures[0] from error
+            future.add_done_callback(_retrieved)
+        cause = next(
+            (f.exception() for f in pending if f.done() and not f.cancelled() and f.exception()), None
+        )
+        if cause is not None:
+            raise cause from error
         raise
-
-
-_QUEUED_WAIT_S = 30.0
-"""How long a failed send waits for the batches it had queued, to raise their failure (the cause)."""
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:

@@ -189,28 +189,29 @@ class PartitionTransactions:
                 {tp: (work.next_offset, work.metadata)}, self._group_id
             )
             await producer.commit_transaction()
-        except _FENCED as error:
-            self._counts["fenced"] += 1
-            await self.close([tp])
-            self._fenced.add(tp)
-            raise PartitionFenced(
-                f"{tp.topic}[{tp.partition}] fenced ({type(error).__name__}): another worker owns it now, "
-                "or its transaction outlived worker.transaction_timeout_ms; nothing of the batch is committed"
-            ) from None
         except BaseException as error:
-            self._counts["aborted"] += 1
-            # Taken before the abort, which gives the transaction a new waiter: left there, asyncio logged
-            # it at exit as "Future exception was never retrieved" (an ERROR, a security review).
+            # What failed the transaction, taken before an abort gives it a new waiter (left there, asyncio
+            # logged it at exit as "Future exception was never retrieved", a security review): the refusal
+            # of a write, or a fence, rather than the next call's IllegalOperation, said as "a bug".
             cause = _transaction_error(producer)
+            failure = cause if isinstance(error, _AFTER_AN_ERROR) and cause is not None else error
+            if isinstance(failure, _FENCED):
+                self._counts["fenced"] += 1
+                await self.close([tp])
+                self._fenced.add(tp)
+                raise PartitionFenced(
+                    f"{tp.topic}[{tp.partition}] fenced ({type(failure).__name__}): another worker owns it "
+                    "now, or its transaction outlived worker.transaction_timeout_ms; nothing of the batch is "
+                    "committed"
+                ) from None
+            self._counts["aborted"] += 1
             with contextlib.suppress(Exception):  # best effort: a successor aborts it anyway
                 await asyncio.wait_for(producer.abort_transaction(), _STOP_TIMEOUT_S)
             # A producer in doubt is replaced, not reused: its successor's InitProducerId aborts whatever is
             # still open under this id before the rewind reads the stored state back.
             await self.close([tp])
-            if isinstance(error, _AFTER_AN_ERROR) and cause is not None:
-                # What failed the transaction (a refused write: TopicAuthorizationFailedError), not the
-                # refusal of the next call in it, which said "unexpected IllegalOperation (a bug)".
-                raise cause from error
+            if failure is not error:
+                raise failure from error
             raise
         self._counts["committed"] += 1
 
@@ -238,6 +239,4 @@ def _transaction_error(producer: AIOKafkaProducer) -> BaseException | None:
 def _forget_fatal_error(producer: AIOKafkaProducer) -> None:
     """aiokafka also sets a fence on a transaction waiter nobody awaits; asyncio would log it at exit as
     "Future exception was never retrieved" (an ERROR with a traceback). It is handled here: retrieve it."""
-    waiter = getattr(getattr(producer, "_txn_manager", None), "_transaction_waiter", None)
-    if isinstance(waiter, asyncio.Future) and waiter.done() and not waiter.cancelled():
-        waiter.exception()
+    _transaction_error(producer)

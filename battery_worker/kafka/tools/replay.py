@@ -12,7 +12,7 @@ import multiprocessing
 import pickle
 import signal
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from functools import partial
@@ -268,19 +268,20 @@ async def replay(
         )
 
         unmet = [topic for topic, comparison in comparisons.items() if comparison.unmet]
-        undecided: Callable[[dict[str, Any]], bool] = nothing_pending
+        undecided: dict[str, Callable[[dict[str, Any]], bool]] = dict.fromkeys(comparisons, nothing_pending)
         if unmet:
             # Before the record's second read: a tick below an offset committed now has its events in it.
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
             committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
-            recorded_up_to = {tp.partition: _last_recorded(comparisons.values(), tp) for tp in all_prices}
-            undecided = _undecided_by(committed, recorded_up_to)
+            for topic, comparison in comparisons.items():
+                recorded_up_to = {tp.partition: _last_recorded(comparison, tp) for tp in all_prices}
+                undecided[topic] = _undecided_by(committed, recorded_up_to)
         await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], outside))
     finally:
         await reader.stop()
 
-    report = comparisons[names.actions].report(ACTIONS, outside, undecided)
-    history = comparisons[names.history].report(HISTORY, outside, undecided)
+    report = comparisons[names.actions].report(ACTIONS, outside, undecided[names.actions])
+    history = comparisons[names.history].report(HISTORY, outside, undecided[names.history])
     begin = {
         tp.partition: log_starts[tp]
         for tp, start in starts.items()
@@ -542,23 +543,26 @@ def _portable(error: Exception) -> Exception:
     return error
 
 
-def _last_recorded(comparisons: Iterable[Comparison], tp: TopicPartition) -> int:
-    """The latest offset of an input partition any recorded event names (-1: none)."""
-    offsets = [comparison.last_recorded(tp.topic, tp.partition) for comparison in comparisons]
-    return max((offset for offset in offsets if offset is not None), default=-1)
+def _last_recorded(comparison: Comparison, tp: TopicPartition) -> int:
+    """The latest offset of an input partition a recorded event of the comparison's topic names (-1: none)."""
+    offset = comparison.last_recorded(tp.topic, tp.partition)
+    return -1 if offset is None else offset
 
 
 def _undecided_by(
     committed: dict[TopicPartition, int | None], recorded_up_to: dict[int, int] | None = None
 ) -> Callable[[dict[str, Any]], bool]:
-    """Whether a recomputed event's tick lies past what the worker group is known to have decided on its
-    partition: its committed offset, and the latest tick any recorded event (action or history) names.
+    """Whether a recomputed event's tick lies past what the worker group is known to have recorded on its
+    partition: its committed offset, and the latest tick an event of the same topic names.
 
     The worker commits a tick's offset only once its events are acknowledged, so a tick below the committed
     offset has its events in the record, and one at or past it may not have been decided yet: a worker
-    behind (a backlog, a stop) is not a difference. But a recorded event of a later tick proves the tick
-    decided, whatever the commit says: an auditor's review deleted 30,000 actions and moved the group's
-    offset back, and the replay passed them as "not yet decided", with their history records in the topic.
+    behind (a backlog, a stop) is not a difference. But an event of a later tick in the same topic proves
+    the tick's event recorded, whatever the commit says (a partition's ticks are handled, and their events
+    to one topic sent, in order): an auditor's review deleted 30,000 actions and moved the group's offset
+    back, and the replay passed them as "not yet decided". Another topic's events prove nothing of this
+    one's: a batch's topics are written at once, and a worker killed between their acknowledgements left
+    history without actions, which its restart completes (a review of the diff).
     A partition the group has committed nothing on is all undecided, unless the group has committed
     nowhere: then no worker of this group is known to have run (a what-if, another group id) and every
     tick counts.
