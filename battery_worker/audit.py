@@ -512,8 +512,8 @@ class Comparison:
         self._named: dict[tuple[str, int], bytes] = {}
         self._unverified: dict[Outside, dict[str, int]] = {}
         self._last_recorded: dict[bytes, int] = {}
-        """Per input partition (as :func:`_named_partition` spells it), the latest input any recorded event
-        names: the worker had decided every tick of the partition up to there."""
+        """Per input partition (as :func:`_named_partition` spells it), the latest input a recorded event
+        names: the worker had recorded this topic's event of every tick of the partition up to there."""
         self._elsewhere: dict[str, str] = {}
         """Records of sites another replay compares, found away from their site's partition: where -> why."""
 
@@ -541,7 +541,8 @@ class Comparison:
 
     def last_recorded(self, topic: str, partition: int) -> int | None:
         """The latest offset of the input partition that a recorded event names (None: none does). A
-        worker handles a partition's ticks in order, so it had decided every tick up to there."""
+        worker handles a partition's ticks in order and sends their events to a topic in order, so it had
+        recorded this topic's event of every tick up to there."""
         return self._last_recorded.get(_named_partition(topic, partition))
 
     def add_recomputed(self, value: bytes, site_id: str, source: tuple[str, int, int] | None = None) -> None:

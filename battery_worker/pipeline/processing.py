@@ -68,9 +68,8 @@ message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
 DLQ_MAX_SOURCE_HEADER_BYTES = 64_000
 """The input's own headers are kept on its dead letter up to this many bytes as encoded (names renamed,
-values, their lengths); past it
-the rest are left out and ``dlq.source_headers_dropped`` counts them, so value, key and headers together stay
-under the producer's 1 MiB batch."""
+values, their lengths); past it the rest are left out and ``dlq.source_headers_dropped`` counts them, so
+value, key and headers together stay under the producer's 1 MiB batch."""
 SOURCE_HEADER_PREFIX = "source.header."
 """An input's header ``h`` is ``source.header.h`` on its dead letter: the dead letter's own headers
 (``error``, ``source.offset``, …) can never be confused with, or shadowed by, a producer's."""
@@ -290,7 +289,7 @@ class TickProcessor:
         loaded = 0
         moved: list[str] = []
         outside: list[str] = []
-        repoliced: list[str] = []
+        policy_changed: list[str] = []
         for record in records:
             held = self._sites.get(record.site_id)
             if held is not None and _behind(record.last_tick_at, held.state.battery.last_tick_at):
@@ -317,7 +316,7 @@ class TickProcessor:
                 if (where := _outside_window(record.state_of_charge_mwh, setup)) is not None:
                     outside.append(f"{record.site_id} ({where})")
                 if record.policy != setup.policy.name:
-                    repoliced.append(f"{record.site_id} ({record.policy} → {setup.policy.name})")
+                    policy_changed.append(f"{record.site_id} ({record.policy} → {setup.policy.name})")
                 if where is not None or record.policy != setup.policy.name:
                     self._warned_settings.add(record.site_id)
             memory = self._stored_memory(record, setup)
@@ -349,12 +348,12 @@ class TickProcessor:
                 len(outside),
                 ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""),
             )
-        if repoliced:  # a site taken out of `sites` runs the default policy: said, as its battery is above
+        if policy_changed:  # a site taken out of `sites` runs the default policy: said, as its battery is
             log.warning(
                 "%d restored sites were stored under another policy than they run now (%s): the settings "
                 "changed; each keeps its battery, and its policy starts afresh",
-                len(repoliced),
-                ", ".join(repoliced[:5]) + (", ..." if len(repoliced) > 5 else ""),
+                len(policy_changed),
+                ", ".join(policy_changed[:5]) + (", ..." if len(policy_changed) > 5 else ""),
             )
         return loaded
 
