@@ -539,11 +539,11 @@ class Comparison:
         if offset > self._last_recorded.get(partition, -1):
             self._last_recorded[partition] = offset
 
-    def last_recorded(self, topic: str, partition: int) -> int | None:
-        """The latest offset of the input partition that a recorded event names (None: none does). A
+    def last_recorded(self, topic: str, partition: int) -> int:
+        """The latest offset of the input partition that a recorded event names (-1: none does). A
         worker handles a partition's ticks in order and sends their events to a topic in order, so it had
         recorded this topic's event of every tick up to there."""
-        return self._last_recorded.get(_named_partition(topic, partition))
+        return self._last_recorded.get(_named_partition(topic, partition), -1)
 
     def add_recomputed(self, value: bytes, site_id: str, source: tuple[str, int, int] | None = None) -> None:
         """``source``: the input record the event was made from (topic, partition, offset), which its bytes

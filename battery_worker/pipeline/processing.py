@@ -189,6 +189,11 @@ def _outside_window(energy_mwh: float, setup: SiteSetup) -> str | None:
     return f"{energy_mwh:.2f} MWh, {side} {low:g}–{high:g} MWh of {config.capacity_mwh:g} MWh"
 
 
+def _first_few(sites: list[str]) -> str:
+    """The first five of a restore's sites, for its one warning line."""
+    return ", ".join(sites[:5]) + (", ..." if len(sites) > 5 else "")
+
+
 def _behind(stored: datetime | None, held: datetime | None) -> bool:
     """Whether a stored state's last tick is older than the held one's (no tick yet is oldest)."""
     return held is not None and (stored is None or stored < held)
@@ -313,11 +318,13 @@ class TickProcessor:
                 self._warned_moved.add(record.site_id)
                 moved.append(f"{record.site_id} ({source.partition} → {home})")
             if record.site_id not in self._warned_settings:  # said once, not at every rebalance
-                if (where := _outside_window(record.state_of_charge_mwh, setup)) is not None:
+                where = _outside_window(record.state_of_charge_mwh, setup)
+                changed = record.policy != setup.policy.name
+                if where is not None:
                     outside.append(f"{record.site_id} ({where})")
-                if record.policy != setup.policy.name:
+                if changed:
                     policy_changed.append(f"{record.site_id} ({record.policy} → {setup.policy.name})")
-                if where is not None or record.policy != setup.policy.name:
+                if where is not None or changed:
                     self._warned_settings.add(record.site_id)
             memory = self._stored_memory(record, setup)
             self._sites[record.site_id] = _Site(
@@ -337,7 +344,7 @@ class TickProcessor:
                 "partition count of prices changed; a site's state is found only by the owner of the "
                 "partition it was stored from (docs/delivery.md, 'Adding partitions')",
                 len(moved),
-                ", ".join(moved[:5]) + (", ..." if len(moved) > 5 else ""),
+                _first_few(moved),
             )
         if outside:
             log.warning(
@@ -346,14 +353,14 @@ class TickProcessor:
                 "sites has the default battery). The stored energy is kept: such a battery only discharges "
                 "(or charges) back into its window (docs/operations.md, 'Changing settings')",
                 len(outside),
-                ", ".join(outside[:5]) + (", ..." if len(outside) > 5 else ""),
+                _first_few(outside),
             )
         if policy_changed:  # a site taken out of `sites` runs the default policy: said, as its battery is
             log.warning(
                 "%d restored sites were stored under another policy than they run now (%s): the settings "
                 "changed; each keeps its battery, and its policy starts afresh",
                 len(policy_changed),
-                ", ".join(policy_changed[:5]) + (", ..." if len(policy_changed) > 5 else ""),
+                _first_few(policy_changed),
             )
         return loaded
 

@@ -274,7 +274,9 @@ async def replay(
             all_prices = [TopicPartition(names.prices, p) for p in range(counts[names.prices])]
             committed = await committed_offsets(settings.kafka, settings.worker.group_id, all_prices)
             for topic, comparison in comparisons.items():
-                recorded_up_to = {tp.partition: _last_recorded(comparison, tp) for tp in all_prices}
+                recorded_up_to = {
+                    tp.partition: comparison.last_recorded(tp.topic, tp.partition) for tp in all_prices
+                }
                 undecided[topic] = _undecided_by(committed, recorded_up_to)
         await read_recorded(unmet, lambda topic: partial(_add_unmet, comparisons[topic], outside))
     finally:
@@ -541,12 +543,6 @@ def _portable(error: Exception) -> Exception:
     except Exception:
         return ReplayProcessFailed(f"{type(error).__name__}: {error}")
     return error
-
-
-def _last_recorded(comparison: Comparison, tp: TopicPartition) -> int:
-    """The latest offset of an input partition a recorded event of the comparison's topic names (-1: none)."""
-    offset = comparison.last_recorded(tp.topic, tp.partition)
-    return -1 if offset is None else offset
 
 
 def _undecided_by(
