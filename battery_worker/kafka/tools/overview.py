@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from battery_worker.events import BatteryAction
 from battery_worker.kafka.clients import connection_options, make_reader, start_client
+from battery_worker.kafka.committed import committed_offsets as read_committed
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.topics import partition_count
 from battery_worker.settings import KafkaSettings, Settings
@@ -94,13 +95,16 @@ async def committed_offsets(
     """The group's committed offset of each partition (None: nothing committed there).
 
     Read by a consumer of the group that never joins it (manual assignment) and commits nothing, not by the
-    admin client: Tansu closes the connection on the admin's OffsetFetch.
+    admin client: Tansu closes the connection on the admin's OffsetFetch. Through ``kafka/committed.py``, as
+    the worker reads them: a coordinator refusing the fetch for a moment is asked again, never read as
+    "nothing committed" (which made the replay count every tick, and ``status`` show a whole backlog).
     """
     reader = AIOKafkaConsumer(**connection_options(kafka), group_id=group_id, enable_auto_commit=False)
     await start_client(reader, kafka)
     try:
         reader.assign(partitions)
-        return {tp: await reader.committed(tp) for tp in partitions}
+        found = await read_committed(reader, partitions)
+        return {tp: offset for tp, (offset, _metadata) in found.items()}
     finally:
         await reader.stop()
 
