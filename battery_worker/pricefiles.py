@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +59,13 @@ def load_ticks(
     token_price: float | None = None,
     site_id: str | None = None,
     carbon_file: str | Path | None = None,
+    notes: list[str] | None = None,
 ) -> list[PriceTick]:
     """All ticks of a price file, oldest first; with ``carbon_file``, each with its carbon intensity.
 
     ``hash_price`` and ``token_price`` are for a market file, which has none (0 when not given); a MARA
-    file carries its own, and is refused with them rather than have them ignored.
+    file carries its own, and is refused with them rather than have them ignored. ``notes`` gets a line
+    for what was read as documented but may not be what the file meant: times without a UTC offset.
     """
     source = Path(path)
     if source.is_dir():
@@ -86,6 +88,13 @@ def load_ticks(
         raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
     located = [(where, row, _tick(source, where, row, site_id)) for where, row in rows]
     _refuse_two_prices_for_one_time(source, located)  # in file order: the first of two rows is named first
+    if notes is not None:
+        zone_less = sum(_zone_less(row.get("timestamp")) for _, row, _ in located)
+        if zone_less:
+            notes.append(
+                f"{source.name}: {zone_less:,} of {len(located):,} times have no UTC offset and are read as "
+                "UTC (a file in local time needs its offsets, e.g. +01:00)"
+            )
     located.sort(key=lambda found: found[2].timestamp)
     ticks = [tick for _, _, tick in located]
     if carbon_file is not None:
@@ -200,17 +209,54 @@ def join_carbon(ticks: list[PriceTick], intensity: Mapping[datetime, float]) -> 
     return joined
 
 
+EARLIEST_NUMBER_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""A time written as a number that falls before this is refused: no market's prices were published as
+seconds since 1970 then, and a spreadsheet's day number (45139 for 2023-08-01) read as seconds is 1970."""
+
+
 def _tick(source: Path, where: str, row: Mapping[str, Any], site_id: str | None) -> PriceTick:
     data = dict(row)
     if site_id is not None:
         data["site_id"] = site_id
     try:
-        return PriceTick.model_validate(data)
+        tick = PriceTick.model_validate(data)
     except ValidationError as error:
         problem = tick_error(error)
-        raise PriceFileError(
-            problem.field, problem.value, f"{source.name} {where}: {problem.problem}"
-        ) from None
+        text = f"{source.name} {where}: {problem.problem}"
+        if _decimal_comma(problem.value):
+            text += " (a decimal comma? write numbers with a decimal point)"
+        raise PriceFileError(problem.field, problem.value, text) from None
+    stamp = data.get("timestamp")
+    if _is_number(stamp) and tick.timestamp < EARLIEST_NUMBER_TIME:
+        problem_text = (
+            f"{source.name} {where}: a time written as a number is seconds since 1970-01-01 UTC "
+            f"(milliseconds above 2e10), so {stamp} is {tick.timestamp.isoformat()}, before "
+            f"{EARLIEST_NUMBER_TIME.year}: a spreadsheet's day number? write ISO 8601 times "
+            "(2023-08-01T00:00:00Z)"
+        )
+        raise PriceFileError("timestamp", stamp, problem_text)
+    return tick
+
+
+def _is_number(value: object) -> bool:
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _decimal_comma(value: object) -> bool:
+    """A price written ``55,0`` (a European export quoted in a comma-separated file)."""
+    text = str(value).strip("'\" ")
+    whole, comma, fraction = text.lstrip("+-").partition(",")
+    return bool(comma) and whole.isdigit() and fraction.isdigit() and len(fraction) != 3
 
 
 def _starts_as_json(raw: bytes) -> bool:
@@ -355,11 +401,18 @@ def _columns_problem(header: Sequence[str], no_time: bool, no_price: bool) -> st
     return f"cannot tell {' nor '.join(looked_for)}"
 
 
-def _parse_time(text: str | None) -> datetime | str | None:
-    """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it. A row
-    short of the column (None) stays None, so validation names the row and field."""
+def _parse_time(text: str | None) -> datetime | float | str | None:
+    """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it. A number
+    is a number of seconds since 1970 (milliseconds above 2e10, as pydantic reads it), never ISO text:
+    ``fromisoformat`` read ``1691020800000`` as 1691-02-08 (a backtest review: 7 rows of 72 in the 17th
+    century, the rest in 2023). A row short of the column (None) stays None, so validation names the row
+    and field."""
     if text is None:
         return None
+    try:
+        return float(text)
+    except ValueError:
+        pass
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:

@@ -639,3 +639,34 @@ def test_the_optimums_wear_and_cycles_are_printed_and_in_the_summary(
         f"wear {data['optimum_wear_cost']:,.0f}, net {data['optimum_schedule_value']:,.0f}, "
         f"{data['optimum_cycles']:,.1f} cycles"
     ]
+
+
+def test_a_first_tick_booked_longer_than_the_files_ticks_is_said_and_small_figures_keep_their_digits(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A backtest review counted 15-minute prices 10, 10, 10, 10, 100, 100, 100, 100 with a 1 MWh, 1 MW
+    battery by hand: 80.00. The run said 84.33 (its first tick booked as an hour, as a worker's first tick
+    is), with no word of it; and its 0.105 MWh lost and 0.95 MWh delivered showed as 0 and 1."""
+    start = datetime(2023, 8, 1, tzinfo=UTC)
+    prices = tmp_path / "hand15.csv"
+    rows = [f"{(start + timedelta(minutes=15 * n)).isoformat()},{10 if n < 4 else 100}" for n in range(8)]
+    prices.write_text("\n".join(["timestamp,energy_price", *rows]) + "\n")
+    flags = [str(prices), "--policy", "threshold", "--no-png", "--capacity-mwh", "1", "--max-rate-mw", "1"]
+    flags += ["--initial-charge-percent", "0", "--policy-param", "charge_below=20"]
+    flags += ["--policy-param", "discharge_above=50", "--cycle-cost-per-mwh", "20"]
+    assert main(flags) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[1] == (
+        "first step: the first tick is booked as default_step_hours (1 h), as a worker books a site's first "
+        "tick, where this file's ticks are 15 min apart (BATTERY_WORKER_BATTERY__DEFAULT_STEP_HOURS=0.25 "
+        "books one interval)"
+    )
+    assert out[5] == "| threshold | 65.35 | 65.35 | 100.0% | 1.0 | 0.11 | 0% |"
+    assert out[6] == "threshold: gross 84.33, wear 18.97 (0.95 MWh delivered), net 65.35"
+    monkeypatch.setenv("BATTERY_WORKER_BATTERY__DEFAULT_STEP_HOURS", "0.25")
+    assert main(flags[:-2]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert not any(line.startswith("first step:") for line in out)
+    assert out[1] == "optimum: 80.00, exact"
+    assert main([str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--no-png"]) == 0
+    assert "first step:" not in capsys.readouterr().out

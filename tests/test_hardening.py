@@ -1014,3 +1014,59 @@ async def test_a_send_that_fails_half_way_raises_the_cause_and_leaves_no_error_u
     gc.collect()
     await asyncio.sleep(0)
     assert "never retrieved" not in caplog.text
+
+
+def test_a_time_written_as_a_number_is_seconds_or_milliseconds_since_1970_never_iso_text(
+    tmp_path: Path,
+) -> None:
+    """A backtest review: ``1691020800000`` parsed by ``fromisoformat`` as 1691-02-08, so 7 rows of 72
+    landed in the 17th century and the rest in 2023, and the run went on (exit 0)."""
+    from battery_worker.pricefiles import load_ticks
+
+    start = datetime(2023, 8, 1, tzinfo=UTC)
+    hours = [start + timedelta(hours=n) for n in range(72)]
+    for scale, name in ((1000, "ms.csv"), (1, "s.csv")):
+        path = tmp_path / name
+        rows = [f"{int(at.timestamp() * scale)},{n}" for n, at in enumerate(hours)]
+        path.write_text("\n".join(["timestamp,energy_price", *rows]) + "\n")
+        assert [tick.timestamp for tick in load_ticks(path)] == hours
+
+
+def test_a_number_time_before_2000_is_refused_as_a_spreadsheets_day_number(tmp_path: Path) -> None:
+    """A backtest review: Excel's serial days (45139 for 2023-08-01) read as seconds put three days of
+    prices into three seconds of 1970, and the backtest reported them (exit 0)."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    path = tmp_path / "excel.csv"
+    path.write_text("timestamp,energy_price\n45139.000000,10\n45139.041667,11\n")
+    with pytest.raises(PriceFileError) as raised:
+        load_ticks(path)
+    assert str(raised.value) == (
+        "timestamp=45139.0: excel.csv line 2: a time written as a number is seconds since 1970-01-01 UTC "
+        "(milliseconds above 2e10), so 45139.0 is 1970-01-01T12:32:19+00:00, before 2000: a "
+        "spreadsheet's day number? write ISO 8601 times (2023-08-01T00:00:00Z)"
+    )
+
+
+def test_times_without_an_offset_are_noted_and_a_decimal_comma_hinted(tmp_path: Path) -> None:
+    """A backtest review: a file in Berlin's local time ran as UTC, every price an hour or two off, with
+    no word (documented, but said nowhere in the run); and a quoted ``"55,0"`` got pydantic's bare line."""
+    from battery_worker.pricefiles import PriceFileError, load_ticks
+
+    local = tmp_path / "local.csv"
+    local.write_text("timestamp,energy_price\n2023-03-26 01:00:00,1\n2023-03-26T04:00:00+02:00,2\n")
+    notes: list[str] = []
+    assert len(load_ticks(local, notes=notes)) == 2
+    assert notes == [
+        "local.csv: 1 of 2 times have no UTC offset and are read as UTC (a file in local time needs its "
+        "offsets, e.g. +01:00)"
+    ]
+    utc = tmp_path / "utc.csv"
+    utc.write_text("timestamp,energy_price\n2023-03-26T01:00:00Z,1\n")
+    notes.clear()
+    load_ticks(utc, notes=notes)
+    assert notes == []
+    comma = tmp_path / "comma.csv"
+    comma.write_text('timestamp,energy_price\n2023-03-26T01:00:00Z,"55,0"\n')
+    with pytest.raises(PriceFileError, match=r"line 2: .* \(a decimal comma\? write numbers with a decimal"):
+        load_ticks(comma)

@@ -41,7 +41,7 @@ def ratio_text(value: float | None) -> str:
 def amount(value: float, reference: float) -> str:
     """``value`` with the decimals the run's scale (``reference``, its largest figure) needs for four digits,
     at most two: whole units from 1,000 on, 124.3 and 63.19 below (a MARA file's optimum of 124.3 showed as
-    '124' and a policy's −0.04 as '-0'). Never '-0'."""
+    '124' and a policy's −0.04 as '-0'; a 1 MWh battery's 0.105 MWh lost as '0'). Never '-0'."""
     size = abs(reference)
     decimals = (
         0
@@ -58,11 +58,12 @@ def summary_table(summaries: Sequence[BacktestSummary]) -> str:
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     scale = max((abs(x) for s in summaries for x in (s.value, s.optimum_value)), default=0.0)
+    lost_scale = max((s.energy_lost_mwh for s in summaries), default=0.0)
     for s in summaries:
         lines.append(
             f"| {s.policy} | {amount(s.value, scale)} | {amount(s.optimum_value, scale)} "
             f"| {ratio_text(s.capture_ratio)} "
-            f"| {s.cycles:.1f} | {s.energy_lost_mwh:,.0f} | {s.final_charge_percent:.0f}% |"
+            f"| {s.cycles:.1f} | {amount(s.energy_lost_mwh, lost_scale)} | {s.final_charge_percent:.0f}% |"
         )
     return "\n".join(lines)
 
@@ -80,6 +81,7 @@ def month_table(summary: BacktestSummary) -> str:
         head, rule = "| month | ticks | value | optimum | captured |", "|---|---:|---:|---:|---:|"
     lines = [f"{summary.policy}: per month", f"{head} cycles | energy lost (MWh) |", f"{rule}---:|---:|"]
     scale = max((abs(x) for m in summary.months for x in (m.value, m.optimum_value)), default=0.0)
+    lost_scale = max((m.energy_lost_mwh for m in summary.months), default=0.0)
     for m, (_, ratio) in zip(summary.months, monthly_capture(summary), strict=True):
         money = (
             f"{amount(m.value, scale)} | {amount(m.wear_cost, scale)} | {amount(m.optimum_value, scale)} "
@@ -87,7 +89,7 @@ def month_table(summary: BacktestSummary) -> str:
             if worn
             else f"{amount(m.value, scale)} | {amount(m.optimum_value, scale)}"
         )
-        rest = f"{ratio_text(ratio)} | {m.cycles:.1f} | {m.energy_lost_mwh:,.0f}"
+        rest = f"{ratio_text(ratio)} | {m.cycles:.1f} | {amount(m.energy_lost_mwh, lost_scale)}"
         lines.append(f"| {m.month} | {m.ticks} | {money} | {rest} |")
     return "\n".join(lines)
 

@@ -11,6 +11,7 @@ import math
 import os
 import re
 import signal
+import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -192,23 +193,29 @@ def check_output_file(flag: str, path: Path | None) -> None:
 def price_file_ticks(
     args: argparse.Namespace, path: Path, carbon_file: Path | None = None
 ) -> list[PriceTick]:
-    """A price file read with the command's column and price flags (``feed`` and ``backtest`` share them)."""
+    """A price file read with the command's column and price flags (``feed`` and ``backtest`` share them);
+    what the file's reading notes (times read as UTC for want of an offset) is said on stderr."""
     from battery_worker.pricefiles import PriceFileError, load_ticks
 
+    notes: list[str] = []
     try:
-        return load_ticks(
+        ticks = load_ticks(
             path,
             timestamp_column=args.timestamp_column,
             price_column=args.price_column,
             hash_price=args.hash_price,
             token_price=args.token_price,
             carbon_file=carbon_file,
+            notes=notes,
         )
     except PriceFileError as error:  # named by the flag that gave it
         flag = {"hash_price": "--hash-price", "token_price": "--token-price"}.get(error.field)
         if flag is None:
             raise
         raise PriceFileError(flag, error.value, error.problem) from None
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return ticks
 
 
 # --- argument types ----------------------------------------------------------------------------------------
