@@ -396,3 +396,35 @@ async def test_the_topics_read_whole_are_created_to_roll_a_segment_each_hour(
         assert configs[topic]["segment.bytes"] == str(100 * 1024 * 1024), topic
         assert configs[topic]["cleanup.policy"] == "compact", topic
     assert configs[settings.topics.history]["cleanup.policy"] == "compact"
+
+
+async def test_ticks_compressed_with_every_codec_a_producer_may_choose_are_applied(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A producer review: a price producer with lz4, snappy or zstd stopped every partition of the worker
+    (``UnsupportedCodecError``, rewinding every 30 s without end) where aiokafka had not its codec library
+    (``cramjam``, a dependency since)."""
+    from aiokafka import AIOKafkaProducer
+
+    from battery_worker.kafka.clients import connection_options
+    from battery_worker.kafka.tools.feed import publish_ticks
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:20]
+    codecs = ("gzip", "snappy", "lz4", "zstd")
+    await feed(settings, ticks[:1], "first")
+    for codec in codecs:
+        producer = AIOKafkaProducer(**connection_options(settings.kafka), compression_type=codec)
+        await producer.start()
+        try:
+            await publish_ticks(producer, settings.topics.prices, ticks, site_id=f"site-{codec}")
+        finally:
+            await producer.stop()
+    total = 1 + len(codecs) * len(ticks)
+    worker = Worker(settings)
+    assert await worker.run(max_messages=total, idle_timeout_s=20) == total
+    assert worker.processor.counters.rejected == 0
+    expected, _ = reference(settings, ticks)
+    published = await read_published(settings)
+    for codec in codecs:
+        assert trace_of(published.actions, f"site-{codec}") == expected, codec
