@@ -21,7 +21,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from battery_worker.battery import as_utc
 from battery_worker.errors import InvalidTick
-from battery_worker.ticks import CarbonIntensity, PriceTick, tick_error
+from battery_worker.ticks import EARLIEST_REAL_TIME, CarbonIntensity, PriceTick, tick_error
 
 MARKET_TIMESTAMP = "Datetime (UTC)"
 MARKET_PRICE = "Price (USD/MWh)"
@@ -209,11 +209,6 @@ def join_carbon(ticks: list[PriceTick], intensity: Mapping[datetime, float]) -> 
     return joined
 
 
-EARLIEST_NUMBER_TIME = datetime(2000, 1, 1, tzinfo=UTC)
-"""A time written as a number that falls before this is refused: no market's prices were published as
-seconds since 1970 then, and a spreadsheet's day number (45139 for 2023-08-01) read as seconds is 1970."""
-
-
 def _tick(source: Path, where: str, row: Mapping[str, Any], site_id: str | None) -> PriceTick:
     data = dict(row)
     if site_id is not None:
@@ -227,11 +222,11 @@ def _tick(source: Path, where: str, row: Mapping[str, Any], site_id: str | None)
             text += " (a decimal comma? write numbers with a decimal point)"
         raise PriceFileError(problem.field, problem.value, text) from None
     stamp = data.get("timestamp")
-    if _is_number(stamp) and tick.timestamp < EARLIEST_NUMBER_TIME:
+    if _is_number(stamp) and tick.timestamp < EARLIEST_REAL_TIME:
         problem_text = (
             f"{source.name} {where}: a time written as a number is seconds since 1970-01-01 UTC "
             f"(milliseconds above 2e10), so {stamp} is {tick.timestamp.isoformat()}, before "
-            f"{EARLIEST_NUMBER_TIME.year}: a spreadsheet's day number? write ISO 8601 times "
+            f"{EARLIEST_REAL_TIME.year}: a spreadsheet's day number? write ISO 8601 times "
             "(2023-08-01T00:00:00Z)"
         )
         raise PriceFileError("timestamp", stamp, problem_text)

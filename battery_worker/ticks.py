@@ -9,7 +9,7 @@ grid's intensity omit it, and it is None; when given it is finite and not negati
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from pydantic import (
@@ -28,6 +28,12 @@ from battery_worker.battery_config import PRICE_LIMIT
 from battery_worker.errors import InvalidTick
 
 DEFAULT_SITE_ID = "default"
+EARLIEST_REAL_TIME = datetime(2000, 1, 1, tzinfo=UTC)
+"""No market published its prices before this as a live feed or as seconds since 1970: a live tick stamped
+earlier is a producer's zero or default time (``0001-01-01``, ``1970-01-01``), which applied made a real
+order of a discharge (a producer review); a price file's time written as a number that reads as earlier is
+a spreadsheet's day number (45139 for 2023-08-01) read as seconds. A backtest of a price file in ISO text
+takes any year."""
 MAX_SITE_ID_BYTES = 200
 """A site id is a Kafka message key, so it is measured in bytes of UTF-8, wherever one is taken."""
 

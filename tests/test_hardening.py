@@ -144,6 +144,34 @@ def test_a_tick_whose_time_lies_outside_the_calendar_in_utc_is_dead_lettered(sta
     assert proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
 
 
+@pytest.mark.parametrize("stamp", ["0001-01-01T00:00:00Z", "1970-01-01T00:00:00Z", "1999-12-31T23:59:59Z"])
+def test_a_tick_from_before_2000_is_dead_lettered_as_a_producers_zero_time(stamp: str) -> None:
+    """A producer review: a first tick stamped 0001-01-01 or 1970-01-01 (a producer's default or zero
+    time) was applied, and its action was a discharge at 20 MW for the schedulers."""
+    proc, home = processor(), home_partition("alpha", 3)
+    body = orjson.dumps({"energy_price": 1.0, "hash_price": 1.0, "token_price": 1.0, "timestamp": stamp})
+    refused = proc.handle(InputRecord("prices", home, 0, b"alpha", body, NOW_MS))
+    assert refused.kind == "rejected"
+    assert str(refused.error) == (
+        f"timestamp='{stamp.replace('Z', '+00:00')}': before 2000-01-01T00:00:00+00:00: a producer's zero or "
+        "default time? (applied, it would be decided as a real price)"
+    )
+    assert proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
+
+
+def test_an_empty_message_key_is_refused_as_a_blank_site_id_as_a_blank_key_is() -> None:
+    """A producer review: an empty key was taken for no key (site ``default``), but its producer had
+    hashed it to a partition of its own, so each such tick was dead-lettered as off ``default``'s home,
+    'key price messages by site id', where a blank key was 'a site id is not blank'."""
+    proc = processor()
+    for offset, key in enumerate((b"", b"   ")):
+        for partition in range(3):
+            refused = proc.handle(InputRecord("prices", partition, offset, key, tick_bytes(0), NOW_MS))
+            assert refused.kind == "rejected"
+            assert refused.error is not None
+            assert (refused.error.field, refused.error.problem) == ("key", "a site id is not blank")
+
+
 def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:
     proc, home = processor(), home_partition("alpha", 3)
     ahead = orjson.dumps(

@@ -11,11 +11,12 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
 * ``already_applied``: the site's restored state already reflects this record (a re-read after a crash or
   rebalance). Nothing is emitted: its events were acknowledged before that state was written.
 * ``rejected``: not a valid tick; the original bytes go to the dead-letter topic with the reason. Besides a
-  malformed message, two valid-looking ticks are rejected so that one bad record cannot spoil a site: a tick
-  on another partition than its site's home partition (:mod:`battery_worker.pipeline.partitioning`),
-  and a tick stamped more than ``max_tick_ahead_s`` after its record's Kafka timestamp (applied, it would
-  make every later real tick of the site stale). Both rules read only the record, so the audit replay
-  decides alike.
+  malformed message, three valid-looking ticks are rejected so that one bad record cannot spoil a site: a
+  tick on another partition than its site's home partition (:mod:`battery_worker.pipeline.partitioning`),
+  a tick stamped more than ``max_tick_ahead_s`` after its record's Kafka timestamp (applied, it would
+  make every later real tick of the site stale), and one stamped before
+  :data:`~battery_worker.ticks.EARLIEST_REAL_TIME` (a producer's zero time, which applied would be an
+  order). The rules read only the record, so the audit replay decides alike.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from battery_worker.settings import DEFAULT_MAX_TICK_AHEAD_S, TopicNames
 from battery_worker.sites import SiteDirectory, SiteSetup
 from battery_worker.ticks import (
     DEFAULT_SITE_ID,
+    EARLIEST_REAL_TIME,
     PriceTick,
     seconds_too_far_ahead,
     site_id_problem,
@@ -409,7 +411,8 @@ class TickProcessor:
         if record.partition != home:
             problem = (
                 f"ticks of this site belong on partition {home} of {self._partitions} (its key's partition); "
-                "key price messages by site id, and restart a producer that has not seen prices grow"
+                "key price messages by site id with a murmur2 partitioner (librdkafka's default is not: "
+                "partitioner=murmur2_random), and restart a producer that has not seen prices grow"
             )
             return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
         ahead_s = seconds_too_far_ahead(tick.timestamp, record.timestamp_ms, self._max_ahead_s)
@@ -417,6 +420,12 @@ class TickProcessor:
             problem = (
                 f"{ahead_s:.0f} s after the record's Kafka timestamp "
                 f"(at most worker.max_tick_ahead_s={self._max_ahead_s:g})"
+            )
+            return self._reject(record, InvalidTick("timestamp", tick.timestamp.isoformat(), problem), now_ms)
+        if tick.timestamp < EARLIEST_REAL_TIME:
+            problem = (
+                f"before {EARLIEST_REAL_TIME.isoformat()}: a producer's zero or default time? (applied, it "
+                "would be decided as a real price)"
             )
             return self._reject(record, InvalidTick("timestamp", tick.timestamp.isoformat(), problem), now_ms)
         if site is None:
@@ -487,9 +496,7 @@ class TickProcessor:
                 key_site = record.key.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
-            if not key_site:
-                key_site = None
-            elif key_site not in self._sites and (problem := site_id_problem(key_site)) is not None:
+            if key_site not in self._sites and (problem := site_id_problem(key_site)) is not None:
                 raise InvalidTick("key", repr(record.key[:50]), problem)  # a known site's id passed it
         if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
             raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
