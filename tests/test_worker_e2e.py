@@ -280,6 +280,47 @@ async def test_a_compacted_log_topic_is_said_at_start(
     assert not any(topics.prices + " has" in line for line in warned), "the worker made it: delete"
 
 
+async def test_a_status_or_history_topic_that_deletes_and_prices_of_fewer_partitions_are_said_at_start(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An SRE review: status and history made with cleanup.policy=delete and retention.ms=60000, and a
+    prices topic a producer had made with the broker's one partition (topics.partitions 3: the group's
+    other workers idle), started without a word."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    topics = settings.topics
+    deleting = {"cleanup.policy": "delete", "retention.ms": "60000"}
+    await create_topics(
+        settings, [(topics.prices, 1, {}), (topics.status, 1, deleting), (topics.history, 1, deleting)]
+    )
+    await Worker(settings).run(idle_timeout_s=0.5)
+    warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert (
+        f"topic {topics.status} has cleanup.policy=delete with retention.ms=60000: a site quiet that long "
+        "drops out of battery-worker status; the worker creates it compacted (kafka-configs --alter "
+        f"--entity-type topics --entity-name {topics.status} --add-config cleanup.policy=compact)"
+    ) in warned
+    assert any(
+        line.startswith(
+            f"topic {topics.history} has cleanup.policy=delete with retention.ms=60000: the "
+            "operation log loses every tick older than that;"
+        )
+        for line in warned
+    )
+    assert (
+        f"topic {topics.prices} has 1 partition(s), where topics.partitions is 3 (created before the worker, "
+        "by a producer and the broker's num.partitions?): at most 1 worker(s) of the group have work; grow "
+        "it as docs/delivery.md says, 'Adding partitions'"
+    ) in warned
+    caplog.clear()
+    fresh = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await Worker(fresh).run(idle_timeout_s=0.2)
+    await Worker(fresh).run(idle_timeout_s=0.2)  # on the topics it made: nothing to say
+    assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+
+
 async def test_a_start_on_existing_topics_describes_their_configs_in_two_requests(
     kafka_bootstrap: str,
     new_topic_name: Callable[[], str],
@@ -288,7 +329,7 @@ async def test_a_start_on_existing_topics_describes_their_configs_in_two_request
 ) -> None:
     """The state topic's configs, checked before anything is created, were asked for again after, and each
     log topic's in a request of its own: five DescribeConfigs at every start. Now the state topic's and
-    the three log topics' (prices, actions, dead letters) together."""
+    the log topics' (prices, actions, dead letters) and the kept ones' (status, history) together."""
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
     await Worker(settings).run(idle_timeout_s=0.2)  # creates the topics
     asked: list[list[str]] = []
@@ -301,7 +342,8 @@ async def test_a_start_on_existing_topics_describes_their_configs_in_two_request
     monkeypatch.setattr(AIOKafkaAdminClient, "describe_configs", counted)
     await Worker(settings).run(idle_timeout_s=0.2)
     topics = settings.topics
-    assert asked == [[topics.state], sorted([topics.prices, topics.actions, topics.dlq])]
+    logs_and_kept = [topics.prices, topics.actions, topics.dlq, topics.status, topics.history]
+    assert asked == [[topics.state], sorted(logs_and_kept)]
 
 
 async def test_a_state_topic_of_other_partitions_than_prices_would_get_is_refused_before_creating_it(

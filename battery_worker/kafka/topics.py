@@ -120,7 +120,8 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
                 f"created with topics.partitions={topics.partitions}: they must match (set it to {stored})"
             )
         await _check_state_configs(admin, topics.state)
-    await _warn_if_compacted(admin, [t for t in (topics.prices, topics.actions, topics.dlq) if t in existing])
+    await _warn_of_cleanup(admin, topics, existing)
+    _warn_if_fewer_partitions(topics, existing)
     first = [spec for spec in missing if spec.name != topics.state]
     if first:
         await _create(admin, first, topics, topics.partitions)
@@ -299,27 +300,68 @@ def cleanup_policies(configs: dict[str, str]) -> set[str]:
     return {part.strip() for part in configs.get("cleanup.policy", "delete").split(",")}
 
 
-async def _warn_if_compacted(admin: AIOKafkaAdminClient, names: list[str]) -> None:
+def _warn_if_fewer_partitions(topics: TopicSettings, existing: dict[str, int]) -> None:
+    """``prices`` found with fewer partitions than ``topics.partitions``: made by a producer before any
+    worker, with the broker's ``num.partitions`` (1 by default; an SRE review's group then had one busy
+    worker, the others idle, and nothing said it). Said, not refused: the count may be chosen."""
+    found = existing.get(topics.prices)
+    if found is not None and found < topics.partitions:
+        log.warning(
+            "topic %s has %d partition(s), where topics.partitions is %d (created before the worker, by a "
+            "producer and the broker's num.partitions?): at most %d worker(s) of the group have work; grow "
+            "it as docs/delivery.md says, 'Adding partitions'",
+            topics.prices,
+            found,
+            topics.partitions,
+            found,
+        )
+
+
+async def _warn_of_cleanup(
+    admin: AIOKafkaAdminClient, topics: TopicSettings, existing: dict[str, int]
+) -> None:
     """A log topic (prices, actions, dead letters) keyed by site and compacted keeps only each site's
-    latest record: downstream loses every action but the last, the audit every price. Said, not refused:
-    an operator may compact with a long lag on purpose."""
-    if not names:
+    latest record: downstream loses every action but the last, the audit every price. A status or history
+    topic that deletes (the worker creates them compacted) loses a quiet site's status from ``status``, and
+    the operation log's older ticks (an SRE review's 60-second retention passed without a word). Said, not
+    refused: an operator may choose either on purpose."""
+    logs = [name for name in (topics.prices, topics.actions, topics.dlq) if name in existing]
+    kept = [name for name in (topics.status, topics.history) if name in existing]
+    if not logs and not kept:
         return
     try:
-        described = await _describe_configs(admin, names)
+        described = await _describe_configs(admin, [*logs, *kept])
     except KafkaError as error:
-        log.info("cannot check the cleanup.policy of %s (%s); carrying on", ", ".join(names), error)
+        log.info("cannot check the cleanup.policy of %s (%s); carrying on", ", ".join(logs + kept), error)
         return
-    for name in names:
+    for name in [*logs, *kept]:
         configs = described.get(name)
         if isinstance(configs, KafkaError):  # no DESCRIBE_CONFIGS on it: the worker needs none here
             log.info("cannot check topic %s's cleanup.policy (%s); carrying on", name, configs)
-        elif configs is not None and "compact" in cleanup_policies(configs):
+        elif configs is None:
+            continue
+        elif name in logs and "compact" in cleanup_policies(configs):
             log.warning(
                 "topic %s has cleanup.policy=%s: keyed by site, compaction keeps only each site's latest "
                 "record (downstream and the audit replay lose the rest); it is a log, delete is its policy",
                 name,
                 configs["cleanup.policy"],
+            )
+        elif name in kept and "compact" not in cleanup_policies(configs):
+            lost = (
+                "a site quiet that long drops out of battery-worker status"
+                if name == topics.status
+                else "the operation log loses every tick older than that"
+            )
+            log.warning(
+                "topic %s has cleanup.policy=%s with retention.ms=%s: %s; the worker creates it compacted "
+                "(kafka-configs --alter --entity-type topics --entity-name %s --add-config "
+                "cleanup.policy=compact)",
+                name,
+                configs.get("cleanup.policy", "delete"),
+                configs.get("retention.ms", "604800000"),
+                lost,
+                name,
             )
 
 
