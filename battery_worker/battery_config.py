@@ -38,6 +38,9 @@ A capacity of 1e308 was taken: the charge became infinite, and every event and s
 BatteryFields = dict[str, Any]
 """Some of :class:`BatteryConfig`'s fields by name (a preset, a site's overrides): numbers but for
 ``cycle_day_timezone``; checked when a config is built from them."""
+FRACTIONS_BELOW = 1.0
+"""A state-of-charge window whose top is at most this looks written as fractions (0.9 meant as 90 %)."""
+PERCENTS_NOT_FRACTIONS = "the *_charge_percent settings are percents (0–100), not fractions"
 _SECONDS_PER_DAY = 86_400
 _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
@@ -126,11 +129,10 @@ class BatteryConfig:
                 "min_charge_percent", self.min_charge_percent, "must not exceed max_charge_percent"
             )
         if not self.min_charge_percent <= self.initial_charge_percent <= self.max_charge_percent:
-            raise InvalidConfig(
-                "initial_charge_percent",
-                self.initial_charge_percent,
-                f"must be within min/max charge ({self.min_charge_percent}-{self.max_charge_percent})",
-            )
+            problem = f"must be within min/max charge ({self.min_charge_percent}-{self.max_charge_percent})"
+            if self.max_charge_percent <= FRACTIONS_BELOW:  # 0.9 meant as 90 % refused the default 50
+                problem += f": {PERCENTS_NOT_FRACTIONS}"
+            raise InvalidConfig("initial_charge_percent", self.initial_charge_percent, problem)
 
     @cached_property
     def one_way_efficiency(self) -> float:

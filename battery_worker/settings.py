@@ -397,7 +397,27 @@ class MonitorSettings(BaseModel):
             raise InvalidConfig(
                 "monitor.headers_from_env", sorted(self.headers_from_env), f"{', '.join(missing)} not set"
             )
-        return {header: os.environ[variable] for header, variable in self.headers_from_env.items()}
+        headers = {header: os.environ[variable] for header, variable in self.headers_from_env.items()}
+        for header, value in headers.items():
+            problem = _header_value_problem(value)
+            if problem is not None:  # named by its variable: the value may be a secret
+                variable = self.headers_from_env[header]
+                problem = f"{variable} {problem}, so it cannot be sent as {header}"
+                raise InvalidConfig("monitor.headers_from_env", header, problem)
+        return headers
+
+
+def _header_value_problem(value: str) -> str | None:
+    """Why an HTTP client refuses to send ``value`` as a header's value (``http.client``: Latin-1, no line
+    break), or None. Found at the first poll, it stopped the monitor as "unexpected ... (a bug)" (a review
+    set a key holding an ellipsis)."""
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return "holds a character outside Latin-1"
+    if any(character in value for character in "\r\n\0"):
+        return "holds a line break or a NUL"
+    return None
 
 
 class EmissionsSettings(BaseModel):
@@ -697,7 +717,11 @@ def load_settings(
         if isinstance(first.get("ctx", {}).get("error"), InvalidValue):
             raise config_error("", error) from None  # a model's own check names its field
         field = ".".join(str(part) for part in first["loc"]) or "settings"
-        given = _where_given(first["loc"], init, toml_data, toml_path)
+        # A section's own check (kafka's SASL settings without a SASL protocol) is of several settings,
+        # each given anywhere: naming where the section was given said "given by a flag" of a refusal of
+        # variables, where the flag gave the bootstrap address alone (a docs review).
+        whole_section = len(first["loc"]) == 1 and first["type"] == "value_error"
+        given = "" if whole_section else _where_given(first["loc"], init, toml_data, toml_path)
         if first["type"] in _NO_SUCH_FIELD and first["loc"][0] in _SECTIONS_WITHOUT_SECRETS:
             raise InvalidConfig(
                 field, first.get("input"), f"no such field ({given})" if given else "no such field"

@@ -14,7 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from battery_worker.battery_config import BatteryConfig, BatteryFields
+from battery_worker.battery_config import (
+    FRACTIONS_BELOW,
+    PERCENTS_NOT_FRACTIONS,
+    BatteryConfig,
+    BatteryFields,
+)
 from battery_worker.chemistries import chemistry_fields
 from battery_worker.emissions import DEFAULT_CARRY_HOURS
 from battery_worker.errors import InvalidConfig
@@ -98,12 +103,11 @@ class SiteSetup:
         ``max_charge_percent = 0.9`` meant as 90 % passed (a fleet review): the battery ran in a window of
         under 1 % of its capacity. Said, not refused: nothing forbids a battery so used."""
         config = self.config
-        if config.max_charge_percent > 1.0:
+        if config.max_charge_percent > FRACTIONS_BELOW:
             return None
         return (
             f"its state-of-charge window is {config.min_charge_percent:g}–{config.max_charge_percent:g} % "
-            f"of {config.capacity_mwh:g} MWh: the *_charge_percent settings are percents (0–100), not "
-            "fractions"
+            f"of {config.capacity_mwh:g} MWh: {PERCENTS_NOT_FRACTIONS}"
         )
 
     def warnings(self) -> dict[str, str]:

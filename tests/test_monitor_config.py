@@ -32,6 +32,27 @@ def test_monitor_settings_come_from_the_environment_and_header_values_from_named
 
 
 @pytest.mark.parametrize(
+    ("value", "problem"),
+    [("k\u2026", "holds a character outside Latin-1"), ("ab\ncd", "holds a line break or a NUL")],
+)
+def test_a_header_value_no_http_client_sends_is_refused_at_start_naming_its_variable(
+    value: str, problem: str
+) -> None:
+    """A docs review: an API key holding an ellipsis passed the start, then stopped the monitor at its first
+    poll as "unexpected UnicodeEncodeError ... (a bug)", exit 1, its summary saying "errors: none"."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BATTERY_WORKER_MONITOR")}
+    env["MARA_KEY"] = value
+    flags = ["--url", "http://127.0.0.1:1/p", "--header", "X-Api-Key=MARA_KEY", "--max-polls", "1"]
+    result = cli("monitor", "--bootstrap-servers", "127.0.0.1:1", *flags, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (
+        f"battery-worker: error: monitor.headers_from_env='X-Api-Key': MARA_KEY {problem}, so it cannot be "
+        "sent as X-Api-Key"
+    )
+    assert value not in result.stderr
+
+
+@pytest.mark.parametrize(
     ("monitor", "field"),
     [
         ({"url": "ftp://prices.example/"}, "monitor.url"),

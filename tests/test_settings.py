@@ -266,6 +266,17 @@ def test_a_window_written_as_fractions_is_named_for_the_worker_to_warn() -> None
     }
 
 
+def test_a_window_top_written_as_a_fraction_alone_is_refused_saying_percents() -> None:
+    """A docs review set max_charge_percent = 1 (meaning 100 %) alone: the refusal named the default
+    initial_charge_percent it never touched, without the hint the warning gives."""
+    with pytest.raises(InvalidConfig) as refused:
+        load_settings(None, {"battery": {"max_charge_percent": 0.9}})
+    assert str(refused.value) == (
+        "battery.initial_charge_percent=50.0: must be within min/max charge (0.0-0.9): the *_charge_percent "
+        "settings are percents (0–100), not fractions"
+    )
+
+
 def test_a_fleet_s_start_says_each_kind_of_warning_once_and_shows_a_few_sites() -> None:
     """A review run as the operator of 2,000 sites: every start of every worker logged 3,252 WARNING lines,
     two per site, and the settings as one line of 324 KB."""
