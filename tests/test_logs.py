@@ -256,6 +256,28 @@ def test_a_coordinator_missing_for_long_is_a_warning_once_per_interval() -> None
     assert other.levelname == "ERROR"
 
 
+def test_a_topic_missing_from_the_metadata_is_one_warning_per_topic_per_interval() -> None:
+    """An SRE review restarted the broker empty: 90 ERROR lines 'Topic prices not found in cluster metadata'
+    in 50 ms before the worker's own line naming the missing topic."""
+    now = [100.0]
+    noise = KafkaClientNoise(logging.INFO, persist_s=10.0, clock=lambda: now[0])
+    shown = []
+    for step in range(90):
+        now[0] = 100.0 + step / 1000
+        for topic in ("prices", "battery.state"):
+            record = _aiokafka_line("aiokafka.cluster", "Topic %s not found in cluster metadata", topic)
+            if noise.filter(record):
+                shown.append((record.levelname, record.getMessage()))
+    assert shown == [
+        ("WARNING", f"Topic {topic} not found in cluster metadata (said once per 10 s)")
+        for topic in ("prices", "battery.state")
+    ]
+    now[0] += 10
+    assert noise.filter(
+        _aiokafka_line("aiokafka.cluster", "Topic %s not found in cluster metadata", "prices")
+    )
+
+
 def test_a_broker_out_of_reach_is_one_warning_then_one_every_interval_not_a_hundred_errors_a_second() -> None:
     """A broker stopped for 87 s: some 9,000 aiokafka lines, ERROR most, and 'no group coordinator (can the
     brokers create and lead __consumer_offsets?)' every 10 s, where the broker was simply down."""

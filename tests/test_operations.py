@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import sys
@@ -318,6 +319,12 @@ async def test_status_shows_last_action_tick_age_and_the_groups_lag(
     assert "no status of site 'no-such-site'" in both.stderr
     assert "beta" in both.stdout
     assert "alpha" not in both.stdout
+    none = cli("status", "--site", "no-such-site", env=env)  # not also "no status published yet"
+    assert (none.returncode, none.stdout) == (1, "")
+    assert (
+        none.stderr.strip()
+        == f"battery-worker status: no status of site 'no-such-site' in {settings.topics.status}"
+    )
 
 
 @pytest.mark.broker
@@ -364,6 +371,25 @@ def test_the_dockerfile_asks_for_non_root_a_slim_base_and_a_stop_budget_within_t
     shutdown_s = make_settings("x:1", "t", "g").worker.shutdown_timeout_s
     assert "stop_grace_period: 30s" in compose
     assert shutdown_s < 30  # Kubernetes' default terminationGracePeriodSeconds, and compose's above
+
+
+def test_the_compose_files_topics_have_the_configs_the_worker_gives_its_own() -> None:
+    """A docs review: kafka-init made the state and status topics compacted alone, without the hourly
+    segments operations.md calls needed for fast restores (a topic made by hand keeps its segments)."""
+    from battery_worker.kafka.topics import topic_specs
+    from battery_worker.settings import TopicSettings
+
+    compose = (Path(__file__).resolve().parent.parent / "docker-compose.kafka.yml").read_text()
+    made: dict[str, dict[str, str]] = {}
+    names: list[str] = []
+    for line in compose.splitlines():
+        line = line.strip()
+        if line.startswith("for t in "):
+            names = line.removeprefix("for t in ").removesuffix("; do").split()
+        elif "--create" in line:
+            configs = dict(part.split("=", 1) for part in re.findall(r"--config (\S+)", line))
+            made.update(dict.fromkeys(names, configs))
+    assert made == {spec.name: spec.configs for spec in topic_specs(TopicSettings())}
 
 
 def test_metrics_port_comes_from_toml_then_environment(

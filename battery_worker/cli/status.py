@@ -64,6 +64,8 @@ def cmd_status(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
     code = 1 if missing else 0
+    if args.site and not statuses and not args.json:  # each said missing: not "no status published yet"
+        return code
     if args.json:
         import orjson
 

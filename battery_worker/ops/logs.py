@@ -119,6 +119,10 @@ REBALANCING = "Heartbeat failed for group %s because it is rebalancing"
 rebalance itself (``revoked``, ``assigned``), so it is ``INFO``."""
 COORDINATOR_LOOKUP_FAILED = "Group Coordinator Request failed: %s"
 """aiokafka's line for each failed lookup of the group's coordinator, logged at ERROR and retried."""
+TOPIC_NOT_FOUND = "Topic %s not found in cluster metadata"
+"""aiokafka's ERROR at each metadata answer without a topic it follows: 90 in 50 ms of a broker restarted
+empty (an SRE review), before the worker's own line naming the missing topic. Said once per topic per
+``persist_s``, as a ``WARNING``."""
 CONNECTION_FAILURES = frozenset(
     (
         "Unable connect to node with id %s: %s",
@@ -149,6 +153,8 @@ class KafkaClientNoise(logging.Filter):
       a ``WARNING`` that says the rest are counted; then one ``WARNING`` per ``persist_s`` gives how long
       and how many, with the latest line; a run ends when none has come for ``persist_s``. A failed
       coordinator lookup within such a run is one of them (not the hint about ``__consumer_offsets``).
+    - A topic missing from a metadata answer (:data:`TOPIC_NOT_FOUND`): a ``WARNING`` once per topic per
+      ``persist_s``.
     - A retriable failure to find the group's coordinator: a brand-new cluster answers so until it has
       created ``__consumer_offsets``, and aiokafka asks again every 100 ms. The first lines of a run of them
       are ``INFO``; once the run has lasted ``persist_s`` the coordinator is really missing (for example
@@ -170,6 +176,7 @@ class KafkaClientNoise(logging.Filter):
         self._last_connection_failure = 0.0
         self._last_outage_line = 0.0
         self._not_shown = 0
+        self._topics_missing: dict[str, float] = {}
 
     def filter(self, record: logging.LogRecord) -> bool:
         if not record.name.startswith("aiokafka"):
@@ -189,7 +196,22 @@ class KafkaClientNoise(logging.Filter):
         if message == SESSION_EXPIRED:
             _relevel(record, logging.WARNING)
             return self._level <= logging.WARNING
+        if message == TOPIC_NOT_FOUND:
+            return self._topic_not_found(record)
         return True
+
+    def _topic_not_found(self, record: logging.LogRecord) -> bool:
+        if self._level <= logging.DEBUG:
+            return True
+        args = record.args if isinstance(record.args, tuple) else ()
+        topic, now = str(args[0]) if args else "", self._clock()
+        said = self._topics_missing.get(topic)
+        if said is not None and now - said < self._persist_s:
+            return False
+        self._topics_missing[topic] = now
+        _relevel(record, logging.WARNING)
+        record.msg = f"{record.msg} (said once per {self._persist_s:.0f} s)"
+        return self._level <= logging.WARNING
 
     def _in_outage(self, now: float) -> bool:
         return self._outage_started is not None and now - self._last_connection_failure <= self._persist_s
