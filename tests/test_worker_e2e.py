@@ -470,3 +470,42 @@ async def test_ticks_compressed_with_every_codec_a_producer_may_choose_are_appli
     published = await read_published(settings)
     for codec in codecs:
         assert trace_of(published.actions, f"site-{codec}") == expected, codec
+
+
+async def test_records_read_again_after_a_rewind_are_counted_and_said_in_the_closing_line(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A producer review summed the closing lines' "applied" over two runs: 80 more than the ticks it
+    sent, the ticks applied again after rewinds, which nothing said."""
+    from aiokafka.errors import KafkaConnectionError
+
+    from battery_worker.kafka.worker_stats import summary
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    ticks = ercot_week()[:20]
+    await feed(settings, ticks, "s1")
+    worker = Worker(settings)
+    send_all = Worker._send_all
+    failed: list[int] = []
+
+    async def failing_once(self: Worker, outputs: list[Any]) -> None:
+        if not failed:
+            failed.append(len(outputs))
+            raise KafkaConnectionError("a send lost (the test)")
+        await send_all(self, outputs)
+
+    monkeypatch.setattr(Worker, "_send_all", failing_once)
+    handled = await worker.run(idle_timeout_s=3)
+    again = worker.stats.read_again
+    assert worker.stats.rewinds == 1
+    assert 0 < again <= len(ticks)
+    assert handled == len(ticks)  # the batches that went through
+    assert worker.processor.counters.total == len(ticks) + again
+    assert worker.processor.counters.applied == len(ticks) + again
+    line = summary(worker.processor.counters, worker.stats, 1)
+    assert f", 1 rewinds ({again} records read again), " in line
+    published = await read_published(settings)
+    assert len({a.event_id for a in published.actions}) == len(ticks)

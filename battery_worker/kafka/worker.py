@@ -119,6 +119,10 @@ class Worker:
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
         self._state_written: set[int] = set()
+        self._read_up_to: dict[TopicPartition, int] = {}
+        """Per partition, the offset after the furthest record handled: what a rewind makes read again."""
+        self._again_until: dict[TopicPartition, int] = {}
+        """Since a rewind, per partition: records before this offset are read a second time."""
         """State partitions known to hold records (restored, or written since): their commits say so
         (:data:`.positions.STATE_STORED`). Not the homes of the sites held: after ``prices`` grew, a site's
         new home was marked before its state was written there (a review of the diff)."""
@@ -281,6 +285,7 @@ class Worker:
         now_ms = int(time.time() * 1000)
         count = 0
         for tp, records in self._owned(batch):
+            self._note_read(tp, records)
             count += self._handle_all(records, now_ms, outputs)
             commits[tp] = records[-1].offset + 1
         # Step 3. send and await events (actions, status, history, dead letters)
@@ -334,6 +339,7 @@ class Worker:
         now_ms = int(time.time() * 1000)
         count = 0
         for tp, records in self._owned(batch):
+            self._note_read(tp, records)
             outputs: list[OutputRecord] = []
             count += self._handle_all(records, now_ms, outputs)
             outputs.extend(self.processor.take_state_records())  # this partition's sites only
@@ -358,6 +364,18 @@ class Worker:
         self._state_written.update(
             o.partition for o in outputs if o.topic == state and o.partition is not None
         )
+
+    def _note_read(self, tp: TopicPartition, records: Sequence[ConsumedRecord]) -> None:
+        """Counts the records read again since a rewind (once per partition's batch, not per record)."""
+        end = records[-1].offset + 1
+        until = self._again_until.get(tp)
+        if until is not None:
+            if records[0].offset < until:
+                self.stats.read_again += sum(1 for record in records if record.offset < until)
+            if end >= until:
+                del self._again_until[tp]
+        if end > self._read_up_to.get(tp, 0):
+            self._read_up_to[tp] = end
 
     def _owned(
         self, batch: Mapping[TopicPartition, Sequence[ConsumedRecord]]
@@ -408,6 +426,7 @@ class Worker:
             with contextlib.suppress(KafkaError, BatteryWorkerError):
                 await self._tail.settle()  # its failure is why we rewind, or irrelevant now
             self.stats.rewinds += 1
+            self._again_until = dict(self._read_up_to)
             self.processor.drop_all()
             self._checkpoint.drop()
             self._give_up_fenced()

@@ -59,6 +59,9 @@ class WorkerStats:
     commit_failures: int = 0
     """Commits refused after a rebalance: logged, nothing lost, no rewind."""
     rewinds: int = 0
+    read_again: int = 0
+    """Records this worker handled a second time, read again after a rewind: in the counts by outcome
+    twice (a producer review could not reconcile "applied" with the ticks it sent)."""
     errors: dict[FailureKind, int] = field(default_factory=lambda: dict.fromkeys(FAILURE_KINDS, 0))
     """Failed fetches, sends, commits and restores, counted where they failed."""
     transactions: dict[TransactionOutcome, int] = field(
@@ -94,6 +97,7 @@ def summary(counters: Counters, stats: WorkerStats, sites_in_memory: int) -> str
     return (
         f"{counters.total} records ({counters.applied} applied, {counters.stale} stale, "
         f"{counters.already_applied} already applied, {counters.rejected} to DLQ), {stats.batches} batches, "
-        f"{stats.checkpoints} checkpoints, {stats.rebalances} rebalances, {stats.rewinds} rewinds, "
+        f"{stats.checkpoints} checkpoints, {stats.rebalances} rebalances, {stats.rewinds} rewinds"
+        f"{f' ({stats.read_again} records read again)' if stats.read_again else ''}, "
         f"{sites_in_memory} sites in memory"
     )
