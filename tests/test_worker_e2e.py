@@ -293,7 +293,12 @@ async def test_a_status_or_history_topic_that_deletes_and_prices_of_fewer_partit
     topics = settings.topics
     deleting = {"cleanup.policy": "delete", "retention.ms": "60000"}
     await create_topics(
-        settings, [(topics.prices, 1, {}), (topics.status, 1, deleting), (topics.history, 1, deleting)]
+        settings,
+        [
+            (topics.prices, 1, {}),
+            (topics.status, 1, deleting),
+            (topics.history, 1, deleting),
+        ],
     )
     await Worker(settings).run(idle_timeout_s=0.5)
     warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
@@ -316,6 +321,8 @@ async def test_a_status_or_history_topic_that_deletes_and_prices_of_fewer_partit
     ) in warned
     caplog.clear()
     fresh = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    kept_for_ever = {"cleanup.policy": "delete", "retention.ms": "-1"}  # nothing lost: read longer
+    await create_topics(fresh, [(fresh.topics.status, 3, kept_for_ever)])
     await Worker(fresh).run(idle_timeout_s=0.2)
     await Worker(fresh).run(idle_timeout_s=0.2)  # on the topics it made: nothing to say
     assert not [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]

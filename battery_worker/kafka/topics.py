@@ -347,7 +347,11 @@ async def _warn_of_cleanup(
                 name,
                 configs["cleanup.policy"],
             )
-        elif name in kept and "compact" not in cleanup_policies(configs):
+        elif (
+            name in kept
+            and "compact" not in cleanup_policies(configs)
+            and configs.get("retention.ms") != "-1"  # kept for ever: nothing lost, only read longer
+        ):
             lost = (
                 "a site quiet that long drops out of battery-worker status"
                 if name == topics.status
