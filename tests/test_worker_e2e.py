@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -516,3 +517,35 @@ async def test_records_read_again_after_a_rewind_are_counted_and_said_in_the_clo
     assert f", 1 rewinds ({again} records read again), " in line
     published = await read_published(settings)
     assert len({a.event_id for a in published.actions}) == len(ticks)
+
+
+async def test_a_codec_this_install_cannot_read_stops_the_worker_naming_the_fix(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An upgrade review pulled the version that needs cramjam into an install without it: lz4 ticks made
+    every partition rewind without end (4 s, 8 s, 16 s ...), 0 applied, nothing naming the fix."""
+    import aiokafka.codec
+    from aiokafka import AIOKafkaProducer
+
+    from battery_worker.kafka.clients import connection_options
+    from battery_worker.kafka.exceptions import CodecMissing
+    from battery_worker.kafka.tools.feed import publish_ticks
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await feed(settings, ercot_week()[:1], "first")
+    producer = AIOKafkaProducer(**connection_options(settings.kafka), compression_type="lz4")
+    await producer.start()
+    try:
+        await publish_ticks(producer, settings.topics.prices, ercot_week()[1:5], site_id="first")
+    finally:
+        await producer.stop()
+    monkeypatch.setattr(aiokafka.codec, "has_lz4", lambda: False)
+    worker = Worker(settings)
+    with pytest.raises(CodecMissing) as stopped:
+        await asyncio.wait_for(worker.run(idle_timeout_s=10), 60)
+    assert "compressed with a codec this install cannot read" in str(stopped.value)
+    assert "pip install -e ." in str(stopped.value)
+    assert worker.stats.rewinds == 0

@@ -27,6 +27,7 @@ from aiokafka.errors import (
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     TransactionalIdAuthorizationFailed,
+    UnsupportedCodecError,
     UnsupportedSaslMechanismError,
 )
 
@@ -34,6 +35,7 @@ from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.kafka.exceptions import (
     AuthenticationFailed,
     BrokerUnavailable,
+    CodecMissing,
     NotAuthorized,
     TlsHandshakeFailed,
 )
@@ -89,6 +91,12 @@ def typed(error: BaseException, kafka: KafkaSettings) -> BatteryWorkerError | No
             "(as set)",
             f"Kafka at {servers} refuses it: it must lie within the broker's group.min.session.timeout.ms "
             "and group.max.session.timeout.ms (6 s and 30 min by default)",
+        )
+    if isinstance(error, UnsupportedCodecError):
+        return CodecMissing(
+            f"records fetched from Kafka at {servers} are compressed with a codec this install cannot read "
+            f"({_describe(error)}): install the project's dependencies again (pip install -e ., or the "
+            "image rebuilt: cramjam reads lz4, snappy and zstd)"
         )
     if isinstance(error, ssl.SSLError):
         return TlsHandshakeFailed(

@@ -80,6 +80,12 @@ class NotAuthorized(BatteryWorkerError):
     Nothing whose outputs were refused is committed; grant the ACL and start again."""
 
 
+class CodecMissing(BatteryWorkerError):
+    """Records are compressed with a codec this install has no library for (``cramjam``, a dependency
+    since 2026-12-06). Not an outage: every rewind fetched the same batch again and stalled every partition
+    of the worker (an upgrade review pulled the new version into an install without installing it)."""
+
+
 class TlsHandshakeFailed(BatteryWorkerError):
     """The broker's certificate does not verify against ``kafka.ssl_cafile`` or does not match the address."""
 
