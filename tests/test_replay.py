@@ -1162,3 +1162,37 @@ async def test_a_replay_under_a_dear_policy_stops_within_a_moment_of_the_signal(
     assert ended == 143, err
     assert out == ""
     assert took < 5.0, f"{took:.1f} s from the signal to the end"
+
+
+async def test_a_decision_this_version_dead_letters_is_said_with_why_and_the_rules_named(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """An upgrade review replayed with today's version a history where last week's had applied a tick of
+    1970 (dead-lettered since): 'recorded ... vs recomputed nothing', no why, and the fingerprint line
+    blamed the settings (--config, --policy) where the code's decision rules had changed."""
+    from battery_worker.pipeline import processing
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    zero = PriceTick(
+        energy_price=30.0, hash_price=1.0, token_price=1.0, timestamp=datetime(1970, 1, 1, tzinfo=UTC)
+    )
+    await feed(settings, [zero, *ercot_week()[:3]], "solo")
+    monkeypatch.setattr(processing, "EARLIEST_REAL_TIME", datetime(1, 1, 1, tzinfo=UTC))  # last week's rules
+    assert await Worker(settings).run(max_messages=4, idle_timeout_s=20) == 4
+    monkeypatch.undo()
+    report = tmp_path / "report.json"
+    replayed = cli("replay", "--report", str(report), env=settings_env(settings))
+    assert replayed.returncode == 1, replayed.stderr
+    line = next(line for line in replayed.stdout.splitlines() if line.startswith("site solo: first"))
+    assert line.endswith(
+        "vs recomputed nothing (the recomputation dead-letters its tick: "
+        "timestamp='1970-01-01T00:00:00+00:00': before 2000-01-01T00:00:00+00:00: a producer's zero or "
+        "default time? (applied, it would be decided as a real price))"
+    ), line
+    assert "or its version decided by other rules (this one's: dispatch.DECISION_RULES" in replayed.stdout
+    first = json.loads(report.read_text())["actions"]["sites"]["solo"]["first"]
+    assert first["recomputation_refused"].startswith("timestamp='1970-01-01T00:00:00+00:00': before 2000")

@@ -36,6 +36,7 @@ from battery_worker.cli.common import (
     stdout_console,
     terminal_text,
 )
+from battery_worker.dispatch import DECISION_RULES
 from battery_worker.errors import InvalidConfig
 from battery_worker.kafka.tools.replay import Progress as ReplayProgress
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
@@ -222,7 +223,11 @@ def run(args: argparse.Namespace) -> int:
             )
         differing = [site.first for _, site in sorted(audited.sites.items()) if site.first is not None]
         for first in differing[:_FIRST_DIFFERENCES_SHOWN]:
-            out.print(terminal_text(first.describe(kind)), highlight=False)
+            line = first.describe(kind)
+            refusal = result.refused.get(first.source) if first.recomputed is None else None
+            if refusal is not None:  # a version that dead-letters what the recording one applied (replay.md)
+                line += f" (the recomputation dead-letters its tick: {refusal})"
+            out.print(terminal_text(line), highlight=False)
         if len(differing) > _FIRST_DIFFERENCES_SHOWN:
             rest = len(differing) - _FIRST_DIFFERENCES_SHOWN
             out.print(
@@ -239,7 +244,8 @@ def run(args: argparse.Namespace) -> int:
         out.print(
             f"recomputed with decision settings fingerprint {' then '.join(fingerprints)}: each worker logs "
             "its own at start (battery_worker_settings_info); where the worker's differs, its settings "
-            "differed from these (--config, --policy, --policy-param)",
+            "differed from these (--config, --policy, --policy-param) or its version decided by other "
+            f"rules (this one's: dispatch.DECISION_RULES {DECISION_RULES}, docs/replay.md lists the changes)",
             highlight=False,
         )
     if args.report is not None:
@@ -291,7 +297,7 @@ def _report(result: ReplayResult, verdict: Verdict) -> dict[str, Any]:
         return {
             "totals": _counts(report.totals()),
             "sites": {
-                site_id: {**_counts(site), "first": _first(site.first)}
+                site_id: {**_counts(site), "first": _first(site.first, result.refused)}
                 for site_id, site in sorted(report.sites.items())
             },
             "unreadable": report.unreadable,
@@ -342,7 +348,7 @@ def _counts(site: SiteReport) -> dict[str, int]:
     }
 
 
-def _first(first: Divergence | None) -> dict[str, Any] | None:
+def _first(first: Divergence | None, refused: dict[str, str]) -> dict[str, Any] | None:
     if first is None:
         return None
     return {
@@ -353,6 +359,7 @@ def _first(first: Divergence | None) -> dict[str, Any] | None:
         "recorded_at": first.recorded_at or None,
         "recorded": first.recorded,
         "recomputed": first.recomputed,
+        "recomputation_refused": refused.get(first.source) if first.recomputed is None else None,
     }
 
 

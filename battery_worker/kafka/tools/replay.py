@@ -96,6 +96,11 @@ class ReplayResult:
     prices_begin: dict[int, int] = field(default_factory=dict)
     """``prices`` partitions replayed from their beginning whose first offset is not 0, with it: their
     earlier ticks are deleted, and the replay starts there with a fresh battery."""
+    refused: dict[str, str] = field(default_factory=dict)
+    """Input records the recomputation dead-lettered, by coordinates (``prices[1]@0``, as a divergence's
+    ``source``), with why; the first :data:`REFUSALS_KEPT`. A decision recorded for one of them is "vs
+    recomputed nothing": an upgrade review could not tell why (a version that dead-letters what the
+    recording one applied)."""
 
     @property
     def identical(self) -> bool:
@@ -194,6 +199,7 @@ async def replay(
     comparisons = {names.actions: Comparison(options.site), names.history: Comparison(options.site)}
     outputs: list[OutputRecord] = []
     first_offsets: dict[int, int] = {}
+    refused: dict[str, str] = {}
     read = 0
     owned = _owned_sites(options, counts[names.prices])
 
@@ -241,6 +247,9 @@ async def replay(
                     first_offsets.setdefault(message.partition, message.offset)
                     deciding = processor if change is None else change.processor(processor, message)
                     handled = deciding.handle(input_record(message), message.timestamp)
+                    if handled.error is not None and len(refused) < REFUSALS_KEPT:
+                        coordinates = f"{message.topic}[{message.partition}]@{message.offset}"
+                        refused[coordinates] = str(handled.error)[:REFUSAL_CHARS]
                     for output in handled.outputs:
                         comparison = comparisons.get(output.topic)
                         if comparison is not None and handled.site_id is not None:
@@ -296,7 +305,9 @@ async def replay(
         await _publish(settings, options.output_prefix, outputs)
     seconds = time.perf_counter() - started
     if change is None:
-        return ReplayResult(report, history, read, seconds, processor.counters, absent, prices_begin=begin)
+        return ReplayResult(
+            report, history, read, seconds, processor.counters, absent, prices_begin=begin, refused=refused
+        )
     return ReplayResult(
         report,
         history,
@@ -307,6 +318,7 @@ async def replay(
         changed_records=change.records_after,
         changed_partitions=change.partitions_handed_over,
         prices_begin=begin,
+        refused=refused,
     )
 
 
@@ -353,6 +365,9 @@ class _Change:
 
 
 _RECORDS_BETWEEN_YIELDS = 100
+REFUSALS_KEPT = 10_000
+"""How many dead-lettered input records a replay keeps the reason of (:attr:`ReplayResult.refused`)."""
+REFUSAL_CHARS = 300
 """Records recomputed between two returns to the event loop: a fetch holds up to 50,000, which under
 ``mpc`` or ``site`` took 15 s and more to recompute, so a stop signal waited that long (at 270 ticks/s,
 100 take under half a second)."""
@@ -485,9 +500,11 @@ async def _in_processes(
         sum(r.records_read for r in merged),
         time.perf_counter() - started,
         merge_counters([r.counters for r in merged]),
+        tuple(sorted({topic for r in merged for topic in r.absent_topics})),
         changed_records=sum(r.changed_records for r in merged),
         changed_partitions=sum(r.changed_partitions for r in merged),
         prices_begin={p: o for r in merged for p, o in r.prices_begin.items()},
+        refused={at: why for r in merged for at, why in r.refused.items()},
     )
 
 
