@@ -161,6 +161,11 @@ async def test_replay_command_exit_codes(
     assert misnamed.returncode == 1, "48 decisions recomputed and none recorded"
     assert "topic no-such.actions does not exist: nothing was recorded there" in misnamed.stdout
     assert "replay identical" not in misnamed.stdout
+    split = cli(
+        "replay", "--processes", "2", env={**env, "BATTERY_WORKER_TOPICS__ACTIONS": "no-such.actions"}
+    )
+    assert split.returncode == 1
+    assert "topic no-such.actions does not exist" in split.stdout, "the processes' merge dropped it"
     assert json.loads(cli("status", "--json", env=env).stdout)["solo"]["ticks_applied"] == 48
 
 

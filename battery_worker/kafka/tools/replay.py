@@ -500,7 +500,6 @@ async def _in_processes(
         sum(r.records_read for r in merged),
         time.perf_counter() - started,
         merge_counters([r.counters for r in merged]),
-        tuple(sorted({topic for r in merged for topic in r.absent_topics})),
         changed_records=sum(r.changed_records for r in merged),
         changed_partitions=sum(r.changed_partitions for r in merged),
         prices_begin={p: o for r in merged for p, o in r.prices_begin.items()},
