@@ -66,6 +66,7 @@ class Reply:
     body: bytes
     status: int = 200
     hang_s: float = 0.0
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 class PriceServer:
@@ -90,6 +91,8 @@ class PriceServer:
                     self.send_response(reply.status)
                     self.send_header("Content-Type", "application/json")
                     self.send_header("Content-Length", str(len(reply.body)))
+                    for name, value in reply.headers:
+                        self.send_header(name, value)
                     self.end_headers()
                     self.wfile.write(reply.body)
                 except OSError:
@@ -473,3 +476,109 @@ async def test_a_price_corrected_after_it_was_published_is_said_once(
     assert len(said) == 1, caplog.messages
     assert "2025-06-20T10:05:00+00:00: energy price 9.99, published 2" in said[0]
     assert [tick.energy_price for _, _, tick in await published(settings)] == [1.0, 2.0, 3.0]
+
+
+async def test_a_backfilled_tick_and_a_time_listed_twice_are_said_once_and_retry_after_is_kept(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A monitor review: a tick the API added after a newer one was published was dropped without a word;
+    an answer listing a time twice was said at the next poll as "listed again with other prices", which it
+    was not; and a 429's Retry-After: 30 was polled through every 2 s."""
+    caplog.set_level(logging.INFO)
+    url = price_server.url
+    settings = monitor_settings(  # Retry-After is kept up to the longest back-off (5 s here)
+        kafka_bootstrap, new_topic_name(), new_group_id(), url, interval_s=0.2, backoff_max_s=5.0
+    )
+    twice = orjson.dumps([item(0, 1.0), item(0, 16.0)])
+    price_server.script(
+        Reply(twice),  # 0 listed twice: the first listed (1) taken
+        Reply(twice),  # nothing more said
+        Reply(listing(2, 0)),
+        Reply(listing(2, 1, 0)),  # 1 backfilled after 2 went out: said, counted, not published
+        Reply(listing(2, 1, 0)),  # said once
+        Reply(b"{}", status=429, headers=(("Retry-After", "1"),)),
+        Reply(listing(3, 2)),
+    )
+    stats = await Monitor(settings).run(max_polls=7)
+    records = await published(settings)
+    assert numbers(records) == [0, 2, 3]
+    assert records[0][2].energy_price == 1.0
+    assert stats.late == 1
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert [line for line in said if "listed twice in one answer" in line] == [
+        f"{price_server.url}: 1 times listed twice in one answer with other prices, e.g. "
+        "2025-06-20T10:00:00+00:00: energy price 1 taken (listed first), 16 left"
+    ]
+    assert not [line for line in said if "listed again with other prices" in line]
+    assert [line for line in said if "(a backfill)" in line] == [
+        f"{price_server.url}: 1 ticks listed after a newer one was published (a backfill), e.g. "
+        "2025-06-20T10:05:00+00:00: not published, as the worker would take them as stale (ticks are "
+        "published once each, in time order)"
+    ]
+    assert "HTTP 429 Too Many Requests (Retry-After 1 s)" in caplog.text
+    assert price_server.asked_at[6] - price_server.asked_at[5] >= 0.95  # not the 0.2 s interval
+
+
+async def test_after_a_failed_publish_prices_is_read_back_so_a_tick_written_all_the_same_is_not_sent_again(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+) -> None:
+    """A monitor review stalled the broker: the publish failed (RequestTimedOut) though the tick was
+    written, and the next poll wrote it again (two records of one time in prices)."""
+    from battery_worker.kafka.clients import make_producer
+
+    settings = monitor_settings(kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url)
+    price_server.script(Reply(listing(1, 0)))
+    monitor = Monitor(settings)
+    await send_raw(settings, [(b"site-m", orjson.dumps(item(0, 1.0)))])  # written, its acknowledgement lost
+    monitor._unsure = True  # what a failed publish leaves
+    producer = make_producer(settings.kafka, linger_ms=0)
+    await start_client(producer, settings.kafka)
+    try:
+        assert await monitor.poll_once(producer, {})
+    finally:
+        await producer.stop()
+    assert numbers(await published(settings)) == [0, 1]
+
+
+async def test_health_stays_as_the_last_finished_poll_left_it_while_a_slow_one_runs(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    price_server: PriceServer,
+) -> None:
+    """A monitor review probed /health every 0.5 s of an API answering in 2 s: 503 'the last poll failed'
+    while each good poll ran."""
+    settings = monitor_settings(
+        kafka_bootstrap, new_topic_name(), new_group_id(), price_server.url, timeout_s=3.0
+    )
+    price_server.script(Reply(listing(0)), Reply(listing(1, 0), hang_s=0.6))
+    monitor = Monitor(settings)
+    task = asyncio.create_task(monitor.run(max_polls=2))
+    seen_in_flight = []
+    while not task.done():
+        if monitor.stats.polls == 2 and monitor.stats.published == 1:  # the slow second poll in flight
+            seen_in_flight.append(monitor.stats.last_poll_ok)
+        await asyncio.sleep(0.02)
+    stats = await task
+    assert stats.published == 2
+    assert seen_in_flight
+    assert all(seen_in_flight), seen_in_flight
+
+
+def test_a_bounded_run_whose_every_poll_failed_exits_1(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """A monitor review's script saw exit 0 with every poll refused (connection, 429, TLS)."""
+    closed = f"http://127.0.0.1:{free_port()}/prices"
+    settings = monitor_settings(kafka_bootstrap, new_topic_name(), new_group_id(), closed)
+    flags = ["--url", closed, "--site", "site-m", "--max-polls", "2", "--interval", "0.1"]
+    result = cli("monitor", *flags, env=settings_env(settings), timeout=120)
+    assert result.returncode == 1, result.stderr[-2000:]
+    assert "monitor stopped: 2 polls, 0 ticks published, errors: connection 2" in result.stderr

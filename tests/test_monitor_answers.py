@@ -143,3 +143,22 @@ def test_nothing_new_when_the_answer_holds_only_published_ticks() -> None:
     selection = select_new(ticks, ticks[0].timestamp, now=NOW, max_ahead=AHEAD)
     assert selection.new == ()
     assert selection.already_published == 2
+
+
+@pytest.mark.parametrize(
+    ("body", "hint"),
+    [
+        (b"\x1f\x8b\x08\x00\x00\x00", "(a gzip body: the API compressed it though the monitor asks for"),
+        (b"  <html><body>Down for maintenance</body></html>", "(markup, an error or maintenance page?: "),
+        (b"plain text", None),
+    ],
+)
+def test_a_body_that_is_not_json_says_what_it_seems_to_be(body: bytes, hint: str | None) -> None:
+    """A monitor review: a gzip body and an HTML maintenance page were each a bare decoding error."""
+    (rejected,) = parse_answer(body, "m").rejected
+    assert rejected.reason.startswith("not JSON: ")
+    if hint is None:
+        assert "gzip body" not in rejected.reason
+        assert "markup" not in rejected.reason
+    else:
+        assert hint in rejected.reason

@@ -185,3 +185,18 @@ def test_a_redirect_to_another_origin_is_not_followed_with_the_api_key(
     body = fetching.fetch_blocking(f"{api}/moved", {"X-Api-Key": "k-secret"}, timeout_s=5, max_bytes=1000)
     assert body == b"[]"
     assert at_api.seen[-1]["X-Api-Key"] == "k-secret"
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
+    """A monitor review's API answered 429 with Retry-After: 30 and was polled every 2 s."""
+    from datetime import UTC, datetime
+
+    from battery_worker.monitor.fetching import retry_after_s
+
+    now = datetime(2026, 12, 6, 16, 0, tzinfo=UTC)
+    assert retry_after_s("120", now) == 120.0
+    assert retry_after_s("Sun, 06 Dec 2026 16:00:30 GMT", now) == 30.0
+    assert retry_after_s("Sun, 06 Dec 2026 15:00:00 GMT", now) == 0.0  # already past
+    assert retry_after_s("soon", now) is None
+    assert retry_after_s(None, now) is None
+    assert retry_after_s("", now) is None

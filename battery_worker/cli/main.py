@@ -137,11 +137,13 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 
             server = await MonitorServer(monitor, settings.monitor.metrics_host, port).start()
         try:
-            await monitor.run(max_polls=args.max_polls)
+            stats = await monitor.run(max_polls=args.max_polls)
         finally:
             if server is not None:
                 await server.close()
-        return 0
+        # A bounded run (--max-polls) none of whose polls went through did not do its job (a review's
+        # script saw exit 0 with the API refusing every connection).
+        return 1 if args.max_polls is not None and stats.polls and not stats.good_polls else 0
 
     return _serve(main, monitor.stop, "the poll in flight")
 

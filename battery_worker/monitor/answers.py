@@ -51,7 +51,7 @@ def parse_answer(body: bytes, site: str) -> Answer:
     try:
         document = json.loads(body)
     except (ValueError, RecursionError) as error:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        return Answer((), (Rejected("malformed", f"not JSON: {_short(str(error))}"),))
+        return Answer((), (Rejected("malformed", f"not JSON: {_short(str(error))}{_looks_like(body)}"),))
     if isinstance(document, dict):
         items: list[Any] = [document]
     elif isinstance(document, list):
@@ -118,6 +118,18 @@ def select_new(
             seen[tick.timestamp] = tick
     new = tuple(sorted(seen.values(), key=lambda tick: tick.timestamp))
     return Selection(new, old, duplicates, tuple(ahead))
+
+
+def _looks_like(body: bytes) -> str:
+    """What a body that is not JSON seems to be, where it can be told (a review saw a gzip body and an HTML
+    maintenance page each said as a bare decoding error)."""
+    start = body[:512].lstrip()
+    if start.startswith(b"\x1f\x8b"):
+        return " (a gzip body: the API compressed it though the monitor asks for Accept-Encoding: identity)"
+    if start[:1] == b"<":
+        shown = _short(repr(start[:80].decode("utf-8", "replace")))
+        return f" (markup, an error or maintenance page?: {shown})"
+    return ""
 
 
 def latest(ticks: Sequence[PriceTick]) -> datetime | None:

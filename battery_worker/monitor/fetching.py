@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import email.utils
 import functools
 import http.client
 import socket
@@ -23,6 +24,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from battery_worker.errors import BatteryWorkerError
@@ -37,9 +39,11 @@ class FetchFailed(BatteryWorkerError):
 
     retriable = True
 
-    def __init__(self, kind: FetchKind, detail: str) -> None:
+    def __init__(self, kind: FetchKind, detail: str, retry_after_s: float | None = None) -> None:
         self.kind: FetchKind = kind
         self.detail = detail
+        self.retry_after_s = retry_after_s
+        """The wait the API asked for (``Retry-After`` of a 429 or 503), if any."""
         super().__init__(f"{kind}: {detail}")
 
 
@@ -211,7 +215,9 @@ def _get(
             body = _read_until(response, max_bytes + 1)
     except urllib.error.HTTPError as error:
         error.close()
-        raise FetchFailed("http_status", f"HTTP {error.code} {error.reason}") from None
+        wait = retry_after_s(error.headers.get("Retry-After") if error.headers is not None else None)
+        asked = f" (Retry-After {wait:g} s)" if wait is not None else ""
+        raise FetchFailed("http_status", f"HTTP {error.code} {error.reason}{asked}", wait) from None
     except urllib.error.URLError as error:
         if isinstance(error.reason, TimeoutError | socket.timeout):
             raise FetchFailed("timeout", f"no answer within {timeout_s:g} s") from None
@@ -237,3 +243,20 @@ def _read_until(response: http.client.HTTPResponse, limit: int) -> bytes:
         pieces.append(piece)
         size += len(piece)
     return b"".join(pieces)
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """An HTTP ``Retry-After`` (seconds, or an HTTP date) as seconds from now, or None if absent or not
+    one. A rate-limited review run was polled every 2 s through ``Retry-After: 30``."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    if text.isdigit():
+        return float(text)
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())

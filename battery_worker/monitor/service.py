@@ -25,10 +25,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, KafkaTimeoutError
 from pydantic import ValidationError
 
-from battery_worker.errors import InvalidConfig
+from battery_worker.errors import BatteryWorkerError, InvalidConfig
 from battery_worker.kafka.backoff import Backoff
 from battery_worker.kafka.clients import make_producer, make_reader, start_client
 from battery_worker.kafka.connecting import Connector, StopRequested
@@ -68,6 +68,11 @@ class MonitorStats:
     ready: bool = False
     """The read-back is done and the producer started: polls are running."""
     last_poll_ok: bool = False
+    """How the last poll that ended went (one in flight does not count: a slow answer flapped /health)."""
+    good_polls: int = 0
+    late: int = 0
+    """Ticks the API listed only after a newer one was published (a backfill): never published, as the
+    worker would take them as stale; each counted and said once."""
 
 
 class Monitor:
@@ -88,7 +93,12 @@ class Monitor:
         self._connector: Connector | None = None
         self._behind_said: datetime | None = None
         self._published: dict[datetime, tuple[float, float, float]] = {}
-        """The prices of the ticks this monitor published, by time (bounded): a correction is told."""
+        """The prices of the newest ticks in ``prices`` for the site, by time (bounded): read back at start,
+        then each one published. A correction, and a tick listed late, are told by it."""
+        self._unsure = False
+        """A publish failed: its ticks may have been written all the same (the acknowledgement lost), so
+        ``prices`` is read back before the next publish (a broker stall put a tick there twice)."""
+        self._retry_after: float | None = None
 
     @property
     def connect_failure(self) -> str | None:
@@ -119,7 +129,7 @@ class Monitor:
                 log.info("stop requested before the broker could be reached")
                 return self.stats
             # Step 1
-            self.stats.last_tick_at = await read_last_published(settings, self.config.site)
+            await self._read_back()
             self.stats.ready = True
             log.info(
                 "monitoring %s every %g s for site %s; last tick in %s: %s (headers: %s)",
@@ -139,8 +149,12 @@ class Monitor:
                 if ok:
                     backoff.reset()
                 # Never sooner than the interval: a failing or rate-limiting API got 6 polls in the first
-                # minute of errors (after 1, 2 and 4 s...) where it gets 1 when it answers.
+                # minute of errors (after 1, 2 and 4 s...) where it gets 1 when it answers. Nor sooner than
+                # the API's Retry-After, up to the longest back-off.
                 delay = self.config.interval_s if ok else max(self.config.interval_s, backoff.next_delay())
+                if not ok and self._retry_after is not None:
+                    longest = max(self.config.backoff_max_s, self.config.interval_s)
+                    delay = max(delay, min(self._retry_after, longest))
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.requested.wait(), delay)
         finally:
@@ -160,13 +174,14 @@ class Monitor:
     async def poll_once(self, producer: AIOKafkaProducer, headers: dict[str, str]) -> bool:
         """One poll; True when the answer was usable (all of it or some valid ticks) and published."""
         self.stats.polls += 1
-        self.stats.last_poll_ok = False
+        self._retry_after = None
         config = self.config
         try:
             body = await fetch(
                 self.url, headers, timeout_s=config.timeout_s, max_bytes=config.max_answer_bytes
             )
         except FetchFailed as failure:
+            self._retry_after = failure.retry_after_s
             return self._failed(failure.kind, failure.detail)
         answer = parse_answer(body, config.site)
         if answer.rejected and answer.rejected[0].kind == "malformed":
@@ -184,7 +199,13 @@ class Monitor:
                 extra={"site_id": config.site},
             )
         if answer.rejected and not answer.ticks:
+            self.stats.last_poll_ok = False
             return False
+        if self._unsure:
+            try:
+                await self._read_back()
+            except (KafkaError, BatteryWorkerError) as error:
+                return self._failed("publish", f"reading back {self.settings.topics.prices}: {error}")
         now = datetime.now(UTC)
         ahead = timedelta(seconds=self.settings.worker.max_tick_ahead_s)
         selection = select_new(answer.ticks, self.stats.last_tick_at, now=now, max_ahead=ahead)
@@ -200,10 +221,14 @@ class Monitor:
                 extra={"site_id": config.site},
             )
         self._say_if_behind(answer.ticks, selection)
-        self._say_corrections(answer.ticks)
+        first_listed = _first_per_time(answer.ticks)
+        self._say_corrections(first_listed)
+        self._say_late(first_listed)
+        self._say_listed_twice(answer.ticks)
         try:
             await self._publish(producer, selection.new)
         except KafkaError as error:
+            self._unsure = True
             return self._failed("publish", f"{type(error).__name__}: {error}")
         if selection.new:
             log.info(
@@ -213,7 +238,66 @@ class Monitor:
                 extra={"site_id": config.site, "topic": self.settings.topics.prices},
             )
         self.stats.last_poll_ok = True
+        self.stats.good_polls += 1
         return True
+
+    async def _read_back(self) -> None:
+        """The newest ticks in ``prices`` for the site, as the last published (at start, and after a publish
+        that failed: its ticks may be there all the same)."""
+        newest, recent = await read_last_published(self.settings, self.config.site)
+        self._published.update(recent)
+        while len(self._published) > REPORTED_ITEMS_KEPT:
+            del self._published[next(iter(self._published))]
+        last = self.stats.last_tick_at
+        if newest is not None and (last is None or newest > last):
+            self.stats.last_tick_at = newest
+        self._unsure = False
+
+    def _say_late(self, ticks: Sequence[PriceTick]) -> None:
+        """A tick the API lists only after a newer one was published (a backfill) is never published: the
+        worker would take it as stale. It was dropped without a word (a review run's API added 00:35 after
+        00:40 had gone). Each counted and said once; only within the times known published, as older
+        ones cannot be told from ticks published long ago."""
+        last, known = self.stats.last_tick_at, self._published
+        if last is None or not known:
+            return
+        oldest_known = min(known)
+        late = [
+            tick for tick in ticks if oldest_known < tick.timestamp < last and tick.timestamp not in known
+        ]
+        told = self._first_seen(f"late {tick.timestamp.isoformat()}" for tick in late)
+        if told:
+            self.stats.late += len(told)
+            log.warning(
+                "%s: %d ticks listed after a newer one was published (a backfill), e.g. %s: not published, "
+                "as the worker would take them as stale (ticks are published once each, in time order)",
+                self.shown_url,
+                len(told),
+                told[0].removeprefix("late "),
+                extra={"site_id": self.config.site},
+            )
+
+    def _say_listed_twice(self, ticks: Sequence[PriceTick]) -> None:
+        """One answer listing a time twice with other prices: the first listed is taken (said once)."""
+        first: dict[datetime, PriceTick] = {}
+        clashes = []
+        for tick in ticks:
+            taken = first.setdefault(tick.timestamp, tick)
+            if _prices_of(taken) != _prices_of(tick):
+                clashes.append((taken, tick))
+        told = self._first_seen(f"twice {a.timestamp.isoformat()} {_prices_of(b)!r}" for a, b in clashes)
+        if told:
+            taken, other = next((a, b) for a, b in clashes if a.timestamp.isoformat() in told[0])
+            log.warning(
+                "%s: %d times listed twice in one answer with other prices, e.g. %s: energy price %g taken "
+                "(listed first), %g left",
+                self.shown_url,
+                len(told),
+                taken.timestamp.isoformat(),
+                taken.energy_price,
+                other.energy_price,
+                extra={"site_id": self.config.site},
+            )
 
     def _say_if_behind(self, ticks: Sequence[PriceTick], selection: Selection) -> None:
         """An answer whose newest tick is older than the last published one publishes nothing, poll after
@@ -240,8 +324,7 @@ class Monitor:
         corrected = []
         for tick in ticks:
             sent = self._published.get(tick.timestamp)
-            now = (tick.energy_price, tick.hash_price, tick.token_price)
-            if sent is not None and sent != now:
+            if sent is not None and sent != _prices_of(tick):
                 corrected.append((tick, sent))
         keyed = {
             f"corrected {t.timestamp.isoformat()} {(t.energy_price, t.hash_price, t.token_price)!r}": (
@@ -287,25 +370,48 @@ class Monitor:
         key = self.config.site.encode()
         topic = self.settings.topics.prices
         sends = [await producer.send(topic, tick_payload(tick), key=key) for tick in ticks]
-        delivered = await asyncio.gather(*sends, return_exceptions=True)
+        try:  # bounded as the request is: a stalled broker held a stop for the producer's 30 s and more
+            delivered = await asyncio.wait_for(
+                asyncio.gather(*sends, return_exceptions=True), self.config.timeout_s
+            )
+        except TimeoutError:
+            raise KafkaTimeoutError(
+                f"no acknowledgement from the broker within {self.config.timeout_s:g} s (monitor.timeout_s)"
+            ) from None
         for tick, result in zip(ticks, delivered, strict=True):
             if isinstance(result, BaseException):
                 raise result if isinstance(result, KafkaError) else KafkaError(str(result))
             self.stats.last_tick_at = tick.timestamp
             self.stats.published += 1
-            self._published[tick.timestamp] = (tick.energy_price, tick.hash_price, tick.token_price)
+            self._published[tick.timestamp] = _prices_of(tick)
         while len(self._published) > REPORTED_ITEMS_KEPT:
             del self._published[next(iter(self._published))]
 
     def _failed(self, kind: ErrorKind, detail: str) -> bool:
+        self.stats.last_poll_ok = False
         self.stats.errors[kind] += 1
         shown = self.shown_url
         log.warning("%s: poll failed (%s): %s", shown, kind, detail, extra={"site_id": self.config.site})
         return False
 
 
-async def read_last_published(settings: Settings, site: str) -> datetime | None:
-    """The newest valid tick keyed ``site`` in ``prices``: its home partition read to the high watermark.
+Prices = tuple[float, float, float]
+
+
+def _prices_of(tick: PriceTick) -> Prices:
+    return (tick.energy_price, tick.hash_price, tick.token_price)
+
+
+def _first_per_time(ticks: Sequence[PriceTick]) -> list[PriceTick]:
+    """Each time's first listing: the one :func:`.answers.select_new` takes."""
+    return list({tick.timestamp: tick for tick in reversed(ticks)}.values())
+
+
+async def read_last_published(
+    settings: Settings, site: str
+) -> tuple[datetime | None, dict[datetime, Prices]]:
+    """The newest valid tick keyed ``site`` in ``prices``, and the prices of its newest ticks by time (up
+    to :data:`REPORTED_ITEMS_KEPT`, oldest first): its home partition read to the high watermark.
 
     The fetch high watermark, not ListOffsets, ends the read (:mod:`battery_worker.kafka.reading`): the
     embedded broker answers ListOffsets wrongly for partitions written in batches.
@@ -313,10 +419,11 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
     topic = settings.topics.prices
     partitions = await partition_count(settings, topic)
     if not partitions:
-        return None
+        return None, {}
     reader = make_reader(settings.kafka)
     await start_client(reader, settings.kafka)
     key, newest = site.encode(), None
+    recent: dict[datetime, Prices] = {}
     max_ahead_s = settings.worker.max_tick_ahead_s
     refused: list[datetime] = []
     try:
@@ -326,14 +433,18 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
                 if record.key != key or record.value is None:
                     continue
                 try:
-                    stamp = PriceTick.model_validate_json(record.value).timestamp
+                    tick = PriceTick.model_validate_json(record.value)
                 except ValidationError:
                     continue
+                stamp = tick.timestamp
                 if seconds_too_far_ahead(stamp, record.timestamp, max_ahead_s) is not None:
                     refused.append(stamp)  # dead-lettered by the worker: it stopped the monitor for good
                     continue
                 if newest is None or stamp > newest:
                     newest = stamp
+                recent.setdefault(stamp, _prices_of(tick))  # the first published: what the worker took
+                if len(recent) > 2 * REPORTED_ITEMS_KEPT:
+                    recent = dict(sorted(recent.items())[-REPORTED_ITEMS_KEPT:])
     finally:
         await reader.stop()
     if refused:
@@ -347,4 +458,4 @@ async def read_last_published(settings: Settings, site: str) -> datetime | None:
             max(refused).isoformat(),
             extra={"site_id": site, "topic": topic},
         )
-    return newest
+    return newest, dict(sorted(recent.items())[-REPORTED_ITEMS_KEPT:])

@@ -39,6 +39,11 @@ class MonitorCollector(Collector):
         yield CounterMetricFamily(
             f"{PREFIX}_ticks_published", "Ticks published to prices (acknowledged)", value=stats.published
         )
+        yield CounterMetricFamily(
+            f"{PREFIX}_ticks_late",
+            "Ticks listed only after a newer one was published (a backfill): not published",
+            value=stats.late,
+        )
         errors = CounterMetricFamily(
             f"{PREFIX}_errors",
             "Failed polls by kind; invalid_tick counts each bad or held-back item once",
