@@ -65,13 +65,15 @@ def load_ticks(
 
     ``hash_price`` and ``token_price`` are for a market file, which has none (0 when not given); a MARA
     file carries its own, and is refused with them rather than have them ignored. ``notes`` gets a line
-    for what was read as documented but may not be what the file meant: times without a UTC offset.
+    for what was read as documented but may not be what the file meant: times without a UTC offset in a
+    file whose format does not say they are UTC.
     """
     source = Path(path)
     if source.is_dir():
         raise PriceFileError("file", str(source), "is a directory, not a price file")
     if not source.exists():
         raise PriceFileError("file", str(source), "no such file")
+    utc_by_format = True  # the MARA API's times and a market file's "Datetime (UTC)" are UTC by contract
     try:
         raw = source.read_bytes()  # read once: a pipe (/dev/stdin) cannot be read again
         if source.suffix.lower() in {".json", ".jsonl", ".ndjson"} or _starts_as_json(raw):
@@ -80,6 +82,7 @@ def load_ticks(
         else:
             text = raw.decode("utf-8-sig")
             rows = _csv_rows(source, text, timestamp_column, price_column, hash_price, token_price)
+            utc_by_format = _utc_by_format(text, timestamp_column)
     except UnicodeDecodeError:
         raise PriceFileError("file", str(source), NOT_UTF8) from None
     except csv.Error as error:
@@ -88,7 +91,7 @@ def load_ticks(
         raise PriceFileError("file", str(source), f"cannot be read ({error.strerror})") from None
     located = [(where, row, _tick(source, where, row, site_id)) for where, row in rows]
     _refuse_two_prices_for_one_time(source, located)  # in file order: the first of two rows is named first
-    if notes is not None:
+    if notes is not None and not utc_by_format:
         zone_less = sum(_zone_less(row.get("timestamp")) for _, row, _ in located)
         if zone_less:
             notes.append(
@@ -137,6 +140,15 @@ def _refuse_two_prices_for_one_time(
                 "an hour when the clocks go back (write the offsets, e.g. +01:00, or UTC times)"
             )
         raise PriceFileError("timestamp", tick.timestamp.isoformat(), problem)
+
+
+def _utc_by_format(text: str, timestamp_column: str | None) -> bool:
+    """A CSV whose times are UTC by its format's contract: a market file's ``Datetime (UTC)``, or the MARA
+    API's four fields (its zone-less times are UTC). Another file's zone-less times are noted."""
+    header = next(csv.reader(io.StringIO(text[:4096])), [])
+    if timestamp_column is not None:
+        return timestamp_column == MARKET_TIMESTAMP
+    return MARKET_TIMESTAMP in header or all(field in header for field in MARA_FIELDS)
 
 
 def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:

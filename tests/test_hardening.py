@@ -1094,6 +1094,14 @@ def test_times_without_an_offset_are_noted_and_a_decimal_comma_hinted(tmp_path: 
     notes.clear()
     load_ticks(utc, notes=notes)
     assert notes == []
+    # The MARA API's times and a market file's "Datetime (UTC)" are UTC by their format: nothing to note.
+    mara = tmp_path / "mara.csv"
+    mara.write_text("energy_price,hash_price,token_price,timestamp\n1,2,3,2025-06-20T10:00:00\n")
+    market = tmp_path / "market.csv"
+    market.write_text("Datetime (UTC),Price (USD/MWh)\n2023-03-26 01:00:00,1\n")
+    for quiet in (mara, market):
+        load_ticks(quiet, notes=notes)
+    assert notes == []
     comma = tmp_path / "comma.csv"
     comma.write_text('timestamp,energy_price\n2023-03-26T01:00:00Z,"55,0"\n')
     with pytest.raises(PriceFileError, match=r"line 2: .* \(a decimal comma\? write numbers with a decimal"):
