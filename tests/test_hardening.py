@@ -159,17 +159,19 @@ def test_a_tick_from_before_2000_is_dead_lettered_as_a_producers_zero_time(stamp
     assert proc.handle(InputRecord("prices", home, 1, b"alpha", tick_bytes(0), NOW_MS)).kind == "applied"
 
 
-def test_an_empty_message_key_is_refused_as_a_blank_site_id_as_a_blank_key_is() -> None:
-    """A producer review: an empty key was taken for no key (site ``default``), but its producer had
-    hashed it to a partition of its own, so each such tick was dead-lettered as off ``default``'s home,
-    'key price messages by site id', where a blank key was 'a site id is not blank'."""
-    proc = processor()
-    for offset, key in enumerate((b"", b"   ")):
-        for partition in range(3):
-            refused = proc.handle(InputRecord("prices", partition, offset, key, tick_bytes(0), NOW_MS))
-            assert refused.kind == "rejected"
-            assert refused.error is not None
-            assert (refused.error.field, refused.error.problem) == ("key", "a site id is not blank")
+def test_an_empty_message_key_is_no_key_and_off_its_home_is_said_so() -> None:
+    """A producer review: an empty key, taken for no key (site ``default``), had been hashed by its producer
+    to a partition of its own, and each tick was dead-lettered with advice that did not name it. A diff
+    review: refused outright, a single-partition feed keying by body (kcat -K:) stopped working."""
+    proc, home = processor(), home_partition("alpha", 3)
+    body = tick_bytes(0, site_id="alpha")
+    assert proc.handle(InputRecord("prices", home, 0, b"", body, NOW_MS)).kind == "applied"
+    away = proc.handle(InputRecord("prices", (home + 1) % 3, 0, b"", tick_bytes(1, site_id="alpha"), NOW_MS))
+    assert away.kind == "rejected"
+    assert str(away.error).endswith("; this one's key is empty, which a producer places as a key of its own")
+    blank = proc.handle(InputRecord("prices", home, 1, b"   ", tick_bytes(2), NOW_MS))
+    assert blank.error is not None
+    assert (blank.error.field, blank.error.problem) == ("key", "a site id is not blank")
 
 
 def test_a_far_future_tick_is_dead_lettered_and_the_site_goes_on() -> None:

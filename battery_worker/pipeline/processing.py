@@ -414,6 +414,8 @@ class TickProcessor:
                 "key price messages by site id with a murmur2 partitioner (librdkafka's default is not: "
                 "partitioner=murmur2_random), and restart a producer that has not seen prices grow"
             )
+            if record.key == b"":  # hashed by its producer as a key of its own (a producer review)
+                problem += "; this one's key is empty, which a producer places as a key of its own"
             return self._reject(record, InvalidTick("site_id", site_id, problem), now_ms)
         ahead_s = seconds_too_far_ahead(tick.timestamp, record.timestamp_ms, self._max_ahead_s)
         if ahead_s is not None:
@@ -496,7 +498,9 @@ class TickProcessor:
                 key_site = record.key.decode("utf-8")
             except UnicodeDecodeError:
                 raise InvalidTick("key", repr(record.key[:50]), "message key is not UTF-8") from None
-            if key_site not in self._sites and (problem := site_id_problem(key_site)) is not None:
+            if not key_site:
+                key_site = None  # an empty key is no key: the body's site_id, else the default site
+            elif key_site not in self._sites and (problem := site_id_problem(key_site)) is not None:
                 raise InvalidTick("key", repr(record.key[:50]), problem)  # a known site's id passed it
         if key_site is not None and tick.site_id is not None and key_site != tick.site_id:
             raise InvalidTick("site_id", tick.site_id, f"disagrees with the message key {key_site!r}")
