@@ -321,10 +321,10 @@ async def _warn_of_cleanup(
     admin: AIOKafkaAdminClient, topics: TopicSettings, existing: dict[str, int]
 ) -> None:
     """A log topic (prices, actions, dead letters) keyed by site and compacted keeps only each site's
-    latest record: downstream loses every action but the last, the audit every price. A status or history
-    topic that deletes (the worker creates them compacted) loses a quiet site's status from ``status``, and
-    the operation log's older ticks (an SRE review's 60-second retention passed without a word). Said, not
-    refused: an operator may choose either on purpose."""
+    latest record: downstream loses every action but the last, the audit every price. A status topic that
+    deletes loses a quiet site's status from ``status``, and a history topic that keeps less than ``prices``
+    the operation log of decisions the audit can still recompute (an SRE review's 60-second retentions
+    passed without a word). Said, not refused: an operator may choose either on purpose."""
     logs = [name for name in (topics.prices, topics.actions, topics.dlq) if name in existing]
     kept = [name for name in (topics.status, topics.history) if name in existing]
     if not logs and not kept:
@@ -347,26 +347,59 @@ async def _warn_of_cleanup(
                 name,
                 configs["cleanup.policy"],
             )
-        elif (
-            name in kept
-            and "compact" not in cleanup_policies(configs)
-            and configs.get("retention.ms") != "-1"  # kept for ever: nothing lost, only read longer
-        ):
-            lost = (
-                "a site quiet that long drops out of battery-worker status"
-                if name == topics.status
-                else "the operation log loses every tick older than that"
-            )
-            log.warning(
-                "topic %s has cleanup.policy=%s with retention.ms=%s: %s; the worker creates it compacted "
-                "(kafka-configs --alter --entity-type topics --entity-name %s --add-config "
-                "cleanup.policy=compact)",
-                name,
-                configs.get("cleanup.policy", "delete"),
-                configs.get("retention.ms", "604800000"),
-                lost,
-                name,
-            )
+        elif name == topics.status:
+            _warn_if_status_deletes(name, configs)
+    history = described.get(topics.history)
+    if isinstance(history, dict):
+        prices = described.get(topics.prices)
+        _warn_if_history_keeps_less(topics, history, prices if isinstance(prices, dict) else {})
+
+
+def _retention_of(configs: dict[str, str]) -> int | None:
+    """How long the topic keeps a record, in ms, as the broker reported it: None for ever (compacted alone,
+    or retention.ms -1), or when not reported (Tansu's DescribeConfigs gives explicit configs only: nothing
+    is said of what it did not report)."""
+    if "cleanup.policy" not in configs or "delete" not in cleanup_policies(configs):
+        return None
+    retention = configs.get("retention.ms")
+    return None if retention in (None, "-1") else int(retention)
+
+
+def _warn_if_status_deletes(name: str, configs: dict[str, str]) -> None:
+    """``status`` reads each site's latest status: deleted after ``retention.ms`` (``delete`` or
+    ``compact,delete``), a site quiet that long drops out of it (an SRE review's 60 s passed unsaid)."""
+    retention = _retention_of(configs)
+    if retention is not None:
+        log.warning(
+            "topic %s has cleanup.policy=%s with retention.ms=%d: a site quiet that long drops out of "
+            "battery-worker status; the worker creates it compacted alone (kafka-configs --alter "
+            "--entity-type topics --entity-name %s --add-config cleanup.policy=compact)",
+            name,
+            configs["cleanup.policy"],
+            retention,
+            name,
+        )
+
+
+def _warn_if_history_keeps_less(
+    topics: TopicSettings, history: dict[str, str], prices: dict[str, str]
+) -> None:
+    """The operation log's retention is the audit's choice (operations.md, "Storage"), but one shorter
+    than ``prices``' leaves decisions the replay can still recompute without their record (an SRE review's
+    60 s passed unsaid)."""
+    kept = _retention_of(history)
+    if kept is None:
+        return
+    prices_kept = _retention_of(prices) if "cleanup.policy" in prices else None
+    if "cleanup.policy" in prices and (prices_kept is None or kept < prices_kept):
+        log.warning(
+            "topic %s keeps records %d ms (retention.ms), less than %s (%s): the operation log of decisions "
+            "whose prices are still kept is deleted",
+            topics.history,
+            kept,
+            topics.prices,
+            "for ever" if prices_kept is None else f"{prices_kept} ms",
+        )
 
 
 async def topic_configs(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
