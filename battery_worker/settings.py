@@ -344,7 +344,12 @@ class MonitorSettings(BaseModel):
     url: str | None = Field(None, description="the price API (http or https), MARA format")
     site: SiteId = Field(DEFAULT_SITE_ID, description="the key of the ticks published")
     interval_s: float = Field(60.0, gt=0, description="between polls (the MARA API changes every 5 min)")
-    timeout_s: float = Field(10.0, gt=0, description="a poll's whole HTTP request, connect to last byte")
+    timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="a poll's whole HTTP request, connect to last byte; and the broker's acknowledgement "
+        "of what the poll publishes",
+    )
     backoff_initial_s: float = Field(1.0, gt=0, description="the first wait after a failed poll, doubled")
     backoff_max_s: float = Field(300.0, gt=0, description="the longest wait after failed polls")
     max_answer_bytes: int = Field(16_777_216, ge=1024, description="a larger answer is malformed")

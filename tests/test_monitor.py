@@ -509,8 +509,8 @@ async def test_a_backfilled_tick_and_a_time_listed_twice_are_said_once_and_retry
     assert records[0][2].energy_price == 1.0
     assert stats.late == 1
     said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert [line for line in said if "listed twice in one answer" in line] == [
-        f"{price_server.url}: 1 times listed twice in one answer with other prices, e.g. "
+    assert [line for line in said if "listed more than once in one answer" in line] == [
+        f"{price_server.url}: 1 times listed more than once in one answer with other prices, e.g. "
         "2025-06-20T10:00:00+00:00: energy price 1 taken (listed first), 16 left"
     ]
     assert not [line for line in said if "listed again with other prices" in line]
@@ -538,9 +538,14 @@ async def test_after_a_failed_publish_prices_is_read_back_so_a_tick_written_all_
     monitor = Monitor(settings)
     await send_raw(settings, [(b"site-m", orjson.dumps(item(0, 1.0)))])  # written, its acknowledgement lost
     monitor._unsure = True  # what a failed publish leaves
+    still_queued: asyncio.Future[object] = asyncio.get_running_loop().create_future()
+    monitor._in_flight = [still_queued]  # a send of the failed publish, not ended yet (a diff review)
     producer = make_producer(settings.kafka, linger_ms=0)
     await start_client(producer, settings.kafka)
     try:
+        assert not await monitor.poll_once(producer, {})  # waits for it: read back only once it ended
+        assert monitor.stats.errors["publish"] == 1
+        still_queued.set_result(None)
         assert await monitor.poll_once(producer, {})
     finally:
         await producer.stop()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import pytest
@@ -162,3 +163,47 @@ def test_a_body_that_is_not_json_says_what_it_seems_to_be(body: bytes, hint: str
         assert "markup" not in rejected.reason
     else:
         assert hint in rejected.reason
+
+
+def _monitor() -> Any:
+    from battery_worker.monitor.service import Monitor
+    from battery_worker.settings import load_settings
+
+    return Monitor(load_settings(None, {"monitor": {"url": "http://127.0.0.1:1/p", "site": "m"}}))
+
+
+def _tick(minutes: int, price: float = 1.0) -> PriceTick:
+    stamp = datetime(2025, 1, 1, tzinfo=UTC) + timedelta(minutes=minutes)
+    return PriceTick(energy_price=price, hash_price=1.0, token_price=1.0, timestamp=stamp)
+
+
+def test_late_ticks_are_counted_once_each_however_many_and_leave_the_bad_items_memory_alone() -> None:
+    """A diff review: 11,293 late ticks a poll (an hourly history listed again every 5 minutes) were
+    counted again at every poll, and pushed the bad items already said out of their shared memory."""
+    monitor = _monitor()
+    hours = [_tick(60 * n) for n in range(1400)]
+    monitor._published = {t.timestamp: (t.energy_price, t.hash_price, t.token_price) for t in hours}
+    monitor.stats.last_tick_at = hours[-1].timestamp
+    monitor._first_seen(["a bad item"])
+    listed = [_tick(5 * n) for n in range(1400 * 12)]
+    for _ in range(3):
+        monitor._say_late(listed)
+    assert monitor.stats.late == 1399 * 11
+    assert monitor._first_seen(["a bad item"]) == [], "still remembered as said"
+
+
+def test_a_time_listed_three_times_is_one_time_said_with_the_prices_left(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A diff review: one time listed with 1, 2, 3 was '2 times listed twice'; listed next with 1, 2, 4,
+    the line quoted 2 as left, not 4."""
+    monitor = _monitor()
+    monitor._say_listed_twice([_tick(0, 1.0), _tick(0, 2.0), _tick(0, 3.0)])
+    monitor._say_listed_twice([_tick(0, 1.0), _tick(0, 2.0), _tick(0, 4.0)])
+    said = [r.getMessage() for r in caplog.records]
+    assert [line.split(": ", 1)[1] for line in said] == [
+        "1 times listed more than once in one answer with other prices, e.g. 2025-01-01T00:00:00+00:00: "
+        "energy price 1 taken (listed first), 2, 3 left",
+        "1 times listed more than once in one answer with other prices, e.g. 2025-01-01T00:00:00+00:00: "
+        "energy price 1 taken (listed first), 2, 4 left",
+    ]

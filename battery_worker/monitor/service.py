@@ -98,6 +98,12 @@ class Monitor:
         self._unsure = False
         """A publish failed: its ticks may have been written all the same (the acknowledgement lost), so
         ``prices`` is read back before the next publish (a broker stall put a tick there twice)."""
+        self._in_flight: list[asyncio.Future[object]] = []
+        """A failed publish's sends: the read-back waits for them to end, as one still queued in the
+        producer could land after it and be sent again."""
+        self._late_said: set[datetime] = set()
+        """Late ticks already said, within the times known published: its own memory, not the bad items'
+        (a diff review's 11,293 late ticks a poll were counted again at every poll, and pushed those out)."""
         self._retry_after: float | None = None
 
     @property
@@ -202,6 +208,12 @@ class Monitor:
             self.stats.last_poll_ok = False
             return False
         if self._unsure:
+            pending = [sent for sent in self._in_flight if not sent.done()]
+            if pending:
+                done, _ = await asyncio.wait(pending, timeout=config.timeout_s)
+                if len(done) < len(pending):
+                    return self._failed("publish", "the sends of an earlier poll are still unacknowledged")
+            self._in_flight = []
             try:
                 await self._read_back()
             except (KafkaError, BatteryWorkerError) as error:
@@ -262,40 +274,53 @@ class Monitor:
         if last is None or not known:
             return
         oldest_known = min(known)
-        late = [
-            tick for tick in ticks if oldest_known < tick.timestamp < last and tick.timestamp not in known
-        ]
-        told = self._first_seen(f"late {tick.timestamp.isoformat()}" for tick in late)
+        self._late_said = {stamp for stamp in self._late_said if stamp > oldest_known}  # the same window
+        told = sorted(
+            {
+                tick.timestamp
+                for tick in ticks
+                if oldest_known < tick.timestamp < last
+                and tick.timestamp not in known
+                and tick.timestamp not in self._late_said
+            }
+        )
         if told:
+            self._late_said.update(told)
             self.stats.late += len(told)
             log.warning(
                 "%s: %d ticks listed after a newer one was published (a backfill), e.g. %s: not published, "
                 "as the worker would take them as stale (ticks are published once each, in time order)",
                 self.shown_url,
                 len(told),
-                told[0].removeprefix("late "),
+                told[0].isoformat(),
                 extra={"site_id": self.config.site},
             )
 
     def _say_listed_twice(self, ticks: Sequence[PriceTick]) -> None:
-        """One answer listing a time twice with other prices: the first listed is taken (said once)."""
+        """One answer listing a time twice or more with other prices: the first listed is taken (said once
+        for each such time and set of prices)."""
         first: dict[datetime, PriceTick] = {}
-        clashes = []
+        others: dict[datetime, list[PriceTick]] = {}
         for tick in ticks:
             taken = first.setdefault(tick.timestamp, tick)
             if _prices_of(taken) != _prices_of(tick):
-                clashes.append((taken, tick))
-        told = self._first_seen(f"twice {a.timestamp.isoformat()} {_prices_of(b)!r}" for a, b in clashes)
+                others.setdefault(tick.timestamp, []).append(tick)
+        keyed = {
+            f"twice {stamp.isoformat()} {sorted(_prices_of(t) for t in left)!r}": stamp
+            for stamp, left in others.items()
+        }
+        told = [keyed[key] for key in self._first_seen(keyed)]
         if told:
-            taken, other = next((a, b) for a, b in clashes if a.timestamp.isoformat() in told[0])
+            stamp = told[0]
+            left = ", ".join(f"{tick.energy_price:g}" for tick in others[stamp])
             log.warning(
-                "%s: %d times listed twice in one answer with other prices, e.g. %s: energy price %g taken "
-                "(listed first), %g left",
+                "%s: %d times listed more than once in one answer with other prices, e.g. %s: energy price "
+                "%g taken (listed first), %s left",
                 self.shown_url,
                 len(told),
-                taken.timestamp.isoformat(),
-                taken.energy_price,
-                other.energy_price,
+                stamp.isoformat(),
+                first[stamp].energy_price,
+                left,
                 extra={"site_id": self.config.site},
             )
 
@@ -375,6 +400,7 @@ class Monitor:
                 asyncio.gather(*sends, return_exceptions=True), self.config.timeout_s
             )
         except TimeoutError:
+            self._in_flight = list(sends)
             raise KafkaTimeoutError(
                 f"no acknowledgement from the broker within {self.config.timeout_s:g} s (monitor.timeout_s)"
             ) from None
