@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
@@ -146,9 +147,10 @@ def _utc_by_format(text: str, timestamp_column: str | None) -> bool:
     """A CSV whose times are UTC by its format's contract: a market file's ``Datetime (UTC)``, or the MARA
     API's four fields (its zone-less times are UTC). Another file's zone-less times are noted."""
     header = next(csv.reader(io.StringIO(text[:4096])), [])
+    mara = all(field in header for field in MARA_FIELDS)
     if timestamp_column is not None:
-        return timestamp_column == MARKET_TIMESTAMP
-    return MARKET_TIMESTAMP in header or all(field in header for field in MARA_FIELDS)
+        return timestamp_column == MARKET_TIMESTAMP or (timestamp_column == MARA_FIELDS[3] and mara)
+    return MARKET_TIMESTAMP in header or mara
 
 
 def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:
@@ -250,13 +252,7 @@ def _is_number(value: object) -> bool:
         return False
     if isinstance(value, int | float):
         return True
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return False
-        return True
-    return False
+    return isinstance(value, str) and _NUMBER.fullmatch(value.strip()) is not None
 
 
 def _decimal_comma(value: object) -> bool:
@@ -416,14 +412,18 @@ def _parse_time(text: str | None) -> datetime | float | str | None:
     and field."""
     if text is None:
         return None
-    try:
-        return float(text)
-    except ValueError:
-        pass
+    if _is_number(text) and not _COMPACT_DATE.fullmatch(text.strip()):
+        return text.strip()  # as written: pydantic reads it as seconds, or milliseconds above 2e10
     try:
         return datetime.fromisoformat(text.strip())
     except ValueError:
         return text
+
+
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+"""A number as a time cell writes it: digits, a point, an exponent (``float()`` also takes ``1_000``)."""
+_COMPACT_DATE = re.compile(r"(19|20)\d{2}(0[1-9]|1[0-2])(0[1-9]|[12]\d|3[01])")
+"""``20230801``: ISO 8601's basic date, not 20,230,801 seconds (1970-08-23) read as a spreadsheet's day."""
 
 
 def _number(text: str | None) -> float | str | None:

@@ -661,8 +661,8 @@ def test_a_first_tick_booked_longer_than_the_files_ticks_is_said_and_small_figur
         "tick, where this file's ticks are 15 min apart (BATTERY_WORKER_BATTERY__DEFAULT_STEP_HOURS=0.25 "
         "books one interval)"
     )
-    assert out[5] == "| threshold | 65.35 | 65.35 | 100.0% | 1.0 | 0.11 | 0% |"
-    assert out[6] == "threshold: gross 84.33, wear 18.97 (0.95 MWh delivered), net 65.35"
+    assert out[5] == "| threshold | 65.35 | 65.35 | 100.0% | 1.0 | 0.105 | 0% |"
+    assert out[6] == "threshold: gross 84.33, wear 18.97 (0.949 MWh delivered), net 65.35"
     monkeypatch.setenv("BATTERY_WORKER_BATTERY__DEFAULT_STEP_HOURS", "0.25")
     assert main(flags[:-2]) == 0
     out = capsys.readouterr().out.splitlines()

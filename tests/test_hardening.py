@@ -1072,10 +1072,19 @@ def test_a_number_time_before_2000_is_refused_as_a_spreadsheets_day_number(tmp_p
     with pytest.raises(PriceFileError) as raised:
         load_ticks(path)
     assert str(raised.value) == (
-        "timestamp=45139.0: excel.csv line 2: a time written as a number is seconds since 1970-01-01 UTC "
-        "(milliseconds above 2e10), so 45139.0 is 1970-01-01T12:32:19+00:00, before 2000: a "
+        "timestamp='45139.000000': excel.csv line 2: a time written as a number is seconds since 1970-01-01 "
+        "UTC (milliseconds above 2e10), so 45139.000000 is 1970-01-01T12:32:19+00:00, before 2000: a "
         "spreadsheet's day number? write ISO 8601 times (2023-08-01T00:00:00Z)"
     )
+    # ISO 8601's basic date is a date, not 20,230,801 seconds; float()'s '1_000' is no number here (a
+    # diff review).
+    compact = tmp_path / "compact.csv"
+    compact.write_text("timestamp,energy_price\n20230801,10\n20230802,11\n")
+    assert [tick.timestamp.day for tick in load_ticks(compact)] == [1, 2]
+    underscored = tmp_path / "underscored.csv"
+    underscored.write_text("timestamp,energy_price\n1_690_848_000,10\n")
+    with pytest.raises(PriceFileError, match="timestamp='1_690_848_000'"):
+        load_ticks(underscored)
 
 
 def test_times_without_an_offset_are_noted_and_a_decimal_comma_hinted(tmp_path: Path) -> None:

@@ -38,17 +38,23 @@ def ratio_text(value: float | None) -> str:
     return f"{percent:.1f}%"
 
 
-def amount(value: float, reference: float) -> str:
+def amount(value: float, reference: float, most: int = 2) -> str:
     """``value`` with the decimals the run's scale (``reference``, its largest figure) needs for four digits,
-    at most two: whole units from 1,000 on, 124.3 and 63.19 below (a MARA file's optimum of 124.3 showed as
-    '124' and a policy's −0.04 as '-0'; a 1 MWh battery's 0.105 MWh lost as '0'). Never '-0'."""
+    at most ``most`` (money's two): whole units from 1,000 on, 124.3 and 63.19 below (a MARA file's optimum
+    of 124.3 showed as '124' and a policy's −0.04 as '-0'). Never '-0'."""
     size = abs(reference)
     decimals = (
         0
         if size >= 1000 or size == 0 or not math.isfinite(size)
-        else min(2, 3 - math.floor(math.log10(size)))
+        else min(most, 3 - math.floor(math.log10(size)))
     )
     return f"{round(value, decimals) + 0.0:,.{decimals}f}"
+
+
+def energy(value: float, reference: float) -> str:
+    """MWh as :func:`amount` shows money, to the kWh below 1 MWh: a 1 MWh battery's 0.105 MWh lost showed
+    as '0', then (two decimals) its 4 kWh as '0.00' (a backtest and a diff review)."""
+    return amount(value, reference, most=3)
 
 
 def summary_table(summaries: Sequence[BacktestSummary]) -> str:
@@ -63,7 +69,7 @@ def summary_table(summaries: Sequence[BacktestSummary]) -> str:
         lines.append(
             f"| {s.policy} | {amount(s.value, scale)} | {amount(s.optimum_value, scale)} "
             f"| {ratio_text(s.capture_ratio)} "
-            f"| {s.cycles:.1f} | {amount(s.energy_lost_mwh, lost_scale)} | {s.final_charge_percent:.0f}% |"
+            f"| {s.cycles:.1f} | {energy(s.energy_lost_mwh, lost_scale)} | {s.final_charge_percent:.0f}% |"
         )
     return "\n".join(lines)
 
@@ -89,7 +95,7 @@ def month_table(summary: BacktestSummary) -> str:
             if worn
             else f"{amount(m.value, scale)} | {amount(m.optimum_value, scale)}"
         )
-        rest = f"{ratio_text(ratio)} | {m.cycles:.1f} | {amount(m.energy_lost_mwh, lost_scale)}"
+        rest = f"{ratio_text(ratio)} | {m.cycles:.1f} | {energy(m.energy_lost_mwh, lost_scale)}"
         lines.append(f"| {m.month} | {m.ticks} | {money} | {rest} |")
     return "\n".join(lines)
 

@@ -258,7 +258,7 @@ def _run(args: argparse.Namespace) -> int:
     from battery_worker.backtest.carbon import carbon_param, carbon_rows, carbon_table
     from battery_worker.backtest.engine import backtest, optimum_inputs, price_gaps
     from battery_worker.backtest.optimum_process import solve_in_child
-    from battery_worker.backtest.report import amount, month_table, summary_table, write_png
+    from battery_worker.backtest.report import amount, energy, month_table, summary_table, write_png
 
     png = chart_file(args)
     check_output_file("--png", png)
@@ -343,7 +343,7 @@ def _run(args: argparse.Namespace) -> int:
             print(
                 f"{summary.policy}: gross {amount(summary.gross_value, scale)}, "
                 f"wear {amount(summary.wear_cost, scale)} "
-                f"({amount(summary.energy_delivered_mwh, summary.energy_delivered_mwh)} MWh delivered), "
+                f"({energy(summary.energy_delivered_mwh, summary.energy_delivered_mwh)} MWh delivered), "
                 f"net {amount(summary.value, scale)}"
             )
         first = summaries[0]

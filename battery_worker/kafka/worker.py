@@ -119,13 +119,13 @@ class Worker:
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
         self._state_written: set[int] = set()
+        """State partitions known to hold records (restored, or written since): their commits say so
+        (:data:`.positions.STATE_STORED`). Not the homes of the sites held: after ``prices`` grew, a site's
+        new home was marked before its state was written there (a review of the diff)."""
         self._read_up_to: dict[TopicPartition, int] = {}
         """Per partition, the offset after the furthest record handled: what a rewind makes read again."""
         self._again_until: dict[TopicPartition, int] = {}
         """Since a rewind, per partition: records before this offset are read a second time."""
-        """State partitions known to hold records (restored, or written since): their commits say so
-        (:data:`.positions.STATE_STORED`). Not the homes of the sites held: after ``prices`` grew, a site's
-        new home was marked before its state was written there (a review of the diff)."""
         self._fetch: FairFetch | None = None
         self._transactions: PartitionTransactions | None = None
         session_s = settings.worker.session_timeout_ms / 1000

@@ -365,12 +365,14 @@ class _Change:
 
 
 _RECORDS_BETWEEN_YIELDS = 100
-REFUSALS_KEPT = 10_000
-"""How many dead-lettered input records a replay keeps the reason of (:attr:`ReplayResult.refused`)."""
-REFUSAL_CHARS = 300
 """Records recomputed between two returns to the event loop: a fetch holds up to 50,000, which under
 ``mpc`` or ``site`` took 15 s and more to recompute, so a stop signal waited that long (at 270 ticks/s,
 100 take under half a second)."""
+REFUSALS_KEPT = 10_000
+"""How many dead-lettered input records a replay keeps the reason of (:attr:`ReplayResult.refused`), per
+process: a reason is shown only beside a recorded decision, so a log of poison records costs no more."""
+REFUSAL_CHARS = 300
+"""A kept reason's length at most: it names the field and value, which may be a whole record."""
 
 
 def _placement(
