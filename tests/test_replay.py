@@ -1201,3 +1201,39 @@ async def test_a_decision_this_version_dead_letters_is_said_with_why_and_the_rul
     assert "or its version decided by other rules (this one's: dispatch.DECISION_RULES" in replayed.stdout
     first = json.loads(report.read_text())["actions"]["sites"]["solo"]["first"]
     assert first["recomputation_refused"].startswith("timestamp='1970-01-01T00:00:00+00:00': before 2000")
+
+
+async def test_status_and_replay_read_a_commit_through_a_coordinator_refusing_for_a_moment(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """aiokafka's committed() reads an offset fetch refused as a whole (NOT_COORDINATOR, a top-level error
+    with no partitions: Apache Kafka's answer for a moment after a stall) as "nothing committed": status
+    then showed a whole backlog, and the replay counted every tick. They read commits as the worker does
+    now (kafka/committed.py), asking again."""
+    from types import SimpleNamespace
+
+    from aiokafka.consumer.group_coordinator import GroupCoordinator
+    from aiokafka.protocol.commit import OffsetFetchRequest
+
+    from battery_worker.kafka.tools.overview import committed_offsets
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    await feed(settings, ercot_week()[:6], "solo")
+    assert await Worker(settings).run(max_messages=6, idle_timeout_s=20) == 6
+    send = GroupCoordinator._send_req
+    refused: list[object] = []
+
+    async def refusing_a_while(self: GroupCoordinator, request: Any) -> Any:
+        # Three: the consumer's own refresh of an assigned partition's commit may take one.
+        if isinstance(request, OffsetFetchRequest) and len(refused) < 3:
+            refused.append(request)
+            return SimpleNamespace(error_code=16, topics=[])  # NOT_COORDINATOR, no partitions
+        return await send(self, request)
+
+    monkeypatch.setattr(GroupCoordinator, "_send_req", refusing_a_while)
+    tp = TopicPartition(settings.topics.prices, 0)
+    assert await committed_offsets(settings.kafka, settings.worker.group_id, [tp]) == {tp: 6}
+    assert refused
