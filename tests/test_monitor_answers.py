@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -207,3 +208,27 @@ def test_a_time_listed_three_times_is_one_time_said_with_the_prices_left(
         "1 times listed more than once in one answer with other prices, e.g. 2025-01-01T00:00:00+00:00: "
         "energy price 1 taken (listed first), 2, 4 left",
     ]
+
+
+async def test_an_unacknowledged_publish_fails_in_time_leaving_its_sends_to_be_waited_for() -> None:
+    """A diff review: the acknowledgement's bound cancelled the sends (wait_for over gather), so the next
+    poll's read-back did not wait for records still queued in the producer, which could land after it."""
+    from aiokafka.errors import KafkaTimeoutError
+
+    from battery_worker.monitor.service import Monitor
+    from battery_worker.settings import load_settings
+
+    config = {"url": "http://127.0.0.1:1/p", "site": "m", "timeout_s": 0.1}
+    monitor = Monitor(load_settings(None, {"monitor": config}))
+    queued: list[asyncio.Future[object]] = []
+
+    class Stalled:
+        async def send(self, *args: object, **kwargs: object) -> asyncio.Future[object]:
+            queued.append(asyncio.get_running_loop().create_future())
+            return queued[-1]
+
+    with pytest.raises(KafkaTimeoutError, match=r"within 0\.1 s"):
+        await monitor._publish(Stalled(), [_tick(0), _tick(5)])
+    assert monitor._in_flight == queued
+    assert not any(sent.cancelled() or sent.done() for sent in queued)
+    assert monitor.stats.published == 0

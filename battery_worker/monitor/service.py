@@ -213,6 +213,9 @@ class Monitor:
                 done, _ = await asyncio.wait(pending, timeout=config.timeout_s)
                 if len(done) < len(pending):
                     return self._failed("publish", "the sends of an earlier poll are still unacknowledged")
+            for sent in self._in_flight:
+                if not sent.cancelled():
+                    sent.exception()  # retrieved: the read-back tells what was written
             self._in_flight = []
             try:
                 await self._read_back()
@@ -395,18 +398,21 @@ class Monitor:
         key = self.config.site.encode()
         topic = self.settings.topics.prices
         sends = [await producer.send(topic, tick_payload(tick), key=key) for tick in ticks]
-        try:  # bounded as the request is: a stalled broker held a stop for the producer's 30 s and more
-            delivered = await asyncio.wait_for(
-                asyncio.gather(*sends, return_exceptions=True), self.config.timeout_s
-            )
-        except TimeoutError:
+        # Bounded as the request is (a stalled broker held a stop for the producer's 30 s and more), and
+        # not cancelled: a cancelled send's record may still go out, and the read-back must wait for it.
+        _, pending = await asyncio.wait(sends, timeout=self.config.timeout_s)
+        if pending:
             self._in_flight = list(sends)
             raise KafkaTimeoutError(
                 f"no acknowledgement from the broker within {self.config.timeout_s:g} s (monitor.timeout_s)"
-            ) from None
-        for tick, result in zip(ticks, delivered, strict=True):
-            if isinstance(result, BaseException):
-                raise result if isinstance(result, KafkaError) else KafkaError(str(result))
+            )
+        for tick, sent in zip(ticks, sends, strict=True):
+            failure = KafkaError("send cancelled") if sent.cancelled() else sent.exception()
+            if failure is not None:
+                for other in sends:
+                    if not other.cancelled():
+                        other.exception()  # each retrieved: none logged as "never retrieved"
+                raise failure if isinstance(failure, KafkaError) else KafkaError(str(failure))
             self.stats.last_tick_at = tick.timestamp
             self.stats.published += 1
             self._published[tick.timestamp] = _prices_of(tick)
