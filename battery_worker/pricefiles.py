@@ -82,8 +82,9 @@ def load_ticks(
             rows = [(f"object {n}", row) for n, row in enumerate(_json_rows(source, raw), start=1)]
         else:
             text = raw.decode("utf-8-sig")
-            rows = _csv_rows(source, text, timestamp_column, price_column, hash_price, token_price)
-            utc_by_format = _utc_by_format(text, timestamp_column)
+            rows, utc_by_format = _csv_rows(
+                source, text, timestamp_column, price_column, hash_price, token_price
+            )
     except UnicodeDecodeError:
         raise PriceFileError("file", str(source), NOT_UTF8) from None
     except csv.Error as error:
@@ -141,16 +142,6 @@ def _refuse_two_prices_for_one_time(
                 "an hour when the clocks go back (write the offsets, e.g. +01:00, or UTC times)"
             )
         raise PriceFileError("timestamp", tick.timestamp.isoformat(), problem)
-
-
-def _utc_by_format(text: str, timestamp_column: str | None) -> bool:
-    """A CSV whose times are UTC by its format's contract: a market file's ``Datetime (UTC)``, or the MARA
-    API's four fields (its zone-less times are UTC). Another file's zone-less times are noted."""
-    header = next(csv.reader(io.StringIO(text[:4096])), [])
-    mara = all(field in header for field in MARA_FIELDS)
-    if timestamp_column is not None:
-        return timestamp_column == MARKET_TIMESTAMP or (timestamp_column == MARA_FIELDS[3] and mara)
-    return MARKET_TIMESTAMP in header or mara
 
 
 def _prices(tick: PriceTick) -> tuple[float, float, float, float | None]:
@@ -303,12 +294,15 @@ def _csv_rows(
     price_column: str | None,
     hash_price: float | None,
     token_price: float | None,
-) -> list[tuple[str, Mapping[str, Any]]]:
-    """Each row with where it is: ``line N`` of the file, as an editor counts (the header is line 1)."""
+) -> tuple[list[tuple[str, Mapping[str, Any]]], bool]:
+    """Each row with where it is: ``line N`` of the file, as an editor counts (the header is line 1); and
+    whether the file's format says its times are UTC: the MARA API's (its zone-less times are UTC) or a
+    market file's ``Datetime (UTC)``. Another file's zone-less times are noted."""
     with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle, restkey=_EXTRA)
         header = reader.fieldnames or []
-        if timestamp_column is None and price_column is None and all(f in header for f in MARA_FIELDS):
+        mara = all(f in header for f in MARA_FIELDS)
+        if timestamp_column is None and price_column is None and mara:
             _refuse_given_prices(source, hash_price, token_price)
             rows = _whole_rows(reader, source, MARA_FIELDS)
             return [
@@ -317,7 +311,7 @@ def _csv_rows(
                     {**{name: _number(row[name]) for name in MARA_FIELDS[:3]}, "timestamp": row["timestamp"]},
                 )
                 for where, row in rows
-            ]
+            ], True
         for flag, named in (("--timestamp-column", timestamp_column), ("--price-column", price_column)):
             if named is not None and named not in header:
                 raise PriceFileError(
@@ -329,6 +323,7 @@ def _csv_rows(
             problem = _columns_problem(header, ts_col is None, price_col is None)
             raise PriceFileError("columns", header, f"{source.name}: {problem}")
         rows = _whole_rows(reader, source, (ts_col, price_col))
+        utc = ts_col == MARKET_TIMESTAMP or (ts_col == MARA_FIELDS[3] and mara)
         return [
             (
                 where,
@@ -340,7 +335,7 @@ def _csv_rows(
                 },
             )
             for where, row in rows
-        ]
+        ], utc
 
 
 _EXTRA = "\x00extra"
@@ -404,7 +399,7 @@ def _columns_problem(header: Sequence[str], no_time: bool, no_price: bool) -> st
     return f"cannot tell {' nor '.join(looked_for)}"
 
 
-def _parse_time(text: str | None) -> datetime | float | str | None:
+def _parse_time(text: str | None) -> datetime | str | None:
     """Market CSVs write ``2023-01-01 00:00:00+00:00``; pydantic wants the ``T``, so normalise it. A number
     is a number of seconds since 1970 (milliseconds above 2e10, as pydantic reads it), never ISO text:
     ``fromisoformat`` read ``1691020800000`` as 1691-02-08 (a backtest review: 7 rows of 72 in the 17th

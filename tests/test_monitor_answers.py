@@ -199,8 +199,11 @@ def test_a_time_listed_three_times_is_one_time_said_with_the_prices_left(
     """A diff review: one time listed with 1, 2, 3 was '2 times listed twice'; listed next with 1, 2, 4,
     the line quoted 2 as left, not 4."""
     monitor = _monitor()
-    monitor._say_listed_twice([_tick(0, 1.0), _tick(0, 2.0), _tick(0, 3.0)])
-    monitor._say_listed_twice([_tick(0, 1.0), _tick(0, 2.0), _tick(0, 4.0)])
+    for listed in (
+        [_tick(0, 1.0), _tick(0, 2.0), _tick(0, 3.0)],
+        [_tick(0, 1.0), _tick(0, 2.0), _tick(0, 4.0)],
+    ):
+        monitor._say_listed_twice(listed, {listed[0].timestamp: listed[0]})
     said = [r.getMessage() for r in caplog.records]
     assert [line.split(": ", 1)[1] for line in said] == [
         "1 times listed more than once in one answer with other prices, e.g. 2025-01-01T00:00:00+00:00: "

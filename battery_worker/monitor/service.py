@@ -92,7 +92,7 @@ class Monitor:
         self._reported: dict[str, None] = {}  # bad items already reported, oldest first (bounded)
         self._connector: Connector | None = None
         self._behind_said: datetime | None = None
-        self._published: dict[datetime, tuple[float, float, float]] = {}
+        self._published: dict[datetime, Prices] = {}
         """The prices of the newest ticks in ``prices`` for the site, by time (bounded): read back at start,
         then each one published. A correction, and a tick listed late, are told by it."""
         self._unsure = False
@@ -237,9 +237,9 @@ class Monitor:
             )
         self._say_if_behind(answer.ticks, selection)
         first_listed = _first_per_time(answer.ticks)
-        self._say_corrections(first_listed)
-        self._say_late(first_listed)
-        self._say_listed_twice(answer.ticks)
+        self._say_corrections(list(first_listed.values()))
+        self._say_late(list(first_listed.values()))
+        self._say_listed_twice(answer.ticks, first_listed)
         try:
             await self._publish(producer, selection.new)
         except KafkaError as error:
@@ -299,14 +299,12 @@ class Monitor:
                 extra={"site_id": self.config.site},
             )
 
-    def _say_listed_twice(self, ticks: Sequence[PriceTick]) -> None:
-        """One answer listing a time twice or more with other prices: the first listed is taken (said once
-        for each such time and set of prices)."""
-        first: dict[datetime, PriceTick] = {}
+    def _say_listed_twice(self, ticks: Sequence[PriceTick], first: dict[datetime, PriceTick]) -> None:
+        """One answer listing a time twice or more with other prices: the first listed (``first``, by
+        time) is taken (said once for each such time and set of prices)."""
         others: dict[datetime, list[PriceTick]] = {}
         for tick in ticks:
-            taken = first.setdefault(tick.timestamp, tick)
-            if _prices_of(taken) != _prices_of(tick):
+            if _prices_of(first[tick.timestamp]) != _prices_of(tick):
                 others.setdefault(tick.timestamp, []).append(tick)
         keyed = {
             f"twice {stamp.isoformat()} {sorted(_prices_of(t) for t in left)!r}": stamp
@@ -434,9 +432,9 @@ def _prices_of(tick: PriceTick) -> Prices:
     return (tick.energy_price, tick.hash_price, tick.token_price)
 
 
-def _first_per_time(ticks: Sequence[PriceTick]) -> list[PriceTick]:
-    """Each time's first listing: the one :func:`.answers.select_new` takes."""
-    return list({tick.timestamp: tick for tick in reversed(ticks)}.values())
+def _first_per_time(ticks: Sequence[PriceTick]) -> dict[datetime, PriceTick]:
+    """Each time's first listing, by time: the one :func:`.answers.select_new` takes."""
+    return {tick.timestamp: tick for tick in reversed(ticks)}
 
 
 async def read_last_published(
