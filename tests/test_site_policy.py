@@ -119,6 +119,27 @@ def test_a_site_with_nothing_to_run_never_discharges_into_nothing(
     assert run.bought_mwh.sum() > 0  # it still stores cheap energy at the end value: not a policy that idles
 
 
+def test_negative_prices_ahead_never_make_the_site_discharge_into_nothing() -> None:
+    """Review runs as a site manager and a data engineer (DE-LU's and CAISO's spring, hash and token at 0,
+    no export): the LP ran its continuous machines for nothing on the battery's energy, to make room for
+    being paid to charge at negative prices, but the step's whole machines do not run for nothing, so every
+    such discharge was spilled (452 MWh in a DE-LU May) and still counted as avoided cost. Here 502 MWh."""
+    at = datetime(2023, 5, 1, tzinfo=UTC)
+    ticks = []
+    for step in range(24 * 6):
+        hour = step % 24
+        price = -30.0 if 10 <= hour < 16 else 90.0 if 18 <= hour < 22 else 40.0
+        when = at + timedelta(hours=step)
+        ticks.append(PriceTick(energy_price=price, hash_price=0.0, token_price=0.0, timestamp=when))
+    run = run_policy(ticks, CONFIG, SitePolicy())
+    plans = run_plans(SiteModel(), run, curtail=True)
+    assert max(plan.spilled_mw for plan in plans) == 0.0
+    assert run.delivered_mwh.sum() == 0.0
+    assert run.bought_mwh.sum() > 0  # paid to charge while it has room
+    held = [d.reason for d in run.decisions if "no machine earns its energy now" in d.reason]
+    assert held, "the reason says why the plan's discharge was not made"
+
+
 def test_a_site_that_takes_no_discharge_holds_rather_than_discharging_at_0_mw() -> None:
     """A site with no machines and no export: the plan's discharge has no outlet, so the site window is 0 MW
     and "discharge" at 0 MW told the schedulers to discharge."""
