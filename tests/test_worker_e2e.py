@@ -12,6 +12,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from battery_worker.events import event_id
+from battery_worker.kafka.clients import make_producer
 from battery_worker.kafka.exceptions import TopicMisconfigured
 from battery_worker.kafka.tools.inspect import latest_status, site_history
 from battery_worker.kafka.topics import partition_count, state_configs_problem
@@ -59,6 +60,28 @@ async def test_real_prices_give_the_domain_cores_decisions(
     assert status.net_value == pytest.approx(final.battery.net_value)
     exported = await site_history(settings, "site-b")
     assert len(exported) == len(ticks)
+
+
+async def test_a_site_retired_by_a_status_tombstone_is_no_longer_listed(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """delivery.md's "Retiring a site": a tombstone to battery.status. ``status`` kept the site's older
+    status (a data engineer's review) until the broker's cleaner ran, which on Tansu is never."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    ticks = ercot_week()[:5]
+    for site in ("old-site", "kept-site"):
+        await feed(settings, ticks, site)
+    await Worker(settings).run(max_messages=2 * len(ticks), idle_timeout_s=20)
+    assert set(await latest_status(settings)) == {"old-site", "kept-site"}
+    partitions = await partition_count(settings, settings.topics.status)
+    producer = make_producer(settings.kafka)
+    await producer.start()
+    try:
+        partition = home_partition("old-site", partitions)
+        await producer.send_and_wait(settings.topics.status, None, key=b"old-site", partition=partition)
+    finally:
+        await producer.stop()
+    assert set(await latest_status(settings)) == {"kept-site"}
 
 
 async def test_events_carry_schema_version_and_input_derived_ids(
