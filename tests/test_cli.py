@@ -204,6 +204,8 @@ def test_feed_run_status_and_history_export(
     status = cli("status", "--json", env=env)
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["alpha"]["ticks_applied"] == 48
+    # As the worker writes it (a data engineer's review: "Z" here, "+00:00" in the topic: no join by string)
+    assert json.loads(status.stdout)["alpha"]["last_tick_at"] == "2023-08-02T23:00:00+00:00"
     table = cli("status", env=env)
     rows = [line for line in table.stdout.splitlines() if "alpha" in line]
     assert len(rows) == 1, table.stdout  # piped: the whole row on one line, however wide
@@ -231,8 +233,13 @@ def test_feed_run_status_and_history_export(
     history = json.loads(out.read_text())
     assert len(history) == 48
     assert history[0]["timestamp"] < history[-1]["timestamp"]
+    assert history[0]["timestamp"] == "2023-08-01T00:00:00+00:00", "as in the topic and its keys"
     assert {"action", "reason", "energy_price", "charge_after_mwh"} <= set(history[0])
     assert exported.stderr == ""
+    as_csv = cli("history", "export", "--site", "alpha", "--out", str(tmp_path / "alpha.csv"), env=env)
+    assert as_csv.returncode == 2, "hist.csv was written as JSON, 'wrote' and exit 0"
+    assert "writes a JSON array; name the file .json" in as_csv.stderr
+    assert not (tmp_path / "alpha.csv").exists()
     nothing = cli("history", "export", "--site", "alhpa", "--out", str(tmp_path / "none.json"), env=env)
     assert nothing.returncode == 1, "a mistyped site: the job could not be done (it exited 0 with [])"
     assert not (tmp_path / "none.json").exists()

@@ -69,9 +69,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     if args.json:
         import orjson
 
-        sys.stdout.buffer.write(
-            orjson.dumps({site: s.model_dump(mode="json") for site, s in sorted(statuses.items())})
-        )
+        # Dumped as the worker dumps its events (orjson: "+00:00", not pydantic's "Z"), so a warehouse that
+        # joins these rows to the topic's by string finds them (a data engineer's review).
+        sys.stdout.buffer.write(orjson.dumps({site: s.model_dump() for site, s in sorted(statuses.items())}))
         sys.stdout.write("\n")
         return code
     from datetime import UTC, datetime
@@ -157,17 +157,19 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_history_export(args: argparse.Namespace) -> int:
-    import json
+    import orjson
 
     from battery_worker.kafka.tools.inspect import site_history
     from battery_worker.outputs import write_atomically
 
     settings = command_settings(args)
     check_output_file("--out", args.out)
+    if args.out.suffix.lower() not in ("", ".json"):  # hist.csv was written as JSON, said "wrote" and 0
+        raise InvalidConfig("--out", str(args.out), "history export writes a JSON array; name the file .json")
     if not args.out.absolute().parent.is_dir():
         raise InvalidConfig("--out", str(args.out), "its folder does not exist")
     records = run_once(site_history(settings, args.site))
-    entries = [record.model_dump(mode="json") for record in records]
+    entries = [record.model_dump() for record in records]  # dumped below as the worker dumps its events
     if not entries:  # a mistyped site id, or another topic: a script given an empty file and 0 went on
         print(
             f"battery-worker history: no history of site {args.site!r} in {settings.topics.history}; "
@@ -175,7 +177,7 @@ def cmd_history_export(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    write_atomically(Path(args.out), json.dumps(entries, indent=2))
+    write_atomically(Path(args.out), orjson.dumps(entries, option=orjson.OPT_INDENT_2))
     entries_text = f"{len(entries):,} history {'entry' if len(entries) == 1 else 'entries'}"
     print(f"wrote {entries_text} of site {args.site} to {args.out}")
     return 0
