@@ -181,9 +181,11 @@ class BatteryAction(_Event):
     state_of_charge_before_mwh: float = Field(description="MWh in the cells before the step (the model's)")
     state_of_charge_after_mwh: float = Field(description="MWh in the cells after the step (the model's)")
     limited_by: Limit | None = Field(
-        description="what held the step below the power asked for: the rate limit, a full or an empty "
-        "battery, the daily cycle cap; null when nothing did. A hold the policy chose has none: why it held "
-        "is in reason, and status.can_charge / can_discharge say whether the battery could have moved"
+        description="the limit the step reached: the rate limit, a full or an empty battery, the daily "
+        "cycle cap; null when none. Also named when the request met it exactly (a policy asking for the room "
+        "left is 'full' at the power it asked for) or passed it by a rounding (20.000000000000007 MW): "
+        "requested_power_mw less power_mw is what was held back. A hold the policy chose has none: why it "
+        "held is in reason, and status.can_charge / can_discharge say whether the battery could have moved"
     )
     gap_hours: float | None = Field(
         description="hours since the site's previous tick when over max_step_hours (the step then books "
