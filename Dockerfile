@@ -22,7 +22,9 @@ USER 10001
 # The worker finishes its in-flight batch, commits and exits 0 on SIGTERM, within
 # worker.shutdown_timeout_s (20 s): keep the orchestrator's grace period above that (Kubernetes: 30 s).
 STOPSIGNAL SIGTERM
+# /live, not /health: an unhealthy container is replaced where the runtime acts on it (ECS, Swarm), and a
+# broker outage is not cured by a restart (the worker backs off and carries on by itself).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
-    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9400/health', timeout=4)"]
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:9400/live', timeout=4)"]
 ENTRYPOINT ["battery-worker"]
 CMD ["run"]

@@ -8,6 +8,7 @@ import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 import urllib.error
@@ -367,7 +368,7 @@ def test_the_dockerfile_asks_for_non_root_a_slim_base_and_a_stop_budget_within_t
     assert "STOPSIGNAL SIGTERM" in dockerfile
     assert "EXPOSE 9400" in dockerfile
     assert "BATTERY_WORKER_WORKER__METRICS_PORT=9400" in dockerfile
-    assert "/health" in dockerfile
+    assert "127.0.0.1:9400/live" in dockerfile, "a broker outage must not get the container replaced"
     shutdown_s = make_settings("x:1", "t", "g").worker.shutdown_timeout_s
     assert "stop_grace_period: 30s" in compose
     assert shutdown_s < 30  # Kubernetes' default terminationGracePeriodSeconds, and compose's above
@@ -421,3 +422,36 @@ def test_a_metrics_port_in_use_is_one_clear_line_and_exit_2() -> None:
     )
     assert "address already in use" in lines[-1]
     assert "Traceback" not in result.stderr
+
+
+_STOP_WITH_A_PROBE_OPEN = """
+import asyncio, logging
+from battery_worker.ops.server import HttpEndpoints, Response
+
+class Endpoints(HttpEndpoints):
+    async def respond(self, path):
+        return Response(200, b"ok")
+
+async def main():
+    server = await Endpoints("127.0.0.1", 0).start()
+    # a probe's connection, its request not sent yet, held open past the stop
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    await asyncio.sleep(0.2)
+    await server.close()
+    print("closed", reader is not None, writer is not None)
+
+logging.basicConfig(level=logging.INFO)
+asyncio.run(main())
+"""
+
+
+def test_a_stop_with_a_probe_connection_open_logs_no_error() -> None:
+    """A platform engineer's review: a probe caught by a rolling update's SIGTERM logged an ERROR with the
+    traceback of its handler's cancellation, so an alert on level=ERROR fired on every deploy."""
+    result = subprocess.run(
+        [sys.executable, "-c", _STOP_WITH_A_PROBE_OPEN], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "metrics and probes on" in result.stderr
+    assert "CancelledError" not in result.stderr
+    assert "ERROR" not in result.stderr
