@@ -359,6 +359,47 @@ def test_the_backtest_reads_the_workers_variables_without_a_config_file(
     assert main(args) == 2  # refused as the worker refuses it
 
 
+def test_the_backtest_runs_the_policy_its_settings_file_gives_the_site(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fleet operator's review: a site run live under threshold 25 / 40 (``[policy]``) was backtested with
+    ``--config --site-id`` under mpc, and under the seed's 1.7 / 2.0 with ``--policy threshold``."""
+    config = tmp_path / "worker.toml"
+    config.write_text(
+        '[policy]\nname = "threshold"\nparams = { charge_below = 25, discharge_above = 40 }\n'
+        '[sites.nmc-1]\nbattery_type = "nmc"\n[sites.tz-1]\npolicy = { name = "adaptive" }\n'
+    )
+    summary_path = tmp_path / "summary.json"
+    base = [str(DATA / "ercot_2023-08-01_07.csv"), "--no-png", "--summary", str(summary_path)]
+
+    def run(*flags: str) -> tuple[dict[str, object], str, str]:
+        assert main([*base, "--config", str(config), *flags]) == 0
+        out, err = capsys.readouterr()
+        return orjson.loads(summary_path.read_bytes()), out, err
+
+    configured, out, _ = run("--site-id", "nmc-1")
+    assert configured["policy"] == "threshold"
+    assert (
+        out.splitlines()[0] == f"policy threshold (charge_below=25, discharge_above=40): [policy] of {config}"
+    )
+    named, _, _ = run("--site-id", "nmc-1", "--policy", "threshold")
+    assert named["value"] == configured["value"], "the configured parameters, not 1.7 / 2.0"
+    seed, _, _ = run(
+        "--site-id", "nmc-1", "--policy-param", "charge_below=1.7", "--policy-param", "discharge_above=2"
+    )
+    assert seed["value"] != configured["value"]
+    own, out, _ = run("--site-id", "tz-1")
+    assert own["policy"] == "adaptive"
+    assert out.splitlines()[0] == f"policy adaptive: sites.tz-1.policy of {config}"
+    other, _, err = run("--site-id", "nmc-1", "--policy", "mpc")
+    assert other["policy"] == "mpc"
+    assert "threshold (charge_below=25, discharge_above=40); not run, the flags name mpc" in err
+    unnamed = tmp_path / "battery.toml"
+    unnamed.write_text("[battery]\ncapacity_mwh = 40.0\n")
+    assert main([*base, "--config", str(unnamed)]) == 0
+    assert orjson.loads(summary_path.read_bytes())["policy"] == "mpc", "a file naming no policy: the default"
+
+
 def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     summary_path = tmp_path / "summary.json"
     flags = [

@@ -42,9 +42,9 @@ import itertools
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,7 +70,8 @@ if TYPE_CHECKING:
     from battery_worker.backtest.carbon import CarbonFigures
     from battery_worker.backtest.engine import BacktestRun, BacktestSummary, OptimumInputs, PriceGap
     from battery_worker.backtest.optimum import Optimum
-    from battery_worker.settings import Settings
+    from battery_worker.settings import PolicySettings, Settings
+    from battery_worker.sites import PolicyChoice
 
 
 DEFAULT_PNG = Path("backtest.png")
@@ -99,7 +100,9 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
     )
     parser.add_argument("--timestamp-column", help="CSV column holding the timestamp")
     parser.add_argument("--price-column", help="CSV column holding the energy price")
-    parser.add_argument("--policy", help=f"policy: {', '.join(sorted(POLICIES))} (default mpc)")
+    parser.add_argument(
+        "--policy", help=f"policy: {', '.join(sorted(POLICIES))} (default: --config's, else mpc)"
+    )
     parser.add_argument(
         "--policy-param",
         action="append",
@@ -121,10 +124,12 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
         help="compare the site's runs (machines and battery) with the site optimum instead",
     )
     parser.add_argument(
-        "--config", type=Path, help="TOML settings: the battery and site the worker would use (see --site-id)"
+        "--config",
+        type=Path,
+        help="TOML settings: the battery, site and (without --policy, --compare) policy the worker would use",
     )
     parser.add_argument(
-        "--site-id", help="with --config: the battery and site of sites.<ID> (default: the defaults)"
+        "--site-id", help="with --config: the battery, site and policy of sites.<ID> (default: the defaults)"
     )
     parser.add_argument(
         "--carbon", type=Path, metavar="FILE", help="carbon intensity file joined by timestamp"
@@ -185,34 +190,102 @@ def parse_params(pairs: list[str]) -> dict[str, dict[str, Any]]:
     return params
 
 
-def configured_site(args: argparse.Namespace) -> tuple[BatteryConfig, SiteModel, float]:
-    """The battery, site model and ``emissions.carry_hours`` of the settings as the worker reads them: the
-    defaults, ``--config``, then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the worker
-    resolves that site). Read from ``--config`` only, a variable set for the worker
+@dataclass(frozen=True, slots=True)
+class ConfiguredSite:
+    """What ``--config`` (and the variables) give the site the backtest runs: its battery, site model,
+    ``emissions.carry_hours`` and policy (None unless ``--config`` is given and it or the variables name
+    one), with where that policy is set."""
+
+    config: BatteryConfig
+    site: SiteModel
+    carry_hours: float
+    policy: PolicyChoice | None = None
+    policy_from: str = ""
+
+
+def configured_site(args: argparse.Namespace) -> ConfiguredSite:
+    """The battery, site model, ``emissions.carry_hours`` and policy of the settings as the worker reads
+    them: the defaults, ``--config``, then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the
+    worker resolves that site). Read from ``--config`` only, a variable set for the worker
     (``BATTERY_WORKER_BATTERY_TYPE=lfp``) was left out of the backtest without a word, which then ran
-    another battery than the worker."""
+    another battery than the worker; and the file's policy was left out for ``mpc`` (a fleet operator's
+    review: threshold 25 / 40 live, mpc in the backtest, and 1.7 / 2.0 with ``--policy threshold``)."""
     if args.config is None and args.site_id is not None:
         raise InvalidConfig("--site-id", args.site_id, "needs --config (the settings that define the site)")
-    settings = _worker_settings(args)
+    from battery_worker.settings import policy_over
+    from battery_worker.sites import PolicyChoice
+
+    configured: list[PolicySettings] = []
+    settings = _worker_settings(args, configured)
     directory, carry_hours = settings.site_directory(), settings.emissions.carry_hours
+    named = args.config is not None and bool(configured[0].model_fields_set)  # not the code's default
+    policy = PolicyChoice(configured[0].name, dict(configured[0].params)) if named else None
+    policy_from = f"[policy] of {args.config}"
     if args.site_id is None:
-        return directory.default.config, directory.default.site, carry_hours
-    if args.site_id not in settings.sites:
-        known = ", ".join(sorted(settings.sites)) or "none"
-        raise InvalidConfig(
-            "--site-id", args.site_id, f"no sites.{args.site_id} in {args.config} (sites: {known})"
-        )
-    setup = directory.setup(args.site_id)
-    return setup.config, setup.site, carry_hours
+        setup = directory.default
+    else:
+        if args.site_id not in settings.sites:
+            known = ", ".join(sorted(settings.sites)) or "none"
+            raise InvalidConfig(
+                "--site-id", args.site_id, f"no sites.{args.site_id} in {args.config} (sites: {known})"
+            )
+        setup = directory.setup(args.site_id)
+        own = settings.sites[args.site_id].policy
+        if own is not None:
+            layered = policy_over(configured[0], own.name, own.params)
+            policy = PolicyChoice(layered.name, dict(layered.params))
+            policy_from = f"sites.{args.site_id}.policy of {args.config}"
+    return ConfiguredSite(setup.config, setup.site, carry_hours, policy, policy_from)
 
 
-def _worker_settings(args: argparse.Namespace) -> Settings:
-    """The worker's settings, but for ``[policy]``: the backtest runs its flags' policies, so a policy
-    the variables name is not built (``BATTERY_WORKER_POLICY__NAME=nosuch`` stopped a backtest of
-    ``--policy threshold``). The rest is checked as the worker checks it."""
+def _worker_settings(args: argparse.Namespace, configured: list[PolicySettings]) -> Settings:
+    """The worker's settings, but for ``[policy]``, which is appended to ``configured`` and not built
+    here: the backtest builds the policies it runs, so a policy the variables name is not built when the
+    flags run another (``BATTERY_WORKER_POLICY__NAME=nosuch`` stopped a backtest of ``--policy
+    threshold``). The rest is checked as the worker checks it."""
+
     from battery_worker.settings import PolicySettings, load_settings
 
-    return load_settings(args.config, choose_policy=lambda _configured: PolicySettings())
+    def keep(policy: PolicySettings) -> PolicySettings:
+        configured.append(policy)
+        return PolicySettings()
+
+    return load_settings(args.config, choose_policy=keep)
+
+
+def run_policies(args: argparse.Namespace, names: list[str], configured: ConfiguredSite) -> list[str]:
+    """The policies to run: the flags' (:func:`policy_names`), else the one ``--config`` gives the site."""
+    policy = configured.policy
+    if policy is None:
+        return names
+    if args.policy is None and args.compare is None and not args.site:
+        return [policy.name]
+    return names
+
+
+def policy_lines(
+    names: list[str], configured: ConfiguredSite, params: dict[str, dict[str, Any]]
+) -> list[str]:
+    """What the output says of the configuration's policy: run with its parameters, or not run."""
+    policy = configured.policy
+    if policy is None:
+        return []
+    if policy.name not in names:
+        return [
+            f"note: {configured.policy_from} is {_named(policy.name, policy.params)}; not run, the flags "
+            f"name {', '.join(names)}"
+        ]
+    given = {**params.get("", {}), **params.get(policy.name, {})}
+    run_with = {**policy.params, **given}
+    return [
+        f"policy {_named(policy.name, run_with)}: {configured.policy_from}"
+        + (" and --policy-param" if given else "")
+    ]
+
+
+def _named(name: str, params: Mapping[str, Any]) -> str:
+    shown = ", ".join(f"{key}={value}" for key, value in sorted(params.items()))
+    return f"{name} ({shown})" if shown else name
 
 
 def battery_config(args: argparse.Namespace, base: BatteryConfig | None = None) -> BatteryConfig:
@@ -264,20 +337,29 @@ def _run(args: argparse.Namespace) -> int:
     check_output_file("--png", png)
     check_output_file("--summary", args.summary)
     check_carbon_flags(args)
-    names = policy_names(args)
+    configured = configured_site(args)
+    names = run_policies(args, policy_names(args), configured)
     params = parse_params(args.policy_param)
     for owner in params:
         if owner and owner not in names:
             raise InvalidConfig("--policy-param", owner, f"not among the policies run ({', '.join(names)})")
-    base, site, carry_hours = configured_site(args)
+    base, site, carry_hours = configured.config, configured.site, configured.carry_hours
+    own = configured.policy
     policies = [
         make_policy(
             name,
-            {**carbon_param(name, args.carbon_price), **params.get("", {}), **params.get(name, {})},
+            {
+                **(dict(own.params) if own is not None and own.name == name else {}),
+                **carbon_param(name, args.carbon_price),
+                **params.get("", {}),
+                **params.get(name, {}),
+            },
             site=site,
         )
         for name in names
     ]
+    for line in policy_lines(names, configured, params):
+        print(line, file=sys.stderr if line.startswith("note:") else sys.stdout)
     for policy in policies:  # as --carbon-price: without intensities it would change nothing, unsaid
         price = getattr(policy, "carbon_price", 0.0)
         if price and args.carbon is None:
