@@ -14,7 +14,7 @@ from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
 from battery_worker.kafka.clients import make_group_consumer, make_producer
 from battery_worker.kafka.exceptions import StateOfNewerVersion
-from battery_worker.kafka.positions import STATE_STORED
+from battery_worker.kafka.positions import STATE_STORED, commit_metadata, decided_with, state_stored
 from battery_worker.kafka.tools.overview import group_lag
 from battery_worker.kafka.worker import Worker
 from battery_worker.settings import Settings
@@ -55,6 +55,62 @@ async def test_graceful_stop_and_restart_continue_exactly(
     assert second.processor.counters.already_applied == 0
     verdict = await verify_against_uninterrupted(settings, streams)
     assert verdict.reemitted == 0, "a graceful stop re-emits nothing"
+
+
+def test_a_commits_metadata_names_the_state_stored_and_the_committers_settings() -> None:
+    assert commit_metadata(2, {2}, "3f9c0a1b2c4d") == f"{STATE_STORED} decisions=3f9c0a1b2c4d"
+    assert commit_metadata(1, {2}, "3f9c0a1b2c4d") == "decisions=3f9c0a1b2c4d"
+    assert commit_metadata(2, {2}) == STATE_STORED
+    assert state_stored(f"{STATE_STORED} decisions=3f9c0a1b2c4d")
+    assert state_stored(STATE_STORED)  # as a worker before 2026-12-06 committed it
+    assert not state_stored("decisions=3f9c0a1b2c4d")
+    assert not state_stored("")
+    assert decided_with(f"{STATE_STORED} decisions=3f9c0a1b2c4d") == "3f9c0a1b2c4d"
+    assert decided_with(STATE_STORED) is None
+    assert decided_with("") is None
+
+
+async def test_a_worker_taking_partitions_committed_under_other_settings_says_so(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fleet operator's review: kill -9, then a restart with a new policy, re-sent the ticks after the
+    last commit under the same event_ids with other decisions, and nothing said so."""
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    ticks = ercot_week()
+    await feed(settings, ticks[:20], "north")
+    before = Worker(settings)
+    assert await before.run(max_messages=20, idle_timeout_s=20) == 20
+    if not await _keeps_commit_metadata(settings):  # Tansu, which keeps no commit metadata
+        pytest.skip("the broker keeps no commit metadata, where the committing worker's settings are named")
+    changed = settings.model_copy(
+        update={
+            "policy": settings.policy.model_copy(
+                update={"params": {**settings.policy.params, "charge_below": 30.0}}
+            )
+        }
+    )
+    await feed(settings, ticks[20:25], "north")
+    caplog.set_level("WARNING", logger="battery_worker")
+    after = Worker(changed)
+    assert after.fingerprint != before.fingerprint
+    assert await after.run(max_messages=5, idle_timeout_s=20) == 5
+    said = [
+        r.getMessage() for r in caplog.records if "was committed by a worker deciding with" in r.getMessage()
+    ]
+    assert said == [
+        f"{settings.topics.prices}[0]: offset 20 was committed by a worker deciding with settings "
+        f"{before.fingerprint}, this one decides with {after.fingerprint}: if that worker did not stop "
+        "cleanly (kill -9, OOM, a lost session), the ticks it handled after its commit are decided again "
+        "here and their events re-sent under the same event_id with this worker's decisions "
+        '(docs/operations.md, "Changing settings")'
+    ]
+    caplog.clear()
+    await feed(settings, ticks[25:27], "north")
+    assert await Worker(changed).run(max_messages=2, idle_timeout_s=20) == 2
+    assert not [r for r in caplog.records if "was committed by a worker deciding with" in r.getMessage()]
 
 
 async def test_a_state_record_of_a_newer_version_stops_the_worker_before_it_applies_anything(
@@ -281,4 +337,4 @@ async def _keeps_commit_metadata(settings: Settings) -> bool:
         found = await consumer._coordinator.fetch_committed_offsets(tps)
     finally:
         await consumer.stop()
-    return any(commit.metadata == STATE_STORED for commit in found.values())
+    return any(state_stored(commit.metadata) for commit in found.values())

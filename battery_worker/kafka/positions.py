@@ -23,7 +23,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from battery_worker.kafka.committed import committed_offsets
 from battery_worker.kafka.records import ConsumedRecord
 
-__all__ = ["STATE_STORED", "Positions", "Sought", "commit_metadata", "marked"]
+__all__ = ["STATE_STORED", "Positions", "Sought", "commit_metadata", "decided_with", "marked", "state_stored"]
 
 STATE_STORED = "battery-worker:state-stored"
 """The metadata of a commit of a ``prices`` partition whose sites have state stored: the state partition of
@@ -32,17 +32,45 @@ a commit that carries it was written, so one found empty lost its records (the t
 committed without it: read again from its start at every restart, its dead letters would be written again."""
 
 
-def commit_metadata(partition: int, with_state: Collection[int]) -> str:
+_DECIDED_WITH = "decisions="
+"""Names, in a commit's metadata, the decision settings fingerprint of the worker that committed it
+(:meth:`~battery_worker.settings.Settings.decisions_fingerprint`)."""
+
+
+def commit_metadata(partition: int, with_state: Collection[int], fingerprint: str = "") -> str:
     """:data:`STATE_STORED` where the partition (a number in ``with_state``) has sites whose state is
-    stored by the time its commit lands, else nothing."""
-    return STATE_STORED if partition in with_state else ""
+    stored by the time its commit lands, then the committing worker's decision settings fingerprint.
+
+    The fingerprint tells the next owner whether the ticks after this commit, which a worker that did not
+    stop cleanly may have decided and published, are decided again under other settings: their events are
+    then re-sent under the same ``event_id`` with other content (a fleet operator's review, kill -9 and a
+    restart with a new policy). A worker before 2026-12-06 compares the metadata whole with
+    :data:`STATE_STORED`, so during a rolling upgrade it does not see the state a newer one stored."""
+    stored = STATE_STORED if partition in with_state else ""
+    named = f"{_DECIDED_WITH}{fingerprint}" if fingerprint else ""
+    return " ".join(part for part in (stored, named) if part)
+
+
+def state_stored(metadata: str) -> bool:
+    """Whether a commit's metadata says its partition's state was stored (:func:`commit_metadata`)."""
+    return metadata.split(" ", 1)[0] == STATE_STORED
+
+
+def decided_with(metadata: str) -> str | None:
+    """The decision settings fingerprint a commit's metadata names; None in a commit that names none."""
+    for part in metadata.split(" "):
+        if part.startswith(_DECIDED_WITH):
+            return part[len(_DECIDED_WITH) :] or None
+    return None
 
 
 def marked(
-    offsets: Mapping[TopicPartition, int], with_state: Collection[int]
+    offsets: Mapping[TopicPartition, int], with_state: Collection[int], fingerprint: str = ""
 ) -> dict[TopicPartition, tuple[int, str]]:
     """Offsets to commit, each with its :func:`commit_metadata`."""
-    return {tp: (offset, commit_metadata(tp.partition, with_state)) for tp, offset in offsets.items()}
+    return {
+        tp: (offset, commit_metadata(tp.partition, with_state, fingerprint)) for tp, offset in offsets.items()
+    }
 
 
 Batch = Mapping[TopicPartition, Sequence[ConsumedRecord]]
@@ -71,6 +99,7 @@ class Positions:
         stateless: Collection[int] = (),
         *,
         where_needed: bool = False,
+        fingerprint: str = "",
     ) -> Sought:
         """Seeks ``partitions`` to their committed offsets; those whose number is in ``stateless`` (their
         state partition never written) and whose commit says their state was stored lost it: to their first
@@ -87,13 +116,19 @@ class Positions:
         committed", and starts at the beginning: :mod:`.committed`) and a batch fetched from there may be
         waiting for the lock this assignment holds (counted as sought, it is dropped); one put before its
         commit is returned in ``misplaced``. A partition with nothing committed stays where the consumer put
-        it: a seek of every partition of a fresh start changed how its first fetches were spread."""
+        it: a seek of every partition of a fresh start changed how its first fetches were spread.
+
+        ``fingerprint``: this worker's decision settings; a commit naming other ones is in
+        ``decided_otherwise``."""
         sought = Sought()
         positions = {tp: await consumer.position(tp) for tp in partitions}  # the consumer's own first,
         commits = await committed_offsets(consumer, partitions)  # or its positioning overwrites ours
         for tp in partitions:
             committed, metadata = commits[tp]
-            lost = tp.partition in stateless and metadata == STATE_STORED
+            lost = tp.partition in stateless and state_stored(metadata)
+            theirs = decided_with(metadata)
+            if committed is not None and fingerprint and theirs not in (None, fingerprint):
+                sought.decided_otherwise[tp] = (committed, theirs)
             if where_needed and not lost:
                 if committed is None:
                     continue  # at the beginning, where the consumer put it
@@ -119,3 +154,5 @@ class Sought:
     """Partitions that lost their state, each with (committed, beginning): decided again from there."""
     misplaced: dict[TopicPartition, tuple[int, int]] = field(default_factory=dict)
     """Partitions the consumer had put before their commit, each with (position, committed)."""
+    decided_otherwise: dict[TopicPartition, tuple[int, str]] = field(default_factory=dict)
+    """Partitions last committed by a worker of other decision settings: (committed, its fingerprint)."""

@@ -94,6 +94,8 @@ class Worker:
         self.settings = settings
         self.topics = settings.topics.names()
         self.site_directory = settings.site_directory()
+        self.fingerprint = settings.decisions_fingerprint()
+        """The decision settings' digest: logged at start, and in each offset commit's metadata."""
         self.processor = TickProcessor(
             self.site_directory,
             self.topics,
@@ -158,7 +160,7 @@ class Worker:
         log.info(
             "decision settings fingerprint %s: every worker of group %r should show the same one (a site's "
             "decisions follow the worker that owns its partition)",
-            self.settings.decisions_fingerprint(),
+            self.fingerprint,
             self.settings.worker.group_id,
         )
         for line in self.site_directory.warning_lines():
@@ -320,7 +322,7 @@ class Worker:
             return
         states = self.processor.take_state_records()
         self._note_state_written(states)
-        commits = marked(self._checkpoint.take(), self._state_written)
+        commits = marked(self._checkpoint.take(), self._state_written, self.fingerprint)
         tail = store_and_commit(self._producer, self._consumer, self.stats, states, commits)
         await self._tail.start_after_previous(tail)
         self.stats.checkpoints += 1
@@ -349,7 +351,9 @@ class Worker:
         for _, outputs, _ in handled:
             self._note_state_written(outputs)
         work = [
-            PartitionWork(tp, outputs, offset, commit_metadata(tp.partition, self._state_written))
+            PartitionWork(
+                tp, outputs, offset, commit_metadata(tp.partition, self._state_written, self.fingerprint)
+            )
             for tp, outputs, offset in handled
         ]
         with counting_failures(self.stats, "commit"):
@@ -451,7 +455,20 @@ class Worker:
         assert self._consumer is not None
         with counting_failures(self.stats, "restore"):
             sought = await self._positions.seek_to_committed(
-                self._consumer, partitions, stateless, where_needed=where_needed
+                self._consumer, partitions, stateless, where_needed=where_needed, fingerprint=self.fingerprint
+            )
+        for tp, (committed, theirs) in sorted(sought.decided_otherwise.items()):
+            log.warning(
+                "%s[%d]: offset %d was committed by a worker deciding with settings %s, this one decides "
+                "with %s: if that worker did not stop cleanly (kill -9, OOM, a lost session), the ticks it "
+                "handled after its commit are decided again here and their events re-sent under the same "
+                'event_id with this worker\'s decisions (docs/operations.md, "Changing settings")',
+                tp.topic,
+                tp.partition,
+                committed,
+                theirs,
+                self.fingerprint,
+                extra={"topic": tp.topic, "partition": tp.partition},
             )
         for tp, (position, committed) in sorted(sought.misplaced.items()):
             log.warning(
