@@ -196,6 +196,11 @@ class SiteDirectory:
         """The default setup (key ``""``) and each overridden site's."""
         return {"": self._default, **{site_id: self.setup(site_id) for site_id in self._overrides}}
 
+    @property
+    def configured(self) -> frozenset[str]:
+        """The ids of the sites configured one by one (``[sites.<id>]``)."""
+        return frozenset(self._overrides)
+
     def setup(self, site_id: str) -> SiteSetup:
         cached = self._cache.get(site_id)
         if cached is not None:

@@ -382,3 +382,31 @@ def test_a_restored_site_outside_its_window_as_configured_now_is_said_and_kept(
         "2 restored sites were stored under another policy than they run now (big (threshold → adaptive)"
         in (caplog.text)
     )
+
+
+def test_a_restored_site_like_a_configured_one_without_state_is_said_to_be_misspelt(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fleet operator's review wrote ``[sites.nmc-l]`` for ``nmc-1``: the site restored with the default
+    battery (100 MWh for its 40) and the start said nothing of it."""
+    fleet = SiteDirectory(BatteryConfig(capacity_mwh=40.0), PolicyChoice())
+    processor = TickProcessor(fleet, TOPICS, prices_partitions=3)
+    tick = orjson.dumps(
+        {"energy_price": 30.0, "hash_price": 0, "token_price": 0, "timestamp": "2023-08-01T00:00:00Z"}
+    )
+    for site in ("nmc-1", "plain-7", "lfp-2"):
+        processor.handle(InputRecord("prices", home_partition(site, 3), 0, site.encode(), tick))
+    records = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
+    nmc = {"battery": {"capacity_mwh": 40.0}}
+    overrides = {"nmc-l": SiteOverride(**nmc), "lfp-2": SiteOverride(**nmc), "brand-new": SiteOverride(**nmc)}
+    typo = SiteDirectory(BatteryConfig(), PolicyChoice(), overrides)
+    restored = TickProcessor(typo, TOPICS, prices_partitions=3)
+    assert restored.restore(records) == 3
+    assert (
+        "1 restored sites are not configured under sites, each like a configured site that has no state "
+        "(nmc-1 (sites.nmc-l)): a misspelt id?" in caplog.text
+    )
+    assert "plain-7" not in caplog.text, "unlike every configured id: a site of the default battery"
+    caplog.clear()
+    assert restored.restore(records) == 3  # a rebalance gives the partition back: said once
+    assert "misspelt" not in caplog.text

@@ -21,6 +21,7 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
 
 from __future__ import annotations
 
+import difflib
 import logging
 import sys
 from collections.abc import Iterable, Sequence
@@ -191,6 +192,10 @@ def _outside_window(energy_mwh: float, setup: SiteSetup) -> str | None:
     return f"{energy_mwh:.2f} MWh, {side} {low:g}–{high:g} MWh of {config.capacity_mwh:g} MWh"
 
 
+_MISSPELT_COMPARED = 200
+"""Configured sites without state compared with the restored ids at most (more: none are)."""
+
+
 def _first_few(sites: list[str]) -> str:
     """The first five of a restore's sites, for its one warning line."""
     return ", ".join(sites[:5]) + (", ..." if len(sites) > 5 else "")
@@ -241,6 +246,7 @@ class TickProcessor:
         self._warned_other_log: set[str] = set()
         self._warned_moved: set[str] = set()
         self._warned_settings: set[str] = set()
+        self._warned_misspelt: set[str] = set()
         self.counters = Counters()
 
     @property
@@ -297,6 +303,7 @@ class TickProcessor:
         moved: list[str] = []
         outside: list[str] = []
         policy_changed: list[str] = []
+        restored: list[str] = []
         for record in records:
             held = self._sites.get(record.site_id)
             if held is not None and _behind(record.last_tick_at, held.state.battery.last_tick_at):
@@ -340,6 +347,8 @@ class TickProcessor:
             )
             self._dirty.discard(record.site_id)
             loaded += 1
+            restored.append(record.site_id)
+        misspelt = self._misspelt(restored)
         if moved:
             log.warning(
                 "%d restored sites were stored from another prices partition than their home now (%s): the "
@@ -364,7 +373,33 @@ class TickProcessor:
                 len(policy_changed),
                 _first_few(policy_changed),
             )
+        if misspelt:
+            log.warning(
+                "%d restored sites are not configured under sites, each like a configured site that has no "
+                "state (%s): a misspelt id? They run the default battery and policy",
+                len(misspelt),
+                _first_few(misspelt),
+            )
         return loaded
+
+    def _misspelt(self, restored: Iterable[str]) -> list[str]:
+        """Restored sites without a ``[sites.<id>]`` of their own, each like the id of a configured site no
+        state is held for: ``[sites.nmc-l]`` written for ``nmc-1`` gave that site the default battery
+        (100 MWh for its 40) without a word (a fleet operator's review). Only the configured sites without
+        state are compared, so a restore of 10,000 sites compares a few ids each, not every pair."""
+        configured = self._directory.configured
+        lonely = [site_id for site_id in configured if site_id not in self._sites]
+        if not lonely or len(lonely) > _MISSPELT_COMPARED:
+            return []
+        found = []
+        for site_id in restored:
+            if site_id in configured or site_id in self._warned_misspelt:
+                continue
+            like = difflib.get_close_matches(site_id, lonely, n=1, cutoff=0.8)
+            if like:
+                self._warned_misspelt.add(site_id)
+                found.append(f"{site_id} (sites.{like[0]})")
+        return found
 
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the sites of partitions this worker no longer owns; returns how many were dropped."""
