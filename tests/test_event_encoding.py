@@ -397,8 +397,8 @@ def test_a_restored_site_like_a_configured_one_without_state_is_said_to_be_missp
     for site in ("nmc-1", "plain-7", "lfp-2"):
         processor.handle(InputRecord("prices", home_partition(site, 3), 0, site.encode(), tick))
     records = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
-    nmc = {"battery": {"capacity_mwh": 40.0}}
-    overrides = {"nmc-l": SiteOverride(**nmc), "lfp-2": SiteOverride(**nmc), "brand-new": SiteOverride(**nmc)}
+    small = SiteOverride(battery={"capacity_mwh": 40.0})
+    overrides = {"nmc-l": small, "lfp-2": small, "brand-new": small}
     typo = SiteDirectory(BatteryConfig(), PolicyChoice(), overrides)
     restored = TickProcessor(typo, TOPICS, prices_partitions=3)
     assert restored.restore(records) == 3
