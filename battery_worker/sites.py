@@ -110,6 +110,21 @@ class SiteSetup:
             f"of {config.capacity_mwh:g} MWh: {PERCENTS_NOT_FRACTIONS}"
         )
 
+    def described(self) -> str:
+        """The battery and policy in one line, for the start's log."""
+        c = self.config
+        cap = (
+            "none"
+            if c.max_cycles_per_day is None
+            else f"{c.max_cycles_per_day:g} a day ({c.cycle_day_timezone})"
+        )
+        return (
+            f"battery {c.capacity_mwh:g} MWh, charge {c.max_charge_rate_mw:g} MW, discharge "
+            f"{c.max_discharge_rate_mw:g} MW, efficiency {c.efficiency:g}, window {c.min_charge_percent:g}–"
+            f"{c.max_charge_percent:g} %, wear {c.cycle_cost_per_mwh:g} per MWh, cycle cap {cap}; policy "
+            f"{self.policy.name}"
+        )
+
     def warnings(self) -> dict[str, str]:
         """What the worker says at start and :class:`BatterySystem` warns of about this setup, by kind
         (``import_limit``, ``spill``, ``window``)."""
@@ -190,6 +205,17 @@ class SiteDirectory:
                 f"{_whose(key)}: {text}; the same holds, each by its own figures, for {len(others):,} more "
                 f"sites: {named}{more}"
             )
+        return lines
+
+    def setup_lines(self, limit: int = 20) -> list[str]:
+        """What each battery is, as resolved (defaults, ``[battery]``, a preset, a site's own fields): the
+        default's line and each configured site's, up to ``limit`` of them. The start logged the settings
+        as written, before presets, so a site moved from one preset to another showed its new window, wear
+        and cycle cap nowhere (a fleet operator's review)."""
+        setups = list(self._setups().items())
+        lines = [f"{_whose(key)}: {setup.described()}" for key, setup in setups[: limit + 1]]
+        if len(setups) > limit + 1:
+            lines.append(f"and {len(setups) - limit - 1:,} more configured sites (sites.<id>)")
         return lines
 
     def _setups(self) -> dict[str, SiteSetup]:

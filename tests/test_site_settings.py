@@ -9,11 +9,13 @@ from pathlib import Path
 
 import pytest
 
+from battery_worker.battery_config import BatteryConfig
 from battery_worker.errors import InvalidConfig
 from battery_worker.fleet import DEFAULT_MACHINES, MachineType, SiteModel
 from battery_worker.policies import BATTERY_POLICIES, POLICIES, make_policy, plans_machines
 from battery_worker.policies.site import SitePolicy
 from battery_worker.settings import load_settings
+from battery_worker.sites import PolicyChoice, SiteDirectory, SiteOverride
 from tests.workerkit import cli
 
 TOML = """
@@ -192,3 +194,19 @@ def test_a_threshold_discharge_capped_by_its_site_demand_is_not_said_to_spill() 
     small = SiteModel(machines=DEFAULT_MACHINES[:1])
     with pytest.warns(SpillWarning, match=r"a full-rate discharge \(25 MW\) is more than the site takes"):
         BatterySystem(max_discharge_rate_mw=80.0, capacity_mwh=200.0, site=small)
+
+
+def test_the_start_describes_each_battery_as_resolved_presets_included() -> None:
+    """A fleet operator's review moved a site from NMC to LFP: its new window, wear and cycle cap were in no
+    line of the start, which logged the settings as written (``battery_type: lfp``)."""
+    overrides = {
+        "nmc-1": SiteOverride(battery_type="nmc"),
+        **{f"s{n}": SiteOverride(battery={"capacity_mwh": 10.0 + n}) for n in range(25)},
+    }
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice("threshold", {}), overrides)
+    lines = directory.setup_lines(limit=20)
+    assert lines[0].startswith("sites without an override: battery 100 MWh, charge 20 MW, discharge 20 MW")
+    nmc = next(line for line in lines if line.startswith("site nmc-1: "))
+    assert "window 10–90 %, wear 82 per MWh, cycle cap 1 a day (UTC); policy threshold" in nmc
+    assert len(lines) == 22
+    assert lines[-1] == "and 6 more configured sites (sites.<id>)"

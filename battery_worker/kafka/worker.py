@@ -163,6 +163,8 @@ class Worker:
             self.fingerprint,
             self.settings.worker.group_id,
         )
+        for line in self.site_directory.setup_lines():
+            log.info("%s", line)
         for line in self.site_directory.warning_lines():
             log.warning("%s", line)
         self._stop.guard(asyncio.current_task())
