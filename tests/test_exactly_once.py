@@ -228,7 +228,11 @@ async def test_kill_9_at_20_points_leaves_each_event_committed_exactly_once(
                 assert stop(worker, signal.SIGKILL) == -signal.SIGKILL
                 kills += 1
         landed = await feeder
+        before = len(assignments(log))
         final = start_worker_process(settings, log)
+        # Assigned first: where the killed workers had committed every tick, all_applied held at once and
+        # the SIGTERM came while the last one was still starting Python (a run saw exit -15).
+        await wait_until_async(assigned_anew(log, before), 60, "the last worker to be assigned")
         await wait_until_async(all_applied(settings, streams), 180, "the last worker to apply every tick")
         assert stop(final, signal.SIGTERM) == 0, log_tail(log)
     finally:
