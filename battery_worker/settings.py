@@ -791,6 +791,10 @@ def _where_given(
             depth == len(parts) or _holds(_json_table(os.environ[named]), parts[depth:])
         ):
             return f"given by {named}"
+    below = (prefix + "__".join(parts) + "__").upper()  # a variable setting a field under a mistyped name
+    deeper = sorted(name for upper, name in variables.items() if upper.startswith(below))
+    if deeper:
+        return f"given by {deeper[0]}"
     return f"in {toml_path}" if toml_path is not None and _holds(toml_data, parts) else ""
 
 

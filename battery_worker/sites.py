@@ -248,9 +248,13 @@ class SiteDirectory:
         try:
             config = replace(self._default.config, **fields)
         except InvalidConfig as error:
-            raise InvalidConfig(
-                f"sites.{site_id}.battery.{error.field}", error.value, error.problem
-            ) from None
+            problem = error.problem
+            if error.field in preset and error.field not in override.battery:
+                # The preset's value, not one the operator wrote: said so, with what they can change (a fleet
+                # operator's review: max_charge_percent=8 under nmc blamed min_charge_percent=10.0 alone).
+                preset_name = override.battery_type
+                problem += f" ({error.field} is the {preset_name} preset's; set it beside the other)"
+            raise InvalidConfig(f"sites.{site_id}.battery.{error.field}", error.value, problem) from None
         site = site_model_with(self._default.site, override.site, f"sites.{site_id}.site")
         choice = override.policy or self._policy
         if override.policy is None and site == self._default.site:

@@ -210,3 +210,25 @@ def test_the_start_describes_each_battery_as_resolved_presets_included() -> None
     assert "window 10–90 %, wear 82 per MWh, cycle cap 1 a day (UTC); policy threshold" in nmc
     assert len(lines) == 22
     assert lines[-1] == "and 6 more configured sites (sites.<id>)"
+
+
+def test_a_presets_value_refused_beside_a_sites_own_and_a_variable_under_a_mistyped_name_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fleet operator's review: ``max_charge_percent = 8`` under the NMC preset was refused as
+    ``min_charge_percent=10.0`` alone, a value they never wrote; and a variable setting a field under a
+    mistyped name (``..._BATERY__CAPACITY_MWH``) was refused without the variable's name."""
+    config = tmp_path / "worker.toml"
+    config.write_text('[sites.a]\nbattery_type = "nmc"\nbattery = { max_charge_percent = 8 }\n')
+    with pytest.raises(InvalidConfig) as refused:
+        load_settings(config)
+    assert str(refused.value) == (
+        "sites.a.battery.min_charge_percent=10.0: must not exceed max_charge_percent "
+        "(min_charge_percent is the nmc preset's; set it beside the other)"
+    )
+    monkeypatch.setenv("BATTERY_WORKER_SITES__lfp-1__BATERY__CAPACITY_MWH", "10")
+    with pytest.raises(InvalidConfig) as mistyped:
+        load_settings(None)
+    assert str(mistyped.value).endswith(
+        "no such field (given by BATTERY_WORKER_SITES__lfp-1__BATERY__CAPACITY_MWH)"
+    )
