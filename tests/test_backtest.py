@@ -711,3 +711,15 @@ def test_a_first_tick_booked_longer_than_the_files_ticks_is_said_and_small_figur
     assert out[1] == "optimum: 80.00, exact"
     assert main([str(DATA / "ercot_2023-08-01_07.csv"), "--policy", "threshold", "--no-png"]) == 0
     assert "first step:" not in capsys.readouterr().out
+
+
+def test_an_empty_price_cell_of_a_mara_file_is_named_by_its_column_not_a_flag_never_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A site manager's review: an empty hash cell was refused as ``--hash-price=''``, a flag not given."""
+    mara = tmp_path / "mara.csv"
+    mara.write_text("timestamp,energy_price,hash_price,token_price\n2025-06-21T10:00:00Z,1.0,,2.0\n")
+    assert main([str(mara), "--no-png"]) == 2
+    err = capsys.readouterr().err
+    assert "hash_price='': mara.csv line 2" in err
+    assert "--hash-price" not in err

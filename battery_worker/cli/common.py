@@ -208,10 +208,10 @@ def price_file_ticks(
             carbon_file=carbon_file,
             notes=notes,
         )
-    except PriceFileError as error:  # named by the flag that gave it
+    except PriceFileError as error:  # named by the flag that gave it, if a flag gave it
         flag = {"hash_price": "--hash-price", "token_price": "--token-price"}.get(error.field)
-        if flag is None:
-            raise
+        if flag is None or getattr(args, error.field) is None:  # the file's own cell (a review: an empty
+            raise  # hash_price cell of a MARA file was said to be '--hash-price', a flag never given)
         raise PriceFileError(flag, error.value, error.problem) from None
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
