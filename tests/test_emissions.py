@@ -153,6 +153,40 @@ def test_hours_without_a_carbon_row_get_none_and_sub_hourly_ticks_take_their_hou
     assert [t.carbon_intensity for t in ticks] == [250.5, 250.5, None, None]
 
 
+def test_a_finer_carbon_file_gives_each_tick_its_latest_row_and_zone_less_times_are_noted(
+    tmp_path: Path,
+) -> None:
+    """A sustainability analyst's review: 15-minute intensities gave a tick at 00:20 the row of 00:00 (the
+    start of its hour), not of 00:15, at a coverage of 100 %; and a file in local standard time without
+    offsets matched nearly every tick hours off, a net of -1,253 t read as +2,406 t, unsaid."""
+    prices = tmp_path / "prices.csv"
+    times = ["00:00", "00:10", "00:15", "00:20", "00:35", "00:50", "01:05"]
+    prices.write_text(
+        "timestamp,energy_price,hash_price,token_price\n"
+        + "".join(f"2023-08-01T{at}:00Z,1,0,0\n" for at in times)
+    )
+    carbon = tmp_path / "carbon.csv"
+    carbon.write_text(
+        "timestamp,carbon_intensity\n"
+        + "".join(
+            f"2023-08-01T{at}:00,{value}\n" for at, value in [("00:00", 100), ("00:15", 200), ("00:30", 300)]
+        )
+    )
+    notes: list[str] = []
+    ticks = load_ticks(prices, carbon_file=carbon, notes=notes)
+    # 00:50 takes 00:30's row, within its hour; 01:05 none: the row of 00:30 is of the hour before
+    assert [t.carbon_intensity for t in ticks] == [100.0, 100.0, 200.0, 200.0, 300.0, 300.0, None]
+    assert notes == [
+        "carbon.csv: 3 of 3 carbon intensity times have no UTC offset and are read as UTC (a file in local "
+        "time needs its offsets, e.g. -06:00)"
+    ]
+    market = tmp_path / "market.csv"  # the shared files' column says UTC: nothing to note
+    market.write_text("Datetime (UTC),Carbon Intensity gCO₂eq/kWh (direct)\n2023-08-01 00:00:00,250.5\n")
+    notes.clear()
+    load_ticks(prices, carbon_file=market, notes=notes)
+    assert notes == []
+
+
 def test_a_bad_carbon_file_names_the_problem(tmp_path: Path) -> None:
     carbon = tmp_path / "carbon.csv"
     carbon.write_text("timestamp,carbon_intensity\n2023-08-01T00:00:00,-3\n")
