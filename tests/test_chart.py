@@ -218,3 +218,48 @@ def test_legend_figures_keep_their_third_digit() -> None:
     assert money(4.9e6, keep_zeros=True) == "4.90 M"
     assert money(917.0, keep_zeros=True) == "917"
     assert money(4.9e6) == "4.9 M", "axes keep their short labels (50 k, not 50.0 k)"
+
+
+def test_a_few_spikes_do_not_set_the_weeks_price_axis() -> None:
+    """A review viewing a 5-minute year's chart: four spikes to about 1,300 flattened the week's prices,
+    negative middays and evening peaks alike, onto the zero line."""
+    from battery_worker.backtest.report import price_scale
+
+    week = 40.0 * np.sin(np.linspace(0, 14 * math.pi, 2016))
+    spiky = week.copy()
+    spiky[[100, 700, 1300, 1900]] = [900.0, 1280.0, 400.0, 1100.0]
+    scale = price_scale(spiky)
+    assert scale.clipped == 4
+    assert scale.peak == 1280.0
+    assert scale.low < -40.0 < 40.0 < scale.high < 60.0
+    calm = price_scale(week)  # nothing to clip: the whole range, padded
+    assert calm.clipped == 0
+    assert calm.low < week.min()
+    assert calm.high > week.max()
+    assert price_scale(np.full(5, 30.0)).clipped == 0  # constant prices still have an axis
+    assert price_scale(np.full(5, 30.0)).low < 30.0 < price_scale(np.full(5, 30.0)).high
+
+
+def test_sub_hourly_power_is_drawn_as_each_hours_mean() -> None:
+    """A review viewing a 5-minute week: 2,016 steps of power drawn tick by tick were a barcode."""
+    from battery_worker.backtest.report import hourly_power
+
+    stamps = [START + timedelta(minutes=5 * i) for i in range(24)]  # 06:00 to 07:55
+    power = np.array([20.0] * 6 + [0.0] * 6 + [-10.0] * 12)
+    starts, means = hourly_power(stamps, power, np.full(24, 5 / 60))
+    assert [datetime.fromtimestamp(s, UTC) for s in starts] == [START, START + timedelta(hours=1)]
+    assert means.tolist() == pytest.approx([10.0, -10.0])
+
+
+def test_a_five_minute_chart_draws_hourly_power_and_clips_spikes(tmp_path: Path) -> None:
+    ticks = series(
+        8, 5, lambda hours: 1300.0 if int(hours * 12) % 500 == 7 else calm_with_one_wild_week(hours)
+    )
+    runs = runs_over(ticks, [("adaptive", {})])
+    optimum = optimum_for(ticks, CONFIG)
+    figure = draw_figure(runs, optimum, CONFIG, title="spiky.csv")
+    texts = [text.get_text() for axis in figure.axes for text in axis.texts]
+    titles = [axis.get_title() for axis in figure.axes]
+    plt.close(figure)
+    assert any(text.endswith("ticks above the axis, up to 1.3 k") for text in texts), texts
+    assert any(title.startswith("power, each hour's mean") for title in titles), titles

@@ -22,7 +22,7 @@ import io
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -31,9 +31,11 @@ from battery_worker.backtest.optimum import FloatArray, Optimum
 from battery_worker.backtest.report import (
     ZoomWindow,
     cumulative_net_tonnes,
+    hourly_power,
     money,
     monthly_capture,
     optimum_net_kg,
+    price_scale,
     ratio_text,
     shows_emissions,
     typical_step_seconds,
@@ -248,6 +250,20 @@ def _week(
     price_axis.step(week_times, first.prices[week], where="pre", color="black", lw=1.0)
     if float(np.min(first.prices[week])) < 0:
         price_axis.axhline(0.0, color="grey", lw=0.8)
+    scale = price_scale(first.prices[week])
+    price_axis.set_ylim(scale.low, scale.high)
+    if scale.clipped:
+        price_axis.text(
+            0.995,
+            0.96,
+            f"{scale.clipped:,} {'tick' if scale.clipped == 1 else 'ticks'} above the axis, up to "
+            f"{money(scale.peak)}",
+            transform=price_axis.transAxes,
+            ha="right",
+            va="top",
+            fontsize=10,
+            bbox={"facecolor": "white", "edgecolor": "0.6", "pad": 2},
+        )
     price_axis.set_ylabel("price\nper MWh")
     rule = "the whole run (shorter than a week)" if window.whole_run else WEEK_RULE
     begin, end = first.timestamps[window.start], first.timestamps[window.stop - 1]
@@ -268,13 +284,27 @@ def _week(
     soc_axis.set_ylabel("state of\ncharge %")
     best_power = optimum_power_mw(optimum, first.durations_hours)[week]
     limit = 1.1 * max(config.max_charge_rate_mw, config.max_discharge_rate_mw)
+    stamps, spans = first.timestamps[week], first.durations_hours[week]
+    hourly = typical_step_seconds(stamps) < 3600.0  # sub-hourly ticks: each hour's mean, not a barcode
+    where: Literal["pre", "post"] = "pre"
+    power_times = week_times
+    if hourly:  # each hour from its start, the last one's end added so that it is drawn too
+        where = "post"
+        starts, best_power = hourly_power(stamps, best_power, spans)
+        edges = np.append(starts, starts[-1] + 3600.0).astype(np.int64)
+        power_times, best_power = edges.astype("datetime64[s]"), np.append(best_power, best_power[-1])
     for axis, run, color in zip(power_axes, runs, colors, strict=True):
-        axis.fill_between(week_times, best_power, 0.0, step="pre", color=OPTIMUM_GREY, lw=0)
-        axis.step(week_times, run.power_mw[week], where="pre", color=color, lw=1.2)
+        power = run.power_mw[week]
+        if hourly:
+            means = hourly_power(stamps, power, spans)[1]
+            power = np.append(means, means[-1])
+        axis.fill_between(power_times, best_power, 0.0, step=where, color=OPTIMUM_GREY, lw=0)
+        axis.step(power_times, power, where=where, color=color, lw=1.2)
         axis.axhline(0.0, color="black", lw=0.6)
         axis.set_ylim(-limit, limit)
         axis.set_ylabel(f"{run.policy}\nMW")
-    power_axes[0].set_title("power, + charging, − discharging (grey behind: the optimum)", fontsize=11)
+    mean = ", each hour's mean" if hourly else ""
+    power_axes[0].set_title(f"power{mean}, + charging, − discharging (grey behind: the optimum)", fontsize=11)
     for axis in axes[:-1]:
         axis.grid(alpha=0.3)
         axis.tick_params(labelbottom=False)

@@ -157,6 +157,52 @@ def zoom_window(
     return ZoomWindow(int(starts[best]), int(stops[best]), False, float(earned[best]))
 
 
+@dataclass(frozen=True, slots=True)
+class PriceScale:
+    """The zoomed week's price axis: ``low`` to ``high``; ``clipped`` ticks lie above it, up to ``peak``."""
+
+    low: float
+    high: float
+    clipped: int
+    peak: float
+
+
+SPIKE_QUANTILE = 0.98
+"""Prices up to this quantile of the week set its price axis when a few spikes would flatten the rest."""
+
+
+def price_scale(prices: FloatArray) -> PriceScale:
+    """The week's price axis. Drawn to its highest price, a week of 5-minute prices with four spikes to
+    about 1,300 showed the negative middays and evening peaks every decision turns on as a line on zero (a
+    review viewing the chart). Where the prices above :data:`SPIKE_QUANTILE` reach further above it than
+    the whole range below it, the axis ends a little above that quantile and the chart says how many ticks
+    it leaves above, up to what price."""
+    low, peak = float(np.min(prices)), float(np.max(prices))
+    top = float(np.quantile(prices, SPIKE_QUANTILE))
+    span = top - low
+    if peak - top <= span or span <= 0.0:
+        pad = 0.05 * (peak - low) or 1.0
+        return PriceScale(low - pad, peak + pad, 0, peak)
+    high = top + 0.15 * span
+    return PriceScale(low - 0.05 * span, high, int(np.count_nonzero(prices > high)), peak)
+
+
+def hourly_power(
+    timestamps: Sequence[datetime], power_mw: FloatArray, durations_hours: FloatArray
+) -> tuple[FloatArray, FloatArray]:
+    """Power as hourly means, by UTC hour: (each hour's start in seconds, its MWh ÷ hours of ticks).
+
+    Drawn tick by tick, a week of 5-minute power was a barcode, a policy's row nearly solid and the
+    optimum behind it a hatch (a review viewing the chart); an hour's mean keeps what it did, charging or
+    discharging and how hard."""
+    seconds = _seconds(timestamps)
+    hours = np.floor(seconds / 3600.0)
+    starts = np.flatnonzero(np.concatenate([[True], hours[1:] != hours[:-1]]))
+    energy = np.add.reduceat(power_mw * durations_hours, starts)
+    spent = np.add.reduceat(durations_hours, starts)
+    return hours[starts] * 3600.0, np.divide(energy, spent, out=np.zeros_like(energy), where=spent > 0)
+
+
 def shows_emissions(runs: Sequence[BacktestRun]) -> bool:
     """The chart gets its emissions panel when some tick of the run had a carbon intensity."""
     return any(run.emissions.coverage > 0 for run in runs)
