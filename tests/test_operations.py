@@ -455,3 +455,38 @@ def test_a_stop_with_a_probe_connection_open_logs_no_error() -> None:
     assert "metrics and probes on" in result.stderr
     assert "CancelledError" not in result.stderr
     assert "ERROR" not in result.stderr
+
+
+async def test_a_broker_that_takes_connections_but_never_answers_is_said_while_waited_for(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A platform engineer's review: a worker started against a SIGSTOPped broker logged nothing after its
+    settings for 40 s, until the request timed out. Here a socket that accepts and never answers."""
+    from battery_worker.kafka import connecting
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()  # never answers; returns when the worker closes the connection
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    monkeypatch.setattr(connecting, "SLOW_ANSWER_S", 0.3)
+    caplog.set_level("WARNING", logger="battery_worker")
+    worker = Worker(make_settings(f"127.0.0.1:{port}", "never", "never"))
+    running = asyncio.create_task(worker.run())
+    try:
+        said = f"Kafka at 127.0.0.1:{port} has not answered for 1 s (a broker stalled or overloaded?)"
+
+        async def saying() -> bool:
+            return said in caplog.text
+
+        await wait_until_async(saying, 10, "the wait to be said")  # at 0.6 s and 0.9 s
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 60)
+        silent.close()
+        for writer in held:
+            writer.close()
+        await silent.wait_closed()

@@ -11,8 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Protocol
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, Protocol, TypeVar
 
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import KafkaError
 
 from battery_worker.kafka.backoff import Backoff
@@ -25,6 +27,11 @@ from battery_worker.settings import Settings
 __all__ = ["Connector", "StopRequested", "StopSignal", "pause"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SLOW_ANSWER_S = 10.0
+"""How long a connection attempt goes unanswered before the worker says it is waiting (and again after as
+long again)."""
 
 
 class StopRequested(Exception):
@@ -69,8 +76,7 @@ class Connector:
             try:
                 admin = make_admin(self._settings.kafka)
                 try:
-                    await admin.start()
-                    return await ensure_topics(admin, self._settings.topics)
+                    return await self._until_stopped(self._topics_checked(admin))
                 finally:
                     await admin.close()
             except KafkaError as error:
@@ -80,10 +86,61 @@ class Connector:
         """Start an aiokafka client, waiting for the broker as long as waiting can help."""
         while True:
             try:
-                await client.start()
+                await self._until_stopped(client.start())
                 return
             except KafkaError as error:
                 await self._wait_for_broker(error)
+
+    async def _topics_checked(self, admin: AIOKafkaAdminClient) -> dict[str, int]:
+        await admin.start()
+        return await ensure_topics(admin, self._settings.topics)
+
+    async def _until_stopped(self, attempt: Coroutine[Any, Any, T]) -> T:
+        """``attempt``, said when slow (:meth:`_said_if_slow`) and given up when a stop is requested: a
+        SIGTERM while a stalled broker held the attempt waited for the shutdown's bound (12 s of 20) and
+        then spoke of an in-flight batch abandoned, where there was none (a platform engineer's review)."""
+        async with self._said_if_slow():
+            attempting = asyncio.ensure_future(attempt)
+            stopping = asyncio.ensure_future(self._stop.requested.wait())
+            try:
+                await asyncio.wait({attempting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopping.cancel()
+            if attempting.done():
+                return attempting.result()
+            attempting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, KafkaError):
+                await attempting
+            raise StopRequested
+
+    @contextlib.asynccontextmanager
+    async def _said_if_slow(self) -> AsyncIterator[None]:
+        """Say so when an attempt has had no answer for :data:`SLOW_ANSWER_S`, and every as long again.
+
+        A broker that accepts connections but does not answer (stopped with SIGSTOP, overloaded, a proxy
+        holding the connection) fails an attempt only when its request times out, some 40 s: a worker
+        started then logged nothing after its settings for that long (a platform engineer's review)."""
+        bootstrap = self._settings.kafka.bootstrap_servers
+
+        async def say() -> None:
+            waited = 0.0
+            while True:
+                await asyncio.sleep(SLOW_ANSWER_S)
+                waited += SLOW_ANSWER_S
+                log.warning(
+                    "Kafka at %s has not answered for %.0f s (a broker stalled or overloaded?): still "
+                    "waiting",
+                    bootstrap,
+                    waited,
+                )
+
+        saying = asyncio.create_task(say())
+        try:
+            yield
+        finally:
+            saying.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await saying
 
     def connected(self) -> None:
         self._backoff.reset()
