@@ -173,14 +173,6 @@ def _warn_of_unpaid_machines(args: argparse.Namespace, settings: Settings, ticks
         return
     site = args.site or "default"
     if settings.site_directory().setup(site).policy.name != "site":
-        # Said too where this process's settings name another policy: the worker's are its own, and a site
-        # worker fed so curtailed every machine and still "discharged" (a site manager's review).
-        print(
-            f"battery-worker feed: note: {args.file} gives no hash or token price, so every tick carries 0 "
-            "for both; a worker running the site policy curtails every machine on them "
-            "(give --hash-price and --token-price)",
-            file=sys.stderr,
-        )
         return
     print(
         f"battery-worker feed: {args.file} gives no hash or token price, so every tick carries 0 for both: "
