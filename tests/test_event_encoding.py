@@ -410,3 +410,29 @@ def test_a_restored_site_like_a_configured_one_without_state_is_said_to_be_missp
     caplog.clear()
     assert restored.restore(records) == 3  # a rebalance gives the partition back: said once
     assert "misspelt" not in caplog.text
+
+
+def test_a_site_policy_site_given_ticks_without_hash_or_token_price_is_said_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A site manager's review fed a market file without --hash-price and --token-price to a worker run with
+    ``--policy site``: every machine was curtailed for a month, and neither feed nor the worker said so."""
+    overrides = {"mine": SiteOverride(policy=PolicyChoice("site", {"warmup_hours": 1}))}
+    processor = TickProcessor(
+        SiteDirectory(BatteryConfig(), PolicyChoice(), overrides), TOPICS, prices_partitions=3
+    )
+    for hour, (site, hash_price) in enumerate([("mine", 0), ("mine", 0), ("other", 0), ("mine", 1.5)]):
+        tick = {
+            "energy_price": 30.0,
+            "hash_price": hash_price,
+            "token_price": 0,
+            "timestamp": f"2023-08-01T0{hour}:00:00Z",
+        }
+        processor.handle(
+            InputRecord("prices", home_partition(site, 3), hour, site.encode(), orjson.dumps(tick))
+        )
+    said = [r.getMessage() for r in caplog.records if "hash_price and token_price both 0" in r.getMessage()]
+    assert said == [
+        "site mine: a tick with hash_price and token_price both 0 under the site policy: no machine earns, "
+        "so every one is curtailed (a market file fed without --hash-price and --token-price?)"
+    ]

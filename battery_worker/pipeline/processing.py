@@ -247,6 +247,7 @@ class TickProcessor:
         self._warned_moved: set[str] = set()
         self._warned_settings: set[str] = set()
         self._warned_misspelt: set[str] = set()
+        self._warned_unpaid: set[str] = set()
         self.counters = Counters()
 
     @property
@@ -401,6 +402,20 @@ class TickProcessor:
                 found.append(f"{site_id} (sites.{like[0]})")
         return found
 
+    def _warn_unpaid(self, site_id: str) -> None:
+        """A site the ``site`` policy plans given a tick whose hash and token prices are both 0, said once per
+        site and process: no machine earns, so every one is curtailed. ``feed`` of a market file without
+        ``--hash-price`` and ``--token-price`` sends such ticks, and feed cannot know the worker's policy (a
+        site manager's review: every machine off for a month, and not a word)."""
+        if site_id in self._warned_unpaid:
+            return
+        self._warned_unpaid.add(site_id)
+        log.warning(
+            "site %s: a tick with hash_price and token_price both 0 under the site policy: no machine earns, "
+            "so every one is curtailed (a market file fed without --hash-price and --token-price?)",
+            site_id,
+        )
+
     def drop_partitions(self, partitions: Iterable[int]) -> int:
         """Forget the sites of partitions this worker no longer owns; returns how many were dropped."""
         gone = set(partitions)
@@ -485,6 +500,8 @@ class TickProcessor:
             self.counters.stale += 1
             return Handled("stale", site_id, ())
         setup = site.setup
+        if site.plans_machines and not (tick.hash_price or tick.token_price):
+            self._warn_unpaid(site_id)
         outcome = dispatch(
             tick,
             site.state,
