@@ -20,7 +20,7 @@ from battery_worker.frozen import fast_init
 from battery_worker.policies.base import Decision, Policy, PolicyMemory
 from battery_worker.ticks import PriceTick
 
-DECISION_RULES = "2026-12-06T16:00Z"
+DECISION_RULES = "2026-12-06T19:30Z"
 """The date (and, for a second change in a day, the UTC time) of the last change to what a tick decides or
 refuses, as docs/replay.md lists them (raise it with each): part of the settings' decisions fingerprint,
 so workers of two versions that decide differently during a rolling upgrade show two fingerprints."""
