@@ -398,15 +398,16 @@ def test_a_restored_site_like_a_configured_one_without_state_is_said_to_be_missp
         processor.handle(InputRecord("prices", home_partition(site, 3), 0, site.encode(), tick))
     records = [BatteryStateRecord.model_validate_json(out.value) for out in processor.take_state_records()]
     small = SiteOverride(battery={"capacity_mwh": 40.0})
-    overrides = {"nmc-l": small, "lfp-2": small, "brand-new": small}
+    overrides = {"nmc-l": small, "lfp-2": small, "brand-new": small, "plain-8": small}  # plain-8: a new site
     typo = SiteDirectory(BatteryConfig(), PolicyChoice(), overrides)
     restored = TickProcessor(typo, TOPICS, prices_partitions=3)
     assert restored.restore(records) == 3
     assert (
-        "1 restored sites are not configured under sites, each like a configured site that has no state "
-        "(nmc-1 (sites.nmc-l)): a misspelt id?" in caplog.text
+        "1 restored sites are not configured under sites, each read as a configured site that has no "
+        "state (nmc-1 (sites.nmc-l)): a misspelt id?" in caplog.text
     )
     assert "plain-7" not in caplog.text, "unlike every configured id: a site of the default battery"
+    assert "plain-7 (sites.plain-8)" not in caplog.text
     caplog.clear()
     assert restored.restore(records) == 3  # a rebalance gives the partition back: said once
     assert "misspelt" not in caplog.text

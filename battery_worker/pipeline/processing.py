@@ -21,7 +21,6 @@ Every input record ends in exactly one of four outcomes, counted in :class:`Coun
 
 from __future__ import annotations
 
-import difflib
 import logging
 import sys
 from collections.abc import Iterable, Sequence
@@ -192,8 +191,12 @@ def _outside_window(energy_mwh: float, setup: SiteSetup) -> str | None:
     return f"{energy_mwh:.2f} MWh, {side} {low:g}–{high:g} MWh of {config.capacity_mwh:g} MWh"
 
 
-_MISSPELT_COMPARED = 200
-"""Configured sites without state compared with the restored ids at most (more: none are)."""
+_CONFUSED = str.maketrans({"l": "1", "i": "1", "o": "0", "_": "", "-": "", ".": "", " ": ""})
+
+
+def _typed_alike(site_id: str) -> str:
+    """A site id with the characters a typist confuses made one: case, l/I/1, O/0, and separators."""
+    return site_id.lower().translate(_CONFUSED)
 
 
 def _first_few(sites: list[str]) -> str:
@@ -376,30 +379,34 @@ class TickProcessor:
             )
         if misspelt:
             log.warning(
-                "%d restored sites are not configured under sites, each like a configured site that has no "
-                "state (%s): a misspelt id? They run the default battery and policy",
+                "%d restored sites are not configured under sites, each read as a configured site that has "
+                "no state (%s): a misspelt id? They run the default battery and policy",
                 len(misspelt),
                 _first_few(misspelt),
             )
         return loaded
 
     def _misspelt(self, restored: Iterable[str]) -> list[str]:
-        """Restored sites without a ``[sites.<id>]`` of their own, each like the id of a configured site no
-        state is held for: ``[sites.nmc-l]`` written for ``nmc-1`` gave that site the default battery
-        (100 MWh for its 40) without a word (a fleet operator's review). Only the configured sites without
-        state are compared, so a restore of 10,000 sites compares a few ids each, not every pair."""
+        """Restored sites without a ``[sites.<id>]`` of their own whose id reads as that of a configured site
+        no state is held for, once the characters a typist confuses are taken as one (case, ``l``/``1``,
+        ``O``/``0``, separators): ``[sites.nmc-l]`` written for ``nmc-1`` gave that site the default battery
+        (100 MWh for its 40) without a word (a fleet operator's review). Ids merely alike are not said:
+        ``site-10`` beside a configured new ``site-20`` is two sites (a review of the diff)."""
         configured = self._directory.configured
-        lonely = [site_id for site_id in configured if site_id not in self._sites]
-        if not lonely or len(lonely) > _MISSPELT_COMPARED:
+        lonely: dict[str, str] = {}
+        for site_id in configured:
+            if site_id not in self._sites:
+                lonely.setdefault(_typed_alike(site_id), site_id)
+        if not lonely:
             return []
         found = []
         for site_id in restored:
             if site_id in configured or site_id in self._warned_misspelt:
                 continue
-            like = difflib.get_close_matches(site_id, lonely, n=1, cutoff=0.8)
-            if like:
+            like = lonely.get(_typed_alike(site_id))
+            if like is not None and like != site_id:
                 self._warned_misspelt.add(site_id)
-                found.append(f"{site_id} (sites.{like[0]})")
+                found.append(f"{site_id} (sites.{like})")
         return found
 
     def _warn_unpaid(self, site_id: str) -> None:
