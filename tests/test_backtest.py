@@ -398,6 +398,24 @@ def test_the_backtest_runs_the_policy_its_settings_file_gives_the_site(
     unnamed.write_text("[battery]\ncapacity_mwh = 40.0\n")
     assert main([*base, "--config", str(unnamed)]) == 0
     assert orjson.loads(summary_path.read_bytes())["policy"] == "mpc", "a file naming no policy: the default"
+    capsys.readouterr()
+    priced = tmp_path / "priced.toml"  # the settings' carbon price, refused by their name, not a flag's
+    priced.write_text('[policy]\nname = "mpc"\nparams = { carbon_price = 50 }\n')
+    assert main([*base, "--config", str(priced)]) == 2
+    assert f"[policy] of {priced}='mpc.carbon_price=50': needs --carbon FILE" in capsys.readouterr().err
+    assert main([*base, "--config", str(priced), "--policy-param", "carbon_price=0"]) == 0
+
+
+def test_the_backtest_runs_the_policy_the_variables_name(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A review of the diff: the battery was read from the BATTERY_WORKER_* variables, the policy not."""
+    summary_path = tmp_path / "summary.json"
+    monkeypatch.setenv("BATTERY_WORKER_POLICY__NAME", "adaptive")
+    args = [str(DATA / "ercot_2023-08-01_07.csv"), "--no-png", "--summary", str(summary_path)]
+    assert main(args) == 0
+    assert orjson.loads(summary_path.read_bytes())["policy"] == "adaptive"
+    assert capsys.readouterr().out.splitlines()[0] == "policy adaptive: BATTERY_WORKER_POLICY__NAME"
 
 
 def test_cli_battery_type_and_wear_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -723,3 +741,15 @@ def test_an_empty_price_cell_of_a_mara_file_is_named_by_its_column_not_a_flag_ne
     err = capsys.readouterr().err
     assert "hash_price='': mara.csv line 2" in err
     assert "--hash-price" not in err
+
+
+def test_the_site_policy_over_a_file_without_hash_or_token_price_is_noted(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A review of the diff: the worker says it (a site the site policy plans given unpaid ticks), the
+    backtest of the same said nothing, though ``--config`` may now choose that policy by itself."""
+    hours = str(DATA / "ercot_2023-08-01_07.csv")
+    assert main([hours, "--policy", "site", "--no-png", "--policy-param", "horizon_hours=6"]) == 0
+    assert "under the site policy no machine earns and every one is curtailed" in capsys.readouterr().err
+    assert main([hours, "--policy", "site", "--no-png", "--hash-price", "60", "--token-price", "25"]) == 0
+    assert "no machine earns" not in capsys.readouterr().err

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import statistics
 import sys
 import time
@@ -208,8 +209,9 @@ def configured_site(args: argparse.Namespace) -> ConfiguredSite:
     them: the defaults, ``--config``, then the ``BATTERY_WORKER_*`` variables (for ``--site-id``, as the
     worker resolves that site). Read from ``--config`` only, a variable set for the worker
     (``BATTERY_WORKER_BATTERY_TYPE=lfp``) was left out of the backtest without a word, which then ran
-    another battery than the worker; and the file's policy was left out for ``mpc`` (a fleet operator's
-    review: threshold 25 / 40 live, mpc in the backtest, and 1.7 / 2.0 with ``--policy threshold``)."""
+    another battery than the worker; and the settings' policy was left out for ``mpc`` (a fleet operator's
+    review: threshold 25 / 40 live, mpc in the backtest, and 1.7 / 2.0 with ``--policy threshold``), from
+    the variables too (a review of the diff: the battery was read from them and the policy not)."""
     if args.config is None and args.site_id is not None:
         raise InvalidConfig("--site-id", args.site_id, "needs --config (the settings that define the site)")
     from battery_worker.settings import policy_over
@@ -218,9 +220,11 @@ def configured_site(args: argparse.Namespace) -> ConfiguredSite:
     configured: list[PolicySettings] = []
     settings = _worker_settings(args, configured)
     directory, carry_hours = settings.site_directory(), settings.emissions.carry_hours
-    named = args.config is not None and bool(configured[0].model_fields_set)  # not the code's default
+    named = bool(configured[0].model_fields_set)  # given by the file or a variable, not the code's default
     policy = PolicyChoice(configured[0].name, dict(configured[0].params)) if named else None
-    policy_from = f"[policy] of {args.config}"
+    variables = sorted(name for name in os.environ if name.upper().startswith("BATTERY_WORKER_POLICY"))
+    file_named = f"[policy] of {args.config}" if args.config is not None else ""
+    policy_from = " and ".join(part for part in (file_named, ", ".join(variables)) if part)
     if args.site_id is None:
         setup = directory.default
     else:
@@ -364,14 +368,28 @@ def _run(args: argparse.Namespace) -> int:
         price = getattr(policy, "carbon_price", 0.0)
         if price and args.carbon is None:
             shown = f"{policy.name}.carbon_price={price:g}"
-            raise InvalidConfig("--policy-param", shown, "needs --carbon FILE, the intensities it prices")
+            flagged = "carbon_price" in {**params.get("", {}), **params.get(policy.name, {})}
+            if flagged or own is None or own.name != policy.name:
+                raise InvalidConfig("--policy-param", shown, "needs --carbon FILE, the intensities it prices")
+            raise InvalidConfig(  # the settings' own, not a flag never given (a review of the diff)
+                configured.policy_from,
+                shown,
+                "needs --carbon FILE, the intensities it prices (or --policy-param carbon_price=0)",
+            )
     config = battery_config(args, base)
     ticks = price_file_ticks(args, args.file, args.carbon)
     if not ticks:
         raise InvalidConfig("file", str(args.file), "holds no price ticks")
     check_chartable(png, ticks)
     given = args.hash_price is not None or args.token_price is not None
-    if args.site and not given and not any(tick.hash_price or tick.token_price for tick in ticks):
+    unpaid = not given and not any(tick.hash_price or tick.token_price for tick in ticks)
+    if unpaid and not args.site and "site" in names:  # as the worker says it (a review of the diff)
+        print(
+            f"note: {args.file} gives no hash or token price, so every tick carries 0 for both: under the "
+            "site policy no machine earns and every one is curtailed (give --hash-price and --token-price)",
+            file=sys.stderr,
+        )
+    if args.site and unpaid:
         # A market file has no hash or token price: every machine's revenue was 0 and the shares nonsense.
         raise InvalidConfig(
             "--site",
