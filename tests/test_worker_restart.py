@@ -111,6 +111,19 @@ async def test_a_worker_taking_partitions_committed_under_other_settings_says_so
     await feed(settings, ticks[25:27], "north")
     assert await Worker(changed).run(max_messages=2, idle_timeout_s=20) == 2
     assert not [r for r in caplog.records if "was committed by a worker deciding with" in r.getMessage()]
+    # Exactly-once: a killed worker's events after its commit were aborted, never read_committed
+    once = changed.model_copy(
+        update={
+            "worker": changed.worker.model_copy(update={"processing_guarantee": "exactly-once"}),
+            "policy": changed.policy.model_copy(
+                update={"params": {**changed.policy.params, "charge_below": 35.0}}
+            ),
+        }
+    )
+    assert Worker(once).fingerprint != after.fingerprint
+    await feed(settings, ticks[27:29], "north")
+    assert await Worker(once).run(max_messages=2, idle_timeout_s=20) == 2
+    assert not [r for r in caplog.records if "was committed by a worker deciding with" in r.getMessage()]
 
 
 async def test_a_state_record_of_a_newer_version_stops_the_worker_before_it_applies_anything(

@@ -120,6 +120,7 @@ class Worker:
         self._tail = BatchTail()
         self._checkpoint = Checkpoint(settings.worker.commit_interval_ms)
         self._positions = Positions()
+        self._warned_decided: set[tuple[TopicPartition, str]] = set()
         self._state_written: set[int] = set()
         """State partitions known to hold records (restored, or written since): their commits say so
         (:data:`.positions.STATE_STORED`). Not the homes of the sites held: after ``prices`` grew, a site's
@@ -460,6 +461,12 @@ class Worker:
                 self._consumer, partitions, stateless, where_needed=where_needed, fingerprint=self.fingerprint
             )
         for tp, (committed, theirs) in sorted(sought.decided_otherwise.items()):
+            # Once per partition and committer's settings (a rebalance gives partitions back uncommitted: a
+            # runbook review saw it at every one); not under exactly-once, where a killed worker's events
+            # after its commit were aborted, never read_committed (a review of the diff).
+            if self.settings.worker.exactly_once or (tp, theirs) in self._warned_decided:
+                continue
+            self._warned_decided.add((tp, theirs))
             log.warning(
                 "%s[%d]: offset %d was committed by a worker deciding with settings %s, this one decides "
                 "with %s: if that worker did not stop cleanly (kill -9, OOM, a lost session), the ticks it "
