@@ -230,8 +230,14 @@ def test_a_few_spikes_do_not_set_the_weeks_price_axis() -> None:
     spiky[[100, 700, 1300, 1900]] = [900.0, 1280.0, 400.0, 1100.0]
     scale = price_scale(spiky)
     assert scale.clipped == 4
-    assert scale.peak == 1280.0
+    assert scale.beyond == 1280.0
     assert scale.low < -40.0 < 40.0 < scale.high < 60.0
+    deep = week.copy()
+    deep[500] = -1000.0  # a negative spike flattened the week as well (a review of the diff)
+    below = price_scale(deep)
+    assert below.clipped == 1
+    assert below.beyond == -1000.0
+    assert -60.0 < below.low < -40.0
     calm = price_scale(week)  # nothing to clip: the whole range, padded
     assert calm.clipped == 0
     assert calm.low < week.min()
@@ -261,5 +267,5 @@ def test_a_five_minute_chart_draws_hourly_power_and_clips_spikes(tmp_path: Path)
     texts = [text.get_text() for axis in figure.axes for text in axis.texts]
     titles = [axis.get_title() for axis in figure.axes]
     plt.close(figure)
-    assert any(text.endswith("ticks above the axis, up to 1.3 k") for text in texts), texts
+    assert any(text.endswith("ticks outside the axis, the furthest at 1.3 k") for text in texts), texts
     assert any(title.startswith("power, each hour's mean") for title in titles), titles

@@ -256,8 +256,8 @@ def _week(
         price_axis.text(
             0.995,
             0.96,
-            f"{scale.clipped:,} {'tick' if scale.clipped == 1 else 'ticks'} above the axis, up to "
-            f"{money(scale.peak)}",
+            f"{scale.clipped:,} {'tick' if scale.clipped == 1 else 'ticks'} outside the axis, the furthest "
+            f"at {money(scale.beyond)}",
             transform=price_axis.transAxes,
             ha="right",
             va="top",

@@ -159,32 +159,37 @@ def zoom_window(
 
 @dataclass(frozen=True, slots=True)
 class PriceScale:
-    """The zoomed week's price axis: ``low`` to ``high``; ``clipped`` ticks lie above it, up to ``peak``."""
+    """The zoomed week's price axis: ``low`` to ``high``; ``clipped`` ticks lie outside it, the furthest
+    at ``beyond`` (above it if positive, below if that is further)."""
 
     low: float
     high: float
     clipped: int
-    peak: float
+    beyond: float
 
 
 SPIKE_QUANTILE = 0.98
-"""Prices up to this quantile of the week set its price axis when a few spikes would flatten the rest."""
+"""Prices between this quantile's two tails set the week's price axis when a few spikes would flatten the
+rest."""
 
 
 def price_scale(prices: FloatArray) -> PriceScale:
     """The week's price axis. Drawn to its highest price, a week of 5-minute prices with four spikes to
     about 1,300 showed the negative middays and evening peaks every decision turns on as a line on zero (a
-    review viewing the chart). Where the prices above :data:`SPIKE_QUANTILE` reach further above it than
-    the whole range below it, the axis ends a little above that quantile and the chart says how many ticks
-    it leaves above, up to what price."""
+    review viewing the chart). Each tail is cut where the prices beyond :data:`SPIKE_QUANTILE` (or below
+    its mirror) reach further out than the whole range between the two quantiles; the chart then says how
+    many ticks lie outside, and the furthest of them (a single tick at −1,000 flattened a week as well)."""
     low, peak = float(np.min(prices)), float(np.max(prices))
-    top = float(np.quantile(prices, SPIKE_QUANTILE))
-    span = top - low
-    if peak - top <= span or span <= 0.0:
+    bottom, top = (float(q) for q in np.quantile(prices, [1.0 - SPIKE_QUANTILE, SPIKE_QUANTILE]))
+    span = top - bottom
+    if span <= 0.0:
         pad = 0.05 * (peak - low) or 1.0
         return PriceScale(low - pad, peak + pad, 0, peak)
-    high = top + 0.15 * span
-    return PriceScale(low - 0.05 * span, high, int(np.count_nonzero(prices > high)), peak)
+    high = top + 0.15 * span if peak - top > span else peak + 0.05 * span
+    floor = bottom - 0.15 * span if bottom - low > span else low - 0.05 * span
+    outside = int(np.count_nonzero((prices > high) | (prices < floor)))
+    beyond = peak if peak - high >= floor - low else low
+    return PriceScale(floor, high, outside, beyond)
 
 
 def hourly_power(
