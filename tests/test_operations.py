@@ -490,3 +490,30 @@ async def test_a_broker_that_takes_connections_but_never_answers_is_said_while_w
         for writer in held:
             writer.close()
         await silent.wait_closed()
+
+
+async def test_a_bounded_run_gives_up_on_a_broker_that_never_answers_within_its_idle_timeout() -> None:
+    """A review of the diff: ``run --idle-timeout 3`` against a SIGSTOPped broker exited after 82 s, saying
+    it gave up after 41: each unanswered attempt ran to the request's timeout first."""
+    from battery_worker.kafka.exceptions import BrokerUnavailable
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+        await reader.read()
+
+    silent = await asyncio.start_server(hold, "127.0.0.1", 0)
+    port = silent.sockets[0].getsockname()[1]
+    started = time.monotonic()
+    try:
+        with pytest.raises(
+            BrokerUnavailable, match=r"has not answered; gave up after 1 s \(--idle-timeout\)"
+        ):
+            await Worker(make_settings(f"127.0.0.1:{port}", "never", "never")).run(idle_timeout_s=1.0)
+    finally:
+        silent.close()
+        for writer in held:
+            writer.close()
+        await silent.wait_closed()
+    assert time.monotonic() - started < 10

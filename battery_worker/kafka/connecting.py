@@ -99,11 +99,16 @@ class Connector:
         """``attempt``, said when slow (:meth:`_said_if_slow`) and given up when a stop is requested: a
         SIGTERM while a stalled broker held the attempt waited for the shutdown's bound (12 s of 20) and
         then spoke of an in-flight batch abandoned, where there was none (a platform engineer's review)."""
+        now = asyncio.get_running_loop().time()
+        self._waiting_since = self._waiting_since or now  # the first attempt's start: a wait's whole length
+        bound = None
+        if self.give_up_after_s is not None:  # an unanswered attempt outlasted --idle-timeout 3 by 40 s
+            bound = max(0.1, self.give_up_after_s - (now - self._waiting_since))
         async with self._said_if_slow():
             attempting = asyncio.ensure_future(attempt)
             stopping = asyncio.ensure_future(self._stop.requested.wait())
             try:
-                await asyncio.wait({attempting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait({attempting, stopping}, timeout=bound, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
             if attempting.done():
@@ -111,7 +116,13 @@ class Connector:
             attempting.cancel()
             with contextlib.suppress(asyncio.CancelledError, KafkaError):
                 await attempting
-            raise StopRequested
+            if self._stop.requested.is_set():
+                raise StopRequested
+            waited = asyncio.get_running_loop().time() - self._waiting_since
+            bootstrap = self._settings.kafka.bootstrap_servers
+            raise BrokerUnavailable(
+                f"Kafka at {bootstrap} has not answered; gave up after {waited:.0f} s (--idle-timeout)"
+            )
 
     @contextlib.asynccontextmanager
     async def _said_if_slow(self) -> AsyncIterator[None]:
