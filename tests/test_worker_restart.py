@@ -351,3 +351,29 @@ async def _keeps_commit_metadata(settings: Settings) -> bool:
     finally:
         await consumer.stop()
     return any(state_stored(commit.metadata) for commit in found.values())
+
+
+async def test_feed_leaves_a_missing_state_topic_beside_prices_to_the_workers(
+    kafka_bootstrap: str, new_topic_name: Callable[[], str], new_group_id: Callable[[], str]
+) -> None:
+    """An on-call review deleted the state topic while workers ran, then fed a new site: feed created the
+    topic again, the workers' next state records landed in it, and a partition with one record counted as
+    written, so its other sites started from empty batteries unsaid. The state topic is the workers' to
+    create (their commits tell which partitions lost it); a renamed ``topics.state`` stands for the
+    deleted topic here."""
+    from battery_worker.kafka.topics import partition_counts, prepare_topics
+
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id())
+    await feed(settings, ercot_week()[:5], "north")  # prices and the state topic, as ever on a first feed
+    gone = settings.model_copy(
+        update={"topics": settings.topics.model_copy(update={"state": f"{settings.topics.state}.gone"})}
+    )
+    counts = await prepare_topics(gone, for_workers=False)
+    assert gone.topics.state not in counts
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    try:
+        assert gone.topics.state not in await partition_counts(admin, [gone.topics.state])
+    finally:
+        await admin.close()
+    assert gone.topics.state in await prepare_topics(gone)  # a worker's start creates it

@@ -203,7 +203,7 @@ def cmd_feed(args: argparse.Namespace) -> int:
 
     async def main() -> int:
         if settings.topics.create:
-            await prepare_topics(settings)
+            await prepare_topics(settings, for_workers=False)
         producer = make_producer(settings.kafka)
         await producer.start()
         try:

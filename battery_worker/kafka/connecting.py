@@ -70,13 +70,13 @@ class Connector:
         address waited forever, then 'succeeded' when stopped); None waits as long as waiting can help."""
         self._waiting_since: float | None = None
 
-    async def ensure_topics(self) -> dict[str, int]:
+    async def ensure_topics(self, *, for_workers: bool = True) -> dict[str, int]:
         """Check or create the topics (:func:`.topics.ensure_topics`); their partition counts by name."""
         while True:
             try:
                 admin = make_admin(self._settings.kafka)
                 try:
-                    return await self._until_stopped(self._topics_checked(admin))
+                    return await self._until_stopped(self._topics_checked(admin, for_workers))
                 finally:
                     await admin.close()
             except KafkaError as error:
@@ -91,9 +91,9 @@ class Connector:
             except KafkaError as error:
                 await self._wait_for_broker(error)
 
-    async def _topics_checked(self, admin: AIOKafkaAdminClient) -> dict[str, int]:
+    async def _topics_checked(self, admin: AIOKafkaAdminClient, for_workers: bool) -> dict[str, int]:
         await admin.start()
-        return await ensure_topics(admin, self._settings.topics)
+        return await ensure_topics(admin, self._settings.topics, for_workers=for_workers)
 
     async def _until_stopped(self, attempt: Coroutine[Any, Any, T]) -> T:
         """``attempt``, said when slow (:meth:`_said_if_slow`) and given up when a stop is requested: a

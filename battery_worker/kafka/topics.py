@@ -92,8 +92,16 @@ async def _refuse_hidden(admin: AIOKafkaAdminClient, names: list[str]) -> None:
         raise for_code(29)(f"cannot see {which} (Kafka answers so whether a topic exists or not)")
 
 
-async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> dict[str, int]:
+async def ensure_topics(
+    admin: AIOKafkaAdminClient, topics: TopicSettings, *, for_workers: bool = True
+) -> dict[str, int]:
     """Create what is missing (when allowed), then verify; returns each topic's partition count.
+
+    ``for_workers=False`` (``feed``, the monitor): a state topic missing beside an existing ``prices`` is
+    left for the workers to create. It was deleted, and a worker creating it finds which partitions lost
+    their sites' state (their commits say it was stored); created by a feed while the workers still ran,
+    their next state records landed in it, a partition with one record counted as written, and its other
+    sites started from empty batteries without a word (an on-call review).
 
     The state topic is created last, with the partition count ``prices`` really has: a ``prices`` topic
     created a moment ago (by an operator, another worker) may not be in the metadata yet, and its count is
@@ -106,6 +114,16 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
     names = [spec.name for spec in specs]
     existing = existing_before = await partition_counts(admin, names)
     missing = [spec for spec in specs if spec.name not in existing]
+    left = not for_workers and topics.state not in existing and topics.prices in existing
+    if left:
+        log.warning(
+            "%s exists but %s does not: not created here, but by the workers at their start, which rebuild "
+            'what it held (docs/operations.md, "State topic lost")',
+            topics.prices,
+            topics.state,
+        )
+        missing = [spec for spec in missing if spec.name != topics.state]
+        names = [name for name in names if name != topics.state]
     if missing and not topics.create:
         raise TopicMisconfigured(
             f"topics missing and topics.create is off: {', '.join(s.name for s in missing)}"
@@ -133,7 +151,8 @@ async def ensure_topics(admin: AIOKafkaAdminClient, topics: TopicSettings) -> di
     if missing:
         log.info("created topics %s", ", ".join(spec.name for spec in missing))
     # An existing state topic's configs were checked above, before anything was created.
-    await verify_state_topic(admin, topics, existing, check_configs=topics.state not in existing_before)
+    if not left:
+        await verify_state_topic(admin, topics, existing, check_configs=topics.state not in existing_before)
     return existing
 
 
@@ -456,15 +475,16 @@ async def partition_count(settings: Settings, topic: str) -> int:
         await admin.close()
 
 
-async def prepare_topics(settings: Settings) -> dict[str, int]:
-    """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly."""
+async def prepare_topics(settings: Settings, *, for_workers: bool = True) -> dict[str, int]:
+    """Create and verify the topics once, e.g. before a producer could auto-create ``prices`` wrongly
+    (``for_workers``: as :func:`ensure_topics`)."""
     from battery_worker.kafka.clients import make_admin, start_client
     from battery_worker.kafka.diagnose import typed
 
     admin = make_admin(settings.kafka)
     await start_client(admin, settings.kafka)
     try:
-        return await ensure_topics(admin, settings.topics)
+        return await ensure_topics(admin, settings.topics, for_workers=for_workers)
     except KafkaError as error:
         raise (typed(error, settings.kafka) or error) from None
     finally:

@@ -129,7 +129,7 @@ class Monitor:
         try:
             try:
                 if settings.topics.create:
-                    await connector.ensure_topics()
+                    await connector.ensure_topics(for_workers=False)
                 await connector.start(producer)
             except StopRequested:
                 log.info("stop requested before the broker could be reached")
