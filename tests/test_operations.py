@@ -517,3 +517,36 @@ async def test_a_bounded_run_gives_up_on_a_broker_that_never_answers_within_its_
             writer.close()
         await silent.wait_closed()
     assert time.monotonic() - started < 10
+
+
+@pytest.mark.broker
+async def test_a_worker_holding_no_partition_says_so(
+    kafka_bootstrap: str,
+    new_topic_name: Callable[[], str],
+    new_group_id: Callable[[], str],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """An upgrade review started workers that got no assignment for 90 s and said nothing after their start
+    lines. Here the second worker of a one-partition prices holds none."""
+    from battery_worker.kafka import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "UNASSIGNED_NOTICE_S", 0.3)
+    caplog.set_level("WARNING", logger="battery_worker")
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    first, second = Worker(settings), Worker(settings)
+    running = [asyncio.create_task(first.run())]
+    try:
+        await wait_until_async(_ready(first), 60, "the first worker to hold the partition")
+        running.append(asyncio.create_task(second.run()))
+        said = f"no {settings.topics.prices} partition assigned for "
+
+        async def saying() -> bool:
+            return said in caplog.text
+
+        await wait_until_async(saying, 60, "the idle worker to say so")
+        assert f"(group {settings.worker.group_id}): more workers than partitions" in caplog.text
+    finally:
+        first.stop()
+        second.stop()
+        await asyncio.wait_for(asyncio.gather(*running), 60)

@@ -74,8 +74,9 @@ class BoundedStop:
             return
         self.abandoned = True
         log.warning(
-            "the in-flight batch did not finish within %.1f s of the stop request; abandoning it uncommitted "
-            "(its records are re-read on restart, nothing is lost)",
+            "the step in flight (a batch, or the consumer's fetch while the group rebalances) did not finish "
+            "within %.1f s of the stop request; abandoning it uncommitted (its records are re-read on "
+            "restart, nothing is lost)",
             self.budget_s * BATCH_SHARE_OF_SHUTDOWN,
         )
         task.cancel()

@@ -79,6 +79,9 @@ from battery_worker.settings import Settings
 
 log = logging.getLogger(__name__)
 
+UNASSIGNED_NOTICE_S = 10.0
+"""How long a worker holds no partition before it says so (then once a minute)."""
+
 __all__ = ["Worker"]
 
 
@@ -191,10 +194,41 @@ class Worker:
             log.info("battery-worker stopped: %s", stats)
 
     async def _loop(self, max_messages: int | None, idle_timeout_s: float | None) -> int:
-        handled = 0
         self._connector.give_up_after_s = idle_timeout_s  # a bounded job: the broker's absence is idle too
         await self._connect()
         self._connector.give_up_after_s = None  # once running, an outage is waited out as ever
+        unassigned = asyncio.create_task(self._say_while_unassigned())
+        try:
+            return await self._batches(max_messages, idle_timeout_s)
+        finally:
+            unassigned.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await unassigned
+
+    async def _say_while_unassigned(self) -> None:
+        """A worker no partition is assigned to says so after :data:`UNASSIGNED_NOTICE_S`, then each minute:
+        workers started after a stop-all on the embedded broker waited over 90 s for an assignment without
+        a line after their start (an upgrade review), and a stop then spoke of a batch in flight."""
+        waited = 0.0
+        said_at = 0.0
+        while True:
+            await asyncio.sleep(UNASSIGNED_NOTICE_S)
+            if self.assignment.partitions:
+                waited = said_at = 0.0
+                continue
+            waited += UNASSIGNED_NOTICE_S
+            if said_at == 0.0 or waited - said_at >= 60.0:
+                said_at = waited
+                log.warning(
+                    "no %s partition assigned for %.0f s (group %s): more workers than partitions, or a "
+                    "group join the coordinator has not completed",
+                    self.topics.prices,
+                    waited,
+                    self.settings.worker.group_id,
+                )
+
+    async def _batches(self, max_messages: int | None, idle_timeout_s: float | None) -> int:
+        handled = 0
         idle_since = time.monotonic()
         while not self._stop.requested.is_set():
             if max_messages is not None and handled >= max_messages:
