@@ -532,7 +532,7 @@ async def test_a_worker_holding_no_partition_says_so(
     from battery_worker.kafka import worker as worker_module
 
     monkeypatch.setattr(worker_module, "UNASSIGNED_NOTICE_S", 0.3)
-    caplog.set_level("WARNING", logger="battery_worker")
+    caplog.set_level("INFO", logger="battery_worker")
     settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
     first, second = Worker(settings), Worker(settings)
     running = [asyncio.create_task(first.run())]

@@ -219,7 +219,7 @@ class Worker:
             waited += UNASSIGNED_NOTICE_S
             if said_at == 0.0 or waited - said_at >= 60.0:
                 said_at = waited
-                log.warning(
+                log.info(  # not a warning: a first join on the embedded broker can take longer
                     "no %s partition assigned for %.0f s (group %s): more workers than partitions, or a "
                     "group join the coordinator has not completed",
                     self.topics.prices,
