@@ -744,11 +744,13 @@ def test_an_empty_price_cell_of_a_mara_file_is_named_by_its_column_not_a_flag_ne
 
 
 def test_the_site_policy_over_a_file_without_hash_or_token_price_is_noted(
-    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A review of the diff: the worker says it (a site the site policy plans given unpaid ticks), the
     backtest of the same said nothing, though ``--config`` may now choose that policy by itself."""
-    hours = str(DATA / "ercot_2023-08-01_07.csv")
+    day = tmp_path / "day.csv"
+    day.write_text("".join((DATA / "ercot_2023-08-01_07.csv").read_text().splitlines(keepends=True)[:31]))
+    hours = str(day)
     assert main([hours, "--policy", "site", "--no-png", "--policy-param", "horizon_hours=6"]) == 0
     assert "under the site policy no machine earns and every one is curtailed" in capsys.readouterr().err
     assert main([hours, "--policy", "site", "--no-png", "--hash-price", "60", "--token-price", "25"]) == 0

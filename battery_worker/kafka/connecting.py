@@ -29,6 +29,10 @@ __all__ = ["Connector", "StopRequested", "StopSignal", "pause"]
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+MIN_ATTEMPT_S = 10.0
+"""How long a bounded run (``--idle-timeout``) lets an attempt take at the least: creating the topics on
+Apache Kafka took longer than a test's 0.2 s idle timeout."""
+
 SLOW_ANSWER_S = 10.0
 """How long a connection attempt goes unanswered before the worker says it is waiting (and again after as
 long again)."""
@@ -103,7 +107,8 @@ class Connector:
         self._waiting_since = self._waiting_since or now  # the first attempt's start: a wait's whole length
         bound = None
         if self.give_up_after_s is not None:  # an unanswered attempt outlasted --idle-timeout 3 by 40 s
-            bound = max(0.1, self.give_up_after_s - (now - self._waiting_since))
+            left = self.give_up_after_s - (now - self._waiting_since)
+            bound = max(MIN_ATTEMPT_S, left)  # a tiny idle timeout still lets topics be created
         async with self._said_if_slow():
             attempting = asyncio.ensure_future(attempt)
             stopping = asyncio.ensure_future(self._stop.requested.wait())
