@@ -6,13 +6,14 @@ import asyncio
 import signal
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 from aiokafka import TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, RecordsToDelete
 
-from battery_worker.kafka.clients import make_group_consumer, make_producer
+from battery_worker.kafka.clients import make_admin, make_group_consumer, make_producer
 from battery_worker.kafka.exceptions import StateOfNewerVersion
 from battery_worker.kafka.positions import STATE_STORED, commit_metadata, decided_with, state_stored
 from battery_worker.kafka.tools.overview import group_lag
@@ -49,12 +50,27 @@ async def test_graceful_stop_and_restart_continue_exactly(
     total = sum(len(ticks) for ticks in streams.values())
     first = Worker(settings)
     assert await first.run(max_messages=total // 2, idle_timeout_s=20) == total // 2
+    assert await group_members(settings) == [], "a stopped worker leaves its group at once"
     second = Worker(settings)
     assert await second.run(max_messages=total - total // 2, idle_timeout_s=20) == total - total // 2
     assert second.stats.sites_restored >= 1
     assert second.processor.counters.already_applied == 0
     verdict = await verify_against_uninterrupted(settings, streams)
     assert verdict.reemitted == 0, "a graceful stop re-emits nothing"
+
+
+async def group_members(settings: Settings) -> list[Any]:
+    """The group's members as the broker describes them: a stopped worker that did not leave (Tansu
+    numbers a first generation 0, from which aiokafka sent no LeaveGroup) held up the next one's join."""
+    admin = make_admin(settings.kafka)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_consumer_groups([settings.worker.group_id])
+    finally:
+        await admin.close()
+    ((error_code, _group, _state, _protocol_type, _protocol, members),) = described.groups
+    assert error_code == 0, described
+    return list(members)
 
 
 def test_a_commits_metadata_names_the_state_stored_and_the_committers_settings() -> None:

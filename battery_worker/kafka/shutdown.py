@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from battery_worker.kafka.clients import leave_group_at_stop
+
 log = logging.getLogger(__name__)
 
 BATCH_SHARE_OF_SHUTDOWN = 0.6
@@ -97,6 +99,8 @@ async def close_clients(
 
 
 async def _close_one(client: AIOKafkaConsumer | AIOKafkaProducer, timeout_s: float) -> None:
+    if isinstance(client, AIOKafkaConsumer):
+        leave_group_at_stop(client)
     try:
         await asyncio.wait_for(client.stop(), timeout_s)
     except TimeoutError:
