@@ -133,10 +133,22 @@ def session_broker_kind(config: pytest.Config) -> BrokerKind:
     return kind
 
 
+BROKER_FIXTURES = frozenset(
+    {"session_broker", "kafka_bootstrap", "broker_kind", "transactions", "apache_kafka", "private_broker"}
+)
+"""Taking any of these (or a fixture that does) makes a test a ``broker`` test, marked or not."""
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """A test marked ``apache_needs(what)`` skips, off the launcher's Apache Kafka, saying what it needs:
+    """Every test that takes a broker fixture is marked ``broker``: the Apache Kafka half of ``.ci/run``
+    runs ``-m broker``, and a broker test left unmarked would have run on Tansu only.
+
+    A test marked ``apache_needs(what)`` skips, off the launcher's Apache Kafka, saying what it needs:
     the session fixture ``apache_kafka`` cannot read a test's marker, and said only its own default (a
     contributor review: compaction tests said they needed the security listeners)."""
+    for item in items:
+        if BROKER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.broker)
     if session_broker_kind(config) == "apache":
         return
     for item in items:
