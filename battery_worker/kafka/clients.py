@@ -170,10 +170,11 @@ def leave_group_at_stop(consumer: AIOKafkaConsumer) -> None:
     aiokafka leaves the group at stop only from a generation above 0: Kafka numbers a group's first
     generation 1, the embedded broker (Tansu) 0. So a worker stopped there stayed a member until the
     broker dropped it, and the next worker to join the group (a restart, a replay's worker, the next
-    ``run``) waited 8-11 s longer for its partitions. LeaveGroup does not carry the generation: it is
-    raised only past aiokafka's check, by the close that stops the heartbeats that would send it.
+    ``run``) waited 8-11 s longer for its partitions. LeaveGroup carries no generation, so the number is
+    raised only to pass aiokafka's check, just before ``stop()``: a heartbeat sent in between with it is at
+    worst refused, which resets the generation and the stop leaves nothing, as before.
     """
-    coordinator = getattr(consumer, "_coordinator", None)  # none of a group-less reader's kind
+    coordinator = getattr(consumer, "_coordinator", None)  # a group-less reader's has no generation
     if getattr(coordinator, "generation", None) == 0 and getattr(coordinator, "member_id", ""):
         setattr(coordinator, "generation", 1)  # noqa: B010 (aiokafka's private attribute)
 
