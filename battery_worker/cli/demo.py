@@ -51,6 +51,10 @@ SITE_POLICY: dict[str, Any] = {"name": "site", "params": {}}
 SAMPLE = "ercot_2023-08-01_14.csv"
 SITE_SAMPLE = "mara_2025-06-20_event.csv"
 LIVE_POLL_S = 0.25
+EMBEDDED_SESSION_MS = 3000
+"""The demo worker's session on the embedded broker, unless one is configured. Tansu holds a member's first
+join for half the session (``docs/embedded-broker.md``): with the default 10 s the demo waited 5 s for its
+first action, with this 1.5 s. A heartbeat each second (the default) is a third of it."""
 
 
 def sample_path(name: str = SAMPLE) -> Path:
@@ -91,6 +95,11 @@ def _demo_settings(args: argparse.Namespace, bootstrap: str, fresh_topics: bool)
         update={"policy": PolicySettings(**(SITE_POLICY if args.site else DEMO_POLICY))}
     )
     demo.site_directory()
+    if not fresh_topics:  # the embedded broker
+        configured = demo.worker.model_fields_set & {"session_timeout_ms", "heartbeat_interval_ms"}
+        if not configured:
+            worker = demo.worker.model_copy(update={"session_timeout_ms": EMBEDDED_SESSION_MS})
+            demo = demo.model_copy(update={"worker": worker})
     return demo
 
 
