@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import random
 import re
 import subprocess
@@ -30,11 +29,6 @@ from tests.workerkit import DATA, read_published, reference, trace_of
 SITES = tuple(f"site-{i:02d}" for i in range(20))
 TICKS_PER_SITE = 500
 _ASSIGNED = re.compile(r"assigned \[(\d[\d, ]*)\]")
-
-
-def fault_session_ms() -> int:
-    """2 s on the embedded broker (fast fault detection); 6 s, Kafka's minimum by default, elsewhere."""
-    return 6000 if os.environ.get("KAFKA_BOOTSTRAP_SERVERS") else 2000
 
 
 def site_streams(sites: Sequence[str] = SITES, per_site: int = TICKS_PER_SITE) -> dict[str, list[PriceTick]]:

@@ -41,7 +41,6 @@ from tests.faultkit import (
     assignment_report,
     assignments,
     emitted_at_least,
-    fault_session_ms,
     interleaved,
     log_tail,
     paced_feed,
@@ -55,23 +54,31 @@ from tests.faultkit import (
     verify_against_uninterrupted,
 )
 from tests.waiting import wait_until_async
-from tests.workerkit import cli, ercot_week, feed, make_settings, settings_env, start_worker_process
+from tests.workerkit import (
+    cli,
+    ercot_week,
+    feed,
+    make_settings,
+    session_ms,
+    settings_env,
+    start_worker_process,
+)
 
 GUARANTEE_ENV = "BATTERY_WORKER_WORKER__PROCESSING_GUARANTEE"
 Message = tuple[bytes | None, bytes | None]
 
 
 def exactly_once_settings(bootstrap: str, prefix: str, group: str, **worker: object) -> Settings:
-    session_ms = fault_session_ms()
+    session = session_ms()
     return make_settings(
         bootstrap,
         prefix,
         group,
         worker={
             "processing_guarantee": "exactly-once",
-            "session_timeout_ms": session_ms,
+            "session_timeout_ms": session,
             "heartbeat_interval_ms": 500,
-            "transaction_timeout_ms": max(20_000, session_ms + 1000),
+            "transaction_timeout_ms": max(20_000, session + 1000),
             **worker,
         },
     )
