@@ -330,3 +330,30 @@ def test_the_demo_runs_its_own_policy_whatever_policy_a_config_file_names(tmp_pa
     expected = SITE_POLICY if site else DEMO_POLICY
     assert (settings.policy.name, settings.policy.params) == (expected["name"], expected["params"])
     assert settings.battery.capacity_mwh == 50.0, "the rest of the file is taken"
+
+
+def test_the_demo_on_the_embedded_broker_has_a_short_session_unless_one_is_configured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tansu holds a first join for half the session: with the default 10 s the demo waited 5 s for its
+    partitions. A session the file or the environment sets is kept, and so is the default elsewhere."""
+    from battery_worker.cli.demo import EMBEDDED_SESSION_MS, _demo_settings
+    from battery_worker.settings import load_settings
+
+    for name in [n for n in os.environ if n.startswith("BATTERY_WORKER_")]:
+        monkeypatch.delenv(name)
+    plain = argparse.Namespace(config=None, site=False)
+    default = load_settings(None).worker.session_timeout_ms
+    assert default > EMBEDDED_SESSION_MS
+    embedded = _demo_settings(plain, "127.0.0.1:9092", fresh_topics=False).worker
+    assert (embedded.session_timeout_ms, embedded.heartbeat_interval_ms) == (EMBEDDED_SESSION_MS, 1000)
+    assert _demo_settings(plain, "127.0.0.1:9092", fresh_topics=True).worker.session_timeout_ms == default
+    config = tmp_path / "c.toml"
+    config.write_text("[worker]\nsession_timeout_ms = 8000\n")
+    from_file = argparse.Namespace(config=config, site=False)
+    assert _demo_settings(from_file, "127.0.0.1:9092", fresh_topics=False).worker.session_timeout_ms == 8000
+    config.write_text("[worker]\nheartbeat_interval_ms = 4000\n")
+    kept = _demo_settings(from_file, "127.0.0.1:9092", fresh_topics=False).worker
+    assert (kept.session_timeout_ms, kept.heartbeat_interval_ms) == (default, 4000), "a valid pair stays"
+    monkeypatch.setenv("BATTERY_WORKER_WORKER__SESSION_TIMEOUT_MS", "7000")
+    assert _demo_settings(plain, "127.0.0.1:9092", fresh_topics=False).worker.session_timeout_ms == 7000
