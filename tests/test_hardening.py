@@ -761,7 +761,8 @@ async def test_the_idle_clock_of_a_bounded_run_starts_with_its_assignment(
     """A review run: a worker started with --idle-timeout while the group waited out a killed member's
     session got its partitions after the timeout had passed, and stopped at its first empty poll with the
     backlog unread. Here the join waits some 6 s (the killed member's session), past a 3 s idle timeout."""
-    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1)
+    session = {"session_timeout_ms": 6000}  # the premise: longer than the idle timeout
+    settings = make_settings(kafka_bootstrap, new_topic_name(), new_group_id(), partitions=1, worker=session)
     week = ercot_week()
     await feed(settings, week[:24], "late")
     short_polls = settings.worker.model_copy(update={"poll_timeout_ms": 1})
