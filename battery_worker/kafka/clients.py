@@ -183,9 +183,9 @@ READER_FETCH_WAIT_MS = 50
 """How long the broker may hold a reader's fetch that finds nothing new (aiokafka's default is 500 ms).
 
 A broker answers one connection's requests in order, and a reader's offset lookups share the connection
-with its fetches: each lookup waited behind the fetch held at the end of the partition read before (or
-at an empty one), 0.5 s a partition on both brokers. A restore reads the state partitions one by one, so
-a worker's start with three never-written ones took 2.5 s on the embedded broker."""
+with its fetches: reading an empty partition, each lookup waited behind the fetch held there, 0.5 s or
+more a partition on both brokers. A restore reads the state partitions one by one, so a worker's start
+with three never-written ones took 2.5 s (``docs/embedded-broker.md``)."""
 
 
 def make_reader(kafka: KafkaSettings, *, committed_only: bool = True) -> AIOKafkaConsumer:
