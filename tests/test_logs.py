@@ -13,6 +13,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -383,3 +384,36 @@ def test_the_errors_aiokafka_logs_after_a_broker_stall_are_warnings_not_pages() 
     assert lines[1]["message"].startswith("Error sending HeartbeatRequest to node 1 [")
     assert "the Kafka client retries; lines like it are counted" in lines[1]["message"]
     assert lines[2]["message"].startswith("Attempt to join group failed due to fatal error")
+
+
+def test_a_stale_tick_is_logged_with_its_time_and_the_sites_last(caplog: pytest.LogCaptureFixture) -> None:
+    """The line said only 'at or before the last tick': an operator could not tell a repeated hour from a
+    producer hours behind without reading the record and the site's status."""
+    from battery_worker.battery_config import BatteryConfig
+    from battery_worker.kafka.record_log import log_handled
+    from battery_worker.kafka.tools.feed import tick_payload
+    from battery_worker.pipeline.partitioning import home_partition
+    from battery_worker.pipeline.processing import InputRecord, TickProcessor
+    from battery_worker.settings import TopicNames
+    from battery_worker.sites import PolicyChoice, SiteDirectory
+    from battery_worker.ticks import PriceTick
+
+    directory = SiteDirectory(BatteryConfig(), PolicyChoice("threshold", {}), {})
+    processor = TickProcessor(directory, TopicNames(), prices_partitions=3)
+    partition = home_partition("s", 3)
+
+    def tick(offset: int, hour: int) -> InputRecord:
+        at = datetime(2023, 8, 1, hour, tzinfo=UTC)
+        payload = tick_payload(PriceTick(energy_price=30.0, hash_price=1.0, token_price=1.0, timestamp=at))
+        return InputRecord("prices", partition, offset, b"s", payload)
+
+    assert processor.handle(tick(0, 6)).kind == "applied"
+    late = tick(1, 5)
+    handled = processor.handle(late)
+    assert handled.kind == "stale"
+    with caplog.at_level(logging.INFO, logger="battery_worker"):
+        log_handled(late, handled)
+    assert caplog.messages == [
+        "stale tick skipped: its time 2023-08-01T05:00:00+00:00 is at or before the site's last applied "
+        "tick, 2023-08-01T06:00:00+00:00"
+    ]

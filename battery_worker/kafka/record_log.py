@@ -48,7 +48,13 @@ def log_handled(record: InputRecord, handled: Handled) -> None:
             "rejected to the dead-letter topic (%s): %s", reason, text, extra=_coordinates(record, handled)
         )
     elif kind == "stale":
-        log.info("stale tick skipped: at or before the last tick", extra=_coordinates(record, handled))
+        tick_at, last_at = handled.stale_at or (None, None)
+        log.info(
+            "stale tick skipped: its time %s is at or before the site's last applied tick, %s",
+            "unknown" if tick_at is None else tick_at.isoformat(),
+            "unknown" if last_at is None else last_at.isoformat(),
+            extra=_coordinates(record, handled),
+        )
     elif log.isEnabledFor(logging.DEBUG):
         log.debug("already applied before a restart or rebalance", extra=_coordinates(record, handled))
 

@@ -217,6 +217,8 @@ class Handled:
     outputs: tuple[OutputRecord, ...]
     outcome: Outcome | None = None
     error: InvalidValue | None = None
+    stale_at: tuple[datetime, datetime | None] | None = None
+    """A stale tick's own time and the site's last applied tick's: what its log line says."""
 
 
 class TickProcessor:
@@ -505,7 +507,7 @@ class TickProcessor:
             site.source = source
             self._dirty.add(site_id)
             self.counters.stale += 1
-            return Handled("stale", site_id, ())
+            return Handled("stale", site_id, (), stale_at=(tick.timestamp, site.state.battery.last_tick_at))
         setup = site.setup
         if site.plans_machines and not (tick.hash_price or tick.token_price):
             self._warn_unpaid(site_id)
