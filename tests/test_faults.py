@@ -41,7 +41,7 @@ from tests.faultkit import (
     verify_against_uninterrupted,
 )
 from tests.waiting import wait_until_async
-from tests.workerkit import feed, make_settings, reference, send_raw, session_ms, start_worker_process
+from tests.workerkit import feed, make_settings, reference, send_raw, start_worker_process
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -51,7 +51,7 @@ def fault_settings(bootstrap: str, prefix: str, group: str, **worker: object) ->
         bootstrap,
         prefix,
         group,
-        worker={"session_timeout_ms": session_ms(), "heartbeat_interval_ms": 500, **worker},
+        worker={"heartbeat_interval_ms": 500, **worker},
     )
 
 

@@ -48,11 +48,12 @@ def log_handled(record: InputRecord, handled: Handled) -> None:
             "rejected to the dead-letter topic (%s): %s", reason, text, extra=_coordinates(record, handled)
         )
     elif kind == "stale":
-        tick_at, last_at = handled.stale_at or (None, None)
+        assert handled.stale_at is not None, "TickProcessor gives a stale tick's times"
+        tick_at, last_at = handled.stale_at
         log.info(
             "stale tick skipped: its time %s is at or before the site's last applied tick, %s",
-            "unknown" if tick_at is None else tick_at.isoformat(),
-            "unknown" if last_at is None else last_at.isoformat(),
+            tick_at.isoformat(),
+            last_at.isoformat() if last_at is not None else "none",
             extra=_coordinates(record, handled),
         )
     elif log.isEnabledFor(logging.DEBUG):
