@@ -1,0 +1,93 @@
+"""Instructions per tick of ``tick_cost.py``'s data path, counted by valgrind: a figure the machine's load
+does not move.
+
+    .venv/bin/python bench/tick_instructions.py                   # threshold, 100 sites, 5,000 ticks counted
+    .venv/bin/python bench/tick_instructions.py --policy mpc --ticks 1000
+
+On this shared 2-core machine ``tick_cost.py``'s best of 5 moves by 5-10 % from run to run (48-73 µs for the
+same tree within an hour), so a change worth 2 % took six alternated runs to see, and often none. callgrind
+counts the instructions executed instead: the same code and inputs give the same count to within 0.1 %
+whatever else runs (381,347 and 381,652 for one tree). Instructions are not time (a cache miss costs more
+than an add), but a change to the Python that runs per tick moves them as it moves the time.
+
+The count is a difference: ``tick_cost.one_pass`` over ``--warm`` ticks, then over ``--warm`` + ``--ticks``
+(each under ``valgrind --tool=callgrind``, 30-60 s), divided by ``--ticks``; so the interpreter's start,
+the imports and the first batch (new sites) cancel, and what is left is a steady-state tick: validation,
+decision, the three events, the state records and the record batches. It needs valgrind (``valgrind`` on
+the PATH; Debian's package).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import POLICY
+from tick_cost import one_pass, records
+
+_COLLECTED = re.compile(r"Collected : (\d+)")
+
+
+def counted(ticks: int, args: argparse.Namespace) -> int:
+    """Instructions of this script's ``--child`` run over the first ``ticks`` ticks, as callgrind counts
+    them. Both runs build all ``--warm`` + ``--ticks`` input records, so building them cancels too."""
+    command = [
+        "valgrind",
+        "--tool=callgrind",
+        "--callgrind-out-file=/dev/null",
+        sys.executable,
+        __file__,
+        "--child",
+        str(ticks),
+        "--sites",
+        str(args.sites),
+        "--policy",
+        args.policy,
+        "--warm",
+        str(args.warm),
+        "--ticks",
+        str(args.ticks),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    found = _COLLECTED.search(done.stderr)
+    if found is None:
+        raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
+    return int(found.group(1))
+
+
+def policy_of(name: str) -> dict[str, Any]:
+    return POLICY if name == POLICY["name"] else {"name": name, "params": {}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--ticks", type=int, default=5_000, help="ticks counted (after the warm ones)")
+    parser.add_argument("--warm", type=int, default=2_000, help="ticks run before (one batch)")
+    parser.add_argument("--sites", type=int, default=100)
+    parser.add_argument("--policy", default=POLICY["name"], help="threshold (the benchmark's) or mpc, ...")
+    parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        inputs = records(args.warm + args.ticks, args.sites)
+        asyncio.run(one_pass(inputs[: args.child], policy_of(args.policy)))
+        return
+    if shutil.which("valgrind") is None:
+        raise SystemExit("valgrind is not on the PATH (Debian: apt-get install valgrind)")
+    warm = counted(args.warm, args)
+    total = counted(args.warm + args.ticks, args)
+    print(
+        f"{args.policy}, {args.sites:,} sites: {(total - warm) / args.ticks:,.0f} instructions per tick "
+        f"(ticks {args.warm:,}-{args.warm + args.ticks:,}; {warm:,} for the first {args.warm:,})"
+    )
+
+
+if __name__ == "__main__":
+    main()
