@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,8 +36,11 @@ _EVENT_NAMESPACE = uuid.UUID("5b0f1c0e-4d0a-4b7e-9a51-6c3f2a1d9e10")
 EventKind = Literal["action", "status", "history", "state"]
 
 
-_NAMESPACE_SHA1 = hashlib.sha1(_EVENT_NAMESPACE.bytes, usedforsecurity=False)
-_namespaced_sha1 = _NAMESPACE_SHA1.copy
+_KIND_SHA1 = {
+    kind: hashlib.sha1(_EVENT_NAMESPACE.bytes + f"{kind}:".encode(), usedforsecurity=False).copy
+    for kind in get_args(EventKind)
+}
+"""Per kind, the SHA-1 state after the namespace and ``kind:``: what every id of that kind starts from."""
 _VARIANT = {digit: "89ab"[int(digit, 16) & 0x3] for digit in "0123456789abcdef"}
 """The RFC 4122 variant (bits 10) set in a hex digit: what ``(byte & 0x3F) | 0x80`` makes of its top half."""
 
@@ -48,13 +51,21 @@ def event_id(kind: EventKind, topic: str, partition: int, offset: int, site_id: 
     offsets start over), and then named the new topic's different events as the old ones: a consumer
     deduplicating on ``event_id`` dropped them. With the site and the tick time, only a tick of the same
     site and time at the same offset of a topic created again shares an id.
-
-    ``str(uuid.uuid5(namespace, name))``, computed without building ``UUID`` objects (it runs three times
-    per tick): the hex SHA-1 of namespace + name, its 13th digit replaced by the version (5) and its 17th
-    given the RFC 4122 variant, cut into the 8-4-4-4-12 groups.
     """
-    sha = _namespaced_sha1()
-    sha.update(f"{kind}:{topic}:{partition}:{offset}:{site_id}:{tick_at}".encode())
+    return named_event_id(kind, event_name(topic, partition, offset, site_id, tick_at))
+
+
+def event_name(topic: str, partition: int, offset: int, site_id: str, tick_at: str) -> bytes:
+    """The name an input record's events share after their kind: made once per tick for its three ids."""
+    return f"{topic}:{partition}:{offset}:{site_id}:{tick_at}".encode()
+
+
+def named_event_id(kind: EventKind, name: bytes) -> str:
+    """``str(uuid.uuid5(namespace, f"{kind}:" + name))``, computed without building ``UUID`` objects (it
+    runs three times per tick): the hex SHA-1 of namespace + name, its 13th digit replaced by the version
+    (5) and its 17th given the RFC 4122 variant, cut into the 8-4-4-4-12 groups."""
+    sha = _KIND_SHA1[kind]()
+    sha.update(name)
     h = sha.hexdigest()
     return f"{h[:8]}-{h[8:12]}-5{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:32]}"
 

@@ -34,7 +34,7 @@ from quixstreams.models.serializers.json import JSONSerializer
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import SiteState, dispatch, new_site_state
 from battery_worker.emissions import Carried, EmissionsState
-from battery_worker.events import SourceRef, event_id
+from battery_worker.events import SourceRef, event_name, named_event_id
 from battery_worker.pipeline.payloads import (
     action_payload,
     history_payload,
@@ -124,6 +124,7 @@ class Job:
         tick_at = tick.timestamp.isoformat()
         coords = (context.topic, context.partition, context.offset, site_id, tick_at)
         source = SourceRef.model_construct(topic=coords[0], partition=coords[1], offset=coords[2])
+        name = event_name(*coords)
         plan = outcome.plan
         assert plan is not None, "dispatched with the site model"
         emissions = outcome_emissions(tick, outcome)
@@ -136,14 +137,21 @@ class Job:
                 actions,
                 key,
                 action_payload(
-                    event_id("action", *coords), site_id, tick, outcome, policy.name, source, plan, emissions
+                    named_event_id("action", name),
+                    site_id,
+                    tick,
+                    outcome,
+                    policy.name,
+                    source,
+                    plan,
+                    emissions,
                 ),
             ),
             (
                 status,
                 key,
                 status_payload(
-                    event_id("status", *coords),
+                    named_event_id("status", name),
                     site_id,
                     battery,
                     ticks_stale,
@@ -155,7 +163,7 @@ class Job:
             (
                 history,
                 history_key,
-                history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions),
+                history_payload(named_event_id("history", name), site_id, tick, outcome, source, emissions),
             ),
         ]
 

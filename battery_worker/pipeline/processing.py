@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from battery_worker.battery import BatteryState
 from battery_worker.dispatch import Outcome, SiteState, dispatch, new_site_state
 from battery_worker.errors import InvalidTick, InvalidValue
-from battery_worker.events import BatteryStateRecord, event_id
+from battery_worker.events import BatteryStateRecord, event_name, named_event_id
 from battery_worker.frozen import fast_init
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.payloads import (
@@ -597,16 +597,16 @@ class TickProcessor:
     ) -> tuple[OutputRecord, ...]:
         setup = site.setup
         tick_at = tick.timestamp.isoformat()
-        coords = (source.topic, source.partition, source.offset, site_id, tick_at)
+        name = event_name(source.topic, source.partition, source.offset, site_id, tick_at)
         policy = setup.policy.name
         key = site.key
         plan = outcome.plan
         assert plan is not None, "the processor dispatches with the site's model"
         emissions = outcome_emissions(tick, outcome)
         action = action_payload(
-            event_id("action", *coords), site_id, tick, outcome, policy, source, plan, emissions
+            named_event_id("action", name), site_id, tick, outcome, policy, source, plan, emissions
         )
-        history = history_payload(event_id("history", *coords), site_id, tick, outcome, source, emissions)
+        history = history_payload(named_event_id("history", name), site_id, tick, outcome, source, emissions)
         actions = OutputRecord(self._topics.actions, key, dumped(action))
         histories = OutputRecord(
             self._topics.history,
@@ -618,7 +618,7 @@ class TickProcessor:
         if not self._emit_status:
             return (actions, histories)
         status = status_payload(
-            event_id("status", *coords),
+            named_event_id("status", name),
             site_id,
             site.state.battery,
             site.ticks_stale,
