@@ -6,9 +6,9 @@ does not move.
 
 On this shared 2-core machine ``tick_cost.py``'s best of 5 moves by 5-10 % from run to run (48-73 µs for the
 same tree within an hour), so a change worth 2 % took six alternated runs to see, and often none. callgrind
-counts the instructions executed instead: the same code and inputs give the same count to within 0.1 %
-whatever else runs (381,347 and 381,652 for one tree). Instructions are not time (a cache miss costs more
-than an add), but a change to the Python that runs per tick moves them as it moves the time.
+counts the instructions executed instead: the same code and inputs give the same count to within 0.01 %
+whatever else runs (430,736 and 430,772 for one tree, one hash seed). Instructions are not time (a cache
+miss costs more than an add), but a change to the Python that runs per tick moves them as it moves the time.
 
 The count is a difference: ``tick_cost.one_pass`` over ``--warm`` ticks, then over ``--warm`` + ``--ticks``
 (each under ``valgrind --tool=callgrind``, 30-60 s), divided by ``--ticks``; so the interpreter's start,
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -56,7 +57,10 @@ def counted(ticks: int, args: argparse.Namespace) -> int:
         "--ticks",
         str(args.ticks),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, check=True)
+    # One hash seed for every run: str hashes, and with them dict and set probing, otherwise differ run to
+    # run (0.4 % of the count here).
+    environment = {**os.environ, "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, capture_output=True, text=True, check=True, env=environment)
     found = _COLLECTED.search(done.stderr)
     if found is None:
         raise RuntimeError(f"callgrind printed no count:\n{done.stderr[-2000:]}")
