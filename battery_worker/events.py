@@ -61,9 +61,9 @@ def event_name(topic: str, partition: int, offset: int, site_id: str, tick_at: s
 
 
 def named_event_id(kind: EventKind, name: bytes) -> str:
-    """``str(uuid.uuid5(namespace, f"{kind}:" + name))``, computed without building ``UUID`` objects (it
-    runs three times per tick): the hex SHA-1 of namespace + name, its 13th digit replaced by the version
-    (5) and its 17th given the RFC 4122 variant, cut into the 8-4-4-4-12 groups."""
+    """``str(uuid.uuid5(namespace, f"{kind}:{name.decode()}"))``, computed without building ``UUID``
+    objects (it runs three times per tick): the hex SHA-1 of namespace + ``kind:`` + name, its 13th digit
+    replaced by the version (5) and its 17th given the RFC 4122 variant, cut into the 8-4-4-4-12 groups."""
     sha = _KIND_SHA1[kind]()
     sha.update(name)
     h = sha.hexdigest()
