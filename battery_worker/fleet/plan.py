@@ -128,8 +128,10 @@ def plan_step(
     step's carbon intensity as the emissions counted it (given or carried): the whole site's emissions.
     """
     battery_mw = signed_battery_mw(step.action, step.power_mw)
-    prices = (tick.energy_price, tick.hash_price, tick.token_price)
-    plan = plan_applied(site, *prices, battery_mw, float(step.duration_hours), curtail=curtail)
+    hours = float(step.duration_hours)
+    plan = plan_applied(
+        site, tick.energy_price, tick.hash_price, tick.token_price, battery_mw, hours, curtail=curtail
+    )
     return plan.with_intensity(intensity)
 
 
