@@ -15,6 +15,13 @@ The count is a difference: ``tick_cost.one_pass`` over ``--warm`` ticks, then ov
 the imports and the first batch (new sites) cancel, and what is left is a steady-state tick: validation,
 decision, the three events, the state records and the record batches. It needs valgrind (``valgrind`` on
 the PATH; Debian's package).
+
+``--part`` counts a part instead, or the data path with a part left out, so that the difference is what
+that part costs (the breakdown in docs/benchmarks.md): ``handle`` is ``TickProcessor.handle`` alone (no
+state records, no record batches), the ``handle-no-*`` parts are it with the status event, the events'
+encoding (``payloads.dumped``), their ids or all three events (and then the site plan) left out, and
+``parse`` is the tick's validation alone. Leaving a part out patches the processor in the child process;
+the outputs are then not the worker's, only the instructions are of interest.
 """
 
 from __future__ import annotations
@@ -31,8 +38,24 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import POLICY
+from common import PARTITIONS, POLICY, settings_for
 from tick_cost import one_pass, records
+
+from battery_worker import dispatch as dispatching
+from battery_worker.pipeline import processing
+from battery_worker.pipeline.processing import InputRecord, TickProcessor
+from battery_worker.ticks import PriceTick
+
+PARTS = (
+    "all",
+    "handle",
+    "handle-no-status",
+    "handle-no-encoding",
+    "handle-no-ids",
+    "handle-no-events",
+    "handle-no-events-no-plan",
+    "parse",
+)
 
 _COLLECTED = re.compile(r"Collected : (\d+)")
 
@@ -56,6 +79,8 @@ def counted(ticks: int, args: argparse.Namespace) -> int:
         str(args.warm),
         "--ticks",
         str(args.ticks),
+        "--part",
+        args.part,
     ]
     # One hash seed for every run: str hashes, and with them dict and set probing, otherwise differ run to
     # run (0.4 % of the count here).
@@ -71,24 +96,69 @@ def policy_of(name: str) -> dict[str, Any]:
     return POLICY if name == POLICY["name"] else {"name": name, "params": {}}
 
 
+def run_part(part: str, inputs: list[InputRecord], policy: dict[str, Any]) -> None:
+    """The child's work: ``tick_cost.one_pass`` for ``all``, else the part (see the module's text)."""
+    if part == "all":
+        asyncio.run(one_pass(inputs, policy))
+        return
+    if part == "parse":
+        validate = PriceTick.__pydantic_validator__.validate_json
+        for record in inputs:
+            validate(record.value or b"")
+        return
+    settings = settings_for("unused:9092", "prices", "bench", "unused")
+    settings = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
+    processor = TickProcessor(
+        settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS
+    )
+    _leave_out(part, processor)
+    for record in inputs:
+        processor.handle(record, 0)
+
+
+def _replace(name: str, stand_in: Any) -> None:
+    """``processing``'s ``name`` (a function it imported) replaced in this process."""
+    setattr(processing, name, stand_in)
+
+
+def _leave_out(part: str, processor: TickProcessor) -> None:
+    if part == "handle-no-status":
+        processor._emit_status = False
+    elif part == "handle-no-encoding":
+        _replace("dumped", lambda payload: b"")
+    elif part == "handle-no-ids":
+        _replace("named_event_id", lambda kind, name: "00000000-0000-5000-8000-000000000000")
+    elif part.startswith("handle-no-events"):
+        TickProcessor._events = lambda *arguments: ()  # type: ignore[method-assign]
+        if part == "handle-no-events-no-plan":
+            planned = dispatching.dispatch
+
+            def unplanned(*arguments: Any, **options: Any) -> Any:
+                return planned(*arguments, **{**options, "site_model": None})
+
+            _replace("dispatch", unplanned)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ticks", type=int, default=5_000, help="ticks counted (after the warm ones)")
     parser.add_argument("--warm", type=int, default=2_000, help="ticks run before (one batch)")
     parser.add_argument("--sites", type=int, default=100)
     parser.add_argument("--policy", default=POLICY["name"], help="threshold (the benchmark's) or mpc, ...")
+    parser.add_argument("--part", choices=PARTS, default="all", help="a part, or one left out (above)")
     parser.add_argument("--child", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
         inputs = records(args.warm + args.ticks, args.sites)
-        asyncio.run(one_pass(inputs[: args.child], policy_of(args.policy)))
+        run_part(args.part, inputs[: args.child], policy_of(args.policy))
         return
     if shutil.which("valgrind") is None:
         raise SystemExit("valgrind is not on the PATH (Debian: apt-get install valgrind)")
     warm = counted(args.warm, args)
     total = counted(args.warm + args.ticks, args)
     print(
-        f"{args.policy}, {args.sites:,} sites: {(total - warm) / args.ticks:,.0f} instructions per tick "
+        f"{args.policy}, {args.sites:,} sites, {args.part}: {(total - warm) / args.ticks:,.0f} instructions "
+        "per tick "
         f"(ticks {args.warm:,}-{args.warm + args.ticks:,}; {warm:,} for the first {args.warm:,})"
     )
 
