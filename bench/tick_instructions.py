@@ -1,8 +1,9 @@
 """Instructions per tick of ``tick_cost.py``'s data path, counted by valgrind: a figure the machine's load
 does not move.
 
-    .venv/bin/python bench/tick_instructions.py                   # threshold, 100 sites, 5,000 ticks counted
-    .venv/bin/python bench/tick_instructions.py --policy mpc --ticks 1000
+    .venv/bin/python bench/tick_instructions.py                        # threshold, 100 sites, 5,000 ticks
+    .venv/bin/python bench/tick_instructions.py --part handle-no-status    # the status event left out
+    .venv/bin/python bench/tick_instructions.py --policy mpc --warm 200 --ticks 300     # mpc: 3 ms a tick
 
 On this shared 2-core machine ``tick_cost.py``'s best of 5 moves by 5-10 % from run to run (48-73 µs for the
 same tree within an hour), so a change worth 2 % took six alternated runs to see, and often none. callgrind
