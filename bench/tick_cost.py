@@ -26,13 +26,12 @@ from aiokafka.producer.message_accumulator import BatchBuilder
 from common import PARTITIONS, POLICY, settings_for, tick_messages
 
 from battery_worker.kafka.batching import send_batched
+from battery_worker.kafka.clients import PRODUCER_BATCH_BYTES
 from battery_worker.pipeline.partitioning import home_partition
 from battery_worker.pipeline.processing import InputRecord, OutputRecord, TickProcessor
 
 BATCH = 2_000
 """Records per batch, as the worker's default ``max_batch_records``."""
-PRODUCER_BATCH_BYTES = 1_048_576
-"""The worker's producer ``max_batch_size`` (``kafka/clients.py``)."""
 
 
 class BuildingProducer:

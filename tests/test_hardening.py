@@ -36,7 +36,7 @@ from battery_worker.brokers.embedded import EmbeddedBroker
 from battery_worker.cli.common import command_settings
 from battery_worker.cli.main import build_parser
 from battery_worker.errors import InvalidConfig
-from battery_worker.kafka.clients import make_producer, make_reader
+from battery_worker.kafka.clients import PRODUCER_BATCH_BYTES, make_producer, make_reader
 from battery_worker.kafka.reading import read_to_end
 from battery_worker.kafka.tools.replay import ReplayOptions, replay
 from battery_worker.kafka.topics import prepare_topics
@@ -204,11 +204,11 @@ def test_a_dead_letter_keeps_the_producers_headers_up_to_a_bound_and_counts_thos
     assert kept == [(f"source.header.h{i}", b"x" * 5_000) for i in range(12)]
     assert dict(refused.outputs[0].headers)["dlq.source_headers_dropped"] == b"8"
     # Bounded as encoded: 10,000 empty headers beside a 899,000-byte value made a dead letter of 1,059,242
-    # bytes, over the producer's batch and a stock broker's message.max.bytes (a review of the diff).
+    # bytes, over a stock broker's message.max.bytes (a review of the diff). It is a batch of its own.
     empty = [("", None)] * 10_000
     big = proc.handle(InputRecord("prices", home, 2, b"alpha", b"x" * 899_000, NOW_MS, empty))
     (letter,) = big.outputs
-    builder = BatchBuilder(1_048_576, 0, is_transactional=False)
+    builder = BatchBuilder(PRODUCER_BATCH_BYTES, 0, is_transactional=False)
     assert builder.append(key=letter.key, value=letter.value, timestamp=None, headers=list(letter.headers))
     assert len(builder._build()) < 1_000_000
     assert int(dict(letter.headers)["dlq.source_headers_dropped"] or b"0") > 0
@@ -1022,7 +1022,7 @@ async def test_a_send_that_fails_half_way_raises_the_cause_and_leaves_no_error_u
             return {0, 1, 2}
 
         def create_batch(self) -> BatchBuilder:
-            return BatchBuilder(1_048_576, 0, is_transactional=False)
+            return BatchBuilder(PRODUCER_BATCH_BYTES, 0, is_transactional=False)
 
         async def send_batch(
             self, batch: BatchBuilder, topic: str, *, partition: int

@@ -64,14 +64,14 @@ log = logging.getLogger(__name__)
 OutcomeKind = Literal["applied", "stale", "already_applied", "rejected"]
 
 DLQ_MAX_VALUE_BYTES = 900_000
-"""Dead letters keep the original bytes up to this size (under the producer's 1 MiB batch); a larger
-input is cut there and the ``dlq.truncated_from_bytes`` header gives its real size, so one absurd
-message can never stop the worker."""
+"""Dead letters keep the original bytes up to this size (in a record batch of its own, under Kafka's default
+``message.max.bytes``, 1 MiB); a larger input is cut there and the ``dlq.truncated_from_bytes`` header
+gives its real size, so one absurd message can never stop the worker."""
 DLQ_MAX_KEY_BYTES = 1_000
 DLQ_MAX_SOURCE_HEADER_BYTES = 64_000
 """The input's own headers are kept on its dead letter up to this many bytes as encoded (names renamed,
 values, their lengths); past it the rest are left out and ``dlq.source_headers_dropped`` counts them, so
-value, key and headers together stay under the producer's 1 MiB batch."""
+value, key and headers together stay under Kafka's default ``message.max.bytes`` (1 MiB)."""
 SOURCE_HEADER_PREFIX = "source.header."
 """An input's header ``h`` is ``source.header.h`` on its dead letter: the dead letter's own headers
 (``error``, ``source.offset``, …) can never be confused with, or shadowed by, a producer's."""
