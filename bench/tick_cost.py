@@ -59,12 +59,20 @@ def records(count: int, sites: int) -> list[InputRecord]:
     return out
 
 
-async def one_pass(inputs: list[InputRecord], policy: dict[str, Any]) -> float:
+def policy_of(name: str) -> dict[str, Any]:
+    """The benchmark's ``threshold`` (its parameters), or another policy by name with its defaults."""
+    return POLICY if name == POLICY["name"] else {"name": name, "params": {}}
+
+
+def new_processor(policy: dict[str, Any]) -> TickProcessor:
+    """A worker's ``TickProcessor`` with the benchmark's settings and ``policy``, no broker."""
     settings = settings_for("unused:9092", "prices", "bench", "unused")
     settings = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
-    processor = TickProcessor(
-        settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS
-    )
+    return TickProcessor(settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS)
+
+
+async def one_pass(inputs: list[InputRecord], policy: dict[str, Any]) -> float:
+    processor = new_processor(policy)
     producer: Any = BuildingProducer()
     started = time.process_time()
     for start in range(0, len(inputs), BATCH):
@@ -83,9 +91,8 @@ def main() -> None:
     parser.add_argument("--policy", default=POLICY["name"], help="threshold (the benchmark's) or mpc, ...")
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
-    policy = POLICY if args.policy == POLICY["name"] else {"name": args.policy, "params": {}}
     inputs = records(args.ticks, args.sites)
-    passes = [asyncio.run(one_pass(inputs, policy)) for _ in range(args.repeat)]
+    passes = [asyncio.run(one_pass(inputs, policy_of(args.policy))) for _ in range(args.repeat)]
     print(
         f"{args.policy}, {args.sites:,} sites, {args.ticks:,} ticks: {min(passes):.1f} µs CPU per tick "
         f"(best of {args.repeat}; all: {', '.join(f'{p:.1f}' for p in passes)})"

@@ -39,13 +39,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import PARTITIONS, POLICY, settings_for
-from tick_cost import one_pass, records
+from common import POLICY
+from tick_cost import new_processor, one_pass, policy_of, records
 
 from battery_worker import dispatch as dispatching
 from battery_worker.pipeline import processing
 from battery_worker.pipeline.processing import InputRecord, TickProcessor
-from battery_worker.ticks import PriceTick
 
 PARTS = (
     "all",
@@ -93,25 +92,16 @@ def counted(ticks: int, args: argparse.Namespace) -> int:
     return int(found.group(1))
 
 
-def policy_of(name: str) -> dict[str, Any]:
-    return POLICY if name == POLICY["name"] else {"name": name, "params": {}}
-
-
 def run_part(part: str, inputs: list[InputRecord], policy: dict[str, Any]) -> None:
     """The child's work: ``tick_cost.one_pass`` for ``all``, else the part (see the module's text)."""
     if part == "all":
         asyncio.run(one_pass(inputs, policy))
         return
     if part == "parse":
-        validate = PriceTick.__pydantic_validator__.validate_json
         for record in inputs:
-            validate(record.value or b"")
+            processing._tick_from_json(record.value or b"")  # what TickProcessor._parse calls
         return
-    settings = settings_for("unused:9092", "prices", "bench", "unused")
-    settings = settings.model_copy(update={"policy": settings.policy.model_copy(update=policy)})
-    processor = TickProcessor(
-        settings.site_directory(), settings.topics.names(), prices_partitions=PARTITIONS
-    )
+    processor = new_processor(policy)
     _leave_out(part, processor)
     for record in inputs:
         processor.handle(record, 0)

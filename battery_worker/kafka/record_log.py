@@ -53,7 +53,7 @@ def log_handled(record: InputRecord, handled: Handled) -> None:
         log.info(
             "stale tick skipped: its time %s is at or before the site's last applied tick, %s",
             tick_at.isoformat(),
-            last_at.isoformat() if last_at is not None else "none",
+            last_at.isoformat(),
             extra=_coordinates(record, handled),
         )
     elif log.isEnabledFor(logging.DEBUG):

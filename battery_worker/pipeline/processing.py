@@ -222,7 +222,7 @@ class Handled:
     outputs: tuple[OutputRecord, ...]
     outcome: Outcome | None = None
     error: InvalidValue | None = None
-    stale_at: tuple[datetime, datetime | None] | None = None
+    stale_at: tuple[datetime, datetime] | None = None
     """A stale tick's own time and the site's last applied tick's: what its log line says."""
 
 
@@ -508,11 +508,13 @@ class TickProcessor:
             # A tick newer than the state at an offset the state says it passed: not this log's offsets.
             self._warn_other_log(site_id, record, last)
         if site.state.is_stale(tick):
+            last_at = site.state.battery.last_tick_at
+            assert last_at is not None, "a tick is stale only after an applied one"
             site.ticks_stale += 1
             site.source = source
             self._dirty.add(site_id)
             self.counters.stale += 1
-            return Handled("stale", site_id, (), stale_at=(tick.timestamp, site.state.battery.last_tick_at))
+            return Handled("stale", site_id, (), stale_at=(tick.timestamp, last_at))
         setup = site.setup
         if site.plans_machines and not (tick.hash_price or tick.token_price):
             self._warn_unpaid(site_id)
