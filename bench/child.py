@@ -62,11 +62,30 @@ class TimedWorker(Worker):
         return handled
 
 
+def _strip(worker: Worker, settings: Any) -> None:
+    """The worker's loop with ``tick_floor.StrippedJob`` in place of ``TickProcessor.handle``: the same three
+    events a tick, no state records (no site is ever dirty)."""
+    from tick_floor import StrippedJob
+
+    from battery_worker.pipeline.processing import Handled, InputRecord
+
+    job = StrippedJob(settings.topics.actions, settings.topics.status, settings.topics.history)
+
+    def handle(record: InputRecord, now_ms: int = 0) -> Handled:
+        outputs = job.handle(record)
+        worker.processor.counters.applied += 1
+        return Handled("applied", None, outputs)
+
+    worker.processor.handle = handle  # type: ignore[method-assign]
+
+
 async def run_worker(args: argparse.Namespace) -> dict[str, Any]:
     settings = settings_for(
         args.bootstrap, args.prices, args.prefix, args.group, guarantee=args.guarantee, worker=args.worker
     )
     worker = TimedWorker(settings)
+    if args.stripped:
+        _strip(worker, settings)
 
     async def announce_ready() -> None:
         while not worker.assignment.restored:  # noqa: ASYNC110 (a flag set by the worker, no event to wait on)
@@ -216,6 +235,9 @@ def main() -> None:
     parser.add_argument("group")
     parser.add_argument("count", type=int)
     parser.add_argument("--profile", type=Path, help="write a pyinstrument text profile of the run here")
+    parser.add_argument(
+        "--stripped", action="store_true", help="worker: tick_floor.StrippedJob in place of the processor"
+    )
     parser.add_argument("--guarantee", choices=[AT_LEAST_ONCE, EXACTLY_ONCE], default=AT_LEAST_ONCE)
     parser.add_argument(
         "--idle-timeout", type=float, default=120, help="stop after this many seconds without records"
