@@ -37,6 +37,7 @@ from battery_worker.emissions import Carried, EmissionsState
 from battery_worker.events import SourceRef, event_name, named_event_id
 from battery_worker.pipeline.payloads import (
     action_payload,
+    encoded,
     history_payload,
     outcome_emissions,
     status_payload,
@@ -127,7 +128,7 @@ class Job:
         name = event_name(*coords)
         plan = outcome.plan
         assert plan is not None, "dispatched with the site model"
-        emissions = outcome_emissions(tick, outcome)
+        emissions = encoded(outcome_emissions(tick, outcome))
         battery = outcome.state.battery
         actions, status, history = self.topics
         key = site_id.encode()

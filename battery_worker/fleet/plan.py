@@ -62,13 +62,16 @@ class SitePlan:
     # The site's emissions of the step: grid import × the step's carbon intensity (None: unknown).
     grid_import_kg: float | None = None
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self, machines: object = None) -> dict[str, object]:
         """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
         (a sum over no machines is the int 0, which the event would write as 0.0). The machines are copied
-        from a cache per runs tuple, so a caller may change what it gets."""
+        from a cache per runs tuple, so a caller may change what it gets; or ``machines`` stands for them
+        (the worker's events pass their encoding, made once per runs tuple: :func:`machines_json`)."""
         return {
             "hours": float(self.hours),
-            "machines": [dict(machine) for machine in _machines_json(self.machines)],
+            "machines": [dict(machine) for machine in machines_json(self.machines)]
+            if machines is None
+            else machines,
             "mining_mw": float(self.mining_mw),
             "inference_mw": float(self.inference_mw),
             "battery_mw": float(self.battery_mw),
@@ -93,9 +96,9 @@ class SitePlan:
 _machines_json_cache: dict[int, tuple[tuple[MachineRun, ...], list[dict[str, object]]]] = {}
 
 
-def _machines_json(runs: tuple[MachineRun, ...]) -> list[dict[str, object]]:
+def machines_json(runs: tuple[MachineRun, ...]) -> list[dict[str, object]]:
     """The runs as JSON, remembered per runs tuple (the fleet cache hands out the same tuple each tick);
-    shared: :meth:`SitePlan.to_json` hands out copies."""
+    shared, so not to be changed: :meth:`SitePlan.to_json` hands out copies."""
     hit = _machines_json_cache.get(id(runs))
     if hit is not None and hit[0] is runs:
         return hit[1]

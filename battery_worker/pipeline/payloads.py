@@ -16,9 +16,35 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
 from battery_worker.emissions import EmissionsState, StepEmissions
 from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, STATUS_SCHEMA_VERSION, status_fields
-from battery_worker.fleet.plan import SitePlan
+from battery_worker.fleet.plan import MachineRun, SitePlan, machines_json
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
+
+EmissionsJson = dict[str, Any] | orjson.Fragment
+"""The emissions object a tick's three events carry: its dict, or the dict encoded once (:func:`encoded`)."""
+
+
+def encoded(part: dict[str, Any]) -> orjson.Fragment:
+    """A part of the tick's events as JSON, encoded once for the three of them: orjson writes a ``Fragment``'s
+    bytes as they are, so the events' bytes are the same as with the dict in each."""
+    return orjson.Fragment(orjson.dumps(part))
+
+
+_machines_encoded: dict[int, tuple[tuple[MachineRun, ...], orjson.Fragment]] = {}
+_MAX_CACHED_MACHINES = 4096
+"""Entries of the cache below; cleared when full, as the fleet caches it is keyed like."""
+
+
+def _plan_json(plan: SitePlan) -> dict[str, object]:
+    """The plan's JSON with its machines encoded once per runs tuple (the fleet cache hands the same tuple
+    to every tick with the same prices), not copied and encoded again for each action."""
+    runs = plan.machines
+    hit = _machines_encoded.get(id(runs))
+    if hit is None or hit[0] is not runs:
+        if len(_machines_encoded) >= _MAX_CACHED_MACHINES:
+            _machines_encoded.clear()
+        hit = _machines_encoded[id(runs)] = (runs, orjson.Fragment(orjson.dumps(machines_json(runs))))
+    return plan.to_json(hit[1])
 
 
 def dumped(payload: dict[str, Any]) -> bytes:
@@ -88,7 +114,7 @@ def action_payload(
     policy: str,
     source: Source,
     plan: SitePlan,
-    emissions: dict[str, Any],
+    emissions: EmissionsJson,
 ) -> dict[str, Any]:
     """A ``BatteryAction`` (version 3: with the site plan and the emissions)."""
     step, decision = outcome.step, outcome.decision
@@ -112,7 +138,7 @@ def action_payload(
         "gap_hours": None if step.gap_hours is None else float(step.gap_hours),
         "policy": policy,
         "source": _source(source),
-        "site_plan": plan.to_json(),
+        "site_plan": _plan_json(plan),
         "emissions": emissions,
     }
 
@@ -123,7 +149,7 @@ def history_payload(
     tick: PriceTick,
     outcome: Outcome,
     source: Source,
-    emissions: dict[str, Any],
+    emissions: EmissionsJson,
 ) -> dict[str, Any]:
     """A ``HistoryRecord``: the seed's ``save_history`` entry of one applied tick."""
     step, decision = outcome.step, outcome.decision
@@ -186,7 +212,7 @@ def status_payload(
     ticks_stale: int,
     config: BatteryConfig,
     policy: str,
-    emissions: dict[str, Any],
+    emissions: EmissionsJson,
 ) -> dict[str, Any]:
     """A ``BatteryStatus``: the seed's ``get_status`` for one site, stamped with the tick time."""
     return {

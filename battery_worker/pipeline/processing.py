@@ -41,6 +41,7 @@ from battery_worker.pipeline.payloads import (
     Source,
     action_payload,
     dumped,
+    encoded,
     history_key,
     history_payload,
     outcome_emissions,
@@ -609,7 +610,7 @@ class TickProcessor:
         key = site.key
         plan = outcome.plan
         assert plan is not None, "the processor dispatches with the site's model"
-        emissions = outcome_emissions(tick, outcome)
+        emissions = encoded(outcome_emissions(tick, outcome))
         action = action_payload(
             named_event_id("action", name), site_id, tick, outcome, policy, source, plan, emissions
         )
