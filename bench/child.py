@@ -5,13 +5,16 @@ A process of its own, so the peak RSS is the worker's alone and no orchestration
 
     python bench/child.py worker  BOOTSTRAP PRICES PREFIX GROUP COUNT [--profile FILE]
                                   [--guarantee exactly-once] [--worker-setting KEY=VALUE ...]
-                                  [--idle-timeout S]
+                                  [--idle-timeout S] [--stripped]
     python bench/child.py ceiling BOOTSTRAP PRICES OUTPUT GROUP COUNT
     python bench/child.py passthrough BOOTSTRAP PRICES PREFIX GROUP COUNT
 
 ``--guarantee exactly-once`` runs the worker with Kafka transactions (Apache Kafka only); its JSON line
 then counts them (``transactions``: committed, aborted, fenced). ``--worker-setting`` sets any other
 ``worker.*`` setting for the run (the value is read as JSON when it parses, e.g. ``max_batch_records=500``).
+
+``--stripped`` runs the worker's loop with ``tick_floor.StrippedJob`` in place of ``TickProcessor.handle``
+(the same three events a tick, with no domain): the floor under the worker's CPU per tick.
 
 ``passthrough`` is the latency run's floor: the worker's clients moving each tick to ``PREFIX.actions`` as
 it comes, with nothing done to it but naming its source (what the latency run's consumer matches an action

@@ -66,7 +66,7 @@ class SitePlan:
         """Plain JSON in the field order of ``events.SitePlanEvent``: counts ints, every other number a float
         (a sum over no machines is the int 0, which the event would write as 0.0). The machines are copied
         from a cache per runs tuple, so a caller may change what it gets; or ``machines`` stands for them
-        (the worker's events pass their encoding, made once per runs tuple: :func:`machines_json`)."""
+        (the worker's events pass them encoded once per runs tuple, not copied and encoded per tick)."""
         return {
             "hours": float(self.hours),
             "machines": [dict(machine) for machine in machines_json(self.machines)]

@@ -32,7 +32,7 @@ def encoded(part: dict[str, Any]) -> orjson.Fragment:
 
 _machines_encoded: dict[int, tuple[tuple[MachineRun, ...], orjson.Fragment]] = {}
 _MAX_CACHED_MACHINES = 4096
-"""Entries of the cache below; cleared when full, as the fleet caches it is keyed like."""
+"""Entries of the cache below, cleared when full, as the fleet's caches in ``fleet/plan.py`` are."""
 
 
 def _plan_json(plan: SitePlan) -> dict[str, object]:
