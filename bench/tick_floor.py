@@ -39,6 +39,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import orjson
 from common import POLICY, create_topics, on_broker, produce, tick_messages
-from tick_cost import BATCH, BuildingProducer, new_processor, records
+from tick_cost import BATCH, BuildingProducer, new_processor, one_pass, records
 
 from battery_worker.events import event_name, named_event_id
 from battery_worker.kafka.batching import send_batched
@@ -173,35 +174,24 @@ class StrippedJob:
         )
 
 
-async def _stripped_pass(inputs: list[InputRecord]) -> tuple[float, int]:
-    job, size = StrippedJob(), 0
+async def _stripped_pass(inputs: list[InputRecord]) -> float:
+    """``tick_cost.one_pass`` with the stripped job in the processor's place (it has no state records)."""
+    job = StrippedJob()
     producer: Any = BuildingProducer()
     started = time.process_time()
     for start in range(0, len(inputs), BATCH):
         outputs: list[OutputRecord] = []
         for record in inputs[start : start + BATCH]:
             outputs.extend(job.handle(record))
-        size += sum(len(output.value or b"") for output in outputs)
         await send_batched(producer, outputs)
-    return (time.process_time() - started) / len(inputs) * 1e6, size
+    return (time.process_time() - started) / len(inputs) * 1e6
 
 
-async def _worker_pass(inputs: list[InputRecord]) -> tuple[float, int]:
-    """``tick_cost.one_pass``, also counting the events' bytes (outside the clock)."""
-    processor, size, spent = new_processor(POLICY), 0, 0.0
-    producer: Any = BuildingProducer()
-    for start in range(0, len(inputs), BATCH):
-        started = time.process_time()
-        outputs: list[OutputRecord] = []
-        for record in inputs[start : start + BATCH]:
-            outputs.extend(processor.handle(record, 0).outputs)
-        spent += time.process_time() - started
-        size += sum(len(output.value or b"") for output in outputs)
-        started = time.process_time()
-        await send_batched(producer, outputs)
-        await send_batched(producer, processor.take_state_records())
-        spent += time.process_time() - started
-    return spent / len(inputs) * 1e6, size
+def _bytes_a_tick(
+    handle: Callable[[InputRecord], Sequence[OutputRecord]], inputs: list[InputRecord]
+) -> float:
+    """The events' bytes a tick, counted in a pass of their own (outside any clock)."""
+    return sum(len(output.value or b"") for record in inputs for output in handle(record)) / len(inputs)
 
 
 def _child(*args: str) -> dict[str, Any]:
@@ -261,13 +251,14 @@ def main() -> None:
     inputs = records(args.ticks, args.sites)
     stripped: list[float] = []
     worker: list[float] = []
-    sizes: dict[str, int] = {}
     for _ in range(args.repeat):
-        cost, sizes["stripped"] = asyncio.run(_stripped_pass(inputs))
-        stripped.append(cost)
-        cost, sizes["worker"] = asyncio.run(_worker_pass(inputs))
-        worker.append(cost)
-    per_tick = {name: size / args.ticks for name, size in sizes.items()}
+        stripped.append(asyncio.run(_stripped_pass(inputs)))
+        worker.append(asyncio.run(one_pass(inputs, POLICY)))
+    processor = new_processor(POLICY)
+    per_tick = {
+        "stripped": _bytes_a_tick(StrippedJob().handle, inputs),
+        "worker": _bytes_a_tick(lambda record: processor.handle(record, 0).outputs, inputs),
+    }
     print(
         f"threshold, {args.sites:,} sites, {args.ticks:,} ticks, best of {args.repeat}, alternated:\n"
         f"  worker's data path (tick_cost.py): {min(worker):.1f} µs CPU per tick, "

@@ -30,7 +30,7 @@ from battery_worker.frozen import fast_init
 from battery_worker.ticks import PriceTick
 
 EPSILON_MW = 1e-9
-_MAX_CACHED_FLEETS = 4096
+MAX_CACHED_FLEETS = 4096
 """Entries of each per-tick cache below; cleared when full (a day of 5-minute ticks has 288 prices)."""
 
 
@@ -105,7 +105,7 @@ def machines_json(runs: tuple[MachineRun, ...]) -> list[dict[str, object]]:
     data: list[dict[str, object]] = [
         {"name": run.name, "running": int(run.running), "mw": float(run.mw)} for run in runs
     ]
-    if len(_machines_json_cache) >= _MAX_CACHED_FLEETS:
+    if len(_machines_json_cache) >= MAX_CACHED_FLEETS:
         _machines_json_cache.clear()
     _machines_json_cache[id(runs)] = (runs, data)
     return data
@@ -235,7 +235,7 @@ def _all_running(site: SiteModel, hash_price: float, token_price: float) -> _Fle
     if hit is not None and hit[0] is site:
         return hit[1]
     fleet = _fleet(site, hash_price, token_price, {m.name: m.count for m in site.machines})
-    if len(_all_running_cache) >= _MAX_CACHED_FLEETS:
+    if len(_all_running_cache) >= MAX_CACHED_FLEETS:
         _all_running_cache.clear()
     _all_running_cache[key] = (site, fleet)
     return fleet

@@ -16,7 +16,7 @@ from battery_worker.battery_config import BatteryConfig
 from battery_worker.dispatch import Outcome
 from battery_worker.emissions import EmissionsState, StepEmissions
 from battery_worker.events import ACTION_SCHEMA_VERSION, SCHEMA_VERSION, STATUS_SCHEMA_VERSION, status_fields
-from battery_worker.fleet.plan import MachineRun, SitePlan, machines_json
+from battery_worker.fleet.plan import MAX_CACHED_FLEETS, MachineRun, SitePlan, machines_json
 from battery_worker.policies.base import JsonValue
 from battery_worker.ticks import PriceTick
 
@@ -31,8 +31,6 @@ def encoded(part: dict[str, Any]) -> orjson.Fragment:
 
 
 _machines_encoded: dict[int, tuple[tuple[MachineRun, ...], orjson.Fragment]] = {}
-_MAX_CACHED_MACHINES = 4096
-"""Entries of the cache below, cleared when full, as the fleet's caches in ``fleet/plan.py`` are."""
 
 
 def _plan_json(plan: SitePlan) -> dict[str, object]:
@@ -41,7 +39,7 @@ def _plan_json(plan: SitePlan) -> dict[str, object]:
     runs = plan.machines
     hit = _machines_encoded.get(id(runs))
     if hit is None or hit[0] is not runs:
-        if len(_machines_encoded) >= _MAX_CACHED_MACHINES:
+        if len(_machines_encoded) >= MAX_CACHED_FLEETS:  # cleared when full, as the fleet's caches
             _machines_encoded.clear()
         hit = _machines_encoded[id(runs)] = (runs, orjson.Fragment(orjson.dumps(machines_json(runs))))
     return plan.to_json(hit[1])
